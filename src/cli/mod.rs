@@ -1,0 +1,227 @@
+//! The command-line front end: a thin adapter that resolves arguments once, calls the same library functions MCP
+//! will call, and renders results. Exit codes: 0 all good, 1 some task did not end as wanted, 2 bad input, 3 internal.
+
+pub mod args;
+pub mod render;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::demo;
+use crate::git::{self, RepoPaths};
+use crate::pipeline::{self, PipelineError, RunRequest, gc};
+use crate::status;
+use args::{Cli, Command, DemoArgs, GcArgs, RunArgs, StatusArgs};
+
+/// How the process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything ended as wanted.
+    Success = 0,
+    /// Some task did not end as wanted (failed, timed out, …).
+    NotAllSucceeded = 1,
+    /// Bad input or usage.
+    BadInput = 2,
+    /// ccfan itself failed.
+    Internal = 3,
+}
+
+/// A command's failure, with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct CliError {
+    /// The exit code.
+    pub exit: Exit,
+    /// What went wrong.
+    #[source]
+    pub error: anyhow::Error,
+}
+
+impl From<PipelineError> for CliError {
+    fn from(error: PipelineError) -> Self {
+        let exit = if error.is_bad_input() {
+            Exit::BadInput
+        } else {
+            Exit::Internal
+        };
+        CliError {
+            exit,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(error: std::io::Error) -> Self {
+        CliError {
+            exit: Exit::Internal,
+            error: error.into(),
+        }
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<Exit, CliError> {
+    let start = match &cli.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir()?,
+    };
+    match cli.command {
+        Command::Run(args) => run_tasks(&start, args),
+        Command::Status(args) => show_status(&start, args),
+        Command::Gc(args) => collect_garbage(&start, args),
+        Command::Demo(args) => run_demo(args),
+    }
+}
+
+fn repo_at(start: &Path) -> Result<RepoPaths, CliError> {
+    git::discover(start).map_err(|error| PipelineError::from(error).into())
+}
+
+/// Ctrl-C and SIGTERM set the returned flag; the pipeline then stops workers and marks them cancelled.
+fn cancel_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(error) = signal_hook::flag::register(signal, Arc::clone(&flag)) {
+            tracing::warn!("cannot watch for signal {signal}: {error}");
+        }
+    }
+    flag
+}
+
+fn execute(request: &RunRequest, json: bool) -> Result<crate::model::RunView, CliError> {
+    let live = !json && std::io::stdout().is_terminal();
+    let progress = render::Progress::new(live);
+    let cancel = cancel_flag();
+    Ok(pipeline::run(request, &progress, &cancel)?)
+}
+
+fn run_tasks(start: &Path, args: RunArgs) -> Result<Exit, CliError> {
+    let RunArgs {
+        tasks,
+        policy,
+        base,
+        jobs,
+        json,
+    } = args;
+    let repo = repo_at(start)?;
+    let request = RunRequest {
+        repo,
+        tasks_file: absolute(start, &tasks),
+        policy_file: policy.map(|path| absolute(start, &path)),
+        base,
+        jobs: jobs.map(usize::from),
+    };
+    let view = execute(&request, json)?;
+    render::out(&if json {
+        render::json(&view)
+    } else {
+        render::run_view(&view)
+    })?;
+    Ok(if view.all_succeeded() {
+        Exit::Success
+    } else {
+        Exit::NotAllSucceeded
+    })
+}
+
+fn show_status(start: &Path, args: StatusArgs) -> Result<Exit, CliError> {
+    let StatusArgs { run, json } = args;
+    let repo = repo_at(start)?;
+    let (store, _) = pipeline::open_state(&repo)?;
+    let text = match run {
+        Some(run_id) => {
+            let view = status::run_view(&store, &run_id).map_err(PipelineError::from)?;
+            if json {
+                render::json(&view)
+            } else {
+                render::run_view(&view)
+            }
+        }
+        None => {
+            let list = status::list_runs(&store).map_err(PipelineError::from)?;
+            if json {
+                render::json(&list)
+            } else {
+                render::run_list(&list)
+            }
+        }
+    };
+    render::out(&text)?;
+    Ok(Exit::Success)
+}
+
+fn collect_garbage(start: &Path, args: GcArgs) -> Result<Exit, CliError> {
+    let GcArgs {
+        runs,
+        dry_run,
+        json,
+    } = args;
+    let repo = repo_at(start)?;
+    let (mut store, _) = pipeline::open_state(&repo)?;
+    let report = gc::gc(&repo, &mut store, &runs, dry_run)?;
+    render::out(&if json {
+        render::json(&report)
+    } else {
+        render::gc_report(&report)
+    })?;
+    Ok(Exit::Success)
+}
+
+fn run_demo(args: DemoArgs) -> Result<Exit, CliError> {
+    let DemoArgs { dir, jobs, json } = args;
+    let root = match dir {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("ccfan-demo-{}", crate::util::random_hex(3))),
+    };
+    let layout = demo::create(&root)?;
+    let request = RunRequest {
+        repo: repo_at(&layout.repo)?,
+        tasks_file: layout.tasks_file.clone(),
+        policy_file: None,
+        base: None,
+        jobs: jobs.map(usize::from),
+    };
+    let view = execute(&request, json)?;
+    let as_expected = demo::EXPECTED.iter().all(|(id, expected)| {
+        view.tasks
+            .iter()
+            .any(|task| task.id == *id && task.state == *expected)
+    });
+    if json {
+        render::out(&render::json(&view))?;
+    } else {
+        let mut text = render::run_view(&view);
+        text.push_str(&format!(
+            "\ndemo folder: {}\n  repository: {}\n  tasks file: {}\n  workers:    {}\n\
+             \nlook around:\n  ccfan -C {repo} status {run}\n  git -C {repo} log --oneline --all\n  ccfan -C {repo} gc\n",
+            layout.root.display(),
+            layout.repo.display(),
+            layout.tasks_file.display(),
+            layout.workers.display(),
+            repo = layout.repo.display(),
+            run = view.run_id,
+        ));
+        if !as_expected {
+            text.push_str(
+                "\nsome demo tasks did not end as the demo expects; see the NOTE column\n",
+            );
+        }
+        render::out(&text)?;
+    }
+    Ok(if as_expected {
+        Exit::Success
+    } else {
+        Exit::NotAllSucceeded
+    })
+}
+
+fn absolute(start: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        start.join(path)
+    }
+}

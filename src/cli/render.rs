@@ -1,0 +1,308 @@
+//! The only place that writes to the terminal: a live progress display (indicatif) on a TTY, plain progress lines
+//! on stderr otherwise, and the tables and JSON documents on stdout.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::events::{Event, EventSink};
+use crate::model::{RunView, TaskState};
+use crate::pipeline::gc::GcReport;
+use crate::status::RunList;
+use crate::util::format_secs;
+
+/// Renders pipeline events as they come.
+pub struct Progress {
+    live: Option<MultiProgress>,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Progress {
+    /// A live display when `live` (stdout is a terminal and no JSON), else plain lines on stderr.
+    pub fn new(live: bool) -> Progress {
+        let live = live.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
+        Progress {
+            live,
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bar(&self, multi: &MultiProgress, task: &str) -> ProgressBar {
+        let mut bars = self
+            .bars
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        bars.entry(task.to_string())
+            .or_insert_with(|| {
+                let style =
+                    ProgressStyle::with_template("{spinner} {prefix:<16} {msg} {elapsed:>4}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                let bar = multi.add(
+                    ProgressBar::new_spinner()
+                        .with_style(style)
+                        .with_prefix(task.to_string()),
+                );
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar
+            })
+            .clone()
+    }
+}
+
+impl EventSink for Progress {
+    fn emit(&self, event: Event) {
+        match (&self.live, event) {
+            (Some(multi), Event::RunStarted { tasks, .. }) => {
+                for task in tasks {
+                    self.bar(multi, &task).set_message("queued");
+                }
+            }
+            (
+                Some(multi),
+                Event::TaskState {
+                    task_id,
+                    state,
+                    reason,
+                    ..
+                },
+            ) => {
+                let bar = self.bar(multi, &task_id);
+                let message = match &reason {
+                    Some(reason) => format!("{state}: {reason}"),
+                    None => state.to_string(),
+                };
+                if state == TaskState::Running {
+                    bar.reset_elapsed();
+                }
+                if state.is_final() {
+                    bar.finish_with_message(message);
+                } else {
+                    bar.set_message(message);
+                }
+            }
+            (Some(multi), Event::Warning { message }) => {
+                let _ = multi.println(format!("warning: {message}"));
+            }
+            (Some(_), Event::AttemptRecorded { .. } | Event::RunFinished { .. }) => {}
+            (None, event) => plain_line(&event),
+        }
+    }
+}
+
+fn plain_line(event: &Event) {
+    let line = match event {
+        Event::RunStarted {
+            run_id,
+            base,
+            tasks,
+            jobs,
+        } => {
+            format!(
+                "ccfan: run {run_id}: {} task(s) from {} with {jobs} job(s)",
+                tasks.len(),
+                short(base)
+            )
+        }
+        Event::TaskState {
+            task_id,
+            state,
+            reason,
+            ..
+        } => match reason {
+            Some(reason) => format!("ccfan: {task_id}: {state} ({reason})"),
+            None => format!("ccfan: {task_id}: {state}"),
+        },
+        Event::AttemptRecorded {
+            task_id,
+            attempt,
+            exit,
+            commit,
+            ..
+        } => format!(
+            "ccfan: {task_id}: attempt {attempt} recorded ({exit}, {})",
+            commit.as_deref().map_or_else(
+                || "no changes".to_string(),
+                |sha| format!("commit {}", short(sha))
+            )
+        ),
+        Event::Warning { message } => format!("ccfan: warning: {message}"),
+        Event::RunFinished { run_id } => format!("ccfan: run {run_id} finished"),
+    };
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// The first 10 characters of a commit id.
+pub fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(10)]
+}
+
+/// Writes `text` to stdout; a closed pipe is not an error.
+pub fn out(text: &str) -> std::io::Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Pretty JSON plus a newline.
+pub fn json<T: serde::Serialize>(value: &T) -> String {
+    let mut text =
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// Lays rows out in aligned columns (the last column is not padded).
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let last = row.len().saturating_sub(1);
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i == last {
+                    cell.clone()
+                } else {
+                    format!("{cell:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// The human view of one run.
+pub fn run_view(view: &RunView) -> String {
+    let mut text = format!(
+        "run {} ({}) · base {} ({}){}\n\n",
+        view.run_id,
+        view.state.as_str(),
+        short(&view.base),
+        view.base_rev,
+        view.target_branch
+            .as_deref()
+            .map(|b| format!(" · on {b}"))
+            .unwrap_or_default()
+    );
+    let rows: Vec<Vec<String>> = view
+        .tasks
+        .iter()
+        .map(|task| {
+            vec![
+                task.id.clone(),
+                task.state.to_string(),
+                task.attempts.to_string(),
+                task.elapsed_secs.map(format_secs).unwrap_or_default(),
+                task.commit.as_deref().map(short).unwrap_or("-").to_string(),
+                task.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    text.push_str(&table(
+        &["TASK", "STATE", "ATTEMPTS", "TIME", "COMMIT", "NOTE"],
+        &rows,
+    ));
+    if let Some(first) = view.tasks.first() {
+        let folder = first
+            .worktree
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "\nworktrees: {folder}/<task>\nbranches:  ccfan/{run}/<task>   salvage: refs/ccfan/{run}/<task>/attempt-<n>\n",
+            run = view.run_id
+        ));
+    }
+    text
+}
+
+/// The human run list.
+pub fn run_list(list: &RunList) -> String {
+    if list.runs.is_empty() {
+        return "no runs yet in this repository (start one with `ccfan run --tasks FILE`)\n"
+            .to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .runs
+        .iter()
+        .map(|run| {
+            let counts: Vec<String> = run
+                .tasks
+                .iter()
+                .map(|(state, n)| format!("{n} {state}"))
+                .collect();
+            vec![
+                run.run_id.clone(),
+                run.state.as_str().to_string(),
+                run.created_at.clone(),
+                short(&run.base).to_string(),
+                counts.join(", "),
+            ]
+        })
+        .collect();
+    table(&["RUN", "STATE", "STARTED", "BASE", "TASKS"], &rows)
+}
+
+/// The human gc report.
+pub fn gc_report(report: &GcReport) -> String {
+    let mut text = String::new();
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for removed in &report.removed {
+        text.push_str(&format!(
+            "{verb} {}/{}: worktree {} and branch {}\n",
+            removed.run_id,
+            removed.task_id,
+            removed.worktree.display(),
+            removed.branch
+        ));
+        for name in &removed.salvaged {
+            text.push_str(&format!("  kept unsaved work on {name}\n"));
+        }
+    }
+    for skipped in &report.skipped {
+        text.push_str(&format!("skipped {}: {}\n", skipped.run_id, skipped.reason));
+    }
+    if report.removed.is_empty() && report.skipped.is_empty() {
+        text.push_str("nothing to remove\n");
+    } else if !report.dry_run {
+        text.push_str(
+            "salvage refs (refs/ccfan/…) are kept; every attempt can still be seen with git log\n",
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let text = table(
+            &["A", "LONGER"],
+            &[vec!["xyz".into(), "1".into()], vec!["q".into(), "".into()]],
+        );
+        insta::assert_snapshot!(text, @r"
+        A    LONGER
+        xyz  1
+        q
+        ");
+    }
+}

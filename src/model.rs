@@ -1,0 +1,326 @@
+//! Plain data shared by every stage: task specs, states, attempt outcomes and the views that `status` and
+//! `--json` show. No I/O lives here, so every stage and both front ends agree on one vocabulary.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON documents printed by `run --json` and `status --json`.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// Where a task is in its life cycle. Transitions are stored before they take effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for a free job slot.
+    Queued,
+    /// Its worktree and branch are being created.
+    Preparing,
+    /// Its worker is running.
+    Running,
+    /// The worker exited 0 and its attempt is committed; awaiting verification.
+    Completed,
+    /// The worker exited non-zero or could not be started; its attempt (if any) is kept.
+    Failed,
+    /// The worker ran past its timeout and its whole process tree was killed.
+    TimedOut,
+    /// The user cancelled the run (Ctrl-C or a cancel command) and the worker was killed.
+    Cancelled,
+    /// The ccfan process that owned the task ended while the task was in flight.
+    Interrupted,
+    /// ccfan itself could not carry the task (e.g. the worktree could not be created).
+    Error,
+}
+
+impl TaskState {
+    /// Every state, in life-cycle order.
+    pub const ALL: [TaskState; 9] = [
+        TaskState::Queued,
+        TaskState::Preparing,
+        TaskState::Running,
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::TimedOut,
+        TaskState::Cancelled,
+        TaskState::Interrupted,
+        TaskState::Error,
+    ];
+
+    /// The name stored in the database and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Preparing => "preparing",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::TimedOut => "timed_out",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Interrupted => "interrupted",
+            TaskState::Error => "error",
+        }
+    }
+
+    /// Parses a stored state name.
+    pub fn parse(name: &str) -> Option<TaskState> {
+        TaskState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == name)
+    }
+
+    /// Whether no ccfan process will move the task any further by itself.
+    pub fn is_final(self) -> bool {
+        match self {
+            TaskState::Queued | TaskState::Preparing | TaskState::Running => false,
+            TaskState::Completed
+            | TaskState::Failed
+            | TaskState::TimedOut
+            | TaskState::Cancelled
+            | TaskState::Interrupted
+            | TaskState::Error => true,
+        }
+    }
+
+    /// Whether the task ended the way a user wants (counts towards exit code 0).
+    pub fn is_success(self) -> bool {
+        match self {
+            TaskState::Completed => true,
+            TaskState::Queued
+            | TaskState::Preparing
+            | TaskState::Running
+            | TaskState::Failed
+            | TaskState::TimedOut
+            | TaskState::Cancelled
+            | TaskState::Interrupted
+            | TaskState::Error => false,
+        }
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// State of a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// A ccfan process is carrying it.
+    Running,
+    /// Every task reached a final state.
+    Finished,
+    /// The owning process ended before the run finished.
+    Interrupted,
+}
+
+impl RunState {
+    /// The name stored in the database and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Finished => "finished",
+            RunState::Interrupted => "interrupted",
+        }
+    }
+
+    /// Parses a stored run state name.
+    pub fn parse(name: &str) -> Option<RunState> {
+        [RunState::Running, RunState::Finished, RunState::Interrupted]
+            .into_iter()
+            .find(|state| state.as_str() == name)
+    }
+}
+
+/// How a worker kind is driven.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WorkerKind {
+    /// Any program, run with an argv (no shell unless the user writes one).
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+    },
+}
+
+/// A resolved worker profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerProfile {
+    /// The profile's name in the policy or tasks file.
+    pub name: String,
+    /// How to run it.
+    #[serde(flatten)]
+    pub kind: WorkerKind,
+    /// Timeout for one attempt, when the task sets none.
+    pub timeout: Option<Duration>,
+    /// Variables set for the worker.
+    pub env: Vec<(String, String)>,
+    /// Host variables passed through to the worker by name.
+    pub pass_env: Vec<String>,
+}
+
+/// One task, fully resolved from the tasks file, its defaults and the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Task id (a valid ref component).
+    pub id: String,
+    /// What the worker must achieve.
+    pub goal: String,
+    /// Globs of paths the task may touch.
+    pub allowed: Vec<String>,
+    /// Globs of paths the task must not touch (they win over `allowed`).
+    pub denied: Vec<String>,
+    /// Free-form constraints handed to the worker.
+    pub constraints: Vec<String>,
+    /// Acceptance criteria handed to the worker.
+    pub acceptance: Vec<String>,
+    /// The worker profile that runs it.
+    pub worker: WorkerProfile,
+    /// Wall-clock limit for one attempt.
+    pub timeout: Duration,
+}
+
+/// The JSON handed to a worker in `CCFAN_TASK_FILE`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskFileDoc<'a> {
+    /// Schema version of this document.
+    pub schema: u32,
+    /// Run id.
+    pub run_id: &'a str,
+    /// Task id.
+    pub task_id: &'a str,
+    /// Attempt number, starting at 1.
+    pub attempt: u32,
+    /// What to achieve.
+    pub goal: &'a str,
+    /// Allowed globs.
+    pub allowed: &'a [String],
+    /// Denied globs.
+    pub denied: &'a [String],
+    /// Constraints.
+    pub constraints: &'a [String],
+    /// Acceptance criteria.
+    pub acceptance: &'a [String],
+    /// Findings to fix on a rework (empty on a first attempt).
+    pub rework: Vec<serde_json::Value>,
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code {
+        /// The exit code.
+        code: i32,
+    },
+    /// A signal ended it.
+    Signal {
+        /// The signal number.
+        signal: i32,
+    },
+    /// It ran past its timeout; ccfan killed its process tree.
+    TimedOut,
+    /// The run was cancelled; ccfan killed its process tree.
+    Cancelled,
+    /// It could not be started.
+    SpawnFailed {
+        /// Why.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code { code } => write!(f, "exit {code}"),
+            ExitStatus::Signal { signal } => write!(f, "signal {signal}"),
+            ExitStatus::TimedOut => f.write_str("timed out"),
+            ExitStatus::Cancelled => f.write_str("cancelled"),
+            ExitStatus::SpawnFailed { message } => write!(f, "could not start: {message}"),
+        }
+    }
+}
+
+/// What `status` and `--json` show of one task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskView {
+    /// Task id.
+    pub id: String,
+    /// Current state.
+    pub state: TaskState,
+    /// Why it is in that state, when there is something to say.
+    pub reason: Option<String>,
+    /// Number of attempts started.
+    pub attempts: u32,
+    /// The task branch.
+    pub branch: String,
+    /// The task's worktree (it may have been removed by `gc`).
+    pub worktree: PathBuf,
+    /// Whether the worktree still exists on disk.
+    pub worktree_present: bool,
+    /// The latest attempt's commit, if it changed anything.
+    pub commit: Option<String>,
+    /// How the latest attempt's worker ended.
+    pub exit_status: Option<ExitStatus>,
+    /// Salvage refs holding every recorded attempt.
+    pub salvage_refs: Vec<String>,
+    /// The latest attempt's log file.
+    pub log: Option<PathBuf>,
+    /// Seconds the latest attempt ran (so far, when running).
+    pub elapsed_secs: Option<f64>,
+}
+
+/// What `status` and `--json` show of one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunView {
+    /// Schema version of the JSON document.
+    pub schema: u32,
+    /// Run id.
+    pub run_id: String,
+    /// Run state.
+    pub state: RunState,
+    /// When it started (RFC 3339, UTC).
+    pub created_at: String,
+    /// The recorded base commit.
+    pub base: String,
+    /// What the user named as base.
+    pub base_rev: String,
+    /// The branch checked out when the run started, if any.
+    pub target_branch: Option<String>,
+    /// The tasks file it came from.
+    pub tasks_file: PathBuf,
+    /// Tasks in task-file order.
+    pub tasks: Vec<TaskView>,
+}
+
+impl RunView {
+    /// Whether every task ended the way the user wants.
+    pub fn all_succeeded(&self) -> bool {
+        self.tasks.iter().all(|task| task.state.is_success())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_round_trip() {
+        for state in TaskState::ALL {
+            assert_eq!(TaskState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(TaskState::parse("nope"), None);
+    }
+
+    #[test]
+    fn only_completed_counts_as_success_for_now() {
+        let good: Vec<_> = TaskState::ALL
+            .into_iter()
+            .filter(|s| s.is_success())
+            .collect();
+        assert_eq!(good, vec![TaskState::Completed]);
+    }
+}

@@ -1,0 +1,111 @@
+//! Where ccfan keeps things: state and artifacts under the repository's git common dir (so they follow the
+//! repository and never touch the user's working tree), worktrees in a ccfan-managed folder outside it.
+
+use std::path::{Path, PathBuf};
+
+use crate::git::RepoPaths;
+use crate::util::stable_hash;
+
+/// Environment variable that overrides where worktrees are made.
+pub const WORKTREE_ROOT_ENV: &str = "CCFAN_WORKTREE_ROOT";
+
+/// ccfan's folders for one repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateLayout {
+    /// `<git-common-dir>/ccfan`.
+    pub root: PathBuf,
+}
+
+impl StateLayout {
+    /// The layout of `repo`.
+    pub fn of(repo: &RepoPaths) -> Self {
+        StateLayout {
+            root: repo.common_dir.join("ccfan"),
+        }
+    }
+
+    /// The SQLite database.
+    pub fn database(&self) -> PathBuf {
+        self.root.join("state.db")
+    }
+
+    /// Artifacts of one attempt (log, task file, events).
+    pub fn attempt_dir(&self, run_id: &str, task_id: &str, attempt: u32) -> PathBuf {
+        self.root
+            .join("runs")
+            .join(run_id)
+            .join(task_id)
+            .join(format!("attempt-{attempt}"))
+    }
+}
+
+/// The folder that holds this repository's worktrees: `$CCFAN_WORKTREE_ROOT`, else the policy's
+/// `run.worktree_root`, else `$XDG_DATA_HOME/ccfan/worktrees` (default `~/.local/share/ccfan/worktrees`), each
+/// followed by `<repo-name>-<hash>` so that two repositories never share a folder.
+pub fn worktree_base(repo: &RepoPaths, policy_root: Option<&Path>) -> PathBuf {
+    let root = std::env::var_os(WORKTREE_ROOT_ENV)
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| policy_root.map(Path::to_path_buf))
+        .or_else(|| {
+            std::env::var_os("XDG_DATA_HOME")
+                .filter(|value| !value.is_empty())
+                .map(|data| PathBuf::from(data).join("ccfan").join("worktrees"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|value| !value.is_empty())
+                .map(|home| PathBuf::from(home).join(".local/share/ccfan/worktrees"))
+        })
+        .unwrap_or_else(|| repo.common_dir.join("ccfan").join("worktrees"));
+    let name = repo.workdir.file_name().map_or_else(
+        || "repo".to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let hash = stable_hash(repo.common_dir.as_os_str().as_encoded_bytes());
+    normalize(&root.join(format!("{name}-{:08x}", hash & 0xffff_ffff)))
+}
+
+/// Cleans `.` and `..` out of a path without touching the file system (`/a/b/../c` → `/a/c`).
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !clean.pop() {
+                    clean.push("..");
+                }
+            }
+            Component::Prefix(_) | Component::RootDir | Component::Normal(_) => {
+                clean.push(component)
+            }
+        }
+    }
+    clean
+}
+
+/// The task branch: `ccfan/<run>/<task>`.
+pub fn task_branch(run_id: &str, task_id: &str) -> String {
+    format!("ccfan/{run_id}/{task_id}")
+}
+
+/// The salvage ref of one attempt: `refs/ccfan/<run>/<task>/attempt-<n>`.
+pub fn salvage_ref(run_id: &str, task_id: &str, attempt: u32) -> String {
+    format!("refs/ccfan/{run_id}/{task_id}/attempt-{attempt}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+        assert_eq!(normalize(Path::new("a/../../b")), PathBuf::from("../b"));
+    }
+}

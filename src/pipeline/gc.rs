@@ -1,0 +1,173 @@
+//! Housekeeping: remove the worktrees and task branches of finished runs — but only after every bit of work in
+//! them is on a salvage ref. Uncommitted partial work (an interrupted attempt) is committed and kept first; a branch
+//! tip that no salvage ref holds gets one. Salvage refs themselves are never removed here.
+
+use serde::Serialize;
+
+use super::PipelineError;
+use super::record::{self, AttemptFacts};
+use crate::git::{self, RepoPaths};
+use crate::model::RunState;
+use crate::paths::salvage_ref;
+use crate::store::Store;
+use crate::util::now_millis;
+
+/// What `gc` did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    /// Schema version.
+    pub schema: u32,
+    /// Worktrees and branches removed.
+    pub removed: Vec<GcRemoved>,
+    /// Runs left alone, with why.
+    pub skipped: Vec<GcSkipped>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+/// One task's worktree and branch removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GcRemoved {
+    /// Run id.
+    pub run_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// The worktree folder.
+    pub worktree: std::path::PathBuf,
+    /// The branch.
+    pub branch: String,
+    /// Salvage refs written just now to keep work that no ref held yet.
+    pub salvaged: Vec<String>,
+}
+
+/// A run `gc` did not touch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GcSkipped {
+    /// Run id.
+    pub run_id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Removes finished runs' worktrees and branches (all runs, or those in `only`).
+pub fn gc(
+    repo: &RepoPaths,
+    store: &mut Store,
+    only: &[String],
+    dry_run: bool,
+) -> Result<GcReport, PipelineError> {
+    let mut report = GcReport {
+        schema: 1,
+        dry_run,
+        ..GcReport::default()
+    };
+    let runs = store.runs()?;
+    for wanted in only {
+        if !runs.iter().any(|run| &run.id == wanted) {
+            return Err(crate::store::StoreError::NoSuchRun(wanted.clone()).into());
+        }
+    }
+    for run in runs
+        .iter()
+        .filter(|run| only.is_empty() || only.contains(&run.id))
+    {
+        match run.state {
+            RunState::Running => {
+                report.skipped.push(GcSkipped {
+                    run_id: run.id.clone(),
+                    reason: format!("still running (ccfan pid {})", run.owner_pid),
+                });
+                continue;
+            }
+            RunState::Finished | RunState::Interrupted => {}
+        }
+        for task in store.tasks(&run.id)? {
+            if task.removed {
+                continue;
+            }
+            let mut salvaged = Vec::new();
+            if !dry_run {
+                if task.worktree.join(".git").is_file()
+                    && git::has_uncommitted_changes(&task.worktree)?
+                {
+                    let attempts = store.attempts(&run.id, &task.id)?;
+                    let open = attempts
+                        .iter()
+                        .rev()
+                        .find(|attempt| attempt.commit.is_none() && attempt.state != "recorded");
+                    let n = open.map_or(task.attempts.max(1), |attempt| attempt.n);
+                    let mut name = salvage_ref(&run.id, &task.id, n);
+                    if git::ref_target(repo, &name)?.is_some() {
+                        name = format!(
+                            "refs/ccfan/{}/{}/leftover-{}",
+                            run.id,
+                            task.id,
+                            now_millis()
+                        );
+                    }
+                    let facts = AttemptFacts {
+                        run_id: &run.id,
+                        task_id: &task.id,
+                        attempt: n,
+                        goal: &task.spec.goal,
+                        worker: &task.spec.worker.name,
+                        exit: None,
+                    };
+                    let recorded = record::record(
+                        repo,
+                        &task.worktree,
+                        task.git_link.as_deref(),
+                        &facts,
+                        Some(name),
+                    )?;
+                    if let (Some(commit), Some(name)) = (&recorded.commit, &recorded.salvage_ref) {
+                        if open.is_some() {
+                            store.finish_attempt(
+                                &run.id,
+                                &task.id,
+                                n,
+                                None,
+                                Some(commit),
+                                Some(name),
+                            )?;
+                        }
+                        salvaged.push(name.clone());
+                    }
+                }
+                if let Some(tip) = git::ref_target(repo, &format!("refs/heads/{}", task.branch))? {
+                    let kept =
+                        git::refs_under(repo, &format!("refs/ccfan/{}/{}/", run.id, task.id))?;
+                    let held = tip == run.base_sha || kept.iter().any(|(_, target)| *target == tip);
+                    if !held {
+                        let name = format!(
+                            "refs/ccfan/{}/{}/branch-{}",
+                            run.id,
+                            task.id,
+                            &tip[..12.min(tip.len())]
+                        );
+                        git::set_ref(repo, &name, &tip, "ccfan gc: keep branch tip")?;
+                        salvaged.push(name);
+                    }
+                }
+                git::remove_worktree(repo, &task.worktree)?;
+                git::delete_branch(repo, &task.branch)?;
+                store.set_removed(&run.id, &task.id)?;
+                // The run's folder goes once its last worktree has (remove_dir only removes empty folders).
+                if let Some(run_folder) = task.worktree.parent() {
+                    let _ = std::fs::remove_dir(run_folder);
+                }
+            }
+            report.removed.push(GcRemoved {
+                run_id: run.id.clone(),
+                task_id: task.id.clone(),
+                worktree: task.worktree.clone(),
+                branch: task.branch.clone(),
+                salvaged,
+            });
+        }
+    }
+    if !dry_run {
+        git::prune_worktrees(repo)?;
+    }
+    Ok(report)
+}

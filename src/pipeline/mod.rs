@@ -1,0 +1,422 @@
+//! The pipeline, in the order it runs: plan → fan out → run worker → record (→ verify → decide → integrate, with
+//! the gate and merge-loop issues). [`run`] is the one function that orders the stages; every transition is stored
+//! before it takes effect and reported as an [`Event`].
+
+pub mod plan;
+// stage 2
+pub mod fan_out;
+// stage 3
+pub mod run_worker;
+// stage 3b
+pub mod record;
+// housekeeping (not a stage): remove finished worktrees after salvaging
+pub mod gc;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::events::{Event, EventSink};
+use crate::git::{self, GitError, RepoPaths};
+use crate::input::InputError;
+use crate::model::{ExitStatus, RunState, RunView, TaskSpec, TaskState};
+use crate::paths::{self, StateLayout};
+use crate::policy::{self, Policy};
+use crate::sandbox;
+use crate::store::{NewRun, NewTask, RecoveredAttempt, Store, StoreError};
+use crate::{status, tasks_file};
+
+/// Errors that stop a command (a worker failing is a task state, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Bad input: exit code 2, nothing written.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Git failed.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The state database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file operation failed.
+    #[error("{context}")]
+    Io {
+        /// What ccfan was doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker could not be supervised.
+    #[error(transparent)]
+    Worker(#[from] run_worker::RunWorkerError),
+}
+
+impl PipelineError {
+    /// Whether the user's input is at fault (exit code 2) rather than ccfan or the machine (exit code 3).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            PipelineError::Input(_) => true,
+            PipelineError::Store(StoreError::NoSuchRun(_) | StoreError::NoSuchTask { .. }) => true,
+            PipelineError::Git(GitError::NotARepo { .. } | GitError::Bare { .. }) => true,
+            PipelineError::Git(_)
+            | PipelineError::Store(_)
+            | PipelineError::Io { .. }
+            | PipelineError::Worker(_) => false,
+        }
+    }
+}
+
+/// What `ccfan run` was asked to do, resolved from flags.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The repository.
+    pub repo: RepoPaths,
+    /// The tasks file.
+    pub tasks_file: PathBuf,
+    /// The policy file (default: `ccfan.toml` at the repository root, if present).
+    pub policy_file: Option<PathBuf>,
+    /// `--base`, overriding the policy.
+    pub base: Option<String>,
+    /// `--jobs`, overriding the policy.
+    pub jobs: Option<usize>,
+}
+
+/// Opens the repository's state, marking runs whose ccfan died as interrupted and killing what they left running.
+pub fn open_state(repo: &RepoPaths) -> Result<(Store, Vec<RecoveredAttempt>), PipelineError> {
+    let mut store = Store::open(&StateLayout::of(repo).database())?;
+    let recovered = store.recover(sandbox::proc::owner_alive)?;
+    for attempt in &recovered {
+        let killed = sandbox::kill_leftovers(&attempt.token);
+        if killed > 0 {
+            tracing::warn!(run = %attempt.run_id, task = %attempt.task_id, killed, "killed processes left by an interrupted task");
+        }
+    }
+    Ok((store, recovered))
+}
+
+/// Loads the policy and the tasks file and plans the run, without touching any state.
+pub fn load_plan(request: &RunRequest) -> Result<(Policy, plan::Plan), PipelineError> {
+    let default_policy = request.repo.workdir.join(policy::POLICY_FILE);
+    let policy_file = match &request.policy_file {
+        Some(path) if !path.exists() => {
+            return Err(InputError::new(path, "the policy file does not exist")
+                .fix("pass an existing file with --policy, or leave it out to use ccfan.toml at the repository root")
+                .into());
+        }
+        Some(path) => path.clone(),
+        None => default_policy,
+    };
+    let policy = policy::load(Some(&policy_file))?;
+    let tasks = tasks_file::read(&request.tasks_file)?;
+    let plan = plan::plan(&tasks, &policy)?;
+    Ok((policy, plan))
+}
+
+/// Runs the whole pipeline for one tasks file; returns the final view of the run.
+pub fn run(
+    request: &RunRequest,
+    sink: &dyn EventSink,
+    cancel: &AtomicBool,
+) -> Result<RunView, PipelineError> {
+    let (policy, plan) = load_plan(request)?;
+    let base_rev = request.base.clone().unwrap_or_else(|| policy.base.clone());
+    let base_sha = git::resolve_commit(&request.repo, &base_rev).map_err(|error| match error {
+        GitError::BadRevision { rev, .. } => PipelineError::Input(
+            InputError::new(
+                Path::new("<command line>"),
+                format!("`{rev}` does not name a commit"),
+            )
+            .key("--base")
+            .fix("pass a branch, tag or commit that exists, e.g. --base HEAD"),
+        ),
+        other => other.into(),
+    })?;
+    let jobs = request
+        .jobs
+        .or(policy.jobs)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+        .max(1);
+    let target_branch = git::current_branch(&request.repo)?;
+    let tasks_file = request
+        .tasks_file
+        .canonicalize()
+        .unwrap_or_else(|_| request.tasks_file.clone());
+
+    let (mut store, _) = open_state(&request.repo)?;
+    let run_id = loop {
+        let candidate = crate::util::new_run_id();
+        if matches!(store.run(&candidate), Err(StoreError::NoSuchRun(_))) {
+            break candidate;
+        }
+    };
+    let worktree_base =
+        paths::worktree_base(&request.repo, policy.worktree_root.as_deref()).join(&run_id);
+    let branches: Vec<String> = plan
+        .tasks
+        .iter()
+        .map(|t| paths::task_branch(&run_id, &t.id))
+        .collect();
+    let worktrees: Vec<PathBuf> = plan
+        .tasks
+        .iter()
+        .map(|t| worktree_base.join(&t.id))
+        .collect();
+    let new_tasks: Vec<NewTask<'_>> = plan
+        .tasks
+        .iter()
+        .zip(&branches)
+        .zip(&worktrees)
+        .map(|((spec, branch), worktree)| NewTask {
+            spec,
+            branch,
+            worktree,
+        })
+        .collect();
+    let owner_pid = std::process::id();
+    let owner_start = sandbox::proc::start_token(owner_pid).unwrap_or_default();
+    store.create_run(
+        &NewRun {
+            id: &run_id,
+            base_sha: &base_sha,
+            base_rev: &base_rev,
+            target_branch: target_branch.as_deref(),
+            tasks_file: &tasks_file,
+            jobs,
+            owner_pid,
+            owner_start: &owner_start,
+        },
+        &new_tasks,
+    )?;
+    sink.emit(Event::RunStarted {
+        run_id: run_id.clone(),
+        base: base_sha.clone(),
+        tasks: plan.tasks.iter().map(|t| t.id.clone()).collect(),
+        jobs,
+    });
+
+    let carrier = Carrier {
+        repo: &request.repo,
+        layout: StateLayout::of(&request.repo),
+        policy: &policy,
+        run_id: &run_id,
+        base_sha: &base_sha,
+        store: Mutex::new(store),
+        sink,
+        cancel,
+        failure: Mutex::new(None),
+    };
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(plan.tasks.len()) {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(task) = plan.tasks.get(index) else {
+                        break;
+                    };
+                    if let Err(error) = carrier.carry(task, &branches[index], &worktrees[index]) {
+                        tracing::error!(task = %task.id, "{error}");
+                        let _ = carrier.store().set_task_state(
+                            &run_id,
+                            &task.id,
+                            TaskState::Error,
+                            Some(&error.to_string()),
+                        );
+                        carrier.sink.emit(Event::TaskState {
+                            task_id: task.id.clone(),
+                            attempt: 0,
+                            state: TaskState::Error,
+                            reason: Some(error.to_string()),
+                        });
+                        carrier
+                            .failure
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .get_or_insert(error);
+                    }
+                }
+            });
+        }
+    });
+
+    let Carrier { store, failure, .. } = carrier;
+    let mut store = store.into_inner().unwrap_or_else(PoisonError::into_inner);
+    store.finish_run(&run_id, RunState::Finished, None)?;
+    sink.emit(Event::RunFinished {
+        run_id: run_id.clone(),
+    });
+    if let Some(error) = failure.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        tracing::error!("run {run_id} had an internal error: {error}");
+    }
+    Ok(status::run_view(&store, &run_id)?)
+}
+
+/// Everything a job thread needs to carry one task through the stages.
+struct Carrier<'a> {
+    repo: &'a RepoPaths,
+    layout: StateLayout,
+    policy: &'a Policy,
+    run_id: &'a str,
+    base_sha: &'a str,
+    store: Mutex<Store>,
+    sink: &'a dyn EventSink,
+    cancel: &'a AtomicBool,
+    failure: Mutex<Option<PipelineError>>,
+}
+
+impl Carrier<'_> {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores the transition first, then tells the sink.
+    fn transition(
+        &self,
+        task: &str,
+        attempt: u32,
+        state: TaskState,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.store()
+            .set_task_state(self.run_id, task, state, reason.as_deref())?;
+        self.sink.emit(Event::TaskState {
+            task_id: task.to_string(),
+            attempt,
+            state,
+            reason,
+        });
+        Ok(())
+    }
+
+    fn carry(&self, task: &TaskSpec, branch: &str, worktree: &Path) -> Result<(), PipelineError> {
+        if self.cancel.load(Ordering::SeqCst) {
+            self.transition(
+                &task.id,
+                0,
+                TaskState::Cancelled,
+                Some("cancelled before it started".into()),
+            )?;
+            return Ok(());
+        }
+        self.transition(&task.id, 0, TaskState::Preparing, None)?;
+        let link = fan_out::prepare(self.repo, worktree, branch, self.base_sha)?;
+        self.store().set_git_link(self.run_id, &task.id, &link)?;
+
+        let attempt = 1;
+        let dir = self.layout.attempt_dir(self.run_id, &task.id, attempt);
+        std::fs::create_dir_all(&dir).map_err(|source| PipelineError::Io {
+            context: format!("cannot create {}", dir.display()),
+            source,
+        })?;
+        let token = format!(
+            "{}-{}-{attempt}-{}",
+            self.run_id,
+            task.id,
+            crate::util::random_hex(4)
+        );
+        let log = run_worker::log_path(&dir);
+        self.store()
+            .start_attempt(self.run_id, &task.id, attempt, &dir, &log, &token)?;
+        self.transition(&task.id, attempt, TaskState::Running, None)?;
+
+        let context = run_worker::AttemptContext {
+            run_id: self.run_id,
+            attempt,
+            base_sha: self.base_sha,
+            worktree,
+            dir: &dir,
+            token: &token,
+        };
+        let outcome = run_worker::run_worker(task, self.policy, &context, self.cancel, |pid| {
+            if let Err(error) = self
+                .store()
+                .set_attempt_pid(self.run_id, &task.id, attempt, pid)
+            {
+                tracing::warn!("cannot record the worker's pid: {error}");
+            }
+        })?;
+        let facts = record::AttemptFacts {
+            run_id: self.run_id,
+            task_id: &task.id,
+            attempt,
+            goal: &task.goal,
+            worker: &task.worker.name,
+            exit: Some(&outcome.exit),
+        };
+        let recorded = record::record(self.repo, worktree, Some(&link), &facts, None)?;
+        self.store().finish_attempt(
+            self.run_id,
+            &task.id,
+            attempt,
+            Some(&outcome.exit),
+            recorded.commit.as_deref(),
+            recorded.salvage_ref.as_deref(),
+        )?;
+        self.sink.emit(Event::AttemptRecorded {
+            task_id: task.id.clone(),
+            attempt,
+            exit: outcome.exit.clone(),
+            commit: recorded.commit.clone(),
+            log: log.clone(),
+        });
+        let (state, mut reason) = outcome_state(&outcome.exit, task);
+        let mut notes = Vec::new();
+        if recorded.commit.is_none() {
+            notes.push("the worker changed nothing".to_string());
+        }
+        if outcome.leftovers_killed > 0 {
+            notes.push(format!(
+                "killed {} process(es) it left running",
+                outcome.leftovers_killed
+            ));
+        }
+        if outcome.log_capped {
+            notes.push("its output was capped".to_string());
+        }
+        if recorded.link_tampered {
+            notes.push(
+                "it changed the worktree's .git link (restored before committing)".to_string(),
+            );
+        }
+        if !notes.is_empty() {
+            let joined = notes.join("; ");
+            reason = Some(match reason {
+                Some(reason) => format!("{reason}; {joined}"),
+                None => joined,
+            });
+        }
+        self.transition(&task.id, attempt, state, reason)?;
+        Ok(())
+    }
+}
+
+/// The task state (and reason) that a worker's exit leads to.
+fn outcome_state(exit: &ExitStatus, task: &TaskSpec) -> (TaskState, Option<String>) {
+    match exit {
+        ExitStatus::Code { code: 0 } => (TaskState::Completed, None),
+        ExitStatus::Code { code } => (
+            TaskState::Failed,
+            Some(format!("the worker exited with code {code}")),
+        ),
+        ExitStatus::Signal { signal } => (
+            TaskState::Failed,
+            Some(format!("the worker was killed by signal {signal}")),
+        ),
+        ExitStatus::TimedOut => (
+            TaskState::TimedOut,
+            Some(format!(
+                "the worker ran past its timeout of {} and its process tree was killed",
+                humantime::format_duration(task.timeout)
+            )),
+        ),
+        ExitStatus::Cancelled => (
+            TaskState::Cancelled,
+            Some("cancelled; its process tree was killed".to_string()),
+        ),
+        ExitStatus::SpawnFailed { message } => (
+            TaskState::Failed,
+            Some(format!("the worker could not be started: {message}")),
+        ),
+    }
+}

@@ -1,0 +1,285 @@
+//! Stage 1, plan: a parsed tasks file + the policy → a [`Plan`] of fully resolved tasks. Pure (no I/O) so every
+//! bad value is reported, with its file, line and key, before any state or worktree exists.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use crate::input::InputError;
+use crate::model::{TaskSpec, WorkerProfile};
+use crate::policy::{self, Policy};
+use crate::tasks_file::{TaskFields, TasksFile};
+use crate::util::is_valid_id;
+
+/// What a run will do: tasks in task-file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Resolved tasks.
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// Resolves every task of `file` against `policy`.
+pub fn plan(file: &TasksFile, policy: &Policy) -> Result<Plan, InputError> {
+    if file.tasks.is_empty() {
+        return Err(InputError::new(&file.path, "the tasks file holds no task")
+            .key("task")
+            .fix("add at least one [[task]] table with a goal"));
+    }
+    check_defaults(file)?;
+    let mut workers: BTreeMap<String, WorkerProfile> = policy.workers.clone();
+    let base_dir = file.path.parent().unwrap_or(std::path::Path::new("."));
+    for (name, section) in &file.workers {
+        let profile = section
+            .resolve(name, &file.path, &file.source, base_dir)
+            .map_err(|mut error| {
+                if !file.has_lines {
+                    error.line = None;
+                }
+                error
+            })?;
+        workers.insert(name.clone(), profile);
+    }
+    let mut seen = HashSet::new();
+    let mut tasks = Vec::with_capacity(file.tasks.len());
+    for (index, entry) in file.tasks.iter().enumerate() {
+        let fields = entry.get_ref();
+        let key = |name: &str| format!("task[{}].{name}", index + 1);
+        let id = match &fields.id {
+            Some(id) => {
+                if !is_valid_id(id.get_ref()) {
+                    return Err(file
+                        .error_at(Some(id.span()), format!("`{}` is not a valid task id", id.get_ref()))
+                        .key(key("id"))
+                        .fix("use 1-64 letters, digits, `-`, `_` or `.`, not starting with `.` or `-`"));
+                }
+                id.get_ref().clone()
+            }
+            None => format!("t{}", index + 1),
+        };
+        if !seen.insert(id.clone()) {
+            return Err(file
+                .error_at(
+                    fields.id.as_ref().map(|i| i.span()).or(Some(entry.span())),
+                    format!("duplicate task id `{id}`"),
+                )
+                .key(key("id"))
+                .fix("give every task its own id (unnamed tasks are t1, t2, … by position)"));
+        }
+        let goal = match &fields.goal {
+            Some(goal) if goal.get_ref().trim().is_empty() => {
+                return Err(file
+                    .error_at(Some(goal.span()), "the goal is empty")
+                    .key(key("goal"))
+                    .fix("write what the worker must achieve"));
+            }
+            Some(goal) => goal.get_ref().clone(),
+            None => {
+                return Err(file
+                    .error_at(Some(entry.span()), format!("task `{id}` has no goal"))
+                    .key(key("goal"))
+                    .fix("add goal = \"what the worker must achieve\""));
+            }
+        };
+        let located = |mut error: InputError| {
+            if !file.has_lines {
+                error.line = None;
+            }
+            error
+        };
+        let allowed = match fields.allowed.as_ref().or(file.defaults.allowed.as_ref()) {
+            Some(globs) => policy::check_globs(&file.path, &file.source, &key("allowed"), globs)
+                .map_err(located)?,
+            None => policy.allowed.clone(),
+        };
+        let mut denied = policy.denied.clone();
+        if let Some(globs) = fields.denied.as_ref().or(file.defaults.denied.as_ref()) {
+            for glob in policy::check_globs(&file.path, &file.source, &key("denied"), globs)
+                .map_err(located)?
+            {
+                if !denied.contains(&glob) {
+                    denied.push(glob);
+                }
+            }
+        }
+        let worker_name = fields.worker.as_ref().or(file.defaults.worker.as_ref());
+        let worker = match worker_name {
+            Some(name) => workers.get(name.get_ref()).cloned().ok_or_else(|| {
+                file.error_at(
+                    Some(name.span()),
+                    format!("no worker profile named `{}`", name.get_ref()),
+                )
+                .key(key("worker"))
+                .fix(known_workers(&workers))
+            })?,
+            None => match &policy.default_worker {
+                Some(name) => workers.get(name).cloned().ok_or_else(|| {
+                    InputError::new(
+                        &file.path,
+                        format!("the policy's run.worker names `{name}`, which is not defined"),
+                    )
+                    .key("run.worker")
+                    .fix(known_workers(&workers))
+                })?,
+                None => {
+                    return Err(file
+                        .error_at(Some(entry.span()), format!("task `{id}` names no worker"))
+                        .key(key("worker"))
+                        .fix("set worker = \"NAME\" on the task or in [defaults], or run.worker in ccfan.toml"));
+                }
+            },
+        };
+        let timeout = match fields.timeout.as_ref().or(file.defaults.timeout.as_ref()) {
+            Some(value) => policy::duration(&file.path, &file.source, &key("timeout"), value)
+                .map_err(located)?,
+            None => worker.timeout.unwrap_or(policy.timeout),
+        };
+        tasks.push(TaskSpec {
+            id,
+            goal,
+            allowed,
+            denied,
+            constraints: list(
+                fields
+                    .constraints
+                    .clone()
+                    .or(file.defaults.constraints.clone()),
+            ),
+            acceptance: list(
+                fields
+                    .acceptance
+                    .clone()
+                    .or(file.defaults.acceptance.clone()),
+            ),
+            worker,
+            timeout: clamp_timeout(timeout),
+        });
+    }
+    Ok(Plan { tasks })
+}
+
+fn list(value: Option<crate::tasks_file::StringList>) -> Vec<String> {
+    value
+        .map(crate::tasks_file::StringList::into_vec)
+        .unwrap_or_default()
+}
+
+/// Timeouts beyond a week are surely typos; keep arithmetic on deadlines safe.
+fn clamp_timeout(timeout: Duration) -> Duration {
+    timeout.min(Duration::from_secs(7 * 24 * 3600))
+}
+
+fn known_workers(workers: &BTreeMap<String, WorkerProfile>) -> String {
+    if workers.is_empty() {
+        "define one with [workers.NAME] kind = \"command\", command = [...] in ccfan.toml or the tasks file".to_string()
+    } else {
+        let names: Vec<&str> = workers.keys().map(String::as_str).collect();
+        format!("use one of: {}", names.join(", "))
+    }
+}
+
+fn check_defaults(file: &TasksFile) -> Result<(), InputError> {
+    let TaskFields { id, goal, .. } = &file.defaults;
+    if let Some(id) = id {
+        return Err(file
+            .error_at(Some(id.span()), "[defaults] cannot set an id")
+            .key("defaults.id")
+            .fix("set id on each [[task]]"));
+    }
+    if let Some(goal) = goal {
+        return Err(file
+            .error_at(Some(goal.span()), "[defaults] cannot set a goal")
+            .key("defaults.goal")
+            .fix("set goal on each [[task]]"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::tasks_file::parse;
+
+    const WORKER: &str = "[workers.w]\nkind = \"command\"\ncommand = [\"true\"]\n";
+
+    fn plan_text(text: &str) -> Result<Plan, InputError> {
+        let policy = policy::load(None)?;
+        plan(
+            &parse(Path::new("tasks.toml"), &format!("{text}\n{WORKER}"))?,
+            &policy,
+        )
+    }
+
+    #[test]
+    fn defaults_fill_and_ids_number_by_position() {
+        let plan = plan_text(
+            "[defaults]\nworker = \"w\"\nallowed = [\"src/**\"]\ntimeout = \"2m\"\n\
+             [[task]]\ngoal = \"a\"\n[[task]]\nid = \"named\"\ngoal = \"b\"\nallowed = [\"docs/**\"]\ndenied = [\"docs/x\"]\n[[task]]\ngoal = \"c\"\n",
+        )
+        .unwrap();
+        let ids: Vec<_> = plan.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["t1", "named", "t3"]);
+        assert_eq!(plan.tasks[0].allowed, ["src/**"]);
+        assert_eq!(plan.tasks[1].allowed, ["docs/**"]);
+        assert!(plan.tasks[1].denied.contains(&"docs/x".to_string()));
+        assert!(
+            plan.tasks[1].denied.contains(&".git/**".to_string()),
+            "policy denials always apply"
+        );
+        assert_eq!(plan.tasks[2].timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn each_kind_of_bad_task_is_named() {
+        let cases = [
+            ("[[task]]\nworker = \"w\"\n", "task[1].goal", "no goal"),
+            (
+                "[[task]]\nworker = \"w\"\ngoal = \"  \"\n",
+                "task[1].goal",
+                "empty",
+            ),
+            (
+                "[[task]]\nid = \"a b\"\ngoal = \"x\"\nworker = \"w\"\n",
+                "task[1].id",
+                "not a valid task id",
+            ),
+            (
+                "[[task]]\nid = \"a\"\ngoal = \"x\"\nworker = \"w\"\n[[task]]\nid = \"a\"\ngoal = \"y\"\nworker = \"w\"\n",
+                "task[2].id",
+                "duplicate",
+            ),
+            (
+                "[[task]]\ngoal = \"x\"\nworker = \"nobody\"\n",
+                "task[1].worker",
+                "no worker profile",
+            ),
+            (
+                "[[task]]\ngoal = \"x\"\n",
+                "task[1].worker",
+                "names no worker",
+            ),
+            (
+                "[[task]]\ngoal = \"x\"\nworker = \"w\"\ntimeout = \"5 parsecs\"\n",
+                "task[1].timeout",
+                "not a duration",
+            ),
+            (
+                "[[task]]\ngoal = \"x\"\nworker = \"w\"\nallowed = [\"src/{a\"]\n",
+                "task[1].allowed",
+                "invalid glob",
+            ),
+            (
+                "[defaults]\ngoal = \"x\"\n[[task]]\ngoal = \"y\"\nworker = \"w\"\n",
+                "defaults.goal",
+                "cannot set a goal",
+            ),
+            ("", "task", "no task"),
+        ];
+        for (text, key, words) in cases {
+            let error = plan_text(text).unwrap_err();
+            assert_eq!(error.key.as_deref(), Some(key), "{text}: {error}");
+            assert!(error.to_string().contains(words), "{text}: {error}");
+            assert!(error.fix.is_some(), "{error}");
+        }
+    }
+}

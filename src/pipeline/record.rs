@@ -1,0 +1,97 @@
+//! Stage 3b, record: the worker does not commit; ccfan does, outside the worker's reach. Everything the attempt
+//! changed becomes one commit on the task branch (libgit2: no hooks, no fsmonitor), kept on a salvage ref
+//! `refs/ccfan/<run>/<task>/attempt-<n>` that only an explicit user command removes.
+
+use std::path::Path;
+
+use crate::git::{self, GitError, RepoPaths};
+use crate::model::ExitStatus;
+use crate::paths::salvage_ref;
+
+/// What recording an attempt produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The attempt commit (`None`: the worker changed nothing).
+    pub commit: Option<String>,
+    /// The salvage ref holding it.
+    pub salvage_ref: Option<String>,
+    /// Set when the worktree's `.git` link had been changed (ccfan restored it before committing).
+    pub link_tampered: bool,
+}
+
+/// Facts that go into the attempt commit's message.
+#[derive(Debug, Clone)]
+pub struct AttemptFacts<'a> {
+    /// Run id.
+    pub run_id: &'a str,
+    /// Task id.
+    pub task_id: &'a str,
+    /// Attempt number.
+    pub attempt: u32,
+    /// The task goal.
+    pub goal: &'a str,
+    /// The worker profile.
+    pub worker: &'a str,
+    /// How the worker ended (`None`: salvaged after an interruption).
+    pub exit: Option<&'a ExitStatus>,
+}
+
+/// Commits the worktree's changes and keeps them on the attempt's salvage ref. `git_link` is the `.git` file
+/// content recorded when the worktree was made; if the worker changed it, it is restored first so that ccfan's
+/// git calls never follow a link the worker wrote.
+pub fn record(
+    repo: &RepoPaths,
+    worktree: &Path,
+    git_link: Option<&str>,
+    facts: &AttemptFacts<'_>,
+    ref_name: Option<String>,
+) -> Result<Recorded, GitError> {
+    let mut link_tampered = false;
+    if let Some(expected) = git_link {
+        let link = worktree.join(".git");
+        let current = std::fs::symlink_metadata(&link)
+            .ok()
+            .filter(|meta| meta.is_file())
+            .and_then(|_| std::fs::read_to_string(&link).ok());
+        if current.as_deref() != Some(expected) {
+            link_tampered = true;
+            if link.is_dir() {
+                std::fs::remove_dir_all(&link)
+            } else {
+                std::fs::remove_file(&link).or_else(|e| if link.exists() { Err(e) } else { Ok(()) })
+            }
+            .and_then(|()| std::fs::write(&link, expected))
+            .map_err(|source| GitError::Io {
+                context: format!("cannot restore {}", link.display()),
+                source,
+            })?;
+        }
+    }
+    let exit = facts.exit.map_or_else(
+        || "interrupted (salvaged by ccfan)".to_string(),
+        ToString::to_string,
+    );
+    let goal_line = facts.goal.lines().next().unwrap_or_default();
+    let message = format!(
+        "ccfan: attempt {n} of {run}/{task}\n\n{goal_line}\n\nCcfan-Run: {run}\nCcfan-Task: {task}\nCcfan-Attempt: {n}\nCcfan-Worker: {worker}\nCcfan-Exit: {exit}\n",
+        n = facts.attempt,
+        run = facts.run_id,
+        task = facts.task_id,
+        worker = facts.worker,
+    );
+    let commit = git::commit_worktree(worktree, &message)?;
+    let salvage = match &commit {
+        Some(sha) => {
+            let name =
+                ref_name.unwrap_or_else(|| salvage_ref(facts.run_id, facts.task_id, facts.attempt));
+            git::set_ref(repo, &name, sha, "ccfan: keep attempt")?;
+            Some(name)
+        }
+        None => None,
+    };
+    Ok(Recorded {
+        commit,
+        salvage_ref: salvage,
+        link_tampered,
+    })
+}

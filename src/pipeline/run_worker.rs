@@ -1,0 +1,101 @@
+//! Stage 3, run: start the task's worker in its worktree through the sandbox door, with the `CCFAN_*` variables
+//! and the task file, its output in the attempt's log (never on ccfan's stdout), a timeout and a whole-tree kill.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use crate::model::{TaskFileDoc, TaskSpec, WorkerKind};
+use crate::policy::Policy;
+use crate::sandbox::{self, Launch, Outcome, SandboxError};
+
+/// Where an attempt happens and what it is called.
+#[derive(Debug, Clone)]
+pub struct AttemptContext<'a> {
+    /// Run id.
+    pub run_id: &'a str,
+    /// Attempt number (from 1).
+    pub attempt: u32,
+    /// The recorded base commit.
+    pub base_sha: &'a str,
+    /// The task's worktree.
+    pub worktree: &'a Path,
+    /// The attempt's artifacts folder.
+    pub dir: &'a Path,
+    /// The attempt token.
+    pub token: &'a str,
+}
+
+/// Errors before a worker could be supervised.
+#[derive(Debug, thiserror::Error)]
+pub enum RunWorkerError {
+    /// The task file could not be written.
+    #[error("cannot write the task file {}", path.display())]
+    TaskFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sandbox could not supervise the worker.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+/// The attempt's log file.
+pub fn log_path(dir: &Path) -> PathBuf {
+    dir.join("worker.log")
+}
+
+/// Writes the task file and runs the worker to its end.
+pub fn run_worker(
+    task: &TaskSpec,
+    policy: &Policy,
+    context: &AttemptContext<'_>,
+    cancel: &AtomicBool,
+    on_spawn: impl FnOnce(u32),
+) -> Result<Outcome, RunWorkerError> {
+    let task_file = context.dir.join("task.json");
+    let doc = TaskFileDoc {
+        schema: 1,
+        run_id: context.run_id,
+        task_id: &task.id,
+        attempt: context.attempt,
+        goal: &task.goal,
+        allowed: &task.allowed,
+        denied: &task.denied,
+        constraints: &task.constraints,
+        acceptance: &task.acceptance,
+        rework: Vec::new(),
+    };
+    let json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    std::fs::write(&task_file, json).map_err(|source| RunWorkerError::TaskFile {
+        path: task_file.clone(),
+        source,
+    })?;
+
+    let lossy = |path: &Path| path.to_string_lossy().into_owned();
+    let extra = [
+        ("CCFAN_RUN_ID".to_string(), context.run_id.to_string()),
+        ("CCFAN_TASK_ID".to_string(), task.id.clone()),
+        ("CCFAN_ATTEMPT".to_string(), context.attempt.to_string()),
+        ("CCFAN_WORKTREE".to_string(), lossy(context.worktree)),
+        ("CCFAN_BASE_SHA".to_string(), context.base_sha.to_string()),
+        ("CCFAN_TASK_FILE".to_string(), lossy(&task_file)),
+    ];
+    let argv = match &task.worker.kind {
+        WorkerKind::Command { argv } => argv,
+    };
+    let log = log_path(context.dir);
+    let launch = Launch {
+        argv,
+        cwd: context.worktree,
+        env: sandbox::worker_env(&policy.sandbox, &task.worker, &extra),
+        log_path: &log,
+        log_limit: policy.log_limit,
+        timeout: task.timeout,
+        token: context.token,
+        cancel,
+    };
+    Ok(sandbox::run(launch, on_spawn)?)
+}

@@ -1,0 +1,525 @@
+//! Policy: load `ccfan.toml` over an embedded preset (`policies/*.toml`), validate every key once, and hand the
+//! pipeline resolved values (durations, sizes, compiled-checked globs, worker profiles) — never raw strings.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::input::InputError;
+use crate::model::{WorkerKind, WorkerProfile};
+use crate::util::{parse_duration, parse_size};
+
+/// The presets compiled into the binary: `(name, file text)`.
+pub const PRESETS: [(&str, &str); 2] = [
+    ("default", include_str!("../policies/default.toml")),
+    ("strict", include_str!("../policies/strict.toml")),
+];
+
+/// The policy file name looked up at the repository root.
+pub const POLICY_FILE: &str = "ccfan.toml";
+
+/// Which sandbox backend runs workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxBackend {
+    /// No OS sandbox: the worker runs as a plain child process (with a cleaned environment and whole-tree kill).
+    None,
+}
+
+/// Sandbox settings resolved from the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSettings {
+    /// The backend.
+    pub backend: SandboxBackend,
+    /// Whether workers may reach the network (profiles may say otherwise once a backend enforces it).
+    pub network: bool,
+    /// Host variables passed to every worker.
+    pub env_allow: Vec<String>,
+}
+
+/// The test command run by the gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestSettings {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Where it came from, for messages (preset name, then the file if any).
+    pub sources: Vec<String>,
+    /// Tasks at a time (`None`: the machine's cores).
+    pub jobs: Option<usize>,
+    /// Default base revision.
+    pub base: String,
+    /// Default attempt timeout.
+    pub timeout: Duration,
+    /// Rework cap.
+    pub max_reworks: u32,
+    /// Default worker profile name.
+    pub default_worker: Option<String>,
+    /// Bytes of worker output kept per attempt.
+    pub log_limit: u64,
+    /// Where worktrees live, if set.
+    pub worktree_root: Option<PathBuf>,
+    /// Default allowed globs.
+    pub allowed: Vec<String>,
+    /// Globs denied for every task.
+    pub denied: Vec<String>,
+    /// The test command, if any.
+    pub tests: Option<TestSettings>,
+    /// Sandbox settings.
+    pub sandbox: SandboxSettings,
+    /// Worker profiles by name.
+    pub workers: BTreeMap<String, WorkerProfile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    extends: Option<Spanned<String>>,
+    run: Option<RunSection>,
+    scope: Option<ScopeSection>,
+    tests: Option<TestsSection>,
+    sandbox: Option<SandboxSection>,
+    #[serde(default)]
+    workers: BTreeMap<String, WorkerSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunSection {
+    jobs: Option<Spanned<i64>>,
+    base: Option<String>,
+    timeout: Option<Spanned<String>>,
+    max_reworks: Option<u32>,
+    worker: Option<String>,
+    log_limit: Option<Spanned<String>>,
+    worktree_root: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeSection {
+    allowed: Option<Vec<Spanned<String>>>,
+    denied: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestsSection {
+    command: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxSection {
+    backend: Option<Spanned<String>>,
+    network: Option<bool>,
+    env_allow: Option<Vec<String>>,
+}
+
+/// A `[workers.NAME]` table, as written in a policy or a tasks file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    kind: Spanned<String>,
+    command: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    pass_env: Vec<String>,
+}
+
+impl WorkerSection {
+    /// Validates the profile `name`, resolving a relative program path against `base_dir` (the declaring file's
+    /// folder).
+    pub fn resolve(
+        &self,
+        name: &str,
+        file: &Path,
+        source: &str,
+        base_dir: &Path,
+    ) -> Result<WorkerProfile, InputError> {
+        let key = format!("workers.{name}");
+        if !crate::util::is_valid_id(name) {
+            return Err(
+                InputError::new(file, format!("`{name}` is not a valid worker name"))
+                    .key(&key)
+                    .fix("use letters, digits, `-`, `_` and `.`"),
+            );
+        }
+        let kind = match self.kind.get_ref().as_str() {
+            "command" => {
+                let Some(command) = &self.command else {
+                    return Err(InputError::new(file, "a command worker needs `command`")
+                        .key(format!("{key}.command"))
+                        .at_offset(source, Some(self.kind.span().start))
+                        .fix(r#"write command = ["program", "arg", …]"#));
+                };
+                let mut argv = command.get_ref().clone();
+                let Some(program) = argv.first_mut() else {
+                    return Err(InputError::new(file, "`command` must not be empty")
+                        .key(format!("{key}.command"))
+                        .at_offset(source, Some(command.span().start))
+                        .fix(r#"write command = ["program", "arg", …]"#));
+                };
+                let path = Path::new(program.as_str());
+                if program.contains('/') && path.is_relative() {
+                    *program = base_dir.join(path).to_string_lossy().into_owned();
+                }
+                WorkerKind::Command { argv }
+            }
+            other => {
+                return Err(
+                    InputError::new(file, format!("unknown worker kind `{other}`"))
+                        .key(format!("{key}.kind"))
+                        .at_offset(source, Some(self.kind.span().start))
+                        .fix(r#"write kind = "command""#),
+                );
+            }
+        };
+        let timeout = self
+            .timeout
+            .as_ref()
+            .map(|value| duration(file, source, &format!("{key}.timeout"), value))
+            .transpose()?;
+        Ok(WorkerProfile {
+            name: name.to_string(),
+            kind,
+            timeout,
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            pass_env: self.pass_env.clone(),
+        })
+    }
+}
+
+/// Parses a duration value, naming the key and line on failure.
+pub fn duration(
+    file: &Path,
+    source: &str,
+    key: &str,
+    value: &Spanned<String>,
+) -> Result<Duration, InputError> {
+    parse_duration(value.get_ref()).map_err(|message| {
+        InputError::new(
+            file,
+            format!("`{}` is not a duration: {message}", value.get_ref()),
+        )
+        .key(key)
+        .at_offset(source, Some(value.span().start))
+        .fix(r#"write e.g. "90s", "10m" or "1h 30m""#)
+    })
+}
+
+/// Checks that every glob compiles, naming the key and line of the first bad one.
+pub fn check_globs(
+    file: &Path,
+    source: &str,
+    key: &str,
+    globs: &[Spanned<String>],
+) -> Result<Vec<String>, InputError> {
+    globs
+        .iter()
+        .map(|glob| {
+            globset::GlobBuilder::new(glob.get_ref())
+                .literal_separator(true)
+                .build()
+                .map(|_| glob.get_ref().clone())
+                .map_err(|error| {
+                    InputError::new(
+                        file,
+                        format!("invalid glob `{}`: {}", glob.get_ref(), error.kind()),
+                    )
+                    .key(key)
+                    .at_offset(source, Some(glob.span().start))
+                    .fix("check brackets and braces; `**` matches any number of folders")
+                })
+        })
+        .collect()
+}
+
+fn parse_file(file: &Path, source: &str) -> Result<PolicyFile, InputError> {
+    toml::from_str(source).map_err(|error| InputError::from_toml(file, source, &error))
+}
+
+/// Loads the policy: `file` (if it exists) over the preset it names (default: `default`).
+pub fn load(file: Option<&Path>) -> Result<Policy, InputError> {
+    let user = match file {
+        Some(path) if path.exists() => {
+            let source = std::fs::read_to_string(path).map_err(|error| {
+                InputError::new(path, format!("cannot read the policy: {error}"))
+            })?;
+            Some((path.to_path_buf(), source))
+        }
+        Some(_) | None => None,
+    };
+    let user_parsed = match &user {
+        Some((path, source)) => Some(parse_file(path, source)?),
+        None => None,
+    };
+    let preset_name = user_parsed
+        .as_ref()
+        .and_then(|parsed| parsed.extends.as_ref())
+        .map_or("default", |name| name.get_ref().as_str());
+    let Some((_, preset_source)) = PRESETS.iter().find(|(name, _)| *name == preset_name) else {
+        let (path, source) = user
+            .as_ref()
+            .map_or((PathBuf::new(), ""), |(p, s)| (p.clone(), s.as_str()));
+        let span = user_parsed
+            .as_ref()
+            .and_then(|p| p.extends.as_ref())
+            .map(|e| e.span().start);
+        let known: Vec<&str> = PRESETS.iter().map(|(name, _)| *name).collect();
+        return Err(
+            InputError::new(&path, format!("unknown preset `{preset_name}`"))
+                .key("extends")
+                .at_offset(source, span)
+                .fix(format!("use one of: {}", known.join(", "))),
+        );
+    };
+    let preset_path = PathBuf::from(format!("<preset {preset_name}>"));
+    let mut policy = resolve(
+        &preset_path,
+        preset_source,
+        parse_file(&preset_path, preset_source)?,
+        None,
+    )?;
+    policy.sources = vec![format!("preset {preset_name}")];
+    if let (Some((path, source)), Some(parsed)) = (&user, user_parsed) {
+        policy = resolve(path, source, parsed, Some(policy))?;
+        policy.sources.push(path.display().to_string());
+    }
+    Ok(policy)
+}
+
+/// Applies one parsed file over `base` (or over nothing, for a preset).
+fn resolve(
+    file: &Path,
+    source: &str,
+    parsed: PolicyFile,
+    base: Option<Policy>,
+) -> Result<Policy, InputError> {
+    let run = parsed.run.unwrap_or_default();
+    let scope = parsed.scope.unwrap_or_default();
+    let sandbox = parsed.sandbox.unwrap_or_default();
+    let base_dir = file.parent().unwrap_or(Path::new("."));
+    let missing =
+        |key: &str| InputError::new(file, "the preset does not set this key").key(key.to_string());
+
+    let jobs = match run.jobs {
+        Some(jobs) => match usize::try_from(*jobs.get_ref()) {
+            Ok(value) if value > 0 => Some(value),
+            Ok(_) | Err(_) => {
+                return Err(InputError::new(
+                    file,
+                    format!("`{}` is not a job count", jobs.get_ref()),
+                )
+                .key("run.jobs")
+                .at_offset(source, Some(jobs.span().start))
+                .fix("write a whole number of at least 1, or remove the key to use all cores"));
+            }
+        },
+        None => base.as_ref().and_then(|b| b.jobs),
+    };
+    let timeout = match &run.timeout {
+        Some(value) => duration(file, source, "run.timeout", value)?,
+        None => base
+            .as_ref()
+            .map(|b| b.timeout)
+            .ok_or_else(|| missing("run.timeout"))?,
+    };
+    let log_limit = match &run.log_limit {
+        Some(value) => parse_size(value.get_ref()).map_err(|message| {
+            InputError::new(file, message)
+                .key("run.log_limit")
+                .at_offset(source, Some(value.span().start))
+                .fix(r#"write e.g. "8MiB""#)
+        })?,
+        None => base
+            .as_ref()
+            .map(|b| b.log_limit)
+            .ok_or_else(|| missing("run.log_limit"))?,
+    };
+    let allowed = match &scope.allowed {
+        Some(globs) => check_globs(file, source, "scope.allowed", globs)?,
+        None => base.as_ref().map(|b| b.allowed.clone()).unwrap_or_default(),
+    };
+    let denied = match &scope.denied {
+        Some(globs) => check_globs(file, source, "scope.denied", globs)?,
+        None => base.as_ref().map(|b| b.denied.clone()).unwrap_or_default(),
+    };
+    let tests = match parsed.tests {
+        Some(section) => resolve_tests(
+            file,
+            source,
+            section,
+            base.as_ref().and_then(|b| b.tests.clone()),
+        )?,
+        None => base.as_ref().and_then(|b| b.tests.clone()),
+    };
+    let backend = match &sandbox.backend {
+        Some(name) => match name.get_ref().as_str() {
+            "none" => SandboxBackend::None,
+            other => {
+                return Err(InputError::new(
+                    file,
+                    format!("sandbox backend `{other}` is not available in this build"),
+                )
+                .key("sandbox.backend")
+                .at_offset(source, Some(name.span().start))
+                .fix(r#"write backend = "none""#));
+            }
+        },
+        None => base
+            .as_ref()
+            .map_or(SandboxBackend::None, |b| b.sandbox.backend),
+    };
+    let mut workers = base.as_ref().map(|b| b.workers.clone()).unwrap_or_default();
+    for (name, section) in &parsed.workers {
+        workers.insert(name.clone(), section.resolve(name, file, source, base_dir)?);
+    }
+    let default_worker = run
+        .worker
+        .or_else(|| base.as_ref().and_then(|b| b.default_worker.clone()));
+    Ok(Policy {
+        sources: Vec::new(),
+        jobs,
+        base: run
+            .base
+            .or_else(|| base.as_ref().map(|b| b.base.clone()))
+            .unwrap_or_else(|| "HEAD".to_string()),
+        timeout,
+        max_reworks: run
+            .max_reworks
+            .or(base.as_ref().map(|b| b.max_reworks))
+            .unwrap_or(3),
+        default_worker,
+        log_limit,
+        worktree_root: run
+            .worktree_root
+            .map(|root| base_dir.join(root))
+            .or_else(|| base.as_ref().and_then(|b| b.worktree_root.clone())),
+        allowed,
+        denied,
+        tests,
+        sandbox: SandboxSettings {
+            backend,
+            network: sandbox
+                .network
+                .or(base.as_ref().map(|b| b.sandbox.network))
+                .unwrap_or(false),
+            env_allow: sandbox
+                .env_allow
+                .or_else(|| base.as_ref().map(|b| b.sandbox.env_allow.clone()))
+                .unwrap_or_default(),
+        },
+        workers,
+    })
+}
+
+fn resolve_tests(
+    file: &Path,
+    source: &str,
+    section: TestsSection,
+    base: Option<TestSettings>,
+) -> Result<Option<TestSettings>, InputError> {
+    let argv = match section.command {
+        Some(command) if command.get_ref().is_empty() => {
+            return Err(InputError::new(file, "`command` must not be empty")
+                .key("tests.command")
+                .at_offset(source, Some(command.span().start))
+                .fix(r#"write command = ["cargo", "test"], or remove [tests]"#));
+        }
+        Some(command) => command.into_inner(),
+        None => match &base {
+            Some(base) => base.argv.clone(),
+            None => return Ok(None),
+        },
+    };
+    let timeout = match &section.timeout {
+        Some(value) => duration(file, source, "tests.timeout", value)?,
+        None => base.map_or(Duration::from_secs(600), |b| b.timeout),
+    };
+    Ok(Some(TestSettings { argv, timeout }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Policy, InputError> {
+        let dir =
+            tempfile::tempdir().map_err(|e| InputError::new(Path::new("tmp"), e.to_string()))?;
+        let path = dir.path().join("ccfan.toml");
+        std::fs::write(&path, text).map_err(|e| InputError::new(&path, e.to_string()))?;
+        load(Some(&path))
+    }
+
+    #[test]
+    fn presets_load_and_differ() {
+        let default = load(None).unwrap();
+        assert_eq!(default.timeout, Duration::from_secs(1800));
+        assert!(default.denied.iter().any(|glob| glob == ".git/**"));
+        let strict = load_text("extends = \"strict\"\n").unwrap();
+        assert!(strict.allowed.is_empty());
+        assert_eq!(strict.max_reworks, 1);
+    }
+
+    #[test]
+    fn user_file_overrides_preset() {
+        let policy = load_text(
+            "[run]\njobs = 3\ntimeout = \"90s\"\nworker = \"w\"\n[workers.w]\nkind = \"command\"\ncommand = [\"./w.sh\"]\n",
+        )
+        .unwrap();
+        assert_eq!(policy.jobs, Some(3));
+        assert_eq!(policy.timeout, Duration::from_secs(90));
+        let WorkerKind::Command { argv } = &policy.workers["w"].kind;
+        assert!(
+            argv[0].ends_with("/./w.sh") || argv[0].ends_with("/w.sh"),
+            "{argv:?}"
+        );
+        assert!(Path::new(&argv[0]).is_absolute());
+        assert_eq!(
+            policy.denied,
+            load(None).unwrap().denied,
+            "denied list comes from the preset"
+        );
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let error = load_text("[run]\njobs = 0\n").unwrap_err();
+        assert_eq!(
+            (error.key.as_deref(), error.line),
+            (Some("run.jobs"), Some(2))
+        );
+        let error = load_text("[run]\ntimeout = \"soon\"\n").unwrap_err();
+        assert_eq!(
+            (error.key.as_deref(), error.line),
+            (Some("run.timeout"), Some(2))
+        );
+        let error = load_text("[scope]\nallowed = [\"src/**\", \"a/[\"]\n").unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("scope.allowed"));
+        let error = load_text("[runn]\n").unwrap_err();
+        assert!(error.message.contains("unknown field"), "{error}");
+        assert_eq!(error.line, Some(1));
+        let error = load_text("extends = \"lax\"\n").unwrap_err();
+        assert!(error.to_string().contains("default, strict"), "{error}");
+        let error = load_text("[workers.w]\nkind = \"command\"\ncommand = []\n").unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("workers.w.command"));
+        let error = load_text("[workers.w]\nkind = \"robot\"\n").unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("workers.w.kind"));
+    }
+}

@@ -1,0 +1,97 @@
+//! A worker's output log with a size cap: the pipe is always drained (so a chatty worker never blocks), bytes past
+//! the cap are counted and dropped, and the log ends with a note saying so.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The log file being written.
+pub struct CappedLog {
+    file: File,
+    limit: u64,
+}
+
+/// The thread draining the pipe into the log.
+pub struct Pump {
+    done: mpsc::Receiver<(u64, bool)>,
+}
+
+impl CappedLog {
+    /// Creates (truncates) the log file.
+    pub fn create(path: &Path, limit: u64) -> std::io::Result<CappedLog> {
+        Ok(CappedLog {
+            file: File::create(path)?,
+            limit,
+        })
+    }
+
+    /// Closes the log without output.
+    pub fn finish(self) -> std::io::Result<()> {
+        self.file.sync_all()
+    }
+
+    /// Starts draining `reader` into the log on a thread of its own.
+    pub fn pump(self, mut reader: std::io::PipeReader) -> Pump {
+        let (sender, done) = mpsc::channel();
+        let CappedLog { mut file, limit } = self;
+        std::thread::spawn(move || {
+            let mut total: u64 = 0;
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                let read = match reader.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(read) => read,
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let room = limit.saturating_sub(total);
+                let keep = usize::try_from(room).unwrap_or(usize::MAX).min(read);
+                if keep > 0 && file.write_all(&buffer[..keep]).is_err() {
+                    break;
+                }
+                total += read as u64;
+            }
+            let capped = total > limit;
+            if capped {
+                let _ = write!(
+                    file,
+                    "\n[ccfan: output capped at {limit} bytes; {} more bytes were dropped]\n",
+                    total - limit
+                );
+            }
+            let _ = file.flush();
+            let _ = sender.send((total, capped));
+        });
+        Pump { done }
+    }
+}
+
+impl Pump {
+    /// Waits up to `wait` for the pipe to close; returns `(bytes written by the worker, capped)`.
+    pub fn finish(self, wait: Duration) -> (u64, bool) {
+        self.done.recv_timeout(wait).unwrap_or((0, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let pump = CappedLog::create(&path, 10).unwrap().pump(reader);
+        writer.write_all(b"0123456789abcdef").unwrap();
+        drop(writer);
+        assert_eq!(pump.finish(Duration::from_secs(5)), (16, true));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("0123456789\n[ccfan: output capped at 10 bytes; 6 more"),
+            "{text}"
+        );
+    }
+}

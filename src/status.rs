@@ -1,0 +1,97 @@
+//! Read-only views of stored runs for `ccfan status` (human and `--json`) and, later, MCP: one shape for both.
+
+use serde::Serialize;
+
+use crate::model::{JSON_SCHEMA_VERSION, RunState, RunView, TaskState, TaskView};
+use crate::store::{Store, StoreError};
+use crate::util::{format_millis, now_millis};
+
+/// One line of the run list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    /// Run id.
+    pub run_id: String,
+    /// Run state.
+    pub state: RunState,
+    /// Start time (RFC 3339).
+    pub created_at: String,
+    /// Base commit.
+    pub base: String,
+    /// Number of tasks per state, in life-cycle order, zero counts left out.
+    pub tasks: Vec<(TaskState, usize)>,
+}
+
+/// The run list (`ccfan status --json` without a run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunList {
+    /// Schema version.
+    pub schema: u32,
+    /// Runs, newest first.
+    pub runs: Vec<RunSummary>,
+}
+
+/// Every run, newest first.
+pub fn list_runs(store: &Store) -> Result<RunList, StoreError> {
+    let mut runs = Vec::new();
+    for run in store.runs()? {
+        let tasks = store.tasks(&run.id)?;
+        let counts = TaskState::ALL
+            .into_iter()
+            .map(|state| (state, tasks.iter().filter(|t| t.state == state).count()))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        runs.push(RunSummary {
+            run_id: run.id,
+            state: run.state,
+            created_at: format_millis(run.created_at),
+            base: run.base_sha,
+            tasks: counts,
+        });
+    }
+    Ok(RunList {
+        schema: JSON_SCHEMA_VERSION,
+        runs,
+    })
+}
+
+/// The full view of one run.
+pub fn run_view(store: &Store, run_id: &str) -> Result<RunView, StoreError> {
+    let run = store.run(run_id)?;
+    let mut tasks = Vec::new();
+    for task in store.tasks(run_id)? {
+        let attempts = store.attempts(run_id, &task.id)?;
+        let latest = attempts.last();
+        let elapsed_secs = latest.map(|attempt| {
+            let end = attempt.finished_at.unwrap_or_else(now_millis);
+            (end - attempt.started_at).max(0) as f64 / 1000.0
+        });
+        tasks.push(TaskView {
+            worktree_present: !task.removed && task.worktree.exists(),
+            id: task.id,
+            state: task.state,
+            reason: task.reason,
+            attempts: task.attempts,
+            branch: task.branch,
+            worktree: task.worktree,
+            commit: latest.and_then(|attempt| attempt.commit.clone()),
+            exit_status: latest.and_then(|attempt| attempt.exit.clone()),
+            salvage_refs: attempts
+                .iter()
+                .filter_map(|attempt| attempt.salvage_ref.clone())
+                .collect(),
+            log: latest.map(|attempt| attempt.log_path.clone()),
+            elapsed_secs,
+        });
+    }
+    Ok(RunView {
+        schema: JSON_SCHEMA_VERSION,
+        run_id: run.id,
+        state: run.state,
+        created_at: format_millis(run.created_at),
+        base: run.base_sha,
+        base_rev: run.base_rev,
+        target_branch: run.target_branch,
+        tasks_file: run.tasks_file,
+        tasks,
+    })
+}

@@ -1,0 +1,191 @@
+//! Durable state: one SQLite database (WAL) per repository in `<git-common-dir>/ccfan/state.db`. Every task
+//! transition is written here before it takes effect, so a ccfan killed at any moment can be restarted and tell
+//! the truth; WAL lets `ccfan status` read while a run writes from another process.
+
+mod runs;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+pub use runs::{AttemptRow, NewRun, NewTask, RecoveredAttempt, RunRow, TaskRow};
+
+/// Errors from the state database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open ccfan's state database {}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's reason.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The state folder could not be created.
+    #[error("cannot create ccfan's state folder {}", path.display())]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database was written by a newer ccfan.
+    #[error(
+        "the state database has schema version {found}, newer than this ccfan understands ({known}); upgrade ccfan"
+    )]
+    TooNew {
+        /// Version on disk.
+        found: i64,
+        /// Version this build writes.
+        known: i64,
+    },
+    /// A query failed.
+    #[error("state database query failed while {context}")]
+    Query {
+        /// What ccfan was doing.
+        context: String,
+        /// SQLite's reason.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored value could not be read back.
+    #[error("the state database holds a value ccfan cannot read: {0}")]
+    Corrupt(String),
+    /// No run has this id.
+    #[error("no run `{0}` in this repository (see `ccfan status` for the list)")]
+    NoSuchRun(String),
+    /// No task has this id in the run.
+    #[error("run `{run}` has no task `{task}`")]
+    NoSuchTask {
+        /// Run id.
+        run: String,
+        /// Task id.
+        task: String,
+    },
+}
+
+pub(crate) fn query(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Query {
+        context: context.to_string(),
+        source,
+    }
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id            TEXT PRIMARY KEY,
+    created_at    INTEGER NOT NULL,
+    finished_at   INTEGER,
+    state         TEXT NOT NULL,
+    base_sha      TEXT NOT NULL,
+    base_rev      TEXT NOT NULL,
+    target_branch TEXT,
+    tasks_file    TEXT NOT NULL,
+    jobs          INTEGER NOT NULL,
+    owner_pid     INTEGER NOT NULL,
+    owner_start   TEXT NOT NULL,
+    reason        TEXT
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    run_id      TEXT NOT NULL REFERENCES runs(id),
+    id          TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    spec        TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    reason      TEXT,
+    branch      TEXT NOT NULL,
+    worktree    TEXT NOT NULL,
+    git_link    TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    removed     INTEGER NOT NULL DEFAULT 0,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (run_id, id)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id      TEXT NOT NULL,
+    task_id     TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    exit        TEXT,
+    commit_sha  TEXT,
+    salvage_ref TEXT,
+    dir         TEXT NOT NULL,
+    log_path    TEXT NOT NULL,
+    token       TEXT NOT NULL,
+    pid         INTEGER,
+    PRIMARY KEY (run_id, task_id, n)
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id  TEXT NOT NULL,
+    task_id TEXT,
+    at      INTEGER NOT NULL,
+    state   TEXT NOT NULL,
+    reason  TEXT
+);
+";
+
+/// An open state database.
+pub struct Store {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_error = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_error)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(open_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_error)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(open_error)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if version < SCHEMA_VERSION {
+            conn.execute_batch(SCHEMA).map_err(open_error)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(open_error)?;
+        }
+        Ok(Store { conn })
+    }
+
+    /// Opens the database only if it exists (for read-only commands on a repository ccfan never ran in).
+    pub fn open_existing(path: &Path) -> Result<Option<Store>, StoreError> {
+        if path.exists() {
+            Store::open(path).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}

@@ -1,0 +1,605 @@
+//! Queries on runs, tasks, attempts and transitions. Each state change and its transition record are written in
+//! one transaction.
+
+use std::path::PathBuf;
+
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::{Store, StoreError, query};
+use crate::model::{ExitStatus, RunState, TaskSpec, TaskState};
+use crate::util::now_millis;
+
+/// A run about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    /// Run id.
+    pub id: &'a str,
+    /// Recorded base commit.
+    pub base_sha: &'a str,
+    /// What the user named as base.
+    pub base_rev: &'a str,
+    /// Branch checked out when the run started.
+    pub target_branch: Option<&'a str>,
+    /// Tasks file path.
+    pub tasks_file: &'a std::path::Path,
+    /// Parallel jobs.
+    pub jobs: usize,
+    /// Owning process id.
+    pub owner_pid: u32,
+    /// Owning process start token (tells a reused pid apart).
+    pub owner_start: &'a str,
+}
+
+/// A task about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewTask<'a> {
+    /// Its spec.
+    pub spec: &'a TaskSpec,
+    /// Its branch.
+    pub branch: &'a str,
+    /// Its worktree path.
+    pub worktree: &'a std::path::Path,
+}
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    /// Run id.
+    pub id: String,
+    /// Start time (ms).
+    pub created_at: i64,
+    /// State.
+    pub state: RunState,
+    /// Base commit.
+    pub base_sha: String,
+    /// Base as named.
+    pub base_rev: String,
+    /// Target branch.
+    pub target_branch: Option<String>,
+    /// Tasks file.
+    pub tasks_file: PathBuf,
+    /// Owning process.
+    pub owner_pid: i64,
+    /// Owning process start token.
+    pub owner_start: String,
+}
+
+/// A stored task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    /// Task id.
+    pub id: String,
+    /// Spec.
+    pub spec: TaskSpec,
+    /// State.
+    pub state: TaskState,
+    /// Reason of the last transition.
+    pub reason: Option<String>,
+    /// Branch.
+    pub branch: String,
+    /// Worktree path.
+    pub worktree: PathBuf,
+    /// The `.git` link file content as created.
+    pub git_link: Option<String>,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Whether `gc` removed its worktree and branch.
+    pub removed: bool,
+}
+
+/// A stored attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    /// Attempt number.
+    pub n: u32,
+    /// `running`, `recorded` or `interrupted`.
+    pub state: String,
+    /// Start (ms).
+    pub started_at: i64,
+    /// End (ms).
+    pub finished_at: Option<i64>,
+    /// How the worker ended.
+    pub exit: Option<ExitStatus>,
+    /// The attempt commit.
+    pub commit: Option<String>,
+    /// The salvage ref.
+    pub salvage_ref: Option<String>,
+    /// Artifacts folder.
+    pub dir: PathBuf,
+    /// Log file.
+    pub log_path: PathBuf,
+    /// The token in the worker's environment (finds its processes).
+    pub token: String,
+}
+
+/// An attempt that was in flight when its owner died.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveredAttempt {
+    /// Run id.
+    pub run_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// The worker's token.
+    pub token: String,
+}
+
+fn corrupt(what: String) -> StoreError {
+    StoreError::Corrupt(what)
+}
+
+fn run_row(row: &Row<'_>) -> rusqlite::Result<(RunRow, String)> {
+    let state: String = row.get(2)?;
+    Ok((
+        RunRow {
+            id: row.get(0)?,
+            created_at: row.get(1)?,
+            state: RunState::Running,
+            base_sha: row.get(3)?,
+            base_rev: row.get(4)?,
+            target_branch: row.get(5)?,
+            tasks_file: PathBuf::from(row.get::<_, String>(6)?),
+            owner_pid: row.get(7)?,
+            owner_start: row.get(8)?,
+        },
+        state,
+    ))
+}
+
+const RUN_COLUMNS: &str =
+    "id, created_at, state, base_sha, base_rev, target_branch, tasks_file, owner_pid, owner_start";
+
+fn finish_run_row((mut run, state): (RunRow, String)) -> Result<RunRow, StoreError> {
+    run.state = RunState::parse(&state).ok_or_else(|| corrupt(format!("run state `{state}`")))?;
+    Ok(run)
+}
+
+impl Store {
+    /// Records a run and its queued tasks in one transaction.
+    pub fn create_run(
+        &mut self,
+        run: &NewRun<'_>,
+        tasks: &[NewTask<'_>],
+    ) -> Result<(), StoreError> {
+        let now = now_millis();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(query("starting a transaction"))?;
+        tx.execute(
+            "INSERT INTO runs (id, created_at, state, base_sha, base_rev, target_branch, tasks_file, jobs, owner_pid, owner_start)
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                run.id,
+                now,
+                run.base_sha,
+                run.base_rev,
+                run.target_branch,
+                run.tasks_file.to_string_lossy(),
+                i64::try_from(run.jobs).unwrap_or(i64::MAX),
+                i64::from(run.owner_pid),
+                run.owner_start
+            ],
+        )
+        .map_err(query("recording the run"))?;
+        for (seq, task) in tasks.iter().enumerate() {
+            let spec = serde_json::to_string(task.spec).map_err(|e| corrupt(e.to_string()))?;
+            tx.execute(
+                "INSERT INTO tasks (run_id, id, seq, spec, state, branch, worktree, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
+                params![
+                    run.id,
+                    task.spec.id,
+                    seq as i64,
+                    spec,
+                    task.branch,
+                    task.worktree.to_string_lossy(),
+                    now
+                ],
+            )
+            .map_err(query("recording a task"))?;
+            tx.execute(
+                "INSERT INTO transitions (run_id, task_id, at, state) VALUES (?1, ?2, ?3, 'queued')",
+                params![run.id, task.spec.id, now],
+            )
+            .map_err(query("recording a transition"))?;
+        }
+        tx.commit().map_err(query("committing the run"))
+    }
+
+    /// Moves a task to `state`, recording the transition with its reason.
+    pub fn set_task_state(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        state: TaskState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_millis();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(query("starting a transaction"))?;
+        tx.execute(
+            "UPDATE tasks SET state = ?3, reason = ?4, updated_at = ?5 WHERE run_id = ?1 AND id = ?2",
+            params![run_id, task_id, state.as_str(), reason, now],
+        )
+        .map_err(query("updating a task"))?;
+        tx.execute(
+            "INSERT INTO transitions (run_id, task_id, at, state, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run_id, task_id, now, state.as_str(), reason],
+        )
+        .map_err(query("recording a transition"))?;
+        tx.commit().map_err(query("committing a transition"))
+    }
+
+    /// Records the `.git` link file content of a task's new worktree.
+    pub fn set_git_link(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        link: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE tasks SET git_link = ?3 WHERE run_id = ?1 AND id = ?2",
+                params![run_id, task_id, link],
+            )
+            .map(drop)
+            .map_err(query("recording a worktree"))
+    }
+
+    /// Marks a task's worktree and branch as removed by `gc`.
+    pub fn set_removed(&mut self, run_id: &str, task_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE tasks SET removed = 1 WHERE run_id = ?1 AND id = ?2",
+                params![run_id, task_id],
+            )
+            .map(drop)
+            .map_err(query("marking a worktree removed"))
+    }
+
+    /// Records the start of attempt `n` (before the worker is spawned).
+    pub fn start_attempt(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        n: u32,
+        dir: &std::path::Path,
+        log_path: &std::path::Path,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(query("starting a transaction"))?;
+        tx.execute(
+            "INSERT INTO attempts (run_id, task_id, n, state, started_at, dir, log_path, token)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
+            params![
+                run_id,
+                task_id,
+                n,
+                now_millis(),
+                dir.to_string_lossy(),
+                log_path.to_string_lossy(),
+                token
+            ],
+        )
+        .map_err(query("recording an attempt"))?;
+        tx.execute(
+            "UPDATE tasks SET attempts = ?3 WHERE run_id = ?1 AND id = ?2",
+            params![run_id, task_id, n],
+        )
+        .map_err(query("counting attempts"))?;
+        tx.commit().map_err(query("committing an attempt"))
+    }
+
+    /// Records the worker's pid once it is spawned.
+    pub fn set_attempt_pid(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        n: u32,
+        pid: u32,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE attempts SET pid = ?4 WHERE run_id = ?1 AND task_id = ?2 AND n = ?3",
+                params![run_id, task_id, n, pid],
+            )
+            .map(drop)
+            .map_err(query("recording a worker pid"))
+    }
+
+    /// Records how an attempt ended and where its work is kept.
+    pub fn finish_attempt(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        n: u32,
+        exit: Option<&ExitStatus>,
+        commit: Option<&str>,
+        salvage_ref: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let exit = exit.map(|e| serde_json::to_string(e).unwrap_or_default());
+        self.conn
+            .execute(
+                "UPDATE attempts SET state = 'recorded', finished_at = ?4, exit = coalesce(?5, exit),
+                 commit_sha = ?6, salvage_ref = ?7 WHERE run_id = ?1 AND task_id = ?2 AND n = ?3",
+                params![run_id, task_id, n, now_millis(), exit, commit, salvage_ref],
+            )
+            .map(drop)
+            .map_err(query("recording an attempt's end"))
+    }
+
+    /// Marks a run finished or interrupted.
+    pub fn finish_run(
+        &mut self,
+        run_id: &str,
+        state: RunState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET state = ?2, finished_at = ?3, reason = ?4 WHERE id = ?1",
+                params![run_id, state.as_str(), now_millis(), reason],
+            )
+            .map(drop)
+            .map_err(query("finishing a run"))
+    }
+
+    /// All runs, newest first.
+    pub fn runs(&self) -> Result<Vec<RunRow>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC"
+            ))
+            .map_err(query("listing runs"))?;
+        let rows = statement
+            .query_map([], run_row)
+            .map_err(query("listing runs"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("listing runs"))?;
+        rows.into_iter().map(finish_run_row).collect()
+    }
+
+    /// One run.
+    pub fn run(&self, run_id: &str) -> Result<RunRow, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                [run_id],
+                run_row,
+            )
+            .optional()
+            .map_err(query("reading a run"))?
+            .ok_or_else(|| StoreError::NoSuchRun(run_id.to_string()))?;
+        finish_run_row(row)
+    }
+
+    /// A run's tasks in task-file order.
+    pub fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, spec, state, reason, branch, worktree, git_link, attempts, removed
+                 FROM tasks WHERE run_id = ?1 ORDER BY seq",
+            )
+            .map_err(query("listing tasks"))?;
+        let raw = statement
+            .query_map([run_id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                    row.get::<_, Option<String>>(6)?,
+                    row.get::<_, u32>(7)?,
+                    row.get::<_, bool>(8)?,
+                ))
+            })
+            .map_err(query("listing tasks"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("listing tasks"))?;
+        raw.into_iter()
+            .map(
+                |(id, spec, state, reason, branch, worktree, git_link, attempts, removed)| {
+                    Ok(TaskRow {
+                        spec: serde_json::from_str(&spec)
+                            .map_err(|e| corrupt(format!("task {id}: {e}")))?,
+                        state: TaskState::parse(&state)
+                            .ok_or_else(|| corrupt(format!("task state `{state}`")))?,
+                        id,
+                        reason,
+                        branch,
+                        worktree: PathBuf::from(worktree),
+                        git_link,
+                        attempts,
+                        removed,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// A task's attempts, oldest first.
+    pub fn attempts(&self, run_id: &str, task_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT n, state, started_at, finished_at, exit, commit_sha, salvage_ref, dir, log_path, token
+                 FROM attempts WHERE run_id = ?1 AND task_id = ?2 ORDER BY n",
+            )
+            .map_err(query("listing attempts"))?;
+        let rows = statement
+            .query_map([run_id, task_id], |row| {
+                Ok((
+                    AttemptRow {
+                        n: row.get(0)?,
+                        state: row.get(1)?,
+                        started_at: row.get(2)?,
+                        finished_at: row.get(3)?,
+                        exit: None,
+                        commit: row.get(5)?,
+                        salvage_ref: row.get(6)?,
+                        dir: PathBuf::from(row.get::<_, String>(7)?),
+                        log_path: PathBuf::from(row.get::<_, String>(8)?),
+                        token: row.get(9)?,
+                    },
+                    row.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .map_err(query("listing attempts"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("listing attempts"))?;
+        rows.into_iter()
+            .map(|(mut attempt, exit)| {
+                attempt.exit = exit
+                    .map(|text| {
+                        serde_json::from_str(&text)
+                            .map_err(|e| corrupt(format!("attempt exit: {e}")))
+                    })
+                    .transpose()?;
+                Ok(attempt)
+            })
+            .collect()
+    }
+
+    /// Marks every run whose owner is gone (per `owner_alive`) as interrupted, with its in-flight tasks and
+    /// attempts; returns those attempts so the caller can kill processes they left behind.
+    pub fn recover(
+        &mut self,
+        owner_alive: impl Fn(i64, &str) -> bool,
+    ) -> Result<Vec<RecoveredAttempt>, StoreError> {
+        let orphaned: Vec<RunRow> = self
+            .runs()?
+            .into_iter()
+            .filter(|run| {
+                run.state == RunState::Running && !owner_alive(run.owner_pid, &run.owner_start)
+            })
+            .collect();
+        let mut recovered = Vec::new();
+        for run in orphaned {
+            let why = format!(
+                "the ccfan process (pid {}) that ran it ended",
+                run.owner_pid
+            );
+            for task in self.tasks(&run.id)? {
+                if task.state.is_final() {
+                    continue;
+                }
+                let reason = format!(
+                    "{why} while the task was {}; its worktree and partial work are kept",
+                    task.state
+                );
+                for attempt in self.attempts(&run.id, &task.id)? {
+                    if attempt.state == "running" {
+                        recovered.push(RecoveredAttempt {
+                            run_id: run.id.clone(),
+                            task_id: task.id.clone(),
+                            token: attempt.token.clone(),
+                        });
+                        self.conn
+                            .execute(
+                                "UPDATE attempts SET state = 'interrupted', finished_at = ?4
+                                 WHERE run_id = ?1 AND task_id = ?2 AND n = ?3",
+                                params![run.id, task.id, attempt.n, now_millis()],
+                            )
+                            .map_err(query("marking an attempt interrupted"))?;
+                    }
+                }
+                self.set_task_state(&run.id, &task.id, TaskState::Interrupted, Some(&reason))?;
+            }
+            self.finish_run(&run.id, RunState::Interrupted, Some(&why))?;
+        }
+        Ok(recovered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{WorkerKind, WorkerProfile};
+
+    fn spec(id: &str) -> TaskSpec {
+        TaskSpec {
+            id: id.to_string(),
+            goal: "g".to_string(),
+            allowed: vec!["**".to_string()],
+            denied: vec![],
+            constraints: vec![],
+            acceptance: vec![],
+            worker: WorkerProfile {
+                name: "w".to_string(),
+                kind: WorkerKind::Command {
+                    argv: vec!["true".to_string()],
+                },
+                timeout: None,
+                env: vec![],
+                pass_env: vec![],
+            },
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn run_life_cycle_and_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let (a, b) = (spec("a"), spec("b"));
+        let tasks = [
+            NewTask {
+                spec: &a,
+                branch: "ccfan/r/a",
+                worktree: Path::new("/w/a"),
+            },
+            NewTask {
+                spec: &b,
+                branch: "ccfan/r/b",
+                worktree: Path::new("/w/b"),
+            },
+        ];
+        let run = NewRun {
+            id: "r",
+            base_sha: "abc",
+            base_rev: "HEAD",
+            target_branch: Some("main"),
+            tasks_file: Path::new("tasks.toml"),
+            jobs: 2,
+            owner_pid: 1,
+            owner_start: "x",
+        };
+        store.create_run(&run, &tasks).unwrap();
+        store
+            .set_task_state("r", "a", TaskState::Running, None)
+            .unwrap();
+        store
+            .start_attempt("r", "a", 1, Path::new("/d"), Path::new("/d/log"), "tok")
+            .unwrap();
+        store
+            .set_task_state("r", "b", TaskState::Completed, None)
+            .unwrap();
+
+        // The owner is alive: nothing changes.
+        assert!(store.recover(|_, _| true).unwrap().is_empty());
+        // The owner is gone: in-flight work is marked interrupted, finished work untouched.
+        let recovered = store.recover(|_, _| false).unwrap();
+        assert_eq!(recovered.len(), 1);
+        assert_eq!(recovered[0].token, "tok");
+        let tasks = store.tasks("r").unwrap();
+        assert_eq!(tasks[0].state, TaskState::Interrupted);
+        assert!(tasks[0].reason.as_deref().unwrap().contains("pid 1"));
+        assert_eq!(tasks[1].state, TaskState::Completed);
+        assert_eq!(store.run("r").unwrap().state, RunState::Interrupted);
+        assert_eq!(store.attempts("r", "a").unwrap()[0].state, "interrupted");
+        assert!(matches!(store.run("zzz"), Err(StoreError::NoSuchRun(_))));
+    }
+}

@@ -1,0 +1,156 @@
+//! Small pure helpers shared by the stages: duration and size parsing, timestamps, stable hashes, ids.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Parses a human duration such as `30s`, `5m`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim()).map_err(|error| error.to_string())?;
+    if duration.is_zero() {
+        return Err("a duration must be longer than zero".to_string());
+    }
+    Ok(duration)
+}
+
+/// Parses a size such as `512KiB`, `8MiB`, `1GiB` or a plain byte count.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a whole number"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}`; use B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// RFC 3339 (UTC, seconds) for a millisecond timestamp.
+pub fn format_millis(millis: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// FNV-1a, 64 bit: a hash that stays the same across builds (used in folder names).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// A few random bytes as lowercase hex (from the OS; falls back to time and pid).
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buffer = vec![0u8; bytes];
+    let read =
+        std::fs::File::open("/dev/urandom").and_then(|mut file| file.read_exact(&mut buffer));
+    if read.is_err() {
+        let seed = stable_hash(format!("{}-{}", now_millis(), std::process::id()).as_bytes());
+        for (index, byte) in buffer.iter_mut().enumerate() {
+            *byte = (seed >> ((index % 8) * 8)) as u8;
+        }
+    }
+    buffer.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A new run id: UTC time then 4 random hex digits, e.g. `20261121-195500-3fa2`. Sorts by start time.
+pub fn new_run_id() -> String {
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    // 2026-11-21T19:55:00Z → 20261121-195500
+    let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    let (date, time) = digits.split_at(8.min(digits.len()));
+    format!("{date}-{time}-{}", random_hex(2))
+}
+
+/// Whether `name` is safe as one component of a git ref and a folder name.
+pub fn is_valid_id(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with(['.', '-'])
+        && !name.ends_with('.')
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+}
+
+/// Formats seconds for humans: `0.4s`, `12s`, `3m05s`.
+pub fn format_secs(secs: f64) -> String {
+    if secs < 10.0 {
+        format!("{secs:.1}s")
+    } else if secs < 60.0 {
+        format!("{secs:.0}s")
+    } else {
+        let whole = secs as u64;
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("3 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn ids() {
+        for good in ["t1", "fix-login", "a.b_c"] {
+            assert!(is_valid_id(good), "{good}");
+        }
+        for bad in ["", "-x", ".x", "a..b", "a/b", "x.lock", "sp ace", "ü"] {
+            assert!(!is_valid_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn run_ids_sort_by_time_and_look_right() {
+        let id = new_run_id();
+        assert_eq!(id.len(), "20261121-195500-3fa2".len(), "{id}");
+        assert!(is_valid_id(&id));
+    }
+
+    #[test]
+    fn stable_hash_is_fnv1a() {
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}
