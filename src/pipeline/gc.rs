@@ -85,6 +85,15 @@ pub fn gc(
             if task.removed {
                 continue;
             }
+            let branch_ref = format!("refs/heads/{}", task.branch);
+            let exists = task.worktree.exists() || git::ref_target(repo, &branch_ref)?.is_some();
+            if !exists {
+                // Never made (queued when its run ended) or removed by hand: only the record is left to update.
+                if !dry_run {
+                    store.set_removed(&run.id, &task.id)?;
+                }
+                continue;
+            }
             let mut salvaged = Vec::new();
             if !dry_run {
                 if task.worktree.join(".git").is_file()
@@ -134,7 +143,7 @@ pub fn gc(
                         salvaged.push(name.clone());
                     }
                 }
-                if let Some(tip) = git::ref_target(repo, &format!("refs/heads/{}", task.branch))? {
+                if let Some(tip) = git::ref_target(repo, &branch_ref)? {
                     let kept =
                         git::refs_under(repo, &format!("refs/ccfan/{}/{}/", run.id, task.id))?;
                     let held = tip == run.base_sha || kept.iter().any(|(_, target)| *target == tip);

@@ -1,0 +1,203 @@
+//! `TestEnv`: a throw-away repository with a hermetic git environment (set on each child process, never with
+//! `env::set_var`), and helpers to drive the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub struct TestEnv {
+    pub tmp: tempfile::TempDir,
+    pub repo: PathBuf,
+}
+
+/// What a ccfan invocation did.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl std::fmt::Debug for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn hermetic(command: &mut Command, home: &Path) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("GIT_")
+            || name.to_string_lossy().starts_with("CCFAN_")
+        {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null());
+}
+
+impl TestEnv {
+    /// A repository on branch `main` with a README, `src/lib.txt` and a `.gitignore` ignoring `*.log`.
+    pub fn new() -> TestEnv {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir_all(tmp.path().join("home")).unwrap();
+        std::fs::create_dir_all(repo.join("src")).unwrap();
+        let env = TestEnv { tmp, repo };
+        env.git(&["init", "-q", "-b", "main"]);
+        env.write("README.md", "# test repo\n");
+        env.write("src/lib.txt", "one\ntwo\nthree\n");
+        env.write(".gitignore", "*.log\n");
+        env.git(&["add", "-A"]);
+        env.git(&["commit", "-qm", "first"]);
+        env
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.tmp.path().join("home")
+    }
+
+    /// The folder workers can write probes into (outside the repository).
+    pub fn probe(&self) -> PathBuf {
+        let dir = self.tmp.path().join("probe");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    pub fn worktree_root(&self) -> PathBuf {
+        self.tmp.path().join("worktrees")
+    }
+
+    pub fn write(&self, relative: &str, content: &str) {
+        let path = self.repo.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    /// Writes an executable shell script outside the repository; returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.tmp.path().join("workers");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// Writes a tasks file outside the repository; returns its path.
+    pub fn tasks(&self, body: &str) -> PathBuf {
+        let path = self.tmp.path().join("tasks.toml");
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let mut command = Command::new("git");
+        hermetic(&mut command, &self.home());
+        let output = command.current_dir(&self.repo).args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ccfan"));
+        hermetic(&mut command, &self.home());
+        command
+            .env("CCFAN_WORKTREE_ROOT", self.worktree_root())
+            .current_dir(&self.repo)
+            .args(args);
+        command
+    }
+
+    pub fn ccfan(&self, args: &[&str]) -> Ran {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.command(args).output().unwrap();
+        Ran {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// `ccfan run --json` of the tasks file at `tasks`.
+    pub fn run(&self, tasks: &Path, extra: &[&str]) -> Ran {
+        let mut args = vec!["run", "--json", "--tasks", tasks.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.ccfan(&args)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.repo.join(".git/ccfan")
+    }
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// Reads a pid written by a fixture worker, waiting for it to appear.
+pub fn read_pid(path: &Path) -> u32 {
+    for _ in 0..500 {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("no pid in {}", path.display());
+}
+
+/// A task from a run's JSON by id.
+pub fn task<'a>(run: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no task {id} in {run}"))
+}

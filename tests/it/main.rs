@@ -1,0 +1,17 @@
+//! Integration tests: real git repositories in temp dirs, the real `ccfan` binary, fixture workers.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests spawn git and ccfan directly"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic is how a test helper fails"
+)]
+
+mod bad_input;
+mod crash;
+mod env;
+mod fan_out;
+mod kill;
+mod user_checkout;
