@@ -167,7 +167,15 @@ fn collect_garbage(start: &Path, args: GcArgs) -> Result<Exit, CliError> {
     } else {
         render::gc_report(&report)
     })?;
-    Ok(Exit::Success)
+    let left_in_place = report
+        .skipped
+        .iter()
+        .any(|skipped| skipped.task_id.is_some());
+    Ok(if left_in_place {
+        Exit::NotAllSucceeded
+    } else {
+        Exit::Success
+    })
 }
 
 fn run_demo(args: DemoArgs) -> Result<Exit, CliError> {

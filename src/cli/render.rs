@@ -277,7 +277,11 @@ pub fn gc_report(report: &GcReport) -> String {
         }
     }
     for skipped in &report.skipped {
-        text.push_str(&format!("skipped {}: {}\n", skipped.run_id, skipped.reason));
+        let what = match &skipped.task_id {
+            Some(task) => format!("{}/{task}", skipped.run_id),
+            None => skipped.run_id.clone(),
+        };
+        text.push_str(&format!("skipped {what}: {}\n", skipped.reason));
     }
     if report.removed.is_empty() && report.skipped.is_empty() {
         text.push_str("nothing to remove\n");

@@ -9,7 +9,7 @@ use super::record::{self, AttemptFacts};
 use crate::git::{self, RepoPaths};
 use crate::model::RunState;
 use crate::paths::salvage_ref;
-use crate::store::Store;
+use crate::store::{RunRow, Store, TaskRow};
 use crate::util::now_millis;
 
 /// What `gc` did (or, with `dry_run`, would do).
@@ -40,13 +40,92 @@ pub struct GcRemoved {
     pub salvaged: Vec<String>,
 }
 
-/// A run `gc` did not touch.
+/// A run (or one task of it) `gc` did not touch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GcSkipped {
     /// Run id.
     pub run_id: String,
+    /// Task id, when only one task was left alone.
+    pub task_id: Option<String>,
     /// Why.
     pub reason: String,
+}
+
+/// Keeps every bit of one task's work on a salvage ref, then removes its worktree and branch. Returns the salvage
+/// refs written just now. An error leaves the worktree and branch where they are.
+fn collect_task(
+    repo: &RepoPaths,
+    store: &mut Store,
+    run: &RunRow,
+    task: &TaskRow,
+    branch_ref: &str,
+) -> Result<Vec<String>, PipelineError> {
+    let mut salvaged = Vec::new();
+    // Uncommitted work exists only if a worker ran (a task interrupted while preparing holds a partial checkout).
+    let worker_ran = task.attempts > 0;
+    if worker_ran
+        && task.worktree.join(".git").is_file()
+        && git::has_uncommitted_changes(&task.worktree)?
+    {
+        let attempts = store.attempts(&run.id, &task.id)?;
+        let open = attempts
+            .iter()
+            .rev()
+            .find(|attempt| attempt.commit.is_none() && attempt.state != "recorded");
+        let n = open.map_or(task.attempts, |attempt| attempt.n);
+        let mut name = salvage_ref(&run.id, &task.id, n);
+        if git::ref_target(repo, &name)?.is_some() {
+            name = format!(
+                "refs/ccfan/{}/{}/leftover-{}",
+                run.id,
+                task.id,
+                now_millis()
+            );
+        }
+        let facts = AttemptFacts {
+            run_id: &run.id,
+            task_id: &task.id,
+            attempt: n,
+            goal: &task.spec.goal,
+            worker: &task.spec.worker.name,
+            exit: None,
+        };
+        let recorded = record::record(
+            repo,
+            &task.worktree,
+            task.git_link.as_deref(),
+            &facts,
+            Some(name),
+        )?;
+        if let (Some(commit), Some(name)) = (&recorded.commit, &recorded.salvage_ref) {
+            if open.is_some() {
+                store.finish_attempt(&run.id, &task.id, n, None, Some(commit), Some(name))?;
+            }
+            salvaged.push(name.clone());
+        }
+    }
+    if let Some(tip) = git::ref_target(repo, branch_ref)? {
+        let kept = git::refs_under(repo, &format!("refs/ccfan/{}/{}/", run.id, task.id))?;
+        let held = tip == run.base_sha || kept.iter().any(|(_, target)| *target == tip);
+        if !held {
+            let name = format!(
+                "refs/ccfan/{}/{}/branch-{}",
+                run.id,
+                task.id,
+                &tip[..12.min(tip.len())]
+            );
+            git::set_ref(repo, &name, &tip, "ccfan gc: keep branch tip")?;
+            salvaged.push(name);
+        }
+    }
+    git::remove_worktree(repo, &task.worktree)?;
+    git::delete_branch(repo, &task.branch)?;
+    store.set_removed(&run.id, &task.id)?;
+    // The run's folder goes once its last worktree has (remove_dir only removes empty folders).
+    if let Some(run_folder) = task.worktree.parent() {
+        let _ = std::fs::remove_dir(run_folder);
+    }
+    Ok(salvaged)
 }
 
 /// Removes finished runs' worktrees and branches (all runs, or those in `only`).
@@ -75,6 +154,7 @@ pub fn gc(
             RunState::Running => {
                 report.skipped.push(GcSkipped {
                     run_id: run.id.clone(),
+                    task_id: None,
                     reason: format!("still running (ccfan pid {})", run.owner_pid),
                 });
                 continue;
@@ -94,78 +174,21 @@ pub fn gc(
                 }
                 continue;
             }
-            let mut salvaged = Vec::new();
-            if !dry_run {
-                if task.worktree.join(".git").is_file()
-                    && git::has_uncommitted_changes(&task.worktree)?
-                {
-                    let attempts = store.attempts(&run.id, &task.id)?;
-                    let open = attempts
-                        .iter()
-                        .rev()
-                        .find(|attempt| attempt.commit.is_none() && attempt.state != "recorded");
-                    let n = open.map_or(task.attempts.max(1), |attempt| attempt.n);
-                    let mut name = salvage_ref(&run.id, &task.id, n);
-                    if git::ref_target(repo, &name)?.is_some() {
-                        name = format!(
-                            "refs/ccfan/{}/{}/leftover-{}",
-                            run.id,
-                            task.id,
-                            now_millis()
-                        );
-                    }
-                    let facts = AttemptFacts {
-                        run_id: &run.id,
-                        task_id: &task.id,
-                        attempt: n,
-                        goal: &task.spec.goal,
-                        worker: &task.spec.worker.name,
-                        exit: None,
-                    };
-                    let recorded = record::record(
-                        repo,
-                        &task.worktree,
-                        task.git_link.as_deref(),
-                        &facts,
-                        Some(name),
-                    )?;
-                    if let (Some(commit), Some(name)) = (&recorded.commit, &recorded.salvage_ref) {
-                        if open.is_some() {
-                            store.finish_attempt(
-                                &run.id,
-                                &task.id,
-                                n,
-                                None,
-                                Some(commit),
-                                Some(name),
-                            )?;
-                        }
-                        salvaged.push(name.clone());
+            let salvaged = if dry_run {
+                Vec::new()
+            } else {
+                match collect_task(repo, store, run, &task, &branch_ref) {
+                    Ok(salvaged) => salvaged,
+                    Err(error) => {
+                        report.skipped.push(GcSkipped {
+                            run_id: run.id.clone(),
+                            task_id: Some(task.id.clone()),
+                            reason: format!("left in place, nothing removed: {error}"),
+                        });
+                        continue;
                     }
                 }
-                if let Some(tip) = git::ref_target(repo, &branch_ref)? {
-                    let kept =
-                        git::refs_under(repo, &format!("refs/ccfan/{}/{}/", run.id, task.id))?;
-                    let held = tip == run.base_sha || kept.iter().any(|(_, target)| *target == tip);
-                    if !held {
-                        let name = format!(
-                            "refs/ccfan/{}/{}/branch-{}",
-                            run.id,
-                            task.id,
-                            &tip[..12.min(tip.len())]
-                        );
-                        git::set_ref(repo, &name, &tip, "ccfan gc: keep branch tip")?;
-                        salvaged.push(name);
-                    }
-                }
-                git::remove_worktree(repo, &task.worktree)?;
-                git::delete_branch(repo, &task.branch)?;
-                store.set_removed(&run.id, &task.id)?;
-                // The run's folder goes once its last worktree has (remove_dir only removes empty folders).
-                if let Some(run_folder) = task.worktree.parent() {
-                    let _ = std::fs::remove_dir(run_folder);
-                }
-            }
+            };
             report.removed.push(GcRemoved {
                 run_id: run.id.clone(),
                 task_id: task.id.clone(),

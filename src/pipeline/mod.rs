@@ -143,6 +143,19 @@ pub fn run(
         .canonicalize()
         .unwrap_or_else(|_| request.tasks_file.clone());
 
+    let worktree_folder = paths::worktree_base(&request.repo, policy.worktree_root.as_deref());
+    if worktree_folder.starts_with(&request.repo.workdir) {
+        return Err(InputError::new(
+            &request.repo.workdir.join(policy::POLICY_FILE),
+            format!(
+                "worktrees would be made inside the repository's working tree ({})",
+                worktree_folder.display()
+            ),
+        )
+        .key("run.worktree_root")
+        .fix("point run.worktree_root (or CCFAN_WORKTREE_ROOT) at a folder outside the repository, e.g. \"../worktrees\"")
+        .into());
+    }
     let (mut store, _) = open_state(&request.repo)?;
     let run_id = loop {
         let candidate = crate::util::new_run_id();
@@ -150,8 +163,7 @@ pub fn run(
             break candidate;
         }
     };
-    let worktree_base =
-        paths::worktree_base(&request.repo, policy.worktree_root.as_deref()).join(&run_id);
+    let worktree_base = worktree_folder.join(&run_id);
     let branches: Vec<String> = plan
         .tasks
         .iter()

@@ -109,6 +109,9 @@ pub fn worker_env(
 /// Runs `launch` to its end (exit, timeout or cancel), then makes sure no process of its tree survives.
 pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, SandboxError> {
     let started = Instant::now();
+    let Some((program, args)) = launch.argv.split_first() else {
+        return Ok(spawn_failed("the command is empty", started));
+    };
     let log = log::CappedLog::create(launch.log_path, launch.log_limit).map_err(|source| {
         SandboxError::Log {
             path: launch.log_path.to_path_buf(),
@@ -118,10 +121,6 @@ pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, Sa
     let (reader, writer) = std::io::pipe().map_err(SandboxError::Pipe)?;
     let writer_err = writer.try_clone().map_err(SandboxError::Pipe)?;
     let cgroup = cgroup::Cgroup::create(launch.token);
-
-    let Some((program, args)) = launch.argv.split_first() else {
-        return Ok(spawn_failed("the command is empty", started));
-    };
     #[expect(
         clippy::disallowed_methods,
         reason = "the sandbox is the one door to worker processes"
@@ -144,6 +143,9 @@ pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, Sa
         Err(error) => {
             drop(reader);
             let _ = log.finish();
+            if let Some(cgroup) = cgroup {
+                cgroup.remove();
+            }
             return Ok(spawn_failed(&format!("{program}: {error}"), started));
         }
     };

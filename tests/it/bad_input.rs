@@ -239,3 +239,25 @@ fn missing_files_unknown_runs_and_non_repositories_are_bad_input() {
     let ran = env.ccfan(&["run"]);
     assert_eq!(ran.code, 2, "usage errors exit 2: {ran:?}");
 }
+
+#[test]
+fn worktrees_inside_the_users_checkout_are_refused() {
+    let env = TestEnv::new();
+    std::fs::write(
+        env.repo.join("ccfan.toml"),
+        "[run]\nworktree_root = \"inside\"\n",
+    )
+    .unwrap();
+    let tasks = env.tasks(&format!("[[task]]\ngoal = \"x\"\nworker = \"w\"\n{WORKER}"));
+    let mut command = env.command(&["run", "--tasks", tasks.to_str().unwrap()]);
+    command.env_remove("CCFAN_WORKTREE_ROOT");
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`run.worktree_root`") && stderr.contains("inside the repository"),
+        "{stderr}"
+    );
+    assert_no_state(&env, "worktree root inside");
+    assert!(!env.repo.join("inside").exists());
+}

@@ -32,7 +32,7 @@ sleep 600"#,
         .unwrap();
 
     // Wait until both workers run, watching through `status` from this other process.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let run_id = loop {
         assert!(Instant::now() < deadline, "the run never got going");
         let list = env.ccfan(&["status", "--json"]);

@@ -11,6 +11,7 @@
 
 mod bad_input;
 mod crash;
+mod demo;
 mod env;
 mod fan_out;
 mod kill;

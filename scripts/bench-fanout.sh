@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Fan-out benchmark: ccfan preparing N worktrees of a generated repository vs a sequential loop of
+# `git worktree add` doing the same. Prints a Markdown table for docs/benchmarks.md.
+#
+#   scripts/bench-fanout.sh [FILES=10000] [WORKTREES=16] [REPS=3]
+#   BENCH_DIR=/dev/shm/ccfan-bench scripts/bench-fanout.sh     # on tmpfs, to take the disk out of the figures
+#
+# "ccfan prepare" is read from ccfan's own state: from the run's start until the last task's worker started,
+# i.e. every worktree registered, checked out and recorded as running. "ccfan run" is the whole command
+# (prepare + a `true` worker + recording each attempt + state writes).
+set -euo pipefail
+files=${1:-10000}
+worktrees=${2:-16}
+reps=${3:-3}
+root=${BENCH_DIR:-$(mktemp -d /tmp/ccfan-bench.XXXXXX)}
+mkdir -p "$root"
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ -z "${CCFAN_BIN:-}" ]; then
+  (cd "$here" && cargo build --release --locked --quiet)
+  CCFAN_BIN="$here/target/release/ccfan"
+fi
+command -v sqlite3 >/dev/null || { echo "needs sqlite3 (apt-get install sqlite3)" >&2; exit 2; }
+export GIT_CONFIG_NOSYSTEM=1 HOME="$root/home" GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.invalid \
+  GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.invalid
+mkdir -p "$HOME"
+
+repo="$root/repo"
+rm -rf "$repo" && mkdir -p "$repo"
+python3 - "$repo" "$files" <<'PY'
+import os, random, sys
+root, files = sys.argv[1], int(sys.argv[2])
+random.seed(7)
+per_dir = 100
+for n in range(files):
+    d = os.path.join(root, "src", f"mod{n // per_dir:04}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"file{n % per_dir:03}.rs"), "w") as fh:
+        fh.write("".join(f"pub fn f{i}() -> u64 {{ {random.randint(0, 10**9)} }}\n" for i in range(30)))
+PY
+git -C "$repo" init -q -b main && git -C "$repo" add -A && git -C "$repo" commit -qm "generated"
+tasks="$root/tasks.toml"
+{
+  printf '[workers.noop]\nkind = "command"\ncommand = ["true"]\n[defaults]\nworker = "noop"\n'
+  for i in $(seq 1 "$worktrees"); do printf '[[task]]\ngoal = "noop %s"\n' "$i"; done
+} > "$tasks"
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2))}'; }
+cleanup() {
+  git -C "$repo" worktree list --porcelain | awk '/^worktree /{print $2}' | tail -n +2 | while read -r w; do
+    git -C "$repo" worktree remove --force --force "$w"; done
+  git -C "$repo" worktree prune
+  git -C "$repo" for-each-ref --format='%(refname)' refs/heads/loop refs/heads/ccfan refs/ccfan | while read -r r; do
+    git -C "$repo" update-ref -d "$r"; done
+  rm -rf "$root/wt-loop" "$root/wt-ccfan"
+  sync
+}
+
+loop_ms=(); prep16=(); run16=(); prep_cores=(); run_cores=()
+cores=$(nproc)
+for rep in $(seq 1 "$reps"); do
+  cleanup
+  start=$(now_ms)
+  for i in $(seq 1 "$worktrees"); do git -C "$repo" worktree add -q -b "loop/$rep-$i" "$root/wt-loop/$i" HEAD; done
+  loop_ms+=($(( $(now_ms) - start )))
+  for jobs in "$worktrees" "$cores"; do
+    cleanup
+    start=$(now_ms)
+    run_json=$(CCFAN_WORKTREE_ROOT="$root/wt-ccfan" "$CCFAN_BIN" -C "$repo" run --json --jobs "$jobs" --tasks "$tasks" 2>/dev/null)
+    total=$(( $(now_ms) - start ))
+    run_id=$(printf '%s' "$run_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
+    prep=$(sqlite3 "$repo/.git/ccfan/state.db" \
+      "select max(t.at) - r.created_at from transitions t join runs r on r.id = t.run_id where t.run_id = '$run_id' and t.state = 'running'")
+    if [ "$jobs" = "$worktrees" ]; then prep16+=("$prep"); run16+=("$total"); else prep_cores+=("$prep"); run_cores+=("$total"); fi
+  done
+done
+cleanup
+
+loop=$(printf '%s\n' "${loop_ms[@]}" | median)
+p16=$(printf '%s\n' "${prep16[@]}" | median); r16=$(printf '%s\n' "${run16[@]}" | median)
+pc=$(printf '%s\n' "${prep_cores[@]}" | median); rc=$(printf '%s\n' "${run_cores[@]}" | median)
+ratio() { python3 -c "print(f'{$1/$2:.2f}×')"; }
+fs=$(df -T "$root" | awk 'NR==2{print $2}')
+echo "files=$files worktrees=$worktrees reps=$reps filesystem=$fs cores=$cores git=$(git --version | cut -d' ' -f3) (medians; all runs: loop ${loop_ms[*]}; prep16 ${prep16[*]}; prep$cores ${prep_cores[*]})"
+echo
+echo "| what | median ms | vs loop |"
+echo "|---|---:|---:|"
+echo "| sequential \`git worktree add\` × $worktrees | $loop | 1.00× |"
+echo "| ccfan prepare, --jobs $worktrees | $p16 | $(ratio "$p16" "$loop") |"
+echo "| ccfan whole run, --jobs $worktrees | $r16 | $(ratio "$r16" "$loop") |"
+echo "| ccfan prepare, --jobs $cores | $pc | $(ratio "$pc" "$loop") |"
+echo "| ccfan whole run, --jobs $cores | $rc | $(ratio "$rc" "$loop") |"
+[ -n "${BENCH_DIR:-}" ] || rm -rf "$root"
