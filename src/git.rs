@@ -464,6 +464,124 @@ pub fn init_with_commit(path: &Path, message: &str) -> Result<String> {
     Ok(oid.to_string())
 }
 
+/// How a file changed between two trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// New file.
+    Added,
+    /// Content or mode changed.
+    Modified,
+    /// File removed.
+    Deleted,
+    /// Moved (possibly with edits).
+    Renamed,
+    /// Copied from another path.
+    Copied,
+    /// Type changed (e.g. file ↔ symlink).
+    TypeChanged,
+}
+
+/// One file of a tree diff, with line counts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileChange {
+    /// Path after the change (before it, for deletions). Lossy for non-UTF-8 names.
+    pub path: String,
+    /// Path before a rename or copy.
+    pub old_path: Option<String>,
+    /// The kind of change.
+    pub kind: ChangeKind,
+    /// Git file mode before (0 when absent), e.g. 0o100644, 0o100755, 0o120000 (symlink), 0o160000 (gitlink).
+    pub old_mode: u32,
+    /// Git file mode after (0 when absent).
+    pub new_mode: u32,
+    /// Whether either side is binary.
+    pub binary: bool,
+    /// Lines added.
+    pub added: usize,
+    /// Lines removed.
+    pub removed: usize,
+}
+
+/// The files changed from commit `from` to commit `to`, with renames detected and line counts.
+pub fn diff_files(repo: &RepoPaths, from: &str, to: &str) -> Result<Vec<FileChange>> {
+    let git = repo.open()?;
+    let tree = |sha: &str| -> Result<git2::Tree<'_>> {
+        let oid =
+            Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))?;
+        git.find_commit(oid)
+            .and_then(|commit| commit.tree())
+            .map_err(git2_context(format!("cannot read the tree of {sha}")))
+    };
+    let (old, new) = (tree(from)?, tree(to)?);
+    let mut diff = git
+        .diff_tree_to_tree(Some(&old), Some(&new), None)
+        .map_err(git2_context("cannot diff the attempt"))?;
+    let mut find = git2::DiffFindOptions::new();
+    find.renames(true).copies(false);
+    diff.find_similar(Some(&mut find))
+        .map_err(git2_context("cannot detect renames"))?;
+    let mut changes = Vec::new();
+    for index in 0..diff.deltas().len() {
+        let Some(delta) = diff.get_delta(index) else {
+            continue;
+        };
+        let kind = match delta.status() {
+            git2::Delta::Added | git2::Delta::Untracked => ChangeKind::Added,
+            git2::Delta::Deleted => ChangeKind::Deleted,
+            git2::Delta::Renamed => ChangeKind::Renamed,
+            git2::Delta::Copied => ChangeKind::Copied,
+            git2::Delta::Typechange => ChangeKind::TypeChanged,
+            git2::Delta::Modified
+            | git2::Delta::Unmodified
+            | git2::Delta::Ignored
+            | git2::Delta::Unreadable
+            | git2::Delta::Conflicted => ChangeKind::Modified,
+        };
+        let path_of = |file: git2::DiffFile<'_>| {
+            file.path_bytes()
+                .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+        };
+        let new_path = path_of(delta.new_file());
+        let old_path = path_of(delta.old_file());
+        let (added, removed, binary) = match git2::Patch::from_diff(&diff, index) {
+            Ok(Some(patch)) => {
+                let (_, added, removed) = patch.line_stats().unwrap_or((0, 0, 0));
+                (added, removed, patch.delta().flags().is_binary())
+            }
+            Ok(None) => (0, 0, true),
+            Err(_) => (0, 0, delta.flags().is_binary()),
+        };
+        let path = match kind {
+            ChangeKind::Deleted => old_path.clone(),
+            ChangeKind::Added
+            | ChangeKind::Modified
+            | ChangeKind::Renamed
+            | ChangeKind::Copied
+            | ChangeKind::TypeChanged => new_path.clone(),
+        }
+        .unwrap_or_default();
+        let old_path = match kind {
+            ChangeKind::Renamed | ChangeKind::Copied => old_path,
+            ChangeKind::Added
+            | ChangeKind::Modified
+            | ChangeKind::Deleted
+            | ChangeKind::TypeChanged => None,
+        };
+        changes.push(FileChange {
+            path,
+            old_path,
+            kind,
+            old_mode: u32::from(delta.old_file().mode()),
+            new_mode: u32::from(delta.new_file().mode()),
+            binary,
+            added,
+            removed,
+        });
+    }
+    Ok(changes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -298,6 +298,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn run_view_reads_well() {
+        use crate::model::{ExitStatus, RunState, TaskView};
+        let task = |id: &str,
+                    state: TaskState,
+                    reason: Option<&str>,
+                    commit: Option<&str>,
+                    exit: ExitStatus| TaskView {
+            id: id.to_string(),
+            state,
+            reason: reason.map(str::to_string),
+            attempts: 1,
+            branch: format!("ccfan/r1/{id}"),
+            worktree: format!("/wt/repo-1/r1/{id}").into(),
+            worktree_present: true,
+            commit: commit.map(str::to_string),
+            exit_status: Some(exit),
+            salvage_refs: vec![],
+            log: None,
+            elapsed_secs: Some(1.25),
+        };
+        let view = RunView {
+            schema: 1,
+            run_id: "r1".to_string(),
+            state: RunState::Finished,
+            created_at: "2026-11-21T20:00:00Z".to_string(),
+            base: "0123456789abcdef".to_string(),
+            base_rev: "HEAD".to_string(),
+            target_branch: Some("main".to_string()),
+            tasks_file: "/tasks.toml".into(),
+            tasks: vec![
+                task(
+                    "good",
+                    TaskState::Completed,
+                    None,
+                    Some("fedcba9876543210"),
+                    ExitStatus::Code { code: 0 },
+                ),
+                task(
+                    "hang",
+                    TaskState::TimedOut,
+                    Some("killed at its 3s timeout"),
+                    None,
+                    ExitStatus::TimedOut,
+                ),
+            ],
+        };
+        insta::assert_snapshot!(run_view(&view));
+    }
+
+    #[test]
     fn table_aligns_columns() {
         let text = table(
             &["A", "LONGER"],

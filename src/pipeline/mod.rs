@@ -365,6 +365,26 @@ impl Carrier<'_> {
             recorded.commit.as_deref(),
             recorded.salvage_ref.as_deref(),
         )?;
+        record::write_record(
+            self.repo,
+            &dir,
+            record::AttemptRecord {
+                schema: 1,
+                run_id: self.run_id,
+                task_id: &task.id,
+                attempt,
+                worker: &task.worker.name,
+                base: self.base_sha,
+                exit: &outcome.exit,
+                duration_secs: outcome.duration.as_secs_f64(),
+                output_bytes: outcome.output_bytes,
+                log_capped: outcome.log_capped,
+                leftovers_killed: outcome.leftovers_killed,
+                recorded: &recorded,
+                changes: Vec::new(),
+            },
+            self.base_sha,
+        )?;
         self.sink.emit(Event::AttemptRecorded {
             task_id: task.id.clone(),
             attempt,

@@ -4,12 +4,14 @@
 
 use std::path::Path;
 
-use crate::git::{self, GitError, RepoPaths};
+use serde::Serialize;
+
+use crate::git::{self, FileChange, GitError, RepoPaths};
 use crate::model::ExitStatus;
 use crate::paths::salvage_ref;
 
 /// What recording an attempt produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recorded {
     /// The attempt commit (`None`: the worker changed nothing).
     pub commit: Option<String>,
@@ -93,5 +95,54 @@ pub fn record(
         commit,
         salvage_ref: salvage,
         link_tampered,
+    })
+}
+
+/// The attempt's summary, written as `attempt.json` beside its log: what ran, how it ended, what it changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord<'a> {
+    /// Schema version.
+    pub schema: u32,
+    /// Run id.
+    pub run_id: &'a str,
+    /// Task id.
+    pub task_id: &'a str,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Worker profile.
+    pub worker: &'a str,
+    /// The base the attempt started from.
+    pub base: &'a str,
+    /// How the worker ended.
+    pub exit: &'a ExitStatus,
+    /// Wall time in seconds.
+    pub duration_secs: f64,
+    /// Bytes the worker wrote to stdout and stderr.
+    pub output_bytes: u64,
+    /// Whether its log was capped.
+    pub log_capped: bool,
+    /// Processes it left running that ccfan killed.
+    pub leftovers_killed: usize,
+    /// The attempt commit and its salvage ref.
+    pub recorded: &'a Recorded,
+    /// Files changed against the attempt's parent.
+    pub changes: Vec<FileChange>,
+}
+
+/// Writes `attempt.json` into the attempt folder (the changes are read from git when there is a commit).
+pub fn write_record(
+    repo: &RepoPaths,
+    dir: &Path,
+    mut record: AttemptRecord<'_>,
+    parent: &str,
+) -> Result<(), GitError> {
+    if let Some(commit) = &record.recorded.commit {
+        record.changes = git::diff_files(repo, parent, commit)?;
+    }
+    let path = dir.join("attempt.json");
+    let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
+    std::fs::write(&path, json).map_err(|source| GitError::Io {
+        context: format!("cannot write {}", path.display()),
+        source,
     })
 }

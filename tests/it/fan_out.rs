@@ -193,6 +193,37 @@ fn every_kind_of_change_is_recorded_and_ignored_files_are_not() {
         env.git(&["show", &format!("{commit}:link-to-lib")]),
         "src/lib.txt"
     );
+    // The attempt folder keeps a summary of what changed, beside the log and the task file.
+    let log = std::path::PathBuf::from(task(&run, "all")["log"].as_str().unwrap());
+    let folder = log.parent().unwrap();
+    assert!(folder.join("task.json").is_file());
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("attempt.json")).unwrap()).unwrap();
+    assert_eq!(record["recorded"]["commit"], commit.as_str());
+    let mut kinds: Vec<String> = record["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {:o}",
+                c["kind"].as_str().unwrap(),
+                c["path"].as_str().unwrap(),
+                c["new_mode"].as_u64().unwrap()
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "added link-to-lib 120000",
+            "added new/deep/file.txt 100644",
+            "deleted old.txt 0",
+            "modified src/lib.txt 100644",
+            "modified tools/run.sh 100755",
+        ]
+    );
 }
 
 #[test]
