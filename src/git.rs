@@ -582,6 +582,236 @@ pub fn diff_files(repo: &RepoPaths, from: &str, to: &str) -> Result<Vec<FileChan
     Ok(changes)
 }
 
+/// The lines one side of a diff added to a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedLines {
+    /// The file (new side).
+    pub path: String,
+    /// Whether it is binary (then `text` is empty).
+    pub binary: bool,
+    /// The added lines, each ending in `\n`.
+    pub text: Vec<u8>,
+    /// The 1-based line number in the new file of each added line, in order.
+    pub line_numbers: Vec<usize>,
+}
+
+/// Every line added from commit `from` to commit `to`, per file (secrets are looked for in these).
+pub fn added_lines(repo: &RepoPaths, from: Option<&str>, to: &str) -> Result<Vec<AddedLines>> {
+    let git = repo.open()?;
+    let tree = |sha: &str| -> Result<git2::Tree<'_>> {
+        let oid =
+            Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))?;
+        git.find_commit(oid)
+            .and_then(|commit| commit.tree())
+            .map_err(git2_context(format!("cannot read the tree of {sha}")))
+    };
+    let old = from.map(tree).transpose()?;
+    let new = tree(to)?;
+    let diff = git
+        .diff_tree_to_tree(old.as_ref(), Some(&new), None)
+        .map_err(git2_context("cannot diff for added lines"))?;
+    let mut files = Vec::new();
+    for index in 0..diff.deltas().len() {
+        let Some(delta) = diff.get_delta(index) else {
+            continue;
+        };
+        if matches!(delta.status(), git2::Delta::Deleted) {
+            continue;
+        }
+        let path = delta
+            .new_file()
+            .path_bytes()
+            .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+            .unwrap_or_default();
+        let mut added = AddedLines {
+            path,
+            binary: false,
+            text: Vec::new(),
+            line_numbers: Vec::new(),
+        };
+        match git2::Patch::from_diff(&diff, index) {
+            Ok(Some(patch)) if !patch.delta().flags().is_binary() => {
+                for hunk in 0..patch.num_hunks() {
+                    let lines = patch.num_lines_in_hunk(hunk).unwrap_or(0);
+                    for line_index in 0..lines {
+                        let Ok(line) = patch.line_in_hunk(hunk, line_index) else {
+                            continue;
+                        };
+                        if line.origin() != '+' {
+                            continue;
+                        }
+                        added.text.extend_from_slice(line.content());
+                        if !line.content().ends_with(b"\n") {
+                            added.text.push(b'\n');
+                        }
+                        added
+                            .line_numbers
+                            .push(line.new_lineno().map_or(0, |n| n as usize));
+                    }
+                }
+            }
+            Ok(Some(_)) | Ok(None) => added.binary = true,
+            Err(source) => {
+                return Err(GitError::Git2 {
+                    context: format!("cannot read the diff of {}", added.path),
+                    source,
+                });
+            }
+        }
+        files.push(added);
+    }
+    Ok(files)
+}
+
+/// The commits of `range` (`A..B`, or one revision meaning everything reachable from it), oldest first, each
+/// with its first parent (`None` for a root commit).
+pub fn range_commits(repo: &RepoPaths, range: &str) -> Result<Vec<(String, Option<String>)>> {
+    let git = repo.open()?;
+    let mut walk = git.revwalk().map_err(git2_context("cannot walk history"))?;
+    let pushed = if range.contains("..") {
+        walk.push_range(range)
+    } else {
+        git.revparse_single(range)
+            .and_then(|object| walk.push(object.id()))
+    };
+    pushed.map_err(|source| GitError::BadRevision {
+        rev: range.to_string(),
+        source,
+    })?;
+    walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)
+        .map_err(git2_context("cannot sort history"))?;
+    let mut commits = Vec::new();
+    for oid in walk {
+        let oid = oid.map_err(git2_context("cannot walk history"))?;
+        let commit = git
+            .find_commit(oid)
+            .map_err(git2_context("cannot read a commit"))?;
+        commits.push((
+            oid.to_string(),
+            commit.parent_ids().next().map(|p| p.to_string()),
+        ));
+    }
+    Ok(commits)
+}
+
+/// The content of `path` in commit `sha`, if it exists there.
+pub fn blob_at(repo: &RepoPaths, sha: &str, path: &str) -> Result<Option<Vec<u8>>> {
+    let git = repo.open()?;
+    let oid = Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))?;
+    let tree = git
+        .find_commit(oid)
+        .and_then(|commit| commit.tree())
+        .map_err(git2_context(format!("cannot read the tree of {sha}")))?;
+    let Ok(entry) = tree.get_path(Path::new(path)) else {
+        return Ok(None);
+    };
+    match git.find_blob(entry.id()) {
+        Ok(blob) => Ok(Some(blob.content().to_vec())),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The outcome of merging an attempt onto a target tip in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergePreview {
+    /// A commit object (on no ref) holding exactly the tree that would land.
+    Clean {
+        /// The preview commit.
+        commit: String,
+    },
+    /// The merge has conflicts in these paths.
+    Conflicts(Vec<String>),
+}
+
+/// Merges commit `attempt` onto `onto` in memory (no working tree, no ref moved). When `onto` already contains
+/// the attempt's base only, the result is the attempt's own tree.
+pub fn merge_preview(repo: &RepoPaths, onto: &str, attempt: &str) -> Result<MergePreview> {
+    let git = repo.open()?;
+    let parse = |sha: &str| {
+        Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))
+    };
+    let (onto_id, attempt_id) = (parse(onto)?, parse(attempt)?);
+    if onto_id == attempt_id
+        || git
+            .graph_descendant_of(onto_id, attempt_id)
+            .unwrap_or(false)
+    {
+        return Ok(MergePreview::Clean {
+            commit: onto.to_string(),
+        });
+    }
+    if git
+        .graph_descendant_of(attempt_id, onto_id)
+        .unwrap_or(false)
+    {
+        return Ok(MergePreview::Clean {
+            commit: attempt.to_string(),
+        });
+    }
+    let ours = git
+        .find_commit(onto_id)
+        .map_err(git2_context("cannot read the target tip"))?;
+    let theirs = git
+        .find_commit(attempt_id)
+        .map_err(git2_context("cannot read the attempt"))?;
+    let mut index = git
+        .merge_commits(&ours, &theirs, None)
+        .map_err(git2_context("cannot merge in memory"))?;
+    if index.has_conflicts() {
+        let mut paths: Vec<String> = index
+            .conflicts()
+            .map_err(git2_context("cannot list conflicts"))?
+            .flatten()
+            .filter_map(|conflict| conflict.our.or(conflict.their).or(conflict.ancestor))
+            .map(|entry| String::from_utf8_lossy(&entry.path).into_owned())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        return Ok(MergePreview::Conflicts(paths));
+    }
+    let tree_id = index
+        .write_tree_to(&git)
+        .map_err(git2_context("cannot write the preview tree"))?;
+    let tree = git
+        .find_tree(tree_id)
+        .map_err(git2_context("cannot read the preview tree"))?;
+    let signature = Signature::now("ccfan", "ccfan@localhost")
+        .map_err(git2_context("cannot make a signature"))?;
+    let commit = git
+        .commit(
+            None,
+            &signature,
+            &signature,
+            "ccfan: merge preview",
+            &tree,
+            &[&ours, &theirs],
+        )
+        .map_err(git2_context("cannot write the preview commit"))?;
+    Ok(MergePreview::Clean {
+        commit: commit.to_string(),
+    })
+}
+
+/// Checks `sha` out, detached, into a new worktree at `path` (for verification; never the worker's worktree).
+pub fn add_detached_worktree(repo: &RepoPaths, path: &Path, sha: &str) -> Result<()> {
+    {
+        let _lock = lock_worktrees(repo)?;
+        run_git(
+            &repo.workdir,
+            [
+                OsStr::new("worktree"),
+                OsStr::new("add"),
+                OsStr::new("--detach"),
+                OsStr::new("--no-checkout"),
+                OsStr::new("--quiet"),
+                path.as_os_str(),
+                OsStr::new(sha),
+            ],
+        )?;
+    }
+    checkout_worktree(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,14 @@ pub enum TaskState {
     Running,
     /// The worker exited 0 and its attempt is committed; awaiting verification.
     Completed,
+    /// The gate is checking the attempt.
+    Verifying,
+    /// The gate accepted the attempt.
+    Accepted,
+    /// The gate asked for another attempt (its findings are stored with the attempt).
+    Rework,
+    /// The gate rolled the attempt back: not merged, kept on its salvage ref.
+    RolledBack,
     /// The worker exited non-zero or could not be started; its attempt (if any) is kept.
     Failed,
     /// The worker ran past its timeout and its whole process tree was killed.
@@ -35,11 +43,15 @@ pub enum TaskState {
 
 impl TaskState {
     /// Every state, in life-cycle order.
-    pub const ALL: [TaskState; 9] = [
+    pub const ALL: [TaskState; 13] = [
         TaskState::Queued,
         TaskState::Preparing,
         TaskState::Running,
         TaskState::Completed,
+        TaskState::Verifying,
+        TaskState::Accepted,
+        TaskState::Rework,
+        TaskState::RolledBack,
         TaskState::Failed,
         TaskState::TimedOut,
         TaskState::Cancelled,
@@ -54,6 +66,10 @@ impl TaskState {
             TaskState::Preparing => "preparing",
             TaskState::Running => "running",
             TaskState::Completed => "completed",
+            TaskState::Verifying => "verifying",
+            TaskState::Accepted => "accepted",
+            TaskState::Rework => "rework",
+            TaskState::RolledBack => "rolled_back",
             TaskState::Failed => "failed",
             TaskState::TimedOut => "timed_out",
             TaskState::Cancelled => "cancelled",
@@ -72,8 +88,14 @@ impl TaskState {
     /// Whether no ccfan process will move the task any further by itself.
     pub fn is_final(self) -> bool {
         match self {
-            TaskState::Queued | TaskState::Preparing | TaskState::Running => false,
-            TaskState::Completed
+            TaskState::Queued
+            | TaskState::Preparing
+            | TaskState::Running
+            | TaskState::Completed
+            | TaskState::Verifying => false,
+            TaskState::Accepted
+            | TaskState::Rework
+            | TaskState::RolledBack
             | TaskState::Failed
             | TaskState::TimedOut
             | TaskState::Cancelled
@@ -85,10 +107,14 @@ impl TaskState {
     /// Whether the task ended the way a user wants (counts towards exit code 0).
     pub fn is_success(self) -> bool {
         match self {
-            TaskState::Completed => true,
+            TaskState::Accepted => true,
             TaskState::Queued
             | TaskState::Preparing
             | TaskState::Running
+            | TaskState::Completed
+            | TaskState::Verifying
+            | TaskState::Rework
+            | TaskState::RolledBack
             | TaskState::Failed
             | TaskState::TimedOut
             | TaskState::Cancelled
@@ -271,6 +297,8 @@ pub struct TaskView {
     pub log: Option<PathBuf>,
     /// Seconds the latest attempt ran (so far, when running).
     pub elapsed_secs: Option<f64>,
+    /// The gate's verdict on the latest attempt, when it has one.
+    pub verdict: Option<crate::report::Verdict>,
 }
 
 /// What `status` and `--json` show of one run.
@@ -316,11 +344,11 @@ mod tests {
     }
 
     #[test]
-    fn only_completed_counts_as_success_for_now() {
+    fn only_accepted_counts_as_success() {
         let good: Vec<_> = TaskState::ALL
             .into_iter()
             .filter(|s| s.is_success())
             .collect();
-        assert_eq!(good, vec![TaskState::Completed]);
+        assert_eq!(good, vec![TaskState::Accepted]);
     }
 }

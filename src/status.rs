@@ -81,6 +81,7 @@ pub fn run_view(store: &Store, run_id: &str) -> Result<RunView, StoreError> {
                 .collect(),
             log: latest.map(|attempt| attempt.log_path.clone()),
             elapsed_secs,
+            verdict: latest.and_then(|attempt| attempt.verdict.clone()),
         });
     }
     Ok(RunView {

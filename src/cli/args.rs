@@ -32,6 +32,51 @@ pub enum Command {
     Gc(GcArgs),
     /// Build a demo repository with fixture workers and run it (needs no repository and no API key).
     Demo(DemoArgs),
+    /// Re-run the gate on a run's stored attempts (diff, scope, secrets, tests, completeness, checks).
+    Verify(VerifyArgs),
+    /// Scan files, folders or a git range for secrets.
+    Scan(ScanArgs),
+}
+
+/// How a report is printed.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct FormatArgs {
+    /// Print JSON (a documented, versioned schema).
+    #[arg(long)]
+    pub json: bool,
+    /// Print SARIF 2.1.0 (for code-scanning tools).
+    #[arg(long)]
+    pub sarif: bool,
+}
+
+/// `ccfan verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// `<run>` or `<run>/<task>`.
+    pub target: String,
+    /// The policy file (default: ccfan.toml at the repository root, if any).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Output format.
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+/// `ccfan scan`.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Files or folders to scan (folders honour .gitignore). Default: the current folder.
+    pub paths: Vec<PathBuf>,
+    /// Scan the lines added by each commit of a git range instead (`A..B`, or a revision for all its history).
+    #[arg(long, value_name = "A..B", conflicts_with = "paths")]
+    pub range: Option<String>,
+    /// A rules file (ccfan's format or a gitleaks config) instead of the built-in pack.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// Output format.
+    #[command(flatten)]
+    pub format: FormatArgs,
 }
 
 /// `ccfan run`.

@@ -2,7 +2,9 @@
 //! will call, and renders results. Exit codes: 0 all good, 1 some task did not end as wanted, 2 bad input, 3 internal.
 
 pub mod args;
+mod gate;
 pub mod render;
+mod sarif;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -73,6 +75,8 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Status(args) => show_status(&start, args),
         Command::Gc(args) => collect_garbage(&start, args),
         Command::Demo(args) => run_demo(args),
+        Command::Verify(args) => gate::verify(&start, args),
+        Command::Scan(args) => gate::scan(&start, args),
     }
 }
 

@@ -317,6 +317,7 @@ mod tests {
             salvage_refs: vec![],
             log: None,
             elapsed_secs: Some(1.25),
+            verdict: None,
         };
         let view = RunView {
             schema: 1,

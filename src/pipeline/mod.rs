@@ -9,6 +9,12 @@ pub mod fan_out;
 pub mod run_worker;
 // stage 3b
 pub mod record;
+// stage 4
+pub mod verify;
+// stage 5
+pub mod decide;
+// stages 4 + 5 for one stored attempt
+pub mod gate;
 // housekeeping (not a stage): remove finished worktrees after salvaging
 pub mod gc;
 
@@ -23,6 +29,7 @@ use crate::model::{ExitStatus, RunState, RunView, TaskSpec, TaskState};
 use crate::paths::{self, StateLayout};
 use crate::policy::{self, Policy};
 use crate::sandbox;
+use crate::secrets::RulePack;
 use crate::store::{NewRun, NewTask, RecoveredAttempt, Store, StoreError};
 use crate::{status, tasks_file};
 
@@ -96,21 +103,36 @@ pub fn open_state(repo: &RepoPaths) -> Result<(Store, Vec<RecoveredAttempt>), Pi
 }
 
 /// Loads the policy and the tasks file and plans the run, without touching any state.
-pub fn load_plan(request: &RunRequest) -> Result<(Policy, plan::Plan), PipelineError> {
-    let default_policy = request.repo.workdir.join(policy::POLICY_FILE);
-    let policy_file = match &request.policy_file {
+pub fn load_plan(request: &RunRequest) -> Result<(Policy, plan::Plan, RulePack), PipelineError> {
+    let policy = load_policy(&request.repo, request.policy_file.as_deref())?;
+    let tasks = tasks_file::read(&request.tasks_file)?;
+    let plan = plan::plan(&tasks, &policy)?;
+    let rules = load_rules(&policy)?;
+    Ok((policy, plan, rules))
+}
+
+/// Loads the policy's secret rule pack (a built-in name or a rules file).
+pub fn load_rules(policy: &Policy) -> Result<RulePack, InputError> {
+    let rules = &policy.gate.rules;
+    if rules.contains('/') || rules.ends_with(".toml") {
+        RulePack::from_file(Path::new(rules))
+    } else {
+        RulePack::builtin(rules)
+    }
+}
+
+/// Loads the repository's policy (`ccfan.toml` at its root, or `policy_file`).
+pub fn load_policy(repo: &RepoPaths, policy_file: Option<&Path>) -> Result<Policy, PipelineError> {
+    let path = match policy_file {
         Some(path) if !path.exists() => {
             return Err(InputError::new(path, "the policy file does not exist")
                 .fix("pass an existing file with --policy, or leave it out to use ccfan.toml at the repository root")
                 .into());
         }
-        Some(path) => path.clone(),
-        None => default_policy,
+        Some(path) => path.to_path_buf(),
+        None => repo.workdir.join(policy::POLICY_FILE),
     };
-    let policy = policy::load(Some(&policy_file))?;
-    let tasks = tasks_file::read(&request.tasks_file)?;
-    let plan = plan::plan(&tasks, &policy)?;
-    Ok((policy, plan))
+    Ok(policy::load(Some(&path))?)
 }
 
 /// Runs the whole pipeline for one tasks file; returns the final view of the run.
@@ -119,7 +141,7 @@ pub fn run(
     sink: &dyn EventSink,
     cancel: &AtomicBool,
 ) -> Result<RunView, PipelineError> {
-    let (policy, plan) = load_plan(request)?;
+    let (policy, plan, rules) = load_plan(request)?;
     let base_rev = request.base.clone().unwrap_or_else(|| policy.base.clone());
     let base_sha = git::resolve_commit(&request.repo, &base_rev).map_err(|error| match error {
         GitError::BadRevision { rev, .. } => PipelineError::Input(
@@ -211,6 +233,9 @@ pub fn run(
         repo: &request.repo,
         layout: StateLayout::of(&request.repo),
         policy: &policy,
+        rules: &rules,
+        target_branch: target_branch.as_deref(),
+        scratch_root: worktree_folder.join(".verify"),
         run_id: &run_id,
         base_sha: &base_sha,
         store: Mutex::new(store),
@@ -269,6 +294,9 @@ struct Carrier<'a> {
     repo: &'a RepoPaths,
     layout: StateLayout,
     policy: &'a Policy,
+    rules: &'a RulePack,
+    target_branch: Option<&'a str>,
+    scratch_root: PathBuf,
     run_id: &'a str,
     base_sha: &'a str,
     store: Mutex<Store>,
@@ -418,7 +446,37 @@ impl Carrier<'_> {
                 None => joined,
             });
         }
-        self.transition(&task.id, attempt, state, reason)?;
+        if state != TaskState::Completed {
+            self.transition(&task.id, attempt, state, reason)?;
+            return Ok(());
+        }
+        self.transition(&task.id, attempt, TaskState::Verifying, reason.clone())?;
+        let tip = gate::target_tip(self.repo, self.target_branch, self.base_sha)?;
+        let reference = gate::AttemptRef {
+            run_id: self.run_id,
+            task,
+            attempt,
+            base: self.base_sha,
+            commit: recorded.commit.as_deref(),
+            dir: &dir,
+            exit: Some(&outcome.exit),
+        };
+        let checker = gate::Gate {
+            repo: self.repo,
+            policy: self.policy,
+            rules: self.rules,
+            scratch_root: &self.scratch_root,
+            cancel: self.cancel,
+        };
+        let (report, verdict) = checker.check(&reference, &tip)?;
+        self.store()
+            .set_verdict(self.run_id, &task.id, attempt, &verdict)?;
+        let (state, verdict_reason) = gate::verdict_state(&verdict, &report);
+        let reason = match reason {
+            Some(notes) => format!("{verdict_reason}; {notes}"),
+            None => verdict_reason,
+        };
+        self.transition(&task.id, attempt, state, Some(reason))?;
         Ok(())
     }
 }

@@ -82,6 +82,10 @@ pub fn run_worker(
         ("CCFAN_WORKTREE".to_string(), lossy(context.worktree)),
         ("CCFAN_BASE_SHA".to_string(), context.base_sha.to_string()),
         ("CCFAN_TASK_FILE".to_string(), lossy(&task_file)),
+        (
+            "CCFAN_REPORT_FILE".to_string(),
+            lossy(&context.dir.join(super::gate::FINAL_REPORT)),
+        ),
     ];
     let argv = match &task.worker.kind {
         WorkerKind::Command { argv } => argv,

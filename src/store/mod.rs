@@ -74,7 +74,7 @@ pub(crate) fn query(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError
     }
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -118,8 +118,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     salvage_ref TEXT,
     dir         TEXT NOT NULL,
     log_path    TEXT NOT NULL,
-    token       TEXT NOT NULL,
+        token       TEXT NOT NULL,
     pid         INTEGER,
+    verdict     TEXT,
     PRIMARY KEY (run_id, task_id, n)
 );
 CREATE TABLE IF NOT EXISTS transitions (
@@ -171,6 +172,10 @@ impl Store {
                 found: version,
                 known: SCHEMA_VERSION,
             });
+        }
+        if version == 1 {
+            conn.execute_batch("ALTER TABLE attempts ADD COLUMN verdict TEXT;")
+                .map_err(open_error)?;
         }
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA).map_err(open_error)?;

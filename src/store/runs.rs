@@ -110,6 +110,8 @@ pub struct AttemptRow {
     pub log_path: PathBuf,
     /// The token in the worker's environment (finds its processes).
     pub token: String,
+    /// The gate's verdict.
+    pub verdict: Option<crate::report::Verdict>,
 }
 
 /// An attempt that was in flight when its owner died.
@@ -333,6 +335,24 @@ impl Store {
             .map_err(query("recording an attempt's end"))
     }
 
+    /// Records the gate's verdict on an attempt.
+    pub fn set_verdict(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        n: u32,
+        verdict: &crate::report::Verdict,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(verdict).map_err(|e| corrupt(e.to_string()))?;
+        self.conn
+            .execute(
+                "UPDATE attempts SET verdict = ?4 WHERE run_id = ?1 AND task_id = ?2 AND n = ?3",
+                params![run_id, task_id, n, json],
+            )
+            .map(drop)
+            .map_err(query("recording a verdict"))
+    }
+
     /// Marks a run finished or interrupted.
     pub fn finish_run(
         &mut self,
@@ -432,7 +452,7 @@ impl Store {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT n, state, started_at, finished_at, exit, commit_sha, salvage_ref, dir, log_path, token
+                "SELECT n, state, started_at, finished_at, exit, commit_sha, salvage_ref, dir, log_path, token, verdict
                  FROM attempts WHERE run_id = ?1 AND task_id = ?2 ORDER BY n",
             )
             .map_err(query("listing attempts"))?;
@@ -450,15 +470,23 @@ impl Store {
                         dir: PathBuf::from(row.get::<_, String>(7)?),
                         log_path: PathBuf::from(row.get::<_, String>(8)?),
                         token: row.get(9)?,
+                        verdict: None,
                     },
                     row.get::<_, Option<String>>(4)?,
+                    row.get::<_, Option<String>>(10)?,
                 ))
             })
             .map_err(query("listing attempts"))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(query("listing attempts"))?;
         rows.into_iter()
-            .map(|(mut attempt, exit)| {
+            .map(|(mut attempt, exit, verdict)| {
+                attempt.verdict = verdict
+                    .map(|text| {
+                        serde_json::from_str(&text)
+                            .map_err(|e| corrupt(format!("attempt verdict: {e}")))
+                    })
+                    .transpose()?;
                 attempt.exit = exit
                     .map(|text| {
                         serde_json::from_str(&text)
@@ -585,7 +613,7 @@ mod tests {
             .start_attempt("r", "a", 1, Path::new("/d"), Path::new("/d/log"), "tok")
             .unwrap();
         store
-            .set_task_state("r", "b", TaskState::Completed, None)
+            .set_task_state("r", "b", TaskState::Accepted, None)
             .unwrap();
 
         // The owner is alive: nothing changes.
@@ -597,7 +625,7 @@ mod tests {
         let tasks = store.tasks("r").unwrap();
         assert_eq!(tasks[0].state, TaskState::Interrupted);
         assert!(tasks[0].reason.as_deref().unwrap().contains("pid 1"));
-        assert_eq!(tasks[1].state, TaskState::Completed);
+        assert_eq!(tasks[1].state, TaskState::Accepted);
         assert_eq!(store.run("r").unwrap().state, RunState::Interrupted);
         assert_eq!(store.attempts("r", "a").unwrap()[0].state, "interrupted");
         assert!(matches!(store.run("zzz"), Err(StoreError::NoSuchRun(_))));

@@ -17,9 +17,9 @@ fn the_demo_runs_and_every_task_ends_as_designed() {
     );
     let run: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     for (id, state) in [
-        ("add-farewell", "completed"),
-        ("touch-ci", "completed"),
-        ("add-config", "completed"),
+        ("add-farewell", "accepted"),
+        ("touch-ci", "rework"),
+        ("add-config", "rolled_back"),
         ("slow-refactor", "timed_out"),
         ("broken-edit", "failed"),
     ] {
@@ -57,6 +57,6 @@ fn the_documented_example_tasks_file_runs() {
     let ran = env.ccfan(&["run", "--json", "--tasks", example]);
     assert_eq!(ran.code, 0, "{ran:?}");
     let run = ran.json();
-    assert_eq!(task(&run, "fix-parser")["state"], "completed");
-    assert_eq!(task(&run, "t2")["state"], "completed");
+    assert_eq!(task(&run, "fix-parser")["state"], "accepted");
+    assert_eq!(task(&run, "t2")["state"], "accepted");
 }

@@ -65,7 +65,7 @@ echo "end $(date +%s%N)" >> "$PROBE/$CCFAN_TASK_ID.times""#,
     for i in 1..=8 {
         let id = format!("task-{i}");
         let view = task(&run, &id);
-        assert_eq!(view["state"], "completed", "{view}");
+        assert_eq!(view["state"], "accepted", "{view}");
         assert_eq!(view["attempts"], 1);
         assert_eq!(
             view["exit_status"],
@@ -234,7 +234,7 @@ fn a_worker_that_changes_nothing_gives_an_empty_attempt() {
     assert_eq!(ran.code, 0, "{ran:?}");
     let run = ran.json();
     let t1 = task(&run, "t1");
-    assert_eq!(t1["state"], "completed");
+    assert_eq!(t1["state"], "accepted");
     assert!(t1["commit"].is_null());
     assert!(t1["reason"].as_str().unwrap().contains("changed nothing"));
     assert_eq!(t1["salvage_refs"], serde_json::json!([]));

@@ -1,0 +1,295 @@
+//! Stages 4+5 together for one stored attempt: verify it, decide, and keep the report beside the attempt. Used by
+//! `ccfan run` right after each worker and by `ccfan verify`, which re-runs the gate and never trusts a stored
+//! report.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use super::PipelineError;
+use super::decide::decide;
+use super::verify::{self, VerifyInput};
+use crate::git::{self, RepoPaths};
+use crate::model::ExitStatus;
+use crate::model::{TaskSpec, TaskState};
+use crate::policy::{Completeness, Policy};
+use crate::report::{Finding, Stage, StageReport, StageStatus, Verdict, VerifyReport};
+use crate::secrets::RulePack;
+use crate::store::Store;
+
+/// The file a worker may write its final report to (`CCFAN_REPORT_FILE`).
+pub const FINAL_REPORT: &str = "final_report.md";
+
+/// One attempt to put through the gate.
+#[derive(Debug, Clone)]
+pub struct AttemptRef<'a> {
+    /// Run id.
+    pub run_id: &'a str,
+    /// The task.
+    pub task: &'a TaskSpec,
+    /// Attempt number.
+    pub attempt: u32,
+    /// The run's recorded base commit.
+    pub base: &'a str,
+    /// The attempt commit (`None`: empty attempt).
+    pub commit: Option<&'a str>,
+    /// The attempt's folder.
+    pub dir: &'a Path,
+    /// How its worker ended.
+    pub exit: Option<&'a ExitStatus>,
+}
+
+/// The tip an attempt would land on: the run's target branch now, else its base.
+pub fn target_tip(
+    repo: &RepoPaths,
+    target_branch: Option<&str>,
+    base: &str,
+) -> Result<String, PipelineError> {
+    if let Some(branch) = target_branch
+        && let Some(tip) = git::ref_target(repo, &format!("refs/heads/{branch}"))?
+    {
+        return Ok(tip);
+    }
+    Ok(base.to_string())
+}
+
+/// The gate's fixed inputs: where, with which policy and rules, and how to stop.
+#[derive(Debug, Clone, Copy)]
+pub struct Gate<'a> {
+    /// The repository.
+    pub repo: &'a RepoPaths,
+    /// The policy.
+    pub policy: &'a Policy,
+    /// The compiled secret rules.
+    pub rules: &'a RulePack,
+    /// Where verification checkouts are made.
+    pub scratch_root: &'a Path,
+    /// Stops long stages.
+    pub cancel: &'a AtomicBool,
+}
+
+impl Gate<'_> {
+    /// Verifies one attempt, decides, and writes `verify.json` into its folder.
+    pub fn check(
+        &self,
+        attempt: &AttemptRef<'_>,
+        target_tip: &str,
+    ) -> Result<(VerifyReport, Verdict), PipelineError> {
+        let Gate {
+            repo,
+            policy,
+            rules,
+            scratch_root,
+            cancel,
+        } = *self;
+        let final_report = match policy.gate.completeness {
+            Completeness::Off | Completeness::Auto => None,
+            Completeness::On => Some(std::fs::read_to_string(attempt.dir.join(FINAL_REPORT)).ok()),
+        };
+        let scratch: PathBuf = scratch_root.join(format!(
+            "{}-{}-{}-{}",
+            attempt.run_id,
+            attempt.task.id,
+            attempt.attempt,
+            crate::util::random_hex(3)
+        ));
+        let input = VerifyInput {
+            repo,
+            policy,
+            rules,
+            subject: format!(
+                "{}/{} attempt {}",
+                attempt.run_id, attempt.task.id, attempt.attempt
+            ),
+            base: attempt.base,
+            commit: attempt.commit,
+            allowed: &attempt.task.allowed,
+            denied: &attempt.task.denied,
+            target_tip,
+            logs: vec![attempt.dir.join("worker.log")],
+            artifacts: attempt.dir,
+            scratch,
+            final_report,
+            cancel,
+        };
+        let mut report = verify::verify(&input).map_err(|error| match error {
+            verify::VerifyError::Git(git) => PipelineError::Git(git),
+        })?;
+        report.stages.insert(0, worker_stage(attempt.exit));
+        let path = attempt.dir.join("verify.json");
+        let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
+        std::fs::write(&path, json).map_err(|source| PipelineError::Io {
+            context: format!("cannot write {}", path.display()),
+            source,
+        })?;
+        let verdict = decide(&report, policy, attempt.attempt);
+        Ok((report, verdict))
+    }
+}
+
+/// The worker stage: an attempt whose worker did not exit 0 is a blocking (reworkable) finding.
+fn worker_stage(exit: Option<&ExitStatus>) -> StageReport {
+    let finding = match exit {
+        Some(ExitStatus::Code { code: 0 }) => None,
+        Some(ExitStatus::TimedOut) => Some((
+            "worker-timed-out",
+            "the worker ran past its timeout".to_string(),
+        )),
+        Some(ExitStatus::Cancelled) => {
+            Some(("worker-cancelled", "the worker was cancelled".to_string()))
+        }
+        Some(other) => Some((
+            "worker-failed",
+            format!("the worker did not finish cleanly ({other})"),
+        )),
+        None => Some((
+            "worker-interrupted",
+            "the attempt was interrupted before its worker ended".to_string(),
+        )),
+    };
+    let findings: Vec<Finding> = finding
+        .into_iter()
+        .map(|(rule, message)| Finding::error(Stage::Worker, rule, message))
+        .collect();
+    let status = if findings.is_empty() {
+        StageStatus::Pass
+    } else {
+        StageStatus::Fail
+    };
+    StageReport {
+        stage: Stage::Worker,
+        status,
+        findings,
+        duration_ms: 0,
+        note: None,
+    }
+}
+
+/// The task state a verdict leads to, with a one-line reason.
+pub fn verdict_state(verdict: &Verdict, report: &VerifyReport) -> (TaskState, String) {
+    match verdict {
+        Verdict::Accept => {
+            let warnings = report.findings().filter(|f| !f.is_blocking()).count();
+            let reason = if warnings == 0 {
+                "the gate passed".to_string()
+            } else {
+                format!("the gate passed with {warnings} warning(s)")
+            };
+            (TaskState::Accepted, reason)
+        }
+        Verdict::Rework { findings } => {
+            let first: Vec<String> = findings
+                .iter()
+                .take(3)
+                .map(|f| {
+                    format!(
+                        "{} {}{}",
+                        f.stage,
+                        f.rule,
+                        f.path
+                            .as_deref()
+                            .map(|p| format!(" {p}"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            let more = if findings.len() > 3 {
+                format!(" and {} more", findings.len() - 3)
+            } else {
+                String::new()
+            };
+            (
+                TaskState::Rework,
+                format!("rework: {}{more}", first.join("; ")),
+            )
+        }
+        Verdict::Rollback { reasons } => (
+            TaskState::RolledBack,
+            format!("rolled back: {}", reasons.join("; ")),
+        ),
+    }
+}
+
+/// One task re-verified by `ccfan verify`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskVerification {
+    /// Task id.
+    pub task_id: String,
+    /// The attempt checked.
+    pub attempt: u32,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The report.
+    pub report: VerifyReport,
+}
+
+impl Gate<'_> {
+    /// Re-runs the gate on the latest recorded attempt of each task of `run_id` (or only `only_task`), with the
+    /// repository's current policy, records the verdicts and moves tasks whose state is a verdict.
+    pub fn reverify(
+        &self,
+        store: &mut Store,
+        run_id: &str,
+        only_task: Option<&str>,
+    ) -> Result<Vec<TaskVerification>, PipelineError> {
+        let repo = self.repo;
+        let run = store.run(run_id)?;
+        let tasks = store.tasks(run_id)?;
+        if let Some(wanted) = only_task
+            && !tasks.iter().any(|task| task.id == wanted)
+        {
+            return Err(crate::store::StoreError::NoSuchTask {
+                run: run_id.to_string(),
+                task: wanted.to_string(),
+            }
+            .into());
+        }
+        let tip = target_tip(repo, run.target_branch.as_deref(), &run.base_sha)?;
+        let mut results = Vec::new();
+        for task in tasks
+            .iter()
+            .filter(|task| only_task.is_none_or(|wanted| wanted == task.id))
+        {
+            let attempts = store.attempts(run_id, &task.id)?;
+            let Some(latest) = attempts
+                .iter()
+                .rev()
+                .find(|attempt| attempt.state == "recorded")
+            else {
+                continue;
+            };
+            let reference = AttemptRef {
+                run_id,
+                task: &task.spec,
+                attempt: latest.n,
+                base: &run.base_sha,
+                commit: latest.commit.as_deref(),
+                dir: &latest.dir,
+                exit: latest.exit.as_ref(),
+            };
+            let (report, verdict) = self.check(&reference, &tip)?;
+            store.set_verdict(run_id, &task.id, latest.n, &verdict)?;
+            if matches!(
+                task.state,
+                TaskState::Completed
+                    | TaskState::Accepted
+                    | TaskState::Rework
+                    | TaskState::RolledBack
+            ) {
+                let (state, reason) = verdict_state(&verdict, &report);
+                store.set_task_state(
+                    run_id,
+                    &task.id,
+                    state,
+                    Some(&format!("re-verified: {reason}")),
+                )?;
+            }
+            results.push(TaskVerification {
+                task_id: task.id.clone(),
+                attempt: latest.n,
+                verdict,
+                report,
+            });
+        }
+        Ok(results)
+    }
+}

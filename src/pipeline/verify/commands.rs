@@ -1,0 +1,162 @@
+//! Stages 4d and 4f, tests and custom checks: commands run against the merge-preview tree — exactly what would
+//! land (target tip + this attempt) — in a separate verification checkout, never in the worker's worktree, through
+//! the sandbox door (timeout, whole-tree kill, capped log), keeping a redacted tail of the output in the report.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::model::ExitStatus;
+use crate::policy::SandboxSettings;
+use crate::report::{Finding, Stage, StageReport, StageStatus};
+use crate::sandbox::{self, Launch};
+
+use super::secrets;
+
+/// Bytes of output kept in the report.
+const TAIL: usize = 4000;
+
+/// One command to run in the verification checkout.
+#[derive(Debug, Clone)]
+pub struct CommandSpec<'a> {
+    /// Its name (`tests`, or the check's name).
+    pub name: &'a str,
+    /// Program and arguments.
+    pub argv: &'a [String],
+    /// Wall-clock limit.
+    pub timeout: Duration,
+}
+
+/// The last `TAIL` bytes of a log, scrubbed of known secrets.
+fn tail(log: &Path, raw: &[secrets::RawSecret]) -> String {
+    let Ok(text) = std::fs::read(log) else {
+        return String::new();
+    };
+    let clean = super::secrets::scrub_bytes(&text, raw);
+    let start = clean.len().saturating_sub(TAIL);
+    let mut tail = String::from_utf8_lossy(&clean[start..]).into_owned();
+    if start > 0 {
+        tail.insert(0, '…');
+    }
+    tail
+}
+
+/// Runs `spec` in `checkout` and turns its end into a stage report; the log goes to `log_dir`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per stage; a struct would only rename the list"
+)]
+pub fn run(
+    stage: Stage,
+    spec: &CommandSpec<'_>,
+    checkout: &Path,
+    log_dir: &Path,
+    sandbox_settings: &SandboxSettings,
+    log_limit: u64,
+    raw_secrets: &[secrets::RawSecret],
+    cancel: &AtomicBool,
+) -> StageReport {
+    let started = std::time::Instant::now();
+    let log: PathBuf = log_dir.join(format!("{}.log", spec.name.replace(['/', ' '], "_")));
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = sandbox_settings
+        .env_allow
+        .iter()
+        .filter_map(|name| std::env::var_os(name).map(|value| (name.into(), value)))
+        .collect();
+    env.push(("CCFAN_VERIFY".into(), "1".into()));
+    let token = format!(
+        "verify-{}-{}",
+        spec.name.replace(['/', ' '], "_"),
+        crate::util::random_hex(6)
+    );
+    let launch = Launch {
+        argv: spec.argv,
+        cwd: checkout,
+        env,
+        log_path: &log,
+        log_limit,
+        timeout: spec.timeout,
+        token: &token,
+        cancel,
+    };
+    let outcome = sandbox::run(launch, |_| {});
+    let _ = super::secrets::scrub_file(&log, raw_secrets);
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let rule = match stage {
+        Stage::Tests => "tests-failed".to_string(),
+        Stage::Worker
+        | Stage::Diff
+        | Stage::Scope
+        | Stage::Secrets
+        | Stage::Completeness
+        | Stage::Checks => {
+            format!("check-{}", spec.name)
+        }
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            return StageReport {
+                stage,
+                status: StageStatus::Error,
+                findings: vec![],
+                duration_ms,
+                note: Some(error.to_string()),
+            };
+        }
+    };
+    let output = tail(&log, raw_secrets);
+    let what = format!("`{}`", spec.argv.join(" "));
+    let (status, finding) = match &outcome.exit {
+        ExitStatus::Code { code: 0 } => (StageStatus::Pass, None),
+        ExitStatus::Code { code } => (
+            StageStatus::Fail,
+            Some(format!("{what} exited with code {code}")),
+        ),
+        ExitStatus::Signal { signal } => (
+            StageStatus::Fail,
+            Some(format!("{what} was killed by signal {signal}")),
+        ),
+        ExitStatus::TimedOut => (
+            StageStatus::Fail,
+            Some(format!(
+                "{what} ran past its timeout of {}",
+                humantime::format_duration(spec.timeout)
+            )),
+        ),
+        ExitStatus::Cancelled => {
+            return StageReport {
+                stage,
+                status: StageStatus::Error,
+                findings: vec![],
+                duration_ms,
+                note: Some("cancelled".into()),
+            };
+        }
+        ExitStatus::SpawnFailed { message } => {
+            return StageReport {
+                stage,
+                status: StageStatus::Error,
+                findings: vec![],
+                duration_ms,
+                note: Some(format!("cannot start {what}: {message}")),
+            };
+        }
+    };
+    let findings = finding
+        .map(|message| {
+            vec![Finding::error(
+                stage,
+                &rule,
+                format!("{message}; output tail:\n{output}"),
+            )]
+        })
+        .unwrap_or_default();
+    StageReport {
+        stage,
+        status,
+        findings,
+        duration_ms,
+        note: (!output.is_empty()).then_some(output),
+    }
+}

@@ -1,0 +1,304 @@
+//! Stage 4, verify: ccfan itself checks an attempt — never trusting what the worker says — with stages ordered
+//! cheap to expensive (policy `gate.stages`, with optional fail-fast), and writes a typed [`VerifyReport`].
+
+// 4a
+pub mod diff;
+// 4b
+pub mod scope;
+// 4c
+pub mod secrets;
+// 4d and 4f
+pub mod commands;
+// 4e
+pub mod completeness;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use crate::git::{self, GitError, MergePreview, RepoPaths};
+use crate::policy::Policy;
+use crate::report::{
+    Finding, REPORT_SCHEMA_VERSION, Stage, StageReport, StageStatus, VerifyReport,
+};
+use crate::secrets::RulePack;
+
+/// Everything the gate needs to check one change.
+#[derive(Debug)]
+pub struct VerifyInput<'a> {
+    /// The repository.
+    pub repo: &'a RepoPaths,
+    /// The policy.
+    pub policy: &'a Policy,
+    /// The compiled secret rules.
+    pub rules: &'a RulePack,
+    /// What is being checked (`run/task attempt n`, a range, …).
+    pub subject: String,
+    /// The recorded base commit.
+    pub base: &'a str,
+    /// The change's commit (`None`: nothing changed).
+    pub commit: Option<&'a str>,
+    /// Allowed globs.
+    pub allowed: &'a [String],
+    /// Denied globs.
+    pub denied: &'a [String],
+    /// The tip the change would land on (the merge preview is this + the change).
+    pub target_tip: &'a str,
+    /// Worker output to scan for secrets (and scrub).
+    pub logs: Vec<PathBuf>,
+    /// Where stage logs are written.
+    pub artifacts: &'a Path,
+    /// A folder (not yet existing) for the verification checkout.
+    pub scratch: PathBuf,
+    /// The worker's final report when the completeness stage applies (`Some(None)`: it gave none).
+    pub final_report: Option<Option<String>>,
+    /// Stops long stages.
+    pub cancel: &'a AtomicBool,
+}
+
+/// Errors that stop verification altogether (a failing stage is a report, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Git could not read the change.
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+/// The merge-preview checkout, made on first use and removed at the end.
+struct Checkout {
+    made: Option<Result<(PathBuf, String), String>>,
+}
+
+impl Checkout {
+    fn get(&mut self, input: &VerifyInput<'_>) -> Result<(PathBuf, String), String> {
+        if self.made.is_none() {
+            let preview = match input.commit {
+                None => Ok(input.target_tip.to_string()),
+                Some(commit) => match git::merge_preview(input.repo, input.target_tip, commit) {
+                    Ok(MergePreview::Clean { commit }) => Ok(commit),
+                    Ok(MergePreview::Conflicts(paths)) => {
+                        Err(format!("merge-conflict:{}", paths.join(", ")))
+                    }
+                    Err(error) => Err(error.to_string()),
+                },
+            };
+            self.made = Some(preview.and_then(|preview| {
+                if let Some(parent) = input.scratch.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                }
+                git::add_detached_worktree(input.repo, &input.scratch, &preview)
+                    .map(|()| (input.scratch.clone(), preview))
+                    .map_err(|error| error.to_string())
+            }));
+        }
+        self.made
+            .clone()
+            .unwrap_or_else(|| Err("no checkout".to_string()))
+    }
+
+    fn remove(self, repo: &RepoPaths) {
+        if let Some(Ok((path, _))) = self.made
+            && let Err(error) = git::remove_worktree(repo, &path)
+        {
+            tracing::warn!(
+                "cannot remove the verification checkout {}: {error}",
+                path.display()
+            );
+        }
+    }
+}
+
+fn skipped(stage: Stage, why: &str) -> StageReport {
+    StageReport {
+        stage,
+        status: StageStatus::Skipped,
+        findings: vec![],
+        duration_ms: 0,
+        note: Some(why.to_string()),
+    }
+}
+
+fn judged(stage: Stage, findings: Vec<Finding>, note: Option<String>) -> StageReport {
+    let status = if findings.iter().any(Finding::is_blocking) {
+        StageStatus::Fail
+    } else {
+        StageStatus::Pass
+    };
+    StageReport {
+        stage,
+        status,
+        findings,
+        duration_ms: 0,
+        note,
+    }
+}
+
+/// Runs the gate's stages on one change.
+pub fn verify(input: &VerifyInput<'_>) -> Result<VerifyReport, VerifyError> {
+    let gate = &input.policy.gate;
+    let (diff_summary, diff_findings) = diff::summarize(input.repo, input.base, input.commit)?;
+    let changed: Vec<String> = diff_summary
+        .files
+        .iter()
+        .map(|file| file.change.path.clone())
+        .collect();
+    let mut raw = Vec::new();
+    let mut checkout = Checkout { made: None };
+    let mut preview = None;
+    let mut stages = Vec::new();
+    let mut stopped_by: Option<Stage> = None;
+    for &stage in &gate.stages {
+        if let Some(failed) = stopped_by {
+            stages.push(skipped(
+                stage,
+                &format!("skipped: the {failed} stage failed and gate.fail_fast is on"),
+            ));
+            continue;
+        }
+        let started = Instant::now();
+        let mut report = match stage {
+            // Not configurable: `gate::gate_attempt` adds the worker's own outcome.
+            Stage::Worker => skipped(stage, "the worker's outcome is judged by the caller"),
+            Stage::Diff => judged(stage, diff_findings.clone(), None),
+            Stage::Scope => match scope::Scope::new(input.allowed, input.denied) {
+                Ok(scope) => judged(stage, scope::run(&scope, &diff_summary.files), None),
+                Err(error) => StageReport {
+                    stage,
+                    status: StageStatus::Error,
+                    findings: vec![],
+                    duration_ms: 0,
+                    note: Some(error),
+                },
+            },
+            Stage::Secrets => {
+                let logs: &[PathBuf] = if gate.scan_logs { &input.logs } else { &[] };
+                let outcome =
+                    secrets::run(input.repo, input.rules, input.base, input.commit, logs)?;
+                raw.extend(outcome.raw);
+                judged(stage, outcome.findings, outcome.note)
+            }
+            Stage::Tests => match &input.policy.tests {
+                None => skipped(stage, "no test command: set [tests] command in ccfan.toml"),
+                Some(tests) => {
+                    let spec = commands::CommandSpec {
+                        name: "tests",
+                        argv: &tests.argv,
+                        timeout: tests.timeout,
+                    };
+                    run_command(stage, &[spec], input, &mut checkout, &mut preview, &raw)
+                }
+            },
+            Stage::Completeness => match &input.final_report {
+                None => skipped(stage, "off for this worker (gate.completeness)"),
+                Some(message) => judged(
+                    stage,
+                    completeness::check(message.as_deref(), &changed),
+                    None,
+                ),
+            },
+            Stage::Checks => {
+                if gate.checks.is_empty() {
+                    skipped(stage, "no [[checks]] in the policy")
+                } else {
+                    let specs: Vec<commands::CommandSpec<'_>> = gate
+                        .checks
+                        .iter()
+                        .map(|check| commands::CommandSpec {
+                            name: &check.name,
+                            argv: &check.argv,
+                            timeout: check.timeout,
+                        })
+                        .collect();
+                    run_command(stage, &specs, input, &mut checkout, &mut preview, &raw)
+                }
+            }
+        };
+        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if gate.fail_fast && matches!(report.status, StageStatus::Fail | StageStatus::Error) {
+            stopped_by = Some(stage);
+        }
+        stages.push(report);
+    }
+    checkout.remove(input.repo);
+    Ok(VerifyReport {
+        schema: REPORT_SCHEMA_VERSION,
+        subject: input.subject.clone(),
+        base: input.base.to_string(),
+        commit: input.commit.map(str::to_string),
+        preview,
+        diff: diff_summary,
+        stages,
+    })
+}
+
+fn run_command(
+    stage: Stage,
+    specs: &[commands::CommandSpec<'_>],
+    input: &VerifyInput<'_>,
+    checkout: &mut Checkout,
+    preview: &mut Option<String>,
+    raw: &[secrets::RawSecret],
+) -> StageReport {
+    let (path, commit) = match checkout.get(input) {
+        Ok(made) => made,
+        Err(error) => {
+            if let Some(paths) = error.strip_prefix("merge-conflict:") {
+                let finding = Finding::error(
+                    stage,
+                    "merge-conflict",
+                    format!(
+                        "the attempt does not merge cleanly onto the target: conflicts in {paths}"
+                    ),
+                );
+                return judged(stage, vec![finding], None);
+            }
+            return StageReport {
+                stage,
+                status: StageStatus::Error,
+                findings: vec![],
+                duration_ms: 0,
+                note: Some(error),
+            };
+        }
+    };
+    *preview = Some(commit);
+    let mut merged = StageReport {
+        stage,
+        status: StageStatus::Pass,
+        findings: vec![],
+        duration_ms: 0,
+        note: None,
+    };
+    let mut notes = Vec::new();
+    for spec in specs {
+        let report = commands::run(
+            stage,
+            spec,
+            &path,
+            input.artifacts,
+            &input.policy.sandbox,
+            input.policy.log_limit,
+            raw,
+            input.cancel,
+        );
+        merged.status = match (merged.status, report.status) {
+            (StageStatus::Error, _) | (_, StageStatus::Error) => StageStatus::Error,
+            (StageStatus::Fail, _) | (_, StageStatus::Fail) => StageStatus::Fail,
+            (
+                StageStatus::Pass | StageStatus::Skipped,
+                StageStatus::Pass | StageStatus::Skipped,
+            ) => StageStatus::Pass,
+        };
+        merged.findings.extend(report.findings);
+        if let Some(note) = report.note {
+            notes.push(if specs.len() > 1 {
+                format!("[{}] {note}", spec.name)
+            } else {
+                note
+            });
+        }
+    }
+    merged.note = (!notes.is_empty()).then(|| notes.join("\n"));
+    merged
+}

@@ -1,0 +1,249 @@
+//! Stage 4c, secret scan of an attempt: the lines it added (in parallel per file, binaries skipped and said so)
+//! and what the worker printed — an agent that printed a key has leaked it too. Every secret found is scrubbed out
+//! of the stored logs at once, leaving a marker that a later re-verify reads back as the same finding.
+
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use rayon::prelude::*;
+use regex::Regex;
+
+use crate::git::{self, GitError, RepoPaths};
+use crate::report::{Finding, Level, Stage};
+use crate::secrets::redact::redact;
+use crate::secrets::{RulePack, SecretHit, Severity};
+
+/// A raw secret value with its rule and fingerprint, held in memory only to scrub other outputs. Its `Debug`
+/// shows no value.
+#[derive(Clone)]
+pub struct RawSecret {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The rule that found it.
+    pub rule: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+}
+
+impl std::fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawSecret({}, {})", self.rule, self.fingerprint)
+    }
+}
+
+/// What the stage found.
+#[derive(Debug, Default)]
+pub struct SecretsOutcome {
+    /// Findings (redacted).
+    pub findings: Vec<Finding>,
+    /// Binary files skipped, logs scrubbed.
+    pub note: Option<String>,
+    /// Raw values found, kept in memory only to scrub other outputs (test logs) — never stored or shown.
+    pub raw: Vec<RawSecret>,
+}
+
+static MARKER: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"«[^»\n]* ccfan-redacted rule=([A-Za-z0-9_.:-]+) fp=([0-9a-f]+)»").ok()
+});
+
+fn finding(hit: &SecretHit, path: &str, line: usize) -> Finding {
+    let level = match hit.severity {
+        Severity::High | Severity::Medium => Level::Error,
+        Severity::Low => Level::Warning,
+    };
+    Finding {
+        stage: Stage::Secrets,
+        rule: hit.rule.clone(),
+        path: Some(path.to_string()),
+        line: Some(line),
+        message: format!(
+            "{}: {} (fingerprint {})",
+            hit.description, hit.redacted, hit.fingerprint
+        ),
+        level,
+        fingerprint: Some(hit.fingerprint.clone()),
+    }
+}
+
+/// The marker left where a secret was scrubbed from a log.
+pub fn marker(redacted: &str, rule: &str, fingerprint: &str) -> String {
+    format!("«{redacted} ccfan-redacted rule={rule} fp={fingerprint}»")
+}
+
+/// Replaces every raw secret in `text` by its marker.
+pub fn scrub_bytes(text: &[u8], raw: &[RawSecret]) -> Vec<u8> {
+    let mut out = text.to_vec();
+    for RawSecret {
+        value: secret,
+        rule,
+        fingerprint,
+    } in raw
+    {
+        if secret.len() < 6 {
+            continue;
+        }
+        let replacement =
+            marker(&redact(&String::from_utf8_lossy(secret)), rule, fingerprint).into_bytes();
+        let mut result = Vec::with_capacity(out.len());
+        let mut rest = out.as_slice();
+        while let Some(at) = memchr::memmem::find(rest, secret) {
+            result.extend_from_slice(&rest[..at]);
+            result.extend_from_slice(&replacement);
+            rest = &rest[at + secret.len()..];
+        }
+        result.extend_from_slice(rest);
+        out = result;
+    }
+    out
+}
+
+/// Scrubs a stored file in place (atomically) if it holds any of `raw`.
+pub fn scrub_file(path: &Path, raw: &[RawSecret]) -> std::io::Result<bool> {
+    let Ok(text) = std::fs::read(path) else {
+        return Ok(false);
+    };
+    let clean = scrub_bytes(&text, raw);
+    if clean == text {
+        return Ok(false);
+    }
+    let temporary = path.with_extension("scrub.tmp");
+    std::fs::write(&temporary, &clean)?;
+    std::fs::rename(&temporary, path)?;
+    Ok(true)
+}
+
+/// Scans what `base..commit` added, plus `logs`, scrubbing the logs of everything found.
+pub fn run(
+    repo: &RepoPaths,
+    pack: &RulePack,
+    base: &str,
+    commit: Option<&str>,
+    logs: &[PathBuf],
+) -> Result<SecretsOutcome, GitError> {
+    let mut outcome = SecretsOutcome::default();
+    let mut binaries = Vec::new();
+    if let Some(commit) = commit {
+        let files = git::added_lines(repo, Some(base), commit)?;
+        let scanned: Vec<(Vec<Finding>, Vec<RawSecret>)> = files
+            .par_iter()
+            .filter(|file| !file.binary)
+            .map(|file| {
+                let hits = pack.scan(&file.path, &file.text);
+                let findings = hits
+                    .iter()
+                    .map(|hit| {
+                        let line = file
+                            .line_numbers
+                            .get(hit.line.saturating_sub(1))
+                            .copied()
+                            .unwrap_or(0);
+                        finding(hit, &file.path, line)
+                    })
+                    .collect();
+                let raw = hits
+                    .iter()
+                    .filter(|hit| !hit.span.is_empty())
+                    .map(|hit| RawSecret {
+                        value: file.text[hit.span.clone()].to_vec(),
+                        rule: hit.rule.clone(),
+                        fingerprint: hit.fingerprint.clone(),
+                    })
+                    .collect();
+                (findings, raw)
+            })
+            .collect();
+        for (findings, raw) in scanned {
+            outcome.findings.extend(findings);
+            outcome.raw.extend(raw);
+        }
+        binaries.extend(
+            files
+                .iter()
+                .filter(|file| file.binary)
+                .map(|file| file.path.clone()),
+        );
+    }
+    let mut scrubbed = Vec::new();
+    for log in logs {
+        let Ok(text) = std::fs::read(log) else {
+            continue;
+        };
+        let shown = log
+            .file_name()
+            .map_or_else(|| "log".to_string(), |n| n.to_string_lossy().into_owned());
+        let hits = pack.scan(&shown, &text);
+        for hit in &hits {
+            let mut found = finding(hit, &shown, hit.line);
+            found.rule = hit.rule.clone();
+            found.message = format!("the worker printed a secret: {}", found.message);
+            outcome.findings.push(found);
+            outcome.raw.push(RawSecret {
+                value: text[hit.span.clone()].to_vec(),
+                rule: hit.rule.clone(),
+                fingerprint: hit.fingerprint.clone(),
+            });
+        }
+        // Secrets scrubbed by an earlier verify still count.
+        if let Some(marker) = MARKER.as_ref() {
+            let lossy = String::from_utf8_lossy(&text);
+            for (index, line) in lossy.lines().enumerate() {
+                for captures in marker.captures_iter(line) {
+                    let (rule, fingerprint) = (&captures[1], &captures[2]);
+                    outcome.findings.push(Finding {
+                        stage: Stage::Secrets,
+                        rule: rule.to_string(),
+                        path: Some(shown.clone()),
+                        line: Some(index + 1),
+                        message: format!("the worker printed a secret (already redacted in the stored log, fingerprint {fingerprint})"),
+                        level: Level::Error,
+                        fingerprint: Some(fingerprint.to_string()),
+                    });
+                }
+            }
+        }
+        match scrub_file(log, &outcome.raw) {
+            Ok(true) => scrubbed.push(shown),
+            Ok(false) => {}
+            Err(error) => tracing::warn!("cannot scrub {}: {error}", log.display()),
+        }
+    }
+    let mut notes = Vec::new();
+    if !binaries.is_empty() {
+        notes.push(format!(
+            "skipped {} binary file(s): {}",
+            binaries.len(),
+            binaries.join(", ")
+        ));
+    }
+    if !scrubbed.is_empty() {
+        notes.push(format!(
+            "secrets redacted in the stored {}",
+            scrubbed.join(", ")
+        ));
+    }
+    outcome.note = (!notes.is_empty()).then(|| notes.join("; "));
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_replaces_every_occurrence_with_a_marker_that_parses_back() {
+        let raw = vec![RawSecret {
+            value: b"sk_live_abcdefghijklmnop1234".to_vec(),
+            rule: "stripe".to_string(),
+            fingerprint: "0123456789ab".to_string(),
+        }];
+        let clean = scrub_bytes(
+            b"key sk_live_abcdefghijklmnop1234 and sk_live_abcdefghijklmnop1234\n",
+            &raw,
+        );
+        let text = String::from_utf8(clean).unwrap();
+        assert!(!text.contains("sk_live_abcdefghijklmnop1234"), "{text}");
+        let marker = MARKER.as_ref().unwrap();
+        assert_eq!(marker.captures_iter(&text).count(), 2);
+        assert_eq!(&marker.captures(&text).unwrap()[1], "stripe");
+    }
+}

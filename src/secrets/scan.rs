@@ -1,0 +1,269 @@
+//! The scanning engine over one buffer: an Aho-Corasick pass finds keyword hits; each hit's rules confirm with
+//! their regex inside a window around it (the hit's lines, capped), then entropy, allowlists and the inline
+//! `ccfan:allow-secret` marker decide. Keyword gating is what makes it fast and keeps false positives down.
+
+use std::collections::HashSet;
+
+use super::redact::{fingerprint, redact};
+use super::rules::{RulePack, Severity};
+
+/// How far a window reaches beyond a keyword hit, at most.
+const REACH: usize = 512;
+
+/// Markers that allow a secret on their line (a deliberate test fixture).
+const INLINE_MARKERS: [&[u8]; 2] = [b"ccfan:allow-secret", b"gitleaks:allow"];
+
+/// One secret found. Holds no raw secret: only its redacted form and fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecretHit {
+    /// Rule id.
+    pub rule: String,
+    /// Rule description.
+    pub description: String,
+    /// 1-based line within the buffer.
+    pub line: usize,
+    /// 1-based byte column of the secret.
+    pub column: usize,
+    /// The secret, redacted.
+    pub redacted: String,
+    /// Stable fingerprint of the secret.
+    pub fingerprint: String,
+    /// Severity.
+    pub severity: Severity,
+    /// Byte range of the secret in the scanned buffer (never serialised: lets a caller scrub the buffer).
+    #[serde(skip)]
+    pub span: std::ops::Range<usize>,
+}
+
+/// Shannon entropy (bits per byte) of `bytes`.
+pub fn entropy(bytes: &[u8]) -> f64 {
+    if bytes.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0usize; 256];
+    for &byte in bytes {
+        counts[usize::from(byte)] += 1;
+    }
+    let total = bytes.len() as f64;
+    counts
+        .iter()
+        .filter(|&&count| count > 0)
+        .map(|&count| {
+            let p = count as f64 / total;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+fn line_start(text: &[u8], at: usize) -> usize {
+    memchr::memrchr(b'\n', &text[..at]).map_or(0, |newline| newline + 1)
+}
+
+fn line_end(text: &[u8], at: usize) -> usize {
+    memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |newline| at + newline)
+}
+
+impl RulePack {
+    /// Scans `text` (from file `path`) and returns the secrets found, in order of position.
+    pub fn scan(&self, path: &str, text: &[u8]) -> Vec<SecretHit> {
+        if self.global.allows_path(path) {
+            return Vec::new();
+        }
+        // (rule, window start, window end)
+        let mut windows: Vec<(usize, usize, usize)> = Vec::new();
+        for hit in self.keywords.find_overlapping_iter(text) {
+            for &rule in &self.keyword_rules[hit.pattern().as_usize()] {
+                let start = line_start(text, hit.start()).max(hit.start().saturating_sub(REACH));
+                let end = line_end(text, hit.end()).min(hit.end() + REACH);
+                windows.push((rule, start, end));
+            }
+        }
+        for &rule in &self.ungated {
+            windows.push((rule, 0, text.len()));
+        }
+        windows.sort_unstable();
+        let mut found: Vec<(usize, usize, usize)> = Vec::new(); // (secret start, secret end, rule)
+        let mut seen = HashSet::new();
+        let mut index = 0;
+        while index < windows.len() {
+            let (rule_index, start, mut end) = windows[index];
+            index += 1;
+            while index < windows.len() && windows[index].0 == rule_index && windows[index].1 <= end
+            {
+                end = end.max(windows[index].2);
+                index += 1;
+            }
+            let rule = &self.rules[rule_index];
+            if rule
+                .path
+                .as_ref()
+                .is_some_and(|regex| !regex.is_match(path.as_bytes()))
+                || rule.allow.allows_path(path)
+            {
+                continue;
+            }
+            let Some(regex) = &rule.regex else { continue };
+            for captures in regex.captures_iter(&text[start..end]) {
+                let Some(secret) = captures.get(rule.secret_group).or_else(|| captures.get(0))
+                else {
+                    continue;
+                };
+                let (secret_start, secret_end) = (start + secret.start(), start + secret.end());
+                let value = &text[secret_start..secret_end];
+                if value.is_empty() || !seen.insert((rule_index, secret_start)) {
+                    continue;
+                }
+                if rule.entropy.is_some_and(|minimum| entropy(value) < minimum) {
+                    continue;
+                }
+                if rule.allow.allows_secret(value) || self.global.allows_secret(value) {
+                    continue;
+                }
+                let line = &text[line_start(text, secret_start)..line_end(text, secret_start)];
+                if INLINE_MARKERS
+                    .iter()
+                    .any(|marker| memchr::memmem::find(line, marker).is_some())
+                {
+                    continue;
+                }
+                found.push((secret_start, secret_end, rule_index));
+            }
+        }
+        // Path-only rules (gitleaks `path` without `regex`) flag the file itself.
+        let mut hits: Vec<SecretHit> = self
+            .rules
+            .iter()
+            .filter(|rule| {
+                rule.regex.is_none()
+                    && rule
+                        .path
+                        .as_ref()
+                        .is_some_and(|r| r.is_match(path.as_bytes()))
+            })
+            .map(|rule| SecretHit {
+                rule: rule.id.clone(),
+                description: rule.description.clone(),
+                line: 1,
+                column: 1,
+                redacted: "[file]".to_string(),
+                fingerprint: fingerprint(path.as_bytes()),
+                severity: rule.severity,
+                span: 0..0,
+            })
+            .collect();
+        found.sort_unstable();
+        // One secret matched by several rules is one finding: keep the most specific (highest severity, first rule).
+        let mut kept: Vec<(usize, usize, usize)> = Vec::new();
+        for candidate in found {
+            match kept.last_mut() {
+                Some(last) if candidate.0 < last.1 && last.0 < candidate.1 => {
+                    let (old, new) = (&self.rules[last.2], &self.rules[candidate.2]);
+                    if new.severity > old.severity
+                        || (new.severity == old.severity
+                            && candidate.1 - candidate.0 > last.1 - last.0)
+                    {
+                        *last = candidate;
+                    }
+                }
+                Some(_) | None => kept.push(candidate),
+            }
+        }
+        let (mut line, mut counted) = (1usize, 0usize);
+        for (start, end, rule_index) in kept {
+            line += memchr::memchr_iter(b'\n', &text[counted..start]).count();
+            counted = start;
+            let rule = &self.rules[rule_index];
+            let value = &text[start..end];
+            hits.push(SecretHit {
+                rule: rule.id.clone(),
+                description: rule.description.clone(),
+                line,
+                column: start - line_start(text, start) + 1,
+                redacted: redact(&String::from_utf8_lossy(value)),
+                fingerprint: fingerprint(value),
+                severity: rule.severity,
+                span: start..end,
+            });
+        }
+        hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const PACK: &str = r#"
+version = 1
+[allowlist]
+stopwords = ["example"]
+[[rule]]
+id = "demo-token"
+description = "Demo token"
+keywords = ["dtk_"]
+regex = '''\bdtk_[a-z0-9]{20}\b'''
+samples = ["dtk_{lower:20}"]
+[[rule]]
+id = "generic"
+description = "Generic secret"
+keywords = ["secret"]
+regex = '''(?i)secret\w*\s*[:=]\s*"([^"]{8,})"'''
+secret_group = 1
+entropy = 3.0
+severity = "medium"
+samples = ['secret = "{alnum:20}"']
+"#;
+
+    fn pack() -> RulePack {
+        RulePack::parse(Path::new("test.toml"), PACK).unwrap()
+    }
+
+    #[test]
+    fn finds_and_redacts_with_line_and_column() {
+        let text = b"fn main() {}\nlet t = \"dtk_abcdefghij0123456789\";\n";
+        let hits = pack().scan("src/main.rs", text);
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        assert_eq!(
+            (hits[0].rule.as_str(), hits[0].line, hits[0].column),
+            ("demo-token", 2, 10)
+        );
+        assert_eq!(hits[0].redacted, "dtk_…[REDACTED]…89");
+    }
+
+    #[test]
+    fn entropy_stopwords_and_inline_markers_allow() {
+        let pack = pack();
+        assert!(
+            pack.scan("a", b"secret = \"aaaaaaaaaaaa\"").is_empty(),
+            "low entropy"
+        );
+        assert!(
+            pack.scan("a", b"secret = \"example-Xy7Qz9Lm\"").is_empty(),
+            "stopword"
+        );
+        assert!(
+            pack.scan("a", b"secret = \"Xy7Qz9Lm2Pq4\" // ccfan:allow-secret")
+                .is_empty(),
+            "marker"
+        );
+        let hits = pack.scan("a", b"MY_SECRET: \"Xy7Qz9Lm2Pq4\"");
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].redacted, "Xy…[REDACTED]");
+    }
+
+    #[test]
+    fn keyword_far_from_the_value_does_not_confirm() {
+        let mut text = b"dtk_ mentioned here\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 2000));
+        text.extend(b"\nno keyword on this line abcdefghij0123456789\n");
+        assert!(pack().scan("a", &text).is_empty());
+    }
+
+    #[test]
+    fn entropy_of_uniform_and_constant() {
+        assert!((entropy(b"abcd") - 2.0).abs() < 1e-9);
+        assert_eq!(entropy(b"aaaa"), 0.0);
+    }
+}
