@@ -1,11 +1,29 @@
 #!/usr/bin/env bash
-# The test suite, exactly as CI runs it: checks the tools the tests drive, then runs every test.
+# The test suite, exactly as CI runs it: installs what the tests drive into .tools/ (git-ignored), then runs every
+# test. Safe to run again: what is installed is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in git sh setsid; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in git sh setsid python3 npm; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "scripts/test.sh: missing ${missing[*]} (Debian: apt-get install -y git util-linux)" >&2
+  echo "scripts/test.sh: missing ${missing[*]} (Debian: apt-get install -y git util-linux python3 python3-pip npm)" >&2
   exit 2
 fi
+tools="$PWD/.tools"
+mkdir -p "$tools"
+
+# The official SARIF 2.1.0 schema (shipped in Microsoft's SARIF multitool package) and a JSON-schema validator,
+# so the SARIF tests validate ccfan's output against the real schema.
+if [ ! -s "$tools/sarif-2.1.0.json" ]; then
+  scratch=$(mktemp -d)
+  (cd "$scratch" && npm pack --silent @microsoft/sarif-multitool-linux@5.7.0 >/dev/null 2>&1)
+  tar -xzf "$scratch"/microsoft-sarif-multitool-linux-5.7.0.tgz -C "$scratch" package/sarif-2.1.0.json
+  mv "$scratch/package/sarif-2.1.0.json" "$tools/sarif-2.1.0.json"
+  rm -rf "$scratch"
+fi
+if ! PYTHONPATH="$tools/py" python3 -c 'import jsonschema' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --target "$tools/py" 'jsonschema==4.26.0'
+fi
+export CCFAN_SARIF_SCHEMA="$tools/sarif-2.1.0.json" CCFAN_TEST_PYTHONPATH="$tools/py"
+
 cargo test --locked --all-targets "$@"

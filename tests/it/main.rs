@@ -14,5 +14,7 @@ mod crash;
 mod demo;
 mod env;
 mod fan_out;
+mod gate;
 mod kill;
+mod sarif;
 mod user_checkout;

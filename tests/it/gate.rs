@@ -1,0 +1,347 @@
+//! The gate on real attempts: verdicts, scope edge cases, tests on the merge-preview tree, completeness, checks,
+//! and the promise that no raw secret ever appears in ccfan's output or state.
+
+use std::path::Path;
+
+use crate::env::{TestEnv, task};
+
+fn worker_tasks(env: &TestEnv, script: &Path, extra: &str) -> std::path::PathBuf {
+    env.tasks(&format!(
+        "[[task]]\nid = \"w\"\ngoal = \"do it\"\nworker = \"w\"\n{extra}\n[workers.w]\nkind = \"command\"\ncommand = [\"{}\"]\nenv = {{ PROBE = \"{}\" }}\n",
+        script.display(),
+        env.probe().display()
+    ))
+}
+
+/// Every file under `dir`, read as bytes.
+fn all_files(dir: &Path, into: &mut Vec<(String, Vec<u8>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all_files(&path, into);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            into.push((path.display().to_string(), bytes));
+        }
+    }
+}
+
+#[test]
+fn secrets_are_found_and_never_appear_raw_in_any_output_or_state() {
+    let env = TestEnv::new();
+    let worker = env.script(
+        "leak.sh",
+        r#"set -eu
+key="AKIA$(LC_ALL=C tr -dc 'A-Z2-7' </dev/urandom | head -c 16)"
+token="$(LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32)"
+printf '%s\n%s\n' "$key" "$token" > "$PROBE/raw"
+mkdir -p src
+printf 'const API_TOKEN: &str = "%s";\n' "$token" > src/config.rs
+printf 'AWS_ACCESS_KEY_ID=%s\n' "$key" > deploy.env
+echo "I wrote the key $key for you""#,
+    );
+    let tasks = worker_tasks(&env, &worker, "");
+    let run = env.run(&tasks, &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let view = run.json();
+    let t = task(&view, "w");
+    assert_eq!(t["state"], "rework", "{t}");
+    let run_id = view["run_id"].as_str().unwrap().to_string();
+    let verify = env.ccfan(&["verify", &run_id]);
+    let verify_json = env.ccfan(&["verify", "--json", &run_id]);
+    let verify_sarif = env.ccfan(&["verify", "--sarif", &run_id]);
+    let status = env.ccfan(&["status", "--json", &run_id]);
+    let scan = env.ccfan(&["scan", "--range", &format!("HEAD..ccfan/{run_id}/w")]);
+    let scan_json = env.ccfan(&["scan", "--json", t["worktree"].as_str().unwrap()]);
+
+    // Found: the typed Rust binding, the .env key, and the key the worker printed.
+    let findings = &verify_json.json()["tasks"][0]["report"]["stages"];
+    let secrets: Vec<&serde_json::Value> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|stage| stage["stage"] == "secrets")
+        .unwrap()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    let places: Vec<String> = secrets
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(places.contains(&"src/config.rs".to_string()), "{places:?}");
+    assert!(places.contains(&"deploy.env".to_string()), "{places:?}");
+    assert!(places.contains(&"worker.log".to_string()), "{places:?}");
+    assert_eq!(verify.code, 1);
+    assert!(verify.stdout.contains("AKIA…[REDACTED]…"), "{verify:?}");
+    assert_eq!(scan.code, 1, "{scan:?}");
+    assert!(scan.stdout.contains("src/config.rs:1"), "{scan:?}");
+
+    // Never raw: not in any output, not in any file of ccfan's state folder.
+    let raw = std::fs::read_to_string(env.probe().join("raw")).unwrap();
+    let outputs = [
+        &run,
+        &verify,
+        &verify_json,
+        &verify_sarif,
+        &status,
+        &scan,
+        &scan_json,
+    ];
+    let mut state = Vec::new();
+    all_files(&env.state_dir(), &mut state);
+    assert!(state.iter().any(|(name, _)| name.ends_with("worker.log")));
+    for secret in raw.lines() {
+        for output in outputs {
+            assert!(
+                !output.stdout.contains(secret) && !output.stderr.contains(secret),
+                "raw secret in {output:?}"
+            );
+        }
+        for (name, bytes) in &state {
+            let found = bytes
+                .windows(secret.len())
+                .any(|window| window == secret.as_bytes());
+            assert!(!found, "raw secret stored in {name}");
+        }
+    }
+    // The scrubbed log still tells that a secret was printed, when verified again.
+    let again = env.ccfan(&["verify", "--json", &run_id]).json();
+    assert!(again.to_string().contains("worker.log"), "{again}");
+}
+
+#[test]
+fn scope_covers_renames_deletions_modes_and_symlinks() {
+    let env = TestEnv::new();
+    env.write("docs/guide.md", "guide\n");
+    env.write("src/tool.sh", "echo\n");
+    env.git(&["add", "-A"]);
+    env.git(&["commit", "-qm", "more"]);
+    let worker = env.script(
+        "scope.sh",
+        "set -eu\nmv docs/guide.md src/guide.md\nrm README.md\nchmod +x src/tool.sh\n\
+         ln -s ../../etc/passwd src/escape\nln -s ../README.md src/inside-but-denied\nmkdir -p src/.git && echo x > src/.git/config",
+    );
+    let tasks = worker_tasks(
+        &env,
+        &worker,
+        "allowed = [\"src/**\"]\ndenied = [\"README.md\"]",
+    );
+    let run = env.run(&tasks, &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let run_id = run.json()["run_id"].as_str().unwrap().to_string();
+    let verify = env.ccfan(&["verify", "--json", &run_id]).json();
+    let report = &verify["tasks"][0]["report"];
+    let scope = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "scope")
+        .unwrap();
+    let rules: Vec<String> = scope["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["rule"].as_str().unwrap(),
+                f["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        "not-allowed docs/guide.md",
+        "denied README.md",
+        "symlink-escape src/escape",
+        "symlink-out-of-scope src/inside-but-denied",
+    ] {
+        assert!(
+            rules.contains(&expected.to_string()),
+            "missing `{expected}` in {rules:?}"
+        );
+    }
+    // The mode-only change inside scope is fine, and listed in the diff.
+    let files = report["diff"]["files"].as_array().unwrap();
+    let tool = files.iter().find(|f| f["path"] == "src/tool.sh").unwrap();
+    assert_eq!(tool["new_mode"], 0o100755);
+    assert!(
+        !rules.iter().any(|r| r.ends_with("src/tool.sh")),
+        "{rules:?}"
+    );
+    // A nested .git is never recorded: libgit2 refuses such paths, so nothing of it reaches the commit.
+    assert!(
+        !files
+            .iter()
+            .any(|f| f["path"].as_str().unwrap().contains(".git/")),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn tests_run_on_the_merge_preview_tree_not_in_the_worktree() {
+    let env = TestEnv::new();
+    std::fs::write(
+        env.repo.join("ccfan.toml"),
+        "[tests]\ncommand = [\"sh\", \"-c\", \"test -f landed-meanwhile.txt && test -f out/result.txt && pwd > \\\"$PROBE_DIR/tests-cwd\\\"\"]\n[sandbox]\nenv_allow = [\"PATH\", \"PROBE_DIR\"]\n",
+    )
+    .unwrap();
+    env.git(&["add", "ccfan.toml"]);
+    env.git(&["commit", "-qm", "policy"]);
+    // The target branch moves on after the run's base: the file exists only in the merged tree.
+    let base = env.git(&["rev-parse", "HEAD"]).trim().to_string();
+    env.write("landed-meanwhile.txt", "x\n");
+    env.git(&["add", "-A"]);
+    env.git(&["commit", "-qm", "someone else's work"]);
+    let worker = env.script("w.sh", "mkdir -p out && echo done > out/result.txt");
+    let tasks = worker_tasks(&env, &worker, "allowed = [\"out/**\"]");
+    let mut command = env.command(&[
+        "run",
+        "--json",
+        "--base",
+        &base,
+        "--tasks",
+        tasks.to_str().unwrap(),
+    ]);
+    command.env("PROBE_DIR", env.probe());
+    let output = command.output().unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let t = task(&view, "w");
+    assert_eq!(
+        t["state"],
+        "accepted",
+        "{t}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cwd = std::fs::read_to_string(env.probe().join("tests-cwd")).unwrap();
+    assert_ne!(
+        cwd.trim(),
+        t["worktree"].as_str().unwrap(),
+        "tests must not run in the worker's worktree"
+    );
+    assert!(
+        !std::path::Path::new(cwd.trim()).exists(),
+        "the verification checkout is removed afterwards"
+    );
+    // The worker's own worktree does not have the file that only the merge has.
+    assert!(
+        !Path::new(t["worktree"].as_str().unwrap())
+            .join("landed-meanwhile.txt")
+            .exists()
+    );
+    assert_eq!(
+        env.git(&["worktree", "list", "--porcelain"])
+            .matches("worktree ")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn failing_tests_and_checks_ask_for_rework_with_the_output_tail() {
+    let env = TestEnv::new();
+    std::fs::write(
+        env.repo.join("ccfan.toml"),
+        "[tests]\ncommand = [\"sh\", \"-c\", \"echo 'assertion failed: 2 + 2 == 5'; exit 1\"]\n\
+         [[checks]]\nname = \"lint\"\ncommand = [\"sh\", \"-c\", \"echo lint is happy\"]\n\
+         [[checks]]\nname = \"typecheck\"\ncommand = [\"sh\", \"-c\", \"echo type error >&2; exit 2\"]\n",
+    )
+    .unwrap();
+    let worker = env.script("w.sh", "echo x > src/new.txt");
+    let run = env.run(&worker_tasks(&env, &worker, ""), &[]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let view = run.json();
+    let t = task(&view, "w");
+    assert_eq!(t["state"], "rework");
+    let findings = t["verdict"]["findings"].as_array().unwrap();
+    let rules: Vec<&str> = findings
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["tests-failed", "check-typecheck"], "{findings:?}");
+    assert!(
+        findings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("assertion failed: 2 + 2 == 5")
+    );
+    assert!(
+        findings[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("type error")
+    );
+}
+
+#[test]
+fn completeness_compares_the_final_report_with_the_real_change() {
+    let env = TestEnv::new();
+    std::fs::write(
+        env.repo.join("ccfan.toml"),
+        "[gate]\ncompleteness = \"on\"\n",
+    )
+    .unwrap();
+    let honest = env.script(
+        "honest.sh",
+        "echo a > src/a.txt\nprintf '## Summary\\nadded a\\n## Tests\\nnone needed\\n## Files Changed\\n- src/a.txt\\n' > \"$CCFAN_REPORT_FILE\"",
+    );
+    let liar = env.script(
+        "liar.sh",
+        "echo b > src/b.txt\nprintf '## Summary\\nall done\\n## Files Changed\\n- src/c.txt\\n' > \"$CCFAN_REPORT_FILE\"",
+    );
+    let silent = env.script("silent.sh", "echo c > src/c.txt");
+    let tasks = env.tasks(&format!(
+        "[[task]]\nid = \"honest\"\ngoal = \"a\"\nworker = \"h\"\n[[task]]\nid = \"liar\"\ngoal = \"b\"\nworker = \"l\"\n[[task]]\nid = \"silent\"\ngoal = \"c\"\nworker = \"s\"\n\
+         [workers.h]\nkind = \"command\"\ncommand = [\"{}\"]\n[workers.l]\nkind = \"command\"\ncommand = [\"{}\"]\n[workers.s]\nkind = \"command\"\ncommand = [\"{}\"]\n",
+        honest.display(),
+        liar.display(),
+        silent.display()
+    ));
+    let view = env.run(&tasks, &[]).json();
+    assert_eq!(task(&view, "honest")["state"], "accepted");
+    let liar_rules: Vec<String> = task(&view, "liar")["verdict"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["rule"].as_str().unwrap(),
+                f["path"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        liar_rules,
+        [
+            "missing-section ",
+            "claimed-not-changed src/c.txt",
+            "changed-not-claimed src/b.txt"
+        ]
+    );
+    assert_eq!(
+        task(&view, "silent")["verdict"]["findings"][0]["rule"],
+        "no-final-report"
+    );
+}
+
+#[test]
+fn sarif_output_has_the_required_shape() {
+    let env = TestEnv::new();
+    let worker = env.script("w.sh", "echo x > README.md");
+    let run = env.run(&worker_tasks(&env, &worker, "allowed = [\"src/**\"]"), &[]);
+    let run_id = run.json()["run_id"].as_str().unwrap().to_string();
+    let sarif = env.ccfan(&["verify", "--sarif", &run_id]);
+    assert_eq!(sarif.code, 1);
+    let log = sarif.json();
+    crate::sarif::assert_valid(&log);
+    let result = &log["runs"][0]["results"][0];
+    assert_eq!(result["ruleId"], "not-allowed");
+    assert_eq!(
+        result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "README.md"
+    );
+}
