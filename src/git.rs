@@ -694,6 +694,28 @@ pub fn range_commits(repo: &RepoPaths, range: &str) -> Result<Vec<(String, Optio
     Ok(commits)
 }
 
+/// Every file path in commit `sha`'s tree (lossy UTF-8), for preflight glob checks.
+pub fn tree_paths(repo: &RepoPaths, sha: &str) -> Result<Vec<String>> {
+    let git = repo.open()?;
+    let oid = Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))?;
+    let tree = git
+        .find_commit(oid)
+        .and_then(|commit| commit.tree())
+        .map_err(git2_context(format!("cannot read the tree of {sha}")))?;
+    let mut paths = Vec::new();
+    tree.walk(git2::TreeWalkMode::PreOrder, |folder, entry| {
+        if entry.kind() != Some(git2::ObjectType::Tree) {
+            paths.push(format!(
+                "{folder}{}",
+                String::from_utf8_lossy(entry.name_bytes())
+            ));
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .map_err(git2_context("cannot walk the base tree"))?;
+    Ok(paths)
+}
+
 /// The content of `path` in commit `sha`, if it exists there.
 pub fn blob_at(repo: &RepoPaths, sha: &str, path: &str) -> Result<Option<Vec<u8>>> {
     let git = repo.open()?;

@@ -222,6 +222,10 @@ pub fn run(
         },
         &new_tasks,
     )?;
+    for warning in unmatched_globs(&request.repo, &base_sha, &plan)? {
+        tracing::warn!("{warning}");
+        sink.emit(Event::Warning { message: warning });
+    }
     sink.emit(Event::RunStarted {
         run_id: run_id.clone(),
         base: base_sha.clone(),
@@ -287,6 +291,34 @@ pub fn run(
         tracing::error!("run {run_id} had an internal error: {error}");
     }
     Ok(status::run_view(&store, &run_id)?)
+}
+
+/// Allowed globs that match no file at the base: worth a warning (a typo?), though a task may create such files.
+fn unmatched_globs(
+    repo: &RepoPaths,
+    base: &str,
+    plan: &plan::Plan,
+) -> Result<Vec<String>, PipelineError> {
+    let paths = git::tree_paths(repo, base)?;
+    let mut warnings = Vec::new();
+    for task in &plan.tasks {
+        for glob in &task.allowed {
+            let Ok(matcher) = globset::GlobBuilder::new(glob)
+                .literal_separator(true)
+                .build()
+            else {
+                continue;
+            };
+            let matcher = matcher.compile_matcher();
+            if !paths.iter().any(|path| matcher.is_match(path)) {
+                warnings.push(format!(
+                    "task {}: allowed glob `{glob}` matches no file at the base (fine if the task creates such files)",
+                    task.id
+                ));
+            }
+        }
+    }
+    Ok(warnings)
 }
 
 /// Everything a job thread needs to carry one task through the stages.

@@ -58,6 +58,11 @@ echo "end $(date +%s%N)" >> "$PROBE/$CCFAN_TASK_ID.times""#,
         !stdout.contains("WORKER-NOISE"),
         "worker output must not reach ccfan's stdout"
     );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("allowed glob `out/**` matches no file at the base"),
+        "{stderr}"
+    );
     let run: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(run["base"], base.as_str());
     let run_id = run["run_id"].as_str().unwrap();
