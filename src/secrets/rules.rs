@@ -62,6 +62,45 @@ impl Allowlist {
     }
 }
 
+/// A rule's confirming regex, checked when the pack loads and compiled on first use: a small diff touches few
+/// rules, so start-up stays cheap however large the pack.
+#[derive(Debug)]
+pub struct LazyRegex {
+    pattern: String,
+    compiled: std::sync::OnceLock<Option<Regex>>,
+}
+
+impl Clone for LazyRegex {
+    fn clone(&self) -> Self {
+        LazyRegex {
+            pattern: self.pattern.clone(),
+            compiled: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl LazyRegex {
+    /// The compiled regex (`None` only if a pattern that parsed fails to compile, e.g. past the size limit).
+    pub fn get(&self) -> Option<&Regex> {
+        self.compiled
+            .get_or_init(|| {
+                regex::bytes::RegexBuilder::new(&self.pattern)
+                    .size_limit(64 << 20)
+                    .build()
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// Number of capture groups, counting the whole match.
+    fn captures_len(&self) -> usize {
+        regex_syntax::Parser::new()
+            .parse(&self.pattern)
+            .map(|hir| hir.properties().explicit_captures_len() + 1)
+            .unwrap_or(1)
+    }
+}
+
 /// One compiled rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -70,7 +109,7 @@ pub struct Rule {
     /// What it finds.
     pub description: String,
     /// The confirming regex (`None` for a path-only rule).
-    pub regex: Option<Regex>,
+    pub regex: Option<LazyRegex>,
     /// The capture group holding the secret (0: the whole match).
     pub secret_group: usize,
     /// Minimum Shannon entropy of the secret.
@@ -204,6 +243,34 @@ fn compile(
         })
 }
 
+/// Checks a rule's regex syntax now (cheap) and leaves compiling it for its first use.
+fn lazy(
+    file: &Path,
+    source: &str,
+    key: &str,
+    span: Option<usize>,
+    pattern: &str,
+) -> Result<LazyRegex, InputError> {
+    let mut parser = regex_syntax::ParserBuilder::new().utf8(false).build();
+    parser.parse(pattern).map_err(|error| {
+        let first = error
+            .to_string()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        InputError::new(file, format!("the regex does not compile: {first}"))
+            .key(key)
+            .at_offset(source, span)
+            .fix("use RE2/Rust regex syntax: no look-around, no back-references")
+    })?;
+    Ok(LazyRegex {
+        pattern: pattern.to_string(),
+        compiled: std::sync::OnceLock::new(),
+    })
+}
+
 fn compile_all(
     file: &Path,
     source: &str,
@@ -282,7 +349,7 @@ impl RulePack {
                     .at_offset(source, span)
                     .fix("add the literal prefix or context word that every match contains"));
             }
-            let regex = compile(path, source, &format!("{key}.regex"), span, &rule.regex)?;
+            let regex = lazy(path, source, &format!("{key}.regex"), span, &rule.regex)?;
             let secret_group = checked_group(path, source, &key, span, &regex, rule.secret_group)?;
             rules.push(Rule {
                 id: rule.id.clone(),
@@ -356,7 +423,7 @@ impl RulePack {
             let regex = rule
                 .regex
                 .as_deref()
-                .map(|pattern| compile(path, source, &format!("{key}.regex"), span, pattern))
+                .map(|pattern| lazy(path, source, &format!("{key}.regex"), span, pattern))
                 .transpose()?;
             let path_regex = rule
                 .path
@@ -479,7 +546,7 @@ fn checked_group(
     source: &str,
     key: &str,
     span: Option<usize>,
-    regex: &Regex,
+    regex: &LazyRegex,
     group: Option<usize>,
 ) -> Result<usize, InputError> {
     let groups = regex.captures_len() - 1;
@@ -493,5 +560,97 @@ fn checked_group(
         .fix("name an existing group, or leave it out to use the whole match")),
         Some(group) => Ok(group),
         None => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GITLEAKS: &str = r#"
+title = "team rules"
+[allowlist]
+paths = ['''(^|/)testdata/''']
+[[rules]]
+id = "acme-token"
+description = "ACME API token"
+regex = '''acme_(?:live|test)_([a-z0-9]{24})'''
+secretGroup = 1
+keywords = ["acme_"]
+[rules.allowlist]
+stopwords = ["zzzzzz"]
+[[rules]]
+id = "pem-file"
+description = "A PEM file"
+path = '''\.pem$'''
+[[rules]]
+id = "no-keywords"
+regex = '''SECRETVALUE[0-9]{6}'''
+"#;
+
+    #[test]
+    fn gitleaks_configs_load_and_scan() {
+        let pack = RulePack::parse(Path::new("gitleaks.toml"), GITLEAKS).unwrap();
+        assert_eq!(pack.rules.len(), 3);
+        let hits = pack.scan(
+            "src/a.rs",
+            b"let t = \"acme_live_abcdefghijklmnopqrstuvwx\";\nSECRETVALUE123456\n",
+        );
+        let rules: Vec<&str> = hits.iter().map(|h| h.rule.as_str()).collect();
+        assert_eq!(rules, ["acme-token", "no-keywords"]);
+        assert_eq!(
+            hits[0].redacted, "abcd…[REDACTED]…wx",
+            "secretGroup picks the secret"
+        );
+        assert!(
+            pack.scan("testdata/a.rs", b"acme_live_abcdefghijklmnopqrstuvwx")
+                .is_empty(),
+            "global path allowlist"
+        );
+        assert!(
+            pack.scan("a.rs", b"acme_test_zzzzzzabcdefghijklmnopqr")
+                .is_empty(),
+            "rule stopword"
+        );
+        assert_eq!(
+            pack.scan("keys/server.pem", b"anything")[0].rule,
+            "pem-file"
+        );
+    }
+
+    #[test]
+    fn bad_rules_are_named() {
+        let error = RulePack::parse(
+            Path::new("g.toml"),
+            "[[rules]]\nid = \"x\"\nregex = '''(?=lookahead)'''\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("`rules `x`.regex`") && error.fix.is_some(),
+            "{error}"
+        );
+        let error = RulePack::parse(
+            Path::new("g.toml"),
+            "[[rules]]\nid = \"x\"\nregex = '''a(b)'''\nsecretGroup = 3\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("secret_group 3 does not exist"),
+            "{error}"
+        );
+        let error =
+            RulePack::parse(Path::new("g.toml"), "[extend]\nuseDefault = true\n").unwrap_err();
+        assert!(error.to_string().contains("[extend]"), "{error}");
+        let error = RulePack::parse(
+            Path::new("c.toml"),
+            "version = 1\n[[rule]]\nid = \"a\"\ndescription = \"d\"\nkeywords = []\nregex = 'x'\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("at least one keyword"),
+            "{error}"
+        );
+        let error = RulePack::builtin("nope").unwrap_err();
+        assert!(error.to_string().contains("use one of: default"), "{error}");
     }
 }

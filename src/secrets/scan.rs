@@ -102,7 +102,9 @@ impl RulePack {
             {
                 continue;
             }
-            let Some(regex) = &rule.regex else { continue };
+            let Some(regex) = rule.regex.as_ref().and_then(super::rules::LazyRegex::get) else {
+                continue;
+            };
             for captures in regex.captures_iter(&text[start..end]) {
                 let Some(secret) = captures.get(rule.secret_group).or_else(|| captures.get(0))
                 else {
