@@ -345,3 +345,72 @@ fn sarif_output_has_the_required_shape() {
         "README.md"
     );
 }
+
+#[test]
+fn verify_json_shape_is_stable() {
+    let env = TestEnv::new();
+    std::fs::write(
+        env.repo.join("ccfan.toml"),
+        "[tests]\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    let worker = env.script(
+        "w.sh",
+        "echo x > README.md\nmkdir -p src && printf 'a\\nb\\n' > src/new.txt",
+    );
+    let run = env.run(&worker_tasks(&env, &worker, "allowed = [\"src/**\"]"), &[]);
+    let run_id = run.json()["run_id"].as_str().unwrap().to_string();
+    let verify = env.ccfan(&["verify", "--json", &run_id]);
+    insta::with_settings!({filters => vec![
+        (r"\b[0-9a-f]{40}\b", "[sha]"),
+        (r"\d{8}-\d{6}-[0-9a-f]{4}", "[run]"),
+        (r#""duration_ms": \d+"#, r#""duration_ms": 0"#),
+    ]}, {
+        insta::assert_snapshot!(verify.stdout);
+    });
+}
+
+#[test]
+fn fail_fast_skips_the_stages_after_a_failure() {
+    let env = TestEnv::new();
+    std::fs::write(
+        env.repo.join("ccfan.toml"),
+        "[gate]\nfail_fast = true\n[tests]\ncommand = [\"sh\", \"-c\", \"touch \\\"$PROBE_DIR/tests-ran\\\"\"]\n",
+    )
+    .unwrap();
+    let worker = env.script("w.sh", "echo x > README.md");
+    let tasks = worker_tasks(&env, &worker, "allowed = [\"src/**\"]");
+    let run = env.run(&tasks, &[]);
+    let run_id = run.json()["run_id"].as_str().unwrap().to_string();
+    let verify = env.ccfan(&["verify", "--json", &run_id]).json();
+    let stages = verify["tasks"][0]["report"]["stages"].as_array().unwrap();
+    let statuses: Vec<String> = stages
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["stage"].as_str().unwrap(),
+                s["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "worker pass",
+            "diff pass",
+            "scope fail",
+            "secrets skipped",
+            "tests skipped",
+            "completeness skipped",
+            "checks skipped"
+        ]
+    );
+    assert!(
+        stages[4]["note"]
+            .as_str()
+            .unwrap()
+            .contains("the scope stage failed and gate.fail_fast is on")
+    );
+    assert!(!env.probe().join("tests-ran").exists());
+}
