@@ -27,8 +27,16 @@ pub enum TaskState {
     Accepted,
     /// The gate asked for another attempt (its findings are stored with the attempt).
     Rework,
-    /// The gate rolled the attempt back: not merged, kept on its salvage ref.
+    /// The gate rolled the attempt back: not merged, kept on its salvage ref; its worktree is reset.
     RolledBack,
+    /// Still failing when the rework budget ran out: a person decides (`ccfan retry` gives a fresh budget).
+    Blocked,
+    /// Being merged onto the target.
+    Merging,
+    /// Merged: the target branch holds it (checked by re-reading the ref).
+    Merged,
+    /// Its merge onto the target conflicted.
+    Conflict,
     /// The worker exited non-zero or could not be started; its attempt (if any) is kept.
     Failed,
     /// The worker ran past its timeout and its whole process tree was killed.
@@ -43,7 +51,7 @@ pub enum TaskState {
 
 impl TaskState {
     /// Every state, in life-cycle order.
-    pub const ALL: [TaskState; 13] = [
+    pub const ALL: [TaskState; 17] = [
         TaskState::Queued,
         TaskState::Preparing,
         TaskState::Running,
@@ -52,6 +60,10 @@ impl TaskState {
         TaskState::Accepted,
         TaskState::Rework,
         TaskState::RolledBack,
+        TaskState::Blocked,
+        TaskState::Merging,
+        TaskState::Merged,
+        TaskState::Conflict,
         TaskState::Failed,
         TaskState::TimedOut,
         TaskState::Cancelled,
@@ -70,6 +82,10 @@ impl TaskState {
             TaskState::Accepted => "accepted",
             TaskState::Rework => "rework",
             TaskState::RolledBack => "rolled_back",
+            TaskState::Blocked => "blocked",
+            TaskState::Merging => "merging",
+            TaskState::Merged => "merged",
+            TaskState::Conflict => "conflict",
             TaskState::Failed => "failed",
             TaskState::TimedOut => "timed_out",
             TaskState::Cancelled => "cancelled",
@@ -92,10 +108,14 @@ impl TaskState {
             | TaskState::Preparing
             | TaskState::Running
             | TaskState::Completed
-            | TaskState::Verifying => false,
-            TaskState::Accepted
+            | TaskState::Verifying
             | TaskState::Rework
+            | TaskState::Merging
+            | TaskState::Conflict => false,
+            TaskState::Accepted
             | TaskState::RolledBack
+            | TaskState::Blocked
+            | TaskState::Merged
             | TaskState::Failed
             | TaskState::TimedOut
             | TaskState::Cancelled
@@ -104,23 +124,32 @@ impl TaskState {
         }
     }
 
-    /// Whether the task ended the way a user wants (counts towards exit code 0).
+    /// Whether the task landed: merged onto the target (counts towards exit code 0).
     pub fn is_success(self) -> bool {
         match self {
-            TaskState::Accepted => true,
+            TaskState::Merged => true,
             TaskState::Queued
             | TaskState::Preparing
             | TaskState::Running
             | TaskState::Completed
             | TaskState::Verifying
+            | TaskState::Accepted
             | TaskState::Rework
             | TaskState::RolledBack
+            | TaskState::Blocked
+            | TaskState::Merging
+            | TaskState::Conflict
             | TaskState::Failed
             | TaskState::TimedOut
             | TaskState::Cancelled
             | TaskState::Interrupted
             | TaskState::Error => false,
         }
+    }
+
+    /// Whether the gate accepted the task (merged or not): what `--no-merge` runs aim for.
+    pub fn is_landed_or_accepted(self) -> bool {
+        self.is_success() || self == TaskState::Accepted
     }
 }
 
@@ -325,9 +354,12 @@ pub struct RunView {
 }
 
 impl RunView {
-    /// Whether every task ended the way the user wants.
+    /// Whether every task ended the way the user wants: accepted by the gate (merging them is the merge loop's
+    /// job; until it lands, accepted is the end of a run).
     pub fn all_succeeded(&self) -> bool {
-        self.tasks.iter().all(|task| task.state.is_success())
+        self.tasks
+            .iter()
+            .all(|task| task.state.is_landed_or_accepted())
     }
 }
 
@@ -344,11 +376,15 @@ mod tests {
     }
 
     #[test]
-    fn only_accepted_counts_as_success() {
+    fn only_merged_counts_as_success() {
         let good: Vec<_> = TaskState::ALL
             .into_iter()
             .filter(|s| s.is_success())
             .collect();
-        assert_eq!(good, vec![TaskState::Accepted]);
+        assert_eq!(good, vec![TaskState::Merged]);
+        assert!(
+            TaskState::Accepted.is_landed_or_accepted()
+                && !TaskState::Blocked.is_landed_or_accepted()
+        );
     }
 }

@@ -173,7 +173,7 @@ fn human_verify(run_id: &str, results: &[gate::TaskVerification]) -> String {
                 "  → rework: {} finding(s) go back to the worker\n",
                 findings.len()
             )),
-            Verdict::Rollback { reasons } => {
+            Verdict::Rollback { reasons, .. } => {
                 for reason in reasons {
                     text.push_str(&format!("  → rollback: {reason}\n"));
                 }

@@ -47,7 +47,10 @@ pub fn decide(report: &VerifyReport, policy: &Policy, attempt: u32) -> Verdict {
                 .into_iter()
                 .map(|what| format!("not reworkable: {what}")),
         );
-        return Verdict::Rollback { reasons };
+        return Verdict::Rollback {
+            reasons,
+            budget_spent: false,
+        };
     }
     let reworks_used = attempt.saturating_sub(1);
     if reworks_used >= policy.max_reworks {
@@ -56,7 +59,10 @@ pub fn decide(report: &VerifyReport, policy: &Policy, attempt: u32) -> Verdict {
             policy.max_reworks
         )];
         reasons.extend(blocking.iter().map(describe));
-        return Verdict::Rollback { reasons };
+        return Verdict::Rollback {
+            reasons,
+            budget_spent: true,
+        };
     }
     Verdict::Rework { findings: blocking }
 }
@@ -135,7 +141,11 @@ mod tests {
             );
         }
         match decide(&report, &policy, 4) {
-            Verdict::Rollback { reasons } => {
+            Verdict::Rollback {
+                reasons,
+                budget_spent,
+            } => {
+                assert!(budget_spent);
                 assert!(reasons[0].contains("rework budget"), "{reasons:?}");
                 assert!(reasons[1].contains("README.md"), "{reasons:?}");
             }
@@ -158,8 +168,14 @@ mod tests {
             vec![finding],
         )]);
         match decide(&report, &policy, 1) {
-            Verdict::Rollback { reasons } => {
-                assert!(reasons[0].starts_with("not reworkable: secrets aws-access-key-id"))
+            Verdict::Rollback {
+                reasons,
+                budget_spent,
+            } => {
+                assert!(
+                    !budget_spent
+                        && reasons[0].starts_with("not reworkable: secrets aws-access-key-id")
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -176,7 +192,7 @@ mod tests {
         let mut tests = stage(Stage::Tests, StageStatus::Error, vec![]);
         tests.note = Some("cannot start `cargo`".into());
         match decide(&report(vec![tests]), &policy(), 1) {
-            Verdict::Rollback { reasons } => assert_eq!(
+            Verdict::Rollback { reasons, .. } => assert_eq!(
                 reasons,
                 ["the tests stage could not run: cannot start `cargo`"]
             ),

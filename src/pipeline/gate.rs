@@ -202,7 +202,17 @@ pub fn verdict_state(verdict: &Verdict, report: &VerifyReport) -> (TaskState, St
                 format!("rework: {}{more}", first.join("; ")),
             )
         }
-        Verdict::Rollback { reasons } => (
+        Verdict::Rollback {
+            reasons,
+            budget_spent: true,
+        } => (
+            TaskState::Blocked,
+            format!("blocked: {}", reasons.join("; ")),
+        ),
+        Verdict::Rollback {
+            reasons,
+            budget_spent: false,
+        } => (
             TaskState::RolledBack,
             format!("rolled back: {}", reasons.join("; ")),
         ),
@@ -274,6 +284,7 @@ impl Gate<'_> {
                     | TaskState::Accepted
                     | TaskState::Rework
                     | TaskState::RolledBack
+                    | TaskState::Blocked
             ) {
                 let (state, reason) = verdict_state(&verdict, &report);
                 store.set_task_state(
