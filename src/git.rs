@@ -814,6 +814,13 @@ pub fn merge_preview(repo: &RepoPaths, onto: &str, attempt: &str) -> Result<Merg
     })
 }
 
+/// Moves a worktree's branch and files back to `sha`, dropping untracked files (not ignored ones): used when an
+/// attempt is rolled back, after all its work is on salvage refs.
+pub fn reset_worktree(worktree: &Path, sha: &str) -> Result<()> {
+    run_git(worktree, ["reset", "--hard", "--quiet", sha])?;
+    run_git(worktree, ["clean", "-fd", "--quiet"]).map(drop)
+}
+
 /// Checks `sha` out, detached, into a new worktree at `path` (for verification; never the worker's worktree).
 pub fn add_detached_worktree(repo: &RepoPaths, path: &Path, sha: &str) -> Result<()> {
     {

@@ -73,7 +73,10 @@ pub fn run_view(store: &Store, run_id: &str) -> Result<RunView, StoreError> {
             attempts: task.attempts,
             branch: task.branch,
             worktree: task.worktree,
-            commit: latest.and_then(|attempt| attempt.commit.clone()),
+            commit: attempts
+                .iter()
+                .rev()
+                .find_map(|attempt| attempt.commit.clone()),
             exit_status: latest.and_then(|attempt| attempt.exit.clone()),
             salvage_refs: attempts
                 .iter()

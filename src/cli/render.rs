@@ -134,6 +134,17 @@ fn plain_line(event: &Event) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
+/// The first line of `text`, cut at `max` characters with an ellipsis.
+pub fn one_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() <= max {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// The first 10 characters of a commit id.
 pub fn short(sha: &str) -> &str {
     &sha[..sha.len().min(10)]
@@ -207,7 +218,7 @@ pub fn run_view(view: &RunView) -> String {
                 task.attempts.to_string(),
                 task.elapsed_secs.map(format_secs).unwrap_or_default(),
                 task.commit.as_deref().map(short).unwrap_or("-").to_string(),
-                task.reason.clone().unwrap_or_default(),
+                one_line(task.reason.as_deref().unwrap_or_default(), 160),
             ]
         })
         .collect();

@@ -15,6 +15,8 @@ pub mod verify;
 pub mod decide;
 // stages 4 + 5 for one stored attempt
 pub mod gate;
+// stages 2-5 for one task, attempt after attempt
+mod carry;
 // housekeeping (not a stage): remove finished worktrees after salvaging
 pub mod gc;
 
@@ -25,13 +27,14 @@ use std::sync::{Mutex, PoisonError};
 use crate::events::{Event, EventSink};
 use crate::git::{self, GitError, RepoPaths};
 use crate::input::InputError;
-use crate::model::{ExitStatus, RunState, RunView, TaskSpec, TaskState};
+use crate::model::{RunState, RunView, TaskState};
 use crate::paths::{self, StateLayout};
 use crate::policy::{self, Policy};
 use crate::sandbox;
 use crate::secrets::RulePack;
 use crate::store::{NewRun, NewTask, RecoveredAttempt, Store, StoreError};
 use crate::{status, tasks_file};
+use carry::Carrier;
 
 /// Errors that stop a command (a worker failing is a task state, not this).
 #[derive(Debug, thiserror::Error)]
@@ -319,226 +322,4 @@ fn unmatched_globs(
         }
     }
     Ok(warnings)
-}
-
-/// Everything a job thread needs to carry one task through the stages.
-struct Carrier<'a> {
-    repo: &'a RepoPaths,
-    layout: StateLayout,
-    policy: &'a Policy,
-    rules: &'a RulePack,
-    target_branch: Option<&'a str>,
-    scratch_root: PathBuf,
-    run_id: &'a str,
-    base_sha: &'a str,
-    store: Mutex<Store>,
-    sink: &'a dyn EventSink,
-    cancel: &'a AtomicBool,
-    failure: Mutex<Option<PipelineError>>,
-}
-
-impl Carrier<'_> {
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Stores the transition first, then tells the sink.
-    fn transition(
-        &self,
-        task: &str,
-        attempt: u32,
-        state: TaskState,
-        reason: Option<String>,
-    ) -> Result<(), StoreError> {
-        self.store()
-            .set_task_state(self.run_id, task, state, reason.as_deref())?;
-        self.sink.emit(Event::TaskState {
-            task_id: task.to_string(),
-            attempt,
-            state,
-            reason,
-        });
-        Ok(())
-    }
-
-    fn carry(&self, task: &TaskSpec, branch: &str, worktree: &Path) -> Result<(), PipelineError> {
-        if self.cancel.load(Ordering::SeqCst) {
-            self.transition(
-                &task.id,
-                0,
-                TaskState::Cancelled,
-                Some("cancelled before it started".into()),
-            )?;
-            return Ok(());
-        }
-        self.transition(&task.id, 0, TaskState::Preparing, None)?;
-        let link = fan_out::prepare(self.repo, worktree, branch, self.base_sha)?;
-        self.store().set_git_link(self.run_id, &task.id, &link)?;
-
-        let attempt = 1;
-        let dir = self.layout.attempt_dir(self.run_id, &task.id, attempt);
-        std::fs::create_dir_all(&dir).map_err(|source| PipelineError::Io {
-            context: format!("cannot create {}", dir.display()),
-            source,
-        })?;
-        let token = format!(
-            "{}-{}-{attempt}-{}",
-            self.run_id,
-            task.id,
-            crate::util::random_hex(4)
-        );
-        let log = run_worker::log_path(&dir);
-        self.store()
-            .start_attempt(self.run_id, &task.id, attempt, &dir, &log, &token)?;
-        self.transition(&task.id, attempt, TaskState::Running, None)?;
-
-        let context = run_worker::AttemptContext {
-            run_id: self.run_id,
-            attempt,
-            base_sha: self.base_sha,
-            worktree,
-            dir: &dir,
-            token: &token,
-        };
-        let outcome = run_worker::run_worker(task, self.policy, &context, self.cancel, |pid| {
-            if let Err(error) = self
-                .store()
-                .set_attempt_pid(self.run_id, &task.id, attempt, pid)
-            {
-                tracing::warn!("cannot record the worker's pid: {error}");
-            }
-        })?;
-        let facts = record::AttemptFacts {
-            run_id: self.run_id,
-            task_id: &task.id,
-            attempt,
-            goal: &task.goal,
-            worker: &task.worker.name,
-            exit: Some(&outcome.exit),
-        };
-        let recorded = record::record(self.repo, worktree, Some(&link), &facts, None)?;
-        self.store().finish_attempt(
-            self.run_id,
-            &task.id,
-            attempt,
-            Some(&outcome.exit),
-            recorded.commit.as_deref(),
-            recorded.salvage_ref.as_deref(),
-        )?;
-        record::write_record(
-            self.repo,
-            &dir,
-            record::AttemptRecord {
-                schema: 1,
-                run_id: self.run_id,
-                task_id: &task.id,
-                attempt,
-                worker: &task.worker.name,
-                base: self.base_sha,
-                exit: &outcome.exit,
-                duration_secs: outcome.duration.as_secs_f64(),
-                output_bytes: outcome.output_bytes,
-                log_capped: outcome.log_capped,
-                leftovers_killed: outcome.leftovers_killed,
-                recorded: &recorded,
-                changes: Vec::new(),
-            },
-            self.base_sha,
-        )?;
-        self.sink.emit(Event::AttemptRecorded {
-            task_id: task.id.clone(),
-            attempt,
-            exit: outcome.exit.clone(),
-            commit: recorded.commit.clone(),
-            log: log.clone(),
-        });
-        let (state, mut reason) = outcome_state(&outcome.exit, task);
-        let mut notes = Vec::new();
-        if recorded.commit.is_none() {
-            notes.push("the worker changed nothing".to_string());
-        }
-        if outcome.leftovers_killed > 0 {
-            notes.push(format!(
-                "killed {} process(es) it left running",
-                outcome.leftovers_killed
-            ));
-        }
-        if outcome.log_capped {
-            notes.push("its output was capped".to_string());
-        }
-        if recorded.link_tampered {
-            notes.push(
-                "it changed the worktree's .git link (restored before committing)".to_string(),
-            );
-        }
-        if !notes.is_empty() {
-            let joined = notes.join("; ");
-            reason = Some(match reason {
-                Some(reason) => format!("{reason}; {joined}"),
-                None => joined,
-            });
-        }
-        if state != TaskState::Completed {
-            self.transition(&task.id, attempt, state, reason)?;
-            return Ok(());
-        }
-        self.transition(&task.id, attempt, TaskState::Verifying, reason.clone())?;
-        let tip = gate::target_tip(self.repo, self.target_branch, self.base_sha)?;
-        let reference = gate::AttemptRef {
-            run_id: self.run_id,
-            task,
-            attempt,
-            base: self.base_sha,
-            commit: recorded.commit.as_deref(),
-            dir: &dir,
-            exit: Some(&outcome.exit),
-        };
-        let checker = gate::Gate {
-            repo: self.repo,
-            policy: self.policy,
-            rules: self.rules,
-            scratch_root: &self.scratch_root,
-            cancel: self.cancel,
-        };
-        let (report, verdict) = checker.check(&reference, &tip)?;
-        self.store()
-            .set_verdict(self.run_id, &task.id, attempt, &verdict)?;
-        let (state, verdict_reason) = gate::verdict_state(&verdict, &report);
-        let reason = match reason {
-            Some(notes) => format!("{verdict_reason}; {notes}"),
-            None => verdict_reason,
-        };
-        self.transition(&task.id, attempt, state, Some(reason))?;
-        Ok(())
-    }
-}
-
-/// The task state (and reason) that a worker's exit leads to.
-fn outcome_state(exit: &ExitStatus, task: &TaskSpec) -> (TaskState, Option<String>) {
-    match exit {
-        ExitStatus::Code { code: 0 } => (TaskState::Completed, None),
-        ExitStatus::Code { code } => (
-            TaskState::Failed,
-            Some(format!("the worker exited with code {code}")),
-        ),
-        ExitStatus::Signal { signal } => (
-            TaskState::Failed,
-            Some(format!("the worker was killed by signal {signal}")),
-        ),
-        ExitStatus::TimedOut => (
-            TaskState::TimedOut,
-            Some(format!(
-                "the worker ran past its timeout of {} and its process tree was killed",
-                humantime::format_duration(task.timeout)
-            )),
-        ),
-        ExitStatus::Cancelled => (
-            TaskState::Cancelled,
-            Some("cancelled; its process tree was killed".to_string()),
-        ),
-        ExitStatus::SpawnFailed { message } => (
-            TaskState::Failed,
-            Some(format!("the worker could not be started: {message}")),
-        ),
-    }
 }

@@ -23,6 +23,8 @@ pub struct AttemptContext<'a> {
     pub dir: &'a Path,
     /// The attempt token.
     pub token: &'a str,
+    /// Findings of the previous attempt to fix (empty on a first attempt).
+    pub rework: &'a [crate::report::Finding],
 }
 
 /// Errors before a worker could be supervised.
@@ -66,7 +68,11 @@ pub fn run_worker(
         denied: &task.denied,
         constraints: &task.constraints,
         acceptance: &task.acceptance,
-        rework: Vec::new(),
+        rework: context
+            .rework
+            .iter()
+            .filter_map(|finding| serde_json::to_value(finding).ok())
+            .collect(),
     };
     let json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     std::fs::write(&task_file, json).map_err(|source| RunWorkerError::TaskFile {

@@ -18,13 +18,17 @@ fn the_demo_runs_and_every_task_ends_as_designed() {
     let run: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     for (id, state) in [
         ("add-farewell", "accepted"),
-        ("touch-ci", "rework"),
+        ("touch-ci", "accepted"),
         ("add-config", "rolled_back"),
-        ("slow-refactor", "timed_out"),
-        ("broken-edit", "failed"),
+        ("slow-refactor", "blocked"),
+        ("broken-edit", "blocked"),
     ] {
         assert_eq!(task(&run, id)["state"], state, "{id}");
     }
+    // The out-of-scope edit was fixed on its rework: two attempts, both kept.
+    let touch = task(&run, "touch-ci");
+    assert_eq!(touch["attempts"], 2);
+    assert_eq!(touch["salvage_refs"].as_array().unwrap().len(), 2);
     // Worktrees live beside the demo (its policy sets run.worktree_root), not in the user's home.
     let worktree = task(&run, "add-farewell")["worktree"]
         .as_str()

@@ -248,6 +248,7 @@ fn a_worker_that_changes_nothing_gives_an_empty_attempt() {
 #[test]
 fn failing_and_missing_workers_keep_their_work_and_exit_1() {
     let env = TestEnv::new();
+    std::fs::write(env.repo.join("ccfan.toml"), "[run]\nmax_reworks = 0\n").unwrap();
     let failing = env.script("fail.sh", "echo partial > partial.txt\nexit 3");
     let tasks = env.tasks(&format!(
         "[[task]]\nid = \"fails\"\ngoal = \"x\"\nworker = \"f\"\n[[task]]\nid = \"missing\"\ngoal = \"y\"\nworker = \"m\"\n\
@@ -258,7 +259,10 @@ fn failing_and_missing_workers_keep_their_work_and_exit_1() {
     assert_eq!(ran.code, 1, "{ran:?}");
     let run = ran.json();
     let fails = task(&run, "fails");
-    assert_eq!(fails["state"], "failed");
+    assert_eq!(
+        fails["state"], "blocked",
+        "a failed worker is reworked until the budget (0 here) is spent"
+    );
     assert_eq!(
         fails["exit_status"],
         serde_json::json!({"kind": "code", "code": 3})
@@ -272,12 +276,12 @@ fn failing_and_missing_workers_keep_their_work_and_exit_1() {
         "partial\n"
     );
     let missing = task(&run, "missing");
-    assert_eq!(missing["state"], "failed");
+    assert_eq!(missing["state"], "blocked");
     assert!(
         missing["reason"]
             .as_str()
             .unwrap()
-            .contains("could not be started"),
+            .contains("could not start"),
         "{missing}"
     );
 }

@@ -17,5 +17,6 @@ mod env;
 mod fan_out;
 mod gate;
 mod kill;
+mod merge_loop;
 mod sarif;
 mod user_checkout;

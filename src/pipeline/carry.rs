@@ -1,0 +1,301 @@
+//! Stages 2-5 for one task, on a job thread: fan out its worktree, then attempts — run the worker, record, gate —
+//! until a verdict ends it: accepted, blocked (rework budget spent) or rolled back; a Rework verdict runs the next
+//! attempt in the same worktree, on top of the previous one, with the findings in its task file.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::{PipelineError, fan_out, gate, record, run_worker};
+use crate::events::{Event, EventSink};
+use crate::git::{self, RepoPaths};
+use crate::model::{ExitStatus, TaskSpec, TaskState};
+use crate::paths::StateLayout;
+use crate::policy::Policy;
+use crate::report::{Finding, Verdict};
+use crate::secrets::RulePack;
+use crate::store::{Store, StoreError};
+
+/// Everything a job thread needs to carry one task through the stages.
+pub(super) struct Carrier<'a> {
+    pub(super) repo: &'a RepoPaths,
+    pub(super) layout: StateLayout,
+    pub(super) policy: &'a Policy,
+    pub(super) rules: &'a RulePack,
+    pub(super) target_branch: Option<&'a str>,
+    pub(super) scratch_root: PathBuf,
+    pub(super) run_id: &'a str,
+    pub(super) base_sha: &'a str,
+    pub(super) store: Mutex<Store>,
+    pub(super) sink: &'a dyn EventSink,
+    pub(super) cancel: &'a AtomicBool,
+    pub(super) failure: Mutex<Option<PipelineError>>,
+}
+
+impl Carrier<'_> {
+    pub(super) fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores the transition first, then tells the sink.
+    pub(super) fn transition(
+        &self,
+        task: &str,
+        attempt: u32,
+        state: TaskState,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.store()
+            .set_task_state(self.run_id, task, state, reason.as_deref())?;
+        self.sink.emit(Event::TaskState {
+            task_id: task.to_string(),
+            attempt,
+            state,
+            reason,
+        });
+        Ok(())
+    }
+
+    /// Fans the task out and carries it through attempts to a verdict.
+    pub(super) fn carry(
+        &self,
+        task: &TaskSpec,
+        branch: &str,
+        worktree: &Path,
+    ) -> Result<(), PipelineError> {
+        if self.cancel.load(Ordering::SeqCst) {
+            self.transition(
+                &task.id,
+                0,
+                TaskState::Cancelled,
+                Some("cancelled before it started".into()),
+            )?;
+            return Ok(());
+        }
+        self.transition(&task.id, 0, TaskState::Preparing, None)?;
+        let link = fan_out::prepare(self.repo, worktree, branch, self.base_sha)?;
+        self.store().set_git_link(self.run_id, &task.id, &link)?;
+        let mut findings: Vec<Finding> = Vec::new();
+        let mut attempt = 1;
+        loop {
+            let Some(verdict) = self.attempt(task, worktree, &link, attempt, &findings)? else {
+                return Ok(()); // cancelled
+            };
+            match verdict {
+                Verdict::Rework { findings: next } if !self.cancel.load(Ordering::SeqCst) => {
+                    findings = next;
+                    attempt += 1;
+                }
+                Verdict::Rework { .. } => {
+                    self.transition(
+                        &task.id,
+                        attempt,
+                        TaskState::Cancelled,
+                        Some("cancelled before its rework".into()),
+                    )?;
+                    return Ok(());
+                }
+                Verdict::Rollback {
+                    budget_spent: false,
+                    ..
+                } => {
+                    // Not merged; every attempt stays on its salvage ref; the worktree goes back to the base.
+                    if let Err(error) = git::reset_worktree(worktree, self.base_sha) {
+                        tracing::warn!(task = %task.id, "cannot reset the rolled-back worktree: {error}");
+                    }
+                    return Ok(());
+                }
+                Verdict::Accept
+                | Verdict::Rollback {
+                    budget_spent: true, ..
+                } => return Ok(()),
+            }
+        }
+    }
+
+    /// One attempt: worker, record, gate. Returns the verdict (`None`: the attempt was cancelled). The task's
+    /// state afterwards is the verdict's.
+    fn attempt(
+        &self,
+        task: &TaskSpec,
+        worktree: &Path,
+        link: &str,
+        attempt: u32,
+        rework: &[Finding],
+    ) -> Result<Option<Verdict>, PipelineError> {
+        let dir = self.layout.attempt_dir(self.run_id, &task.id, attempt);
+        std::fs::create_dir_all(&dir).map_err(|source| PipelineError::Io {
+            context: format!("cannot create {}", dir.display()),
+            source,
+        })?;
+        let token = format!(
+            "{}-{}-{attempt}-{}",
+            self.run_id,
+            task.id,
+            crate::util::random_hex(4)
+        );
+        let log = run_worker::log_path(&dir);
+        self.store()
+            .start_attempt(self.run_id, &task.id, attempt, &dir, &log, &token)?;
+        let why =
+            (attempt > 1).then(|| format!("attempt {attempt}: {} finding(s) to fix", rework.len()));
+        self.transition(&task.id, attempt, TaskState::Running, why)?;
+
+        let context = run_worker::AttemptContext {
+            run_id: self.run_id,
+            attempt,
+            base_sha: self.base_sha,
+            worktree,
+            dir: &dir,
+            token: &token,
+            rework,
+        };
+        let outcome = run_worker::run_worker(task, self.policy, &context, self.cancel, |pid| {
+            if let Err(error) = self
+                .store()
+                .set_attempt_pid(self.run_id, &task.id, attempt, pid)
+            {
+                tracing::warn!("cannot record the worker's pid: {error}");
+            }
+        })?;
+        let facts = record::AttemptFacts {
+            run_id: self.run_id,
+            task_id: &task.id,
+            attempt,
+            goal: &task.goal,
+            worker: &task.worker.name,
+            exit: Some(&outcome.exit),
+        };
+        let recorded = record::record(self.repo, worktree, Some(link), &facts, None)?;
+        self.store().finish_attempt(
+            self.run_id,
+            &task.id,
+            attempt,
+            Some(&outcome.exit),
+            recorded.commit.as_deref(),
+            recorded.salvage_ref.as_deref(),
+        )?;
+        record::write_record(
+            self.repo,
+            &dir,
+            record::AttemptRecord {
+                schema: 1,
+                run_id: self.run_id,
+                task_id: &task.id,
+                attempt,
+                worker: &task.worker.name,
+                base: self.base_sha,
+                exit: &outcome.exit,
+                duration_secs: outcome.duration.as_secs_f64(),
+                output_bytes: outcome.output_bytes,
+                log_capped: outcome.log_capped,
+                leftovers_killed: outcome.leftovers_killed,
+                recorded: &recorded,
+                changes: Vec::new(),
+            },
+            self.base_sha,
+        )?;
+        self.sink.emit(Event::AttemptRecorded {
+            task_id: task.id.clone(),
+            attempt,
+            exit: outcome.exit.clone(),
+            commit: recorded.commit.clone(),
+            log: log.clone(),
+        });
+        let (state, reason) = outcome_state(&outcome.exit, task);
+        let mut notes: Vec<String> = reason.into_iter().collect();
+        if recorded.commit.is_none() {
+            notes.push("the worker changed nothing".to_string());
+        }
+        if outcome.leftovers_killed > 0 {
+            notes.push(format!(
+                "killed {} process(es) it left running",
+                outcome.leftovers_killed
+            ));
+        }
+        if outcome.log_capped {
+            notes.push("its output was capped".to_string());
+        }
+        if recorded.link_tampered {
+            notes.push(
+                "it changed the worktree's .git link (restored before committing)".to_string(),
+            );
+        }
+        let notes = (!notes.is_empty()).then(|| notes.join("; "));
+        if state == TaskState::Cancelled {
+            self.transition(&task.id, attempt, state, notes)?;
+            return Ok(None);
+        }
+        self.transition(&task.id, attempt, state, notes.clone())?;
+        self.transition(&task.id, attempt, TaskState::Verifying, None)?;
+        // The commit the attempt is judged by: a worker that changed nothing this time still carries what earlier
+        // attempts of the task committed.
+        let head = git::ref_target(
+            self.repo,
+            &format!(
+                "refs/heads/{}",
+                crate::paths::task_branch(self.run_id, &task.id)
+            ),
+        )?;
+        let judged = head
+            .filter(|sha| sha != self.base_sha)
+            .or(recorded.commit.clone());
+        let tip = gate::target_tip(self.repo, self.target_branch, self.base_sha)?;
+        let reference = gate::AttemptRef {
+            run_id: self.run_id,
+            task,
+            attempt,
+            base: self.base_sha,
+            commit: judged.as_deref(),
+            dir: &dir,
+            exit: Some(&outcome.exit),
+        };
+        let checker = gate::Gate {
+            repo: self.repo,
+            policy: self.policy,
+            rules: self.rules,
+            scratch_root: &self.scratch_root,
+            cancel: self.cancel,
+        };
+        let (report, verdict) = checker.check(&reference, &tip)?;
+        self.store()
+            .set_verdict(self.run_id, &task.id, attempt, &verdict)?;
+        let (state, verdict_reason) = gate::verdict_state(&verdict, &report);
+        let reason = match notes {
+            Some(notes) => format!("{verdict_reason}; {notes}"),
+            None => verdict_reason,
+        };
+        self.transition(&task.id, attempt, state, Some(reason))?;
+        Ok(Some(verdict))
+    }
+}
+
+/// The task state (and reason) that a worker's exit leads to, before the gate.
+fn outcome_state(exit: &ExitStatus, task: &TaskSpec) -> (TaskState, Option<String>) {
+    match exit {
+        ExitStatus::Code { code: 0 } => (TaskState::Completed, None),
+        ExitStatus::Code { code } => (
+            TaskState::Failed,
+            Some(format!("the worker exited with code {code}")),
+        ),
+        ExitStatus::Signal { signal } => (
+            TaskState::Failed,
+            Some(format!("the worker was killed by signal {signal}")),
+        ),
+        ExitStatus::TimedOut => (
+            TaskState::TimedOut,
+            Some(format!(
+                "the worker ran past its timeout of {} and its process tree was killed",
+                humantime::format_duration(task.timeout)
+            )),
+        ),
+        ExitStatus::Cancelled => (
+            TaskState::Cancelled,
+            Some("cancelled; its process tree was killed".to_string()),
+        ),
+        ExitStatus::SpawnFailed { message } => (
+            TaskState::Failed,
+            Some(format!("the worker could not be started: {message}")),
+        ),
+    }
+}
