@@ -293,17 +293,69 @@ pub fn list_worktrees(repo: &RepoPaths) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// Records everything changed in `worktree` (modified, deleted, untracked, mode changes, symlinks; ignored files
-/// excluded) as one commit on its checked-out branch. Uses libgit2, which runs no hooks and no fsmonitor.
-/// Returns `None` when nothing changed.
-pub fn commit_worktree(worktree: &Path, message: &str) -> Result<Option<String>> {
+/// What recording a worktree found besides its files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorktreeCommit {
+    /// The new commit (`None`: the files equal the parent's tree).
+    pub commit: Option<String>,
+    /// Git state the worker changed, which ccfan put back (HEAD pointing elsewhere, the branch moved).
+    pub tampered: Vec<String>,
+}
+
+/// Records the files of `worktree` (modified, deleted, untracked, mode changes, symlinks; ignored files excluded)
+/// as one commit on top of `parent` — the commit ccfan expects the branch at, never what the worktree's HEAD or
+/// index say, since the worker could change those — then points `branch` and the worktree's HEAD at it. The index
+/// is rebuilt from `parent`'s tree first, so skip-worktree or assume-unchanged flags cannot hide a change.
+/// libgit2 runs no hooks and no fsmonitor.
+pub fn commit_worktree(
+    worktree: &Path,
+    branch: &str,
+    parent: &str,
+    message: &str,
+) -> Result<WorktreeCommit> {
     let repo = Repository::open(worktree).map_err(git2_context(format!(
         "cannot open worktree {}",
         worktree.display()
     )))?;
+    let parent_id =
+        Oid::from_str(parent).map_err(git2_context(format!("`{parent}` is not an object id")))?;
+    let parent_commit = repo
+        .find_commit(parent_id)
+        .map_err(git2_context("cannot read the attempt's parent"))?;
+    let parent_tree = parent_commit
+        .tree()
+        .map_err(git2_context("cannot read the parent's tree"))?;
+    let branch_ref = format!("refs/heads/{branch}");
+    let mut tampered = Vec::new();
+    let head_target = repo
+        .find_reference("HEAD")
+        .ok()
+        .and_then(|head| head.symbolic_target().ok().flatten().map(str::to_string));
+    if head_target.as_deref() != Some(branch_ref.as_str()) {
+        tampered.push(format!(
+            "the worktree's HEAD pointed at {}",
+            head_target.as_deref().unwrap_or("a detached commit")
+        ));
+    }
+    match repo
+        .find_reference(&branch_ref)
+        .ok()
+        .and_then(|reference| reference.target())
+    {
+        Some(tip) if tip == parent_id => {}
+        Some(tip) => tampered.push(format!("branch {branch} had been moved to {tip}")),
+        None => tampered.push(format!("branch {branch} had been deleted")),
+    }
     let mut index = repo
         .index()
         .map_err(git2_context("cannot read the worktree's index"))?;
+    // Cleared first: reading a tree over existing entries keeps their stat data and flags (assume-unchanged).
+    index
+        .clear()
+        .map_err(git2_context("cannot reset the index"))?;
+    index
+        .read_tree(&parent_tree)
+        .map_err(git2_context("cannot reset the index to the parent"))?;
     let what = format!("cannot stage the changes in {}", worktree.display());
     index
         .add_all(["*"], IndexAddOption::DEFAULT, None)
@@ -312,52 +364,74 @@ pub fn commit_worktree(worktree: &Path, message: &str) -> Result<Option<String>>
     let tree_id = index
         .write_tree()
         .map_err(git2_context("cannot write the attempt's tree"))?;
-    let head = repo
-        .head()
-        .and_then(|head| head.peel_to_commit())
-        .map_err(git2_context("the worktree's HEAD is not a commit"))?;
     index
         .write()
         .map_err(git2_context("cannot write the worktree's index"))?;
-    if head.tree_id() == tree_id {
-        return Ok(None);
-    }
-    let tree = repo
-        .find_tree(tree_id)
-        .map_err(git2_context("cannot read the attempt's tree"))?;
-    let signature = Signature::now("ccfan", "ccfan@localhost")
-        .map_err(git2_context("cannot make a signature"))?;
-    let oid = repo
-        .commit(
-            Some("HEAD"),
-            &signature,
-            &signature,
-            message,
-            &tree,
-            &[&head],
+    let commit = if tree_id == parent_tree.id() {
+        None
+    } else {
+        let tree = repo
+            .find_tree(tree_id)
+            .map_err(git2_context("cannot read the attempt's tree"))?;
+        let signature = Signature::now("ccfan", "ccfan@localhost")
+            .map_err(git2_context("cannot make a signature"))?;
+        Some(
+            repo.commit(
+                None,
+                &signature,
+                &signature,
+                message,
+                &tree,
+                &[&parent_commit],
+            )
+            .map_err(git2_context("cannot commit the attempt"))?,
         )
-        .map_err(git2_context("cannot commit the attempt"))?;
-    Ok(Some(oid.to_string()))
+    };
+    repo.reference(
+        &branch_ref,
+        commit.unwrap_or(parent_id),
+        true,
+        "ccfan: record attempt",
+    )
+    .map_err(git2_context(format!("cannot move branch {branch}")))?;
+    repo.set_head(&branch_ref).map_err(git2_context(
+        "cannot point the worktree's HEAD at its branch",
+    ))?;
+    Ok(WorktreeCommit {
+        commit: commit.map(|oid| oid.to_string()),
+        tampered,
+    })
 }
 
-/// Whether `worktree` has changes not yet committed (untracked files count; ignored files do not).
-pub fn has_uncommitted_changes(worktree: &Path) -> Result<bool> {
+/// Whether the files of `worktree` differ from `parent`'s tree (untracked files count, ignored ones do not). Like
+/// [`commit_worktree`], it trusts neither the worktree's HEAD nor its index flags.
+pub fn has_uncommitted_changes(worktree: &Path, parent: &str) -> Result<bool> {
     let repo = Repository::open(worktree).map_err(git2_context(format!(
         "cannot open worktree {}",
         worktree.display()
     )))?;
-    let mut options = StatusOptions::new();
+    let parent_id =
+        Oid::from_str(parent).map_err(git2_context(format!("`{parent}` is not an object id")))?;
+    let tree = repo
+        .find_commit(parent_id)
+        .and_then(|commit| commit.tree())
+        .map_err(git2_context("cannot read the parent's tree"))?;
+    let mut index = git2::Index::new().map_err(git2_context("cannot make an index"))?;
+    index
+        .read_tree(&tree)
+        .map_err(git2_context("cannot read the parent's tree"))?;
+    let mut options = git2::DiffOptions::new();
     options
         .include_untracked(true)
         .recurse_untracked_dirs(true)
         .include_ignored(false);
-    let statuses = repo
-        .statuses(Some(&mut options))
+    let diff = repo
+        .diff_tree_to_workdir(Some(&tree), Some(&mut options))
         .map_err(git2_context(format!(
-            "cannot read the status of {}",
+            "cannot compare {}",
             worktree.display()
         )))?;
-    Ok(!statuses.is_empty())
+    Ok(diff.deltas().len() > 0)
 }
 
 /// Points ref `name` at `sha` (creating or moving it).
@@ -819,6 +893,143 @@ pub fn merge_preview(repo: &RepoPaths, onto: &str, attempt: &str) -> Result<Merg
 pub fn reset_worktree(worktree: &Path, sha: &str) -> Result<()> {
     run_git(worktree, ["reset", "--hard", "--quiet", sha])?;
     run_git(worktree, ["clean", "-fd", "--quiet"]).map(drop)
+}
+
+/// Merges commit `attempt` onto `onto` as a new two-parent commit with `message` (no fast-forward, so a merged
+/// task stays one revertable commit), built in memory; no ref moves.
+pub fn merge_commit(
+    repo: &RepoPaths,
+    onto: &str,
+    attempt: &str,
+    message: &str,
+) -> Result<MergePreview> {
+    let git = repo.open()?;
+    let parse = |sha: &str| {
+        Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))
+    };
+    let ours = git
+        .find_commit(parse(onto)?)
+        .map_err(git2_context("cannot read the target tip"))?;
+    let theirs = git
+        .find_commit(parse(attempt)?)
+        .map_err(git2_context("cannot read the attempt"))?;
+    let mut index = git
+        .merge_commits(&ours, &theirs, None)
+        .map_err(git2_context("cannot merge in memory"))?;
+    if index.has_conflicts() {
+        let mut paths: Vec<String> = index
+            .conflicts()
+            .map_err(git2_context("cannot list conflicts"))?
+            .flatten()
+            .filter_map(|conflict| conflict.our.or(conflict.their).or(conflict.ancestor))
+            .map(|entry| String::from_utf8_lossy(&entry.path).into_owned())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        return Ok(MergePreview::Conflicts(paths));
+    }
+    let tree_id = index
+        .write_tree_to(&git)
+        .map_err(git2_context("cannot write the merged tree"))?;
+    let tree = git
+        .find_tree(tree_id)
+        .map_err(git2_context("cannot read the merged tree"))?;
+    let signature = Signature::now("ccfan", "ccfan@localhost")
+        .map_err(git2_context("cannot make a signature"))?;
+    let commit = git
+        .commit(
+            None,
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &[&ours, &theirs],
+        )
+        .map_err(git2_context("cannot write the merge commit"))?;
+    Ok(MergePreview::Clean {
+        commit: commit.to_string(),
+    })
+}
+
+/// Moves branch `branch` from `expected` to `new` only if it still points at `expected` (compare-and-swap).
+/// `Ok(false)`: it moved meanwhile.
+pub fn update_branch_cas(
+    repo: &RepoPaths,
+    branch: &str,
+    new: &str,
+    expected: &str,
+    log: &str,
+) -> Result<bool> {
+    let git = repo.open()?;
+    let parse = |sha: &str| {
+        Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))
+    };
+    let name = format!("refs/heads/{branch}");
+    match git.reference_matching(&name, parse(new)?, true, parse(expected)?, log) {
+        Ok(_) => Ok(true),
+        Err(error)
+            if matches!(
+                error.code(),
+                git2::ErrorCode::Modified | git2::ErrorCode::Locked
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(source) => Err(GitError::Git2 {
+            context: format!("cannot move branch {branch}"),
+            source,
+        }),
+    }
+}
+
+/// The worktree (the user's or a linked one) that has `branch` checked out, if any.
+pub fn checked_out_in(repo: &RepoPaths, branch: &str) -> Result<Option<PathBuf>> {
+    let out = run_git(&repo.workdir, ["worktree", "list", "--porcelain"])?;
+    let wanted = format!("branch refs/heads/{branch}");
+    let mut current: Option<PathBuf> = None;
+    for line in out.lines() {
+        if let Some(path) = line.strip_prefix("worktree ") {
+            current = Some(PathBuf::from(path));
+        } else if line == wanted {
+            return Ok(current);
+        }
+    }
+    Ok(None)
+}
+
+/// Which of `paths` have uncommitted changes (working tree or index, untracked included) in `worktree`.
+pub fn dirty_paths(worktree: &Path, paths: &[String]) -> Result<Vec<String>> {
+    let repo = Repository::open(worktree)
+        .map_err(git2_context(format!("cannot open {}", worktree.display())))?;
+    let mut options = StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    let statuses = repo
+        .statuses(Some(&mut options))
+        .map_err(git2_context(format!(
+            "cannot read the status of {}",
+            worktree.display()
+        )))?;
+    let mut dirty: Vec<String> = statuses
+        .iter()
+        .filter_map(|entry| entry.path().ok().map(str::to_string))
+        .filter(|path| {
+            paths
+                .iter()
+                .any(|wanted| wanted == path || path.starts_with(&format!("{wanted}/")))
+        })
+        .collect();
+    dirty.sort();
+    dirty.dedup();
+    Ok(dirty)
+}
+
+/// Fast-forwards the branch checked out in `worktree` to `sha`, updating its index and files (`git merge
+/// --ff-only`, hooks off); git refuses if that would overwrite a local change.
+pub fn fast_forward_checkout(worktree: &Path, sha: &str) -> Result<()> {
+    run_git(worktree, ["merge", "--ff-only", "--quiet", sha]).map(drop)
 }
 
 /// Checks `sha` out, detached, into a new worktree at `path` (for verification; never the worker's worktree).

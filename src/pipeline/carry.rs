@@ -77,10 +77,15 @@ impl Carrier<'_> {
         self.store().set_git_link(self.run_id, &task.id, &link)?;
         let mut findings: Vec<Finding> = Vec::new();
         let mut attempt = 1;
+        // The commit ccfan expects the task branch at: the base, then each attempt's commit.
+        let mut tip = self.base_sha.to_string();
         loop {
-            let Some(verdict) = self.attempt(task, worktree, &link, attempt, &findings)? else {
+            let Some((verdict, next_tip)) =
+                self.attempt(task, worktree, &link, attempt, &findings, &tip)?
+            else {
                 return Ok(()); // cancelled
             };
+            tip = next_tip;
             match verdict {
                 Verdict::Rework { findings: next } if !self.cancel.load(Ordering::SeqCst) => {
                     findings = next;
@@ -122,7 +127,8 @@ impl Carrier<'_> {
         link: &str,
         attempt: u32,
         rework: &[Finding],
-    ) -> Result<Option<Verdict>, PipelineError> {
+        parent: &str,
+    ) -> Result<Option<(Verdict, String)>, PipelineError> {
         let dir = self.layout.attempt_dir(self.run_id, &task.id, attempt);
         std::fs::create_dir_all(&dir).map_err(|source| PipelineError::Io {
             context: format!("cannot create {}", dir.display()),
@@ -166,7 +172,20 @@ impl Carrier<'_> {
             worker: &task.worker.name,
             exit: Some(&outcome.exit),
         };
-        let recorded = record::record(self.repo, worktree, Some(link), &facts, None)?;
+        let branch = crate::paths::task_branch(self.run_id, &task.id);
+        let recorded = record::record(
+            self.repo,
+            worktree,
+            Some(link),
+            &facts,
+            None,
+            &branch,
+            parent,
+        )?;
+        let tip = recorded
+            .commit
+            .clone()
+            .unwrap_or_else(|| parent.to_string());
         self.store().finish_attempt(
             self.run_id,
             &task.id,
@@ -228,19 +247,9 @@ impl Carrier<'_> {
         }
         self.transition(&task.id, attempt, state, notes.clone())?;
         self.transition(&task.id, attempt, TaskState::Verifying, None)?;
-        // The commit the attempt is judged by: a worker that changed nothing this time still carries what earlier
-        // attempts of the task committed.
-        let head = git::ref_target(
-            self.repo,
-            &format!(
-                "refs/heads/{}",
-                crate::paths::task_branch(self.run_id, &task.id)
-            ),
-        )?;
-        let judged = head
-            .filter(|sha| sha != self.base_sha)
-            .or(recorded.commit.clone());
-        let tip = gate::target_tip(self.repo, self.target_branch, self.base_sha)?;
+        // The attempt is judged by everything the task committed so far, not only this attempt's own commit.
+        let judged = (tip != self.base_sha).then(|| tip.clone());
+        let target = gate::target_tip(self.repo, self.target_branch, self.base_sha)?;
         let reference = gate::AttemptRef {
             run_id: self.run_id,
             task,
@@ -249,6 +258,7 @@ impl Carrier<'_> {
             commit: judged.as_deref(),
             dir: &dir,
             exit: Some(&outcome.exit),
+            tampered: &recorded.tampered,
         };
         let checker = gate::Gate {
             repo: self.repo,
@@ -257,7 +267,7 @@ impl Carrier<'_> {
             scratch_root: &self.scratch_root,
             cancel: self.cancel,
         };
-        let (report, verdict) = checker.check(&reference, &tip)?;
+        let (report, verdict) = checker.check(&reference, &target)?;
         self.store()
             .set_verdict(self.run_id, &task.id, attempt, &verdict)?;
         let (state, verdict_reason) = gate::verdict_state(&verdict, &report);
@@ -266,7 +276,7 @@ impl Carrier<'_> {
             None => verdict_reason,
         };
         self.transition(&task.id, attempt, state, Some(reason))?;
-        Ok(Some(verdict))
+        Ok(Some((verdict, tip)))
     }
 }
 

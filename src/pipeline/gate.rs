@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::PipelineError;
 use super::decide::decide;
+use super::record;
 use super::verify::{self, VerifyInput};
 use crate::git::{self, RepoPaths};
 use crate::model::ExitStatus;
@@ -36,6 +37,8 @@ pub struct AttemptRef<'a> {
     pub dir: &'a Path,
     /// How its worker ended.
     pub exit: Option<&'a ExitStatus>,
+    /// Git state the worker changed (HEAD, branch, `.git` link) that ccfan had to put back.
+    pub tampered: &'a [String],
 }
 
 /// The tip an attempt would land on: the run's target branch now, else its base.
@@ -114,7 +117,9 @@ impl Gate<'_> {
         let mut report = verify::verify(&input).map_err(|error| match error {
             verify::VerifyError::Git(git) => PipelineError::Git(git),
         })?;
-        report.stages.insert(0, worker_stage(attempt.exit));
+        report
+            .stages
+            .insert(0, worker_stage(attempt.exit, attempt.tampered));
         let path = attempt.dir.join("verify.json");
         let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
         std::fs::write(&path, json).map_err(|source| PipelineError::Io {
@@ -127,7 +132,7 @@ impl Gate<'_> {
 }
 
 /// The worker stage: an attempt whose worker did not exit 0 is a blocking (reworkable) finding.
-fn worker_stage(exit: Option<&ExitStatus>) -> StageReport {
+fn worker_stage(exit: Option<&ExitStatus>, tampered: &[String]) -> StageReport {
     let finding = match exit {
         Some(ExitStatus::Code { code: 0 }) => None,
         Some(ExitStatus::TimedOut) => Some((
@@ -146,10 +151,19 @@ fn worker_stage(exit: Option<&ExitStatus>) -> StageReport {
             "the attempt was interrupted before its worker ended".to_string(),
         )),
     };
-    let findings: Vec<Finding> = finding
+    let mut findings: Vec<Finding> = finding
         .into_iter()
         .map(|(rule, message)| Finding::error(Stage::Worker, rule, message))
         .collect();
+    for what in tampered {
+        findings.push(Finding::error(
+            Stage::Worker,
+            "sandbox-escape",
+            format!(
+                "the worker changed git metadata ccfan owns: {what} (put back before recording)"
+            ),
+        ));
+    }
     let status = if findings.is_empty() {
         StageStatus::Pass
     } else {
@@ -267,14 +281,22 @@ impl Gate<'_> {
             else {
                 continue;
             };
+            // Judged by everything the task committed so far (a last attempt that changed nothing still carries
+            // the earlier ones).
+            let judged = attempts
+                .iter()
+                .rev()
+                .find_map(|attempt| attempt.commit.clone());
+            let tampered = record::stored_tampering(&latest.dir);
             let reference = AttemptRef {
                 run_id,
                 task: &task.spec,
                 attempt: latest.n,
                 base: &run.base_sha,
-                commit: latest.commit.as_deref(),
+                commit: judged.as_deref(),
                 dir: &latest.dir,
                 exit: latest.exit.as_ref(),
+                tampered: &tampered,
             };
             let (report, verdict) = self.check(&reference, &tip)?;
             store.set_verdict(run_id, &task.id, latest.n, &verdict)?;

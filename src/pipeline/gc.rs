@@ -62,12 +62,16 @@ fn collect_task(
 ) -> Result<Vec<String>, PipelineError> {
     let mut salvaged = Vec::new();
     // Uncommitted work exists only if a worker ran (a task interrupted while preparing holds a partial checkout).
+    // `record` restores a rewritten `.git` link, and rebuilds the tree from the files: "nothing changed" is its
+    // finding, not the worktree's own index or HEAD.
     let worker_ran = task.attempts > 0;
-    if worker_ran
-        && task.worktree.join(".git").is_file()
-        && git::has_uncommitted_changes(&task.worktree)?
-    {
+    if worker_ran && task.worktree.is_dir() {
         let attempts = store.attempts(&run.id, &task.id)?;
+        let parent = attempts
+            .iter()
+            .rev()
+            .find_map(|attempt| attempt.commit.clone())
+            .unwrap_or_else(|| run.base_sha.clone());
         let open = attempts
             .iter()
             .rev()
@@ -96,6 +100,8 @@ fn collect_task(
             task.git_link.as_deref(),
             &facts,
             Some(name),
+            &task.branch,
+            &parent,
         )?;
         if let (Some(commit), Some(name)) = (&recorded.commit, &recorded.salvage_ref) {
             if open.is_some() {

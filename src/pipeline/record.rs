@@ -19,6 +19,9 @@ pub struct Recorded {
     pub salvage_ref: Option<String>,
     /// Set when the worktree's `.git` link had been changed (ccfan restored it before committing).
     pub link_tampered: bool,
+    /// Git state the worker changed that ccfan put back (its HEAD, its branch): a sign of trying to get around
+    /// the gate, reported as a `sandbox-escape` finding.
+    pub tampered: Vec<String>,
 }
 
 /// Facts that go into the attempt commit's message.
@@ -47,6 +50,8 @@ pub fn record(
     git_link: Option<&str>,
     facts: &AttemptFacts<'_>,
     ref_name: Option<String>,
+    branch: &str,
+    parent: &str,
 ) -> Result<Recorded, GitError> {
     let mut link_tampered = false;
     if let Some(expected) = git_link {
@@ -81,7 +86,12 @@ pub fn record(
         task = facts.task_id,
         worker = facts.worker,
     );
-    let commit = git::commit_worktree(worktree, &message)?;
+    let recorded = git::commit_worktree(worktree, branch, parent, &message)?;
+    let commit = recorded.commit;
+    let mut tampered = recorded.tampered;
+    if link_tampered {
+        tampered.push("the worktree's .git link had been rewritten".to_string());
+    }
     let salvage = match &commit {
         Some(sha) => {
             let name =
@@ -95,6 +105,7 @@ pub fn record(
         commit,
         salvage_ref: salvage,
         link_tampered,
+        tampered,
     })
 }
 
@@ -145,4 +156,19 @@ pub fn write_record(
         context: format!("cannot write {}", path.display()),
         source,
     })
+}
+
+/// The tampering an attempt's `attempt.json` recorded (for `ccfan verify`, which re-judges stored attempts).
+pub fn stored_tampering(dir: &Path) -> Vec<String> {
+    std::fs::read(dir.join("attempt.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|doc| {
+            doc["recorded"]["tampered"].as_array().map(|list| {
+                list.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
 }

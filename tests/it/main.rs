@@ -19,4 +19,5 @@ mod gate;
 mod kill;
 mod merge_loop;
 mod sarif;
+mod tamper;
 mod user_checkout;

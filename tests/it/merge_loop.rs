@@ -86,6 +86,18 @@ fn always_out_of_scope_is_blocked_after_one_plus_three_attempts() {
         &format!("refs/ccfan/{run_id}/stubborn/"),
     ]);
     assert_eq!(refs.lines().count(), 4, "{refs}");
+    // Each attempt is a commit on top of the one before it.
+    for n in 2..=4 {
+        let parent = env.git(&[
+            "rev-parse",
+            &format!("refs/ccfan/{run_id}/stubborn/attempt-{n}~1"),
+        ]);
+        let previous = env.git(&[
+            "rev-parse",
+            &format!("refs/ccfan/{run_id}/stubborn/attempt-{}", n - 1),
+        ]);
+        assert_eq!(parent, previous, "attempt {n}");
+    }
     // Each attempt built on the one before it, in the same worktree.
     let last = env.git(&[
         "show",

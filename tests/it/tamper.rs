@@ -1,0 +1,93 @@
+//! Workers that play with git state: ccfan records the files on top of the commit it expects, never through the
+//! worktree's HEAD or index, puts the git state back, and reports the attempt as a sandbox escape.
+
+use crate::env::{TestEnv, task};
+
+fn run_one(env: &TestEnv, body: &str) -> serde_json::Value {
+    let worker = env.script("tamper.sh", body);
+    let tasks = env.tasks(&format!(
+        "[[task]]\nid = \"t\"\ngoal = \"x\"\nworker = \"w\"\nallowed = [\"src/**\"]\n[workers.w]\nkind = \"command\"\ncommand = [\"{}\"]\n",
+        worker.display()
+    ));
+    let run = env.run(&tasks, &[]);
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
+    run.json()
+}
+
+#[test]
+fn pointing_head_at_the_users_branch_moves_nothing_of_the_user() {
+    let env = TestEnv::new();
+    let main_before = env.git(&["rev-parse", "main"]);
+    let view = run_one(
+        &env,
+        "git symbolic-ref HEAD refs/heads/main\necho changed >> README.md\necho ok > src/ok.txt",
+    );
+    assert_eq!(
+        env.git(&["rev-parse", "main"]),
+        main_before,
+        "the user's branch must not move"
+    );
+    assert_eq!(
+        env.git(&["status", "--porcelain"]),
+        "",
+        "the user's checkout must stay clean"
+    );
+    let t = task(&view, "t");
+    assert_eq!(t["state"], "rolled_back", "{t}");
+    assert!(
+        t["reason"].as_str().unwrap().contains("sandbox-escape"),
+        "{t}"
+    );
+    // The attempt is still recorded on its own branch and salvage ref, on top of the base.
+    let run_id = view["run_id"].as_str().unwrap();
+    let salvage = format!("refs/ccfan/{run_id}/t/attempt-1");
+    assert_eq!(
+        env.git(&["rev-parse", &format!("{salvage}~1")]),
+        main_before
+    );
+    assert!(
+        env.git(&["show", &format!("{salvage}:README.md")])
+            .contains("changed")
+    );
+}
+
+#[test]
+fn a_worker_that_commits_its_own_work_is_still_judged_on_all_of_it() {
+    let env = TestEnv::new();
+    let view = run_one(
+        &env,
+        "mkdir -p .github/workflows && echo 'on: push' > .github/workflows/ci.yml\n\
+         git -c user.name=w -c user.email=w@x add -A && git -c user.name=w -c user.email=w@x commit -qm sneaky",
+    );
+    let t = task(&view, "t");
+    assert_ne!(t["state"], "accepted", "{t}");
+    let reason = t["reason"].as_str().unwrap();
+    assert!(reason.contains("sandbox-escape"), "{reason}");
+    let run_id = view["run_id"].as_str().unwrap().to_string();
+    let verify = env.ccfan(&["verify", "--json", &run_id]).json();
+    let text = verify.to_string();
+    assert!(
+        text.contains(".github/workflows/ci.yml") && text.contains("\"denied\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn index_flags_cannot_hide_a_change() {
+    let env = TestEnv::new();
+    let view = run_one(
+        &env,
+        "git update-index --skip-worktree src/lib.txt\ngit update-index --assume-unchanged README.md\n\
+         echo hidden >> src/lib.txt\necho hidden >> README.md",
+    );
+    let run_id = view["run_id"].as_str().unwrap();
+    let changed = env.git(&[
+        "diff",
+        "--name-only",
+        "main",
+        &format!("refs/ccfan/{run_id}/t/attempt-1"),
+    ]);
+    assert_eq!(changed, "README.md\nsrc/lib.txt\n");
+    let t = task(&view, "t");
+    assert_ne!(t["state"], "accepted", "README.md is out of scope: {t}");
+}
