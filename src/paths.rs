@@ -58,12 +58,42 @@ pub fn worktree_base(repo: &RepoPaths, policy_root: Option<&Path>) -> PathBuf {
                 .map(|home| PathBuf::from(home).join(".local/share/ccfan/worktrees"))
         })
         .unwrap_or_else(|| repo.common_dir.join("ccfan").join("worktrees"));
+    let root = if root.is_relative() {
+        std::env::current_dir().map_or(root.clone(), |cwd| cwd.join(&root))
+    } else {
+        root
+    };
+    // Compare real locations: a root reached through a symlink into the repository is still inside it.
+    let root = real_path(&root);
     let name = repo.workdir.file_name().map_or_else(
         || "repo".to_string(),
         |name| name.to_string_lossy().into_owned(),
     );
     let hash = stable_hash(repo.common_dir.as_os_str().as_encoded_bytes());
     normalize(&root.join(format!("{name}-{:08x}", hash & 0xffff_ffff)))
+}
+
+/// The canonical form of the deepest existing ancestor of `path`, with the rest appended.
+pub fn real_path(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return normalize(path),
+        }
+    }
+    let mut real = existing.canonicalize().unwrap_or(existing);
+    for name in rest.into_iter().rev() {
+        real.push(name);
+    }
+    normalize(&real)
 }
 
 /// Cleans `.` and `..` out of a path without touching the file system (`/a/b/../c` → `/a/c`).

@@ -81,9 +81,10 @@ pub fn verify(start: &Path, args: VerifyArgs) -> Result<Exit, CliError> {
         FormatArgs { .. } => human_verify(&run_id, &results),
     };
     render::out(&text)?;
-    let all_accepted = results
-        .iter()
-        .all(|task| matches!(task.verdict, Verdict::Accept));
+    let all_accepted = !results.is_empty()
+        && results
+            .iter()
+            .all(|task| matches!(task.verdict, Verdict::Accept));
     Ok(if all_accepted {
         Exit::Success
     } else {

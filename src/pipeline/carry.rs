@@ -242,6 +242,8 @@ impl Carrier<'_> {
         }
         let notes = (!notes.is_empty()).then(|| notes.join("; "));
         if state == TaskState::Cancelled {
+            // No gate for a cancelled attempt, but what it printed is still scrubbed of secrets.
+            super::verify::secrets::scrub_log(self.rules, &log, &[]);
             self.transition(&task.id, attempt, state, notes)?;
             return Ok(None);
         }
@@ -268,6 +270,16 @@ impl Carrier<'_> {
             cancel: self.cancel,
         };
         let (report, verdict) = checker.check(&reference, &target)?;
+        if self.cancel.load(Ordering::SeqCst) {
+            // A verdict reached while stopping may rest on a stage that was cut short: store none.
+            self.transition(
+                &task.id,
+                attempt,
+                TaskState::Cancelled,
+                Some("cancelled during verification".into()),
+            )?;
+            return Ok(None);
+        }
         self.store()
             .set_verdict(self.run_id, &task.id, attempt, &verdict)?;
         let (state, verdict_reason) = gate::verdict_state(&verdict, &report);

@@ -108,7 +108,10 @@ impl Gate<'_> {
             allowed: &attempt.task.allowed,
             denied: &attempt.task.denied,
             target_tip,
-            logs: vec![attempt.dir.join("worker.log")],
+            logs: vec![
+                attempt.dir.join("worker.log"),
+                attempt.dir.join(FINAL_REPORT),
+            ],
             artifacts: attempt.dir,
             scratch,
             final_report,
@@ -120,6 +123,7 @@ impl Gate<'_> {
         report
             .stages
             .insert(0, worker_stage(attempt.exit, attempt.tampered));
+        scrub_report(&mut report, rules);
         let path = attempt.dir.join("verify.json");
         let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
         std::fs::write(&path, json).map_err(|source| PipelineError::Io {
@@ -128,6 +132,25 @@ impl Gate<'_> {
         })?;
         let verdict = decide(&report, policy, attempt.attempt);
         Ok((report, verdict))
+    }
+}
+
+/// One last pass over every string of a report that may quote what the worker controls (messages, notes, output
+/// tails, paths, symlink targets): whatever the rule pack finds there is redacted before anything is stored or
+/// shown.
+fn scrub_report(report: &mut VerifyReport, rules: &RulePack) {
+    let clean = |text: &mut String| *text = rules.redact_text(text);
+    for stage in &mut report.stages {
+        stage.note.iter_mut().for_each(clean);
+        for finding in &mut stage.findings {
+            clean(&mut finding.message);
+            finding.path.iter_mut().for_each(clean);
+        }
+    }
+    for file in &mut report.diff.files {
+        clean(&mut file.change.path);
+        file.change.old_path.iter_mut().for_each(clean);
+        file.symlink_target.iter_mut().for_each(clean);
     }
 }
 
@@ -299,6 +322,9 @@ impl Gate<'_> {
                 tampered: &tampered,
             };
             let (report, verdict) = self.check(&reference, &tip)?;
+            if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                break; // cut short: keep the stored verdicts as they were
+            }
             store.set_verdict(run_id, &task.id, latest.n, &verdict)?;
             if matches!(
                 task.state,

@@ -291,7 +291,9 @@ pub fn run(
         run_id: run_id.clone(),
     });
     if let Some(error) = failure.into_inner().unwrap_or_else(PoisonError::into_inner) {
-        tracing::error!("run {run_id} had an internal error: {error}");
+        // Every task is in a final, stored state; `ccfan status` shows them. The run itself failed: exit 3.
+        tracing::error!("run {run_id} had an internal error; see `ccfan status {run_id}`");
+        return Err(error);
     }
     Ok(status::run_view(&store, &run_id)?)
 }

@@ -64,8 +64,39 @@ fn line_end(text: &[u8], at: usize) -> usize {
 }
 
 impl RulePack {
-    /// Scans `text` (from file `path`) and returns the secrets found, in order of position.
+    /// Scans `text` (from file `path`) and returns the secrets found, in order of position. Inline allow markers
+    /// are honoured (for people scanning their own files).
     pub fn scan(&self, path: &str, text: &[u8]) -> Vec<SecretHit> {
+        self.scan_with(path, text, true)
+    }
+
+    /// Replaces every secret found in `text` by its redacted form (for any text a worker controls that ccfan
+    /// shows or stores: messages, notes, output tails, symlink targets).
+    pub fn redact_text(&self, text: &str) -> String {
+        let hits = self.scan_with("", text.as_bytes(), false);
+        if hits.is_empty() {
+            return text.to_string();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for hit in hits.iter().filter(|hit| !hit.span.is_empty()) {
+            if hit.span.start < at
+                || !text.is_char_boundary(hit.span.start)
+                || !text.is_char_boundary(hit.span.end)
+            {
+                continue;
+            }
+            out.push_str(&text[at..hit.span.start]);
+            out.push_str(&hit.redacted);
+            at = hit.span.end;
+        }
+        out.push_str(&text[at..]);
+        out
+    }
+
+    /// Like [`RulePack::scan`]; `honour_markers: false` ignores inline allow markers — the gate's choice, since the
+    /// worker wrote the lines it judges.
+    pub fn scan_with(&self, path: &str, text: &[u8], honour_markers: bool) -> Vec<SecretHit> {
         if self.global.allows_path(path) {
             return Vec::new();
         }
@@ -122,9 +153,10 @@ impl RulePack {
                     continue;
                 }
                 let line = &text[line_start(text, secret_start)..line_end(text, secret_start)];
-                if INLINE_MARKERS
-                    .iter()
-                    .any(|marker| memchr::memmem::find(line, marker).is_some())
+                if honour_markers
+                    && INLINE_MARKERS
+                        .iter()
+                        .any(|marker| memchr::memmem::find(line, marker).is_some())
                 {
                     continue;
                 }
@@ -261,6 +293,17 @@ samples = ['secret = "{alnum:20}"']
         text.extend(std::iter::repeat_n(b'x', 2000));
         text.extend(b"\nno keyword on this line abcdefghij0123456789\n");
         assert!(pack().scan("a", &text).is_empty());
+    }
+
+    #[test]
+    fn redact_text_hides_every_secret_and_ignores_markers() {
+        let text = "link -> dtk_abcdefghij0123456789 // ccfan:allow-secret, then ünïcode";
+        let clean = pack().redact_text(text);
+        assert!(!clean.contains("abcdefghij0123456789"), "{clean}");
+        assert!(
+            clean.starts_with("link -> dtk_…[REDACTED]…89 ") && clean.ends_with("ünïcode"),
+            "{clean}"
+        );
     }
 
     #[test]

@@ -261,3 +261,17 @@ fn worktrees_inside_the_users_checkout_are_refused() {
     assert_no_state(&env, "worktree root inside");
     assert!(!env.repo.join("inside").exists());
 }
+
+#[test]
+fn a_relative_worktree_root_is_resolved_and_refused_inside_the_checkout() {
+    let env = TestEnv::new();
+    let tasks = env.tasks(&format!("[[task]]\ngoal = \"x\"\nworker = \"w\"\n{WORKER}"));
+    let mut command = env.command(&["run", "--tasks", tasks.to_str().unwrap()]);
+    command.env("CCFAN_WORKTREE_ROOT", "wt");
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("inside the repository"), "{stderr}");
+    assert!(!env.repo.join("wt").exists());
+    assert_no_state(&env, "relative worktree root");
+}

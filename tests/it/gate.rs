@@ -389,13 +389,18 @@ fn fail_fast_skips_the_stages_after_a_failure() {
     let env = TestEnv::new();
     policy(
         &env,
-        "[gate]\nfail_fast = true\n[tests]\ncommand = [\"sh\", \"-c\", \"touch \\\"$PROBE_DIR/tests-ran\\\"\"]\n",
+        "[gate]\nfail_fast = true\n[tests]\ncommand = [\"sh\", \"-c\", \"touch \\\"$PROBE_DIR/tests-ran\\\"\"]\n[sandbox]\nenv_allow = [\"PATH\", \"PROBE_DIR\"]\n",
     );
     let worker = env.script("w.sh", "echo x > README.md");
     let tasks = worker_tasks(&env, &worker, "allowed = [\"src/**\"]");
-    let run = env.run(&tasks, &[]);
-    let run_id = run.json()["run_id"].as_str().unwrap().to_string();
-    let verify = env.ccfan(&["verify", "--json", &run_id]).json();
+    let mut command = env.command(&["run", "--json", "--tasks", tasks.to_str().unwrap()]);
+    command.env("PROBE_DIR", env.probe());
+    let run: serde_json::Value = serde_json::from_slice(&command.output().unwrap().stdout).unwrap();
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    let mut command = env.command(&["verify", "--json", &run_id]);
+    command.env("PROBE_DIR", env.probe());
+    let verify: serde_json::Value =
+        serde_json::from_slice(&command.output().unwrap().stdout).unwrap();
     let stages = verify["tasks"][0]["report"]["stages"].as_array().unwrap();
     let statuses: Vec<String> = stages
         .iter()
@@ -426,4 +431,99 @@ fn fail_fast_skips_the_stages_after_a_failure() {
             .contains("the scope stage failed and gate.fail_fast is on")
     );
     assert!(!env.probe().join("tests-ran").exists());
+    // Control: without fail_fast the same tests do run.
+    policy(
+        &env,
+        "[tests]\ncommand = [\"sh\", \"-c\", \"touch \\\"$PROBE_DIR/tests-ran\\\"\"]\n[sandbox]\nenv_allow = [\"PATH\", \"PROBE_DIR\"]\n",
+    );
+    let mut command = env.command(&["verify", "--json", &run_id]);
+    command.env("PROBE_DIR", env.probe());
+    command.output().unwrap();
+    assert!(env.probe().join("tests-ran").exists());
+}
+
+/// A fresh fake token: `prefix` + `len` random alphanumerics (nothing real-looking is stored in the tests).
+fn fake(prefix: &str, len: usize) -> String {
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let tail: String = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            alphabet[(state % alphabet.len() as u64) as usize] as char
+        })
+        .collect();
+    format!("{prefix}{tail}")
+}
+
+#[test]
+fn secrets_in_test_output_reports_symlinks_and_failed_workers_never_appear_raw() {
+    let env = TestEnv::new();
+    let in_base = fake("ghp_", 36);
+    env.write("fixtures/key.txt", &format!("{in_base}\n"));
+    env.git(&["add", "-A"]);
+    env.git(&["commit", "-qm", "a key the tests print"]);
+    policy(
+        &env,
+        "[gate]\ncompleteness = \"on\"\n[tests]\ncommand = [\"sh\", \"-c\", \"echo token: $(cat fixtures/key.txt); exit 1\"]\n",
+    );
+    let worker = env.script(
+        "leaky.sh",
+        r#"set -eu
+a="ghp_$(LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 36)"
+b="ghp_$(LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 36)"
+c="ghp_$(LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 36)"
+d="ghp_$(LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 36)"
+printf '%s\n%s\n%s\n%s\n' "$a" "$b" "$c" "$d" > "$PROBE/raw"
+ln -s "$a" src/link
+printf 'token = "%s" // ccfan:allow-secret\n' "$b" > src/allowed.rs
+printf '## Summary\nx\n## Tests\nx\n## Files Changed\n- %s\n' "$c" > "$CCFAN_REPORT_FILE"
+echo "my token is $d"
+exit 3"#,
+    );
+    let run = env.run(&worker_tasks(&env, &worker, ""), &[]);
+    let view = run.json();
+    let run_id = view["run_id"].as_str().unwrap().to_string();
+    assert_ne!(task(&view, "w")["state"], "accepted");
+    let verify = env.ccfan(&["verify", &run_id]);
+    let verify_json = env.ccfan(&["verify", "--json", &run_id]);
+    let status = env.ccfan(&["status", "--json", &run_id]);
+    let human = env.ccfan(&["status", &run_id]);
+    // The inline marker the worker wrote itself does not hide its secret from the gate.
+    let rules: Vec<String> = blocking(&env, &run_id, "w")
+        .iter()
+        .map(|f| format!("{} {}", f["rule"], f["path"]))
+        .collect();
+    assert!(
+        rules.iter().any(|r| r.contains("src/allowed.rs")),
+        "{rules:?}"
+    );
+    let mut raw: Vec<String> = std::fs::read_to_string(env.probe().join("raw"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    raw.push(in_base);
+    let mut state = Vec::new();
+    all_files(&env.state_dir(), &mut state);
+    for secret in &raw {
+        for output in [&run, &verify, &verify_json, &status, &human] {
+            assert!(
+                !output.stdout.contains(secret.as_str())
+                    && !output.stderr.contains(secret.as_str()),
+                "raw secret in {output:?}"
+            );
+        }
+        for (name, bytes) in &state {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "raw secret stored in {name}"
+            );
+        }
+    }
 }

@@ -37,6 +37,11 @@ sys.exit(1 if errors else 0)
 #[test]
 fn the_validator_rejects_bad_sarif() {
     let bad = serde_json::json!({"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "x"}}, "results": [{"level": "bogus", "message": {"text": "m"}}]}]});
-    let caught = std::panic::catch_unwind(|| assert_valid(&bad));
-    assert!(caught.is_err(), "an invalid level must fail validation");
+    let caught = std::panic::catch_unwind(|| assert_valid(&bad))
+        .expect_err("an invalid level must fail validation");
+    let message = caught.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("SARIF does not validate") && message.contains("bogus"),
+        "{message}"
+    );
 }

@@ -53,6 +53,7 @@ pub fn run(
     log_dir: &Path,
     sandbox_settings: &SandboxSettings,
     log_limit: u64,
+    rules: &crate::secrets::RulePack,
     raw_secrets: &[secrets::RawSecret],
     cancel: &AtomicBool,
 ) -> StageReport {
@@ -80,7 +81,8 @@ pub fn run(
         cancel,
     };
     let outcome = sandbox::run(launch, |_| {});
-    let _ = super::secrets::scrub_file(&log, raw_secrets);
+    // Test output may print secrets (from the tree, the environment, anywhere): scan it like a worker's log.
+    let raw_secrets = &secrets::scrub_log(rules, &log, raw_secrets);
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let rule = match stage {
         Stage::Tests => "tests-failed".to_string(),

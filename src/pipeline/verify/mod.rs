@@ -279,6 +279,7 @@ fn run_command(
             input.artifacts,
             &input.policy.sandbox,
             input.policy.log_limit,
+            input.rules,
             raw,
             input.cancel,
         );

@@ -128,7 +128,7 @@ pub fn run(
             .par_iter()
             .filter(|file| !file.binary)
             .map(|file| {
-                let hits = pack.scan(&file.path, &file.text);
+                let hits = pack.scan_with(&file.path, &file.text, false);
                 let findings = hits
                     .iter()
                     .map(|hit| {
@@ -171,7 +171,7 @@ pub fn run(
         let shown = log
             .file_name()
             .map_or_else(|| "log".to_string(), |n| n.to_string_lossy().into_owned());
-        let hits = pack.scan(&shown, &text);
+        let hits = pack.scan_with(&shown, &text, false);
         for hit in &hits {
             let mut found = finding(hit, &shown, hit.line);
             found.rule = hit.rule.clone();
@@ -223,6 +223,29 @@ pub fn run(
     }
     outcome.note = (!notes.is_empty()).then(|| notes.join("; "));
     Ok(outcome)
+}
+
+/// Scans a stored log with the rule pack and scrubs whatever it finds, plus `known` values, in place. Returns the
+/// raw values found (in memory only).
+pub fn scrub_log(pack: &RulePack, log: &Path, known: &[RawSecret]) -> Vec<RawSecret> {
+    let Ok(text) = std::fs::read(log) else {
+        return Vec::new();
+    };
+    let mut raw: Vec<RawSecret> = pack
+        .scan_with("log", &text, false)
+        .iter()
+        .filter(|hit| !hit.span.is_empty())
+        .map(|hit| RawSecret {
+            value: text[hit.span.clone()].to_vec(),
+            rule: hit.rule.clone(),
+            fingerprint: hit.fingerprint.clone(),
+        })
+        .collect();
+    raw.extend(known.iter().cloned());
+    if let Err(error) = scrub_file(log, &raw) {
+        tracing::warn!("cannot scrub {}: {error}", log.display());
+    }
+    raw
 }
 
 #[cfg(test)]
