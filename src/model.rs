@@ -29,7 +29,7 @@ pub enum TaskState {
     Rework,
     /// The gate rolled the attempt back: not merged, kept on its salvage ref; its worktree is reset.
     RolledBack,
-    /// Still failing when the rework budget ran out: a person decides (`ccfan retry` gives a fresh budget).
+    /// Still failing when the rework budget ran out: a person decides what happens next.
     Blocked,
     /// Being merged onto the target.
     Merging,

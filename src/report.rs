@@ -204,8 +204,8 @@ pub enum Verdict {
     Rollback {
         /// Why.
         reasons: Vec<String>,
-        /// The findings were reworkable but the rework budget is spent: the task is blocked (a person decides;
-        /// `ccfan retry` gives a fresh budget) rather than rolled back.
+        /// The findings were reworkable but the rework budget is spent: the task is blocked (a person decides)
+        /// rather than rolled back.
         #[serde(default)]
         budget_spent: bool,
     },

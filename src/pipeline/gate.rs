@@ -234,25 +234,16 @@ pub fn verdict_state(verdict: &Verdict, report: &VerifyReport) -> (TaskState, St
             } else {
                 String::new()
             };
-            (
-                TaskState::Rework,
-                format!("rework: {}{more}", first.join("; ")),
-            )
+            (TaskState::Rework, format!("{}{more}", first.join("; ")))
         }
         Verdict::Rollback {
             reasons,
             budget_spent: true,
-        } => (
-            TaskState::Blocked,
-            format!("blocked: {}", reasons.join("; ")),
-        ),
+        } => (TaskState::Blocked, reasons.join("; ")),
         Verdict::Rollback {
             reasons,
             budget_spent: false,
-        } => (
-            TaskState::RolledBack,
-            format!("rolled back: {}", reasons.join("; ")),
-        ),
+        } => (TaskState::RolledBack, reasons.join("; ")),
     }
 }
 

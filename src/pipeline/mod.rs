@@ -226,7 +226,6 @@ pub fn run(
         &new_tasks,
     )?;
     for warning in unmatched_globs(&request.repo, &base_sha, &plan)? {
-        tracing::warn!("{warning}");
         sink.emit(Event::Warning { message: warning });
     }
     sink.emit(Event::RunStarted {
