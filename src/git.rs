@@ -850,42 +850,7 @@ pub fn merge_preview(repo: &RepoPaths, onto: &str, attempt: &str) -> Result<Merg
     let theirs = git
         .find_commit(attempt_id)
         .map_err(git2_context("cannot read the attempt"))?;
-    let mut index = git
-        .merge_commits(&ours, &theirs, None)
-        .map_err(git2_context("cannot merge in memory"))?;
-    if index.has_conflicts() {
-        let mut paths: Vec<String> = index
-            .conflicts()
-            .map_err(git2_context("cannot list conflicts"))?
-            .flatten()
-            .filter_map(|conflict| conflict.our.or(conflict.their).or(conflict.ancestor))
-            .map(|entry| String::from_utf8_lossy(&entry.path).into_owned())
-            .collect();
-        paths.sort();
-        paths.dedup();
-        return Ok(MergePreview::Conflicts(paths));
-    }
-    let tree_id = index
-        .write_tree_to(&git)
-        .map_err(git2_context("cannot write the preview tree"))?;
-    let tree = git
-        .find_tree(tree_id)
-        .map_err(git2_context("cannot read the preview tree"))?;
-    let signature = Signature::now("ccfan", "ccfan@localhost")
-        .map_err(git2_context("cannot make a signature"))?;
-    let commit = git
-        .commit(
-            None,
-            &signature,
-            &signature,
-            "ccfan: merge preview",
-            &tree,
-            &[&ours, &theirs],
-        )
-        .map_err(git2_context("cannot write the preview commit"))?;
-    Ok(MergePreview::Clean {
-        commit: commit.to_string(),
-    })
+    merge_in_memory(&git, &ours, &theirs, "ccfan: merge preview")
 }
 
 /// Moves a worktree's branch and files back to `sha`, dropping untracked files (not ignored ones): used when an
@@ -913,8 +878,18 @@ pub fn merge_commit(
     let theirs = git
         .find_commit(parse(attempt)?)
         .map_err(git2_context("cannot read the attempt"))?;
+    merge_in_memory(&git, &ours, &theirs, message)
+}
+
+/// Merges two commits in memory and writes a two-parent commit on no ref; conflicts are listed instead.
+fn merge_in_memory(
+    git: &Repository,
+    ours: &git2::Commit<'_>,
+    theirs: &git2::Commit<'_>,
+    message: &str,
+) -> Result<MergePreview> {
     let mut index = git
-        .merge_commits(&ours, &theirs, None)
+        .merge_commits(ours, theirs, None)
         .map_err(git2_context("cannot merge in memory"))?;
     if index.has_conflicts() {
         let mut paths: Vec<String> = index
@@ -929,7 +904,7 @@ pub fn merge_commit(
         return Ok(MergePreview::Conflicts(paths));
     }
     let tree_id = index
-        .write_tree_to(&git)
+        .write_tree_to(git)
         .map_err(git2_context("cannot write the merged tree"))?;
     let tree = git
         .find_tree(tree_id)
@@ -943,7 +918,7 @@ pub fn merge_commit(
             &signature,
             message,
             &tree,
-            &[&ours, &theirs],
+            &[ours, theirs],
         )
         .map_err(git2_context("cannot write the merge commit"))?;
     Ok(MergePreview::Clean {

@@ -218,6 +218,27 @@ struct GitleaksAllowlist {
     stopwords: Vec<String>,
 }
 
+/// The error for a rule regex that does not compile.
+fn regex_error(
+    file: &Path,
+    source: &str,
+    key: &str,
+    span: Option<usize>,
+    error: &dyn std::fmt::Display,
+) -> InputError {
+    let first = error
+        .to_string()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    InputError::new(file, format!("the regex does not compile: {first}"))
+        .key(key)
+        .at_offset(source, span)
+        .fix("use RE2/Rust regex syntax: no look-around, no back-references")
+}
+
 fn compile(
     file: &Path,
     source: &str,
@@ -228,19 +249,7 @@ fn compile(
     regex::bytes::RegexBuilder::new(pattern)
         .size_limit(64 << 20)
         .build()
-        .map_err(|error| {
-            let first = error
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            InputError::new(file, format!("the regex does not compile: {first}"))
-                .key(key)
-                .at_offset(source, span)
-                .fix("use RE2/Rust regex syntax: no look-around, no back-references")
-        })
+        .map_err(|error| regex_error(file, source, key, span, &error))
 }
 
 /// Checks a rule's regex syntax now (cheap) and leaves compiling it for its first use.
@@ -252,19 +261,9 @@ fn lazy(
     pattern: &str,
 ) -> Result<LazyRegex, InputError> {
     let mut parser = regex_syntax::ParserBuilder::new().utf8(false).build();
-    parser.parse(pattern).map_err(|error| {
-        let first = error
-            .to_string()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        InputError::new(file, format!("the regex does not compile: {first}"))
-            .key(key)
-            .at_offset(source, span)
-            .fix("use RE2/Rust regex syntax: no look-around, no back-references")
-    })?;
+    parser
+        .parse(pattern)
+        .map_err(|error| regex_error(file, source, key, span, &error))?;
     Ok(LazyRegex {
         pattern: pattern.to_string(),
         compiled: std::sync::OnceLock::new(),
