@@ -225,23 +225,32 @@ pub fn lock_worktrees(repo: &RepoPaths) -> Result<WorktreeLock> {
     Ok(WorktreeLock { _file: file })
 }
 
+/// `git worktree add --no-checkout` under the worktree lock: `-b BRANCH` for a task, `--detach` otherwise.
+fn register_worktree(
+    repo: &RepoPaths,
+    path: &Path,
+    branch: Option<&str>,
+    start: &str,
+) -> Result<()> {
+    let _lock = lock_worktrees(repo)?;
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("worktree"),
+        OsStr::new("add"),
+        OsStr::new("--no-checkout"),
+        OsStr::new("--quiet"),
+    ];
+    match branch {
+        Some(branch) => args.extend([OsStr::new("-b"), OsStr::new(branch)]),
+        None => args.push(OsStr::new("--detach")),
+    }
+    args.extend([path.as_os_str(), OsStr::new(start)]);
+    run_git(&repo.workdir, args).map(drop)
+}
+
 /// Registers a worktree at `path` on a new `branch` at `base`, without checking files out (fast; done under the
 /// worktree lock). Returns the content of the worktree's `.git` link file as git wrote it.
 pub fn add_worktree(repo: &RepoPaths, path: &Path, branch: &str, base: &str) -> Result<String> {
-    let _lock = lock_worktrees(repo)?;
-    run_git(
-        &repo.workdir,
-        [
-            OsStr::new("worktree"),
-            OsStr::new("add"),
-            OsStr::new("--no-checkout"),
-            OsStr::new("--quiet"),
-            OsStr::new("-b"),
-            OsStr::new(branch),
-            path.as_os_str(),
-            OsStr::new(base),
-        ],
-    )?;
+    register_worktree(repo, path, Some(branch), base)?;
     git_link(path)
 }
 
@@ -1009,21 +1018,7 @@ pub fn fast_forward_checkout(worktree: &Path, sha: &str) -> Result<()> {
 
 /// Checks `sha` out, detached, into a new worktree at `path` (for verification; never the worker's worktree).
 pub fn add_detached_worktree(repo: &RepoPaths, path: &Path, sha: &str) -> Result<()> {
-    {
-        let _lock = lock_worktrees(repo)?;
-        run_git(
-            &repo.workdir,
-            [
-                OsStr::new("worktree"),
-                OsStr::new("add"),
-                OsStr::new("--detach"),
-                OsStr::new("--no-checkout"),
-                OsStr::new("--quiet"),
-                path.as_os_str(),
-                OsStr::new(sha),
-            ],
-        )?;
-    }
+    register_worktree(repo, path, None, sha)?;
     checkout_worktree(path)
 }
 
