@@ -165,7 +165,12 @@ fn collect_garbage(start: &Path, args: GcArgs) -> Result<Exit, CliError> {
     } = args;
     let repo = repo_at(start)?;
     let (mut store, _) = pipeline::open_state(&repo)?;
-    let report = gc::gc(&repo, &mut store, &runs, dry_run)?;
+    // Where verification checkouts live (from the policy's worktree root; the default if the policy cannot load).
+    let worktree_root = pipeline::load_policy(&repo, None)
+        .ok()
+        .and_then(|policy| policy.worktree_root);
+    let verify_root = crate::paths::worktree_base(&repo, worktree_root.as_deref()).join(".verify");
+    let report = gc::gc(&repo, &mut store, &runs, dry_run, Some(&verify_root))?;
     render::out(&if json {
         render::json(&report)
     } else {

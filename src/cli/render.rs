@@ -294,7 +294,16 @@ pub fn gc_report(report: &GcReport) -> String {
         };
         text.push_str(&format!("skipped {what}: {}\n", skipped.reason));
     }
-    if report.removed.is_empty() && report.skipped.is_empty() {
+    if report.verify_checkouts_removed > 0 {
+        text.push_str(&format!(
+            "removed {} abandoned verification checkout(s)\n",
+            report.verify_checkouts_removed
+        ));
+    }
+    if report.removed.is_empty()
+        && report.skipped.is_empty()
+        && report.verify_checkouts_removed == 0
+    {
         text.push_str("nothing to remove\n");
     } else if !report.dry_run {
         text.push_str(

@@ -23,6 +23,8 @@ pub struct GcReport {
     pub skipped: Vec<GcSkipped>,
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// Verification checkouts left behind by a gate that was cut short, removed.
+    pub verify_checkouts_removed: usize,
 }
 
 /// One task's worktree and branch removed.
@@ -140,6 +142,7 @@ pub fn gc(
     store: &mut Store,
     only: &[String],
     dry_run: bool,
+    verify_root: Option<&std::path::Path>,
 ) -> Result<GcReport, PipelineError> {
     let mut report = GcReport {
         schema: 1,
@@ -202,6 +205,19 @@ pub fn gc(
                 branch: task.branch.clone(),
                 salvaged,
             });
+        }
+    }
+    // Verification checkouts are scratch: when no run is going, any that is left was abandoned by a gate cut short.
+    let any_running = runs.iter().any(|run| run.state == RunState::Running);
+    if let (Some(root), false, false) = (verify_root, any_running, dry_run)
+        && let Ok(entries) = std::fs::read_dir(root)
+    {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if git::remove_worktree(repo, &path).is_err() || path.exists() {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            report.verify_checkouts_removed += 1;
         }
     }
     if !dry_run {

@@ -147,14 +147,23 @@ pub fn run(
     let (policy, plan, rules) = load_plan(request)?;
     let base_rev = request.base.clone().unwrap_or_else(|| policy.base.clone());
     let base_sha = git::resolve_commit(&request.repo, &base_rev).map_err(|error| match error {
-        GitError::BadRevision { rev, .. } => PipelineError::Input(
-            InputError::new(
+        GitError::BadRevision { rev, .. } => PipelineError::Input(match &request.base {
+            Some(_) => InputError::new(
                 Path::new("<command line>"),
                 format!("`{rev}` does not name a commit"),
             )
             .key("--base")
             .fix("pass a branch, tag or commit that exists, e.g. --base HEAD"),
-        ),
+            None => InputError::new(
+                &request
+                    .policy_file
+                    .clone()
+                    .unwrap_or_else(|| request.repo.workdir.join(policy::POLICY_FILE)),
+                format!("`{rev}` does not name a commit"),
+            )
+            .key("run.base")
+            .fix("set run.base to a branch, tag or commit that exists, or pass --base"),
+        }),
         other => other.into(),
     })?;
     let jobs = request

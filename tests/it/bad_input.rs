@@ -135,6 +135,14 @@ fn cases() -> Vec<Case> {
             )
         },
         Case {
+            policy: Some("[run]\nbase = \"no-such-branch\"\n"),
+            ..case(
+                "policy base does not resolve",
+                &format!("[[task]]\ngoal = \"x\"\nworker = \"w\"\n{WORKER}"),
+                &["ccfan.toml", "`run.base`", "does not name a commit"],
+            )
+        },
+        Case {
             extra: &["--base", "no-such-branch"],
             ..case(
                 "base does not resolve",

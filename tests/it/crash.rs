@@ -131,3 +131,32 @@ sleep 600"#,
     // A second gc finds nothing more to do.
     assert!(env.ccfan(&["gc"]).stdout.contains("nothing to remove"));
 }
+
+#[test]
+fn gc_removes_verification_checkouts_a_cut_short_gate_left_behind() {
+    let env = TestEnv::new();
+    let tasks = env.tasks("[[task]]\ngoal = \"x\"\nworker = \"w\"\n[workers.w]\nkind = \"command\"\ncommand = [\"true\"]\n");
+    let view = env.run(&tasks, &[]).json();
+    // <root>/<repo>-<hash>/<run>/<task> → <root>/<repo>-<hash>/.verify/<name>
+    let worktree = std::path::PathBuf::from(task(&view, "t1")["worktree"].as_str().unwrap());
+    let abandoned = worktree
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(".verify")
+        .join("r-t1-1-abc");
+    env.git(&[
+        "worktree",
+        "add",
+        "--detach",
+        "--quiet",
+        abandoned.to_str().unwrap(),
+        "HEAD",
+    ]);
+    let gc = env.ccfan(&["gc", "--json"]);
+    assert_eq!(gc.code, 0, "{gc:?}");
+    assert_eq!(gc.json()["verify_checkouts_removed"], 1);
+    assert!(!abandoned.exists());
+    assert!(!env.git(&["worktree", "list"]).contains(".verify"));
+}

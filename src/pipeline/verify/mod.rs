@@ -89,7 +89,11 @@ impl Checkout {
                 }
                 git::add_detached_worktree(input.repo, &input.scratch, &preview)
                     .map(|()| (input.scratch.clone(), preview))
-                    .map_err(|error| error.to_string())
+                    .map_err(|error| {
+                        // Half made (registered, checkout failed): leave nothing behind.
+                        let _ = git::remove_worktree(input.repo, &input.scratch);
+                        error.to_string()
+                    })
             }));
         }
         self.made
