@@ -99,6 +99,31 @@ pub fn is_valid_id(name: &str) -> bool {
         && !name.contains("..")
 }
 
+/// Reads a file a worker could have replaced (its log, its final report, attempt records): only a regular file,
+/// opened without following a symlink and without blocking on a FIFO, and at most `max` bytes of it. Anything else
+/// reads as an error, never as a hang or a read of some other file.
+pub fn read_regular(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(i32::try_from(flags.bits()).unwrap_or(0))
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Largest worker-controlled file ccfan reads (logs are capped far below this when ccfan writes them).
+pub const MAX_WORKER_FILE: u64 = 64 << 20;
+
 /// Formats seconds for humans: `0.4s`, `12s`, `3m05s`.
 pub fn format_secs(secs: f64) -> String {
     if secs < 10.0 {
@@ -114,6 +139,28 @@ pub fn format_secs(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_regular_refuses_links_and_fifos_and_caps() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"0123456789").unwrap();
+        assert_eq!(read_regular(&file, 4).unwrap(), b"0123");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(read_regular(&link, 100).is_err());
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        assert!(
+            read_regular(&fifo, 100).is_err(),
+            "a FIFO must not block or read"
+        );
+    }
 
     #[test]
     fn durations() {

@@ -86,7 +86,14 @@ impl Gate<'_> {
         } = *self;
         let final_report = match policy.gate.completeness {
             Completeness::Off | Completeness::Auto => None,
-            Completeness::On => Some(std::fs::read_to_string(attempt.dir.join(FINAL_REPORT)).ok()),
+            Completeness::On => Some(
+                crate::util::read_regular(
+                    &attempt.dir.join(FINAL_REPORT),
+                    crate::util::MAX_WORKER_FILE,
+                )
+                .ok()
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+            ),
         };
         let scratch: PathBuf = scratch_root.join(format!(
             "{}-{}-{}-{}",

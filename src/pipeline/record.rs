@@ -160,7 +160,7 @@ pub fn write_record(
 
 /// The tampering an attempt's `attempt.json` recorded (for `ccfan verify`, which re-judges stored attempts).
 pub fn stored_tampering(dir: &Path) -> Vec<String> {
-    std::fs::read(dir.join("attempt.json"))
+    crate::util::read_regular(&dir.join("attempt.json"), crate::util::MAX_WORKER_FILE)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         .and_then(|doc| {

@@ -91,3 +91,47 @@ fn index_flags_cannot_hide_a_change() {
     let t = task(&view, "t");
     assert_ne!(t["state"], "accepted", "README.md is out of scope: {t}");
 }
+
+#[test]
+fn fifos_and_symlinks_in_the_attempt_folder_neither_hang_nor_redirect_ccfan() {
+    let env = TestEnv::new();
+    std::fs::write(
+        env.repo.join("ccfan.toml"),
+        "[run]\nmax_reworks = 0\n[gate]\ncompleteness = \"on\"\n",
+    )
+    .unwrap();
+    let worker = env.script(
+        "trap.sh",
+        "echo x > src/new.txt\nmkfifo \"$CCFAN_REPORT_FILE\"\nlog=\"$(dirname \"$CCFAN_TASK_FILE\")/worker.log\"\nrm -f \"$log\" && ln -s /etc/hostname \"$log\"",
+    );
+    let tasks = env.tasks(&format!(
+        "[[task]]\nid = \"t\"\ngoal = \"x\"\nworker = \"w\"\n[workers.w]\nkind = \"command\"\ncommand = [\"{}\"]\n",
+        worker.display()
+    ));
+    let mut child = env
+        .command(&["run", "--json", "--tasks", tasks.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("ccfan hung on a FIFO in the attempt folder");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let t = task(&view, "t");
+    assert_eq!(t["state"], "blocked", "{t}");
+    assert!(
+        t["reason"].as_str().unwrap().contains("no-final-report"),
+        "{t}"
+    );
+    assert_eq!(
+        std::fs::read_link(t["log"].as_str().unwrap()).unwrap(),
+        std::path::Path::new("/etc/hostname"),
+        "the link was not followed for writing"
+    );
+}

@@ -29,7 +29,7 @@ pub struct CommandSpec<'a> {
 
 /// The last `TAIL` bytes of a log, scrubbed of known secrets.
 fn tail(log: &Path, raw: &[secrets::RawSecret]) -> String {
-    let Ok(text) = std::fs::read(log) else {
+    let Ok(text) = crate::util::read_regular(log, crate::util::MAX_WORKER_FILE) else {
         return String::new();
     };
     let clean = super::secrets::scrub_bytes(&text, raw);

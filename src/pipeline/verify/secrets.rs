@@ -99,16 +99,21 @@ pub fn scrub_bytes(text: &[u8], raw: &[RawSecret]) -> Vec<u8> {
 
 /// Scrubs a stored file in place (atomically) if it holds any of `raw`.
 pub fn scrub_file(path: &Path, raw: &[RawSecret]) -> std::io::Result<bool> {
-    let Ok(text) = std::fs::read(path) else {
+    let Ok(text) = crate::util::read_regular(path, crate::util::MAX_WORKER_FILE) else {
         return Ok(false);
     };
     let clean = scrub_bytes(&text, raw);
     if clean == text {
         return Ok(false);
     }
-    let temporary = path.with_extension("scrub.tmp");
-    std::fs::write(&temporary, &clean)?;
-    std::fs::rename(&temporary, path)?;
+    // A fresh, exclusively created temporary file (a worker cannot have planted a link at its random name), then
+    // an atomic rename over the log.
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".scrub-")
+        .tempfile_in(folder)?;
+    std::io::Write::write_all(&mut temporary, &clean)?;
+    temporary.persist(path).map_err(|error| error.error)?;
     Ok(true)
 }
 
@@ -165,7 +170,7 @@ pub fn run(
     }
     let mut scrubbed = Vec::new();
     for log in logs {
-        let Ok(text) = std::fs::read(log) else {
+        let Ok(text) = crate::util::read_regular(log, crate::util::MAX_WORKER_FILE) else {
             continue;
         };
         let shown = log
@@ -228,7 +233,7 @@ pub fn run(
 /// Scans a stored log with the rule pack and scrubs whatever it finds, plus `known` values, in place. Returns the
 /// raw values found (in memory only).
 pub fn scrub_log(pack: &RulePack, log: &Path, known: &[RawSecret]) -> Vec<RawSecret> {
-    let Ok(text) = std::fs::read(log) else {
+    let Ok(text) = crate::util::read_regular(log, crate::util::MAX_WORKER_FILE) else {
         return Vec::new();
     };
     let mut raw: Vec<RawSecret> = pack
