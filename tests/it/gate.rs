@@ -527,3 +527,24 @@ exit 3"#,
         }
     }
 }
+
+#[test]
+fn editing_a_script_the_tests_run_is_flagged() {
+    let env = TestEnv::new();
+    env.write("tests/run.sh", "exit 0\n");
+    env.git(&["add", "-A"]);
+    env.git(&["commit", "-qm", "tests"]);
+    policy(&env, "[tests]\ncommand = [\"sh\", \"./tests/run.sh\"]\n");
+    let worker = env.script("w.sh", "echo 'exit 0 # always green' > tests/run.sh");
+    let run = env.run(&worker_tasks(&env, &worker, ""), &[]);
+    let view = run.json();
+    let run_id = view["run_id"].as_str().unwrap().to_string();
+    let verify = env.ccfan(&["verify", "--json", &run_id]).json();
+    let diff = &verify["tasks"][0]["report"]["diff"];
+    assert!(
+        diff["risk_reasons"]
+            .to_string()
+            .contains("changes a script the gate's test or check commands run"),
+        "{diff}"
+    );
+}

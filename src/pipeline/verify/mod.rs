@@ -113,6 +113,40 @@ impl Checkout {
     }
 }
 
+/// The gate runs the test and check commands on the attempt's own tree: a changed file those commands name (a test
+/// script, say) deserves a reviewer's eye, so it becomes a risk reason and a warning.
+fn flag_edited_commands(
+    policy: &Policy,
+    summary: &mut crate::report::DiffSummary,
+    findings: &mut Vec<Finding>,
+) {
+    let words: Vec<&str> = policy
+        .tests
+        .iter()
+        .flat_map(|tests| tests.argv.iter())
+        .chain(
+            policy
+                .gate
+                .checks
+                .iter()
+                .flat_map(|check| check.argv.iter()),
+        )
+        .flat_map(|arg| arg.split_whitespace())
+        .map(|word| word.trim_start_matches("./"))
+        .collect();
+    for file in &mut summary.files {
+        if words.iter().any(|word| *word == file.change.path) {
+            let reason = "changes a script the gate's test or check commands run".to_string();
+            findings.push(
+                Finding::warning(Stage::Diff, "risk", reason.clone()).at(&file.change.path, None),
+            );
+            summary.risk_score = (summary.risk_score + 25).min(100);
+            summary.risk_reasons.push(reason.clone());
+            file.risk.push(reason);
+        }
+    }
+}
+
 fn skipped(stage: Stage, why: &str) -> StageReport {
     StageReport {
         stage,
@@ -141,7 +175,9 @@ fn judged(stage: Stage, findings: Vec<Finding>, note: Option<String>) -> StageRe
 /// Runs the gate's stages on one change.
 pub fn verify(input: &VerifyInput<'_>) -> Result<VerifyReport, VerifyError> {
     let gate = &input.policy.gate;
-    let (diff_summary, diff_findings) = diff::summarize(input.repo, input.base, input.commit)?;
+    let (mut diff_summary, mut diff_findings) =
+        diff::summarize(input.repo, input.base, input.commit)?;
+    flag_edited_commands(input.policy, &mut diff_summary, &mut diff_findings);
     let changed: Vec<String> = diff_summary
         .files
         .iter()
