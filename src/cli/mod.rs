@@ -210,10 +210,13 @@ fn run_demo(args: DemoArgs) -> Result<Exit, CliError> {
     if json {
         render::out(&render::json(&view))?;
     } else {
+        // The hints name this very binary: after `cargo run`, `ccfan` is not on PATH yet.
+        let exe = std::env::current_exe()
+            .map_or_else(|_| "ccfan".to_string(), |path| path.display().to_string());
         let mut text = render::run_view(&view);
         text.push_str(&format!(
             "\ndemo folder: {}\n  repository: {}\n  tasks file: {}\n  workers:    {}\n\
-             \nlook around:\n  ccfan -C {repo} status {run}\n  git -C {repo} log --oneline --all\n  ccfan -C {repo} gc\n",
+             \nlook around:\n  {exe} -C {repo} status {run}\n  {exe} -C {repo} verify {run}\n  git -C {repo} log --oneline --all\n  {exe} -C {repo} gc\n",
             layout.root.display(),
             layout.repo.display(),
             layout.tasks_file.display(),
