@@ -76,6 +76,18 @@ fn git2_context(context: impl Into<String>) -> impl FnOnce(git2::Error) -> GitEr
     move |source| GitError::Git2 { context, source }
 }
 
+/// Parses a full commit id.
+fn oid(sha: &str) -> Result<Oid> {
+    Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))
+}
+
+/// The tree of commit `sha`.
+fn commit_tree<'r>(git: &'r Repository, sha: &str) -> Result<git2::Tree<'r>> {
+    git.find_commit(oid(sha)?)
+        .and_then(|commit| commit.tree())
+        .map_err(git2_context(format!("cannot read the tree of {sha}")))
+}
+
 /// Where a repository lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoPaths {
@@ -326,8 +338,7 @@ pub fn commit_worktree(
         "cannot open worktree {}",
         worktree.display()
     )))?;
-    let parent_id =
-        Oid::from_str(parent).map_err(git2_context(format!("`{parent}` is not an object id")))?;
+    let parent_id = oid(parent)?;
     let parent_commit = repo
         .find_commit(parent_id)
         .map_err(git2_context("cannot read the attempt's parent"))?;
@@ -419,8 +430,7 @@ pub fn has_uncommitted_changes(worktree: &Path, parent: &str) -> Result<bool> {
         "cannot open worktree {}",
         worktree.display()
     )))?;
-    let parent_id =
-        Oid::from_str(parent).map_err(git2_context(format!("`{parent}` is not an object id")))?;
+    let parent_id = oid(parent)?;
     let tree = repo
         .find_commit(parent_id)
         .and_then(|commit| commit.tree())
@@ -446,7 +456,7 @@ pub fn has_uncommitted_changes(worktree: &Path, parent: &str) -> Result<bool> {
 /// Points ref `name` at `sha` (creating or moving it).
 pub fn set_ref(repo: &RepoPaths, name: &str, sha: &str, log: &str) -> Result<()> {
     let git = repo.open()?;
-    let oid = Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))?;
+    let oid = oid(sha)?;
     git.reference(name, oid, true, log)
         .map_err(git2_context(format!("cannot write ref {name}")))?;
     Ok(())
@@ -505,10 +515,7 @@ pub fn delete_branch(repo: &RepoPaths, branch: &str) -> Result<bool> {
 /// Whether commit `ancestor` is reachable from `descendant` (or equal to it).
 pub fn is_ancestor(repo: &RepoPaths, ancestor: &str, descendant: &str) -> Result<bool> {
     let git = repo.open()?;
-    let parse = |sha: &str| {
-        Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))
-    };
-    let (a, d) = (parse(ancestor)?, parse(descendant)?);
+    let (a, d) = (oid(ancestor)?, oid(descendant)?);
     if a == d {
         return Ok(true);
     }
@@ -589,14 +596,7 @@ pub struct FileChange {
 /// The files changed from commit `from` to commit `to`, with renames detected and line counts.
 pub fn diff_files(repo: &RepoPaths, from: &str, to: &str) -> Result<Vec<FileChange>> {
     let git = repo.open()?;
-    let tree = |sha: &str| -> Result<git2::Tree<'_>> {
-        let oid =
-            Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))?;
-        git.find_commit(oid)
-            .and_then(|commit| commit.tree())
-            .map_err(git2_context(format!("cannot read the tree of {sha}")))
-    };
-    let (old, new) = (tree(from)?, tree(to)?);
+    let (old, new) = (commit_tree(&git, from)?, commit_tree(&git, to)?);
     let mut diff = git
         .diff_tree_to_tree(Some(&old), Some(&new), None)
         .map_err(git2_context("cannot diff the attempt"))?;
@@ -681,15 +681,8 @@ pub struct AddedLines {
 /// Every line added from commit `from` to commit `to`, per file (secrets are looked for in these).
 pub fn added_lines(repo: &RepoPaths, from: Option<&str>, to: &str) -> Result<Vec<AddedLines>> {
     let git = repo.open()?;
-    let tree = |sha: &str| -> Result<git2::Tree<'_>> {
-        let oid =
-            Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))?;
-        git.find_commit(oid)
-            .and_then(|commit| commit.tree())
-            .map_err(git2_context(format!("cannot read the tree of {sha}")))
-    };
-    let old = from.map(tree).transpose()?;
-    let new = tree(to)?;
+    let old = from.map(|sha| commit_tree(&git, sha)).transpose()?;
+    let new = commit_tree(&git, to)?;
     let diff = git
         .diff_tree_to_tree(old.as_ref(), Some(&new), None)
         .map_err(git2_context("cannot diff for added lines"))?;
@@ -780,7 +773,7 @@ pub fn range_commits(repo: &RepoPaths, range: &str) -> Result<Vec<(String, Optio
 /// Every file path in commit `sha`'s tree (lossy UTF-8), for preflight glob checks.
 pub fn tree_paths(repo: &RepoPaths, sha: &str) -> Result<Vec<String>> {
     let git = repo.open()?;
-    let oid = Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))?;
+    let oid = oid(sha)?;
     let tree = git
         .find_commit(oid)
         .and_then(|commit| commit.tree())
@@ -802,7 +795,7 @@ pub fn tree_paths(repo: &RepoPaths, sha: &str) -> Result<Vec<String>> {
 /// The content of `path` in commit `sha`, if it exists there.
 pub fn blob_at(repo: &RepoPaths, sha: &str, path: &str) -> Result<Option<Vec<u8>>> {
     let git = repo.open()?;
-    let oid = Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))?;
+    let oid = oid(sha)?;
     let tree = git
         .find_commit(oid)
         .and_then(|commit| commit.tree())
@@ -832,10 +825,7 @@ pub enum MergePreview {
 /// the attempt's base only, the result is the attempt's own tree.
 pub fn merge_preview(repo: &RepoPaths, onto: &str, attempt: &str) -> Result<MergePreview> {
     let git = repo.open()?;
-    let parse = |sha: &str| {
-        Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))
-    };
-    let (onto_id, attempt_id) = (parse(onto)?, parse(attempt)?);
+    let (onto_id, attempt_id) = (oid(onto)?, oid(attempt)?);
     if onto_id == attempt_id
         || git
             .graph_descendant_of(onto_id, attempt_id)
@@ -878,14 +868,11 @@ pub fn merge_commit(
     message: &str,
 ) -> Result<MergePreview> {
     let git = repo.open()?;
-    let parse = |sha: &str| {
-        Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))
-    };
     let ours = git
-        .find_commit(parse(onto)?)
+        .find_commit(oid(onto)?)
         .map_err(git2_context("cannot read the target tip"))?;
     let theirs = git
-        .find_commit(parse(attempt)?)
+        .find_commit(oid(attempt)?)
         .map_err(git2_context("cannot read the attempt"))?;
     merge_in_memory(&git, &ours, &theirs, message)
 }
@@ -945,11 +932,8 @@ pub fn update_branch_cas(
     log: &str,
 ) -> Result<bool> {
     let git = repo.open()?;
-    let parse = |sha: &str| {
-        Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))
-    };
     let name = format!("refs/heads/{branch}");
-    match git.reference_matching(&name, parse(new)?, true, parse(expected)?, log) {
+    match git.reference_matching(&name, oid(new)?, true, oid(expected)?, log) {
         Ok(_) => Ok(true),
         Err(error)
             if matches!(
