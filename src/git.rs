@@ -88,6 +88,28 @@ fn commit_tree<'r>(git: &'r Repository, sha: &str) -> Result<git2::Tree<'r>> {
         .map_err(git2_context(format!("cannot read the tree of {sha}")))
 }
 
+/// Writes a commit of tree `tree_id` with `parents`, signed as ccfan (or `author` for the demo), moving
+/// `update_ref` if given. The one place ccfan makes commits.
+fn write_commit(
+    git: &Repository,
+    tree_id: Oid,
+    parents: &[&git2::Commit<'_>],
+    message: &str,
+    update_ref: Option<&str>,
+    author: (&str, &str),
+) -> Result<Oid> {
+    let tree = git
+        .find_tree(tree_id)
+        .map_err(git2_context("cannot read the tree to commit"))?;
+    let signature =
+        Signature::now(author.0, author.1).map_err(git2_context("cannot make a signature"))?;
+    git.commit(update_ref, &signature, &signature, message, &tree, parents)
+        .map_err(git2_context("cannot write a commit"))
+}
+
+/// ccfan's own commit identity.
+const CCFAN: (&str, &str) = ("ccfan", "ccfan@localhost");
+
 /// Where a repository lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoPaths {
@@ -390,22 +412,14 @@ pub fn commit_worktree(
     let commit = if tree_id == parent_tree.id() {
         None
     } else {
-        let tree = repo
-            .find_tree(tree_id)
-            .map_err(git2_context("cannot read the attempt's tree"))?;
-        let signature = Signature::now("ccfan", "ccfan@localhost")
-            .map_err(git2_context("cannot make a signature"))?;
-        Some(
-            repo.commit(
-                None,
-                &signature,
-                &signature,
-                message,
-                &tree,
-                &[&parent_commit],
-            )
-            .map_err(git2_context("cannot commit the attempt"))?,
-        )
+        Some(write_commit(
+            &repo,
+            tree_id,
+            &[&parent_commit],
+            message,
+            None,
+            CCFAN,
+        )?)
     };
     repo.reference(
         &branch_ref,
@@ -543,14 +557,14 @@ pub fn init_with_commit(path: &Path, message: &str) -> Result<String> {
     let tree_id = index
         .write_tree()
         .map_err(git2_context("cannot write the first tree"))?;
-    let tree = repo
-        .find_tree(tree_id)
-        .map_err(git2_context("cannot read the first tree"))?;
-    let signature = Signature::now("ccfan demo", "demo@ccfan.invalid")
-        .map_err(git2_context("cannot make a signature"))?;
-    let oid = repo
-        .commit(Some("HEAD"), &signature, &signature, message, &tree, &[])
-        .map_err(git2_context("cannot make the first commit"))?;
+    let oid = write_commit(
+        &repo,
+        tree_id,
+        &[],
+        message,
+        Some("HEAD"),
+        ("ccfan demo", "demo@ccfan.invalid"),
+    )?;
     Ok(oid.to_string())
 }
 
@@ -902,21 +916,7 @@ fn merge_in_memory(
     let tree_id = index
         .write_tree_to(git)
         .map_err(git2_context("cannot write the merged tree"))?;
-    let tree = git
-        .find_tree(tree_id)
-        .map_err(git2_context("cannot read the merged tree"))?;
-    let signature = Signature::now("ccfan", "ccfan@localhost")
-        .map_err(git2_context("cannot make a signature"))?;
-    let commit = git
-        .commit(
-            None,
-            &signature,
-            &signature,
-            message,
-            &tree,
-            &[ours, theirs],
-        )
-        .map_err(git2_context("cannot write the merge commit"))?;
+    let commit = write_commit(git, tree_id, &[ours, theirs], message, None, CCFAN)?;
     Ok(MergePreview::Clean {
         commit: commit.to_string(),
     })

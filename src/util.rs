@@ -189,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn run_ids_sort_by_time_and_look_right() {
+    fn run_ids_have_the_documented_shape() {
         let id = new_run_id();
         assert_eq!(id.len(), "20261121-195500-3fa2".len(), "{id}");
         assert!(is_valid_id(&id));

@@ -106,6 +106,21 @@ pub fn worker_env(
     env
 }
 
+/// The environment of a test or check command: the policy's allowlist from the host, plus `extra`.
+pub fn command_env(
+    settings: &SandboxSettings,
+    extra: &[(String, String)],
+) -> Vec<(OsString, OsString)> {
+    let plain = WorkerProfile {
+        name: String::new(),
+        kind: crate::model::WorkerKind::Command { argv: Vec::new() },
+        timeout: None,
+        env: Vec::new(),
+        pass_env: Vec::new(),
+    };
+    worker_env(settings, &plain, extra)
+}
+
 /// Runs `launch` to its end (exit, timeout or cancel), then makes sure no process of its tree survives.
 pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, SandboxError> {
     let started = Instant::now();

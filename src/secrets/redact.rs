@@ -30,18 +30,6 @@ pub fn fingerprint(secret: &[u8]) -> String {
         .collect()
 }
 
-/// Replaces every occurrence of each secret in `text` with its redacted form (for logs and messages that may
-/// quote what a worker printed).
-pub fn scrub(text: &str, secrets: &[String]) -> String {
-    let mut text = text.to_string();
-    for secret in secrets {
-        if secret.len() >= 4 && text.contains(secret.as_str()) {
-            text = text.replace(secret.as_str(), &redact(secret));
-        }
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,14 +47,5 @@ mod tests {
         assert_eq!(fingerprint(b"a"), fingerprint(b"a"));
         assert_ne!(fingerprint(b"a"), fingerprint(b"b"));
         assert_eq!(fingerprint(b"a").len(), 12);
-    }
-
-    #[test]
-    fn scrub_removes_every_occurrence() {
-        let secret = "ghp_0123456789abcdefghijklmnopqrstuvwxyz".to_string();
-        let text = format!("token={secret} and again {secret}");
-        let clean = scrub(&text, std::slice::from_ref(&secret));
-        assert!(!clean.contains(&secret));
-        assert_eq!(clean.matches("[REDACTED]").count(), 2);
     }
 }

@@ -59,12 +59,10 @@ pub fn run(
 ) -> StageReport {
     let started = std::time::Instant::now();
     let log: PathBuf = log_dir.join(format!("{}.log", spec.name.replace(['/', ' '], "_")));
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = sandbox_settings
-        .env_allow
-        .iter()
-        .filter_map(|name| std::env::var_os(name).map(|value| (name.into(), value)))
-        .collect();
-    env.push(("CCFAN_VERIFY".into(), "1".into()));
+    let env = sandbox::command_env(
+        sandbox_settings,
+        &[("CCFAN_VERIFY".to_string(), "1".to_string())],
+    );
     let token = format!(
         "verify-{}-{}",
         spec.name.replace(['/', ' '], "_"),
