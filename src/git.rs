@@ -787,11 +787,7 @@ pub fn range_commits(repo: &RepoPaths, range: &str) -> Result<Vec<(String, Optio
 /// Every file path in commit `sha`'s tree (lossy UTF-8), for preflight glob checks.
 pub fn tree_paths(repo: &RepoPaths, sha: &str) -> Result<Vec<String>> {
     let git = repo.open()?;
-    let oid = oid(sha)?;
-    let tree = git
-        .find_commit(oid)
-        .and_then(|commit| commit.tree())
-        .map_err(git2_context(format!("cannot read the tree of {sha}")))?;
+    let tree = commit_tree(&git, sha)?;
     let mut paths = Vec::new();
     tree.walk(git2::TreeWalkMode::PreOrder, |folder, entry| {
         if entry.kind() != Some(git2::ObjectType::Tree) {
@@ -809,11 +805,7 @@ pub fn tree_paths(repo: &RepoPaths, sha: &str) -> Result<Vec<String>> {
 /// The content of `path` in commit `sha`, if it exists there.
 pub fn blob_at(repo: &RepoPaths, sha: &str, path: &str) -> Result<Option<Vec<u8>>> {
     let git = repo.open()?;
-    let oid = oid(sha)?;
-    let tree = git
-        .find_commit(oid)
-        .and_then(|commit| commit.tree())
-        .map_err(git2_context(format!("cannot read the tree of {sha}")))?;
+    let tree = commit_tree(&git, sha)?;
     let Ok(entry) = tree.get_path(Path::new(path)) else {
         return Ok(None);
     };
