@@ -349,17 +349,25 @@ pub struct RunView {
     pub target_branch: Option<String>,
     /// The tasks file it came from.
     pub tasks_file: PathBuf,
+    /// Made with `--no-merge`: accepted is the end.
+    pub no_merge: bool,
     /// Tasks in task-file order.
     pub tasks: Vec<TaskView>,
 }
 
 impl RunView {
-    /// Whether every task ended the way the user wants: accepted by the gate (merging them is the merge loop's
-    /// job; until it lands, accepted is the end of a run).
+    /// Whether every task ended the way the user wants: merged (or accepted, in a `--no-merge` run).
     pub fn all_succeeded(&self) -> bool {
-        self.tasks
-            .iter()
-            .all(|task| task.state.is_landed_or_accepted())
+        self.tasks.iter().all(|task| self.succeeded(task.state))
+    }
+
+    /// Whether a task in `state` ended the way the user wants, in this run.
+    pub fn succeeded(&self, state: TaskState) -> bool {
+        if self.no_merge {
+            state.is_landed_or_accepted()
+        } else {
+            state.is_success()
+        }
     }
 }
 

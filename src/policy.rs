@@ -89,6 +89,15 @@ pub struct GateSettings {
     pub checks: Vec<CheckSettings>,
 }
 
+/// What `ccfan run` does with tasks whose allowed globs can match the same files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// Run them in parallel and warn (they land in task-file order, each re-checked on top of the earlier).
+    Warn,
+    /// Run overlapping tasks one after another, in task-file order.
+    Serialize,
+}
+
 /// A validated policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -102,6 +111,8 @@ pub struct Policy {
     pub timeout: Duration,
     /// Rework cap.
     pub max_reworks: u32,
+    /// What to do with tasks whose allowed globs overlap.
+    pub overlap: Overlap,
     /// Default worker profile name.
     pub default_worker: Option<String>,
     /// Bytes of worker output kept per attempt.
@@ -162,6 +173,7 @@ struct RunSection {
     base: Option<String>,
     timeout: Option<Spanned<String>>,
     max_reworks: Option<u32>,
+    overlap: Option<Spanned<String>>,
     worker: Option<String>,
     log_limit: Option<Spanned<String>>,
     worktree_root: Option<String>,
@@ -465,8 +477,25 @@ fn resolve(
         base.as_ref().map(|b| &b.gate),
         base_dir,
     )?;
+    let overlap = match &run.overlap {
+        Some(name) => match name.get_ref().as_str() {
+            "warn" => Overlap::Warn,
+            "serialize" => Overlap::Serialize,
+            other => {
+                return Err(InputError::new(
+                    file,
+                    format!("`{other}` is not an overlap setting"),
+                )
+                .key("run.overlap")
+                .at_offset(source, Some(name.span().start))
+                .fix(r#"write overlap = "warn" (report overlapping tasks) or "serialize" (run them one after another)"#));
+            }
+        },
+        None => base.as_ref().map_or(Overlap::Warn, |b| b.overlap),
+    };
     Ok(Policy {
         sources: Vec::new(),
+        overlap,
         jobs,
         base: run
             .base

@@ -96,6 +96,7 @@ pub fn run_view(store: &Store, run_id: &str) -> Result<RunView, StoreError> {
         base_rev: run.base_rev,
         target_branch: run.target_branch,
         tasks_file: run.tasks_file,
+        no_merge: run.no_merge,
         tasks,
     })
 }

@@ -37,6 +37,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// The first 10 characters of a commit id.
+pub fn short(sha: &str) -> &str {
+    sha.get(..10).unwrap_or(sha)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {
     SystemTime::now()

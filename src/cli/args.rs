@@ -36,6 +36,120 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Scan files, folders or a git range for secrets.
     Scan(ScanArgs),
+    /// Land a run's accepted tasks on the target branch, in task-file order (after --no-merge or a review).
+    Merge(MergeArgs),
+    /// Ask for another attempt of a task with a person's note (fresh rework budget).
+    Rework(ReworkArgs),
+    /// Give a blocked, failed, interrupted or cancelled task a fresh rework budget and another attempt.
+    Retry(TaskArgs),
+    /// Accept a task over the gate's verdict (recorded with who and why), then land it.
+    Accept(AcceptArgs),
+    /// Roll a task (or a whole run) back: not merged, or reverted if merged; every attempt stays salvaged.
+    Rollback(TargetArgs),
+    /// Stop a run's (or one task's) running workers, whole process trees, and mark them cancelled.
+    Cancel(CancelArgs),
+    /// See and bring back any recorded attempt.
+    #[command(subcommand)]
+    Salvage(SalvageCommand),
+}
+
+/// `ccfan merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The run.
+    pub run: String,
+    /// Merge into this branch instead of the run's target.
+    #[arg(long, value_name = "BRANCH")]
+    pub into: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A command on one task.
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    /// `<run>/<task>`.
+    pub target: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A command on a run or one task.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// `<run>` or `<run>/<task>`.
+    pub target: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ccfan rework`.
+#[derive(Debug, Args)]
+pub struct ReworkArgs {
+    /// `<run>/<task>`.
+    pub target: String,
+    /// What the worker should do differently (handed to it as a finding).
+    #[arg(long, value_name = "TEXT")]
+    pub note: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ccfan accept`.
+#[derive(Debug, Args)]
+pub struct AcceptArgs {
+    /// `<run>/<task>`.
+    pub target: String,
+    /// Required: this overrides the gate.
+    #[arg(long, required = true)]
+    pub force: bool,
+    /// Why (recorded with your name).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ccfan cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// `<run>` or `<run>/<task>`.
+    pub target: String,
+    /// How long to wait for the tasks to stop.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::util::parse_duration)]
+    pub wait: std::time::Duration,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ccfan salvage`.
+#[derive(Debug, Subcommand)]
+pub enum SalvageCommand {
+    /// List the salvaged attempts of a run or task.
+    List(TargetArgs),
+    /// Show one attempt (`<run>/<task>/<attempt>`) and what it changed.
+    Show(TaskArgs),
+    /// Put one attempt (`<run>/<task>/<attempt>`) on a new branch.
+    Restore(RestoreArgs),
+}
+
+/// `ccfan salvage restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// `<run>/<task>/<attempt>`.
+    pub target: String,
+    /// The new branch (default: ccfan/restore/<run>/<task>/attempt-<n>).
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How a report is printed.
@@ -94,6 +208,12 @@ pub struct RunArgs {
     /// Tasks at a time (default: the policy's run.jobs, else the machine's cores).
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
+    /// Merge accepted tasks into this branch (default: the branch checked out now).
+    #[arg(long, value_name = "BRANCH")]
+    pub into: Option<String>,
+    /// Stop at accepted: merge nothing (land later with `ccfan merge <run>`).
+    #[arg(long)]
+    pub no_merge: bool,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,

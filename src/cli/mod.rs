@@ -2,6 +2,7 @@
 //! will call, and renders results. Exit codes: 0 all good, 1 some task did not end as wanted, 2 bad input, 3 internal.
 
 pub mod args;
+mod control;
 mod gate;
 pub mod render;
 mod sarif;
@@ -77,6 +78,13 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Demo(args) => run_demo(args),
         Command::Verify(args) => gate::verify(&start, args),
         Command::Scan(args) => gate::scan(&start, args),
+        Command::Merge(args) => control::merge(&start, args),
+        Command::Rework(args) => control::rework(&start, args),
+        Command::Retry(args) => control::retry(&start, args),
+        Command::Accept(args) => control::accept(&start, args),
+        Command::Rollback(args) => control::rollback(&start, args),
+        Command::Cancel(args) => control::cancel(&start, args),
+        Command::Salvage(command) => control::salvage(&start, command),
     }
 }
 
@@ -108,6 +116,8 @@ fn run_tasks(start: &Path, args: RunArgs) -> Result<Exit, CliError> {
         policy,
         base,
         jobs,
+        into,
+        no_merge,
         json,
     } = args;
     let repo = repo_at(start)?;
@@ -117,6 +127,8 @@ fn run_tasks(start: &Path, args: RunArgs) -> Result<Exit, CliError> {
         policy_file: policy.map(|path| absolute(start, &path)),
         base,
         jobs: jobs.map(usize::from),
+        into,
+        no_merge,
     };
     let view = execute(&request, json)?;
     render::out(&if json {
@@ -200,6 +212,8 @@ fn run_demo(args: DemoArgs) -> Result<Exit, CliError> {
         policy_file: None,
         base: None,
         jobs: jobs.map(usize::from),
+        into: None,
+        no_merge: false,
     };
     let view = execute(&request, json)?;
     let as_expected = demo::EXPECTED.iter().all(|(id, expected)| {

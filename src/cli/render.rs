@@ -77,16 +77,28 @@ impl EventSink for Progress {
                 if state == TaskState::Running {
                     bar.reset_elapsed();
                 }
+                // A final state may still move on (accepted → merging → merged): bars finish with the run.
                 if state.is_final() {
-                    bar.finish_with_message(message);
+                    bar.disable_steady_tick();
                 } else {
-                    bar.set_message(message);
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                }
+                bar.set_message(message);
+                bar.tick();
+            }
+            (Some(_), Event::RunFinished { .. }) => {
+                let bars = self
+                    .bars
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for bar in bars.values() {
+                    bar.abandon();
                 }
             }
             (Some(multi), Event::Warning { message }) => {
                 let _ = multi.println(format!("warning: {message}"));
             }
-            (Some(_), Event::AttemptRecorded { .. } | Event::RunFinished { .. }) => {}
+            (Some(_), Event::AttemptRecorded { .. }) => {}
             (None, event) => plain_line(&event),
         }
     }
@@ -145,10 +157,7 @@ pub fn one_line(text: &str, max: usize) -> String {
     cut
 }
 
-/// The first 10 characters of a commit id.
-pub fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(10)]
-}
+pub use crate::util::short;
 
 /// Writes `text` to stdout; a closed pipe is not an error.
 pub fn out(text: &str) -> std::io::Result<()> {
@@ -156,6 +165,11 @@ pub fn out(text: &str) -> std::io::Result<()> {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
+}
+
+/// Writes `text` to stderr (messages beside the result on stdout).
+pub fn err(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Pretty JSON plus a newline.
@@ -205,7 +219,7 @@ pub fn run_view(view: &RunView) -> String {
         view.base_rev,
         view.target_branch
             .as_deref()
-            .map(|b| format!(" · on {b}"))
+            .map(|b| format!(" · into {b}"))
             .unwrap_or_default()
     );
     let rows: Vec<Vec<String>> = view
@@ -236,6 +250,29 @@ pub fn run_view(view: &RunView) -> String {
             "\nworktrees: {folder}/<task>\nbranches:  ccfan/{run}/<task>   salvage: refs/ccfan/{run}/<task>/attempt-<n>\n",
             run = view.run_id
         ));
+    }
+    let count = |state: TaskState| view.tasks.iter().filter(|t| t.state == state).count();
+    let mut next = Vec::new();
+    if count(TaskState::Accepted) > 0 && !view.no_merge {
+        next.push(format!(
+            "ccfan merge {}            land what is accepted",
+            view.run_id
+        ));
+    }
+    if count(TaskState::Blocked) > 0 {
+        next.push(format!(
+            "ccfan retry {}/<task>      a fresh rework budget for a blocked task",
+            view.run_id
+        ));
+        next.push(format!(
+            "ccfan rework {}/<task> --note \"…\"   another attempt with your note",
+            view.run_id
+        ));
+    }
+    if !next.is_empty() {
+        text.push_str("next:      ");
+        text.push_str(&next.join("\n           "));
+        text.push('\n');
     }
     text
 }
@@ -348,6 +385,7 @@ mod tests {
             base_rev: "HEAD".to_string(),
             target_branch: Some("main".to_string()),
             tasks_file: "/tasks.toml".into(),
+            no_merge: false,
             tasks: vec![
                 task(
                     "good",

@@ -1,9 +1,10 @@
 //! Stages 2-5 for one task, on a job thread: fan out its worktree, then attempts — run the worker, record, gate —
 //! until a verdict ends it: accepted, blocked (rework budget spent) or rolled back; a Rework verdict runs the next
-//! attempt in the same worktree, on top of the previous one, with the findings in its task file.
+//! attempt in the same worktree, on top of the previous one, with the findings in its task file. Integration (the
+//! merge stage) comes back here to rework a task whose landing conflicted, from a [`Cursor`] on the new tip.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{PipelineError, fan_out, gate, record, run_worker};
@@ -14,7 +15,7 @@ use crate::paths::StateLayout;
 use crate::policy::Policy;
 use crate::report::{Finding, Verdict};
 use crate::secrets::RulePack;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// Everything a job thread needs to carry one task through the stages.
 pub(super) struct Carrier<'a> {
@@ -23,13 +24,31 @@ pub(super) struct Carrier<'a> {
     pub(super) policy: &'a Policy,
     pub(super) rules: &'a RulePack,
     pub(super) target_branch: Option<&'a str>,
+    /// `--no-merge`: accepted is the end.
+    pub(super) no_merge: bool,
     pub(super) scratch_root: PathBuf,
     pub(super) run_id: &'a str,
     pub(super) base_sha: &'a str,
     pub(super) store: Mutex<Store>,
     pub(super) sink: &'a dyn EventSink,
-    pub(super) cancel: &'a AtomicBool,
+    pub(super) cancel: &'a super::cancel::Cancels<'a>,
     pub(super) failure: Mutex<Option<PipelineError>>,
+}
+
+/// Where a task's attempts continue from.
+#[derive(Debug, Clone)]
+pub(super) struct Cursor {
+    /// The commit the task's current chain of attempts started from (the run's base, or a newer target tip after
+    /// a conflict): its diff is judged against this.
+    pub(super) base: String,
+    /// The commit ccfan expects the task branch at: the base, then each attempt's commit.
+    pub(super) tip: String,
+    /// The next attempt's number.
+    pub(super) next: u32,
+    /// The first attempt of the current rework budget.
+    pub(super) budget_from: u32,
+    /// Findings for the next attempt to fix.
+    pub(super) findings: Vec<Finding>,
 }
 
 impl Carrier<'_> {
@@ -44,7 +63,7 @@ impl Carrier<'_> {
         attempt: u32,
         state: TaskState,
         reason: Option<String>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PipelineError> {
         self.store()
             .set_task_state(self.run_id, task, state, reason.as_deref())?;
         self.sink.emit(Event::TaskState {
@@ -56,64 +75,118 @@ impl Carrier<'_> {
         Ok(())
     }
 
+    /// Keeps the first internal error (the run then exits 3; every task is still in a stored state).
+    fn fail(&self, task: Option<&str>, error: PipelineError) {
+        if let Some(task) = task {
+            tracing::error!(task = %task, "{error}");
+            if let Err(store_error) =
+                self.transition(task, 0, TaskState::Error, Some(error.to_string()))
+            {
+                tracing::error!("cannot record the error: {store_error}");
+            }
+        } else {
+            tracing::error!("{error}");
+        }
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(error);
+    }
+
+    /// [`Carrier::carry`], turning an internal error into the task's `error` state.
+    pub(super) fn carry_or_fail(&self, task: &TaskSpec, branch: &str, worktree: &Path) {
+        if let Err(error) = self.carry(task, branch, worktree) {
+            self.fail(Some(&task.id), error);
+        }
+    }
+
+    /// [`Carrier::integrate`], keeping an internal error for the end of the run. A task caught mid-landing stays
+    /// as the store says (merging is settled from git on the next start).
+    pub(super) fn integrate_or_fail(&self) {
+        if let Err(error) = self.integrate() {
+            self.fail(None, error);
+        }
+    }
+
+    /// The error kept by [`Carrier::fail`], if any.
+    pub(super) fn take_failure(&self) -> Option<PipelineError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     /// Fans the task out and carries it through attempts to a verdict.
     pub(super) fn carry(
         &self,
         task: &TaskSpec,
         branch: &str,
         worktree: &Path,
-    ) -> Result<(), PipelineError> {
-        if self.cancel.load(Ordering::SeqCst) {
+    ) -> Result<Option<Verdict>, PipelineError> {
+        if self.cancel.of(&task.id).load(Ordering::SeqCst) {
             self.transition(
                 &task.id,
                 0,
                 TaskState::Cancelled,
                 Some("cancelled before it started".into()),
             )?;
-            return Ok(());
+            return Ok(None);
         }
         self.transition(&task.id, 0, TaskState::Preparing, None)?;
         let link = fan_out::prepare(self.repo, worktree, branch, self.base_sha)?;
         self.store().set_git_link(self.run_id, &task.id, &link)?;
-        let mut findings: Vec<Finding> = Vec::new();
-        let mut attempt = 1;
-        // The commit ccfan expects the task branch at: the base, then each attempt's commit.
-        let mut tip = self.base_sha.to_string();
+        let cursor = Cursor {
+            base: self.base_sha.to_string(),
+            tip: self.base_sha.to_string(),
+            next: 1,
+            budget_from: 1,
+            findings: Vec::new(),
+        };
+        self.continue_from(task, worktree, &link, cursor)
+    }
+
+    /// Runs attempts from `cursor` until a verdict ends the task (`None`: cancelled).
+    pub(super) fn continue_from(
+        &self,
+        task: &TaskSpec,
+        worktree: &Path,
+        link: &str,
+        mut cursor: Cursor,
+    ) -> Result<Option<Verdict>, PipelineError> {
+        let cancel = self.cancel.of(&task.id);
         loop {
-            let Some((verdict, next_tip)) =
-                self.attempt(task, worktree, &link, attempt, &findings, &tip)?
-            else {
-                return Ok(()); // cancelled
+            let Some((verdict, next_tip)) = self.attempt(task, worktree, link, &cursor)? else {
+                return Ok(None); // cancelled
             };
-            tip = next_tip;
+            cursor.tip = next_tip;
+            cursor.next += 1;
             match verdict {
-                Verdict::Rework { findings: next } if !self.cancel.load(Ordering::SeqCst) => {
-                    findings = next;
-                    attempt += 1;
+                Verdict::Rework { findings } if !cancel.load(Ordering::SeqCst) => {
+                    cursor.findings = findings;
                 }
                 Verdict::Rework { .. } => {
                     self.transition(
                         &task.id,
-                        attempt,
+                        cursor.next - 1,
                         TaskState::Cancelled,
                         Some("cancelled before its rework".into()),
                     )?;
-                    return Ok(());
+                    return Ok(None);
                 }
                 Verdict::Rollback {
                     budget_spent: false,
                     ..
                 } => {
                     // Not merged; every attempt stays on its salvage ref; the worktree goes back to the base.
-                    if let Err(error) = git::reset_worktree(worktree, self.base_sha) {
+                    if let Err(error) = git::reset_worktree(worktree, &cursor.base) {
                         tracing::warn!(task = %task.id, "cannot reset the rolled-back worktree: {error}");
                     }
-                    return Ok(());
+                    return Ok(Some(verdict));
                 }
                 Verdict::Accept
                 | Verdict::Rollback {
                     budget_spent: true, ..
-                } => return Ok(()),
+                } => return Ok(Some(verdict)),
             }
         }
     }
@@ -125,10 +198,11 @@ impl Carrier<'_> {
         task: &TaskSpec,
         worktree: &Path,
         link: &str,
-        attempt: u32,
-        rework: &[Finding],
-        parent: &str,
+        cursor: &Cursor,
     ) -> Result<Option<(Verdict, String)>, PipelineError> {
+        let (attempt, rework, parent) = (cursor.next, &cursor.findings, cursor.tip.as_str());
+        let base = cursor.base.as_str();
+        let cancel = self.cancel.of(&task.id);
         let dir = self.layout.attempt_dir(self.run_id, &task.id, attempt);
         std::fs::create_dir_all(&dir).map_err(|source| PipelineError::Io {
             context: format!("cannot create {}", dir.display()),
@@ -141,8 +215,17 @@ impl Carrier<'_> {
             crate::util::random_hex(4)
         );
         let log = run_worker::log_path(&dir);
-        self.store()
-            .start_attempt(self.run_id, &task.id, attempt, &dir, &log, &token)?;
+        self.store().start_attempt(
+            self.run_id,
+            &task.id,
+            &crate::store::NewAttempt {
+                n: attempt,
+                base,
+                dir: &dir,
+                log_path: &log,
+                token: &token,
+            },
+        )?;
         let why =
             (attempt > 1).then(|| format!("attempt {attempt}: {} finding(s) to fix", rework.len()));
         self.transition(&task.id, attempt, TaskState::Running, why)?;
@@ -150,13 +233,13 @@ impl Carrier<'_> {
         let context = run_worker::AttemptContext {
             run_id: self.run_id,
             attempt,
-            base_sha: self.base_sha,
+            base_sha: base,
             worktree,
             dir: &dir,
             token: &token,
             rework,
         };
-        let outcome = run_worker::run_worker(task, self.policy, &context, self.cancel, |pid| {
+        let outcome = run_worker::run_worker(task, self.policy, &context, cancel, |pid| {
             if let Err(error) = self
                 .store()
                 .set_attempt_pid(self.run_id, &task.id, attempt, pid)
@@ -203,7 +286,7 @@ impl Carrier<'_> {
                 task_id: &task.id,
                 attempt,
                 worker: &task.worker.name,
-                base: self.base_sha,
+                base,
                 exit: &outcome.exit,
                 duration_secs: outcome.duration.as_secs_f64(),
                 output_bytes: outcome.output_bytes,
@@ -212,7 +295,7 @@ impl Carrier<'_> {
                 recorded: &recorded,
                 changes: Vec::new(),
             },
-            self.base_sha,
+            base,
         )?;
         self.sink.emit(Event::AttemptRecorded {
             task_id: task.id.clone(),
@@ -250,27 +333,29 @@ impl Carrier<'_> {
         self.transition(&task.id, attempt, state, notes.clone())?;
         self.transition(&task.id, attempt, TaskState::Verifying, None)?;
         // The attempt is judged by everything the task committed so far, not only this attempt's own commit.
-        let judged = (tip != self.base_sha).then(|| tip.clone());
-        let target = gate::target_tip(self.repo, self.target_branch, self.base_sha)?;
+        let judged = (tip != base).then(|| tip.clone());
+        let target = gate::target_tip(self.repo, self.target_branch, base)?;
         let reference = gate::AttemptRef {
             run_id: self.run_id,
             task,
             attempt,
-            base: self.base_sha,
+            base,
             commit: judged.as_deref(),
             dir: &dir,
             exit: Some(&outcome.exit),
             tampered: &recorded.tampered,
+            in_budget: attempt + 1 - cursor.budget_from,
+            landing: false,
         };
         let checker = gate::Gate {
             repo: self.repo,
             policy: self.policy,
             rules: self.rules,
             scratch_root: &self.scratch_root,
-            cancel: self.cancel,
+            cancel,
         };
         let (report, verdict) = checker.check(&reference, &target)?;
-        if self.cancel.load(Ordering::SeqCst) {
+        if cancel.load(Ordering::SeqCst) {
             // A verdict reached while stopping may rest on a stage that was cut short: store none.
             self.transition(
                 &task.id,

@@ -29,7 +29,7 @@ pub struct AttemptRef<'a> {
     pub task: &'a TaskSpec,
     /// Attempt number.
     pub attempt: u32,
-    /// The run's recorded base commit.
+    /// The commit the attempt's chain started from (its diff is judged against this).
     pub base: &'a str,
     /// The attempt commit (`None`: empty attempt).
     pub commit: Option<&'a str>,
@@ -39,6 +39,11 @@ pub struct AttemptRef<'a> {
     pub exit: Option<&'a ExitStatus>,
     /// Git state the worker changed (HEAD, branch, `.git` link) that ccfan had to put back.
     pub tampered: &'a [String],
+    /// Which attempt of the current rework budget this is (1 = the first).
+    pub in_budget: u32,
+    /// The gate on a landing commit (the merged tree): its report and logs go to `<dir>/landing/`, and the worker's
+    /// logs and final report, judged already, are not read again.
+    pub landing: bool,
 }
 
 /// The tip an attempt would land on: the run's target branch now, else its base.
@@ -84,7 +89,17 @@ impl Gate<'_> {
             scratch_root,
             cancel,
         } = *self;
+        let artifacts = if attempt.landing {
+            attempt.dir.join("landing")
+        } else {
+            attempt.dir.to_path_buf()
+        };
+        std::fs::create_dir_all(&artifacts).map_err(|source| PipelineError::Io {
+            context: format!("cannot create {}", artifacts.display()),
+            source,
+        })?;
         let final_report = match policy.gate.completeness {
+            _ if attempt.landing => None,
             Completeness::Off | Completeness::Auto => None,
             Completeness::On => Some(
                 crate::util::read_regular(
@@ -115,11 +130,15 @@ impl Gate<'_> {
             allowed: &attempt.task.allowed,
             denied: &attempt.task.denied,
             target_tip,
-            logs: vec![
-                attempt.dir.join("worker.log"),
-                attempt.dir.join(FINAL_REPORT),
-            ],
-            artifacts: attempt.dir,
+            logs: if attempt.landing {
+                Vec::new()
+            } else {
+                vec![
+                    attempt.dir.join("worker.log"),
+                    attempt.dir.join(FINAL_REPORT),
+                ]
+            },
+            artifacts: &artifacts,
             scratch,
             final_report,
             cancel,
@@ -131,13 +150,13 @@ impl Gate<'_> {
             .stages
             .insert(0, worker_stage(attempt.exit, attempt.tampered));
         scrub_report(&mut report, rules);
-        let path = attempt.dir.join("verify.json");
+        let path = artifacts.join("verify.json");
         let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
         std::fs::write(&path, json).map_err(|source| PipelineError::Io {
             context: format!("cannot write {}", path.display()),
             source,
         })?;
-        let verdict = decide(&report, policy, attempt.attempt);
+        let verdict = decide(&report, policy, attempt.in_budget);
         Ok((report, verdict))
     }
 }
@@ -304,20 +323,22 @@ impl Gate<'_> {
             };
             // Judged by everything the task committed so far (a last attempt that changed nothing still carries
             // the earlier ones).
-            let judged = attempts
-                .iter()
-                .rev()
-                .find_map(|attempt| attempt.commit.clone());
+            let Some(head) = crate::store::task_head(&attempts, &run.base_sha) else {
+                continue;
+            };
+            let judged = head.commit;
             let tampered = record::stored_tampering(&latest.dir);
             let reference = AttemptRef {
                 run_id,
                 task: &task.spec,
                 attempt: latest.n,
-                base: &run.base_sha,
+                base: &head.base,
                 commit: judged.as_deref(),
                 dir: &latest.dir,
                 exit: latest.exit.as_ref(),
                 tampered: &tampered,
+                in_budget: (latest.n + 1).saturating_sub(task.budget_from).max(1),
+                landing: false,
             };
             let (report, verdict) = self.check(&reference, &tip)?;
             if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {

@@ -53,6 +53,57 @@ pub struct GcSkipped {
     pub reason: String,
 }
 
+/// Commits what an interrupted attempt left uncommitted in a task's worktree (on top of `parent`) and keeps it on a
+/// salvage ref; returns the refs written.
+pub(super) fn salvage_leftovers(
+    repo: &RepoPaths,
+    store: &mut Store,
+    run_id: &str,
+    task: &TaskRow,
+    parent: &str,
+) -> Result<Vec<String>, PipelineError> {
+    let mut salvaged = Vec::new();
+    let attempts = store.attempts(run_id, &task.id)?;
+    let open = attempts
+        .iter()
+        .rev()
+        .find(|attempt| attempt.commit.is_none() && attempt.state != "recorded");
+    let n = open.map_or(task.attempts, |attempt| attempt.n);
+    let mut name = salvage_ref(run_id, &task.id, n);
+    if git::ref_target(repo, &name)?.is_some() {
+        name = format!(
+            "refs/ccfan/{}/{}/leftover-{}",
+            run_id,
+            task.id,
+            now_millis()
+        );
+    }
+    let facts = AttemptFacts {
+        run_id,
+        task_id: &task.id,
+        attempt: n,
+        goal: &task.spec.goal,
+        worker: &task.spec.worker.name,
+        exit: None,
+    };
+    let recorded = record::record(
+        repo,
+        &task.worktree,
+        task.git_link.as_deref(),
+        &facts,
+        Some(name),
+        &task.branch,
+        parent,
+    )?;
+    if let (Some(commit), Some(name)) = (&recorded.commit, &recorded.salvage_ref) {
+        if open.is_some() {
+            store.finish_attempt(run_id, &task.id, n, None, Some(commit), Some(name))?;
+        }
+        salvaged.push(name.clone());
+    }
+    Ok(salvaged)
+}
+
 /// Keeps every bit of one task's work on a salvage ref, then removes its worktree and branch. Returns the salvage
 /// refs written just now. An error leaves the worktree and branch where they are.
 fn collect_task(
@@ -69,48 +120,12 @@ fn collect_task(
     let worker_ran = task.attempts > 0;
     if worker_ran && task.worktree.is_dir() {
         let attempts = store.attempts(&run.id, &task.id)?;
-        let parent = attempts
-            .iter()
-            .rev()
-            .find_map(|attempt| attempt.commit.clone())
+        // On top of the task's latest chain: its newest commit, else the base that chain started from.
+        let parent = crate::store::task_head(&attempts, &run.base_sha)
+            .map(|head| head.commit.unwrap_or(head.base))
+            .or_else(|| attempts.last().and_then(|attempt| attempt.base.clone()))
             .unwrap_or_else(|| run.base_sha.clone());
-        let open = attempts
-            .iter()
-            .rev()
-            .find(|attempt| attempt.commit.is_none() && attempt.state != "recorded");
-        let n = open.map_or(task.attempts, |attempt| attempt.n);
-        let mut name = salvage_ref(&run.id, &task.id, n);
-        if git::ref_target(repo, &name)?.is_some() {
-            name = format!(
-                "refs/ccfan/{}/{}/leftover-{}",
-                run.id,
-                task.id,
-                now_millis()
-            );
-        }
-        let facts = AttemptFacts {
-            run_id: &run.id,
-            task_id: &task.id,
-            attempt: n,
-            goal: &task.spec.goal,
-            worker: &task.spec.worker.name,
-            exit: None,
-        };
-        let recorded = record::record(
-            repo,
-            &task.worktree,
-            task.git_link.as_deref(),
-            &facts,
-            Some(name),
-            &task.branch,
-            &parent,
-        )?;
-        if let (Some(commit), Some(name)) = (&recorded.commit, &recorded.salvage_ref) {
-            if open.is_some() {
-                store.finish_attempt(&run.id, &task.id, n, None, Some(commit), Some(name))?;
-            }
-            salvaged.push(name.clone());
-        }
+        salvaged.extend(salvage_leftovers(repo, store, &run.id, task, &parent)?);
     }
     if let Some(tip) = git::ref_target(repo, branch_ref)? {
         let kept = git::refs_under(repo, &format!("refs/ccfan/{}/{}/", run.id, task.id))?;

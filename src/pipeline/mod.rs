@@ -1,6 +1,7 @@
-//! The pipeline, in the order it runs: plan → fan out → run worker → record (→ verify → decide → integrate, with
-//! the gate and merge-loop issues). [`run`] is the one function that orders the stages; every transition is stored
-//! before it takes effect and reported as an [`Event`].
+//! The pipeline, in the order it runs: plan → fan out → run worker → record → verify → decide → integrate.
+//! [`run`] is the one function that orders the stages; every transition is stored before it takes effect and
+//! reported as an [`Event`]. [`control`] holds the follow-up commands (merge, rework, retry, accept, rollback,
+//! cancel, salvage) that act on a stored run.
 
 pub mod plan;
 // stage 2
@@ -17,6 +18,14 @@ pub mod decide;
 pub mod gate;
 // stages 2-5 for one task, attempt after attempt
 mod carry;
+// stage 6
+pub mod integrate;
+// follow-up commands on a stored run
+pub mod control;
+// keeping and restoring every attempt
+pub mod salvage;
+// stopping tasks (Ctrl-C, `ccfan cancel`)
+mod cancel;
 // housekeeping (not a stage): remove finished worktrees after salvaging
 pub mod gc;
 
@@ -27,7 +36,7 @@ use std::sync::{Mutex, PoisonError};
 use crate::events::{Event, EventSink};
 use crate::git::{self, GitError, RepoPaths};
 use crate::input::InputError;
-use crate::model::{RunState, RunView, TaskState};
+use crate::model::{RunState, RunView};
 use crate::paths::{self, StateLayout};
 use crate::policy::{self, Policy};
 use crate::sandbox;
@@ -90,12 +99,25 @@ pub struct RunRequest {
     pub base: Option<String>,
     /// `--jobs`, overriding the policy.
     pub jobs: Option<usize>,
+    /// `--into`: the branch to merge into (default: the branch checked out when the run starts).
+    pub into: Option<String>,
+    /// `--no-merge`: stop at accepted.
+    pub no_merge: bool,
 }
 
 /// Opens the repository's state, marking runs whose ccfan died as interrupted and killing what they left running.
 pub fn open_state(repo: &RepoPaths) -> Result<(Store, Vec<RecoveredAttempt>), PipelineError> {
     let mut store = Store::open(&StateLayout::of(repo).database())?;
-    let recovered = store.recover(sandbox::proc::owner_alive)?;
+    // A task killed mid-merge landed only if its branch holds the landing commit; on the integration branch it is
+    // still only accepted.
+    let landed = |commit: &str, branch: &str| {
+        !branch.starts_with("ccfan/")
+            && git::ref_target(repo, &format!("refs/heads/{branch}"))
+                .ok()
+                .flatten()
+                .is_some_and(|tip| git::is_ancestor(repo, commit, &tip).unwrap_or(false))
+    };
+    let recovered = store.recover(sandbox::proc::owner_alive, landed)?;
     for attempt in &recovered {
         let killed = sandbox::kill_leftovers(&attempt.token);
         if killed > 0 {
@@ -171,7 +193,10 @@ pub fn run(
         .or(policy.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
         .max(1);
-    let target_branch = git::current_branch(&request.repo)?;
+    let target_branch = match &request.into {
+        Some(branch) => Some(existing_branch(&request.repo, branch)?),
+        None => git::current_branch(&request.repo)?,
+    };
     let tasks_file = request
         .tasks_file
         .canonicalize()
@@ -231,12 +256,36 @@ pub fn run(
             jobs,
             owner_pid,
             owner_start: &owner_start,
+            no_merge: request.no_merge,
         },
         &new_tasks,
     )?;
     for warning in unmatched_globs(&request.repo, &base_sha, &plan)? {
         sink.emit(Event::Warning { message: warning });
     }
+    let overlaps = plan::overlaps(&plan.tasks);
+    let serialize = policy.overlap == policy::Overlap::Serialize;
+    for overlap in &overlaps {
+        sink.emit(Event::Warning {
+            message: format!(
+                "tasks {} and {} may change the same files (allowed `{}` and `{}`): {}",
+                plan.tasks[overlap.first].id,
+                plan.tasks[overlap.second].id,
+                overlap.first_glob,
+                overlap.second_glob,
+                if serialize {
+                    "they run one after another (run.overlap = \"serialize\")"
+                } else {
+                    "they run in parallel and land in task-file order; set run.overlap = \"serialize\" to run them one after another"
+                }
+            ),
+        });
+    }
+    let groups: Vec<Vec<usize>> = if serialize {
+        plan::serial_groups(plan.tasks.len(), &overlaps)
+    } else {
+        (0..plan.tasks.len()).map(|i| vec![i]).collect()
+    };
     sink.emit(Event::RunStarted {
         run_id: run_id.clone(),
         base: base_sha.clone(),
@@ -244,52 +293,50 @@ pub fn run(
         jobs,
     });
 
+    let cancels = cancel::Cancels::new(cancel, plan.tasks.iter().map(|t| t.id.as_str()));
     let carrier = Carrier {
         repo: &request.repo,
         layout: StateLayout::of(&request.repo),
         policy: &policy,
         rules: &rules,
         target_branch: target_branch.as_deref(),
+        no_merge: request.no_merge,
         scratch_root: worktree_folder.join(".verify"),
         run_id: &run_id,
         base_sha: &base_sha,
         store: Mutex::new(store),
         sink,
-        cancel,
+        cancel: &cancels,
         failure: Mutex::new(None),
     };
     let next = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    let database = StateLayout::of(&request.repo).database();
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(plan.tasks.len()) {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(task) = plan.tasks.get(index) else {
-                        break;
-                    };
-                    if let Err(error) = carrier.carry(task, &branches[index], &worktrees[index]) {
-                        tracing::error!(task = %task.id, "{error}");
-                        let _ = carrier.store().set_task_state(
-                            &run_id,
-                            &task.id,
-                            TaskState::Error,
-                            Some(&error.to_string()),
-                        );
-                        carrier.sink.emit(Event::TaskState {
-                            task_id: task.id.clone(),
-                            attempt: 0,
-                            state: TaskState::Error,
-                            reason: Some(error.to_string()),
-                        });
-                        carrier
-                            .failure
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .get_or_insert(error);
+        let watcher = scope.spawn(|| cancels.watch(&database, &run_id, &done));
+        let workers: Vec<_> = (0..jobs.min(groups.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    while let Some(group) = groups.get(next.fetch_add(1, Ordering::SeqCst)) {
+                        for &index in group {
+                            carrier.carry_or_fail(
+                                &plan.tasks[index],
+                                &branches[index],
+                                &worktrees[index],
+                            );
+                        }
                     }
-                }
-            });
+                })
+            })
+            .collect();
+        for worker in workers {
+            let _ = worker.join();
         }
+        if !request.no_merge {
+            carrier.integrate_or_fail();
+        }
+        done.store(true, Ordering::SeqCst);
+        let _ = watcher.join();
     });
 
     let Carrier { store, failure, .. } = carrier;
@@ -304,6 +351,21 @@ pub fn run(
         return Err(error);
     }
     Ok(status::run_view(&store, &run_id)?)
+}
+
+/// `--into BRANCH`, checked to name a local branch.
+fn existing_branch(repo: &RepoPaths, branch: &str) -> Result<String, PipelineError> {
+    let name = branch.strip_prefix("refs/heads/").unwrap_or(branch);
+    if git::ref_target(repo, &format!("refs/heads/{name}"))?.is_none() {
+        return Err(InputError::new(
+            Path::new("<command line>"),
+            format!("`{branch}` is not a local branch"),
+        )
+        .key("--into")
+        .fix("name an existing local branch, e.g. --into main (create it first with `git branch NAME`)")
+        .into());
+    }
+    Ok(name.to_string())
 }
 
 /// Allowed globs that match no file at the base: worth a warning (a typo?), though a task may create such files.

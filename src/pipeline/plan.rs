@@ -193,6 +193,94 @@ fn check_defaults(file: &TasksFile) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Two tasks whose allowed globs can match the same file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobOverlap {
+    /// Index of the earlier task.
+    pub first: usize,
+    /// Index of the later task.
+    pub second: usize,
+    /// The earlier task's glob.
+    pub first_glob: String,
+    /// The later task's glob.
+    pub second_glob: String,
+}
+
+/// The part of a glob before its first wildcard.
+fn literal_prefix(glob: &str) -> &str {
+    let end = glob.find(['*', '?', '[', '{']).unwrap_or(glob.len());
+    &glob[..end]
+}
+
+/// Whether two globs can match one path. Conservative: a literal path is matched against the other glob; two
+/// wildcard globs overlap when one's literal prefix starts the other's (`src/**` and `src/api/*.rs` do).
+fn globs_may_overlap(a: &str, b: &str) -> bool {
+    let matches = |glob: &str, path: &str| {
+        globset::GlobBuilder::new(glob)
+            .literal_separator(true)
+            .build()
+            .is_ok_and(|glob| glob.compile_matcher().is_match(path))
+    };
+    let (pa, pb) = (literal_prefix(a), literal_prefix(b));
+    match (pa.len() == a.len(), pb.len() == b.len()) {
+        (true, true) => a == b,
+        (true, false) => matches(b, a),
+        (false, true) => matches(a, b),
+        (false, false) => pa.starts_with(pb) || pb.starts_with(pa),
+    }
+}
+
+/// Pairs of tasks whose allowed globs overlap (each pair once, with the first overlapping globs).
+pub fn overlaps(tasks: &[TaskSpec]) -> Vec<GlobOverlap> {
+    let mut found = Vec::new();
+    for (first, a) in tasks.iter().enumerate() {
+        for (offset, b) in tasks[first + 1..].iter().enumerate() {
+            let pair = a.allowed.iter().find_map(|ga| {
+                b.allowed
+                    .iter()
+                    .find(|gb| globs_may_overlap(ga, gb))
+                    .map(|gb| (ga.clone(), gb.clone()))
+            });
+            if let Some((first_glob, second_glob)) = pair {
+                found.push(GlobOverlap {
+                    first,
+                    second: first + 1 + offset,
+                    first_glob,
+                    second_glob,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// Tasks grouped so that overlapping ones share a group (transitively); each group in task-file order, groups
+/// ordered by their first task. With `overlap = "serialize"` each group runs on one job, one task after another.
+pub fn serial_groups(count: usize, overlaps: &[GlobOverlap]) -> Vec<Vec<usize>> {
+    let mut group: Vec<usize> = (0..count).collect();
+    fn root(group: &mut [usize], mut i: usize) -> usize {
+        while group[i] != i {
+            group[i] = group[group[i]];
+            i = group[i];
+        }
+        i
+    }
+    for overlap in overlaps {
+        let (a, b) = (
+            root(&mut group, overlap.first),
+            root(&mut group, overlap.second),
+        );
+        let (low, high) = (a.min(b), a.max(b));
+        group[high] = low;
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for task in 0..count {
+        let leader = root(&mut group, task);
+        groups.entry(leader).or_default().push(task);
+    }
+    groups.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -281,5 +369,39 @@ mod tests {
             assert!(error.to_string().contains(words), "{text}: {error}");
             assert!(error.fix.is_some(), "{error}");
         }
+    }
+
+    #[test]
+    fn glob_overlap_is_conservative_and_explainable() {
+        assert!(globs_may_overlap("src/**", "src/api/*.rs"));
+        assert!(globs_may_overlap("**", "docs/x.md"));
+        assert!(globs_may_overlap("docs/x.md", "docs/*.md"));
+        assert!(!globs_may_overlap("docs/x.md", "src/*.rs"));
+        assert!(!globs_may_overlap("src/**", "docs/**"));
+        assert!(!globs_may_overlap("a.txt", "b.txt"));
+        assert!(globs_may_overlap("a.txt", "a.txt"));
+    }
+
+    #[test]
+    fn overlapping_tasks_share_a_serial_group() {
+        let overlaps = [
+            GlobOverlap {
+                first: 0,
+                second: 2,
+                first_glob: "src/**".into(),
+                second_glob: "src/a".into(),
+            },
+            GlobOverlap {
+                first: 2,
+                second: 3,
+                first_glob: "x".into(),
+                second_glob: "x".into(),
+            },
+        ];
+        assert_eq!(
+            serial_groups(5, &overlaps),
+            vec![vec![0, 2, 3], vec![1], vec![4]]
+        );
+        assert_eq!(serial_groups(2, &[]), vec![vec![0], vec![1]]);
     }
 }

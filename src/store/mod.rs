@@ -2,6 +2,7 @@
 //! transition is written here before it takes effect, so a ccfan killed at any moment can be restarted and tell
 //! the truth; WAL lets `ccfan status` read while a run writes from another process.
 
+mod control;
 mod runs;
 
 use std::path::{Path, PathBuf};
@@ -9,7 +10,37 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-pub use runs::{AttemptRow, NewRun, NewTask, RecoveredAttempt, RunRow, TaskRow};
+pub use runs::{AttemptRow, NewAttempt, NewRun, NewTask, RecoveredAttempt, RunRow, TaskRow};
+
+/// Where a task's work stands: the base its latest chain of attempts started from, that chain's newest commit
+/// (`None`: it changed nothing) and its latest attempt. A task re-created on a newer tip starts a new chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskHead<'a> {
+    /// The chain's base.
+    pub base: String,
+    /// The chain's newest commit.
+    pub commit: Option<String>,
+    /// The latest recorded attempt.
+    pub latest: &'a AttemptRow,
+}
+
+/// The head of a task from its attempts (oldest first); `None` before any attempt was recorded.
+pub fn task_head<'a>(attempts: &'a [AttemptRow], run_base: &str) -> Option<TaskHead<'a>> {
+    let latest = attempts.iter().rev().find(|a| a.state == "recorded")?;
+    let base = latest.base.clone().unwrap_or_else(|| run_base.to_string());
+    let same_base = |a: &&AttemptRow| a.base.as_deref().unwrap_or(run_base) == base;
+    let commit = attempts
+        .iter()
+        .rev()
+        .filter(|a| a.n <= latest.n)
+        .take_while(same_base)
+        .find_map(|a| a.commit.clone());
+    Some(TaskHead {
+        base,
+        commit,
+        latest,
+    })
+}
 
 /// Errors from the state database.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +88,16 @@ pub enum StoreError {
     /// No run has this id.
     #[error("no run `{0}` in this repository (see `ccfan status` for the list)")]
     NoSuchRun(String),
+    /// Another live ccfan process carries the run.
+    #[error(
+        "run `{run}` is being carried by another ccfan process (pid {pid}); wait for it, or `ccfan cancel {run}`"
+    )]
+    Busy {
+        /// Run id.
+        run: String,
+        /// That process.
+        pid: i64,
+    },
     /// No task has this id in the run.
     #[error("run `{run}` has no task `{task}`")]
     NoSuchTask {
@@ -74,7 +115,7 @@ pub(crate) fn query(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError
     }
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -89,7 +130,8 @@ CREATE TABLE IF NOT EXISTS runs (
     jobs          INTEGER NOT NULL,
     owner_pid     INTEGER NOT NULL,
     owner_start   TEXT NOT NULL,
-    reason        TEXT
+    reason        TEXT,
+    no_merge      INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
     run_id      TEXT NOT NULL REFERENCES runs(id),
@@ -104,6 +146,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     attempts    INTEGER NOT NULL DEFAULT 0,
     removed     INTEGER NOT NULL DEFAULT 0,
     updated_at  INTEGER NOT NULL,
+    budget_from INTEGER NOT NULL DEFAULT 1,
+    landing     TEXT,
+    landed_on   TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    forced      TEXT,
     PRIMARY KEY (run_id, id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -118,9 +165,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     salvage_ref TEXT,
     dir         TEXT NOT NULL,
     log_path    TEXT NOT NULL,
-        token       TEXT NOT NULL,
+    token       TEXT NOT NULL,
     pid         INTEGER,
     verdict     TEXT,
+    base        TEXT,
     PRIMARY KEY (run_id, task_id, n)
 );
 CREATE TABLE IF NOT EXISTS transitions (
@@ -131,6 +179,18 @@ CREATE TABLE IF NOT EXISTS transitions (
     state   TEXT NOT NULL,
     reason  TEXT
 );
+";
+
+/// Version 3: per-attempt bases (a task re-created on a moved target), rework budgets that `retry` renews, the
+/// commit a task lands as, cancel requests from another process, and `--no-merge` runs.
+const MIGRATE_TO_3: &str = "
+ALTER TABLE attempts ADD COLUMN base TEXT;
+ALTER TABLE tasks ADD COLUMN budget_from INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE tasks ADD COLUMN landing TEXT;
+ALTER TABLE tasks ADD COLUMN landed_on TEXT;
+ALTER TABLE tasks ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN forced TEXT;
+ALTER TABLE runs ADD COLUMN no_merge INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// An open state database.
@@ -176,6 +236,9 @@ impl Store {
         if version == 1 {
             conn.execute_batch("ALTER TABLE attempts ADD COLUMN verdict TEXT;")
                 .map_err(open_error)?;
+        }
+        if (1..=2).contains(&version) {
+            conn.execute_batch(MIGRATE_TO_3).map_err(open_error)?;
         }
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA).map_err(open_error)?;

@@ -28,6 +28,8 @@ pub struct NewRun<'a> {
     pub owner_pid: u32,
     /// Owning process start token (tells a reused pid apart).
     pub owner_start: &'a str,
+    /// `--no-merge`: accepted is the end of this run.
+    pub no_merge: bool,
 }
 
 /// A task about to be recorded.
@@ -39,6 +41,21 @@ pub struct NewTask<'a> {
     pub branch: &'a str,
     /// Its worktree path.
     pub worktree: &'a std::path::Path,
+}
+
+/// An attempt about to start.
+#[derive(Debug, Clone, Copy)]
+pub struct NewAttempt<'a> {
+    /// Attempt number.
+    pub n: u32,
+    /// The commit its chain starts from.
+    pub base: &'a str,
+    /// Its artifacts folder.
+    pub dir: &'a std::path::Path,
+    /// Its log file.
+    pub log_path: &'a std::path::Path,
+    /// The token in its worker's environment.
+    pub token: &'a str,
 }
 
 /// A stored run.
@@ -62,6 +79,8 @@ pub struct RunRow {
     pub owner_pid: i64,
     /// Owning process start token.
     pub owner_start: String,
+    /// Made with `--no-merge`.
+    pub no_merge: bool,
 }
 
 /// A stored task.
@@ -85,6 +104,16 @@ pub struct TaskRow {
     pub attempts: u32,
     /// Whether `gc` removed its worktree and branch.
     pub removed: bool,
+    /// The first attempt of its current rework budget (`retry` starts a new one).
+    pub budget_from: u32,
+    /// The commit it lands (or landed) as, set before the branch moves.
+    pub landing: Option<String>,
+    /// The branch `landing` is meant for.
+    pub landed_on: Option<String>,
+    /// Another process asked for it to be cancelled.
+    pub cancel_requested: bool,
+    /// Set when a person accepted it over the gate's verdict: who and why.
+    pub forced: Option<String>,
 }
 
 /// A stored attempt.
@@ -112,6 +141,8 @@ pub struct AttemptRow {
     pub token: String,
     /// The gate's verdict.
     pub verdict: Option<crate::report::Verdict>,
+    /// The commit the attempt started from (`None` in old databases: the run's base).
+    pub base: Option<String>,
 }
 
 /// An attempt that was in flight when its owner died.
@@ -142,13 +173,13 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<(RunRow, String)> {
             tasks_file: PathBuf::from(row.get::<_, String>(6)?),
             owner_pid: row.get(7)?,
             owner_start: row.get(8)?,
+            no_merge: row.get(9)?,
         },
         state,
     ))
 }
 
-const RUN_COLUMNS: &str =
-    "id, created_at, state, base_sha, base_rev, target_branch, tasks_file, owner_pid, owner_start";
+const RUN_COLUMNS: &str = "id, created_at, state, base_sha, base_rev, target_branch, tasks_file, owner_pid, owner_start, no_merge";
 
 fn finish_run_row((mut run, state): (RunRow, String)) -> Result<RunRow, StoreError> {
     run.state = RunState::parse(&state).ok_or_else(|| corrupt(format!("run state `{state}`")))?;
@@ -168,8 +199,8 @@ impl Store {
             .transaction()
             .map_err(query("starting a transaction"))?;
         tx.execute(
-            "INSERT INTO runs (id, created_at, state, base_sha, base_rev, target_branch, tasks_file, jobs, owner_pid, owner_start)
-             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO runs (id, created_at, state, base_sha, base_rev, target_branch, tasks_file, jobs, owner_pid, owner_start, no_merge)
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 run.id,
                 now,
@@ -179,7 +210,8 @@ impl Store {
                 run.tasks_file.to_string_lossy(),
                 i64::try_from(run.jobs).unwrap_or(i64::MAX),
                 i64::from(run.owner_pid),
-                run.owner_start
+                run.owner_start,
+                run.no_merge
             ],
         )
         .map_err(query("recording the run"))?;
@@ -261,23 +293,27 @@ impl Store {
             .map_err(query("marking a worktree removed"))
     }
 
-    /// Records the start of attempt `n` (before the worker is spawned).
+    /// Records the start of an attempt (before the worker is spawned).
     pub fn start_attempt(
         &mut self,
         run_id: &str,
         task_id: &str,
-        n: u32,
-        dir: &std::path::Path,
-        log_path: &std::path::Path,
-        token: &str,
+        attempt: &NewAttempt<'_>,
     ) -> Result<(), StoreError> {
+        let NewAttempt {
+            n,
+            base,
+            dir,
+            log_path,
+            token,
+        } = *attempt;
         let tx = self
             .conn
             .transaction()
             .map_err(query("starting a transaction"))?;
         tx.execute(
-            "INSERT INTO attempts (run_id, task_id, n, state, started_at, dir, log_path, token)
-             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
+            "INSERT INTO attempts (run_id, task_id, n, state, started_at, dir, log_path, token, base)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8)",
             params![
                 run_id,
                 task_id,
@@ -285,7 +321,8 @@ impl Store {
                 now_millis(),
                 dir.to_string_lossy(),
                 log_path.to_string_lossy(),
-                token
+                token,
+                base
             ],
         )
         .map_err(query("recording an attempt"))?;
@@ -405,7 +442,8 @@ impl Store {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT id, spec, state, reason, branch, worktree, git_link, attempts, removed
+                "SELECT id, spec, state, reason, branch, worktree, git_link, attempts, removed,
+                        budget_from, landing, landed_on, cancel_requested, forced
                  FROM tasks WHERE run_id = ?1 ORDER BY seq",
             )
             .map_err(query("listing tasks"))?;
@@ -421,6 +459,13 @@ impl Store {
                     row.get::<_, Option<String>>(6)?,
                     row.get::<_, u32>(7)?,
                     row.get::<_, bool>(8)?,
+                    (
+                        row.get::<_, u32>(9)?,
+                        row.get::<_, Option<String>>(10)?,
+                        row.get::<_, Option<String>>(11)?,
+                        row.get::<_, bool>(12)?,
+                        row.get::<_, Option<String>>(13)?,
+                    ),
                 ))
             })
             .map_err(query("listing tasks"))?
@@ -428,7 +473,18 @@ impl Store {
             .map_err(query("listing tasks"))?;
         raw.into_iter()
             .map(
-                |(id, spec, state, reason, branch, worktree, git_link, attempts, removed)| {
+                |(
+                    id,
+                    spec,
+                    state,
+                    reason,
+                    branch,
+                    worktree,
+                    git_link,
+                    attempts,
+                    removed,
+                    (budget_from, landing, landed_on, cancel_requested, forced),
+                )| {
                     Ok(TaskRow {
                         spec: serde_json::from_str(&spec)
                             .map_err(|e| corrupt(format!("task {id}: {e}")))?,
@@ -441,6 +497,11 @@ impl Store {
                         git_link,
                         attempts,
                         removed,
+                        budget_from,
+                        landing,
+                        landed_on,
+                        cancel_requested,
+                        forced,
                     })
                 },
             )
@@ -452,7 +513,7 @@ impl Store {
         let mut statement = self
             .conn
             .prepare(
-                "SELECT n, state, started_at, finished_at, exit, commit_sha, salvage_ref, dir, log_path, token, verdict
+                "SELECT n, state, started_at, finished_at, exit, commit_sha, salvage_ref, dir, log_path, token, verdict, base
                  FROM attempts WHERE run_id = ?1 AND task_id = ?2 ORDER BY n",
             )
             .map_err(query("listing attempts"))?;
@@ -471,6 +532,7 @@ impl Store {
                         log_path: PathBuf::from(row.get::<_, String>(8)?),
                         token: row.get(9)?,
                         verdict: None,
+                        base: row.get(11)?,
                     },
                     row.get::<_, Option<String>>(4)?,
                     row.get::<_, Option<String>>(10)?,
@@ -496,56 +558,6 @@ impl Store {
                 Ok(attempt)
             })
             .collect()
-    }
-
-    /// Marks every run whose owner is gone (per `owner_alive`) as interrupted, with its in-flight tasks and
-    /// attempts; returns those attempts so the caller can kill processes they left behind.
-    pub fn recover(
-        &mut self,
-        owner_alive: impl Fn(i64, &str) -> bool,
-    ) -> Result<Vec<RecoveredAttempt>, StoreError> {
-        let orphaned: Vec<RunRow> = self
-            .runs()?
-            .into_iter()
-            .filter(|run| {
-                run.state == RunState::Running && !owner_alive(run.owner_pid, &run.owner_start)
-            })
-            .collect();
-        let mut recovered = Vec::new();
-        for run in orphaned {
-            let why = format!(
-                "the ccfan process (pid {}) that ran it ended",
-                run.owner_pid
-            );
-            for task in self.tasks(&run.id)? {
-                if task.state.is_final() {
-                    continue;
-                }
-                let reason = format!(
-                    "{why} while the task was {}; its worktree and partial work are kept",
-                    task.state
-                );
-                for attempt in self.attempts(&run.id, &task.id)? {
-                    if attempt.state == "running" {
-                        recovered.push(RecoveredAttempt {
-                            run_id: run.id.clone(),
-                            task_id: task.id.clone(),
-                            token: attempt.token.clone(),
-                        });
-                        self.conn
-                            .execute(
-                                "UPDATE attempts SET state = 'interrupted', finished_at = ?4
-                                 WHERE run_id = ?1 AND task_id = ?2 AND n = ?3",
-                                params![run.id, task.id, attempt.n, now_millis()],
-                            )
-                            .map_err(query("marking an attempt interrupted"))?;
-                    }
-                }
-                self.set_task_state(&run.id, &task.id, TaskState::Interrupted, Some(&reason))?;
-            }
-            self.finish_run(&run.id, RunState::Interrupted, Some(&why))?;
-        }
-        Ok(recovered)
     }
 }
 
@@ -604,22 +616,33 @@ mod tests {
             jobs: 2,
             owner_pid: 1,
             owner_start: "x",
+            no_merge: false,
         };
         store.create_run(&run, &tasks).unwrap();
         store
             .set_task_state("r", "a", TaskState::Running, None)
             .unwrap();
         store
-            .start_attempt("r", "a", 1, Path::new("/d"), Path::new("/d/log"), "tok")
+            .start_attempt(
+                "r",
+                "a",
+                &NewAttempt {
+                    n: 1,
+                    base: "abc",
+                    dir: Path::new("/d"),
+                    log_path: Path::new("/d/log"),
+                    token: "tok",
+                },
+            )
             .unwrap();
         store
             .set_task_state("r", "b", TaskState::Accepted, None)
             .unwrap();
 
         // The owner is alive: nothing changes.
-        assert!(store.recover(|_, _| true).unwrap().is_empty());
+        assert!(store.recover(|_, _| true, |_, _| false).unwrap().is_empty());
         // The owner is gone: in-flight work is marked interrupted, finished work untouched.
-        let recovered = store.recover(|_, _| false).unwrap();
+        let recovered = store.recover(|_, _| false, |_, _| false).unwrap();
         assert_eq!(recovered.len(), 1);
         assert_eq!(recovered[0].token, "tok");
         let tasks = store.tasks("r").unwrap();
@@ -629,5 +652,62 @@ mod tests {
         assert_eq!(store.run("r").unwrap().state, RunState::Interrupted);
         assert_eq!(store.attempts("r", "a").unwrap()[0].state, "interrupted");
         assert!(matches!(store.run("zzz"), Err(StoreError::NoSuchRun(_))));
+    }
+
+    #[test]
+    fn a_task_killed_mid_merge_is_settled_from_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let (a, b) = (spec("a"), spec("b"));
+        let tasks = [
+            NewTask {
+                spec: &a,
+                branch: "ccfan/r/a",
+                worktree: Path::new("/w/a"),
+            },
+            NewTask {
+                spec: &b,
+                branch: "ccfan/r/b",
+                worktree: Path::new("/w/b"),
+            },
+        ];
+        let run = NewRun {
+            id: "r",
+            base_sha: "abc",
+            base_rev: "HEAD",
+            target_branch: Some("main"),
+            tasks_file: Path::new("tasks.toml"),
+            jobs: 2,
+            owner_pid: 1,
+            owner_start: "x",
+            no_merge: false,
+        };
+        store.create_run(&run, &tasks).unwrap();
+        for (task, landing) in [("a", "on-main"), ("b", "not-on-main")] {
+            store
+                .set_landing("r", task, Some((landing, "main")))
+                .unwrap();
+            store
+                .set_task_state("r", task, TaskState::Merging, None)
+                .unwrap();
+        }
+        store
+            .recover(
+                |_, _| false,
+                |commit, branch| commit == "on-main" && branch == "main",
+            )
+            .unwrap();
+        let tasks = store.tasks("r").unwrap();
+        assert_eq!(tasks[0].state, TaskState::Merged);
+        assert!(tasks[0].reason.as_deref().unwrap().contains("main holds"));
+        assert_eq!(tasks[1].state, TaskState::Accepted);
+        assert!(
+            tasks[1]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("nothing landed")
+        );
+        assert_eq!(tasks[1].landing, None);
     }
 }

@@ -44,7 +44,7 @@ mv README.md readme.md
 ln -s loop-b loop-a
 ln -s loop-a loop-b"#,
     );
-    assert_eq!(task(&view, "w")["state"], "accepted", "{view}");
+    assert_eq!(task(&view, "w")["state"], "merged", "{view}");
     assert_eq!(file(&report, "crlf.txt")["added"], 2);
     assert_eq!(file(&report, "nonl.txt")["added"], 1);
     assert_eq!(file(&report, "blob.bin")["binary"], true);
@@ -82,7 +82,7 @@ ln -s loop-a loop-b"#,
 fn an_empty_diff_is_accepted_with_a_warning() {
     let env = TestEnv::new();
     let (view, report) = run_worker(&env, "touch src/lib.txt");
-    assert_eq!(task(&view, "w")["state"], "accepted");
+    assert_eq!(task(&view, "w")["state"], "merged");
     let diff = report["stages"]
         .as_array()
         .unwrap()
@@ -103,7 +103,7 @@ i=0
 while [ $i -lt 10000 ]; do echo "file $i" > many/f$i.txt; i=$((i+1)); done
 yes 'an ordinary line of text in a very large file 0123456789' | head -c 100000000 > big.txt"#,
     );
-    assert_eq!(task(&view, "w")["state"], "accepted", "{view}");
+    assert_eq!(task(&view, "w")["state"], "merged", "{view}");
     assert_eq!(report["diff"]["files_changed"], 10001);
     assert_eq!(file(&report, "big.txt")["added"], 100_000_000 / 57 + 1);
 }

@@ -17,8 +17,8 @@ fn the_demo_runs_and_every_task_ends_as_designed() {
     );
     let run: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     for (id, state) in [
-        ("add-farewell", "accepted"),
-        ("touch-ci", "accepted"),
+        ("add-farewell", "merged"),
+        ("touch-ci", "merged"),
         ("add-config", "rolled_back"),
         ("slow-refactor", "blocked"),
         ("broken-edit", "blocked"),
@@ -61,6 +61,6 @@ fn the_documented_example_tasks_file_runs() {
     let ran = env.ccfan(&["run", "--json", "--tasks", example]);
     assert_eq!(ran.code, 0, "{ran:?}");
     let run = ran.json();
-    assert_eq!(task(&run, "fix-parser")["state"], "accepted");
-    assert_eq!(task(&run, "t2")["state"], "accepted");
+    assert_eq!(task(&run, "fix-parser")["state"], "merged");
+    assert_eq!(task(&run, "t2")["state"], "merged");
 }

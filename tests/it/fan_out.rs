@@ -70,7 +70,7 @@ echo "end $(date +%s%N)" >> "$PROBE/$CCFAN_TASK_ID.times""#,
     for i in 1..=8 {
         let id = format!("task-{i}");
         let view = task(&run, &id);
-        assert_eq!(view["state"], "accepted", "{view}");
+        assert_eq!(view["state"], "merged", "{view}");
         assert_eq!(view["attempts"], 1);
         assert_eq!(
             view["exit_status"],
@@ -102,6 +102,20 @@ echo "end $(date +%s%N)" >> "$PROBE/$CCFAN_TASK_ID.times""#,
             "{log}"
         );
     }
+
+    // main now holds the eight changes, landed one commit each in task-file order, on top of the base.
+    let landed = env.git(&["log", "--format=%s", &format!("{base}..main")]);
+    let expected: Vec<String> = (1..=8)
+        .rev()
+        .map(|i| format!("write out/task-{i}.txt"))
+        .collect();
+    assert_eq!(landed.lines().collect::<Vec<_>>(), expected, "{landed}");
+    assert_eq!(
+        env.git(&["ls-tree", "--name-only", "main", "out/"])
+            .lines()
+            .count(),
+        8
+    );
 
     // git's own worktree records agree with ccfan's state.
     let listed = env.git(&["worktree", "list", "--porcelain"]);
@@ -239,7 +253,7 @@ fn a_worker_that_changes_nothing_gives_an_empty_attempt() {
     assert_eq!(ran.code, 0, "{ran:?}");
     let run = ran.json();
     let t1 = task(&run, "t1");
-    assert_eq!(t1["state"], "accepted");
+    assert_eq!(t1["state"], "merged");
     assert!(t1["commit"].is_null());
     assert!(t1["reason"].as_str().unwrap().contains("changed nothing"));
     assert_eq!(t1["salvage_refs"], serde_json::json!([]));

@@ -236,7 +236,7 @@ fn tests_run_on_the_merge_preview_tree_not_in_the_worktree() {
     let t = task(&view, "w");
     assert_eq!(
         t["state"],
-        "accepted",
+        "merged",
         "{t}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
@@ -320,7 +320,7 @@ fn completeness_compares_the_final_report_with_the_real_change() {
         silent.display()
     ));
     let view = env.run(&tasks, &[]).json();
-    assert_eq!(task(&view, "honest")["state"], "accepted");
+    assert_eq!(task(&view, "honest")["state"], "merged");
     let liar_rules: Vec<String> = blocking(&env, view["run_id"].as_str().unwrap(), "liar")
         .iter()
         .map(|f| {

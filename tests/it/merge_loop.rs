@@ -31,7 +31,7 @@ fi"#,
     let t = task(&view, "fix");
     assert_eq!(
         (t["state"].as_str(), t["attempts"].as_u64()),
-        (Some("accepted"), Some(2)),
+        (Some("merged"), Some(2)),
         "{t}"
     );
     // Attempt 1's task file had no findings; attempt 2's held the scope finding.
@@ -43,16 +43,12 @@ fi"#,
     assert_eq!(second["attempt"], 2);
     assert_eq!(second["rework"][0]["rule"], "not-allowed");
     assert_eq!(second["rework"][0]["path"], "README.md");
-    // Both attempts are kept; the branch holds only the in-scope change, against the base.
-    let run_id = view["run_id"].as_str().unwrap();
+    // Both attempts are kept; main gained exactly the in-scope change, as one commit on the base.
     assert_eq!(t["salvage_refs"].as_array().unwrap().len(), 2);
-    let changed = env.git(&[
-        "diff",
-        "--name-only",
-        "main",
-        &format!("ccfan/{run_id}/fix"),
-    ]);
+    let base = view["base"].as_str().unwrap();
+    let changed = env.git(&["diff", "--name-only", base, "main"]);
     assert_eq!(changed, "src/feature.txt\n");
+    assert_eq!(env.git(&["rev-parse", "main~1"]).trim(), base);
 }
 
 #[test]

@@ -1,0 +1,230 @@
+//! `ccfan merge|rework|retry|accept|rollback|cancel|salvage`: thin adapters over `pipeline::control` and
+//! `pipeline::salvage`. Exit codes: 0 when the command did what was asked and the tasks it acted on ended as wanted,
+//! 1 when it refused (with why) or they did not, 2 bad input, 3 internal.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use super::args::{
+    AcceptArgs, CancelArgs, MergeArgs, ReworkArgs, SalvageCommand, TargetArgs, TaskArgs,
+};
+use super::{CliError, Exit, render};
+use crate::model::TaskState;
+use crate::pipeline::control::{Control, ControlOutcome, Target};
+use crate::pipeline::{self, PipelineError, salvage};
+use crate::util::short;
+
+/// What makes a follow-up command a success.
+enum Wanted<'a> {
+    /// It was not refused.
+    NotRefused,
+    /// This task ended as wanted (merged, or accepted in a `--no-merge` run).
+    Task(Option<&'a str>),
+}
+
+/// Runs `act` with a control context (progress on stderr or live, Ctrl-C wired), then prints the outcome.
+fn control(
+    start: &Path,
+    json: bool,
+    wanted: Wanted<'_>,
+    act: impl FnOnce(&Control<'_>) -> Result<ControlOutcome, PipelineError>,
+) -> Result<Exit, CliError> {
+    let repo = super::repo_at(start)?;
+    let progress = render::Progress::new(!json && std::io::stdout().is_terminal());
+    let cancel = super::cancel_flag();
+    let context = Control {
+        repo: &repo,
+        sink: &progress,
+        cancel: &cancel,
+    };
+    let outcome = act(&context)?;
+    render::out(&if json {
+        render::json(&serde_json::json!({
+            "schema": 1,
+            "refused": outcome.refused,
+            "run": outcome.view,
+        }))
+    } else {
+        render::run_view(&outcome.view)
+    })?;
+    if let Some(why) = &outcome.refused {
+        render::err(&format!("ccfan: {why}\n"));
+        return Ok(Exit::NotAllSucceeded);
+    }
+    let view = &outcome.view;
+    let done = match wanted {
+        Wanted::NotRefused => true,
+        Wanted::Task(only) => view
+            .tasks
+            .iter()
+            .filter(|task| only.is_none_or(|id| id == task.id))
+            .all(|task| view.succeeded(task.state)),
+    };
+    Ok(if done {
+        Exit::Success
+    } else {
+        Exit::NotAllSucceeded
+    })
+}
+
+/// `ccfan merge`.
+pub fn merge(start: &Path, args: MergeArgs) -> Result<Exit, CliError> {
+    let MergeArgs { run, into, json } = args;
+    let repo = super::repo_at(start)?;
+    let progress = render::Progress::new(!json && std::io::stdout().is_terminal());
+    let cancel = super::cancel_flag();
+    let context = Control {
+        repo: &repo,
+        sink: &progress,
+        cancel: &cancel,
+    };
+    let outcome = context.merge(&run, into.as_deref())?;
+    render::out(&if json {
+        render::json(&outcome.view)
+    } else {
+        render::run_view(&outcome.view)
+    })?;
+    // Done when nothing accepted is left unlanded.
+    let left = outcome
+        .view
+        .tasks
+        .iter()
+        .any(|task| task.state == TaskState::Accepted);
+    Ok(if left {
+        Exit::NotAllSucceeded
+    } else {
+        Exit::Success
+    })
+}
+
+/// `ccfan rework`.
+pub fn rework(start: &Path, args: ReworkArgs) -> Result<Exit, CliError> {
+    let target = Target::parse(&args.target);
+    let task = target.task.clone();
+    control(start, args.json, Wanted::Task(task.as_deref()), |c| {
+        c.rework(&target, &args.note)
+    })
+}
+
+/// `ccfan retry`.
+pub fn retry(start: &Path, args: TaskArgs) -> Result<Exit, CliError> {
+    let target = Target::parse(&args.target);
+    let task = target.task.clone();
+    control(start, args.json, Wanted::Task(task.as_deref()), |c| {
+        c.retry(&target)
+    })
+}
+
+/// `ccfan accept --force --reason`.
+pub fn accept(start: &Path, args: AcceptArgs) -> Result<Exit, CliError> {
+    let target = Target::parse(&args.target);
+    let task = target.task.clone();
+    let repo = super::repo_at(start)?;
+    let who = crate::git::user_identity(&repo);
+    control(start, args.json, Wanted::Task(task.as_deref()), |c| {
+        c.accept(&target, &who, &args.reason)
+    })
+}
+
+/// `ccfan rollback`: success when nothing was refused.
+pub fn rollback(start: &Path, args: TargetArgs) -> Result<Exit, CliError> {
+    let target = Target::parse(&args.target);
+    control(start, args.json, Wanted::NotRefused, |c| {
+        c.rollback(&target)
+    })
+}
+
+/// `ccfan cancel`: success when the tasks stopped (or there was nothing to stop).
+pub fn cancel(start: &Path, args: CancelArgs) -> Result<Exit, CliError> {
+    let target = Target::parse(&args.target);
+    control(start, args.json, Wanted::NotRefused, |c| {
+        c.cancel(&target, args.wait)
+    })
+}
+
+/// `ccfan salvage list|show|restore`.
+pub fn salvage(start: &Path, command: SalvageCommand) -> Result<Exit, CliError> {
+    let repo = super::repo_at(start)?;
+    let (store, _) = pipeline::open_state(&repo)?;
+    let text = match command {
+        SalvageCommand::List(TargetArgs { target, json }) => {
+            let target = Target::parse(&target);
+            let entries = salvage::list(&repo, &store, &target.run, target.task.as_deref())?;
+            if json {
+                render::json(&entries)
+            } else {
+                let rows: Vec<Vec<String>> = entries
+                    .iter()
+                    .map(|entry| {
+                        vec![
+                            format!(
+                                "{}/{}/{}",
+                                entry.run_id,
+                                entry.task_id,
+                                entry
+                                    .attempt
+                                    .map_or_else(|| entry.name.clone(), |n| n.to_string())
+                            ),
+                            short(&entry.commit).to_string(),
+                            entry
+                                .verdict
+                                .as_ref()
+                                .map_or_else(|| "-".to_string(), |v| v.name().to_string()),
+                            entry.reference.clone(),
+                        ]
+                    })
+                    .collect();
+                render::table(&["ATTEMPT", "COMMIT", "VERDICT", "REF"], &rows)
+            }
+        }
+        SalvageCommand::Show(TaskArgs { target, json }) => {
+            let detail = salvage::show(&repo, &store, &target)?;
+            if json {
+                render::json(&detail)
+            } else {
+                let mut text = format!(
+                    "{} = {} (parent {})\n",
+                    detail.entry.reference,
+                    detail.entry.commit,
+                    detail.parent.as_deref().map(short).unwrap_or("-")
+                );
+                if let Some(verdict) = &detail.entry.verdict {
+                    text.push_str(&format!("verdict: {}\n", verdict.name()));
+                }
+                let rows: Vec<Vec<String>> = detail
+                    .files
+                    .iter()
+                    .map(|file| {
+                        vec![
+                            format!("{:?}", file.kind).to_lowercase(),
+                            format!("+{} -{}", file.added, file.removed),
+                            file.path.clone(),
+                        ]
+                    })
+                    .collect();
+                text.push('\n');
+                text.push_str(&render::table(&["CHANGE", "LINES", "PATH"], &rows));
+                text
+            }
+        }
+        SalvageCommand::Restore(args) => {
+            let (entry, branch) =
+                salvage::restore(&repo, &store, &args.target, args.branch.as_deref())?;
+            if args.json {
+                render::json(&serde_json::json!({
+                    "schema": 1,
+                    "restored": entry,
+                    "branch": branch,
+                }))
+            } else {
+                format!(
+                    "restored {} ({}) onto new branch {branch}\n  look:   git log -p -1 {branch}\n  use it: git switch {branch}   (or git merge {branch})\n",
+                    entry.reference,
+                    short(&entry.commit)
+                )
+            }
+        }
+    };
+    render::out(&text)?;
+    Ok(Exit::Success)
+}

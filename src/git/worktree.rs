@@ -1,0 +1,248 @@
+//! The git door, worktrees: registering, filling, recording and removing the worktrees ccfan makes for tasks and
+//! verification checkouts.
+
+use super::*;
+
+/// Holds an exclusive lock on the repository's worktree records while alive (across processes).
+pub struct WorktreeLock {
+    _file: File,
+}
+
+/// Takes the lock that serialises `git worktree add/remove/prune` on one repository, so that parallel creation
+/// (in this process or another ccfan) never races on git's config and index locks.
+pub fn lock_worktrees(repo: &RepoPaths) -> Result<WorktreeLock> {
+    let dir = repo.common_dir.join("ccfan");
+    let io = |context: String| move |source| GitError::Io { context, source };
+    std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    let path = dir.join("worktrees.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(format!("cannot open {}", path.display())))?;
+    file.lock()
+        .map_err(io(format!("cannot lock {}", path.display())))?;
+    Ok(WorktreeLock { _file: file })
+}
+
+/// `git worktree add --no-checkout` under the worktree lock: `-b BRANCH` for a task, `--detach` otherwise.
+fn register_worktree(
+    repo: &RepoPaths,
+    path: &Path,
+    branch: Option<&str>,
+    start: &str,
+) -> Result<()> {
+    let _lock = lock_worktrees(repo)?;
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("worktree"),
+        OsStr::new("add"),
+        OsStr::new("--no-checkout"),
+        OsStr::new("--quiet"),
+    ];
+    match branch {
+        Some(branch) => args.extend([OsStr::new("-b"), OsStr::new(branch)]),
+        None => args.push(OsStr::new("--detach")),
+    }
+    args.extend([path.as_os_str(), OsStr::new(start)]);
+    run_git(&repo.workdir, args).map(drop)
+}
+
+/// Registers a worktree at `path` on a new `branch` at `base`, without checking files out (fast; done under the
+/// worktree lock). Returns the content of the worktree's `.git` link file as git wrote it.
+pub fn add_worktree(repo: &RepoPaths, path: &Path, branch: &str, base: &str) -> Result<String> {
+    register_worktree(repo, path, Some(branch), base)?;
+    git_link(path)
+}
+
+/// Fills a worktree made by [`add_worktree`]: index and files of its HEAD. Safe to run for many worktrees at once.
+pub fn checkout_worktree(path: &Path) -> Result<()> {
+    run_git(path, ["reset", "--hard", "--quiet", "HEAD"]).map(drop)
+}
+
+/// The content of a worktree's `.git` link file.
+pub fn git_link(worktree: &Path) -> Result<String> {
+    let link = worktree.join(".git");
+    std::fs::read_to_string(&link).map_err(|source| GitError::Io {
+        context: format!("cannot read {}", link.display()),
+        source,
+    })
+}
+
+/// Removes a worktree (files included) and its record. Missing folders are fine.
+pub fn remove_worktree(repo: &RepoPaths, path: &Path) -> Result<()> {
+    let _lock = lock_worktrees(repo)?;
+    if path.exists() {
+        run_git(
+            &repo.workdir,
+            [
+                OsStr::new("worktree"),
+                OsStr::new("remove"),
+                OsStr::new("--force"),
+                OsStr::new("--force"),
+                path.as_os_str(),
+            ],
+        )?;
+    }
+    run_git(&repo.workdir, ["worktree", "prune"]).map(drop)
+}
+
+/// Drops git's records of worktrees whose folders are gone.
+pub fn prune_worktrees(repo: &RepoPaths) -> Result<()> {
+    let _lock = lock_worktrees(repo)?;
+    run_git(&repo.workdir, ["worktree", "prune"]).map(drop)
+}
+
+/// The paths of all worktrees git knows (the main one first).
+pub fn list_worktrees(repo: &RepoPaths) -> Result<Vec<PathBuf>> {
+    let out = run_git(&repo.workdir, ["worktree", "list", "--porcelain"])?;
+    Ok(out
+        .lines()
+        .filter_map(|line| line.strip_prefix("worktree "))
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// What recording a worktree found besides its files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorktreeCommit {
+    /// The new commit (`None`: the files equal the parent's tree).
+    pub commit: Option<String>,
+    /// Git state the worker changed, which ccfan put back (HEAD pointing elsewhere, the branch moved).
+    pub tampered: Vec<String>,
+}
+
+/// Records the files of `worktree` (modified, deleted, untracked, mode changes, symlinks; ignored files excluded)
+/// as one commit on top of `parent` — the commit ccfan expects the branch at, never what the worktree's HEAD or
+/// index say, since the worker could change those — then points `branch` and the worktree's HEAD at it. The index
+/// is rebuilt from `parent`'s tree first, so skip-worktree or assume-unchanged flags cannot hide a change.
+/// libgit2 runs no hooks and no fsmonitor.
+pub fn commit_worktree(
+    worktree: &Path,
+    branch: &str,
+    parent: &str,
+    message: &str,
+) -> Result<WorktreeCommit> {
+    let repo = Repository::open(worktree).map_err(git2_context(format!(
+        "cannot open worktree {}",
+        worktree.display()
+    )))?;
+    let parent_id = oid(parent)?;
+    let parent_commit = repo
+        .find_commit(parent_id)
+        .map_err(git2_context("cannot read the attempt's parent"))?;
+    let parent_tree = parent_commit
+        .tree()
+        .map_err(git2_context("cannot read the parent's tree"))?;
+    let branch_ref = format!("refs/heads/{branch}");
+    let mut tampered = Vec::new();
+    let head_target = repo
+        .find_reference("HEAD")
+        .ok()
+        .and_then(|head| head.symbolic_target().ok().flatten().map(str::to_string));
+    if head_target.as_deref() != Some(branch_ref.as_str()) {
+        tampered.push(format!(
+            "the worktree's HEAD pointed at {}",
+            head_target.as_deref().unwrap_or("a detached commit")
+        ));
+    }
+    match repo
+        .find_reference(&branch_ref)
+        .ok()
+        .and_then(|reference| reference.target())
+    {
+        Some(tip) if tip == parent_id => {}
+        Some(tip) => tampered.push(format!("branch {branch} had been moved to {tip}")),
+        None => tampered.push(format!("branch {branch} had been deleted")),
+    }
+    let mut index = repo
+        .index()
+        .map_err(git2_context("cannot read the worktree's index"))?;
+    // Cleared first: reading a tree over existing entries keeps their stat data and flags (assume-unchanged).
+    index
+        .clear()
+        .map_err(git2_context("cannot reset the index"))?;
+    index
+        .read_tree(&parent_tree)
+        .map_err(git2_context("cannot reset the index to the parent"))?;
+    let what = format!("cannot stage the changes in {}", worktree.display());
+    index
+        .add_all(["*"], IndexAddOption::DEFAULT, None)
+        .map_err(git2_context(what.clone()))?;
+    index.update_all(["*"], None).map_err(git2_context(what))?;
+    let tree_id = index
+        .write_tree()
+        .map_err(git2_context("cannot write the attempt's tree"))?;
+    index
+        .write()
+        .map_err(git2_context("cannot write the worktree's index"))?;
+    let commit = if tree_id == parent_tree.id() {
+        None
+    } else {
+        Some(write_commit(
+            &repo,
+            tree_id,
+            &[&parent_commit],
+            message,
+            None,
+            CCFAN,
+        )?)
+    };
+    repo.reference(
+        &branch_ref,
+        commit.unwrap_or(parent_id),
+        true,
+        "ccfan: record attempt",
+    )
+    .map_err(git2_context(format!("cannot move branch {branch}")))?;
+    repo.set_head(&branch_ref).map_err(git2_context(
+        "cannot point the worktree's HEAD at its branch",
+    ))?;
+    Ok(WorktreeCommit {
+        commit: commit.map(|oid| oid.to_string()),
+        tampered,
+    })
+}
+
+/// Whether the files of `worktree` differ from `parent`'s tree (untracked files count, ignored ones do not). Like
+/// [`commit_worktree`], it trusts neither the worktree's HEAD nor its index flags.
+pub fn has_uncommitted_changes(worktree: &Path, parent: &str) -> Result<bool> {
+    let repo = Repository::open(worktree).map_err(git2_context(format!(
+        "cannot open worktree {}",
+        worktree.display()
+    )))?;
+    let parent_id = oid(parent)?;
+    let tree = repo
+        .find_commit(parent_id)
+        .and_then(|commit| commit.tree())
+        .map_err(git2_context("cannot read the parent's tree"))?;
+    let mut index = git2::Index::new().map_err(git2_context("cannot make an index"))?;
+    index
+        .read_tree(&tree)
+        .map_err(git2_context("cannot read the parent's tree"))?;
+    let mut options = git2::DiffOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    let diff = repo
+        .diff_tree_to_workdir(Some(&tree), Some(&mut options))
+        .map_err(git2_context(format!(
+            "cannot compare {}",
+            worktree.display()
+        )))?;
+    Ok(diff.deltas().len() > 0)
+}
+
+/// Moves a worktree's branch and files back to `sha`, dropping untracked files (not ignored ones): used when an
+/// attempt is rolled back, after all its work is on salvage refs.
+pub fn reset_worktree(worktree: &Path, sha: &str) -> Result<()> {
+    run_git(worktree, ["reset", "--hard", "--quiet", sha])?;
+    run_git(worktree, ["clean", "-fd", "--quiet"]).map(drop)
+}
+
+/// Checks `sha` out, detached, into a new worktree at `path` (for verification; never the worker's worktree).
+pub fn add_detached_worktree(repo: &RepoPaths, path: &Path, sha: &str) -> Result<()> {
+    register_worktree(repo, path, None, sha)?;
+    checkout_worktree(path)
+}

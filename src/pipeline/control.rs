@@ -1,0 +1,548 @@
+//! Follow-up commands on a stored run, after (or beside) `ccfan run`: merge what is accepted, rework with a
+//! person's note, retry a blocked task with a fresh budget, accept over the gate, roll back (a merged task by a
+//! revert commit), cancel. Each claims the run first, so two ccfan processes never carry the same task at once,
+//! and each stores every transition before it takes effect, exactly like `run`.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::cancel::Cancels;
+use super::carry::{Carrier, Cursor};
+use super::integrate::{Move, move_branch};
+use super::{PipelineError, load_policy, load_rules, open_state};
+use crate::events::{Event, EventSink};
+use crate::git::{self, MergePreview, RepoPaths};
+use crate::input::InputError;
+use crate::model::{RunState, RunView, TaskState};
+use crate::paths::{self, StateLayout};
+use crate::report::{Finding, Stage, VerifyReport};
+use crate::store::{Store, StoreError, TaskRow, task_head};
+use crate::util::short;
+use crate::{sandbox, status};
+
+/// `<run>` or `<run>/<task>` from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Run id.
+    pub run: String,
+    /// Task id, if one.
+    pub task: Option<String>,
+}
+
+impl Target {
+    /// Parses `run` or `run/task`.
+    pub fn parse(text: &str) -> Target {
+        match text.split_once('/') {
+            Some((run, task)) => Target {
+                run: run.to_string(),
+                task: Some(task.to_string()),
+            },
+            None => Target {
+                run: text.to_string(),
+                task: None,
+            },
+        }
+    }
+
+    /// The task, or a bad-input error saying the command needs one.
+    pub fn need_task(&self, command: &str) -> Result<&str, PipelineError> {
+        self.task.as_deref().ok_or_else(|| {
+            InputError::new(
+                Path::new("<command line>"),
+                format!("`ccfan {command}` needs one task: write <run>/<task>"),
+            )
+            .key(command)
+            .fix(format!(
+                "name the task, e.g. `ccfan {command} {}/TASK` (see `ccfan status {}`)",
+                self.run, self.run
+            ))
+            .into()
+        })
+    }
+}
+
+/// Something a follow-up command refused to do: exit code 1 with this message, nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+/// What a follow-up command did: the run afterwards, and any refusal.
+#[derive(Debug, Clone)]
+pub struct ControlOutcome {
+    /// The run as stored afterwards.
+    pub view: RunView,
+    /// Set when the command did not do (all of) what was asked, with why.
+    pub refused: Option<String>,
+}
+
+/// What a follow-up command works with: the repository and how to report and stop.
+pub struct Control<'a> {
+    /// The repository.
+    pub repo: &'a RepoPaths,
+    /// Progress.
+    pub sink: &'a dyn EventSink,
+    /// Ctrl-C.
+    pub cancel: &'a AtomicBool,
+}
+
+impl Control<'_> {
+    /// Claims the run, builds a carrier for it with the repository's current policy, runs `act`, and finishes
+    /// the run again.
+    fn with_carrier<T>(
+        &self,
+        run_id: &str,
+        into: Option<&str>,
+        act: impl FnOnce(&Carrier<'_>) -> Result<T, PipelineError>,
+    ) -> Result<T, PipelineError> {
+        let (mut store, _) = open_state(self.repo)?;
+        let pid = std::process::id();
+        let start = sandbox::proc::start_token(pid).unwrap_or_default();
+        store.claim_run(run_id, pid, &start, sandbox::proc::owner_alive)?;
+        let result = (|| {
+            if let Some(branch) = into {
+                let branch = super::existing_branch(self.repo, branch)?;
+                store.set_target_branch(run_id, &branch)?;
+            }
+            let run = store.run(run_id)?;
+            let policy = load_policy(self.repo, None)?;
+            let rules = load_rules(&policy)?;
+            let tasks = store.tasks(run_id)?;
+            let cancels = Cancels::new(self.cancel, tasks.iter().map(|t| t.id.as_str()));
+            let worktree_folder = paths::worktree_base(self.repo, policy.worktree_root.as_deref());
+            let carrier = Carrier {
+                repo: self.repo,
+                layout: StateLayout::of(self.repo),
+                policy: &policy,
+                rules: &rules,
+                target_branch: run.target_branch.as_deref(),
+                no_merge: false,
+                scratch_root: worktree_folder.join(".verify"),
+                run_id,
+                base_sha: &run.base_sha,
+                store: Mutex::new(Store::open(&StateLayout::of(self.repo).database())?),
+                sink: self.sink,
+                cancel: &cancels,
+                failure: Mutex::new(None),
+            };
+            let done = AtomicBool::new(false);
+            let database = StateLayout::of(self.repo).database();
+            let outcome = std::thread::scope(|scope| {
+                let watcher = scope.spawn(|| cancels.watch(&database, run_id, &done));
+                let outcome = act(&carrier);
+                done.store(true, Ordering::SeqCst);
+                let _ = watcher.join();
+                outcome
+            });
+            match carrier.take_failure() {
+                Some(error) => Err(error),
+                None => outcome,
+            }
+        })();
+        store.finish_run(run_id, RunState::Finished, None)?;
+        result
+    }
+
+    fn outcome(
+        &self,
+        run_id: &str,
+        refused: Option<String>,
+    ) -> Result<ControlOutcome, PipelineError> {
+        let (store, _) = open_state(self.repo)?;
+        Ok(ControlOutcome {
+            view: status::run_view(&store, run_id)?,
+            refused,
+        })
+    }
+
+    /// `ccfan merge <run> [--into BRANCH]`: lands every accepted task not landed yet, in task-file order.
+    pub fn merge(&self, run_id: &str, into: Option<&str>) -> Result<ControlOutcome, PipelineError> {
+        self.with_carrier(run_id, into, |carrier| {
+            carrier.integrate_or_fail();
+            Ok(())
+        })?;
+        self.outcome(run_id, None)
+    }
+
+    /// `ccfan rework <run>/<task> --note "…"`: another attempt with a person's note, on a fresh budget, then
+    /// landing as usual.
+    pub fn rework(&self, target: &Target, note: &str) -> Result<ControlOutcome, PipelineError> {
+        let task_id = target.need_task("rework")?;
+        let refused = self.with_carrier(&target.run, None, |carrier| {
+            let task = find_task(carrier, task_id)?;
+            if let Some(why) = not_reworkable(&task) {
+                return Ok(Some(why));
+            }
+            let finding = Finding::error(Stage::Worker, "reviewer-note", note.to_string());
+            carrier.again(&task, vec![finding])?;
+            Ok(None)
+        })?;
+        self.outcome(&target.run, refused)
+    }
+
+    /// `ccfan retry <run>/<task>`: a blocked (or failed, interrupted, cancelled) task gets a fresh rework budget
+    /// and another attempt with its last findings.
+    pub fn retry(&self, target: &Target) -> Result<ControlOutcome, PipelineError> {
+        let task_id = target.need_task("retry")?;
+        let refused = self.with_carrier(&target.run, None, |carrier| {
+            let task = find_task(carrier, task_id)?;
+            let retryable = matches!(
+                task.state,
+                TaskState::Blocked
+                    | TaskState::Failed
+                    | TaskState::TimedOut
+                    | TaskState::Interrupted
+                    | TaskState::Cancelled
+                    | TaskState::Error
+                    | TaskState::Conflict
+                    | TaskState::Rework
+            );
+            if !retryable {
+                return Ok(Some(format!(
+                    "task {} is {}: retry is for blocked, failed, interrupted or cancelled tasks{}",
+                    task.id,
+                    task.state,
+                    match task.state {
+                        TaskState::Accepted => "; `ccfan merge` lands an accepted one",
+                        _ =>
+                            "; `ccfan rework --note` asks for another attempt of any finished task",
+                    }
+                )));
+            }
+            let findings = last_findings(carrier, &task)?;
+            carrier.again(&task, findings)?;
+            Ok(None)
+        })?;
+        self.outcome(&target.run, refused)
+    }
+
+    /// `ccfan accept <run>/<task> --force --reason "…"`: overrides the gate's verdict, recording who and why, and
+    /// lands the task (its landing still runs the gate on the merged tree, and reports what it finds).
+    pub fn accept(
+        &self,
+        target: &Target,
+        who: &str,
+        reason: &str,
+    ) -> Result<ControlOutcome, PipelineError> {
+        let task_id = target.need_task("accept")?;
+        let refused = self.with_carrier(&target.run, None, |carrier| {
+            let task = find_task(carrier, task_id)?;
+            match task.state {
+                TaskState::Merged => {
+                    return Ok(Some(format!("task {} is merged already", task.id)));
+                }
+                state if !state.is_final() && state != TaskState::Conflict => {
+                    return Ok(Some(format!(
+                        "task {} is {state}: wait for it to finish, or `ccfan cancel` it first",
+                        task.id
+                    )));
+                }
+                _ => {}
+            }
+            let attempts = carrier.store().attempts(carrier.run_id, &task.id)?;
+            let has_work =
+                task_head(&attempts, carrier.base_sha).is_some_and(|head| head.commit.is_some());
+            if !has_work {
+                return Ok(Some(format!(
+                    "task {} has no recorded change to accept",
+                    task.id
+                )));
+            }
+            let forced = format!("{who}: {reason}");
+            carrier
+                .store()
+                .set_forced(carrier.run_id, &task.id, Some(&forced))?;
+            carrier.transition(
+                &task.id,
+                task.attempts,
+                TaskState::Accepted,
+                Some(format!("accepted over the gate's verdict by {forced}")),
+            )?;
+            let run = carrier.store().run(carrier.run_id)?;
+            if !run.no_merge {
+                carrier.integrate_or_fail();
+            }
+            Ok(None)
+        })?;
+        self.outcome(&target.run, refused)
+    }
+
+    /// `ccfan rollback <run>[/<task>]`: the task's work is not merged — a merged task is undone by a revert commit
+    /// on the target (history is never rewritten); its worktree goes back to its base; every attempt stays on its
+    /// salvage ref.
+    pub fn rollback(&self, target: &Target) -> Result<ControlOutcome, PipelineError> {
+        let refused = self.with_carrier(&target.run, None, |carrier| {
+            let tasks = carrier.store().tasks(carrier.run_id)?;
+            let chosen: Vec<&TaskRow> = match &target.task {
+                Some(id) => vec![tasks.iter().find(|t| &t.id == id).ok_or_else(|| {
+                    StoreError::NoSuchTask {
+                        run: carrier.run_id.to_string(),
+                        task: id.clone(),
+                    }
+                })?],
+                None => tasks.iter().collect(),
+            };
+            let mut refusals = Vec::new();
+            // Later merges first, so each revert applies cleanly on top of what came after it.
+            for task in chosen.into_iter().rev() {
+                if let Some(why) = carrier.roll_back(task)? {
+                    refusals.push(why);
+                }
+            }
+            Ok((!refusals.is_empty()).then(|| refusals.join("\n")))
+        })?;
+        self.outcome(&target.run, refused)
+    }
+
+    /// `ccfan cancel <run>[/<task>]`: asks the process carrying the run to stop those tasks (their whole process
+    /// trees are killed and they end cancelled), and waits for it; a run nobody carries has nothing to stop.
+    pub fn cancel(
+        &self,
+        target: &Target,
+        wait: std::time::Duration,
+    ) -> Result<ControlOutcome, PipelineError> {
+        let (mut store, _) = open_state(self.repo)?;
+        let run = store.run(&target.run)?;
+        if let Some(task) = &target.task
+            && !store.tasks(&target.run)?.iter().any(|t| &t.id == task)
+        {
+            return Err(StoreError::NoSuchTask {
+                run: target.run.clone(),
+                task: task.clone(),
+            }
+            .into());
+        }
+        if run.state != RunState::Running {
+            return self.outcome(
+                &target.run,
+                Some(format!(
+                    "run {} is not running (it is {}): nothing to cancel",
+                    run.id,
+                    run.state.as_str()
+                )),
+            );
+        }
+        store.request_cancel(&target.run, target.task.as_deref())?;
+        self.sink.emit(Event::Warning {
+            message: format!(
+                "asked the ccfan process (pid {}) carrying run {} to cancel {}",
+                run.owner_pid,
+                run.id,
+                target.task.as_deref().unwrap_or("every task")
+            ),
+        });
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let tasks = store.tasks(&target.run)?;
+            let pending = tasks
+                .iter()
+                .filter(|t| target.task.as_ref().is_none_or(|id| &t.id == id))
+                .any(|t| !t.state.is_final());
+            if !pending
+                || std::time::Instant::now() >= deadline
+                || self.cancel.load(Ordering::SeqCst)
+            {
+                let refused = pending.then(|| {
+                    format!(
+                        "the tasks were asked to stop but had not stopped after {}",
+                        humantime::format_duration(wait)
+                    )
+                });
+                return self.outcome(&target.run, refused);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+fn find_task(carrier: &Carrier<'_>, task_id: &str) -> Result<TaskRow, PipelineError> {
+    carrier
+        .store()
+        .tasks(carrier.run_id)?
+        .into_iter()
+        .find(|task| task.id == task_id)
+        .ok_or_else(|| {
+            StoreError::NoSuchTask {
+                run: carrier.run_id.to_string(),
+                task: task_id.to_string(),
+            }
+            .into()
+        })
+}
+
+/// Why a task cannot be reworked now, if it cannot.
+fn not_reworkable(task: &TaskRow) -> Option<String> {
+    match task.state {
+        TaskState::Merged => Some(format!(
+            "task {} is merged: roll it back first (`ccfan rollback <run>/{}`), then rework it",
+            task.id, task.id
+        )),
+        state if !state.is_final() && state != TaskState::Conflict => Some(format!(
+            "task {} is {state}: wait for it to finish, or `ccfan cancel` it first",
+            task.id
+        )),
+        _ => None,
+    }
+}
+
+/// The blocking findings of a task's latest gate report (what a retry hands the worker).
+fn last_findings(carrier: &Carrier<'_>, task: &TaskRow) -> Result<Vec<Finding>, PipelineError> {
+    let attempts = carrier.store().attempts(carrier.run_id, &task.id)?;
+    let Some(latest) = attempts.last() else {
+        return Ok(Vec::new());
+    };
+    let report = ["landing/verify.json", "verify.json"]
+        .iter()
+        .find_map(|name| std::fs::read(latest.dir.join(name)).ok())
+        .and_then(|bytes| serde_json::from_slice::<VerifyReport>(&bytes).ok());
+    Ok(report
+        .map(|report| {
+            report
+                .findings()
+                .filter(|f| f.is_blocking())
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+impl Carrier<'_> {
+    /// Another attempt of a finished task with `findings`, on a fresh rework budget, in its worktree as it was
+    /// left (re-created if `gc` removed it); then landing, unless the run was made with `--no-merge`.
+    fn again(&self, task: &TaskRow, findings: Vec<Finding>) -> Result<(), PipelineError> {
+        let attempts = self.store().attempts(self.run_id, &task.id)?;
+        let (base, tip) = match task_head(&attempts, self.base_sha) {
+            Some(head) => {
+                let tip = head.commit.clone().unwrap_or_else(|| head.base.clone());
+                (head.base, tip)
+            }
+            None => (self.base_sha.to_string(), self.base_sha.to_string()),
+        };
+        let next = task.attempts + 1;
+        self.store().set_budget_from(self.run_id, &task.id, next)?;
+        self.store().set_forced(self.run_id, &task.id, None)?;
+        self.store().clear_cancel(self.run_id, &task.id)?;
+        let link = self.ensure_worktree(task, &tip)?;
+        // Work left uncommitted by an interrupted attempt is kept on a salvage ref before the worktree is reset.
+        if git::has_uncommitted_changes(&task.worktree, &tip)? {
+            super::gc::salvage_leftovers(self.repo, &mut self.store(), self.run_id, task, &tip)?;
+        }
+        git::reset_worktree(&task.worktree, &tip)?;
+        let cursor = Cursor {
+            base,
+            tip,
+            next,
+            budget_from: next,
+            findings,
+        };
+        let settled = self.continue_from(&task.spec, &task.worktree, &link, cursor)?;
+        let run = self.store().run(self.run_id)?;
+        if settled.is_some() && !run.no_merge {
+            self.integrate()?;
+        }
+        Ok(())
+    }
+
+    /// Rolls one task back; returns why not, if it refused.
+    fn roll_back(&self, task: &TaskRow) -> Result<Option<String>, PipelineError> {
+        match task.state {
+            TaskState::RolledBack => return Ok(None),
+            TaskState::Merged => return self.revert(task),
+            state if !state.is_final() => {
+                return Ok(Some(format!(
+                    "task {} is {state}: `ccfan cancel` it first, then roll it back",
+                    task.id
+                )));
+            }
+            _ => {}
+        }
+        let attempts = self.store().attempts(self.run_id, &task.id)?;
+        let base = task_head(&attempts, self.base_sha)
+            .map_or_else(|| self.base_sha.to_string(), |head| head.base);
+        if !task.removed && task.worktree.is_dir() {
+            let tip = task_head(&attempts, self.base_sha)
+                .and_then(|head| head.commit)
+                .unwrap_or_else(|| base.clone());
+            if git::has_uncommitted_changes(&task.worktree, &tip)? {
+                super::gc::salvage_leftovers(
+                    self.repo,
+                    &mut self.store(),
+                    self.run_id,
+                    task,
+                    &tip,
+                )?;
+            }
+            git::reset_worktree(&task.worktree, &base)?;
+        }
+        self.transition(
+            &task.id,
+            task.attempts,
+            TaskState::RolledBack,
+            Some(
+                "rolled back by request: not merged; every attempt stays on its salvage ref".into(),
+            ),
+        )?;
+        Ok(None)
+    }
+
+    /// Undoes a merged task with a revert commit on the branch it landed on.
+    fn revert(&self, task: &TaskRow) -> Result<Option<String>, PipelineError> {
+        let (Some(landing), Some(branch)) = (&task.landing, &task.landed_on) else {
+            return Ok(Some(format!(
+                "task {} is merged but its landing commit is not recorded (it changed nothing?)",
+                task.id
+            )));
+        };
+        for _ in 0..5 {
+            let Some(tip) = git::ref_target(self.repo, &format!("refs/heads/{branch}"))? else {
+                return Ok(Some(format!("branch {branch} does not exist any more")));
+            };
+            if !(tip == *landing || git::is_ancestor(self.repo, landing, &tip)?) {
+                return Ok(Some(format!(
+                    "{branch} no longer holds task {}'s commit {}: nothing to revert",
+                    task.id,
+                    short(landing)
+                )));
+            }
+            let message = format!(
+                "Revert task `{}` of run {}\n\nThis reverts commit {landing} (rolled back with ccfan).\n\nCcfan-Run: {}\nCcfan-Task: {}\n",
+                task.id, self.run_id, self.run_id, task.id
+            );
+            let revert = match git::revert_commit(self.repo, &tip, landing, &message)? {
+                MergePreview::Clean { commit } => commit,
+                MergePreview::Conflicts(paths) => {
+                    return Ok(Some(format!(
+                        "reverting task {} conflicts with later changes on {branch} in {}: revert {} by hand",
+                        task.id,
+                        paths.join(", "),
+                        short(landing)
+                    )));
+                }
+            };
+            match move_branch(self.repo, branch, &tip, &revert, true)? {
+                Move::Moved => {
+                    self.transition(
+                        &task.id,
+                        task.attempts,
+                        TaskState::RolledBack,
+                        Some(format!(
+                            "rolled back by request: reverted on {branch} by {} (history kept); every attempt stays on its salvage ref",
+                            short(&revert)
+                        )),
+                    )?;
+                    return Ok(None);
+                }
+                Move::Raced => continue,
+                Move::InTheWay(checkout, dirty) => {
+                    return Ok(Some(format!(
+                        "not reverted: your checkout {} has uncommitted changes in {} that the revert changes; commit or stash them and run the rollback again",
+                        checkout.display(),
+                        dirty.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(Some(format!(
+            "{branch} kept moving: try the rollback again"
+        )))
+    }
+}

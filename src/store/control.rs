@@ -1,0 +1,245 @@
+//! Durable state for the decision loop's control: who carries a run (so two ccfan processes never run the same
+//! task twice), cancel requests from another process, renewed rework budgets, and the commit a task lands as —
+//! written before the target branch moves, so a ccfan killed mid-merge can be told apart from one that finished.
+
+use rusqlite::params;
+
+use super::{RecoveredAttempt, Store, StoreError, query};
+use crate::model::{RunState, TaskState};
+use crate::util::now_millis;
+
+impl Store {
+    /// Makes this process the owner of `run_id` for a follow-up command (merge, rework, retry, …). Refused while
+    /// another live ccfan process carries it.
+    pub fn claim_run(
+        &mut self,
+        run_id: &str,
+        owner_pid: u32,
+        owner_start: &str,
+        owner_alive: impl Fn(i64, &str) -> bool,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(query("starting a transaction"))?;
+        let (state, pid, start): (String, i64, String) = tx
+            .query_row(
+                "SELECT state, owner_pid, owner_start FROM runs WHERE id = ?1",
+                [run_id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .map_err(|error| match error {
+                rusqlite::Error::QueryReturnedNoRows => StoreError::NoSuchRun(run_id.to_string()),
+                other => StoreError::Query {
+                    context: "reading a run".to_string(),
+                    source: other,
+                },
+            })?;
+        if state == RunState::Running.as_str()
+            && pid != i64::from(owner_pid)
+            && owner_alive(pid, &start)
+        {
+            return Err(StoreError::Busy {
+                run: run_id.to_string(),
+                pid,
+            });
+        }
+        tx.execute(
+            "UPDATE runs SET state = 'running', owner_pid = ?2, owner_start = ?3, finished_at = NULL, reason = NULL
+             WHERE id = ?1",
+            params![run_id, i64::from(owner_pid), owner_start],
+        )
+        .map_err(query("claiming a run"))?;
+        tx.commit().map_err(query("claiming a run"))
+    }
+
+    /// Points a run at another target branch (`--into`).
+    pub fn set_target_branch(&mut self, run_id: &str, branch: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET target_branch = ?2 WHERE id = ?1",
+                params![run_id, branch],
+            )
+            .map(drop)
+            .map_err(query("setting a run's target branch"))
+    }
+
+    /// Starts a fresh rework budget for a task at attempt `from`.
+    pub fn set_budget_from(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        from: u32,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE tasks SET budget_from = ?3 WHERE run_id = ?1 AND id = ?2",
+                params![run_id, task_id, from],
+            )
+            .map(drop)
+            .map_err(query("renewing a rework budget"))
+    }
+
+    /// Records the commit a task is about to land as on `branch` (before the branch moves), or clears it.
+    pub fn set_landing(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        landing: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        let (commit, branch) = landing.unzip();
+        self.conn
+            .execute(
+                "UPDATE tasks SET landing = ?3, landed_on = ?4 WHERE run_id = ?1 AND id = ?2",
+                params![run_id, task_id, commit, branch],
+            )
+            .map(drop)
+            .map_err(query("recording a landing commit"))
+    }
+
+    /// Records that a person accepted a task over the gate's verdict (who and why), or clears it.
+    pub fn set_forced(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        forced: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE tasks SET forced = ?3 WHERE run_id = ?1 AND id = ?2",
+                params![run_id, task_id, forced],
+            )
+            .map(drop)
+            .map_err(query("recording a forced acceptance"))
+    }
+
+    /// Marks a task's worktree as present again (re-created after `gc`), with its new `.git` link.
+    pub fn set_recreated(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        link: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE tasks SET removed = 0, git_link = ?3 WHERE run_id = ?1 AND id = ?2",
+                params![run_id, task_id, link],
+            )
+            .map(drop)
+            .map_err(query("recording a re-created worktree"))
+    }
+
+    /// Asks whoever carries the run to cancel one task (or every task); returns how many tasks were asked.
+    pub fn request_cancel(
+        &mut self,
+        run_id: &str,
+        task_id: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE tasks SET cancel_requested = 1 WHERE run_id = ?1 AND (?2 IS NULL OR id = ?2)",
+                params![run_id, task_id],
+            )
+            .map_err(query("requesting a cancel"))
+    }
+
+    /// Clears a task's cancel request (a later `rework` or `retry` starts afresh).
+    pub fn clear_cancel(&mut self, run_id: &str, task_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE tasks SET cancel_requested = 0 WHERE run_id = ?1 AND id = ?2",
+                params![run_id, task_id],
+            )
+            .map(drop)
+            .map_err(query("clearing a cancel request"))
+    }
+
+    /// Tasks of a run that another process asked to cancel.
+    pub fn cancel_requests(&self, run_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT id FROM tasks WHERE run_id = ?1 AND cancel_requested = 1")
+            .map_err(query("reading cancel requests"))?;
+        statement
+            .query_map([run_id], |row| row.get(0))
+            .map_err(query("reading cancel requests"))?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(query("reading cancel requests"))
+    }
+
+    /// Marks every run whose owner is gone (per `owner_alive`) as interrupted, with its in-flight tasks and
+    /// attempts; returns those attempts so the caller can kill processes they left behind. A task killed while
+    /// merging is settled by `landed(commit, branch)` — whether its landing commit is on the branch — as merged
+    /// or as accepted (nothing landed), never left half-way.
+    pub fn recover(
+        &mut self,
+        owner_alive: impl Fn(i64, &str) -> bool,
+        landed: impl Fn(&str, &str) -> bool,
+    ) -> Result<Vec<RecoveredAttempt>, StoreError> {
+        let orphaned: Vec<_> = self
+            .runs()?
+            .into_iter()
+            .filter(|run| {
+                run.state == RunState::Running && !owner_alive(run.owner_pid, &run.owner_start)
+            })
+            .collect();
+        let mut recovered = Vec::new();
+        for run in orphaned {
+            let why = format!(
+                "the ccfan process (pid {}) that ran it ended",
+                run.owner_pid
+            );
+            for task in self.tasks(&run.id)? {
+                if task.state.is_final() {
+                    continue;
+                }
+                if task.state == TaskState::Merging {
+                    let (state, reason) = match (&task.landing, &task.landed_on) {
+                        (Some(commit), Some(branch)) if landed(commit, branch) => (
+                            TaskState::Merged,
+                            format!(
+                                "{why} during its merge; {branch} holds its commit {} (checked after the restart)",
+                                crate::util::short(commit)
+                            ),
+                        ),
+                        _ => (
+                            TaskState::Accepted,
+                            format!(
+                                "{why} during its merge, before the branch moved: nothing landed; `ccfan merge {}` lands it",
+                                run.id
+                            ),
+                        ),
+                    };
+                    if state == TaskState::Accepted {
+                        self.set_landing(&run.id, &task.id, None)?;
+                    }
+                    self.set_task_state(&run.id, &task.id, state, Some(&reason))?;
+                    continue;
+                }
+                let reason = format!(
+                    "{why} while the task was {}; its worktree and partial work are kept",
+                    task.state
+                );
+                for attempt in self.attempts(&run.id, &task.id)? {
+                    if attempt.state == "running" {
+                        recovered.push(RecoveredAttempt {
+                            run_id: run.id.clone(),
+                            task_id: task.id.clone(),
+                            token: attempt.token.clone(),
+                        });
+                        self.conn
+                            .execute(
+                                "UPDATE attempts SET state = 'interrupted', finished_at = ?4
+                                 WHERE run_id = ?1 AND task_id = ?2 AND n = ?3",
+                                params![run.id, task.id, attempt.n, now_millis()],
+                            )
+                            .map_err(query("marking an attempt interrupted"))?;
+                    }
+                }
+                self.set_task_state(&run.id, &task.id, TaskState::Interrupted, Some(&reason))?;
+            }
+            self.finish_run(&run.id, RunState::Interrupted, Some(&why))?;
+        }
+        Ok(recovered)
+    }
+}
