@@ -265,18 +265,30 @@ pub fn run(
     }
     let overlaps = plan::overlaps(&plan.tasks);
     let serialize = policy.overlap == policy::Overlap::Serialize;
-    for overlap in &overlaps {
+    if !overlaps.is_empty() {
+        let pairs: Vec<String> = overlaps
+            .iter()
+            .map(|overlap| {
+                format!(
+                    "{} (`{}`) and {} (`{}`)",
+                    plan.tasks[overlap.first].id,
+                    overlap.first_glob,
+                    plan.tasks[overlap.second].id,
+                    overlap.second_glob
+                )
+            })
+            .collect();
+        let shown = pairs.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+        let more = pairs.len().saturating_sub(4);
         sink.emit(Event::Warning {
             message: format!(
-                "tasks {} and {} may change the same files (allowed `{}` and `{}`): {}",
-                plan.tasks[overlap.first].id,
-                plan.tasks[overlap.second].id,
-                overlap.first_glob,
-                overlap.second_glob,
+                "tasks may change the same files: {shown}{}; {}",
+                if more > 0 { format!(" and {more} more pair(s)") } else { String::new() },
                 if serialize {
                     "they run one after another (run.overlap = \"serialize\")"
                 } else {
-                    "they run in parallel and land in task-file order; set run.overlap = \"serialize\" to run them one after another"
+                    "they run in parallel and land in task-file order, each re-checked on top of the ones before; \
+                     narrow their allowed globs, or set run.overlap = \"serialize\" to run them one after another"
                 }
             ),
         });

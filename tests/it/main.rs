@@ -17,6 +17,7 @@ mod env;
 mod fan_out;
 mod gate;
 mod kill;
+mod landing;
 mod merge_loop;
 mod sarif;
 mod tamper;

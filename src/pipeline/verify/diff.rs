@@ -99,6 +99,27 @@ pub fn file_risk(change: &FileChange) -> Vec<(u32, String)> {
     risk
 }
 
+/// Conflict markers among added lines (a conflict handed back for rework and left unresolved): blocking.
+pub fn conflict_markers(files: &[git::AddedLines]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for file in files.iter().filter(|file| !file.binary) {
+        for (index, line) in file.text.split(|byte| *byte == b'\n').enumerate() {
+            if line.starts_with(b"<<<<<<< ") || line.starts_with(b">>>>>>> ") {
+                let number = file.line_numbers.get(index).copied();
+                findings.push(
+                    Finding::error(
+                        Stage::Diff,
+                        "conflict-marker",
+                        "an unresolved merge conflict marker: resolve the conflict and remove the markers",
+                    )
+                    .at(&file.path, number),
+                );
+            }
+        }
+    }
+    findings
+}
+
 /// Summarises the change from `base` to `commit` (`None`: an empty attempt).
 pub fn summarize(
     repo: &RepoPaths,
@@ -197,5 +218,30 @@ mod tests {
             ..change("src/a.rs")
         };
         assert_eq!(file_risk(&big)[0].1, "deletes 300 lines");
+    }
+
+    #[test]
+    fn conflict_markers_are_blocking_with_their_line() {
+        let files = [git::AddedLines {
+            path: "src/lib.txt".into(),
+            binary: false,
+            text: b"<<<<<<< ours\nA\n=======\nB\n>>>>>>> theirs\nheading\n".to_vec(),
+            line_numbers: vec![2, 3, 4, 5, 6, 7],
+        }];
+        let found = conflict_markers(&files);
+        let lines: Vec<Option<usize>> = found.iter().map(|f| f.line).collect();
+        assert_eq!(lines, vec![Some(2), Some(6)]);
+        assert!(
+            found
+                .iter()
+                .all(|f| f.is_blocking() && f.rule == "conflict-marker")
+        );
+        let clean = [git::AddedLines {
+            path: "README.md".into(),
+            binary: false,
+            text: b"Title\n=======\n".to_vec(),
+            line_numbers: vec![1, 2],
+        }];
+        assert!(conflict_markers(&clean).is_empty());
     }
 }

@@ -177,6 +177,14 @@ pub fn verify(input: &VerifyInput<'_>) -> Result<VerifyReport, VerifyError> {
     let gate = &input.policy.gate;
     let (mut diff_summary, mut diff_findings) =
         diff::summarize(input.repo, input.base, input.commit)?;
+    // The lines the change adds, read once: the diff stage looks for conflict markers, the secrets stage for keys.
+    let added = match input.commit {
+        Some(commit) => Some(git::added_lines(input.repo, Some(input.base), commit)?),
+        None => None,
+    };
+    if let Some(files) = &added {
+        diff_findings.extend(diff::conflict_markers(files));
+    }
     flag_edited_commands(input.policy, &mut diff_summary, &mut diff_findings);
     let changed: Vec<String> = diff_summary
         .files
@@ -213,8 +221,7 @@ pub fn verify(input: &VerifyInput<'_>) -> Result<VerifyReport, VerifyError> {
             },
             Stage::Secrets => {
                 let logs: &[PathBuf] = if gate.scan_logs { &input.logs } else { &[] };
-                let outcome =
-                    secrets::run(input.repo, input.rules, input.base, input.commit, logs)?;
+                let outcome = secrets::run(input.rules, added.as_deref(), logs)?;
                 raw.extend(outcome.raw);
                 judged(stage, outcome.findings, outcome.note)
             }

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use rayon::prelude::*;
 use regex::Regex;
 
-use crate::git::{self, GitError, RepoPaths};
+use crate::git::{self, GitError};
 use crate::report::{Finding, Level, Stage};
 use crate::secrets::redact::redact;
 use crate::secrets::{RulePack, SecretHit, Severity};
@@ -119,16 +119,13 @@ pub fn scrub_file(path: &Path, raw: &[RawSecret]) -> std::io::Result<bool> {
 
 /// Scans what `base..commit` added, plus `logs`, scrubbing the logs of everything found.
 pub fn run(
-    repo: &RepoPaths,
     pack: &RulePack,
-    base: &str,
-    commit: Option<&str>,
+    added: Option<&[git::AddedLines]>,
     logs: &[PathBuf],
 ) -> Result<SecretsOutcome, GitError> {
     let mut outcome = SecretsOutcome::default();
     let mut binaries = Vec::new();
-    if let Some(commit) = commit {
-        let files = git::added_lines(repo, Some(base), commit)?;
+    if let Some(files) = added {
         let scanned: Vec<(Vec<Finding>, Vec<RawSecret>)> = files
             .par_iter()
             .filter(|file| !file.binary)
