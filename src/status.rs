@@ -100,3 +100,87 @@ pub fn run_view(store: &Store, run_id: &str) -> Result<RunView, StoreError> {
         tasks,
     })
 }
+
+/// One stored transition of a task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransitionView {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The state entered.
+    pub state: TaskState,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptView {
+    /// Attempt number.
+    pub attempt: u32,
+    /// The commit its chain started from.
+    pub base: Option<String>,
+    /// Its commit, if it changed anything.
+    pub commit: Option<String>,
+    /// Its salvage ref.
+    pub salvage_ref: Option<String>,
+    /// How its worker ended.
+    pub exit_status: Option<crate::model::ExitStatus>,
+    /// The gate's verdict.
+    pub verdict: Option<crate::report::Verdict>,
+}
+
+/// `ccfan status <run>/<task>`: the task, its attempts and every transition with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskHistory {
+    /// Schema version.
+    pub schema: u32,
+    /// Run id.
+    pub run_id: String,
+    /// The task now.
+    pub task: TaskView,
+    /// Its attempts, oldest first.
+    pub attempts: Vec<AttemptView>,
+    /// Its transitions, oldest first.
+    pub transitions: Vec<TransitionView>,
+}
+
+/// The history of one task.
+pub fn task_history(store: &Store, run_id: &str, task_id: &str) -> Result<TaskHistory, StoreError> {
+    let view = run_view(store, run_id)?;
+    let task = view
+        .tasks
+        .into_iter()
+        .find(|task| task.id == task_id)
+        .ok_or_else(|| StoreError::NoSuchTask {
+            run: run_id.to_string(),
+            task: task_id.to_string(),
+        })?;
+    let attempts = store
+        .attempts(run_id, task_id)?
+        .into_iter()
+        .map(|attempt| AttemptView {
+            attempt: attempt.n,
+            base: attempt.base,
+            commit: attempt.commit,
+            salvage_ref: attempt.salvage_ref,
+            exit_status: attempt.exit,
+            verdict: attempt.verdict,
+        })
+        .collect();
+    let transitions = store
+        .transitions(run_id, task_id)?
+        .into_iter()
+        .map(|(at, state, reason)| TransitionView {
+            at: format_millis(at),
+            state,
+            reason,
+        })
+        .collect();
+    Ok(TaskHistory {
+        schema: JSON_SCHEMA_VERSION,
+        run_id: run_id.to_string(),
+        task,
+        attempts,
+        transitions,
+    })
+}

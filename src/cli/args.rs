@@ -222,7 +222,7 @@ pub struct RunArgs {
 /// `ccfan status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// A run id (default: list all runs).
+    /// A run id (default: list all runs), or `<run>/<task>` for one task's attempts and every transition.
     pub run: Option<String>,
     /// Print JSON.
     #[arg(long)]

@@ -148,6 +148,16 @@ fn show_status(start: &Path, args: StatusArgs) -> Result<Exit, CliError> {
     let repo = repo_at(start)?;
     let (store, _) = pipeline::open_state(&repo)?;
     let text = match run {
+        Some(target) if target.contains('/') => {
+            let (run_id, task_id) = target.split_once('/').unwrap_or((&target, ""));
+            let history =
+                status::task_history(&store, run_id, task_id).map_err(PipelineError::from)?;
+            if json {
+                render::json(&history)
+            } else {
+                render::task_history(&history)
+            }
+        }
         Some(run_id) => {
             let view = status::run_view(&store, &run_id).map_err(PipelineError::from)?;
             if json {

@@ -277,6 +277,54 @@ pub fn run_view(view: &RunView) -> String {
     text
 }
 
+/// The human history of one task.
+pub fn task_history(history: &crate::status::TaskHistory) -> String {
+    let task = &history.task;
+    let mut text = format!(
+        "task {} of run {} · {} · {} attempt(s) · branch {}\n",
+        task.id, history.run_id, task.state, task.attempts, task.branch
+    );
+    if let Some(reason) = &task.reason {
+        text.push_str(&format!("  {reason}\n"));
+    }
+    let attempts: Vec<Vec<String>> = history
+        .attempts
+        .iter()
+        .map(|a| {
+            vec![
+                a.attempt.to_string(),
+                a.base.as_deref().map(short).unwrap_or("-").to_string(),
+                a.commit.as_deref().map(short).unwrap_or("-").to_string(),
+                a.exit_status
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), ToString::to_string),
+                a.verdict
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |v| v.name().to_string()),
+            ]
+        })
+        .collect();
+    text.push('\n');
+    text.push_str(&table(
+        &["ATTEMPT", "BASE", "COMMIT", "EXIT", "VERDICT"],
+        &attempts,
+    ));
+    let transitions: Vec<Vec<String>> = history
+        .transitions
+        .iter()
+        .map(|t| {
+            vec![
+                t.at.clone(),
+                t.state.to_string(),
+                one_line(t.reason.as_deref().unwrap_or_default(), 200),
+            ]
+        })
+        .collect();
+    text.push('\n');
+    text.push_str(&table(&["AT", "STATE", "REASON"], &transitions));
+    text
+}
+
 /// The human run list.
 pub fn run_list(list: &RunList) -> String {
     if list.runs.is_empty() {

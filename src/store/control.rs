@@ -129,6 +129,34 @@ impl Store {
             .map_err(query("recording a re-created worktree"))
     }
 
+    /// A task's transitions, oldest first: (time in ms, state, reason).
+    pub fn transitions(
+        &self,
+        run_id: &str,
+        task_id: &str,
+    ) -> Result<Vec<(i64, TaskState, Option<String>)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT at, state, reason FROM transitions WHERE run_id = ?1 AND task_id = ?2 ORDER BY seq",
+            )
+            .map_err(query("listing transitions"))?;
+        let rows = statement
+            .query_map([run_id, task_id], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
+            })
+            .map_err(query("listing transitions"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("listing transitions"))?;
+        rows.into_iter()
+            .map(|(at, state, reason)| {
+                let state = TaskState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("task state `{state}`")))?;
+                Ok((at, state, reason))
+            })
+            .collect()
+    }
+
     /// Asks whoever carries the run to cancel one task (or every task); returns how many tasks were asked.
     pub fn request_cancel(
         &mut self,

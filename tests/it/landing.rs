@@ -147,6 +147,52 @@ fi"#,
         env.git(&["show", "main:src/lib.txt"]),
         "one\nA and B\nthree\n"
     );
+    // `status <run>/<task>` shows every transition with its reason, the conflict included.
+    let run_id = view["run_id"].as_str().unwrap();
+    let history = env
+        .ccfan(&["status", "--json", &format!("{run_id}/b")])
+        .json();
+    let states: Vec<&str> = history["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.ends_with(&[
+            "accepted",
+            "conflict",
+            "running",
+            "completed",
+            "verifying",
+            "accepted",
+            "merging",
+            "merged"
+        ]),
+        "{states:?}"
+    );
+    let conflict = history["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["state"] == "conflict")
+        .unwrap();
+    assert!(
+        conflict["reason"]
+            .as_str()
+            .unwrap()
+            .contains("conflicts in src/lib.txt"),
+        "{conflict}"
+    );
+    assert_ne!(
+        history["attempts"][1]["base"],
+        history["attempts"][0]["base"]
+    );
+    let human = env.ccfan(&["status", &format!("{run_id}/b")]);
+    assert!(
+        human.stdout.contains("ATTEMPT") && human.stdout.contains("conflict"),
+        "{human:?}"
+    );
     // The user's checkout followed (it was clean).
     assert_eq!(
         std::fs::read_to_string(env.repo.join("src/lib.txt")).unwrap(),
@@ -465,4 +511,37 @@ fn cancel_from_another_process_stops_the_worker_tree() {
     let late = env.ccfan(&["cancel", &run_id]);
     assert_eq!(late.code, 1, "{late:?}");
     assert!(late.stderr.contains("nothing to cancel"), "{late:?}");
+}
+
+#[test]
+fn overlap_serialize_runs_overlapping_tasks_one_after_another() {
+    let env = TestEnv::new();
+    policy(&env, "[run]\noverlap = \"serialize\"\n");
+    let probe = env.probe();
+    let worker = env.script(
+        "w.sh",
+        r#"set -eu
+mkdir "$PROBE/lock" || { echo overlap > "$PROBE/overlapped"; exit 1; }
+sleep 0.3
+echo "$CCFAN_TASK_ID" > "src/$CCFAN_TASK_ID.txt"
+rmdir "$PROBE/lock""#,
+    );
+    let tasks = env.tasks(&format!(
+        "[defaults]\nworker = \"w\"\nallowed = [\"src/**\"]\n[[task]]\nid = \"a\"\ngoal = \"a\"\n[[task]]\nid = \"b\"\ngoal = \"b\"\n[[task]]\nid = \"c\"\ngoal = \"c\"\n\
+         [workers.w]\nkind = \"command\"\ncommand = [\"{}\"]\nenv = {{ PROBE = \"{}\" }}\n",
+        worker.display(),
+        probe.display()
+    ));
+    let ran = env.run(&tasks, &["--jobs", "3"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(
+        !probe.join("overlapped").exists(),
+        "overlapping tasks ran at the same time"
+    );
+    assert!(
+        ran.stderr.contains("they run one after another"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(subjects(&env, "main")[..3], ["c", "b", "a"]);
 }
