@@ -20,6 +20,8 @@ enum Wanted<'a> {
     NotRefused,
     /// This task ended as wanted (merged, or accepted in a `--no-merge` run).
     Task(Option<&'a str>),
+    /// No task is left accepted and not landed.
+    NothingAccepted,
 }
 
 /// Runs `act` with a control context (progress on stderr or live, Ctrl-C wired), then prints the outcome.
@@ -59,6 +61,10 @@ fn control(
             .iter()
             .filter(|task| only.is_none_or(|id| id == task.id))
             .all(|task| view.succeeded(task.state)),
+        Wanted::NothingAccepted => !view
+            .tasks
+            .iter()
+            .any(|task| task.state == TaskState::Accepted),
     };
     Ok(if done {
         Exit::Success
@@ -67,33 +73,11 @@ fn control(
     })
 }
 
-/// `ccfan merge`.
+/// `ccfan merge`: done when nothing accepted is left unlanded.
 pub fn merge(start: &Path, args: MergeArgs) -> Result<Exit, CliError> {
     let MergeArgs { run, into, json } = args;
-    let repo = super::repo_at(start)?;
-    let progress = render::Progress::new(!json && std::io::stdout().is_terminal());
-    let cancel = super::cancel_flag();
-    let context = Control {
-        repo: &repo,
-        sink: &progress,
-        cancel: &cancel,
-    };
-    let outcome = context.merge(&run, into.as_deref())?;
-    render::out(&if json {
-        render::json(&outcome.view)
-    } else {
-        render::run_view(&outcome.view)
-    })?;
-    // Done when nothing accepted is left unlanded.
-    let left = outcome
-        .view
-        .tasks
-        .iter()
-        .any(|task| task.state == TaskState::Accepted);
-    Ok(if left {
-        Exit::NotAllSucceeded
-    } else {
-        Exit::Success
+    control(start, json, Wanted::NothingAccepted, |c| {
+        c.merge(&run, into.as_deref())
     })
 }
 

@@ -37,12 +37,8 @@ pub fn merge_preview(repo: &RepoPaths, onto: &str, attempt: &str) -> Result<Merg
             commit: attempt.to_string(),
         });
     }
-    let ours = git
-        .find_commit(onto_id)
-        .map_err(git2_context("cannot read the target tip"))?;
-    let theirs = git
-        .find_commit(attempt_id)
-        .map_err(git2_context("cannot read the attempt"))?;
+    let ours = find(&git, onto, "the target tip")?;
+    let theirs = find(&git, attempt, "the attempt")?;
     let identity = (CCFAN.0.to_string(), CCFAN.1.to_string());
     merge_in_memory(&git, &ours, &theirs, "ccfan: merge preview", identity)
 }
@@ -57,13 +53,15 @@ pub fn land_commit(
     message: &str,
 ) -> Result<MergePreview> {
     let git = repo.open()?;
-    let ours = git
-        .find_commit(oid(onto)?)
-        .map_err(git2_context("cannot read the target tip"))?;
-    let theirs = git
-        .find_commit(oid(task)?)
-        .map_err(git2_context("cannot read the task's commit"))?;
+    let ours = find(&git, onto, "the target tip")?;
+    let theirs = find(&git, task, "the task's commit")?;
     merge_in_memory(&git, &ours, &theirs, message, user_identity(&git))
+}
+
+/// Commit `sha`, or an error saying which commit (`what`) could not be read.
+fn find<'r>(git: &'r Repository, sha: &str, what: &str) -> Result<git2::Commit<'r>> {
+    git.find_commit(oid(sha)?)
+        .map_err(git2_context(format!("cannot read {what}")))
 }
 
 /// The user's identity from git config (they land the work), else ccfan's.
@@ -82,12 +80,8 @@ pub fn revert_commit(
     message: &str,
 ) -> Result<MergePreview> {
     let git = repo.open()?;
-    let ours = git
-        .find_commit(oid(onto)?)
-        .map_err(git2_context("cannot read the target tip"))?;
-    let undone = git
-        .find_commit(oid(landed)?)
-        .map_err(git2_context("cannot read the commit to revert"))?;
+    let ours = find(&git, onto, "the target tip")?;
+    let undone = find(&git, landed, "the commit to revert")?;
     let index = git
         .revert_commit(&undone, &ours, 0, None)
         .map_err(git2_context("cannot revert in memory"))?;
@@ -155,12 +149,8 @@ pub fn replay_onto(worktree: &Path, onto: &str, task: &str) -> Result<Vec<String
     reset_worktree(worktree, onto)?;
     let git = Repository::open(worktree)
         .map_err(git2_context(format!("cannot open {}", worktree.display())))?;
-    let ours = git
-        .find_commit(oid(onto)?)
-        .map_err(git2_context("cannot read the new tip"))?;
-    let theirs = git
-        .find_commit(oid(task)?)
-        .map_err(git2_context("cannot read the task's commit"))?;
+    let ours = find(&git, onto, "the new tip")?;
+    let theirs = find(&git, task, "the task's commit")?;
     let mut index = git
         .merge_commits(&ours, &theirs, None)
         .map_err(git2_context("cannot merge in memory"))?;

@@ -55,13 +55,11 @@ impl Store {
 
     /// Points a run at another target branch (`--into`).
     pub fn set_target_branch(&mut self, run_id: &str, branch: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE runs SET target_branch = ?2 WHERE id = ?1",
-                params![run_id, branch],
-            )
-            .map(drop)
-            .map_err(query("setting a run's target branch"))
+        self.update(
+            "setting a run's target branch",
+            "UPDATE runs SET target_branch = ?2 WHERE id = ?1",
+            params![run_id, branch],
+        )
     }
 
     /// Starts a fresh rework budget for a task at attempt `from`.
@@ -71,13 +69,11 @@ impl Store {
         task_id: &str,
         from: u32,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE tasks SET budget_from = ?3 WHERE run_id = ?1 AND id = ?2",
-                params![run_id, task_id, from],
-            )
-            .map(drop)
-            .map_err(query("renewing a rework budget"))
+        self.update(
+            "renewing a rework budget",
+            "UPDATE tasks SET budget_from = ?3 WHERE run_id = ?1 AND id = ?2",
+            params![run_id, task_id, from],
+        )
     }
 
     /// Records the commit a task is about to land as on `branch` (before the branch moves), or clears it.
@@ -88,13 +84,11 @@ impl Store {
         landing: Option<(&str, &str)>,
     ) -> Result<(), StoreError> {
         let (commit, branch) = landing.unzip();
-        self.conn
-            .execute(
-                "UPDATE tasks SET landing = ?3, landed_on = ?4 WHERE run_id = ?1 AND id = ?2",
-                params![run_id, task_id, commit, branch],
-            )
-            .map(drop)
-            .map_err(query("recording a landing commit"))
+        self.update(
+            "recording a landing commit",
+            "UPDATE tasks SET landing = ?3, landed_on = ?4 WHERE run_id = ?1 AND id = ?2",
+            params![run_id, task_id, commit, branch],
+        )
     }
 
     /// Records that a person accepted a task over the gate's verdict (who and why), or clears it.
@@ -104,13 +98,11 @@ impl Store {
         task_id: &str,
         forced: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE tasks SET forced = ?3 WHERE run_id = ?1 AND id = ?2",
-                params![run_id, task_id, forced],
-            )
-            .map(drop)
-            .map_err(query("recording a forced acceptance"))
+        self.update(
+            "recording a forced acceptance",
+            "UPDATE tasks SET forced = ?3 WHERE run_id = ?1 AND id = ?2",
+            params![run_id, task_id, forced],
+        )
     }
 
     /// Marks a task's worktree as present again (re-created after `gc`), with its new `.git` link.
@@ -120,13 +112,11 @@ impl Store {
         task_id: &str,
         link: &str,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE tasks SET removed = 0, git_link = ?3 WHERE run_id = ?1 AND id = ?2",
-                params![run_id, task_id, link],
-            )
-            .map(drop)
-            .map_err(query("recording a re-created worktree"))
+        self.update(
+            "recording a re-created worktree",
+            "UPDATE tasks SET removed = 0, git_link = ?3 WHERE run_id = ?1 AND id = ?2",
+            params![run_id, task_id, link],
+        )
     }
 
     /// A task's transitions, oldest first: (time in ms, state, reason).
@@ -173,13 +163,11 @@ impl Store {
 
     /// Clears a task's cancel request (a later `rework` or `retry` starts afresh).
     pub fn clear_cancel(&mut self, run_id: &str, task_id: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE tasks SET cancel_requested = 0 WHERE run_id = ?1 AND id = ?2",
-                params![run_id, task_id],
-            )
-            .map(drop)
-            .map_err(query("clearing a cancel request"))
+        self.update(
+            "clearing a cancel request",
+            "UPDATE tasks SET cancel_requested = 0 WHERE run_id = ?1 AND id = ?2",
+            params![run_id, task_id],
+        )
     }
 
     /// Tasks of a run that another process asked to cancel.

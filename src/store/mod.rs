@@ -248,6 +248,19 @@ impl Store {
         Ok(Store { conn })
     }
 
+    /// Runs one statement that changes rows, with `context` for its error.
+    fn update(
+        &self,
+        context: &str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(sql, params)
+            .map(drop)
+            .map_err(query(context))
+    }
+
     /// Opens the database only if it exists (for read-only commands on a repository ccfan never ran in).
     pub fn open_existing(path: &Path) -> Result<Option<Store>, StoreError> {
         if path.exists() {

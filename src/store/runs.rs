@@ -273,24 +273,20 @@ impl Store {
         task_id: &str,
         link: &str,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE tasks SET git_link = ?3 WHERE run_id = ?1 AND id = ?2",
-                params![run_id, task_id, link],
-            )
-            .map(drop)
-            .map_err(query("recording a worktree"))
+        self.update(
+            "recording a worktree",
+            "UPDATE tasks SET git_link = ?3 WHERE run_id = ?1 AND id = ?2",
+            params![run_id, task_id, link],
+        )
     }
 
     /// Marks a task's worktree and branch as removed by `gc`.
     pub fn set_removed(&mut self, run_id: &str, task_id: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE tasks SET removed = 1 WHERE run_id = ?1 AND id = ?2",
-                params![run_id, task_id],
-            )
-            .map(drop)
-            .map_err(query("marking a worktree removed"))
+        self.update(
+            "marking a worktree removed",
+            "UPDATE tasks SET removed = 1 WHERE run_id = ?1 AND id = ?2",
+            params![run_id, task_id],
+        )
     }
 
     /// Records the start of an attempt (before the worker is spawned).
@@ -342,13 +338,11 @@ impl Store {
         n: u32,
         pid: u32,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE attempts SET pid = ?4 WHERE run_id = ?1 AND task_id = ?2 AND n = ?3",
-                params![run_id, task_id, n, pid],
-            )
-            .map(drop)
-            .map_err(query("recording a worker pid"))
+        self.update(
+            "recording a worker pid",
+            "UPDATE attempts SET pid = ?4 WHERE run_id = ?1 AND task_id = ?2 AND n = ?3",
+            params![run_id, task_id, n, pid],
+        )
     }
 
     /// Records how an attempt ended and where its work is kept.
@@ -362,14 +356,12 @@ impl Store {
         salvage_ref: Option<&str>,
     ) -> Result<(), StoreError> {
         let exit = exit.map(|e| serde_json::to_string(e).unwrap_or_default());
-        self.conn
-            .execute(
-                "UPDATE attempts SET state = 'recorded', finished_at = ?4, exit = coalesce(?5, exit),
+        self.update(
+            "recording an attempt's end",
+            "UPDATE attempts SET state = 'recorded', finished_at = ?4, exit = coalesce(?5, exit),
                  commit_sha = ?6, salvage_ref = ?7 WHERE run_id = ?1 AND task_id = ?2 AND n = ?3",
-                params![run_id, task_id, n, now_millis(), exit, commit, salvage_ref],
-            )
-            .map(drop)
-            .map_err(query("recording an attempt's end"))
+            params![run_id, task_id, n, now_millis(), exit, commit, salvage_ref],
+        )
     }
 
     /// Records the gate's verdict on an attempt.
@@ -381,13 +373,11 @@ impl Store {
         verdict: &crate::report::Verdict,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(verdict).map_err(|e| corrupt(e.to_string()))?;
-        self.conn
-            .execute(
-                "UPDATE attempts SET verdict = ?4 WHERE run_id = ?1 AND task_id = ?2 AND n = ?3",
-                params![run_id, task_id, n, json],
-            )
-            .map(drop)
-            .map_err(query("recording a verdict"))
+        self.update(
+            "recording a verdict",
+            "UPDATE attempts SET verdict = ?4 WHERE run_id = ?1 AND task_id = ?2 AND n = ?3",
+            params![run_id, task_id, n, json],
+        )
     }
 
     /// Marks a run finished or interrupted.
@@ -397,13 +387,11 @@ impl Store {
         state: RunState,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE runs SET state = ?2, finished_at = ?3, reason = ?4 WHERE id = ?1",
-                params![run_id, state.as_str(), now_millis(), reason],
-            )
-            .map(drop)
-            .map_err(query("finishing a run"))
+        self.update(
+            "finishing a run",
+            "UPDATE runs SET state = ?2, finished_at = ?3, reason = ?4 WHERE id = ?1",
+            params![run_id, state.as_str(), now_millis(), reason],
+        )
     }
 
     /// All runs, newest first.
@@ -590,10 +578,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn run_life_cycle_and_recovery() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    /// A store holding run `r` with queued tasks `a` and `b`.
+    fn two_task_run(dir: &Path) -> Store {
+        let mut store = Store::open(&dir.join("state.db")).unwrap();
         let (a, b) = (spec("a"), spec("b"));
         let tasks = [
             NewTask {
@@ -619,6 +606,13 @@ mod tests {
             no_merge: false,
         };
         store.create_run(&run, &tasks).unwrap();
+        store
+    }
+
+    #[test]
+    fn run_life_cycle_and_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = two_task_run(dir.path());
         store
             .set_task_state("r", "a", TaskState::Running, None)
             .unwrap();
@@ -657,32 +651,7 @@ mod tests {
     #[test]
     fn a_task_killed_mid_merge_is_settled_from_git() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
-        let (a, b) = (spec("a"), spec("b"));
-        let tasks = [
-            NewTask {
-                spec: &a,
-                branch: "ccfan/r/a",
-                worktree: Path::new("/w/a"),
-            },
-            NewTask {
-                spec: &b,
-                branch: "ccfan/r/b",
-                worktree: Path::new("/w/b"),
-            },
-        ];
-        let run = NewRun {
-            id: "r",
-            base_sha: "abc",
-            base_rev: "HEAD",
-            target_branch: Some("main"),
-            tasks_file: Path::new("tasks.toml"),
-            jobs: 2,
-            owner_pid: 1,
-            owner_start: "x",
-            no_merge: false,
-        };
-        store.create_run(&run, &tasks).unwrap();
+        let mut store = two_task_run(dir.path());
         for (task, landing) in [("a", "on-main"), ("b", "not-on-main")] {
             store
                 .set_landing("r", task, Some((landing, "main")))

@@ -342,7 +342,7 @@ fn no_merge_stops_at_accepted_and_merge_lands_into_another_branch() {
 
     let merged = env.ccfan(&["merge", "--json", run_id, "--into", "release"]);
     assert_eq!(merged.code, 0, "{merged:?}");
-    let t = task(&merged.json(), "t1").clone();
+    let t = task(&merged.json()["run"], "t1").clone();
     assert_eq!(t["state"], "merged");
     assert!(
         t["reason"]
