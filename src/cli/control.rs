@@ -20,8 +20,26 @@ enum Wanted<'a> {
     NotRefused,
     /// This task ended as wanted (merged, or accepted in a `--no-merge` run).
     Task(Option<&'a str>),
-    /// No task is left accepted and not landed.
-    NothingAccepted,
+    /// These tasks ended merged (or accepted, in a `--no-merge` run).
+    Tasks(Vec<String>),
+}
+
+impl Wanted<'_> {
+    fn met(&self, view: &crate::model::RunView) -> bool {
+        match self {
+            Wanted::NotRefused => true,
+            Wanted::Task(only) => view
+                .tasks
+                .iter()
+                .filter(|task| only.is_none_or(|id| id == task.id))
+                .all(|task| view.succeeded(task.state)),
+            Wanted::Tasks(ids) => view
+                .tasks
+                .iter()
+                .filter(|task| ids.contains(&task.id))
+                .all(|task| task.state == TaskState::Merged),
+        }
+    }
 }
 
 /// Runs `act` with a control context (progress on stderr or live, Ctrl-C wired), then prints the outcome.
@@ -53,31 +71,33 @@ fn control(
         render::err(&format!("ccfan: {why}\n"));
         return Ok(Exit::NotAllSucceeded);
     }
-    let view = &outcome.view;
-    let done = match wanted {
-        Wanted::NotRefused => true,
-        Wanted::Task(only) => view
-            .tasks
-            .iter()
-            .filter(|task| only.is_none_or(|id| id == task.id))
-            .all(|task| view.succeeded(task.state)),
-        Wanted::NothingAccepted => !view
-            .tasks
-            .iter()
-            .any(|task| task.state == TaskState::Accepted),
-    };
-    Ok(if done {
+    Ok(if wanted.met(&outcome.view) {
         Exit::Success
     } else {
         Exit::NotAllSucceeded
     })
 }
 
-/// `ccfan merge`: done when nothing accepted is left unlanded.
+/// `ccfan merge`: done when every task it tried to land is merged.
 pub fn merge(start: &Path, args: MergeArgs) -> Result<Exit, CliError> {
     let MergeArgs { run, into, json } = args;
-    control(start, json, Wanted::NothingAccepted, |c| {
-        c.merge(&run, into.as_deref())
+    let mut acted = Vec::new();
+    let exit = control(start, json, Wanted::NotRefused, |c| {
+        let (outcome, tried) = c.merge(&run, into.as_deref())?;
+        acted = tried;
+        Ok(outcome)
+    })?;
+    if exit != Exit::Success {
+        return Ok(exit);
+    }
+    let repo = super::repo_at(start)?;
+    let (store, _) = pipeline::open_state(&repo)?;
+    let view = crate::status::run_view(&store, &run).map_err(PipelineError::from)?;
+    let judged = Wanted::Tasks(acted);
+    Ok(if judged.met(&view) {
+        Exit::Success
+    } else {
+        Exit::NotAllSucceeded
     })
 }
 

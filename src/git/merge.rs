@@ -216,15 +216,26 @@ pub fn checked_out_in(repo: &RepoPaths, branch: &str) -> Result<Option<PathBuf>>
     Ok(None)
 }
 
-/// Which of `paths` have uncommitted changes (working tree or index, untracked included) in `worktree`.
+/// Which of `paths` have uncommitted changes (working tree or index, untracked and ignored files included) in
+/// `worktree`.
 pub fn dirty_paths(worktree: &Path, paths: &[String]) -> Result<Vec<String>> {
     let repo = Repository::open(worktree)
         .map_err(git2_context(format!("cannot open {}", worktree.display())))?;
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Ignored files count too: a fast-forward would overwrite one at a path the landing adds. Pathspecs (literal)
+    // keep the walk to those paths, so a large ignored folder elsewhere costs nothing.
     let mut options = StatusOptions::new();
     options
         .include_untracked(true)
         .recurse_untracked_dirs(true)
-        .include_ignored(false);
+        .include_ignored(true)
+        .recurse_ignored_dirs(true)
+        .disable_pathspec_match(true);
+    for path in paths {
+        options.pathspec(path);
+    }
     let statuses = repo
         .statuses(Some(&mut options))
         .map_err(git2_context(format!(

@@ -155,12 +155,24 @@ impl Control<'_> {
     }
 
     /// `ccfan merge <run> [--into BRANCH]`: lands every accepted task not landed yet, in task-file order.
-    pub fn merge(&self, run_id: &str, into: Option<&str>) -> Result<ControlOutcome, PipelineError> {
-        self.with_carrier(run_id, into, |carrier| {
+    /// Returns the outcome and the tasks it tried to land.
+    pub fn merge(
+        &self,
+        run_id: &str,
+        into: Option<&str>,
+    ) -> Result<(ControlOutcome, Vec<String>), PipelineError> {
+        let acted = self.with_carrier(run_id, into, |carrier| {
+            let acted: Vec<String> = carrier
+                .store()
+                .tasks(run_id)?
+                .into_iter()
+                .filter(|task| matches!(task.state, TaskState::Accepted | TaskState::Merging))
+                .map(|task| task.id)
+                .collect();
             carrier.integrate_or_fail();
-            Ok(())
+            Ok(acted)
         })?;
-        self.outcome(run_id, None)
+        Ok((self.outcome(run_id, None)?, acted))
     }
 
     /// `ccfan rework <run>/<task> --note "…"`: another attempt with a person's note, on a fresh budget, then
@@ -282,8 +294,27 @@ impl Control<'_> {
                 None => tasks.iter().collect(),
             };
             let mut refusals = Vec::new();
-            // Later merges first, so each revert applies cleanly on top of what came after it.
-            for task in chosen.into_iter().rev() {
+            // Later landings first, so each revert applies cleanly on top of what came after it.
+            let mut chosen = chosen;
+            chosen.reverse();
+            let landed_after = |a: &TaskRow, b: &TaskRow| -> bool {
+                match (&a.landing, &b.landing) {
+                    (Some(a), Some(b)) => {
+                        a != b && git::is_ancestor(carrier.repo, b, a).unwrap_or(false)
+                    }
+                    _ => false,
+                }
+            };
+            chosen.sort_by(|a, b| {
+                if landed_after(a, b) {
+                    std::cmp::Ordering::Less
+                } else if landed_after(b, a) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            });
+            for task in chosen {
                 if let Some(why) = carrier.roll_back(task)? {
                     refusals.push(why);
                 }
@@ -420,6 +451,7 @@ impl Carrier<'_> {
         let next = task.attempts + 1;
         self.store().set_budget_from(self.run_id, &task.id, next)?;
         self.store().set_forced(self.run_id, &task.id, None)?;
+        self.store().set_landing(self.run_id, &task.id, None)?;
         self.store().clear_cancel(self.run_id, &task.id)?;
         let link = self.ensure_worktree(task, &tip)?;
         // Work left uncommitted by an interrupted attempt is kept on a salvage ref before the worktree is reset.
@@ -520,6 +552,7 @@ impl Carrier<'_> {
             };
             match move_branch(self.repo, branch, &tip, &revert, true)? {
                 Move::Moved => {
+                    self.store().set_landing(self.run_id, &task.id, None)?;
                     self.transition(
                         &task.id,
                         task.attempts,

@@ -44,6 +44,11 @@ pub fn integration_branch(run_id: &str) -> String {
 impl Carrier<'_> {
     /// Lands every accepted task of the run that has not landed yet, in task-file order.
     pub(super) fn integrate(&self) -> Result<(), PipelineError> {
+        for task in self.store().tasks(self.run_id)? {
+            if task.state == TaskState::Merging {
+                self.settle_merging(&task, "an earlier landing did not finish")?;
+            }
+        }
         let tasks = self.store().tasks(self.run_id)?;
         let accepted: Vec<&TaskRow> = tasks
             .iter()
@@ -75,19 +80,17 @@ impl Carrier<'_> {
             if self.cancel.all() {
                 break;
             }
-            self.land(task, target, &mut dest, overlaps.get(&task.id))?;
+            self.land(&task.id, target, &mut dest, overlaps.get(&task.id))?;
         }
         if let Some((checkout, dirty)) = &dest.diverted {
             self.sink.emit(Event::Warning {
                 message: format!(
                     "{target} was not updated: your checkout {} has uncommitted changes in {} that the merge changes. \
-                     The merged result is on {}. Commit or stash your changes, then run `git merge --ff-only {}` \
-                     there (or `ccfan merge {}`).",
+                     The merged result is on {}. {}",
                     checkout.display(),
                     dirty.join(", "),
                     dest.branch,
-                    dest.branch,
-                    self.run_id
+                    catch_up(&dest.branch, self.run_id)
                 ),
             });
         }
@@ -138,33 +141,104 @@ impl Carrier<'_> {
         Ok(notes)
     }
 
+    /// Settles a task left `merging` (an error or a kill between storing its landing commit and reporting): merged
+    /// if the branch holds the landing commit, else accepted with nothing landed. Git is the truth.
+    pub(super) fn settle_merging(&self, task: &TaskRow, why: &str) -> Result<(), PipelineError> {
+        let holds = match (&task.landing, &task.landed_on) {
+            (Some(landing), Some(branch)) => {
+                match git::ref_target(self.repo, &format!("refs/heads/{branch}"))? {
+                    Some(tip) => tip == *landing || git::is_ancestor(self.repo, landing, &tip)?,
+                    None => false,
+                }
+            }
+            _ => false,
+        };
+        match (&task.landing, &task.landed_on) {
+            (Some(landing), Some(branch)) if holds && !branch.starts_with("ccfan/") => self
+                .transition(
+                    &task.id,
+                    task.attempts,
+                    TaskState::Merged,
+                    Some(format!(
+                        "merged into {branch} as {} ({why}; checked on the branch)",
+                        short(landing)
+                    )),
+                ),
+            _ => {
+                if !holds {
+                    self.store().set_landing(self.run_id, &task.id, None)?;
+                }
+                self.transition(
+                    &task.id,
+                    task.attempts,
+                    TaskState::Accepted,
+                    Some(format!(
+                        "not merged: {why}; `ccfan merge {}` tries again",
+                        self.run_id
+                    )),
+                )
+            }
+        }
+    }
+
+    /// The task as stored now.
+    fn fresh(&self, task_id: &str) -> Result<TaskRow, PipelineError> {
+        self.store()
+            .tasks(self.run_id)?
+            .into_iter()
+            .find(|task| task.id == task_id)
+            .ok_or_else(|| {
+                crate::store::StoreError::NoSuchTask {
+                    run: self.run_id.to_string(),
+                    task: task_id.to_string(),
+                }
+                .into()
+            })
+    }
+
     /// Lands one accepted task (reworking it on the new tip after a conflict, while its budget lasts).
     fn land(
         &self,
-        task: &TaskRow,
+        task_id: &str,
         target: &str,
         dest: &mut Destination,
         overlap: Option<&String>,
     ) -> Result<(), PipelineError> {
         let run = self.store().run(self.run_id)?;
-        // Landed already: on the integration branch earlier, then fast-forwarded into the target by the user.
+        let cancel = self.cancel.of(task_id);
+        let task = self.fresh(task_id)?;
+        // Landed already: on the integration branch earlier, then brought into the target by the user.
         if let Some(landing) = &task.landing
             && let Some(tip) = git::ref_target(self.repo, &format!("refs/heads/{target}"))?
             && (tip == *landing || git::is_ancestor(self.repo, landing, &tip)?)
         {
+            let from = task
+                .landed_on
+                .clone()
+                .unwrap_or_else(|| "another branch".into());
+            self.store()
+                .set_landing(self.run_id, &task.id, Some((landing, target)))?;
             return self.transition(
                 &task.id,
                 task.attempts,
                 TaskState::Merged,
                 Some(format!(
-                    "merged into {target} as {} (found there after landing on {})",
-                    short(landing),
-                    task.landed_on.as_deref().unwrap_or("another branch")
+                    "merged into {target} as {} (found there after landing on {from})",
+                    short(landing)
                 )),
             );
         }
         let mut races = 0;
         loop {
+            let task = self.fresh(task_id)?;
+            if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                return self.transition(
+                    &task.id,
+                    task.attempts,
+                    TaskState::Accepted,
+                    Some("not merged: the landing was cancelled; nothing landed".into()),
+                );
+            }
             let attempts = self.store().attempts(self.run_id, &task.id)?;
             let Some(head) = task_head(&attempts, &run.base_sha) else {
                 return Ok(());
@@ -214,7 +288,7 @@ impl Carrier<'_> {
                         short(&tip),
                         paths.join(", ")
                     );
-                    if self.rework_on(task, &tip, &commit, findings, TaskState::Conflict, &why)? {
+                    if self.rework_on(&task, &tip, &commit, findings, TaskState::Conflict, &why)? {
                         continue;
                     }
                     return Ok(());
@@ -222,7 +296,10 @@ impl Carrier<'_> {
                 MergePreview::Clean { commit } => commit,
             };
             // The gate again, on exactly the tree that would land.
-            let (report, verdict) = self.landing_gate(task, head.latest, &tip, &landing)?;
+            let (report, verdict) = self.landing_gate(&task, head.latest, &tip, &landing)?;
+            if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                continue; // reported as cancelled at the top of the loop
+            }
             if verdict != Verdict::Accept {
                 if let Some(forced) = &task.forced {
                     tracing::warn!(task = %task.id, "landing over the gate's verdict: {forced}");
@@ -233,16 +310,41 @@ impl Carrier<'_> {
                         dest.branch,
                         short(&commit)
                     );
-                    let findings = match verdict {
-                        Verdict::Rework { findings } => findings,
+                    let broken = report
+                        .stages
+                        .iter()
+                        .any(|stage| stage.status == crate::report::StageStatus::Error);
+                    return match verdict {
+                        Verdict::Rework { findings } => {
+                            if self.rework_on(
+                                &task,
+                                &tip,
+                                &commit,
+                                findings,
+                                TaskState::Rework,
+                                &why,
+                            )? {
+                                continue;
+                            }
+                            Ok(())
+                        }
+                        // A stage that could not run says nothing about the task: it stays accepted.
+                        Verdict::Accept | Verdict::Rollback { .. } if broken => self.transition(
+                            &task.id,
+                            n,
+                            TaskState::Accepted,
+                            Some(format!(
+                                "not merged: {why}; fix that, then `ccfan merge {}`",
+                                self.run_id
+                            )),
+                        ),
                         Verdict::Accept | Verdict::Rollback { .. } => {
-                            return self.transition(&task.id, n, TaskState::RolledBack, Some(why));
+                            if let Err(error) = git::reset_worktree(&task.worktree, &head.base) {
+                                tracing::warn!(task = %task.id, "cannot reset the rolled-back worktree: {error}");
+                            }
+                            self.transition(&task.id, n, TaskState::RolledBack, Some(why))
                         }
                     };
-                    if self.rework_on(task, &tip, &commit, findings, TaskState::Rework, &why)? {
-                        continue;
-                    }
-                    return Ok(());
                 }
             }
             self.store()
@@ -253,13 +355,23 @@ impl Carrier<'_> {
                 TaskState::Merging,
                 Some(format!("landing as {} on {}", short(&landing), dest.branch)),
             )?;
-            match move_branch(
+            let moved = move_branch(
                 self.repo,
                 &dest.branch,
                 &tip,
                 &landing,
                 dest.diverted.is_none(),
-            )? {
+            );
+            let moved = match moved {
+                Ok(moved) => moved,
+                Err(error) => {
+                    // Whatever failed, git says whether the commit landed; nothing stays `merging`.
+                    let task = self.fresh(task_id)?;
+                    return self
+                        .settle_merging(&task, &format!("moving {} failed: {error}", dest.branch));
+                }
+            };
+            match moved {
                 Move::Moved => {}
                 Move::Raced if races < MAX_RACES => {
                     races += 1;
@@ -288,14 +400,18 @@ impl Carrier<'_> {
                     );
                 }
                 Move::InTheWay(checkout, dirty) => {
-                    let integration = integration_branch(self.run_id);
-                    git::set_ref(
-                        self.repo,
-                        &format!("refs/heads/{integration}"),
-                        &tip,
-                        "ccfan: integration branch (the target's checkout has uncommitted changes)",
-                    )?;
+                    let integration = self.integration_branch(&tip)?;
                     self.store().set_landing(self.run_id, &task.id, None)?;
+                    self.transition(
+                        &task.id,
+                        n,
+                        TaskState::Accepted,
+                        Some(format!(
+                            "{} is checked out with uncommitted changes in {}: landing on {integration} instead",
+                            dest.branch,
+                            dirty.join(", ")
+                        )),
+                    )?;
                     dest.branch = integration;
                     dest.diverted = Some((checkout, dirty));
                     continue;
@@ -340,16 +456,43 @@ impl Carrier<'_> {
                     n,
                     TaskState::Accepted,
                     Some(format!(
-                        "landed on {} as {}, not on {target}: its checkout has uncommitted changes in {}; commit or stash them, then `git merge --ff-only {}` or `ccfan merge {}`",
+                        "landed on {} as {}, not on {target}: its checkout has uncommitted changes in {}; {}",
                         dest.branch,
                         short(&landing),
                         dirty.join(", "),
-                        dest.branch,
-                        self.run_id
+                        catch_up(&dest.branch, self.run_id)
                     )),
                 ),
             };
         }
+    }
+
+    /// A fresh integration branch at `tip`: `ccfan/<run>/integration`, or `…-2`, `…-3` when an earlier one
+    /// exists (it may hold work the user built on; ccfan never moves it).
+    fn integration_branch(&self, tip: &str) -> Result<String, PipelineError> {
+        let base = integration_branch(self.run_id);
+        for n in 1..100 {
+            let name = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            let full = format!("refs/heads/{name}");
+            match git::ref_target(self.repo, &full)? {
+                Some(existing) if existing == tip => return Ok(name),
+                Some(_) => continue,
+                None => {
+                    git::set_ref(
+                        self.repo,
+                        &full,
+                        tip,
+                        "ccfan: integration branch (the target's checkout has uncommitted changes)",
+                    )?;
+                    return Ok(name);
+                }
+            }
+        }
+        Ok(base)
     }
 
     /// The gate on a landing commit: every stage, with the target tip as base, so scope, secrets and tests judge
@@ -411,7 +554,13 @@ impl Carrier<'_> {
             return Ok(false);
         }
         self.transition(&task.id, row.attempts, state, Some(why.to_string()))?;
+        // The new attempt is judged afresh: an earlier `accept --force` does not carry over.
+        self.store().set_forced(self.run_id, &task.id, None)?;
         let link = self.ensure_worktree(row, tip)?;
+        // Edits someone made in the worktree since (a reviewer's, say) are kept on a salvage ref first.
+        if git::has_uncommitted_changes(&row.worktree, commit)? {
+            super::gc::salvage_leftovers(self.repo, &mut self.store(), self.run_id, row, commit)?;
+        }
         git::replay_onto(&row.worktree, tip, commit)?;
         let cursor = Cursor {
             base: tip.to_string(),
@@ -501,6 +650,14 @@ pub(super) fn move_branch(
     } else {
         Move::Raced
     })
+}
+
+/// What to run to bring a diverted landing into the target.
+fn catch_up(integration: &str, run_id: &str) -> String {
+    format!(
+        "Stash your changes (`git stash`), run `git merge --ff-only {integration}`, then `git stash pop`; \
+         or commit them and run `ccfan merge {run_id}`"
+    )
 }
 
 /// The message of a landing commit: the goal's first line, then where it came from.

@@ -50,6 +50,12 @@ impl Store {
             params![run_id, i64::from(owner_pid), owner_start],
         )
         .map_err(query("claiming a run"))?;
+        // Cancel requests were for the process that carried the run before.
+        tx.execute(
+            "UPDATE tasks SET cancel_requested = 0 WHERE run_id = ?1",
+            params![run_id],
+        )
+        .map_err(query("claiming a run"))?;
         tx.commit().map_err(query("claiming a run"))
     }
 

@@ -263,6 +263,23 @@ fn rollback_of_a_merged_task_is_a_revert_and_keeps_the_salvage() {
     let again = env.ccfan(&["rollback", &format!("{run_id}/t1")]);
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(subjects(&env, "main").len(), 3);
+    // Reworked after its rollback, the task lands anew: not "merged" because the reverted commit is in history.
+    let reworked = env.ccfan(&[
+        "rework",
+        "--json",
+        &format!("{run_id}/t1"),
+        "--note",
+        "bring it back",
+    ]);
+    assert_eq!(reworked.code, 0, "{reworked:?}");
+    let t = task(&reworked.json()["run"], "t1").clone();
+    assert_eq!(t["state"], "merged", "{t}");
+    assert!(
+        !t["reason"].as_str().unwrap().contains("found there"),
+        "{t}"
+    );
+    assert_eq!(env.git(&["show", "main:src/new.txt"]), "new\n");
+    assert_eq!(subjects(&env, "main").len(), 4);
 }
 
 #[test]
