@@ -1,0 +1,165 @@
+//! The follow-up commands' work on one task: another attempt on a fresh budget (rework, retry), and rolling back
+//! (a revert commit for a merged task; a reset worktree, after salvaging, otherwise).
+
+use crate::git::{self, MergePreview};
+use crate::model::TaskState;
+use crate::pipeline::PipelineError;
+use crate::pipeline::carry::{Carrier, Cursor};
+use crate::pipeline::integrate::{Move, move_branch};
+use crate::report::Finding;
+use crate::store::{TaskRow, task_head};
+use crate::util::short;
+
+impl Carrier<'_> {
+    /// Another attempt of a finished task with `findings`, on a fresh rework budget, in its worktree as it was
+    /// left (re-created if `gc` removed it); then landing, unless the run was made with `--no-merge`.
+    pub(super) fn again(
+        &self,
+        task: &TaskRow,
+        findings: Vec<Finding>,
+    ) -> Result<(), PipelineError> {
+        let attempts = self.store().attempts(self.run_id, &task.id)?;
+        let (base, tip) = match task_head(&attempts, self.base_sha) {
+            Some(head) => {
+                let tip = head.commit.clone().unwrap_or_else(|| head.base.clone());
+                (head.base, tip)
+            }
+            None => (self.base_sha.to_string(), self.base_sha.to_string()),
+        };
+        let next = task.attempts + 1;
+        self.store().set_budget_from(self.run_id, &task.id, next)?;
+        self.store().set_forced(self.run_id, &task.id, None)?;
+        self.store().set_landing(self.run_id, &task.id, None)?;
+        self.store().clear_cancel(self.run_id, &task.id)?;
+        let link = self.ensure_worktree(task, &tip)?;
+        // Work left uncommitted by an interrupted attempt is kept on a salvage ref before the worktree is reset.
+        if git::has_uncommitted_changes(&task.worktree, &tip)? {
+            crate::pipeline::gc::salvage_leftovers(
+                self.repo,
+                &mut self.store(),
+                self.run_id,
+                task,
+                &tip,
+            )?;
+        }
+        git::reset_worktree(&task.worktree, &tip)?;
+        let cursor = Cursor {
+            base,
+            tip,
+            next,
+            budget_from: next,
+            findings,
+        };
+        let settled = self.continue_from(&task.spec, &task.worktree, &link, cursor)?;
+        let run = self.store().run(self.run_id)?;
+        if settled.is_some() && !run.no_merge {
+            self.integrate()?;
+        }
+        Ok(())
+    }
+
+    /// Rolls one task back; returns why not, if it refused.
+    pub(super) fn roll_back(&self, task: &TaskRow) -> Result<Option<String>, PipelineError> {
+        match task.state {
+            TaskState::RolledBack => return Ok(None),
+            TaskState::Merged => return self.revert(task),
+            state if !state.is_final() => {
+                return Ok(Some(format!(
+                    "task {} is {state}: `ccfan cancel` it first, then roll it back",
+                    task.id
+                )));
+            }
+            _ => {}
+        }
+        let attempts = self.store().attempts(self.run_id, &task.id)?;
+        let base = task_head(&attempts, self.base_sha)
+            .map_or_else(|| self.base_sha.to_string(), |head| head.base);
+        if !task.removed && task.worktree.is_dir() {
+            let tip = task_head(&attempts, self.base_sha)
+                .and_then(|head| head.commit)
+                .unwrap_or_else(|| base.clone());
+            if git::has_uncommitted_changes(&task.worktree, &tip)? {
+                crate::pipeline::gc::salvage_leftovers(
+                    self.repo,
+                    &mut self.store(),
+                    self.run_id,
+                    task,
+                    &tip,
+                )?;
+            }
+            git::reset_worktree(&task.worktree, &base)?;
+        }
+        self.transition(
+            &task.id,
+            task.attempts,
+            TaskState::RolledBack,
+            Some(
+                "rolled back by request: not merged; every attempt stays on its salvage ref".into(),
+            ),
+        )?;
+        Ok(None)
+    }
+
+    /// Undoes a merged task with a revert commit on the branch it landed on.
+    fn revert(&self, task: &TaskRow) -> Result<Option<String>, PipelineError> {
+        let (Some(landing), Some(branch)) = (&task.landing, &task.landed_on) else {
+            return Ok(Some(format!(
+                "task {} is merged but its landing commit is not recorded (it changed nothing?)",
+                task.id
+            )));
+        };
+        for _ in 0..5 {
+            let Some(tip) = git::ref_target(self.repo, &format!("refs/heads/{branch}"))? else {
+                return Ok(Some(format!("branch {branch} does not exist any more")));
+            };
+            if !(tip == *landing || git::is_ancestor(self.repo, landing, &tip)?) {
+                return Ok(Some(format!(
+                    "{branch} no longer holds task {}'s commit {}: nothing to revert",
+                    task.id,
+                    short(landing)
+                )));
+            }
+            let message = format!(
+                "Revert task `{}` of run {}\n\nThis reverts commit {landing} (rolled back with ccfan).\n\nCcfan-Run: {}\nCcfan-Task: {}\n",
+                task.id, self.run_id, self.run_id, task.id
+            );
+            let revert = match git::revert_commit(self.repo, &tip, landing, &message)? {
+                MergePreview::Clean { commit } => commit,
+                MergePreview::Conflicts(paths) => {
+                    return Ok(Some(format!(
+                        "reverting task {} conflicts with later changes on {branch} in {}: revert {} by hand",
+                        task.id,
+                        paths.join(", "),
+                        short(landing)
+                    )));
+                }
+            };
+            match move_branch(self.repo, branch, &tip, &revert, true)? {
+                Move::Moved => {
+                    self.store().set_landing(self.run_id, &task.id, None)?;
+                    self.transition(
+                        &task.id,
+                        task.attempts,
+                        TaskState::RolledBack,
+                        Some(format!(
+                            "rolled back by request: reverted on {branch} by {} (history kept); every attempt stays on its salvage ref",
+                            short(&revert)
+                        )),
+                    )?;
+                    return Ok(None);
+                }
+                Move::Raced => continue,
+                Move::InTheWay(checkout, dirty) => {
+                    return Ok(Some(format!(
+                        "not reverted: your checkout {} has uncommitted changes in {} that the revert changes; commit or stash them and run the rollback again",
+                        checkout.display(),
+                        dirty.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(Some(format!(
+            "{branch} kept moving: try the rollback again"
+        )))
+    }
+}

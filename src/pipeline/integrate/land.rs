@@ -1,0 +1,347 @@
+//! Stage 6, one landing: merge onto the tip, gate the landing commit, move the branch by compare-and-swap, and
+//! report only what the branch holds afterwards.
+
+use crate::git::{self, MergePreview};
+use crate::model::{ExitStatus, TaskState};
+use crate::pipeline::PipelineError;
+use crate::pipeline::carry::Carrier;
+use crate::pipeline::gate::{self, AttemptRef};
+use crate::report::{Finding, Stage, Verdict};
+use crate::store::{TaskRow, task_head};
+use crate::util::short;
+
+use super::branch::{catch_up, landing_message};
+use super::{Destination, MAX_RACES, Move, integration_branch, move_branch};
+
+impl Carrier<'_> {
+    /// Lands one accepted task (reworking it on the new tip after a conflict, while its budget lasts).
+    pub(super) fn land(
+        &self,
+        task_id: &str,
+        target: &str,
+        dest: &mut Destination,
+        overlap: Option<&String>,
+    ) -> Result<(), PipelineError> {
+        let run = self.store().run(self.run_id)?;
+        let cancel = self.cancel.of(task_id);
+        let task = self.fresh(task_id)?;
+        // Landed already: on the integration branch earlier, then brought into the target by the user.
+        if let Some(landing) = &task.landing
+            && let Some(tip) = git::ref_target(self.repo, &format!("refs/heads/{target}"))?
+            && (tip == *landing || git::is_ancestor(self.repo, landing, &tip)?)
+        {
+            let from = task
+                .landed_on
+                .clone()
+                .unwrap_or_else(|| "another branch".into());
+            self.store()
+                .set_landing(self.run_id, &task.id, Some((landing, target)))?;
+            return self.transition(
+                &task.id,
+                task.attempts,
+                TaskState::Merged,
+                Some(format!(
+                    "merged into {target} as {} (found there after landing on {from})",
+                    short(landing)
+                )),
+            );
+        }
+        let mut races = 0;
+        loop {
+            let task = self.fresh(task_id)?;
+            if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                return self.transition(
+                    &task.id,
+                    task.attempts,
+                    TaskState::Accepted,
+                    Some("not merged: the landing was cancelled; nothing landed".into()),
+                );
+            }
+            let attempts = self.store().attempts(self.run_id, &task.id)?;
+            let Some(head) = task_head(&attempts, &run.base_sha) else {
+                return Ok(());
+            };
+            let n = head.latest.n;
+            let Some(commit) = head.commit.clone() else {
+                return self.transition(
+                    &task.id,
+                    n,
+                    TaskState::Merged,
+                    Some("nothing to merge: the accepted task changed nothing".into()),
+                );
+            };
+            let Some(tip) = git::ref_target(self.repo, &format!("refs/heads/{}", dest.branch))?
+            else {
+                return self.transition(
+                    &task.id,
+                    n,
+                    TaskState::Accepted,
+                    Some(format!(
+                        "accepted, not merged: branch {} does not exist (any more)",
+                        dest.branch
+                    )),
+                );
+            };
+            let message = landing_message(&task.spec.goal, &task.id, self.run_id, n);
+            let landing = match git::land_commit(self.repo, &tip, &commit, &message)? {
+                MergePreview::Conflicts(paths) => {
+                    let findings = paths
+                        .iter()
+                        .map(|path| {
+                            Finding::error(
+                                Stage::Diff,
+                                "merge-conflict",
+                                format!(
+                                    "conflicts with {} at {}: the file now holds conflict markers; resolve them keeping both changes' intent",
+                                    dest.branch,
+                                    short(&tip)
+                                ),
+                            )
+                            .at(path, None)
+                        })
+                        .collect();
+                    let why = format!(
+                        "merge onto {} ({}) conflicts in {}",
+                        dest.branch,
+                        short(&tip),
+                        paths.join(", ")
+                    );
+                    if self.rework_on(&task, &tip, &commit, findings, TaskState::Conflict, &why)? {
+                        continue;
+                    }
+                    return Ok(());
+                }
+                MergePreview::Clean { commit } => commit,
+            };
+            // The gate again, on exactly the tree that would land.
+            let (report, verdict) = self.landing_gate(&task, head.latest, &tip, &landing)?;
+            if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                continue; // reported as cancelled at the top of the loop
+            }
+            if verdict != Verdict::Accept {
+                if let Some(forced) = &task.forced {
+                    tracing::warn!(task = %task.id, "landing over the gate's verdict: {forced}");
+                } else {
+                    let (_, reason) = gate::verdict_state(&verdict, &report);
+                    let why = format!(
+                        "the gate failed on the merged tree ({} + {}): {reason}",
+                        dest.branch,
+                        short(&commit)
+                    );
+                    let broken = report
+                        .stages
+                        .iter()
+                        .any(|stage| stage.status == crate::report::StageStatus::Error);
+                    return match verdict {
+                        Verdict::Rework { findings } => {
+                            if self.rework_on(
+                                &task,
+                                &tip,
+                                &commit,
+                                findings,
+                                TaskState::Rework,
+                                &why,
+                            )? {
+                                continue;
+                            }
+                            Ok(())
+                        }
+                        // A stage that could not run says nothing about the task: it stays accepted.
+                        Verdict::Accept | Verdict::Rollback { .. } if broken => self.transition(
+                            &task.id,
+                            n,
+                            TaskState::Accepted,
+                            Some(format!(
+                                "not merged: {why}; fix that, then `ccfan merge {}`",
+                                self.run_id
+                            )),
+                        ),
+                        Verdict::Accept | Verdict::Rollback { .. } => {
+                            if let Err(error) = git::reset_worktree(&task.worktree, &head.base) {
+                                tracing::warn!(task = %task.id, "cannot reset the rolled-back worktree: {error}");
+                            }
+                            self.transition(&task.id, n, TaskState::RolledBack, Some(why))
+                        }
+                    };
+                }
+            }
+            self.store()
+                .set_landing(self.run_id, &task.id, Some((&landing, &dest.branch)))?;
+            self.transition(
+                &task.id,
+                n,
+                TaskState::Merging,
+                Some(format!("landing as {} on {}", short(&landing), dest.branch)),
+            )?;
+            let moved = move_branch(
+                self.repo,
+                &dest.branch,
+                &tip,
+                &landing,
+                dest.diverted.is_none(),
+            );
+            let moved = match moved {
+                Ok(moved) => moved,
+                Err(error) => {
+                    // Whatever failed, git says whether the commit landed; nothing stays `merging`.
+                    let task = self.fresh(task_id)?;
+                    return self
+                        .settle_merging(&task, &format!("moving {} failed: {error}", dest.branch));
+                }
+            };
+            match moved {
+                Move::Moved => {}
+                Move::Raced if races < MAX_RACES => {
+                    races += 1;
+                    self.store().set_landing(self.run_id, &task.id, None)?;
+                    self.transition(
+                        &task.id,
+                        n,
+                        TaskState::Accepted,
+                        Some(format!(
+                            "{} moved during the landing; merging again onto its new tip",
+                            dest.branch
+                        )),
+                    )?;
+                    continue;
+                }
+                Move::Raced => {
+                    self.store().set_landing(self.run_id, &task.id, None)?;
+                    return self.transition(
+                        &task.id,
+                        n,
+                        TaskState::Accepted,
+                        Some(format!(
+                            "not merged: {} kept moving during {MAX_RACES} landings; `ccfan merge {}` tries again",
+                            dest.branch, self.run_id
+                        )),
+                    );
+                }
+                Move::InTheWay(checkout, dirty) => {
+                    let integration = self.integration_branch(&tip)?;
+                    self.store().set_landing(self.run_id, &task.id, None)?;
+                    self.transition(
+                        &task.id,
+                        n,
+                        TaskState::Accepted,
+                        Some(format!(
+                            "{} is checked out with uncommitted changes in {}: landing on {integration} instead",
+                            dest.branch,
+                            dirty.join(", ")
+                        )),
+                    )?;
+                    dest.branch = integration;
+                    dest.diverted = Some((checkout, dirty));
+                    continue;
+                }
+            }
+            // Report only what the branch really holds.
+            let now = git::ref_target(self.repo, &format!("refs/heads/{}", dest.branch))?;
+            let holds = match &now {
+                Some(now) => now == &landing || git::is_ancestor(self.repo, &landing, now)?,
+                None => false,
+            };
+            let extra = overlap.map(|note| format!(" ({note})")).unwrap_or_default();
+            let forced = task
+                .forced
+                .as_ref()
+                .map(|why| format!("; accepted over the gate by {why}"))
+                .unwrap_or_default();
+            return match (&dest.diverted, holds) {
+                (_, false) => {
+                    self.store().set_landing(self.run_id, &task.id, None)?;
+                    self.transition(
+                        &task.id,
+                        n,
+                        TaskState::Accepted,
+                        Some(format!(
+                            "not merged: {} did not hold the landing commit when re-read",
+                            dest.branch
+                        )),
+                    )
+                }
+                (None, true) => self.transition(
+                    &task.id,
+                    n,
+                    TaskState::Merged,
+                    Some(format!(
+                        "merged into {target} as {}{extra}{forced}",
+                        short(&landing)
+                    )),
+                ),
+                (Some((_, dirty)), true) => self.transition(
+                    &task.id,
+                    n,
+                    TaskState::Accepted,
+                    Some(format!(
+                        "landed on {} as {}, not on {target}: its checkout has uncommitted changes in {}; {}",
+                        dest.branch,
+                        short(&landing),
+                        dirty.join(", "),
+                        catch_up(&dest.branch, self.run_id)
+                    )),
+                ),
+            };
+        }
+    }
+
+    /// A fresh integration branch at `tip`: `ccfan/<run>/integration`, or `…-2`, `…-3` when an earlier one
+    /// exists (it may hold work the user built on; ccfan never moves it).
+    fn integration_branch(&self, tip: &str) -> Result<String, PipelineError> {
+        let base = integration_branch(self.run_id);
+        for n in 1..100 {
+            let name = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            let full = format!("refs/heads/{name}");
+            match git::ref_target(self.repo, &full)? {
+                Some(existing) if existing == tip => return Ok(name),
+                Some(_) => continue,
+                None => {
+                    git::set_ref(
+                        self.repo,
+                        &full,
+                        tip,
+                        "ccfan: integration branch (the target's checkout has uncommitted changes)",
+                    )?;
+                    return Ok(name);
+                }
+            }
+        }
+        Ok(base)
+    }
+
+    /// The gate on a landing commit: every stage, with the target tip as base, so scope, secrets and tests judge
+    /// exactly what would land. Its report goes to the attempt's `landing/` folder.
+    fn landing_gate(
+        &self,
+        task: &TaskRow,
+        latest: &crate::store::AttemptRow,
+        tip: &str,
+        landing: &str,
+    ) -> Result<(crate::report::VerifyReport, Verdict), PipelineError> {
+        let checker = gate::Gate {
+            repo: self.repo,
+            policy: self.policy,
+            rules: self.rules,
+            scratch_root: &self.scratch_root,
+            cancel: self.cancel.of(&task.id),
+        };
+        let exit = ExitStatus::Code { code: 0 };
+        let reference = AttemptRef {
+            run_id: self.run_id,
+            task: &task.spec,
+            attempt: latest.n,
+            base: tip,
+            commit: Some(landing),
+            dir: &latest.dir,
+            exit: Some(&exit),
+            tampered: &[],
+            in_budget: 1,
+            landing: true,
+        };
+        checker.check(&reference, tip)
+    }
+}
