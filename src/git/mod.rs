@@ -184,7 +184,7 @@ pub fn current_branch(repo: &RepoPaths) -> Result<Option<String>> {
 fn git_command(dir: &Path) -> Command {
     #[expect(
         clippy::disallowed_methods,
-        reason = "git.rs is the one door to the git CLI"
+        reason = "the git module is the one door to the git CLI"
     )]
     let mut command = Command::new("git");
     for (name, _) in std::env::vars_os() {

@@ -53,6 +53,22 @@ pub struct GcSkipped {
     pub reason: String,
 }
 
+/// Keeps what a task's worktree holds beyond `parent` (an interrupted attempt, a reviewer's edits) on a salvage
+/// ref, if anything; used before ccfan resets or replays a worktree.
+pub(super) fn salvage_if_dirty(
+    repo: &RepoPaths,
+    store: &mut Store,
+    run_id: &str,
+    task: &TaskRow,
+    parent: &str,
+) -> Result<Vec<String>, PipelineError> {
+    if git::has_uncommitted_changes(&task.worktree, parent)? {
+        salvage_leftovers(repo, store, run_id, task, parent)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 /// Commits what an interrupted attempt left uncommitted in a task's worktree (on top of `parent`) and keeps it on a
 /// salvage ref; returns the refs written.
 pub(super) fn salvage_leftovers(

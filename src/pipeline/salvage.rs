@@ -145,6 +145,15 @@ pub fn restore(
         str::to_string,
     );
     let full = format!("refs/heads/{name}");
+    if !git2::Reference::is_valid_name(&full) {
+        return Err(InputError::new(
+            std::path::Path::new("<command line>"),
+            format!("`{name}` is not a valid branch name"),
+        )
+        .key("--branch")
+        .fix("use a git branch name without spaces, `..`, `~`, `^`, `:` or a trailing `/`")
+        .into());
+    }
     if git::ref_target(repo, &full)?.is_some() {
         return Err(InputError::new(
             std::path::Path::new("<command line>"),

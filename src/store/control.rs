@@ -111,20 +111,6 @@ impl Store {
         )
     }
 
-    /// Marks a task's worktree as present again (re-created after `gc`), with its new `.git` link.
-    pub fn set_recreated(
-        &mut self,
-        run_id: &str,
-        task_id: &str,
-        link: &str,
-    ) -> Result<(), StoreError> {
-        self.update(
-            "recording a re-created worktree",
-            "UPDATE tasks SET removed = 0, git_link = ?3 WHERE run_id = ?1 AND id = ?2",
-            params![run_id, task_id, link],
-        )
-    }
-
     /// A task's transitions, oldest first: (time in ms, state, reason).
     pub fn transitions(
         &self,

@@ -266,7 +266,7 @@ impl Store {
         tx.commit().map_err(query("committing a transition"))
     }
 
-    /// Records the `.git` link file content of a task's new worktree.
+    /// Records the `.git` link file content of a task's new (or re-created) worktree, marking it present.
     pub fn set_git_link(
         &mut self,
         run_id: &str,
@@ -275,7 +275,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.update(
             "recording a worktree",
-            "UPDATE tasks SET git_link = ?3 WHERE run_id = ?1 AND id = ?2",
+            "UPDATE tasks SET git_link = ?3, removed = 0 WHERE run_id = ?1 AND id = ?2",
             params![run_id, task_id, link],
         )
     }

@@ -156,8 +156,24 @@ impl TestEnv {
         self.ccfan(&args)
     }
 
+    /// Writes and commits the repository's `ccfan.toml`.
+    pub fn commit_policy(&self, text: &str) {
+        self.write("ccfan.toml", text);
+        self.git(&["add", "ccfan.toml"]);
+        self.git(&["commit", "-qm", "policy"]);
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.repo.join(".git/ccfan")
+    }
+}
+
+/// Waits (up to a minute) until `path` exists; `what` names what failed to happen.
+pub fn wait_for_file(path: &Path, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

@@ -2,15 +2,7 @@
 //! task-file order, by compare-and-swap; conflicts come back as reworks; rollback reverts; kill -9 mid-landing
 //! never leaves a half-merged branch.
 
-use std::time::{Duration, Instant};
-
-use crate::env::{TestEnv, task};
-
-fn policy(env: &TestEnv, text: &str) {
-    env.write("ccfan.toml", text);
-    env.git(&["add", "ccfan.toml"]);
-    env.git(&["commit", "-qm", "policy"]);
-}
+use crate::env::{TestEnv, task, wait_for_file};
 
 fn one_task(env: &TestEnv, worker: &std::path::Path, extra: &str) -> std::path::PathBuf {
     env.tasks(&format!(
@@ -30,8 +22,7 @@ fn subjects(env: &TestEnv, rev: &str) -> Vec<String> {
 #[test]
 fn failing_tests_on_the_preview_tree_rework_then_block_and_nothing_lands() {
     let env = TestEnv::new();
-    policy(
-        &env,
+    env.commit_policy(
         "[run]\nmax_reworks = 1\n[tests]\ncommand = [\"sh\", \"-c\", \"ls > \\\"$PROBE_DIR/seen-$$\\\"; test -f never.txt\"]\n[sandbox]\nenv_allow = [\"PATH\", \"PROBE_DIR\"]\n",
     );
     let base = env.git(&["rev-parse", "HEAD"]).trim().to_string();
@@ -287,8 +278,7 @@ fn kill_9_during_a_landing_leaves_nothing_half_merged_and_merge_finishes_it() {
     let env = TestEnv::new();
     let probe = env.probe();
     // The second run of the tests is the landing gate: it marks itself and stalls there.
-    policy(
-        &env,
+    env.commit_policy(
         "[tests]\ncommand = [\"sh\", \"-c\", \"n=$(ls \\\"$PROBE_DIR\\\" | wc -l); touch \\\"$PROBE_DIR/run-$n\\\"; if [ $n = 1 ]; then sleep 20; fi\"]\n[sandbox]\nenv_allow = [\"PATH\", \"PROBE_DIR\"]\n",
     );
     let main_before = env.git(&["rev-parse", "main"]);
@@ -301,11 +291,7 @@ fn kill_9_during_a_landing_leaves_nothing_half_merged_and_merge_finishes_it() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !probe.join("run-1").exists() {
-        assert!(Instant::now() < deadline, "the landing never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_file(&probe.join("run-1"), "the landing never started");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
@@ -430,12 +416,27 @@ echo "attempt $CCFAN_ATTEMPT" >> src/notes.txt"#,
     assert!(twice.stderr.contains("exists already"), "{twice:?}");
     let missing = env.ccfan(&["salvage", "show", &format!("{run_id}/t1/9")]);
     assert_eq!(missing.code, 2, "{missing:?}");
+    let bad_branch = env.ccfan(&[
+        "salvage",
+        "restore",
+        &format!("{run_id}/t1/1"),
+        "--branch",
+        "no good..",
+    ]);
+    assert_eq!(bad_branch.code, 2, "{bad_branch:?}");
+    assert!(
+        bad_branch.stderr.contains("not a valid branch name"),
+        "{bad_branch:?}"
+    );
+    let empty_note = env.ccfan(&["rework", &format!("{run_id}/t1"), "--note", "  "]);
+    assert_eq!(empty_note.code, 2, "{empty_note:?}");
+    assert!(empty_note.stderr.contains("--note"), "{empty_note:?}");
 }
 
 #[test]
 fn retry_gives_a_blocked_task_a_fresh_budget_and_accept_force_overrides_the_gate() {
     let env = TestEnv::new();
-    policy(&env, "[run]\nmax_reworks = 0\n");
+    env.commit_policy("[run]\nmax_reworks = 0\n");
     // Fails until the probe says otherwise.
     let flaky = env.script(
         "flaky.sh",
@@ -504,11 +505,7 @@ fn cancel_from_another_process_stops_the_worker_tree() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !probe.join("pid").exists() {
-        assert!(Instant::now() < deadline, "the worker never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_file(&probe.join("pid"), "the worker never started");
     let pid: u32 = std::fs::read_to_string(probe.join("pid"))
         .unwrap()
         .trim()
@@ -533,7 +530,7 @@ fn cancel_from_another_process_stops_the_worker_tree() {
 #[test]
 fn overlap_serialize_runs_overlapping_tasks_one_after_another() {
     let env = TestEnv::new();
-    policy(&env, "[run]\noverlap = \"serialize\"\n");
+    env.commit_policy("[run]\noverlap = \"serialize\"\n");
     let probe = env.probe();
     let worker = env.script(
         "w.sh",

@@ -179,6 +179,12 @@ impl Control<'_> {
     /// landing as usual.
     pub fn rework(&self, target: &Target, note: &str) -> Result<ControlOutcome, PipelineError> {
         let task_id = target.need_task("rework")?;
+        if note.trim().is_empty() {
+            return Err(InputError::new(Path::new("<command line>"), "the rework note is empty")
+                .key("--note")
+                .fix("say what the worker should do differently, e.g. --note \"keep the public API\"")
+                .into());
+        }
         let refused = self.with_carrier(&target.run, None, |carrier| {
             let task = find_task(carrier, task_id)?;
             if let Some(why) = not_reworkable(&task) {

@@ -33,15 +33,13 @@ impl Carrier<'_> {
         self.store().clear_cancel(self.run_id, &task.id)?;
         let link = self.ensure_worktree(task, &tip)?;
         // Work left uncommitted by an interrupted attempt is kept on a salvage ref before the worktree is reset.
-        if git::has_uncommitted_changes(&task.worktree, &tip)? {
-            crate::pipeline::gc::salvage_leftovers(
-                self.repo,
-                &mut self.store(),
-                self.run_id,
-                task,
-                &tip,
-            )?;
-        }
+        crate::pipeline::gc::salvage_if_dirty(
+            self.repo,
+            &mut self.store(),
+            self.run_id,
+            task,
+            &tip,
+        )?;
         git::reset_worktree(&task.worktree, &tip)?;
         let cursor = Cursor {
             base,
@@ -78,15 +76,13 @@ impl Carrier<'_> {
             let tip = task_head(&attempts, self.base_sha)
                 .and_then(|head| head.commit)
                 .unwrap_or_else(|| base.clone());
-            if git::has_uncommitted_changes(&task.worktree, &tip)? {
-                crate::pipeline::gc::salvage_leftovers(
-                    self.repo,
-                    &mut self.store(),
-                    self.run_id,
-                    task,
-                    &tip,
-                )?;
-            }
+            crate::pipeline::gc::salvage_if_dirty(
+                self.repo,
+                &mut self.store(),
+                self.run_id,
+                task,
+                &tip,
+            )?;
             git::reset_worktree(&task.worktree, &base)?;
         }
         self.transition(

@@ -41,15 +41,13 @@ impl Carrier<'_> {
         self.store().set_forced(self.run_id, &task.id, None)?;
         let link = self.ensure_worktree(row, tip)?;
         // Edits someone made in the worktree since (a reviewer's, say) are kept on a salvage ref first.
-        if git::has_uncommitted_changes(&row.worktree, commit)? {
-            crate::pipeline::gc::salvage_leftovers(
-                self.repo,
-                &mut self.store(),
-                self.run_id,
-                row,
-                commit,
-            )?;
-        }
+        crate::pipeline::gc::salvage_if_dirty(
+            self.repo,
+            &mut self.store(),
+            self.run_id,
+            row,
+            commit,
+        )?;
         git::replay_onto(&row.worktree, tip, commit)?;
         let cursor = Cursor {
             base: tip.to_string(),
@@ -96,7 +94,7 @@ impl Carrier<'_> {
             git::delete_branch(self.repo, &task.branch)?;
         }
         let link = crate::pipeline::fan_out::prepare(self.repo, &task.worktree, &task.branch, at)?;
-        self.store().set_recreated(self.run_id, &task.id, &link)?;
+        self.store().set_git_link(self.run_id, &task.id, &link)?;
         Ok(link)
     }
 }
