@@ -214,6 +214,12 @@ pub struct WorkerProfile {
     pub env: Vec<(String, String)>,
     /// Host variables passed through to the worker by name.
     pub pass_env: Vec<String>,
+    /// Whether it reaches the network (`None`: the policy's `sandbox.network`).
+    #[serde(default)]
+    pub network: Option<bool>,
+    /// Paths it may write besides its worktree.
+    #[serde(default)]
+    pub writable: Vec<std::path::PathBuf>,
 }
 
 /// One task, fully resolved from the tasks file, its defaults and the policy.
@@ -280,6 +286,11 @@ pub enum ExitStatus {
     TimedOut,
     /// The run was cancelled; ccfan killed its process tree.
     Cancelled,
+    /// It went past a limit of its sandbox (output, memory); ccfan stopped its process tree.
+    OverLimit {
+        /// Which limit.
+        limit: String,
+    },
     /// It could not be started.
     SpawnFailed {
         /// Why.
@@ -294,6 +305,7 @@ impl std::fmt::Display for ExitStatus {
             ExitStatus::Signal { signal } => write!(f, "signal {signal}"),
             ExitStatus::TimedOut => f.write_str("timed out"),
             ExitStatus::Cancelled => f.write_str("cancelled"),
+            ExitStatus::OverLimit { limit } => write!(f, "stopped past its {limit} limit"),
             ExitStatus::SpawnFailed { message } => write!(f, "could not start: {message}"),
         }
     }

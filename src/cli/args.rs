@@ -48,6 +48,8 @@ pub enum Command {
     Rollback(TargetArgs),
     /// Stop a run's (or one task's) running workers, whole process trees, and mark them cancelled.
     Cancel(CancelArgs),
+    /// Say which sandbox backend works on this machine (and why the others do not) and what limits hold.
+    Doctor(DoctorArgs),
     /// See and bring back any recorded attempt.
     #[command(subcommand)]
     Salvage(SalvageCommand),
@@ -224,6 +226,17 @@ pub struct RunArgs {
 pub struct StatusArgs {
     /// A run id (default: list all runs), or `<run>/<task>` for one task's attempts and every transition.
     pub run: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ccfan doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The policy file (default: ccfan.toml at the repository root, else the default preset).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

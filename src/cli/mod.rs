@@ -3,6 +3,7 @@
 
 pub mod args;
 mod control;
+mod doctor;
 mod gate;
 pub mod render;
 mod sarif;
@@ -85,6 +86,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Rollback(args) => control::rollback(&start, args),
         Command::Cancel(args) => control::cancel(&start, args),
         Command::Salvage(command) => control::salvage(&start, command),
+        Command::Doctor(args) => doctor::doctor(&start, args),
     }
 }
 

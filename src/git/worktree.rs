@@ -60,6 +60,49 @@ pub fn checkout_worktree(path: &Path) -> Result<()> {
     run_git(path, ["reset", "--hard", "--quiet", "HEAD"]).map(drop)
 }
 
+/// The worktree's admin folder in the common dir, from the `.git` link content ccfan recorded.
+pub fn admin_dir(worktree: &Path, link: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(link.trim().strip_prefix("gitdir:")?.trim());
+    Some(if path.is_relative() {
+        worktree.join(path)
+    } else {
+        path
+    })
+}
+
+/// Checks the worktree's own git files against what git made for it and puts them back: `commondir` must lead to
+/// the repository's common dir, `gitdir` back to the worktree's `.git`, and no `config.worktree` may appear (it
+/// could set `core.fsmonitor` or `core.hooksPath` for the user's next git command there). Returns what was wrong.
+pub fn check_admin(repo: &RepoPaths, worktree: &Path, link: &str) -> Result<Vec<String>> {
+    let Some(admin) = admin_dir(worktree, link) else {
+        return Ok(Vec::new());
+    };
+    let io = |context: String| move |source| GitError::Io { context, source };
+    let real = crate::paths::real_path;
+    let mut found = Vec::new();
+    let commondir = admin.join("commondir");
+    let text = std::fs::read_to_string(&commondir).unwrap_or_default();
+    if text.trim().is_empty() || real(&admin.join(text.trim())) != real(&repo.common_dir) {
+        found.push(format!("{} had been rewritten", commondir.display()));
+        std::fs::write(&commondir, "../..\n")
+            .map_err(io(format!("cannot restore {}", commondir.display())))?;
+    }
+    let gitdir = admin.join("gitdir");
+    let expected = worktree.join(".git");
+    let text = std::fs::read_to_string(&gitdir).unwrap_or_default();
+    if real(Path::new(text.trim())) != real(&expected) {
+        found.push(format!("{} had been rewritten", gitdir.display()));
+        std::fs::write(&gitdir, format!("{}\n", expected.display()))
+            .map_err(io(format!("cannot restore {}", gitdir.display())))?;
+    }
+    let config = admin.join("config.worktree");
+    if std::fs::symlink_metadata(&config).is_ok() {
+        found.push(format!("{} had been written", config.display()));
+        std::fs::remove_file(&config).map_err(io(format!("cannot remove {}", config.display())))?;
+    }
+    Ok(found)
+}
+
 /// The content of a worktree's `.git` link file.
 pub fn git_link(worktree: &Path) -> Result<String> {
     let link = worktree.join(".git");
@@ -119,14 +162,21 @@ pub struct WorktreeCommit {
 /// libgit2 runs no hooks and no fsmonitor.
 pub fn commit_worktree(
     worktree: &Path,
+    admin: Option<&Path>,
     branch: &str,
     parent: &str,
     message: &str,
 ) -> Result<WorktreeCommit> {
-    let repo = Repository::open(worktree).map_err(git2_context(format!(
-        "cannot open worktree {}",
-        worktree.display()
-    )))?;
+    let context = || git2_context(format!("cannot open worktree {}", worktree.display()));
+    // With the admin dir known, git's files are found from ccfan's record, never through the worktree's `.git`.
+    let repo = match admin {
+        Some(admin) => {
+            let repo = Repository::open(admin).map_err(context())?;
+            repo.set_workdir(worktree, false).map_err(context())?;
+            repo
+        }
+        None => Repository::open(worktree).map_err(context())?,
+    };
     let parent_id = oid(parent)?;
     let parent_commit = repo
         .find_commit(parent_id)

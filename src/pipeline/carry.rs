@@ -236,6 +236,7 @@ impl Carrier<'_> {
             base_sha: base,
             worktree,
             dir: &dir,
+            common_dir: &self.repo.common_dir,
             token: &token,
             rework,
         };
@@ -292,6 +293,8 @@ impl Carrier<'_> {
                 output_bytes: outcome.output_bytes,
                 log_capped: outcome.log_capped,
                 leftovers_killed: outcome.leftovers_killed,
+                sandbox: outcome.backend,
+                sandbox_notes: &outcome.notes,
                 recorded: &recorded,
                 changes: Vec::new(),
             },
@@ -318,6 +321,7 @@ impl Carrier<'_> {
         if outcome.log_capped {
             notes.push("its output was capped".to_string());
         }
+        notes.extend(outcome.notes.iter().cloned());
         if recorded.link_tampered {
             notes.push(
                 "it changed the worktree's .git link (restored before committing)".to_string(),
@@ -399,6 +403,12 @@ fn outcome_state(exit: &ExitStatus, task: &TaskSpec) -> (TaskState, Option<Strin
         ExitStatus::Cancelled => (
             TaskState::Cancelled,
             Some("cancelled; its process tree was killed".to_string()),
+        ),
+        ExitStatus::OverLimit { limit } => (
+            TaskState::Failed,
+            Some(format!(
+                "the worker went past its {limit} limit and its process tree was killed"
+            )),
         ),
         ExitStatus::SpawnFailed { message } => (
             TaskState::Failed,

@@ -17,8 +17,18 @@ use crate::report::{Finding, Stage, StageReport, StageStatus, Verdict, VerifyRep
 use crate::secrets::RulePack;
 use crate::store::Store;
 
-/// The file a worker may write its final report to (`CCFAN_REPORT_FILE`).
+/// The file a worker may write its final report to (`CCFAN_REPORT_FILE`), in its outbox.
 pub const FINAL_REPORT: &str = "final_report.md";
+
+/// Where an attempt's final report is: in its outbox (older attempts kept it beside the log).
+pub fn final_report_path(dir: &std::path::Path) -> std::path::PathBuf {
+    let current = super::run_worker::outbox(dir).join(FINAL_REPORT);
+    if current.exists() || !dir.join(FINAL_REPORT).exists() {
+        current
+    } else {
+        dir.join(FINAL_REPORT)
+    }
+}
 
 /// One attempt to put through the gate.
 #[derive(Debug, Clone)]
@@ -103,7 +113,7 @@ impl Gate<'_> {
             Completeness::Off | Completeness::Auto => None,
             Completeness::On => Some(
                 crate::util::read_regular(
-                    &attempt.dir.join(FINAL_REPORT),
+                    &final_report_path(attempt.dir),
                     crate::util::MAX_WORKER_FILE,
                 )
                 .ok()
@@ -135,7 +145,7 @@ impl Gate<'_> {
             } else {
                 vec![
                     attempt.dir.join("worker.log"),
-                    attempt.dir.join(FINAL_REPORT),
+                    final_report_path(attempt.dir),
                 ]
             },
             artifacts: &artifacts,
@@ -191,6 +201,10 @@ fn worker_stage(exit: Option<&ExitStatus>, tampered: &[String]) -> StageReport {
         Some(ExitStatus::Cancelled) => {
             Some(("worker-cancelled", "the worker was cancelled".to_string()))
         }
+        Some(ExitStatus::OverLimit { limit }) => Some((
+            "worker-over-limit",
+            format!("the worker went past its {limit} limit and was stopped"),
+        )),
         Some(other) => Some((
             "worker-failed",
             format!("the worker did not finish cleanly ({other})"),

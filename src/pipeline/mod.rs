@@ -69,6 +69,9 @@ pub enum PipelineError {
     /// A worker could not be supervised.
     #[error(transparent)]
     Worker(#[from] run_worker::RunWorkerError),
+    /// The sandbox the policy asks for cannot run on this machine (exit code 2: install or configure it).
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::Unavailable),
 }
 
 impl PipelineError {
@@ -78,6 +81,7 @@ impl PipelineError {
             PipelineError::Input(_) => true,
             PipelineError::Store(StoreError::NoSuchRun(_) | StoreError::NoSuchTask { .. }) => true,
             PipelineError::Git(GitError::NotARepo { .. } | GitError::Bare { .. }) => true,
+            PipelineError::Sandbox(_) => true,
             PipelineError::Git(_)
             | PipelineError::Store(_)
             | PipelineError::Io { .. }
@@ -215,6 +219,8 @@ pub fn run(
         .fix("point run.worktree_root (or CCFAN_WORKTREE_ROOT) at a folder outside the repository, e.g. \"../worktrees\"")
         .into());
     }
+    // Fail closed before anything is made: no worker starts outside the sandbox the policy asks for.
+    let sandbox = sandbox::select(policy.sandbox.backend)?;
     let (mut store, _) = open_state(&request.repo)?;
     let run_id = loop {
         let candidate = crate::util::new_run_id();
@@ -260,6 +266,16 @@ pub fn run(
         },
         &new_tasks,
     )?;
+    if let Some(fallback) = sandbox.fallback {
+        sink.emit(Event::Warning { message: fallback });
+    }
+    if sandbox.backend == sandbox::Backend::None {
+        sink.emit(Event::Warning {
+            message: "workers run without a sandbox ([sandbox] backend = \"none\"): they can write anywhere \
+                      this user can"
+                .to_string(),
+        });
+    }
     for warning in unmatched_globs(&request.repo, &base_sha, &plan)? {
         sink.emit(Event::Warning { message: warning });
     }

@@ -86,9 +86,14 @@ pub fn record(
         task = facts.task_id,
         worker = facts.worker,
     );
-    let recorded = git::commit_worktree(worktree, branch, parent, &message)?;
+    let mut tampered = match git_link {
+        Some(link) => git::check_admin(repo, worktree, link)?,
+        None => Vec::new(),
+    };
+    let admin = git_link.and_then(|link| git::admin_dir(worktree, link));
+    let recorded = git::commit_worktree(worktree, admin.as_deref(), branch, parent, &message)?;
     let commit = recorded.commit;
-    let mut tampered = recorded.tampered;
+    tampered.extend(recorded.tampered);
     if link_tampered {
         tampered.push("the worktree's .git link had been rewritten".to_string());
     }
@@ -134,6 +139,10 @@ pub struct AttemptRecord<'a> {
     pub log_capped: bool,
     /// Processes it left running that ccfan killed.
     pub leftovers_killed: usize,
+    /// The sandbox backend it ran in.
+    pub sandbox: &'a str,
+    /// Limits it ran into, or that this machine could not enforce.
+    pub sandbox_notes: &'a [String],
     /// The attempt commit and its salvage ref.
     pub recorded: &'a Recorded,
     /// Files changed against the attempt's parent.

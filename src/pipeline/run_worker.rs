@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::model::{TaskFileDoc, TaskSpec, WorkerKind};
 use crate::policy::Policy;
-use crate::sandbox::{self, Launch, Outcome, SandboxError};
+use crate::sandbox::{self, Launch, Outcome, SandboxError, SandboxPolicy, Tree};
 
 /// Where an attempt happens and what it is called.
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub struct AttemptContext<'a> {
     pub worktree: &'a Path,
     /// The attempt's artifacts folder.
     pub dir: &'a Path,
+    /// The repository's git common dir (read-only to the worker).
+    pub common_dir: &'a Path,
     /// The attempt token.
     pub token: &'a str,
     /// Findings of the previous attempt to fix (empty on a first attempt).
@@ -42,6 +44,11 @@ pub enum RunWorkerError {
     /// The sandbox could not supervise the worker.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+}
+
+/// The folder the worker hands files back in (its final report): the one place in ccfan's state it may write.
+pub fn outbox(dir: &Path) -> PathBuf {
+    dir.join("outbox")
 }
 
 /// The attempt's log file.
@@ -80,6 +87,11 @@ pub fn run_worker(
         source,
     })?;
 
+    let outbox = outbox(context.dir);
+    std::fs::create_dir_all(&outbox).map_err(|source| RunWorkerError::TaskFile {
+        path: outbox.clone(),
+        source,
+    })?;
     let lossy = |path: &Path| path.to_string_lossy().into_owned();
     let extra = [
         ("CCFAN_RUN_ID".to_string(), context.run_id.to_string()),
@@ -90,7 +102,7 @@ pub fn run_worker(
         ("CCFAN_TASK_FILE".to_string(), lossy(&task_file)),
         (
             "CCFAN_REPORT_FILE".to_string(),
-            lossy(&context.dir.join(super::gate::FINAL_REPORT)),
+            lossy(&outbox.join(super::gate::FINAL_REPORT)),
         ),
     ];
     let argv = match &task.worker.kind {
@@ -102,10 +114,19 @@ pub fn run_worker(
         cwd: context.worktree,
         env: sandbox::worker_env(&policy.sandbox, &task.worker, &extra),
         log_path: &log,
-        log_limit: policy.log_limit,
-        timeout: task.timeout,
         token: context.token,
         cancel,
+        sandbox: &SandboxPolicy::for_worker(
+            &policy.sandbox,
+            &task.worker,
+            Tree {
+                worktree: context.worktree,
+                common_dir: context.common_dir,
+                outbox: Some(&outbox),
+            },
+            task.timeout,
+            policy.log_limit,
+        ),
     };
     Ok(sandbox::run(launch, on_spawn)?)
 }

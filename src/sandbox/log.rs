@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ pub struct CappedLog {
 /// The thread draining the pipe into the log.
 pub struct Pump {
     done: mpsc::Receiver<(u64, bool)>,
+    total: Arc<AtomicU64>,
 }
 
 impl CappedLog {
@@ -36,6 +39,8 @@ impl CappedLog {
     pub fn pump(self, mut reader: std::io::PipeReader) -> Pump {
         let (sender, done) = mpsc::channel();
         let CappedLog { mut file, limit } = self;
+        let seen = Arc::new(AtomicU64::new(0));
+        let shared = Arc::clone(&seen);
         std::thread::spawn(move || {
             let mut total: u64 = 0;
             let mut buffer = vec![0u8; 64 * 1024];
@@ -52,6 +57,7 @@ impl CappedLog {
                     break;
                 }
                 total += read as u64;
+                shared.store(total, Ordering::Relaxed);
             }
             let capped = total > limit;
             if capped {
@@ -64,11 +70,16 @@ impl CappedLog {
             let _ = file.flush();
             let _ = sender.send((total, capped));
         });
-        Pump { done }
+        Pump { done, total: seen }
     }
 }
 
 impl Pump {
+    /// Bytes read so far.
+    pub fn bytes(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
     /// Waits up to `wait` for the pipe to close; returns `(bytes written by the worker, capped)`.
     pub fn finish(self, wait: Duration) -> (u64, bool) {
         self.done.recv_timeout(wait).unwrap_or((0, false))

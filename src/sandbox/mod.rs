@@ -1,19 +1,30 @@
-//! The one door that spawns worker processes (and, with the gate, tests and checks). Today it runs a worker as a
-//! plain child with a cleaned environment, its own session, a capped log, a timeout and a whole-tree kill; the
-//! sandbox issue adds OS isolation (bubblewrap, landlock) behind this same door.
+//! The one door that spawns worker, test and check processes: each runs in an OS sandbox (bubblewrap by
+//! default, Landlock as the weaker fallback, none only when the policy says so), with a cleaned environment,
+//! its own session, cgroup limits, a capped log, a timeout and a whole-tree kill. The library never spawns a
+//! process any other way.
 
+mod backend;
+mod bwrap;
 mod cgroup;
+pub mod doctor;
+mod landlock;
 mod log;
 pub mod proc;
+mod seccomp;
+mod spec;
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::model::{ExitStatus, WorkerProfile};
-use crate::policy::SandboxSettings;
+pub use backend::{Backend, Selected, Unavailable, select};
+pub use spec::{SandboxPolicy, Tree, command_env, worker_env};
+
+use crate::model::ExitStatus;
 
 /// Name of the variable that marks every process of one attempt (inherited by its descendants).
 pub const TOKEN_ENV: &str = "CCFAN_ATTEMPT_TOKEN";
@@ -36,6 +47,12 @@ pub enum SandboxError {
     /// A pipe for the worker's output could not be made.
     #[error("cannot create a pipe for the worker's output")]
     Pipe(#[source] std::io::Error),
+    /// The sandbox the policy asks for cannot run here (ccfan fails closed).
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+    /// The sandbox could not be prepared (a seccomp filter, a Landlock ruleset).
+    #[error("cannot prepare the sandbox: {0}")]
+    Setup(String),
     /// Waiting for the worker failed.
     #[error("cannot wait for the worker (pid {pid})")]
     Wait {
@@ -58,14 +75,12 @@ pub struct Launch<'a> {
     pub env: Vec<(OsString, OsString)>,
     /// Where stdout and stderr go (interleaved).
     pub log_path: &'a Path,
-    /// Bytes of output kept.
-    pub log_limit: u64,
-    /// Wall-clock limit.
-    pub timeout: Duration,
     /// The attempt token (also put in the environment as [`TOKEN_ENV`]).
     pub token: &'a str,
     /// Set to stop the process early.
     pub cancel: &'a AtomicBool,
+    /// What the sandbox allows and limits.
+    pub sandbox: &'a SandboxPolicy,
 }
 
 /// How a supervised process ended.
@@ -81,95 +96,234 @@ pub struct Outcome {
     pub duration: Duration,
     /// Processes of its tree still alive after it exited (or was stopped) that ccfan killed.
     pub leftovers_killed: usize,
+    /// The sandbox backend it ran in.
+    pub backend: &'static str,
+    /// Limits it ran into, and limits this machine could not enforce.
+    pub notes: Vec<String>,
 }
 
-/// Builds a worker's environment: the policy's allowlist and the profile's pass-through names from the host,
-/// then the profile's own variables, then `extra` (ccfan's `CCFAN_*`).
-pub fn worker_env(
-    settings: &SandboxSettings,
-    profile: &WorkerProfile,
-    extra: &[(String, String)],
-) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = Vec::new();
-    let mut set = |name: OsString, value: OsString| {
-        env.retain(|(existing, _)| existing != &name);
-        env.push((name, value));
+/// A private temporary folder on the host (the Landlock and `none` backends; bubblewrap uses a tmpfs).
+struct PrivateTmp(PathBuf);
+
+impl PrivateTmp {
+    fn create(token: &str) -> Result<PrivateTmp, SandboxError> {
+        let path = std::env::temp_dir().join(format!("ccfan-tmp-{token}"));
+        std::fs::create_dir_all(&path).map_err(|error| {
+            SandboxError::Setup(format!("cannot create {}: {error}", path.display()))
+        })?;
+        Ok(PrivateTmp(path))
+    }
+}
+
+impl Drop for PrivateTmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The command for the chosen backend, with what the child must do before exec and the fds to keep open
+/// until the spawn returns.
+struct Prepared {
+    command: Command,
+    setup: proc::ChildSetup,
+    keep: Vec<OwnedFd>,
+    info: Option<std::io::PipeReader>,
+    _tmp: Option<PrivateTmp>,
+}
+
+fn prepare(
+    selected: &Backend,
+    launch: &Launch<'_>,
+    program: &Path,
+    args: &[String],
+    env: &mut Vec<(OsString, OsString)>,
+) -> Result<Prepared, SandboxError> {
+    let policy = launch.sandbox;
+    let mut setup = proc::ChildSetup::default();
+    let mut keep: Vec<OwnedFd> = Vec::new();
+    let mut set_tmp = |value: OsString| {
+        env.retain(|(name, _)| name != "TMPDIR");
+        env.push(("TMPDIR".into(), value));
     };
-    for name in settings.env_allow.iter().chain(&profile.pass_env) {
-        if let Some(value) = std::env::var_os(name) {
-            set(name.into(), value);
+    match selected {
+        Backend::None | Backend::Landlock(_) => {
+            let tmp = PrivateTmp::create(launch.token)?;
+            set_tmp(tmp.0.clone().into_os_string());
+            if let Backend::Landlock(_) = selected {
+                let mut writable = policy.writable.clone();
+                writable.push(tmp.0.clone());
+                let ruleset =
+                    landlock::ruleset(&writable, policy.network).map_err(SandboxError::Setup)?;
+                setup.landlock = Some(ruleset.as_raw_fd());
+                keep.push(ruleset);
+                setup.seccomp = seccomp::programs(policy.network).map_err(SandboxError::Setup)?;
+            }
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the sandbox is the one door to processes"
+            )]
+            let mut command = Command::new(program);
+            command.args(args);
+            Ok(Prepared {
+                command,
+                setup,
+                keep,
+                info: None,
+                _tmp: Some(tmp),
+            })
+        }
+        Backend::Bubblewrap(bwrap_path) => {
+            set_tmp("/tmp".into());
+            let mut seccomp_fds = Vec::new();
+            for program in seccomp::programs(policy.network).map_err(SandboxError::Setup)? {
+                let (reader, mut writer) = std::io::pipe().map_err(SandboxError::Pipe)?;
+                writer
+                    .write_all(&seccomp::to_bytes(&program))
+                    .map_err(SandboxError::Pipe)?;
+                drop(writer);
+                let fd = OwnedFd::from(reader);
+                seccomp_fds.push(fd.as_raw_fd());
+                keep.push(fd);
+            }
+            let (info, info_writer) = std::io::pipe().map_err(SandboxError::Pipe)?;
+            let info_fd = OwnedFd::from(info_writer);
+            setup.inherit.extend(seccomp_fds.iter().copied());
+            setup.inherit.push(info_fd.as_raw_fd());
+            let bwrap_args = bwrap::args(
+                policy,
+                launch.cwd,
+                program,
+                &seccomp_fds,
+                Some(info_fd.as_raw_fd()),
+            );
+            keep.push(info_fd);
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "the sandbox is the one door to processes"
+            )]
+            let mut command = Command::new(bwrap_path);
+            command.args(bwrap_args).args(args);
+            Ok(Prepared {
+                command,
+                setup,
+                keep,
+                info: Some(info),
+                _tmp: None,
+            })
         }
     }
-    for (name, value) in profile.env.iter().chain(extra) {
-        set(name.into(), value.into());
-    }
-    env
 }
 
-/// The environment of a test or check command: the policy's allowlist from the host, plus `extra`.
-pub fn command_env(
-    settings: &SandboxSettings,
-    extra: &[(String, String)],
-) -> Vec<(OsString, OsString)> {
-    let plain = WorkerProfile {
-        name: String::new(),
-        kind: crate::model::WorkerKind::Command { argv: Vec::new() },
-        timeout: None,
-        env: Vec::new(),
-        pass_env: Vec::new(),
+/// Whether bubblewrap reported that it started the program (`--info-fd` got the child's pid).
+fn sandbox_started(info: Option<std::io::PipeReader>) -> bool {
+    let Some(reader) = info else {
+        return true;
     };
-    worker_env(settings, &plain, extra)
+    let fd = OwnedFd::from(reader);
+    let _ = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK);
+    let mut buffer = [0u8; 256];
+    rustix::io::read(&fd, &mut buffer).is_ok_and(|read| read > 0)
 }
 
-/// Runs `launch` to its end (exit, timeout or cancel), then makes sure no process of its tree survives.
+/// The last line bubblewrap wrote about why it could not start the program.
+fn bwrap_error(log: &Path) -> String {
+    crate::util::read_regular(log, crate::util::MAX_WORKER_FILE)
+        .ok()
+        .and_then(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .rev()
+                .find(|line| line.starts_with("bwrap:"))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "bubblewrap exited before starting the program".to_string())
+}
+
+/// Runs `launch` to its end (exit, timeout, output limit or cancel) inside the sandbox its policy asks for,
+/// then makes sure no process of its tree survives. Fails closed when that sandbox cannot run here.
 pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, SandboxError> {
     let started = Instant::now();
+    let selected = select(launch.sandbox.backend)?.backend;
     let Some((program, args)) = launch.argv.split_first() else {
-        return Ok(spawn_failed("the command is empty", started));
+        return Ok(spawn_failed("the command is empty", &selected, started));
     };
-    let log = log::CappedLog::create(launch.log_path, launch.log_limit).map_err(|source| {
-        SandboxError::Log {
-            path: launch.log_path.to_path_buf(),
-            source,
-        }
-    })?;
+    let mut env = launch.env.clone();
+    let Some(resolved) = spec::resolve_program(program, launch.cwd, &env) else {
+        return Ok(spawn_failed(
+            &format!("{program}: no such executable (looked on the worker's PATH)"),
+            &selected,
+            started,
+        ));
+    };
+    let limits = launch.sandbox.limits;
+    let log =
+        log::CappedLog::create(launch.log_path, launch.sandbox.log_limit).map_err(|source| {
+            SandboxError::Log {
+                path: launch.log_path.to_path_buf(),
+                source,
+            }
+        })?;
     let (reader, writer) = std::io::pipe().map_err(SandboxError::Pipe)?;
     let writer_err = writer.try_clone().map_err(SandboxError::Pipe)?;
-    let cgroup = cgroup::Cgroup::create(launch.token);
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the sandbox is the one door to worker processes"
-    )]
-    let mut command = Command::new(program);
+    let cgroups = cgroup::Cgroups::create(launch.token, &limits);
+    let mut notes = Vec::new();
+    let enforced = cgroups.enforced(&limits);
+    if limits.memory.is_some() && !enforced.memory {
+        notes.push(
+            "memory limit not enforced: no writable memory cgroup on this machine".to_string(),
+        );
+    }
+    if limits.pids.is_some() && !enforced.pids {
+        notes.push(
+            "process limit not enforced: no writable pids cgroup on this machine".to_string(),
+        );
+    }
+    let Prepared {
+        mut command,
+        mut setup,
+        keep,
+        info,
+        _tmp,
+    } = match prepare(&selected, &launch, &resolved, args, &mut env) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            cgroups.remove();
+            return Err(error);
+        }
+    };
+    setup.cgroup_procs = cgroups.procs_fds();
     command
-        .args(args)
         .current_dir(launch.cwd)
         .env_clear()
-        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(TOKEN_ENV, launch.token)
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(writer_err);
-    proc::prepare_child(&mut command, cgroup.as_ref().map(cgroup::Cgroup::procs_fd));
+    proc::prepare_child(&mut command, setup);
     let spawned = command.spawn();
     drop(command); // closes our copies of the pipe's write end
+    drop(keep); // and of bubblewrap's seccomp and info fds
     let mut child = match spawned {
         Ok(child) => child,
         Err(error) => {
             drop(reader);
             let _ = log.finish();
-            if let Some(cgroup) = cgroup {
-                cgroup.remove();
-            }
-            return Ok(spawn_failed(&format!("{program}: {error}"), started));
+            cgroups.remove();
+            return Ok(spawn_failed(
+                &format!("{program}: {error}"),
+                &selected,
+                started,
+            ));
         }
     };
     let pid = child.id();
     on_spawn(pid);
     let pump = log.pump(reader);
 
-    let deadline = started + launch.timeout;
+    let deadline = started + launch.sandbox.timeout;
     let mut stopped: Option<ExitStatus> = None;
+    let mut poll = Duration::from_millis(1);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -181,22 +335,40 @@ pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, Sa
                 stopped = Some(ExitStatus::Cancelled);
             } else if Instant::now() >= deadline {
                 stopped = Some(ExitStatus::TimedOut);
+            } else if pump.bytes() > limits.max_output {
+                stopped = Some(ExitStatus::OverLimit {
+                    limit: format!("output of {} bytes", limits.max_output),
+                });
             }
             if stopped.is_some() {
-                proc::terminate_tree(pid, launch.token, cgroup.as_ref(), GRACE);
+                proc::terminate_tree(pid, launch.token, &cgroups, GRACE);
             }
         }
-        std::thread::sleep(Duration::from_millis(15));
+        // Short first polls, so that a quick process is not billed a whole poll interval.
+        std::thread::sleep(poll);
+        poll = (poll * 2).min(Duration::from_millis(15));
     };
     // Whatever the worker left running (setsid children, daemons) dies with it.
-    let leftovers_killed = proc::kill_tree(pid, launch.token, cgroup.as_ref());
+    let leftovers_killed = proc::kill_tree(pid, launch.token, &cgroups);
     let (output_bytes, log_capped) = pump.finish(Duration::from_secs(3));
-    if let Some(cgroup) = cgroup {
-        cgroup.remove();
-    }
+    let started_ok = sandbox_started(info);
+    let events = cgroups.events();
+    let memory_exceeded = cgroups.memory_exceeded();
+    cgroups.remove();
+    notes.extend(events);
     let exit = stopped.unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt;
         match (status.code(), status.signal()) {
+            (Some(_), _) if !started_ok => ExitStatus::SpawnFailed {
+                message: format!(
+                    "the sandbox could not start: {}",
+                    bwrap_error(launch.log_path)
+                ),
+            },
+            // bubblewrap reports a child killed by SIGKILL as exit code 137.
+            (Some(137), _) | (_, Some(9)) if memory_exceeded => ExitStatus::OverLimit {
+                limit: format!("memory of {} bytes", limits.memory.unwrap_or_default()),
+            },
             (Some(code), _) => ExitStatus::Code { code },
             (None, Some(signal)) => ExitStatus::Signal { signal },
             (None, None) => ExitStatus::Code { code: -1 },
@@ -208,10 +380,12 @@ pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, Sa
         log_capped,
         duration: started.elapsed(),
         leftovers_killed,
+        backend: selected.name(),
+        notes,
     })
 }
 
-fn spawn_failed(message: &str, started: Instant) -> Outcome {
+fn spawn_failed(message: &str, backend: &Backend, started: Instant) -> Outcome {
     Outcome {
         exit: ExitStatus::SpawnFailed {
             message: message.to_string(),
@@ -220,10 +394,12 @@ fn spawn_failed(message: &str, started: Instant) -> Outcome {
         log_capped: false,
         duration: started.elapsed(),
         leftovers_killed: 0,
+        backend: backend.name(),
+        notes: Vec::new(),
     }
 }
 
 /// Kills every process still carrying `token` (used when recovering runs whose ccfan died). Returns how many.
 pub fn kill_leftovers(token: &str) -> usize {
-    proc::kill_tree(0, token, cgroup::Cgroup::existing(token).as_ref())
+    proc::kill_tree(0, token, &cgroup::Cgroups::existing(token))
 }

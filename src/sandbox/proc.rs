@@ -10,24 +10,48 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal};
 
 use super::TOKEN_ENV;
-use super::cgroup::Cgroup;
+use super::cgroup::Cgroups;
 
-/// Makes the child a session leader that gets SIGKILL if ccfan dies, and (when `cgroup_procs` is given) moves it
-/// into the attempt's cgroup before it runs any of the worker's code.
-pub fn prepare_child(command: &mut Command, cgroup_procs: Option<RawFd>) {
+/// What the child does between fork and exec, prepared by the parent (the child may not allocate).
+#[derive(Debug, Default)]
+pub struct ChildSetup {
+    /// Open `cgroup.procs` files to write itself into.
+    pub cgroup_procs: Vec<RawFd>,
+    /// Descriptors the program must inherit (bubblewrap's seccomp and info fds).
+    pub inherit: Vec<RawFd>,
+    /// A Landlock ruleset to restrict itself with.
+    pub landlock: Option<RawFd>,
+    /// Seccomp filters to install, last of all.
+    pub seccomp: Vec<seccompiler::BpfProgram>,
+}
+
+/// Makes the child a session leader that gets SIGKILL if ccfan dies, moves it into the attempt's cgroups, and
+/// (for the Landlock backend) restricts it, all before it runs any of the worker's code.
+pub fn prepare_child(command: &mut Command, setup: ChildSetup) {
     #[expect(
         unsafe_code,
         reason = "pre_exec runs between fork and exec; it only makes async-signal-safe syscalls"
     )]
-    // SAFETY: the closure allocates nothing and calls only setsid, prctl and write, which are async-signal-safe.
+    // SAFETY: the closure allocates nothing and makes only raw syscalls (setsid, prctl, write, fcntl,
+    // landlock_restrict_self, seccomp); every fd it uses was opened by the parent and outlives the spawn.
     unsafe {
         command.pre_exec(move || {
             rustix::process::setsid()?;
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-            if let Some(fd) = cgroup_procs {
-                // SAFETY: the fd was opened by the parent and stays open until after the spawn returns.
+            for &fd in &setup.cgroup_procs {
                 let fd = BorrowedFd::borrow_raw(fd);
                 rustix::io::write(fd, b"0")?;
+            }
+            for &fd in &setup.inherit {
+                let fd = BorrowedFd::borrow_raw(fd);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            }
+            if let Some(fd) = setup.landlock {
+                super::landlock::restrict(fd)?;
+            }
+            for program in &setup.seccomp {
+                seccompiler::apply_filter(program)
+                    .map_err(|_| std::io::Error::from_raw_os_error(libc::EPERM))?;
             }
             Ok(())
         });
@@ -35,24 +59,22 @@ pub fn prepare_child(command: &mut Command, cgroup_procs: Option<RawFd>) {
 }
 
 /// Asks the tree to stop (SIGTERM), waits up to `grace` for the leader to exit, then kills what is left.
-pub fn terminate_tree(leader: u32, token: &str, cgroup: Option<&Cgroup>, grace: Duration) {
+pub fn terminate_tree(leader: u32, token: &str, cgroups: &Cgroups, grace: Duration) {
     signal_tree(leader, token, Signal::TERM);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline && is_running(leader) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    kill_tree(leader, token, cgroup);
+    kill_tree(leader, token, cgroups);
 }
 
 /// SIGKILLs the tree until nothing of it is left (or ~3 s pass). `leader` 0 means "no known leader".
 /// Returns how many processes (other than the leader) were killed.
-pub fn kill_tree(leader: u32, token: &str, cgroup: Option<&Cgroup>) -> usize {
+pub fn kill_tree(leader: u32, token: &str, cgroups: &Cgroups) -> usize {
     let mut killed = std::collections::HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        if let Some(cgroup) = cgroup {
-            cgroup.kill();
-        }
+        cgroups.kill();
         if let Some(pid) = pid(leader) {
             let _ = rustix::process::kill_process_group(pid, Signal::KILL);
         }
@@ -65,7 +87,7 @@ pub fn kill_tree(leader: u32, token: &str, cgroup: Option<&Cgroup>) -> usize {
                 killed.insert(other);
             }
         }
-        let cgroup_empty = cgroup.is_none_or(Cgroup::is_empty);
+        let cgroup_empty = cgroups.is_empty();
         if (found.is_empty() && cgroup_empty) || Instant::now() >= deadline {
             break;
         }

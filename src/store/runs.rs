@@ -573,6 +573,8 @@ mod tests {
                 timeout: None,
                 env: vec![],
                 pass_env: vec![],
+                network: None,
+                writable: vec![],
             },
             timeout: Duration::from_secs(5),
         }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::env::{TestEnv, alive, read_pid, task};
+use crate::env::{TestEnv, read_pid, task};
 
 #[test]
 fn kill_9_mid_run_then_status_and_gc_tell_the_truth_and_keep_the_work() {
@@ -56,10 +56,14 @@ sleep 600"#,
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let pids: Vec<u32> = ["a.pid", "a.child", "b.pid", "b.child"]
-        .iter()
-        .map(|n| read_pid(&probe.join(n)))
-        .collect();
+    for name in ["a.pid", "a.child", "b.pid", "b.child"] {
+        read_pid(&probe.join(name));
+    }
+    let pids = env.worker_processes();
+    assert!(
+        pids.len() >= 4,
+        "the workers' processes are not visible: {pids:?}"
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
@@ -85,12 +89,14 @@ sleep 600"#,
     }
     assert_eq!(task(&view, "c")["state"], "interrupted");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
+    while !env.worker_processes().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    for pid in &pids {
-        assert!(!alive(*pid), "process {pid} outlived its task");
-    }
+    let survivors = env.worker_processes();
+    assert!(
+        survivors.is_empty(),
+        "processes {survivors:?} outlived their task"
+    );
     let human = env.ccfan(&["status"]);
     assert!(human.stdout.contains("interrupted"), "{human:?}");
 

@@ -61,7 +61,15 @@ fn hermetic(command: &mut Command, home: &Path) {
 impl TestEnv {
     /// A repository on branch `main` with a README, `src/lib.txt` and a `.gitignore` ignoring `*.log`.
     pub fn new() -> TestEnv {
-        let tmp = tempfile::tempdir().unwrap();
+        TestEnv::with_tmp(tempfile::tempdir().unwrap())
+    }
+
+    /// Like [`TestEnv::new`], under `parent` instead of the system's temp dir (which the sandbox hides).
+    pub fn new_in(parent: &Path) -> TestEnv {
+        TestEnv::with_tmp(tempfile::tempdir_in(parent).unwrap())
+    }
+
+    fn with_tmp(tmp: tempfile::TempDir) -> TestEnv {
         let repo = tmp.path().join("repo");
         std::fs::create_dir_all(tmp.path().join("home")).unwrap();
         std::fs::create_dir_all(repo.join("src")).unwrap();
@@ -129,7 +137,10 @@ impl TestEnv {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ccfan"));
         hermetic(&mut command, &self.home());
+        // Workers in these tests report through probe files outside their worktree: the one extra place the
+        // sandbox lets them write.
         command
+            .env("CCFAN_SANDBOX_WRITABLE", self.probe())
             .env("CCFAN_WORKTREE_ROOT", self.worktree_root())
             .current_dir(&self.repo)
             .args(args);
@@ -168,6 +179,15 @@ impl TestEnv {
     }
 }
 
+/// Whether bubblewrap is installed and can make namespaces here.
+pub fn bwrap_works() -> bool {
+    Command::new("bwrap")
+        .args(["--ro-bind", "/", "/", "--unshare-pid", "--", "true"])
+        .stdin(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// Waits (up to a minute) until `path` exists; `what` names what failed to happen.
 pub fn wait_for_file(path: &Path, what: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -191,6 +211,31 @@ pub fn alive(pid: u32) -> bool {
             state != "Z" && state != "X"
         }
         Err(_) => false,
+    }
+}
+
+impl TestEnv {
+    /// Host pids of the processes this environment's workers started (they carry `PROBE=<probe dir>`). A pid a
+    /// sandboxed worker writes is its PID namespace's, not the host's, so tests find processes this way.
+    pub fn worker_processes(&self) -> Vec<u32> {
+        let needle = format!("\0PROBE={}\0", self.probe().display()).into_bytes();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| {
+                let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                    return false;
+                };
+                let mut haystack = vec![0];
+                haystack.extend_from_slice(&environ);
+                haystack.push(0);
+                alive(pid)
+                    && haystack
+                        .windows(needle.len())
+                        .any(|w| w == needle.as_slice())
+            })
+            .collect()
     }
 }
 

@@ -23,7 +23,7 @@ fn subjects(env: &TestEnv, rev: &str) -> Vec<String> {
 fn failing_tests_on_the_preview_tree_rework_then_block_and_nothing_lands() {
     let env = TestEnv::new();
     env.commit_policy(
-        "[run]\nmax_reworks = 1\n[tests]\ncommand = [\"sh\", \"-c\", \"ls > \\\"$PROBE_DIR/seen-$$\\\"; test -f never.txt\"]\n[sandbox]\nenv_allow = [\"PATH\", \"PROBE_DIR\"]\n",
+        "[run]\nmax_reworks = 1\n[tests]\ncommand = [\"sh\", \"-c\", \"ls > \\\"$(mktemp \\\"$PROBE_DIR/seen-XXXXXX\\\")\\\"; test -f never.txt\"]\n[sandbox]\nenv_allow = [\"PATH\", \"PROBE_DIR\"]\n",
     );
     let base = env.git(&["rev-parse", "HEAD"]).trim().to_string();
     // The target moves on after the base: this file exists only in the merged (preview) tree.
@@ -194,6 +194,8 @@ fi"#,
 #[test]
 fn a_target_moved_by_someone_else_during_the_run_keeps_their_commit() {
     let env = TestEnv::new();
+    // The worker plays "someone else" committing to the user's repository, which a sandboxed worker cannot do.
+    env.commit_policy("[sandbox]\nbackend = \"none\"\n");
     let worker = env.script(
         "w.sh",
         r#"set -eu
@@ -210,7 +212,10 @@ git -c user.name=Other -c user.email=other@example.invalid commit -qm "someone e
     ));
     let ran = env.run(&tasks, &[]);
     assert_eq!(ran.code, 0, "{ran:?}");
-    assert_eq!(subjects(&env, "main"), ["mine", "someone else", "first"]);
+    assert_eq!(
+        subjects(&env, "main"),
+        ["mine", "someone else", "policy", "first"]
+    );
     assert_eq!(env.git(&["show", "main:other.txt"]), "other\n");
     assert_eq!(env.git(&["show", "main:mine.txt"]), "mine\n");
     assert_eq!(env.git(&["status", "--porcelain"]), "");
@@ -506,11 +511,10 @@ fn cancel_from_another_process_stops_the_worker_tree() {
         .spawn()
         .unwrap();
     wait_for_file(&probe.join("pid"), "the worker never started");
-    let pid: u32 = std::fs::read_to_string(probe.join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    assert!(
+        !env.worker_processes().is_empty(),
+        "the worker is not visible"
+    );
     let run_id = env.ccfan(&["status", "--json"]).json()["runs"][0]["run_id"]
         .as_str()
         .unwrap()
@@ -520,7 +524,8 @@ fn cancel_from_another_process_stops_the_worker_tree() {
     assert_eq!(task(&cancelled.json()["run"], "t1")["state"], "cancelled");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1));
-    assert!(!crate::env::alive(pid), "the worker survived its cancel");
+    let survivors = env.worker_processes();
+    assert!(survivors.is_empty(), "{survivors:?} survived the cancel");
     // Cancelling a finished run has nothing to stop.
     let late = env.ccfan(&["cancel", &run_id]);
     assert_eq!(late.code, 1, "{late:?}");

@@ -19,6 +19,7 @@ mod gate;
 mod kill;
 mod landing;
 mod merge_loop;
+mod sandbox;
 mod sarif;
 mod tamper;
 mod user_checkout;

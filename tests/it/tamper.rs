@@ -1,7 +1,12 @@
 //! Workers that play with git state: ccfan records the files on top of the commit it expects, never through the
-//! worktree's HEAD or index, puts the git state back, and reports the attempt as a sandbox escape.
+//! worktree's HEAD or index, puts the git state back, and reports the attempt as a sandbox escape. Under
+//! bubblewrap a worker cannot touch git metadata at all (the escape battery in `sandbox.rs` shows it); these tests
+//! run with `backend = "none"` to show the second line of defence, for a worker that got past the sandbox.
 
 use crate::env::{TestEnv, task};
+
+/// A policy with no OS sandbox, so that the worker really changes git state.
+const UNSANDBOXED: &str = "[sandbox]\nbackend = \"none\"\n";
 
 fn run_one(env: &TestEnv, body: &str) -> serde_json::Value {
     let worker = env.script("tamper.sh", body);
@@ -17,6 +22,7 @@ fn run_one(env: &TestEnv, body: &str) -> serde_json::Value {
 #[test]
 fn pointing_head_at_the_users_branch_moves_nothing_of_the_user() {
     let env = TestEnv::new();
+    env.commit_policy(UNSANDBOXED);
     let main_before = env.git(&["rev-parse", "main"]);
     let view = run_one(
         &env,
@@ -54,6 +60,7 @@ fn pointing_head_at_the_users_branch_moves_nothing_of_the_user() {
 #[test]
 fn a_worker_that_commits_its_own_work_is_still_judged_on_all_of_it() {
     let env = TestEnv::new();
+    env.commit_policy(UNSANDBOXED);
     let view = run_one(
         &env,
         "mkdir -p .github/workflows && echo 'on: push' > .github/workflows/ci.yml\n\
@@ -97,7 +104,7 @@ fn fifos_and_symlinks_in_the_attempt_folder_neither_hang_nor_redirect_ccfan() {
     let env = TestEnv::new();
     std::fs::write(
         env.repo.join("ccfan.toml"),
-        "[run]\nmax_reworks = 0\n[gate]\ncompleteness = \"on\"\n",
+        "[run]\nmax_reworks = 0\n[gate]\ncompleteness = \"on\"\n[sandbox]\nbackend = \"none\"\n",
     )
     .unwrap();
     let worker = env.script(

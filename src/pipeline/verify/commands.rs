@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::model::ExitStatus;
-use crate::policy::SandboxSettings;
+use crate::policy::Policy;
 use crate::report::{Finding, Stage, StageReport, StageStatus};
-use crate::sandbox::{self, Launch};
+use crate::sandbox::{self, Launch, SandboxPolicy, Tree};
 
 use super::secrets;
 
@@ -51,8 +51,8 @@ pub fn run(
     spec: &CommandSpec<'_>,
     checkout: &Path,
     log_dir: &Path,
-    sandbox_settings: &SandboxSettings,
-    log_limit: u64,
+    policy: &Policy,
+    common_dir: &Path,
     rules: &crate::secrets::RulePack,
     raw_secrets: &[secrets::RawSecret],
     cancel: &AtomicBool,
@@ -60,7 +60,7 @@ pub fn run(
     let started = std::time::Instant::now();
     let log: PathBuf = log_dir.join(format!("{}.log", spec.name.replace(['/', ' '], "_")));
     let env = sandbox::command_env(
-        sandbox_settings,
+        &policy.sandbox,
         &[("CCFAN_VERIFY".to_string(), "1".to_string())],
     );
     let token = format!(
@@ -73,10 +73,18 @@ pub fn run(
         cwd: checkout,
         env,
         log_path: &log,
-        log_limit,
-        timeout: spec.timeout,
         token: &token,
         cancel,
+        sandbox: &SandboxPolicy::for_command(
+            &policy.sandbox,
+            Tree {
+                worktree: checkout,
+                common_dir,
+                outbox: None,
+            },
+            spec.timeout,
+            policy.log_limit,
+        ),
     };
     let outcome = sandbox::run(launch, |_| {});
     // Test output may print secrets (from the tree, the environment, anywhere): scan it like a worker's log.
@@ -123,6 +131,10 @@ pub fn run(
                 "{what} ran past its timeout of {}",
                 humantime::format_duration(spec.timeout)
             )),
+        ),
+        ExitStatus::OverLimit { limit } => (
+            StageStatus::Fail,
+            Some(format!("{what} was stopped past its {limit} limit")),
         ),
         ExitStatus::Cancelled => {
             return StageReport {

@@ -9,35 +9,26 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::input::InputError;
-use crate::model::{WorkerKind, WorkerProfile};
+use crate::model::WorkerProfile;
 use crate::util::{parse_duration, parse_size};
+
+mod sandbox;
+mod worker;
+
+pub use sandbox::{SandboxBackend, SandboxLimits, SandboxSettings};
+pub use worker::WorkerSection;
 
 /// The presets compiled into the binary: `(name, file text)`.
 pub const PRESETS: [(&str, &str); 2] = [
-    ("default", include_str!("../policies/default.toml")),
-    ("strict", include_str!("../policies/strict.toml")),
+    ("default", include_str!("../../policies/default.toml")),
+    ("strict", include_str!("../../policies/strict.toml")),
 ];
+
+/// Environment variable listing extra paths (`:`-separated) that sandboxed processes may write.
+pub const WRITABLE_ENV: &str = "CCFAN_SANDBOX_WRITABLE";
 
 /// The policy file name looked up at the repository root.
 pub const POLICY_FILE: &str = "ccfan.toml";
-
-/// Which sandbox backend runs workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SandboxBackend {
-    /// No OS sandbox: the worker runs as a plain child process (with a cleaned environment and whole-tree kill).
-    None,
-}
-
-/// Sandbox settings resolved from the policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxSettings {
-    /// The backend.
-    pub backend: SandboxBackend,
-    /// Whether workers may reach the network (profiles may say otherwise once a backend enforces it).
-    pub network: bool,
-    /// Host variables passed to every worker.
-    pub env_allow: Vec<String>,
-}
 
 /// The test command run by the gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +131,7 @@ struct PolicyFile {
     run: Option<RunSection>,
     scope: Option<ScopeSection>,
     tests: Option<TestsSection>,
-    sandbox: Option<SandboxSection>,
+    sandbox: Option<sandbox::SandboxSection>,
     #[serde(default)]
     workers: BTreeMap<String, WorkerSection>,
     gate: Option<GateSection>,
@@ -191,94 +182,6 @@ struct ScopeSection {
 struct TestsSection {
     command: Option<Spanned<Vec<String>>>,
     timeout: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SandboxSection {
-    backend: Option<Spanned<String>>,
-    network: Option<bool>,
-    env_allow: Option<Vec<String>>,
-}
-
-/// A `[workers.NAME]` table, as written in a policy or a tasks file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerSection {
-    kind: Spanned<String>,
-    command: Option<Spanned<Vec<String>>>,
-    timeout: Option<Spanned<String>>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    pass_env: Vec<String>,
-}
-
-impl WorkerSection {
-    /// Validates the profile `name`, resolving a relative program path against `base_dir` (the declaring file's
-    /// folder).
-    pub fn resolve(
-        &self,
-        name: &str,
-        file: &Path,
-        source: &str,
-        base_dir: &Path,
-    ) -> Result<WorkerProfile, InputError> {
-        let key = format!("workers.{name}");
-        if !crate::util::is_valid_id(name) {
-            return Err(
-                InputError::new(file, format!("`{name}` is not a valid worker name"))
-                    .key(&key)
-                    .fix("use letters, digits, `-`, `_` and `.`"),
-            );
-        }
-        let kind = match self.kind.get_ref().as_str() {
-            "command" => {
-                let Some(command) = &self.command else {
-                    return Err(InputError::new(file, "a command worker needs `command`")
-                        .key(format!("{key}.command"))
-                        .at_offset(source, Some(self.kind.span().start))
-                        .fix(r#"write command = ["program", "arg", …]"#));
-                };
-                let mut argv = command.get_ref().clone();
-                let Some(program) = argv.first_mut() else {
-                    return Err(InputError::new(file, "`command` must not be empty")
-                        .key(format!("{key}.command"))
-                        .at_offset(source, Some(command.span().start))
-                        .fix(r#"write command = ["program", "arg", …]"#));
-                };
-                let path = Path::new(program.as_str());
-                if program.contains('/') && path.is_relative() {
-                    *program = base_dir.join(path).to_string_lossy().into_owned();
-                }
-                WorkerKind::Command { argv }
-            }
-            other => {
-                return Err(
-                    InputError::new(file, format!("unknown worker kind `{other}`"))
-                        .key(format!("{key}.kind"))
-                        .at_offset(source, Some(self.kind.span().start))
-                        .fix(r#"write kind = "command""#),
-                );
-            }
-        };
-        let timeout = self
-            .timeout
-            .as_ref()
-            .map(|value| duration(file, source, &format!("{key}.timeout"), value))
-            .transpose()?;
-        Ok(WorkerProfile {
-            name: name.to_string(),
-            kind,
-            timeout,
-            env: self
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            pass_env: self.pass_env.clone(),
-        })
-    }
 }
 
 /// Parses a duration value, naming the key and line on failure.
@@ -377,6 +280,14 @@ pub fn load(file: Option<&Path>) -> Result<Policy, InputError> {
         policy = resolve(path, source, parsed, Some(policy))?;
         policy.sources.push(path.display().to_string());
     }
+    // Machine-specific extra writable paths (a CI cache, say) that do not belong in the repository's policy.
+    if let Some(extra) = std::env::var_os(WRITABLE_ENV).filter(|value| !value.is_empty()) {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        for path in std::env::split_paths(&extra) {
+            policy.sandbox.writable.push(cwd.join(path));
+        }
+        policy.sources.push(format!("${WRITABLE_ENV}"));
+    }
     Ok(policy)
 }
 
@@ -389,7 +300,6 @@ fn resolve(
 ) -> Result<Policy, InputError> {
     let run = parsed.run.unwrap_or_default();
     let scope = parsed.scope.unwrap_or_default();
-    let sandbox = parsed.sandbox.unwrap_or_default();
     let base_dir = file.parent().unwrap_or(Path::new("."));
     let missing =
         |key: &str| InputError::new(file, "the preset does not set this key").key(key.to_string());
@@ -445,23 +355,6 @@ fn resolve(
         )?,
         None => base.as_ref().and_then(|b| b.tests.clone()),
     };
-    let backend = match &sandbox.backend {
-        Some(name) => match name.get_ref().as_str() {
-            "none" => SandboxBackend::None,
-            other => {
-                return Err(InputError::new(
-                    file,
-                    format!("sandbox backend `{other}` is not available in this build"),
-                )
-                .key("sandbox.backend")
-                .at_offset(source, Some(name.span().start))
-                .fix(r#"write backend = "none""#));
-            }
-        },
-        None => base
-            .as_ref()
-            .map_or(SandboxBackend::None, |b| b.sandbox.backend),
-    };
     let mut workers = base.as_ref().map(|b| b.workers.clone()).unwrap_or_default();
     for (name, section) in &parsed.workers {
         workers.insert(name.clone(), section.resolve(name, file, source, base_dir)?);
@@ -515,17 +408,13 @@ fn resolve(
         allowed,
         denied,
         tests,
-        sandbox: SandboxSettings {
-            backend,
-            network: sandbox
-                .network
-                .or(base.as_ref().map(|b| b.sandbox.network))
-                .unwrap_or(false),
-            env_allow: sandbox
-                .env_allow
-                .or_else(|| base.as_ref().map(|b| b.sandbox.env_allow.clone()))
-                .unwrap_or_default(),
-        },
+        sandbox: sandbox::resolve(
+            file,
+            source,
+            parsed.sandbox,
+            base.as_ref().map(|b| &b.sandbox),
+            base_dir,
+        )?,
         workers,
         gate,
     })
@@ -662,6 +551,7 @@ fn resolve_tests(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::WorkerKind;
 
     fn load_text(text: &str) -> Result<Policy, InputError> {
         let dir =
