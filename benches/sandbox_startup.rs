@@ -1,5 +1,6 @@
 //! Sandbox start-up overhead: a `true` process run through the sandbox door many times with each backend.
-//! `cargo bench --bench sandbox_startup -- [RUNS]`; results go in docs/benchmarks.md.
+//! `cargo bench --bench sandbox_startup -- [RUNS]`; results go in docs/benchmarks.md. Under `cargo test` it is a
+//! smoke run of every backend.
 #![allow(
     clippy::unwrap_used,
     clippy::print_stdout,
@@ -19,10 +20,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; under `cargo test --all-targets` this is a quick smoke run.
+    let benching = std::env::args().any(|arg| arg == "--bench");
     let runs: usize = std::env::args()
         .skip(1)
         .find_map(|arg| arg.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(if benching { 200 } else { 5 });
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let worktree = dir.path().join("worktree");
     let common = dir.path().join("common");

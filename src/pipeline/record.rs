@@ -67,7 +67,15 @@ pub fn record(
             } else {
                 std::fs::remove_file(&link).or_else(|e| if link.exists() { Err(e) } else { Ok(()) })
             }
-            .and_then(|()| std::fs::write(&link, expected))
+            // A new file, never through a symlink something recreated in between.
+            .and_then(|()| {
+                use std::io::Write;
+                std::fs::File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&link)
+                    .and_then(|mut file| file.write_all(expected.as_bytes()))
+            })
             .map_err(|source| GitError::Io {
                 context: format!("cannot restore {}", link.display()),
                 source,

@@ -12,6 +12,7 @@ use crate::input::InputError;
 use crate::model::WorkerProfile;
 use crate::util::{parse_duration, parse_size};
 
+mod gate;
 mod sandbox;
 mod worker;
 
@@ -134,27 +135,8 @@ struct PolicyFile {
     sandbox: Option<sandbox::SandboxSection>,
     #[serde(default)]
     workers: BTreeMap<String, WorkerSection>,
-    gate: Option<GateSection>,
-    checks: Option<Vec<Spanned<CheckSection>>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GateSection {
-    stages: Option<Vec<Spanned<String>>>,
-    fail_fast: Option<bool>,
-    rules: Option<String>,
-    scan_logs: Option<bool>,
-    completeness: Option<Spanned<String>>,
-    not_reworkable: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CheckSection {
-    name: String,
-    command: Vec<String>,
-    timeout: Option<Spanned<String>>,
+    gate: Option<gate::GateSection>,
+    checks: Option<Vec<Spanned<gate::CheckSection>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -362,7 +344,7 @@ fn resolve(
     let default_worker = run
         .worker
         .or_else(|| base.as_ref().and_then(|b| b.default_worker.clone()));
-    let gate = resolve_gate(
+    let gate = gate::resolve(
         file,
         source,
         parsed.gate,
@@ -417,108 +399,6 @@ fn resolve(
         )?,
         workers,
         gate,
-    })
-}
-
-fn resolve_gate(
-    file: &Path,
-    source: &str,
-    section: Option<GateSection>,
-    checks: Option<Vec<Spanned<CheckSection>>>,
-    base: Option<&GateSettings>,
-    base_dir: &Path,
-) -> Result<GateSettings, InputError> {
-    use crate::report::Stage;
-    let section = section.unwrap_or_default();
-    let stages = match &section.stages {
-        Some(names) => names
-            .iter()
-            .map(|name| {
-                Stage::parse(name.get_ref()).ok_or_else(|| {
-                    let known: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
-                    InputError::new(file, format!("unknown stage `{}`", name.get_ref()))
-                        .key("gate.stages")
-                        .at_offset(source, Some(name.span().start))
-                        .fix(format!("use some of: {}", known.join(", ")))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        None => base.map_or_else(|| Stage::ALL.to_vec(), |b| b.stages.clone()),
-    };
-    let completeness = match &section.completeness {
-        Some(value) => match value.get_ref().as_str() {
-            "auto" => Completeness::Auto,
-            "on" => Completeness::On,
-            "off" => Completeness::Off,
-            other => {
-                return Err(InputError::new(
-                    file,
-                    format!("`{other}` is not a completeness setting"),
-                )
-                .key("gate.completeness")
-                .at_offset(source, Some(value.span().start))
-                .fix(r#"write "auto", "on" or "off""#));
-            }
-        },
-        None => base.map_or(Completeness::Auto, |b| b.completeness),
-    };
-    let rules = match section.rules {
-        Some(rules) if rules.contains('/') || rules.ends_with(".toml") => {
-            base_dir.join(rules).to_string_lossy().into_owned()
-        }
-        Some(rules) => rules,
-        None => base.map_or_else(|| "default".to_string(), |b| b.rules.clone()),
-    };
-    let checks = match checks {
-        Some(list) => list
-            .iter()
-            .map(|check| {
-                let inner = check.get_ref();
-                if inner.command.is_empty() {
-                    return Err(InputError::new(file, "`command` must not be empty")
-                        .key(format!("checks `{}`.command", inner.name))
-                        .at_offset(source, Some(check.span().start))
-                        .fix(r#"write command = ["program", "arg", …]"#));
-                }
-                let timeout = inner
-                    .timeout
-                    .as_ref()
-                    .map(|value| {
-                        duration(
-                            file,
-                            source,
-                            &format!("checks `{}`.timeout", inner.name),
-                            value,
-                        )
-                    })
-                    .transpose()?
-                    .unwrap_or(Duration::from_secs(600));
-                Ok(CheckSettings {
-                    name: inner.name.clone(),
-                    argv: inner.command.clone(),
-                    timeout,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        None => base.map(|b| b.checks.clone()).unwrap_or_default(),
-    };
-    Ok(GateSettings {
-        stages,
-        fail_fast: section
-            .fail_fast
-            .or(base.map(|b| b.fail_fast))
-            .unwrap_or(false),
-        rules,
-        scan_logs: section
-            .scan_logs
-            .or(base.map(|b| b.scan_logs))
-            .unwrap_or(true),
-        completeness,
-        not_reworkable: section
-            .not_reworkable
-            .or_else(|| base.map(|b| b.not_reworkable.clone()))
-            .unwrap_or_default(),
-        checks,
     })
 }
 

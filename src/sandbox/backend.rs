@@ -104,27 +104,18 @@ fn probe_bwrap() -> Result<(PathBuf, String), String> {
     )]
     let mut command = Command::new(&path);
     let output = command
+        .args(super::bwrap::ISOLATION)
         .args([
-            "--die-with-parent",
-            "--new-session",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
             "--unshare-net",
-            "--cap-drop",
-            "ALL",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
+            "--size",
+            "1048576",
             "--tmpfs",
             "/tmp",
-            "--",
-            "true",
+            "--bind-try",
+            "/tmp",
+            "/tmp",
         ])
+        .args(["--", "true"])
         .stdin(Stdio::null())
         .output()
         .map_err(|error| format!("{}: {error}", path.display()))?;

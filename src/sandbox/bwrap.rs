@@ -13,6 +13,25 @@ use super::SandboxPolicy;
 /// (a read-only bind does not stop `connect()` to a socket).
 const HIDDEN: &[&str] = &["/tmp", "/var/tmp", "/run", "/dev/shm"];
 
+/// The namespaces, capabilities and base mounts every sandboxed process gets.
+pub const ISOLATION: &[&str] = &[
+    "--die-with-parent",
+    "--new-session",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    "--cap-drop",
+    "ALL",
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+];
+
 /// Finds `bwrap` on the PATH.
 pub fn find() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -37,23 +56,7 @@ pub fn args(
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
-    push(&[
-        "--die-with-parent",
-        "--new-session",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--cap-drop",
-        "ALL",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-    ]);
+    push(ISOLATION);
     if !policy.network {
         push(&["--unshare-net"]);
     }
@@ -61,17 +64,20 @@ pub fn args(
         let path = Path::new(hidden);
         let is_dir = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir());
         if is_dir || *hidden == "/dev/shm" {
-            if *hidden == "/tmp" {
-                push(&["--size", &policy.limits.tmp_size.to_string()]);
-            }
-            push(&["--tmpfs", hidden]);
+            // Every private tmpfs is capped: an uncapped one takes up to half the machine's memory.
+            push(&[
+                "--size",
+                &policy.limits.tmp_size.to_string(),
+                "--tmpfs",
+                hidden,
+            ]);
         }
     }
     let mut binds: Vec<(PathBuf, Mode)> = Vec::new();
-    // What the worker must still see inside a hidden folder: its program's folder, DNS settings kept in /run.
+    // What the worker must still see inside a hidden folder: its program, DNS settings kept in /run.
     let hidden_parent = |path: &Path| HIDDEN.iter().any(|hidden| path.starts_with(hidden));
-    if let Some(dir) = program.parent().filter(|dir| hidden_parent(dir)) {
-        binds.push((dir.to_path_buf(), Mode::ReadOnly));
+    if hidden_parent(program) {
+        binds.push((program.to_path_buf(), Mode::ReadOnly));
     }
     let resolv = std::fs::canonicalize("/etc/resolv.conf").ok();
     if let Some(target) = resolv.filter(|target| policy.network && hidden_parent(target)) {
@@ -93,9 +99,13 @@ pub fn args(
     // root inside a read-only one (an attempt's outbox in the git common dir) wins too. At equal depth, read-only.
     binds.sort_by_key(|(path, mode)| (path.components().count(), *mode == Mode::ReadOnly));
     for (path, mode) in &binds {
+        // A read-only path that exists must be protected (`--ro-bind` fails the start if it cannot); one that does
+        // not exist has nothing to protect. Extra writable roots may be missing on this machine.
+        let exists = std::fs::symlink_metadata(path).is_ok();
         args.push(
             match mode {
-                Mode::ReadOnly => "--ro-bind-try",
+                Mode::ReadOnly if exists => "--ro-bind",
+                Mode::ReadOnly => continue,
                 Mode::Writable => "--bind-try",
             }
             .into(),
@@ -153,13 +163,24 @@ mod tests {
 
     #[test]
     fn read_only_git_metadata_is_bound_after_the_writable_roots() {
+        let root = tempfile::tempdir().unwrap();
+        let tree = root.path().join("tree");
+        let common = root.path().join("repo/.git");
+        let outbox = common.join("ccfan/runs/r/t/a/outbox");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::create_dir_all(&outbox).unwrap();
+        std::fs::write(tree.join(".git"), "gitdir: x").unwrap();
+        let mut policy = policy(false);
+        policy.writable = vec![tree.clone(), outbox.clone()];
+        policy.read_only = vec![tree.join(".git"), common.clone()];
         let args = text(&args(
-            &policy(false),
-            Path::new("/w/tree"),
+            &policy,
+            &tree,
             Path::new("/bin/sh"),
             &[5, 6],
             Some(7),
         ));
+        let (tree, common, outbox) = (tree.display(), common.display(), outbox.display());
         assert!(
             args.starts_with("--die-with-parent --new-session --unshare-pid"),
             "{args}"
@@ -167,35 +188,49 @@ mod tests {
         assert!(args.contains("--cap-drop ALL --ro-bind / /"), "{args}");
         assert!(args.contains("--unshare-net"), "{args}");
         assert!(args.contains("--size 1024 --tmpfs /tmp"), "{args}");
-        let tree = args.find("--bind-try /w/tree /w/tree").unwrap();
-        let pointer = args
-            .find("--ro-bind-try /w/tree/.git /w/tree/.git")
-            .unwrap();
-        let common = args.find("--ro-bind-try /repo/.git /repo/.git").unwrap();
-        let outbox = args
-            .find("--bind-try /repo/.git/ccfan/runs/r/t/a/outbox")
-            .unwrap();
-        assert!(tree < pointer && common < outbox, "{args}");
+        assert!(args.contains("--size 1024 --tmpfs /run"), "{args}");
+        let at = |needle: String| {
+            args.find(&needle)
+                .unwrap_or_else(|| panic!("{needle}: {args}"))
+        };
+        let tree_at = at(format!("--bind-try {tree} {tree}"));
+        let pointer_at = at(format!("--ro-bind {tree}/.git {tree}/.git"));
+        let common_at = at(format!("--ro-bind {common} {common}"));
+        let outbox_at = at(format!("--bind-try {outbox} {outbox}"));
+        assert!(tree_at < pointer_at && common_at < outbox_at, "{args}");
         assert!(
-            args.ends_with(
-                "--add-seccomp-fd 5 --add-seccomp-fd 6 --info-fd 7 --chdir /w/tree -- /bin/sh"
-            ),
+            args.ends_with(&format!(
+                "--add-seccomp-fd 5 --add-seccomp-fd 6 --info-fd 7 --chdir {tree} -- /bin/sh"
+            )),
             "{args}"
         );
     }
 
     #[test]
-    fn network_keeps_the_namespace_and_programs_under_tmp_stay_visible() {
-        let args = text(&args(
+    fn network_keeps_the_namespace_and_only_the_program_under_tmp_stays_visible() {
+        let missing = text(&args(
             &policy(true),
-            Path::new("/w/tree"),
-            Path::new("/tmp/t/workers/w.sh"),
+            Path::new("/w"),
+            Path::new("/tmp/ccfan-none/w.sh"),
             &[],
             None,
         ));
-        assert!(!args.contains("--unshare-net"), "{args}");
+        assert!(!missing.contains("--unshare-net"), "{missing}");
         assert!(
-            args.contains("--ro-bind-try /tmp/t/workers /tmp/t/workers"),
+            !missing.contains("--ro-bind /tmp/"),
+            "a missing path is not bound: {missing}"
+        );
+        let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let program = dir.path().join("w.sh");
+        std::fs::write(&program, "").unwrap();
+        let args = text(&args(&policy(true), Path::new("/w"), &program, &[], None));
+        let shown = program.display();
+        assert!(
+            args.contains(&format!("--ro-bind {shown} {shown}")),
+            "{args}"
+        );
+        assert!(
+            !args.contains(&format!("--ro-bind {} ", dir.path().display())),
             "{args}"
         );
     }

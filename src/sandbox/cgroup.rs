@@ -107,6 +107,8 @@ impl Cgroups {
                 let available = controllers(&dir);
                 if let Some(bytes) = limits.memory.filter(|_| available.contains("memory")) {
                     v2_memory = std::fs::write(dir.join("memory.max"), bytes.to_string()).is_ok();
+                    // Without this a memory hog moves to swap instead of meeting its limit.
+                    let _ = std::fs::write(dir.join("memory.swap.max"), "0");
                 }
                 if let Some(max) = limits.pids.filter(|_| available.contains("pids")) {
                     v2_pids = std::fs::write(dir.join("pids.max"), max.to_string()).is_ok();
@@ -164,10 +166,15 @@ impl Cgroups {
 
     /// Which limits are in force.
     pub fn enforced(&self, limits: &SandboxLimits) -> Enforced {
+        // A limit counts only if it reads back as set (a write may have failed).
         let has = |kind: Kind, file: &str| {
-            self.dirs
-                .iter()
-                .any(|dir| dir.kind == kind && dir.path.join(file).exists())
+            self.dirs.iter().any(|dir| {
+                dir.kind == kind
+                    && std::fs::read_to_string(dir.path.join(file)).is_ok_and(|value| {
+                        let value = value.trim();
+                        value != "max" && value.parse::<u64>().is_ok_and(|v| v < (1 << 62))
+                    })
+            })
         };
         let v2_has = |file: &str| {
             self.dirs.iter().any(|dir| {
@@ -180,7 +187,10 @@ impl Cgroups {
             memory: limits.memory.is_some()
                 && (v2_has("memory.max") || has(Kind::Memory, "memory.limit_in_bytes")),
             pids: limits.pids.is_some() && (v2_has("pids.max") || has(Kind::Pids, "pids.max")),
-            kill: has(Kind::V2, "cgroup.kill") || has(Kind::Freezer, "freezer.state"),
+            kill: self.dirs.iter().any(|dir| {
+                (dir.kind == Kind::V2 && dir.path.join("cgroup.kill").exists())
+                    || (dir.kind == Kind::Freezer && dir.path.join("freezer.state").exists())
+            }),
         }
     }
 

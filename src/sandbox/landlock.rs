@@ -15,14 +15,8 @@ use landlock::{
 const ABI_WANTED: ABI = ABI::V6;
 
 /// Device files every process may write.
-const DEVICES: &[&str] = &[
-    "/dev/null",
-    "/dev/zero",
-    "/dev/full",
-    "/dev/tty",
-    "/dev/ptmx",
-    "/dev/pts",
-];
+/// (No terminal: a worker with a tty could push input into someone's shell with TIOCSTI.)
+const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full"];
 
 /// The kernel's Landlock ABI version, or why Landlock cannot be used.
 pub fn abi_version() -> Result<i64, String> {
@@ -86,17 +80,64 @@ pub fn ruleset(writable: &[PathBuf], network: bool) -> Result<OwnedFd, String> {
             AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::ReadDir,
         ))
         .map_err(text)?
-        .add_rules(path_beneath_rules(writable, AccessFs::from_all(abi)))
+        .add_rules(path_beneath_rules(
+            writable,
+            AccessFs::from_all(abi) & !(AccessFs::MakeChar | AccessFs::MakeBlock),
+        ))
         .map_err(text)?;
     let fd: Option<OwnedFd> = created.into();
     fd.ok_or_else(|| "the kernel does not enforce Landlock".to_string())
 }
 
-/// Applies the ruleset `fd` to the calling process (between fork and exec: only raw syscalls).
+/// Drops every capability (bounding, ambient, effective, permitted, inheritable), then applies the ruleset `fd` to
+/// the calling process. Runs between fork and exec: only raw syscalls, structs on the stack.
 pub fn restrict(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const CAP_VERSION_3: u32 = 0x2008_0522;
     #[expect(unsafe_code, reason = "raw syscalls between fork and exec")]
-    // SAFETY: prctl and landlock_restrict_self take plain integers; the fd stays open until the spawn returns.
+    // SAFETY: prctl, capset and landlock_restrict_self take integers or pointers to the stack values above; the
+    // ruleset fd stays open until the spawn returns.
     unsafe {
+        for cap in 0..64 {
+            // EINVAL past the kernel's last capability; nothing to drop there.
+            libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        let header = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        let data = [
+            CapData {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            },
+            CapData {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            },
+        ];
+        if libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(std::io::Error::last_os_error());
         }

@@ -16,7 +16,7 @@ mod spec;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -102,22 +102,21 @@ pub struct Outcome {
     pub notes: Vec<String>,
 }
 
-/// A private temporary folder on the host (the Landlock and `none` backends; bubblewrap uses a tmpfs).
-struct PrivateTmp(PathBuf);
+/// A private temporary folder on the host (the Landlock and `none` backends; bubblewrap uses a tmpfs): made
+/// with a random name and mode 0700, never an existing folder, removed when dropped.
+struct PrivateTmp(tempfile::TempDir);
 
 impl PrivateTmp {
     fn create(token: &str) -> Result<PrivateTmp, SandboxError> {
-        let path = std::env::temp_dir().join(format!("ccfan-tmp-{token}"));
-        std::fs::create_dir_all(&path).map_err(|error| {
-            SandboxError::Setup(format!("cannot create {}: {error}", path.display()))
-        })?;
-        Ok(PrivateTmp(path))
+        tempfile::Builder::new()
+            .prefix(&format!("ccfan-tmp-{token}-"))
+            .tempdir()
+            .map(PrivateTmp)
+            .map_err(|error| SandboxError::Setup(format!("cannot create a private tmp: {error}")))
     }
-}
 
-impl Drop for PrivateTmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 }
 
@@ -148,10 +147,10 @@ fn prepare(
     match selected {
         Backend::None | Backend::Landlock(_) => {
             let tmp = PrivateTmp::create(launch.token)?;
-            set_tmp(tmp.0.clone().into_os_string());
+            set_tmp(tmp.path().as_os_str().to_owned());
             if let Backend::Landlock(_) = selected {
                 let mut writable = policy.writable.clone();
-                writable.push(tmp.0.clone());
+                writable.push(tmp.path().to_path_buf());
                 let ruleset =
                     landlock::ruleset(&writable, policy.network).map_err(SandboxError::Setup)?;
                 setup.landlock = Some(ruleset.as_raw_fd());
@@ -328,7 +327,11 @@ pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, Sa
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
-            Err(source) => return Err(SandboxError::Wait { pid, source }),
+            Err(source) => {
+                proc::kill_tree(pid, launch.token, &cgroups);
+                cgroups.remove();
+                return Err(SandboxError::Wait { pid, source });
+            }
         }
         if stopped.is_none() {
             if launch.cancel.load(Ordering::SeqCst) {

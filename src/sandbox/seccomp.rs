@@ -44,6 +44,13 @@ const DENIED: &[i64] = &[
     libc::SYS_request_key,
     libc::SYS_keyctl,
     libc::SYS_userfaultfd,
+    libc::SYS_reboot,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_iopl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_ioperm,
 ];
 
 /// `clone` flags that make a new namespace.
@@ -102,10 +109,32 @@ pub fn programs(network: bool) -> Result<Vec<BpfProgram>, String> {
         arch,
     )
     .map_err(|e| e.to_string())?;
-    [first, second]
+    let mut programs: Vec<BpfProgram> = [first, second]
         .into_iter()
         .map(|filter| BpfProgram::try_from(filter).map_err(|e| e.to_string()))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    if cfg!(target_arch = "x86_64") {
+        programs.insert(0, x32_guard(enosys));
+    }
+    Ok(programs)
+}
+
+/// On x86_64 the x32 ABI reaches the same system calls with bit 30 set in the number, under the same audit arch,
+/// so a filter that names syscall numbers would let `unshare | 0x40000000` through: answer all of them `ENOSYS`.
+fn x32_guard(enosys: u32) -> BpfProgram {
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const X32_BIT: u32 = 0x4000_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    let op = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
+    vec![
+        op(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        op(JGE_K, 0, 1, X32_BIT),
+        op(RET_K, 0, 0, RET_ERRNO | enosys),
+        op(RET_K, 0, 0, RET_ALLOW),
+    ]
 }
 
 /// A program as the bytes `bwrap --add-seccomp-fd` reads (`struct sock_filter` in native byte order).
@@ -128,7 +157,10 @@ mod tests {
     fn filters_compile_for_both_network_settings() {
         for network in [false, true] {
             let programs = programs(network).unwrap();
-            assert_eq!(programs.len(), 2);
+            assert_eq!(
+                programs.len(),
+                if cfg!(target_arch = "x86_64") { 3 } else { 2 }
+            );
             assert!(programs.iter().all(|p| !p.is_empty()));
             assert_eq!(to_bytes(&programs[0]).len(), programs[0].len() * 8);
         }

@@ -39,12 +39,16 @@ const ATTEMPTS: &[(&str, &str)] = &[
     ("mount", "no mount; /etc still read-only"),
     ("ptrace", "no ptrace or process_vm_readv of a sibling"),
     ("io-uring", "no io_uring"),
+    ("x32-syscall", "no unshare through the x32 syscall numbers"),
     ("signal-ccfan", "ccfan finished normally"),
     ("setsid-survivor", "no process left"),
     ("fork-bomb", "capped by pids.max, no process left"),
     ("memory-hog", "stopped at the memory limit"),
     ("output-flood", "stopped at the output limit; log capped"),
-    ("fill-tmp", "the private tmp is full at its size"),
+    (
+        "fill-tmp",
+        "the private /tmp and /dev/shm are full at their size",
+    ),
 ];
 
 const CANARY: &str = "ccfan-canary-1b2d9e";
@@ -255,8 +259,14 @@ fn escape_battery_is_contained_by_bubblewrap() {
             "tcp-loopback" => tcp.accept().is_err() && denied_all,
             "udp-loopback" => udp.recv(&mut [0u8; 64]).is_err() && denied_all,
             "unix-socket" => unix.accept().is_err() && denied_all,
-            "dns" | "vsock" | "unshare" | "ptrace" | "io-uring" => denied_all,
-            "signal-ccfan" => output.status.code().is_some(),
+            "dns" | "vsock" | "unshare" | "ptrace" | "io-uring" | "x32-syscall" => denied_all,
+            "signal-ccfan" => {
+                matches!(output.status.code(), Some(0 | 1))
+                    && report.contains(&format!(
+                        "denied: kill -TERM {}",
+                        std::fs::read_to_string(&pid_file).unwrap()
+                    ))
+            }
             "setsid-survivor" => processes_with("1000.4242").is_empty(),
             "fork-bomb" => record["sandbox_notes"]
                 .to_string()
@@ -272,7 +282,12 @@ fn escape_battery_is_contained_by_bubblewrap() {
                     && std::fs::metadata(&log).map(|m| m.len()).unwrap_or(u64::MAX)
                         < (1 << 20) + 4096
             }
-            "fill-tmp" => report.contains("denied: dd"),
+            "fill-tmp" => {
+                let errors = result(&env, &run_id, name, "errors.txt");
+                errors.matches("No space left on device").count() == 2
+                    && report.contains("tmp holds 64 MiB")
+                    && report.contains("shm holds 64 MiB")
+            }
             _ => false,
         } && !report.is_empty(); // and the worker really ran and tried
         let shown = report
