@@ -237,6 +237,7 @@ impl Carrier<'_> {
             worktree,
             dir: &dir,
             common_dir: &self.repo.common_dir,
+            checkout: &self.repo.workdir,
             token: &token,
             rework,
         };

@@ -23,6 +23,8 @@ pub struct AttemptContext<'a> {
     pub dir: &'a Path,
     /// The repository's git common dir (read-only to the worker).
     pub common_dir: &'a Path,
+    /// The user's checkout (read-only to the worker).
+    pub checkout: &'a Path,
     /// The attempt token.
     pub token: &'a str,
     /// Findings of the previous attempt to fix (empty on a first attempt).
@@ -122,6 +124,7 @@ pub fn run_worker(
             Tree {
                 worktree: context.worktree,
                 common_dir: context.common_dir,
+                checkout: context.checkout,
                 outbox: Some(&outbox),
             },
             task.timeout,

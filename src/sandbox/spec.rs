@@ -34,6 +34,8 @@ pub struct Tree<'a> {
     pub worktree: &'a Path,
     /// The repository's git common dir, read-only.
     pub common_dir: &'a Path,
+    /// The user's checkout, read-only (visible even when it lies in a folder the sandbox hides, like `/tmp`).
+    pub checkout: &'a Path,
     /// A folder for files it hands back to ccfan (the final report), writable.
     pub outbox: Option<&'a Path>,
 }
@@ -53,7 +55,11 @@ impl SandboxPolicy {
         let mut writable = vec![real(tree.worktree)];
         writable.extend(tree.outbox.map(real));
         writable.extend(settings.writable.iter().map(|path| real(path)));
-        let read_only = vec![real(&tree.worktree.join(".git")), real(tree.common_dir)];
+        let read_only = vec![
+            real(tree.checkout),
+            real(&tree.worktree.join(".git")),
+            real(tree.common_dir),
+        ];
         SandboxPolicy {
             backend: settings.backend,
             writable,

@@ -123,6 +123,20 @@ fn processes_with(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A folder for test environments that the sandbox does not hide (it hides `/tmp`): Cargo's target tmp dir,
+/// or, when the project itself lives under `/tmp`, one in the home folder.
+fn visible_tmp() -> PathBuf {
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let hidden = ["/tmp", "/var/tmp", "/run", "/dev/shm"];
+    let real = std::fs::canonicalize(&target).unwrap_or(target.clone());
+    if !hidden.iter().any(|dir| real.starts_with(dir)) {
+        return target;
+    }
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/ccfan-test-tmp");
+    std::fs::create_dir_all(&home).unwrap();
+    home
+}
+
 /// The worktree of `task` in `run`.
 fn task_worktree(env: &TestEnv, run: &str, task: &str) -> PathBuf {
     std::fs::read_dir(env.worktree_root())
@@ -141,7 +155,7 @@ fn escape_battery_is_contained_by_bubblewrap() {
     );
     // Outside the system's temp dir, so that the host's files are visible (read-only) to the workers: an attempt
     // must be stopped by the sandbox, not by not finding its target.
-    let env = TestEnv::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let env = TestEnv::new_in(&visible_tmp());
     env.commit_policy(
         "[run]\ntimeout = \"20s\"\nmax_reworks = 0\njobs = 4\nlog_limit = \"1MiB\"\n\
          [sandbox]\nbackend = \"bubblewrap\"\nmemory = \"256MiB\"\npids = 256\ntmp_size = \"64MiB\"\nmax_output = \"8MiB\"\n",
@@ -354,7 +368,7 @@ fn one_task(env: &TestEnv, body: &str) -> PathBuf {
 
 #[test]
 fn an_unavailable_backend_fails_closed_and_auto_falls_back_to_landlock_with_a_warning() {
-    let env = TestEnv::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let env = TestEnv::new_in(&visible_tmp());
     let path = path_without_bwrap(&env);
     let tasks = one_task(&env, "echo hi > hi.txt");
     env.commit_policy("[sandbox]\nbackend = \"bubblewrap\"\n");
@@ -417,7 +431,7 @@ fn doctor_names_every_backend_and_the_one_the_policy_picks() {
 
 #[test]
 fn under_landlock_a_rewritten_git_pointer_is_put_back_and_judged_an_escape() {
-    let env = TestEnv::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let env = TestEnv::new_in(&visible_tmp());
     env.commit_policy("[run]\nmax_reworks = 0\n[sandbox]\nbackend = \"landlock\"\n");
     let evil = env.tmp.path().join("evil");
     let marker = env.tmp.path().join("fsmonitor-ran");
@@ -468,7 +482,7 @@ fn under_landlock_a_rewritten_git_pointer_is_put_back_and_judged_an_escape() {
 
 #[test]
 fn tests_run_sandboxed_without_network_and_cannot_write_outside_their_checkout() {
-    let env = TestEnv::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let env = TestEnv::new_in(&visible_tmp());
     let outside = env.home().join("tests-wrote-here");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();

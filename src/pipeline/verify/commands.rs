@@ -52,7 +52,7 @@ pub fn run(
     checkout: &Path,
     log_dir: &Path,
     policy: &Policy,
-    common_dir: &Path,
+    repo: &crate::git::RepoPaths,
     rules: &crate::secrets::RulePack,
     raw_secrets: &[secrets::RawSecret],
     cancel: &AtomicBool,
@@ -79,7 +79,8 @@ pub fn run(
             &policy.sandbox,
             Tree {
                 worktree: checkout,
-                common_dir,
+                common_dir: &repo.common_dir,
+                checkout: &repo.workdir,
                 outbox: None,
             },
             spec.timeout,

@@ -325,7 +325,7 @@ fn run_command(
             &path,
             input.artifacts,
             input.policy,
-            &input.repo.common_dir,
+            input.repo,
             input.rules,
             raw,
             input.cancel,
