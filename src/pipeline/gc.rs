@@ -69,6 +69,21 @@ pub(super) fn salvage_if_dirty(
     }
 }
 
+/// Keeps whatever the task's worktree holds beyond `parent` on a salvage ref, then resets the worktree to
+/// `reset_to`: the one way ccfan clears a worktree someone may have edited.
+pub(super) fn salvage_then_reset(
+    repo: &RepoPaths,
+    store: &mut Store,
+    run_id: &str,
+    task: &TaskRow,
+    parent: &str,
+    reset_to: &str,
+) -> Result<(), PipelineError> {
+    salvage_if_dirty(repo, store, run_id, task, parent)?;
+    git::reset_worktree(&task.worktree, reset_to)?;
+    Ok(())
+}
+
 /// Commits what an interrupted attempt left uncommitted in a task's worktree (on top of `parent`) and keeps it on a
 /// salvage ref; returns the refs written.
 pub(super) fn salvage_leftovers(

@@ -33,14 +33,14 @@ impl Carrier<'_> {
         self.store().clear_cancel(self.run_id, &task.id)?;
         let link = self.ensure_worktree(task, &tip)?;
         // Work left uncommitted by an interrupted attempt is kept on a salvage ref before the worktree is reset.
-        crate::pipeline::gc::salvage_if_dirty(
+        crate::pipeline::gc::salvage_then_reset(
             self.repo,
             &mut self.store(),
             self.run_id,
             task,
             &tip,
+            &tip,
         )?;
-        git::reset_worktree(&task.worktree, &tip)?;
         let cursor = Cursor {
             base,
             tip,
@@ -76,14 +76,14 @@ impl Carrier<'_> {
             let tip = task_head(&attempts, self.base_sha)
                 .and_then(|head| head.commit)
                 .unwrap_or_else(|| base.clone());
-            crate::pipeline::gc::salvage_if_dirty(
+            crate::pipeline::gc::salvage_then_reset(
                 self.repo,
                 &mut self.store(),
                 self.run_id,
                 task,
                 &tip,
+                &base,
             )?;
-            git::reset_worktree(&task.worktree, &base)?;
         }
         self.transition(
             &task.id,
