@@ -72,6 +72,7 @@ fn main() {
                     token: &token,
                     cancel: &cancel,
                     sandbox: &policy,
+                    stream: None,
                 },
                 |_| {},
             )

@@ -43,6 +43,16 @@ pub enum Event {
         /// The log file.
         log: PathBuf,
     },
+    /// An agent worker did something worth showing (a command, an edit, a finished turn), with its running
+    /// tally.
+    WorkerProgress {
+        /// Task id.
+        task_id: String,
+        /// Attempt number.
+        attempt: u32,
+        /// The tally so far (redacted).
+        progress: Box<crate::agents::tally::AgentSummary>,
+    },
     /// A warning worth showing the user (e.g. a cancel was requested).
     Warning {
         /// What to say.

@@ -18,6 +18,7 @@
 //! through [`git`], processes are spawned only through [`sandbox`].
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod agents;
 pub mod cli;
 pub mod demo;
 pub mod events;

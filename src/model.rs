@@ -198,6 +198,34 @@ pub enum WorkerKind {
         /// Program and arguments.
         argv: Vec<String>,
     },
+    /// The Codex CLI, driven as `codex exec --json`.
+    Codex(AgentConfig),
+    /// Claude Code, driven as `claude -p --output-format stream-json`.
+    Claude(AgentConfig),
+}
+
+impl WorkerKind {
+    /// The agent CLI behind this kind, if it is one.
+    pub fn agent(&self) -> Option<(crate::agents::Agent, &AgentConfig)> {
+        match self {
+            WorkerKind::Command { .. } => None,
+            WorkerKind::Codex(config) => Some((crate::agents::Agent::Codex, config)),
+            WorkerKind::Claude(config) => Some((crate::agents::Agent::Claude, config)),
+        }
+    }
+}
+
+/// How an agent CLI worker (`kind = "codex"` or `"claude"`) is run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// The program: a name looked up on the worker's `PATH`, or a path.
+    pub program: String,
+    /// The model, when the profile names one.
+    pub model: Option<String>,
+    /// Extra arguments put before the prompt.
+    pub args: Vec<String>,
+    /// The most model turns one attempt may take.
+    pub max_turns: Option<u32>,
 }
 
 /// A resolved worker profile.
@@ -340,6 +368,49 @@ pub struct TaskView {
     pub elapsed_secs: Option<f64>,
     /// The gate's verdict on the latest attempt, when it has one.
     pub verdict: Option<crate::report::Verdict>,
+    /// What its agent is doing or did (agent workers, latest attempt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentView>,
+    /// Tokens and cost of all its attempts (agent workers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::agents::Usage>,
+}
+
+/// The live progress of a task's agent, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentView {
+    /// `codex` or `claude`.
+    pub agent: crate::agents::Agent,
+    /// The session a rework resumes.
+    pub session_id: Option<String>,
+    /// What it is doing now, or did last.
+    pub current: Option<String>,
+    /// Model turns so far.
+    pub turns: u32,
+    /// Commands run so far.
+    pub commands_run: u32,
+    /// The newest command.
+    pub last_command: Option<String>,
+    /// Files its edit tools changed so far.
+    pub files_changed: usize,
+    /// Tokens and cost of this attempt.
+    pub usage: crate::agents::Usage,
+}
+
+impl AgentView {
+    /// The view of an attempt's summary.
+    pub fn of(summary: &crate::agents::tally::AgentSummary) -> AgentView {
+        AgentView {
+            agent: summary.agent,
+            session_id: summary.session_id.clone(),
+            current: summary.current.clone(),
+            turns: summary.turns,
+            commands_run: summary.commands_run,
+            last_command: summary.commands.last().map(|c| c.command.clone()),
+            files_changed: summary.files_changed_count,
+            usage: summary.usage,
+        }
+    }
 }
 
 /// What `status` and `--json` show of one run.
@@ -365,6 +436,9 @@ pub struct RunView {
     pub no_merge: bool,
     /// Tasks in task-file order.
     pub tasks: Vec<TaskView>,
+    /// Tokens and cost of every agent attempt in the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::agents::Usage>,
 }
 
 impl RunView {

@@ -29,6 +29,16 @@ impl StateLayout {
         self.root.join("state.db")
     }
 
+    /// An agent worker's private home for one task (its config copy, credentials copy and sessions), kept across
+    /// attempts so that a rework resumes the session; removed with the task's worktree.
+    pub fn agent_home(&self, run_id: &str, task_id: &str) -> PathBuf {
+        self.root
+            .join("runs")
+            .join(run_id)
+            .join(task_id)
+            .join("agent-home")
+    }
+
     /// Artifacts of one attempt (log, task file, events).
     pub fn attempt_dir(&self, run_id: &str, task_id: &str, attempt: u32) -> PathBuf {
         self.root

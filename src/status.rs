@@ -61,6 +61,15 @@ pub fn run_view(store: &Store, run_id: &str) -> Result<RunView, StoreError> {
     for task in store.tasks(run_id)? {
         let attempts = store.attempts(run_id, &task.id)?;
         let latest = attempts.last();
+        let agents = store.attempt_agents(run_id, &task.id)?;
+        let agent = agents
+            .last()
+            .filter(|(n, _)| latest.is_some_and(|attempt| attempt.n == *n))
+            .map(|(_, summary)| crate::model::AgentView::of(summary));
+        let usage = agents
+            .iter()
+            .map(|(_, summary)| summary.usage)
+            .reduce(crate::agents::Usage::plus);
         let elapsed_secs = latest.map(|attempt| {
             let end = attempt.finished_at.unwrap_or_else(now_millis);
             (end - attempt.started_at).max(0) as f64 / 1000.0
@@ -85,8 +94,14 @@ pub fn run_view(store: &Store, run_id: &str) -> Result<RunView, StoreError> {
             log: latest.map(|attempt| attempt.log_path.clone()),
             elapsed_secs,
             verdict: latest.and_then(|attempt| attempt.verdict.clone()),
+            agent,
+            usage,
         });
     }
+    let usage = tasks
+        .iter()
+        .filter_map(|task| task.usage)
+        .reduce(crate::agents::Usage::plus);
     Ok(RunView {
         schema: JSON_SCHEMA_VERSION,
         run_id: run.id,
@@ -98,6 +113,7 @@ pub fn run_view(store: &Store, run_id: &str) -> Result<RunView, StoreError> {
         tasks_file: run.tasks_file,
         no_merge: run.no_merge,
         tasks,
+        usage,
     })
 }
 
@@ -127,6 +143,9 @@ pub struct AttemptView {
     pub exit_status: Option<crate::model::ExitStatus>,
     /// The gate's verdict.
     pub verdict: Option<crate::report::Verdict>,
+    /// Its agent's summary (agent workers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::agents::tally::AgentSummary>,
 }
 
 /// `ccfan status <run>/<task>`: the task, its attempts and every transition with its reason.
@@ -155,10 +174,15 @@ pub fn task_history(store: &Store, run_id: &str, task_id: &str) -> Result<TaskHi
             run: run_id.to_string(),
             task: task_id.to_string(),
         })?;
+    let mut agents = store.attempt_agents(run_id, task_id)?;
     let attempts = store
         .attempts(run_id, task_id)?
         .into_iter()
         .map(|attempt| AttemptView {
+            agent: agents
+                .iter()
+                .position(|(n, _)| *n == attempt.n)
+                .map(|at| agents.remove(at).1),
             attempt: attempt.n,
             base: attempt.base,
             commit: attempt.commit,

@@ -18,6 +18,8 @@ use crate::util::format_secs;
 pub struct Progress {
     live: Option<MultiProgress>,
     bars: Mutex<HashMap<String, ProgressBar>>,
+    /// The agent progress line last shown per task (plain lines repeat nothing).
+    shown: Mutex<HashMap<String, String>>,
 }
 
 impl Progress {
@@ -27,6 +29,7 @@ impl Progress {
         Progress {
             live,
             bars: Mutex::new(HashMap::new()),
+            shown: Mutex::new(HashMap::new()),
         }
     }
 
@@ -99,9 +102,55 @@ impl EventSink for Progress {
                 let _ = multi.println(format!("warning: {message}"));
             }
             (Some(_), Event::AttemptRecorded { .. }) => {}
+            (
+                live,
+                Event::WorkerProgress {
+                    task_id,
+                    attempt,
+                    progress,
+                },
+            ) => {
+                let line = agent_line(&crate::model::AgentView::of(&progress));
+                let mut shown = self
+                    .shown
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if shown.get(&task_id) == Some(&line) {
+                    return;
+                }
+                shown.insert(task_id.clone(), line.clone());
+                drop(shown);
+                match live {
+                    Some(multi) => self
+                        .bar(multi, &task_id)
+                        .set_message(format!("running (attempt {attempt}): {line}")),
+                    None => {
+                        let _ = writeln!(std::io::stderr().lock(), "ccfan: {task_id}: {line}");
+                    }
+                }
+            }
             (None, event) => plain_line(&event),
         }
     }
+}
+
+/// `codex: running `cargo test` · 3 command(s) · 2 file(s) · 12k in · 300 out`.
+pub fn agent_line(summary: &crate::model::AgentView) -> String {
+    let mut parts = vec![format!(
+        "{}: {}",
+        summary.agent,
+        one_line(summary.current.as_deref().unwrap_or("working"), 60)
+    )];
+    if summary.commands_run > 0 {
+        parts.push(format!("{} command(s)", summary.commands_run));
+    }
+    if summary.files_changed > 0 {
+        parts.push(format!("{} file(s)", summary.files_changed));
+    }
+    if !summary.usage.is_empty() {
+        parts.push(summary.usage.short());
+    }
+    parts.join(" · ")
 }
 
 fn plain_line(event: &Event) {
@@ -142,6 +191,12 @@ fn plain_line(event: &Event) {
         ),
         Event::Warning { message } => format!("ccfan: warning: {message}"),
         Event::RunFinished { run_id } => format!("ccfan: run {run_id} finished"),
+        Event::WorkerProgress {
+            task_id, progress, ..
+        } => format!(
+            "ccfan: {task_id}: {}",
+            agent_line(&crate::model::AgentView::of(progress))
+        ),
     };
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
@@ -232,7 +287,10 @@ pub fn run_view(view: &RunView) -> String {
                 task.attempts.to_string(),
                 task.elapsed_secs.map(format_secs).unwrap_or_default(),
                 task.commit.as_deref().map(short).unwrap_or("-").to_string(),
-                one_line(task.reason.as_deref().unwrap_or_default(), 160),
+                match (&task.agent, task.state) {
+                    (Some(agent), TaskState::Running) => one_line(&agent_line(agent), 160),
+                    _ => one_line(task.reason.as_deref().unwrap_or_default(), 160),
+                },
             ]
         })
         .collect();
@@ -250,6 +308,9 @@ pub fn run_view(view: &RunView) -> String {
             "\nworktrees: {folder}/<task>\nbranches:  ccfan/{run}/<task>   salvage: refs/ccfan/{run}/<task>/attempt-<n>\n",
             run = view.run_id
         ));
+    }
+    if let Some(usage) = &view.usage {
+        text.push_str(&format!("usage:     {} (all agent attempts)\n", usage.short()));
     }
     let count = |state: TaskState| view.tasks.iter().filter(|t| t.state == state).count();
     let mut next = Vec::new();
@@ -301,14 +362,46 @@ pub fn task_history(history: &crate::status::TaskHistory) -> String {
                 a.verdict
                     .as_ref()
                     .map_or_else(|| "-".to_string(), |v| v.name().to_string()),
+                a.agent.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |agent| {
+                        format!(
+                            "{} turn(s), {} command(s) · {}",
+                            agent.turns,
+                            agent.commands_run,
+                            agent.usage.short()
+                        )
+                    },
+                ),
             ]
         })
         .collect();
+    let mut header = vec!["ATTEMPT", "BASE", "COMMIT", "EXIT", "VERDICT", "AGENT"];
+    let mut attempts = attempts;
+    if history.attempts.iter().all(|a| a.agent.is_none()) {
+        header.pop();
+        attempts.iter_mut().for_each(|row| drop(row.pop()));
+    }
     text.push('\n');
-    text.push_str(&table(
-        &["ATTEMPT", "BASE", "COMMIT", "EXIT", "VERDICT"],
-        &attempts,
-    ));
+    text.push_str(&table(&header, &attempts));
+    if let Some(agent) = history.attempts.iter().rev().find_map(|a| a.agent.as_ref()) {
+        text.push_str(&format!(
+            "\n{} session {}{}\n",
+            agent.agent,
+            agent.session_id.as_deref().unwrap_or("(none reported)"),
+            if agent.resumed { " (resumed)" } else { "" }
+        ));
+        for command in agent.commands.iter().rev().take(5).rev() {
+            let code = command
+                .exit_code
+                .map(|code| format!(" → {code}"))
+                .unwrap_or_default();
+            text.push_str(&format!("  $ {}{code}\n", one_line(&command.command, 120)));
+        }
+        if !agent.files_changed.is_empty() {
+            text.push_str(&format!("  edited: {}\n", agent.files_changed.join(", ")));
+        }
+    }
     let transitions: Vec<Vec<String>> = history
         .transitions
         .iter()
@@ -423,6 +516,8 @@ mod tests {
             log: None,
             elapsed_secs: Some(1.25),
             verdict: None,
+            agent: None,
+            usage: None,
         };
         let view = RunView {
             schema: 1,
@@ -434,6 +529,7 @@ mod tests {
             target_branch: Some("main".to_string()),
             tasks_file: "/tasks.toml".into(),
             no_merge: false,
+            usage: None,
             tasks: vec![
                 task(
                     "good",
@@ -452,6 +548,28 @@ mod tests {
             ],
         };
         insta::assert_snapshot!(run_view(&view));
+    }
+
+    #[test]
+    fn agent_progress_reads_in_one_line() {
+        let view = crate::model::AgentView {
+            agent: crate::agents::Agent::Codex,
+            session_id: Some("t1".into()),
+            current: Some("running `cargo test --workspace`".into()),
+            turns: 4,
+            commands_run: 3,
+            last_command: Some("cargo test".into()),
+            files_changed: 2,
+            usage: crate::agents::Usage {
+                input_tokens: 12_345,
+                output_tokens: 678,
+                ..Default::default()
+            },
+        };
+        assert_eq!(
+            agent_line(&view),
+            "codex: running `cargo test --workspace` · 3 command(s) · 2 file(s) · 12k in · 678 out"
+        );
     }
 
     #[test]

@@ -226,8 +226,18 @@ impl Carrier<'_> {
                 token: &token,
             },
         )?;
-        let why =
-            (attempt > 1).then(|| format!("attempt {attempt}: {} finding(s) to fix", rework.len()));
+        // An agent's rework continues its own session, when an earlier attempt reported one.
+        let resume = match task.worker.kind.agent() {
+            Some(_) if !rework.is_empty() => self.store().agent_session(self.run_id, &task.id)?,
+            _ => None,
+        };
+        let why = (attempt > 1).then(|| match &resume {
+            Some(_) => format!(
+                "attempt {attempt}: {} finding(s) to fix, in the agent's same session",
+                rework.len()
+            ),
+            None => format!("attempt {attempt}: {} finding(s) to fix", rework.len()),
+        });
         self.transition(&task.id, attempt, TaskState::Running, why)?;
 
         let context = run_worker::AttemptContext {
@@ -240,15 +250,51 @@ impl Carrier<'_> {
             checkout: &self.repo.workdir,
             token: &token,
             rework,
+            resume: resume.as_deref(),
+            agent_home: &self.layout.agent_home(self.run_id, &task.id),
+            rules: self.rules,
         };
-        let outcome = run_worker::run_worker(task, self.policy, &context, cancel, |pid| {
-            if let Err(error) = self
-                .store()
-                .set_attempt_pid(self.run_id, &task.id, attempt, pid)
-            {
-                tracing::warn!("cannot record the worker's pid: {error}");
+        let mut stored_at: Option<std::time::Instant> = None;
+        let mut on_progress = |summary: &crate::agents::tally::AgentSummary| {
+            // Live progress for `ccfan status` in other processes: at most once a second.
+            if stored_at.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1)) {
+                stored_at = Some(std::time::Instant::now());
+                if let Err(error) =
+                    self.store()
+                        .set_attempt_agent(self.run_id, &task.id, attempt, summary)
+                {
+                    tracing::warn!("cannot record agent progress: {error}");
+                }
             }
-        })?;
+            self.sink.emit(Event::WorkerProgress {
+                task_id: task.id.clone(),
+                attempt,
+                progress: Box::new(summary.clone()),
+            });
+        };
+        let ran = run_worker::run_worker(
+            task,
+            self.policy,
+            &context,
+            cancel,
+            |pid| {
+                if let Err(error) = self
+                    .store()
+                    .set_attempt_pid(self.run_id, &task.id, attempt, pid)
+                {
+                    tracing::warn!("cannot record the worker's pid: {error}");
+                }
+            },
+            &mut on_progress,
+        )?;
+        let outcome = ran.outcome;
+        if let Some(summary) = &ran.agent {
+            let mut store = self.store();
+            store.set_attempt_agent(self.run_id, &task.id, attempt, summary)?;
+            if let Some(session) = &summary.session_id {
+                store.set_agent_session(self.run_id, &task.id, session)?;
+            }
+        }
         let facts = record::AttemptFacts {
             run_id: self.run_id,
             task_id: &task.id,
@@ -332,6 +378,7 @@ impl Carrier<'_> {
         if state == TaskState::Cancelled {
             // No gate for a cancelled attempt, but what it printed is still scrubbed of secrets.
             super::verify::secrets::scrub_log(self.rules, &log, &[]);
+            super::verify::secrets::scrub_log(self.rules, &run_worker::events_path(&dir), &[]);
             self.transition(&task.id, attempt, state, notes)?;
             return Ok(None);
         }

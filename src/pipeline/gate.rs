@@ -108,10 +108,12 @@ impl Gate<'_> {
             context: format!("cannot create {}", artifacts.display()),
             source,
         })?;
+        let agent = super::run_worker::read_agent(attempt.dir);
         let final_report = match policy.gate.completeness {
             _ if attempt.landing => None,
-            Completeness::Off | Completeness::Auto => None,
-            Completeness::On => Some(
+            Completeness::Off => None,
+            Completeness::Auto if attempt.task.worker.kind.agent().is_none() => None,
+            Completeness::Auto | Completeness::On => Some(
                 crate::util::read_regular(
                     &final_report_path(attempt.dir),
                     crate::util::MAX_WORKER_FILE,
@@ -145,6 +147,7 @@ impl Gate<'_> {
             } else {
                 vec![
                     attempt.dir.join("worker.log"),
+                    super::run_worker::events_path(attempt.dir),
                     final_report_path(attempt.dir),
                 ]
             },
@@ -158,7 +161,7 @@ impl Gate<'_> {
         })?;
         report
             .stages
-            .insert(0, worker_stage(attempt.exit, attempt.tampered));
+            .insert(0, worker_stage(attempt.exit, attempt.tampered, agent.as_ref()));
         scrub_report(&mut report, rules);
         let path = artifacts.join("verify.json");
         let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
@@ -190,8 +193,14 @@ fn scrub_report(report: &mut VerifyReport, rules: &RulePack) {
     }
 }
 
-/// The worker stage: an attempt whose worker did not exit 0 is a blocking (reworkable) finding.
-fn worker_stage(exit: Option<&ExitStatus>, tampered: &[String]) -> StageReport {
+/// The worker stage: an attempt whose worker did not exit 0 is a blocking (reworkable) finding; so is what an
+/// agent reported going wrong (a failed turn, an API error, its turns used up, a stream cut short), and its
+/// denied tool calls are warnings.
+fn worker_stage(
+    exit: Option<&ExitStatus>,
+    tampered: &[String],
+    agent: Option<&crate::agents::tally::AgentSummary>,
+) -> StageReport {
     let finding = match exit {
         Some(ExitStatus::Code { code: 0 }) => None,
         Some(ExitStatus::TimedOut) => Some((
@@ -218,6 +227,15 @@ fn worker_stage(exit: Option<&ExitStatus>, tampered: &[String]) -> StageReport {
         .into_iter()
         .map(|(rule, message)| Finding::error(Stage::Worker, rule, message))
         .collect();
+    if let (Some(agent), Some(exit)) = (agent, exit) {
+        findings.extend(agent.problems(exit).into_iter().map(|problem| {
+            if problem.blocking {
+                Finding::error(Stage::Worker, problem.rule, problem.message)
+            } else {
+                Finding::warning(Stage::Worker, problem.rule, problem.message)
+            }
+        }));
+    }
     for what in tampered {
         findings.push(Finding::error(
             Stage::Worker,
@@ -227,10 +245,10 @@ fn worker_stage(exit: Option<&ExitStatus>, tampered: &[String]) -> StageReport {
             ),
         ));
     }
-    let status = if findings.is_empty() {
-        StageStatus::Pass
-    } else {
+    let status = if findings.iter().any(Finding::is_blocking) {
         StageStatus::Fail
+    } else {
+        StageStatus::Pass
     };
     StageReport {
         stage: Stage::Worker,

@@ -175,6 +175,13 @@ fn collect_task(
     git::remove_worktree(repo, &task.worktree)?;
     git::delete_branch(repo, &task.branch)?;
     store.set_removed(&run.id, &task.id)?;
+    // An agent's private home holds a copy of its credentials: it goes with the worktree.
+    let home = crate::paths::StateLayout::of(repo).agent_home(&run.id, &task.id);
+    if home.is_dir()
+        && let Err(error) = std::fs::remove_dir_all(&home)
+    {
+        tracing::warn!("cannot remove {}: {error}", home.display());
+    }
     // The run's folder goes once its last worktree has (remove_dir only removes empty folders).
     if let Some(run_folder) = task.worktree.parent() {
         let _ = std::fs::remove_dir(run_folder);

@@ -1,12 +1,18 @@
 //! Stage 3, run: start the task's worker in its worktree through the sandbox door, with the `CCFAN_*` variables
 //! and the task file, its output in the attempt's log (never on ccfan's stdout), a timeout and a whole-tree kill.
+//! An agent worker (Codex, Claude Code) also gets its prompt, a private home, and its event stream read live
+//! into progress and usage.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use crate::model::{TaskFileDoc, TaskSpec, WorkerKind};
+use crate::agents::tally::{AgentSummary, Tally};
+use crate::agents::{self, Agent, probe, prompt};
+use crate::model::{AgentConfig, TaskFileDoc, TaskSpec, WorkerKind};
 use crate::policy::Policy;
-use crate::sandbox::{self, Launch, Outcome, SandboxError, SandboxPolicy, Tree};
+use crate::sandbox::{self, EventStream, Launch, Outcome, SandboxError, SandboxPolicy, Tree};
+use crate::secrets::RulePack;
 
 /// Where an attempt happens and what it is called.
 #[derive(Debug, Clone)]
@@ -29,6 +35,21 @@ pub struct AttemptContext<'a> {
     pub token: &'a str,
     /// Findings of the previous attempt to fix (empty on a first attempt).
     pub rework: &'a [crate::report::Finding],
+    /// The agent session to resume (a rework of an agent worker whose earlier attempt reported one).
+    pub resume: Option<&'a str>,
+    /// The task's private agent home (agent workers).
+    pub agent_home: &'a Path,
+    /// Redacts what the agent said before it is stored or shown.
+    pub rules: &'a RulePack,
+}
+
+/// How a worker's attempt ended, with what its agent reported (agent workers).
+#[derive(Debug, Clone)]
+pub struct WorkerRun {
+    /// The process's end.
+    pub outcome: Outcome,
+    /// The agent's summary (redacted).
+    pub agent: Option<AgentSummary>,
 }
 
 /// Errors before a worker could be supervised.
@@ -58,14 +79,25 @@ pub fn log_path(dir: &Path) -> PathBuf {
     dir.join("worker.log")
 }
 
-/// Writes the task file and runs the worker to its end.
+/// The agent's raw event stream (agent workers; scrubbed of secrets like the log).
+pub fn events_path(dir: &Path) -> PathBuf {
+    dir.join("events.jsonl")
+}
+
+/// The agent's summary of the attempt.
+pub fn agent_path(dir: &Path) -> PathBuf {
+    dir.join("agent.json")
+}
+
+/// Writes the task file and runs the worker to its end. `on_progress` sees the agent's summary as it changes.
 pub fn run_worker(
     task: &TaskSpec,
     policy: &Policy,
     context: &AttemptContext<'_>,
     cancel: &AtomicBool,
     on_spawn: impl FnOnce(u32),
-) -> Result<Outcome, RunWorkerError> {
+    on_progress: &mut dyn FnMut(&AgentSummary),
+) -> Result<WorkerRun, RunWorkerError> {
     let task_file = context.dir.join("task.json");
     let doc = TaskFileDoc {
         schema: 1,
@@ -84,16 +116,13 @@ pub fn run_worker(
             .collect(),
     };
     let json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-    std::fs::write(&task_file, json).map_err(|source| RunWorkerError::TaskFile {
-        path: task_file.clone(),
-        source,
-    })?;
-
+    write(&task_file, &json)?;
     let outbox = outbox(context.dir);
     std::fs::create_dir_all(&outbox).map_err(|source| RunWorkerError::TaskFile {
         path: outbox.clone(),
         source,
     })?;
+    let report_file = outbox.join(super::gate::FINAL_REPORT);
     let lossy = |path: &Path| path.to_string_lossy().into_owned();
     let extra = [
         ("CCFAN_RUN_ID".to_string(), context.run_id.to_string()),
@@ -102,34 +131,148 @@ pub fn run_worker(
         ("CCFAN_WORKTREE".to_string(), lossy(context.worktree)),
         ("CCFAN_BASE_SHA".to_string(), context.base_sha.to_string()),
         ("CCFAN_TASK_FILE".to_string(), lossy(&task_file)),
-        (
-            "CCFAN_REPORT_FILE".to_string(),
-            lossy(&outbox.join(super::gate::FINAL_REPORT)),
-        ),
+        ("CCFAN_REPORT_FILE".to_string(), lossy(&report_file)),
     ];
-    let argv = match &task.worker.kind {
-        WorkerKind::Command { argv } => argv,
-    };
+    let mut env = sandbox::worker_env(&policy.sandbox, &task.worker, &extra);
+    let mut sandbox_policy = SandboxPolicy::for_worker(
+        &policy.sandbox,
+        &task.worker,
+        Tree {
+            worktree: context.worktree,
+            common_dir: context.common_dir,
+            checkout: context.checkout,
+            outbox: Some(&outbox),
+        },
+        task.timeout,
+        policy.log_limit,
+    );
     let log = log_path(context.dir);
-    let launch = Launch {
-        argv,
-        cwd: context.worktree,
-        env: sandbox::worker_env(&policy.sandbox, &task.worker, &extra),
-        log_path: &log,
-        token: context.token,
-        cancel,
-        sandbox: &SandboxPolicy::for_worker(
-            &policy.sandbox,
-            &task.worker,
-            Tree {
-                worktree: context.worktree,
-                common_dir: context.common_dir,
-                checkout: context.checkout,
-                outbox: Some(&outbox),
-            },
-            task.timeout,
-            policy.log_limit,
-        ),
+    let (agent, config) = match &task.worker.kind {
+        WorkerKind::Command { argv } => {
+            let launch = Launch {
+                argv,
+                cwd: context.worktree,
+                env,
+                log_path: &log,
+                token: context.token,
+                cancel,
+                sandbox: &sandbox_policy,
+                stream: None,
+            };
+            return Ok(WorkerRun {
+                outcome: sandbox::run(launch, on_spawn)?,
+                agent: None,
+            });
+        }
+        WorkerKind::Codex(config) => (Agent::Codex, config),
+        WorkerKind::Claude(config) => (Agent::Claude, config),
     };
-    Ok(sandbox::run(launch, on_spawn)?)
+    // Agent workers: the binary must have every flag ccfan uses.
+    let probed = probe::probe(agent, &config.program, &env);
+    let (Some(program), None) = (&probed.path, &probed.problem) else {
+        let message = probed
+            .problem
+            .unwrap_or_else(|| format!("{agent}: not found"));
+        let _ = std::fs::write(&log, format!("ccfan: {message}\n"));
+        return Ok(WorkerRun {
+            outcome: Outcome::not_started(message),
+            agent: None,
+        });
+    };
+    let (variable, home) =
+        agents::home::prepare(agent, context.agent_home, &env).map_err(|source| {
+            RunWorkerError::TaskFile {
+                path: context.agent_home.to_path_buf(),
+                source,
+            }
+        })?;
+    set_env(&mut env, variable, home.as_os_str());
+    if agent == Agent::Claude {
+        // ccfan's sandbox is the boundary; Claude Code refuses to bypass its permission prompts as root without it.
+        set_env(&mut env, "IS_SANDBOX", "1".as_ref());
+        set_env(&mut env, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".as_ref());
+        set_env(&mut env, "DISABLE_AUTOUPDATER", "1".as_ref());
+    }
+    sandbox_policy.writable.push(crate::paths::real_path(context.agent_home));
+    let text = match context.resume {
+        Some(_) => prompt::rework(task, context.attempt, context.rework),
+        None => prompt::first(task, context.attempt, context.rework),
+    };
+    let resolved = AgentConfig {
+        program: program.to_string_lossy().into_owned(),
+        ..config.clone()
+    };
+    let argv = agent.argv(&resolved, &text, context.resume);
+    let mut tally = Tally::new(agent, context.worktree, config.max_turns, context.resume.is_some());
+    let mut on_line = |line: &str| {
+        let mut stop = None;
+        let mut changed = false;
+        for event in agent.parse_line(line) {
+            changed |= !matches!(
+                event,
+                agents::AgentEvent::Unknown { .. } | agents::AgentEvent::Unparsable
+            );
+            if let Some(reason) = tally.observe(event) {
+                stop.get_or_insert(reason);
+            }
+        }
+        if changed {
+            let mut snapshot = tally.summary().clone();
+            snapshot.redact(|text| context.rules.redact_text(text));
+            on_progress(&snapshot);
+        }
+        stop
+    };
+    let events = events_path(context.dir);
+    let outcome = sandbox::run(
+        Launch {
+            argv: &argv,
+            cwd: context.worktree,
+            env,
+            log_path: &log,
+            token: context.token,
+            cancel,
+            sandbox: &sandbox_policy,
+            stream: Some(EventStream {
+                path: &events,
+                on_line: &mut on_line,
+            }),
+        },
+        on_spawn,
+    )?;
+    drop(on_line);
+    let mut summary = tally.finish();
+    summary.redact(|text| context.rules.redact_text(text));
+    write(
+        &agent_path(context.dir),
+        &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+    )?;
+    // The agent's last message is its final report, unless it wrote one itself.
+    if let Some(message) = &summary.final_message
+        && std::fs::metadata(&report_file).map_or(true, |meta| meta.len() == 0)
+    {
+        write(&report_file, message.as_bytes())?;
+    }
+    Ok(WorkerRun {
+        outcome,
+        agent: Some(summary),
+    })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), RunWorkerError> {
+    std::fs::write(path, bytes).map_err(|source| RunWorkerError::TaskFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn set_env(env: &mut Vec<(OsString, OsString)>, name: &str, value: &std::ffi::OsStr) {
+    env.retain(|(key, _)| key != name);
+    env.push((name.into(), value.to_os_string()));
+}
+
+/// Reads an attempt's stored agent summary, if its worker was an agent.
+pub fn read_agent(dir: &Path) -> Option<AgentSummary> {
+    let bytes = crate::util::read_regular(&agent_path(dir), crate::util::MAX_WORKER_FILE).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }

@@ -452,6 +452,40 @@ mod tests {
     }
 
     #[test]
+    fn agent_workers_get_their_defaults_and_reject_command_keys() {
+        let policy = load_text(
+            "[workers.cx]\nkind = \"codex\"\nmodel = \"gpt-5.5\"\nmax_turns = 12\nargs = [\"--ignore-rules\"]\n\
+             [workers.cl]\nkind = \"claude\"\nprogram = \"bin/claude\"\nnetwork = false\n",
+        )
+        .unwrap();
+        let codex = &policy.workers["cx"];
+        let WorkerKind::Codex(config) = &codex.kind else {
+            panic!("{codex:?}");
+        };
+        assert_eq!(config.program, "codex");
+        assert_eq!(config.max_turns, Some(12));
+        assert_eq!(config.args, ["--ignore-rules"]);
+        assert_eq!(codex.network, Some(true), "agents reach their model by default");
+        assert!(codex.pass_env.iter().any(|name| name == "CODEX_API_KEY"));
+        let claude = &policy.workers["cl"];
+        let WorkerKind::Claude(config) = &claude.kind else {
+            panic!("{claude:?}");
+        };
+        assert!(Path::new(&config.program).is_absolute(), "relative to the policy file");
+        assert_eq!(claude.network, Some(false));
+        assert!(claude.pass_env.iter().any(|name| name == "ANTHROPIC_API_KEY"));
+
+        for (text, key) in [
+            ("[workers.x]\nkind = \"codex\"\ncommand = [\"codex\"]\n", "workers.x.command"),
+            ("[workers.x]\nkind = \"claude\"\nmax_turns = 0\n", "workers.x.max_turns"),
+            ("[workers.x]\nkind = \"command\"\ncommand = [\"a\"]\nmodel = \"m\"\n", "workers.x.model"),
+        ] {
+            let error = load_text(text).unwrap_err().to_string();
+            assert!(error.contains(key), "{error}");
+        }
+    }
+
+    #[test]
     fn user_file_overrides_preset() {
         let policy = load_text(
             "[run]\njobs = 3\ntimeout = \"90s\"\nworker = \"w\"\n[workers.w]\nkind = \"command\"\ncommand = [\"./w.sh\"]\n",
@@ -459,7 +493,9 @@ mod tests {
         .unwrap();
         assert_eq!(policy.jobs, Some(3));
         assert_eq!(policy.timeout, Duration::from_secs(90));
-        let WorkerKind::Command { argv } = &policy.workers["w"].kind;
+        let WorkerKind::Command { argv } = &policy.workers["w"].kind else {
+            panic!("a command worker");
+        };
         assert!(
             argv[0].ends_with("/./w.sh") || argv[0].ends_with("/w.sh"),
             "{argv:?}"

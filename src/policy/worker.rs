@@ -9,7 +9,8 @@ use toml::Spanned;
 
 use super::duration;
 use crate::input::InputError;
-use crate::model::{WorkerKind, WorkerProfile};
+use crate::agents::Agent;
+use crate::model::{AgentConfig, WorkerKind, WorkerProfile};
 
 /// A `[workers.NAME]` table, as written in a policy or a tasks file.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +26,10 @@ pub struct WorkerSection {
     network: Option<bool>,
     #[serde(default)]
     writable: Vec<String>,
+    program: Option<Spanned<String>>,
+    model: Option<String>,
+    args: Option<Spanned<Vec<String>>>,
+    max_turns: Option<Spanned<u32>>,
 }
 
 impl WorkerSection {
@@ -47,6 +52,7 @@ impl WorkerSection {
         }
         let kind = match self.kind.get_ref().as_str() {
             "command" => {
+                self.reject_agent_keys(&key, file, source)?;
                 let Some(command) = &self.command else {
                     return Err(InputError::new(file, "a command worker needs `command`")
                         .key(format!("{key}.command"))
@@ -66,15 +72,28 @@ impl WorkerSection {
                 }
                 WorkerKind::Command { argv }
             }
+            "codex" => WorkerKind::Codex(self.agent_config(Agent::Codex, &key, file, source, base_dir)?),
+            "claude" => {
+                WorkerKind::Claude(self.agent_config(Agent::Claude, &key, file, source, base_dir)?)
+            }
             other => {
                 return Err(
                     InputError::new(file, format!("unknown worker kind `{other}`"))
                         .key(format!("{key}.kind"))
                         .at_offset(source, Some(self.kind.span().start))
-                        .fix(r#"write kind = "command""#),
+                        .fix(r#"write kind = "command", "codex" or "claude""#),
                 );
             }
         };
+        let agent = kind.agent().map(|(agent, _)| agent);
+        let mut pass_env = self.pass_env.clone();
+        if let Some(agent) = agent {
+            for name in agent.default_pass_env() {
+                if !pass_env.iter().any(|known| known == name) {
+                    pass_env.push((*name).to_string());
+                }
+            }
+        }
         let timeout = self
             .timeout
             .as_ref()
@@ -89,13 +108,89 @@ impl WorkerSection {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            pass_env: self.pass_env.clone(),
-            network: self.network,
+            pass_env,
+            // An agent reaches its model over the network unless its profile says otherwise.
+            network: self.network.or(agent.map(|_| true)),
             writable: self
                 .writable
                 .iter()
                 .map(|path| super::sandbox::expand_path(path, base_dir))
                 .collect(),
+        })
+    }
+
+    fn reject_agent_keys(&self, key: &str, file: &Path, source: &str) -> Result<(), InputError> {
+        let spans = [
+            ("program", self.program.as_ref().map(|v| v.span().start)),
+            ("model", self.model.as_ref().map(|_| self.kind.span().start)),
+            ("args", self.args.as_ref().map(|v| v.span().start)),
+            ("max_turns", self.max_turns.as_ref().map(|v| v.span().start)),
+        ];
+        match spans.into_iter().find(|(_, span)| span.is_some()) {
+            Some((name, span)) => Err(InputError::new(
+                file,
+                format!("`{name}` belongs to agent workers (kind = \"codex\" or \"claude\")"),
+            )
+            .key(format!("{key}.{name}"))
+            .at_offset(source, span)
+            .fix("remove it, or put the program and its arguments in `command`")),
+            None => Ok(()),
+        }
+    }
+
+    fn agent_config(
+        &self,
+        agent: Agent,
+        key: &str,
+        file: &Path,
+        source: &str,
+        base_dir: &Path,
+    ) -> Result<AgentConfig, InputError> {
+        if let Some(command) = &self.command {
+            return Err(InputError::new(
+                file,
+                format!("a {agent} worker is started by ccfan; it takes no `command`"),
+            )
+            .key(format!("{key}.command"))
+            .at_offset(source, Some(command.span().start))
+            .fix(format!(
+                "remove `command`; use `program` for the path of the `{agent}` binary and `args` for extra flags"
+            )));
+        }
+        let program = match &self.program {
+            None => agent.default_program().to_string(),
+            Some(program) if program.get_ref().trim().is_empty() => {
+                return Err(InputError::new(file, "`program` must not be empty")
+                    .key(format!("{key}.program"))
+                    .at_offset(source, Some(program.span().start))
+                    .fix(format!("write program = \"{}\" or a path", agent.default_program())));
+            }
+            Some(program) => {
+                let path = Path::new(program.get_ref().as_str());
+                if program.get_ref().contains('/') && path.is_relative() {
+                    base_dir.join(path).to_string_lossy().into_owned()
+                } else {
+                    program.get_ref().clone()
+                }
+            }
+        };
+        if let Some(turns) = &self.max_turns
+            && *turns.get_ref() == 0
+        {
+            return Err(InputError::new(file, "`max_turns` must be at least 1")
+                .key(format!("{key}.max_turns"))
+                .at_offset(source, Some(turns.span().start))
+                .fix("write max_turns = 30, say, or leave it out for no limit"));
+        }
+        Ok(AgentConfig {
+            program,
+            model: self.model.clone(),
+            args: self
+                .args
+                .as_ref()
+                .map(|args| args.get_ref().clone())
+                .unwrap_or_default(),
+            max_turns: self.max_turns.as_ref().map(|turns| *turns.get_ref()),
         })
     }
 }

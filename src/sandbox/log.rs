@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// The longest line handed on from an event stream (the rest of it is dropped).
+pub const MAX_LINE: usize = 16 << 20;
+
 /// The log file being written.
 pub struct CappedLog {
     file: File,
@@ -36,7 +39,17 @@ impl CappedLog {
     }
 
     /// Starts draining `reader` into the log on a thread of its own.
-    pub fn pump(self, mut reader: std::io::PipeReader) -> Pump {
+    pub fn pump(self, reader: std::io::PipeReader) -> Pump {
+        self.pump_lines(reader, None)
+    }
+
+    /// [`CappedLog::pump`], also sending every line (the last one even without its newline; a line longer than
+    /// [`MAX_LINE`] is cut there) to `lines`, whatever the cap kept of it in the file.
+    pub fn pump_lines(
+        self,
+        mut reader: std::io::PipeReader,
+        lines: Option<mpsc::Sender<String>>,
+    ) -> Pump {
         let (sender, done) = mpsc::channel();
         let CappedLog { mut file, limit } = self;
         let seen = Arc::new(AtomicU64::new(0));
@@ -44,6 +57,13 @@ impl CappedLog {
         std::thread::spawn(move || {
             let mut total: u64 = 0;
             let mut buffer = vec![0u8; 64 * 1024];
+            let mut line: Vec<u8> = Vec::new();
+            let send = |line: &mut Vec<u8>| {
+                if let Some(lines) = &lines {
+                    let _ = lines.send(String::from_utf8_lossy(line).into_owned());
+                }
+                line.clear();
+            };
             loop {
                 let read = match reader.read(&mut buffer) {
                     Ok(0) => break,
@@ -58,6 +78,18 @@ impl CappedLog {
                 }
                 total += read as u64;
                 shared.store(total, Ordering::Relaxed);
+                if lines.is_some() {
+                    for &byte in &buffer[..read] {
+                        if byte == b'\n' {
+                            send(&mut line);
+                        } else if line.len() < MAX_LINE {
+                            line.push(byte);
+                        }
+                    }
+                }
+            }
+            if !line.is_empty() {
+                send(&mut line);
             }
             let capped = total > limit;
             if capped {
@@ -104,5 +136,21 @@ mod tests {
             text.starts_with("0123456789\n[ccfan: output capped at 10 bytes; 6 more"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn lines_reach_the_sender_even_past_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stream");
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let (sender, lines) = mpsc::channel();
+        let pump = CappedLog::create(&path, 8)
+            .unwrap()
+            .pump_lines(reader, Some(sender));
+        writer.write_all(b"{\"a\":1}\n{\"b\":2}\npartial").unwrap();
+        drop(writer);
+        assert_eq!(pump.finish(Duration::from_secs(5)), (23, true));
+        let got: Vec<String> = lines.try_iter().collect();
+        assert_eq!(got, ["{\"a\":1}", "{\"b\":2}", "partial"]);
     }
 }

@@ -9,6 +9,7 @@ mod cgroup;
 pub mod doctor;
 mod landlock;
 mod log;
+pub mod probe;
 pub mod proc;
 mod seccomp;
 mod spec;
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use backend::{Backend, Selected, Unavailable, select};
-pub use spec::{SandboxPolicy, Tree, command_env, worker_env};
+pub use spec::{SandboxPolicy, Tree, command_env, resolve_program, worker_env};
 
 use crate::model::ExitStatus;
 
@@ -64,6 +65,24 @@ pub enum SandboxError {
     },
 }
 
+/// A worker whose stdout is an event stream (an agent CLI's JSONL): kept apart from stderr, in its own capped
+/// file, each line handed to `on_line` while the worker runs. `on_line` returns why the worker must stop, when a
+/// line shows it went past a limit ccfan enforces.
+pub struct EventStream<'a> {
+    /// Where the stream is kept.
+    pub path: &'a Path,
+    /// Called on ccfan's supervising thread for every line, in order.
+    pub on_line: &'a mut (dyn FnMut(&str) -> Option<String> + 'a),
+}
+
+impl std::fmt::Debug for EventStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What to run and how.
 #[derive(Debug)]
 pub struct Launch<'a> {
@@ -81,6 +100,8 @@ pub struct Launch<'a> {
     pub cancel: &'a AtomicBool,
     /// What the sandbox allows and limits.
     pub sandbox: &'a SandboxPolicy,
+    /// Set when stdout is an event stream rather than part of the log.
+    pub stream: Option<EventStream<'a>>,
 }
 
 /// How a supervised process ended.
@@ -100,6 +121,21 @@ pub struct Outcome {
     pub backend: &'static str,
     /// Limits it ran into, and limits this machine could not enforce.
     pub notes: Vec<String>,
+}
+
+impl Outcome {
+    /// The outcome of a worker ccfan refused to start (its binary is missing or lacks a flag ccfan needs).
+    pub fn not_started(message: String) -> Outcome {
+        Outcome {
+            exit: ExitStatus::SpawnFailed { message },
+            output_bytes: 0,
+            log_capped: false,
+            duration: Duration::ZERO,
+            leftovers_killed: 0,
+            backend: "not started",
+            notes: Vec::new(),
+        }
+    }
 }
 
 /// A private temporary folder on the host (the Landlock and `none` backends; bubblewrap uses a tmpfs): made
@@ -240,8 +276,9 @@ fn bwrap_error(log: &Path) -> String {
 
 /// Runs `launch` to its end (exit, timeout, output limit or cancel) inside the sandbox its policy asks for,
 /// then makes sure no process of its tree survives. Fails closed when that sandbox cannot run here.
-pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, SandboxError> {
+pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, SandboxError> {
     let started = Instant::now();
+    let mut stream = launch.stream.take();
     let selected = select(launch.sandbox.backend)?.backend;
     let Some((program, args)) = launch.argv.split_first() else {
         return Ok(spawn_failed("the command is empty", &selected, started));
@@ -262,8 +299,21 @@ pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, Sa
                 source,
             }
         })?;
-    let (reader, writer) = std::io::pipe().map_err(SandboxError::Pipe)?;
-    let writer_err = writer.try_clone().map_err(SandboxError::Pipe)?;
+    let (reader, writer_err) = std::io::pipe().map_err(SandboxError::Pipe)?;
+    // stdout: the log too, or the event stream's own pipe and file.
+    let (stream_io, writer) = match &stream {
+        None => (None, writer_err.try_clone().map_err(SandboxError::Pipe)?),
+        Some(events) => {
+            let file = log::CappedLog::create(events.path, launch.sandbox.log_limit).map_err(
+                |source| SandboxError::Log {
+                    path: events.path.to_path_buf(),
+                    source,
+                },
+            )?;
+            let (stream_reader, stream_writer) = std::io::pipe().map_err(SandboxError::Pipe)?;
+            (Some((file, stream_reader)), stream_writer)
+        }
+    };
     let cgroups = cgroup::Cgroups::create(launch.token, &limits);
     let mut notes = Vec::new();
     let enforced = cgroups.enforced(&limits);
@@ -308,6 +358,9 @@ pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, Sa
         Err(error) => {
             drop(reader);
             let _ = log.finish();
+            if let Some((file, _)) = stream_io {
+                let _ = file.finish();
+            }
             cgroups.remove();
             return Ok(spawn_failed(
                 &format!("{program}: {error}"),
@@ -319,6 +372,18 @@ pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, Sa
     let pid = child.id();
     on_spawn(pid);
     let pump = log.pump(reader);
+    let (line_sender, lines) = std::sync::mpsc::channel::<String>();
+    let stream_pump = stream_io.map(|(file, stream_reader)| file.pump_lines(stream_reader, Some(line_sender)));
+    let mut limit_hit: Option<String> = None;
+    let take_lines = |stream: &mut Option<EventStream<'_>>, limit_hit: &mut Option<String>| {
+        if let Some(events) = stream.as_mut() {
+            for line in lines.try_iter() {
+                if let Some(reason) = (events.on_line)(&line) {
+                    limit_hit.get_or_insert(reason);
+                }
+            }
+        }
+    };
 
     let deadline = started + launch.sandbox.timeout;
     let mut stopped: Option<ExitStatus> = None;
@@ -333,15 +398,19 @@ pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, Sa
                 return Err(SandboxError::Wait { pid, source });
             }
         }
+        take_lines(&mut stream, &mut limit_hit);
         if stopped.is_none() {
+            let output = pump.bytes() + stream_pump.as_ref().map_or(0, log::Pump::bytes);
             if launch.cancel.load(Ordering::SeqCst) {
                 stopped = Some(ExitStatus::Cancelled);
             } else if Instant::now() >= deadline {
                 stopped = Some(ExitStatus::TimedOut);
-            } else if pump.bytes() > limits.max_output {
+            } else if output > limits.max_output {
                 stopped = Some(ExitStatus::OverLimit {
                     limit: format!("output of {} bytes", limits.max_output),
                 });
+            } else if let Some(limit) = limit_hit.take() {
+                stopped = Some(ExitStatus::OverLimit { limit });
             }
             if stopped.is_some() {
                 proc::terminate_tree(pid, launch.token, &cgroups, GRACE);
@@ -353,7 +422,14 @@ pub fn run(launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, Sa
     };
     // Whatever the worker left running (setsid children, daemons) dies with it.
     let leftovers_killed = proc::kill_tree(pid, launch.token, &cgroups);
-    let (output_bytes, log_capped) = pump.finish(Duration::from_secs(3));
+    let (mut output_bytes, mut log_capped) = pump.finish(Duration::from_secs(3));
+    if let Some(stream_pump) = stream_pump {
+        let (bytes, capped) = stream_pump.finish(Duration::from_secs(3));
+        output_bytes += bytes;
+        log_capped |= capped;
+    }
+    // The lines that arrived after the last poll.
+    take_lines(&mut stream, &mut limit_hit);
     let started_ok = sandbox_started(info);
     let events = cgroups.events();
     let memory_exceeded = cgroups.memory_exceeded();

@@ -2,6 +2,7 @@
 //! transition is written here before it takes effect, so a ccfan killed at any moment can be restarted and tell
 //! the truth; WAL lets `ccfan status` read while a run writes from another process.
 
+mod agents;
 mod control;
 mod runs;
 
@@ -115,7 +116,7 @@ pub(crate) fn query(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError
     }
 }
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -151,6 +152,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     landed_on   TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     forced      TEXT,
+    agent_session TEXT,
     PRIMARY KEY (run_id, id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -169,6 +171,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     pid         INTEGER,
     verdict     TEXT,
     base        TEXT,
+    agent       TEXT,
     PRIMARY KEY (run_id, task_id, n)
 );
 CREATE TABLE IF NOT EXISTS transitions (
@@ -191,6 +194,13 @@ ALTER TABLE tasks ADD COLUMN landed_on TEXT;
 ALTER TABLE tasks ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN forced TEXT;
 ALTER TABLE runs ADD COLUMN no_merge INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Version 4: agent workers — the session a rework resumes, and each attempt's agent summary (progress while it
+/// runs, usage once it ended).
+const MIGRATE_TO_4: &str = "
+ALTER TABLE tasks ADD COLUMN agent_session TEXT;
+ALTER TABLE attempts ADD COLUMN agent TEXT;
 ";
 
 /// An open state database.
@@ -239,6 +249,9 @@ impl Store {
         }
         if (1..=2).contains(&version) {
             conn.execute_batch(MIGRATE_TO_3).map_err(open_error)?;
+        }
+        if (1..=3).contains(&version) {
+            conn.execute_batch(MIGRATE_TO_4).map_err(open_error)?;
         }
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA).map_err(open_error)?;

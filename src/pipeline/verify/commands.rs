@@ -86,6 +86,7 @@ pub fn run(
             spec.timeout,
             policy.log_limit,
         ),
+        stream: None,
     };
     let outcome = sandbox::run(launch, |_| {});
     // Test output may print secrets (from the tree, the environment, anywhere): scan it like a worker's log.

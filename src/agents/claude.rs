@@ -1,0 +1,286 @@
+//! Stage 3 (run worker), Claude Code: the `claude -p --output-format stream-json --verbose` command line (with
+//! `--resume` for a rework), and its stream (`system/init`, `assistant`, `user`, `result`) read into
+//! [`AgentEvent`]s.
+//!
+//! Permissions are bypassed (`--permission-mode bypassPermissions`, with `IS_SANDBOX=1` so it runs as root too):
+//! ccfan's sandbox is the boundary, and a worker that stops to ask would only hang until its timeout.
+
+use serde_json::Value;
+
+use super::{AgentEvent, ResultEvent, Usage, count, json_object, text};
+use crate::model::AgentConfig;
+
+/// Tools that write files (their `file_path` is the file changed).
+const EDIT_TOOLS: [&str; 4] = ["Write", "Edit", "MultiEdit", "NotebookEdit"];
+
+/// `claude -p … PROMPT`, with `--resume SESSION` for a rework.
+pub fn argv(config: &AgentConfig, prompt: &str, resume: Option<&str>) -> Vec<String> {
+    let mut argv = vec![config.program.clone()];
+    argv.extend(
+        [
+            "--print",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--permission-mode",
+            "bypassPermissions",
+        ]
+        .map(String::from),
+    );
+    if let Some(model) = &config.model {
+        argv.extend(["--model".to_string(), model.clone()]);
+    }
+    if let Some(turns) = config.max_turns {
+        argv.extend(["--max-turns".to_string(), turns.to_string()]);
+    }
+    if let Some(session) = resume {
+        argv.extend(["--resume".to_string(), session.to_string()]);
+    }
+    argv.extend(config.args.iter().cloned());
+    argv.push("--".to_string());
+    argv.push(prompt.to_string());
+    argv
+}
+
+/// Reads one line of `claude -p --output-format stream-json` output.
+pub fn parse_line(line: &str) -> Vec<AgentEvent> {
+    if line.trim().is_empty() {
+        return Vec::new();
+    }
+    let Some(map) = json_object(line) else {
+        return vec![AgentEvent::Unparsable];
+    };
+    let event = Value::Object(map);
+    let kind = text(&event, "type").unwrap_or_default();
+    match kind.as_str() {
+        "system" => match text(&event, "subtype").as_deref() {
+            Some("init") => text(&event, "session_id")
+                .map(|id| AgentEvent::Session { id })
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        },
+        "assistant" => blocks(&event)
+            .iter()
+            .filter_map(assistant_block)
+            .collect(),
+        "user" => blocks(&event)
+            .iter()
+            .filter(|block| text(block, "type").as_deref() == Some("tool_result"))
+            .filter_map(|block| {
+                // Pairs with the Bash call of that id; other tools' results are dropped by the tally.
+                Some(AgentEvent::Command {
+                    id: text(block, "tool_use_id")?,
+                    command: String::new(),
+                    exit_code: None,
+                    done: true,
+                })
+            })
+            .collect(),
+        "result" => vec![AgentEvent::Result(result(&event))],
+        _ => vec![AgentEvent::Unknown { kind }],
+    }
+}
+
+fn blocks(event: &Value) -> Vec<Value> {
+    event
+        .pointer("/message/content")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn assistant_block(block: &Value) -> Option<AgentEvent> {
+    match text(block, "type")?.as_str() {
+        "text" => {
+            let text = text(block, "text")?;
+            (!text.trim().is_empty()).then_some(AgentEvent::Message { text })
+        }
+        "tool_use" => {
+            let name = text(block, "name").unwrap_or_default();
+            let input = block.get("input").unwrap_or(&Value::Null);
+            if name == "Bash" {
+                Some(AgentEvent::Command {
+                    id: text(block, "id").unwrap_or_default(),
+                    command: text(input, "command").unwrap_or_default(),
+                    exit_code: None,
+                    done: false,
+                })
+            } else if EDIT_TOOLS.contains(&name.as_str()) {
+                let path = text(input, "file_path").or_else(|| text(input, "notebook_path"))?;
+                Some(AgentEvent::FileChange { paths: vec![path] })
+            } else {
+                Some(AgentEvent::Tool { name })
+            }
+        }
+        _ => None,
+    }
+}
+
+fn result(event: &Value) -> ResultEvent {
+    let usage = event.get("usage").unwrap_or(&Value::Null);
+    let cache_read = count(usage, "cache_read_input_tokens");
+    let cache_write = count(usage, "cache_creation_input_tokens");
+    ResultEvent {
+        is_error: event
+            .get("is_error")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        subtype: text(event, "subtype").unwrap_or_default(),
+        terminal_reason: text(event, "terminal_reason"),
+        api_error_status: event
+            .get("api_error_status")
+            .and_then(Value::as_u64)
+            .and_then(|status| u16::try_from(status).ok()),
+        result: text(event, "result"),
+        errors: event
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        num_turns: event
+            .get("num_turns")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok()),
+        usage: Usage {
+            input_tokens: count(usage, "input_tokens") + cache_read + cache_write,
+            cached_input_tokens: cache_read,
+            output_tokens: count(usage, "output_tokens"),
+            reasoning_output_tokens: usage
+                .pointer("/output_tokens_details/thinking_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            cost_usd: event.get("total_cost_usd").and_then(Value::as_f64),
+        },
+        permission_denials: event
+            .get("permission_denials")
+            .and_then(Value::as_array)
+            .map(|denials| denials.iter().map(denial).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// `Bash: rm -rf build` — the tool and the gist of its input, kept short.
+fn denial(value: &Value) -> String {
+    let tool = text(value, "tool_name").unwrap_or_else(|| "a tool".to_string());
+    let input = value.get("tool_input").unwrap_or(&Value::Null);
+    let gist = text(input, "command")
+        .or_else(|| text(input, "file_path"))
+        .unwrap_or_default();
+    let gist: String = gist.chars().take(120).collect();
+    if gist.is_empty() {
+        tool
+    } else {
+        format!("{tool}: {gist}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transcript(name: &str) -> Vec<AgentEvent> {
+        let path = format!("{}/fixtures/transcripts/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines().flat_map(parse_line).collect()
+    }
+
+    fn final_result(events: &[AgentEvent]) -> &ResultEvent {
+        match events.last() {
+            Some(AgentEvent::Result(result)) => result,
+            other => panic!("no result: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_a_recorded_edit() {
+        let events = transcript("claude-2.1.330-edit.jsonl");
+        assert_eq!(
+            events[0],
+            AgentEvent::Session {
+                id: "c976309a-16b6-4047-b788-de0ed3a02673".into()
+            }
+        );
+        assert!(events.contains(&AgentEvent::Command {
+            id: "toolu_1_0".into(),
+            command: "echo hello from claude > cshell.txt".into(),
+            exit_code: None,
+            done: false,
+        }));
+        assert!(events.contains(&AgentEvent::FileChange {
+            paths: vec!["cnotes.txt".into()]
+        }));
+        let result = final_result(&events);
+        assert!(!result.is_error);
+        assert_eq!(result.num_turns, Some(3));
+        assert_eq!(result.usage.input_tokens, 3006);
+        assert_eq!(result.usage.output_tokens, 126);
+        assert_eq!(result.usage.cost_usd, Some(0.014544));
+        assert!(result.permission_denials.is_empty());
+    }
+
+    #[test]
+    fn an_api_error_is_an_error_whatever_its_subtype() {
+        let result = final_result(&transcript("claude-2.1.330-api-error.jsonl")).clone();
+        assert!(result.is_error);
+        assert_eq!(result.subtype, "success");
+        assert_eq!(result.api_error_status, Some(400));
+        assert_eq!(result.terminal_reason.as_deref(), Some("api_error"));
+        assert_eq!(
+            result.result.as_deref(),
+            Some("API Error: 400 model exploded")
+        );
+    }
+
+    #[test]
+    fn reads_max_turns() {
+        let events = transcript("claude-2.1.330-max-turns.jsonl");
+        let result = final_result(&events);
+        assert_eq!(result.subtype, "error_max_turns");
+        assert_eq!(result.errors, ["Reached maximum number of turns (2)"]);
+    }
+
+    #[test]
+    fn a_truncated_stream_has_no_result() {
+        let events = transcript("derived-claude-truncated.jsonl");
+        assert!(!events.iter().any(|e| matches!(e, AgentEvent::Result(_))));
+        assert!(matches!(events[0], AgentEvent::Session { .. }));
+    }
+
+    #[test]
+    fn denials_are_summarised() {
+        let line = r#"{"type":"result","subtype":"success","is_error":false,"permission_denials":[{"tool_name":"Bash","tool_use_id":"t","tool_input":{"command":"rm -rf /"}}],"session_id":"s"}"#;
+        let events = parse_line(line);
+        assert_eq!(
+            final_result(&events).permission_denials,
+            ["Bash: rm -rf /"]
+        );
+        assert_eq!(parse_line("garbage"), vec![AgentEvent::Unparsable]);
+        assert_eq!(
+            parse_line(r#"{"type":"stream_event","event":{}}"#),
+            vec![AgentEvent::Unknown {
+                kind: "stream_event".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn builds_resume_and_limits() {
+        let config = AgentConfig {
+            program: "/opt/claude".into(),
+            model: None,
+            args: Vec::new(),
+            max_turns: Some(7),
+        };
+        let argv = argv(&config, "fix", Some("sess"));
+        assert_eq!(argv[0], "/opt/claude");
+        for pair in [["--max-turns", "7"], ["--resume", "sess"], ["--", "fix"]] {
+            assert!(argv.windows(2).any(|w| w == pair), "{argv:?}");
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Stage 3 (run worker), agent workers: each task's agent gets a private home (`CODEX_HOME`,
+//! `CLAUDE_CONFIG_DIR`) in ccfan's state, seeded once with copies of the user's agent config and credentials.
+//! The agent writes its sessions there — so a rework can resume them — and never into the user's own `~/.codex`
+//! or `~/.claude`, where a planted hook or MCP server would run on the host the next time the user starts it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::Agent;
+
+/// The files copied from the user's agent home (when they exist), and the variable that points the agent at its
+/// private copy.
+fn layout(agent: Agent) -> (&'static str, &'static str, &'static [&'static str]) {
+    match agent {
+        Agent::Codex => (
+            "CODEX_HOME",
+            ".codex",
+            &["config.toml", "auth.json", "AGENTS.md"],
+        ),
+        Agent::Claude => (
+            "CLAUDE_CONFIG_DIR",
+            ".claude",
+            &[".credentials.json", "settings.json", "CLAUDE.md"],
+        ),
+    }
+}
+
+fn var(env: &[(OsString, OsString)], name: &str) -> Option<PathBuf> {
+    env.iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| PathBuf::from(value))
+        .filter(|path| path.is_absolute())
+}
+
+/// Makes (or reuses) the agent's private home under `root` and returns the variable to set and its folder. The
+/// user's home is found from the worker's environment: the agent's own variable if passed, else `$HOME`.
+pub fn prepare(
+    agent: Agent,
+    root: &Path,
+    env: &[(OsString, OsString)],
+) -> std::io::Result<(&'static str, PathBuf)> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let (variable, default_dir, files) = layout(agent);
+    let home = root.join(agent.name());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&home)?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
+    let user_home = var(env, "HOME");
+    let configured = var(env, variable);
+    let source = configured
+        .clone()
+        .or_else(|| user_home.as_ref().map(|h| h.join(default_dir)));
+    let mut copies: Vec<(PathBuf, PathBuf)> = Vec::new();
+    if let Some(source) = &source {
+        copies.extend(files.iter().map(|f| (source.join(f), home.join(f))));
+    }
+    if agent == Agent::Claude {
+        // Claude Code keeps its account state in `~/.claude.json`, or inside its config dir when one is set.
+        let state = match (&configured, &user_home) {
+            (Some(dir), _) => Some(dir.join(".claude.json")),
+            (None, Some(home)) => Some(home.join(".claude.json")),
+            (None, None) => None,
+        };
+        copies.extend(state.map(|from| (from, home.join(".claude.json"))));
+    }
+    for (from, to) in copies {
+        if to.exists() || !from.is_file() {
+            continue;
+        }
+        std::fs::copy(&from, &to)?;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok((variable, home))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_a_private_copy_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("user");
+        std::fs::create_dir_all(user.join(".codex")).unwrap();
+        std::fs::write(user.join(".codex/config.toml"), "model = \"m\"\n").unwrap();
+        std::fs::write(user.join(".codex/history.jsonl"), "private\n").unwrap();
+        let env = vec![(OsString::from("HOME"), user.clone().into_os_string())];
+        let root = dir.path().join("state/agent-home");
+        let (variable, home) = prepare(Agent::Codex, &root, &env).unwrap();
+        assert_eq!(variable, "CODEX_HOME");
+        assert_eq!(
+            std::fs::read_to_string(home.join("config.toml")).unwrap(),
+            "model = \"m\"\n"
+        );
+        assert!(!home.join("history.jsonl").exists(), "only config and credentials are copied");
+        // The agent's own changes survive the next attempt; the user's file is untouched.
+        std::fs::write(home.join("config.toml"), "changed").unwrap();
+        prepare(Agent::Codex, &root, &env).unwrap();
+        assert_eq!(std::fs::read_to_string(home.join("config.toml")).unwrap(), "changed");
+        assert_eq!(
+            std::fs::read_to_string(user.join(".codex/config.toml")).unwrap(),
+            "model = \"m\"\n"
+        );
+    }
+
+    #[test]
+    fn claude_takes_its_account_file_from_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("user");
+        std::fs::create_dir_all(&user).unwrap();
+        std::fs::write(user.join(".claude.json"), "{}").unwrap();
+        let env = vec![(OsString::from("HOME"), user.into_os_string())];
+        let (variable, home) = prepare(Agent::Claude, &dir.path().join("h"), &env).unwrap();
+        assert_eq!(variable, "CLAUDE_CONFIG_DIR");
+        assert!(home.join(".claude.json").is_file());
+    }
+}

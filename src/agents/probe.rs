@@ -1,0 +1,191 @@
+//! Stage 3 (run worker), agent workers: before the first attempt, ask the agent binary once for its version and
+//! help, and check that every flag ccfan drives it with exists — a clear "codex 0.30 lacks `exec --json`" beats a
+//! worker that dies on an unknown flag. `ccfan doctor` shows the same report.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::Agent;
+use crate::sandbox;
+
+/// How long a `--version` or `--help` may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What ccfan found out about an agent binary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeReport {
+    /// Which agent.
+    pub agent: Agent,
+    /// The program as configured.
+    pub program: String,
+    /// Where it was found, if anywhere.
+    pub path: Option<PathBuf>,
+    /// Its version, when it answered.
+    pub version: Option<String>,
+    /// Flags ccfan needs that its help does not list.
+    pub missing_flags: Vec<String>,
+    /// Why it cannot be used, when it cannot.
+    pub problem: Option<String>,
+}
+
+impl ProbeReport {
+    /// Whether ccfan can drive it.
+    pub fn usable(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// The flags ccfan uses, and which help text (arguments after the program) must list them.
+fn needs(agent: Agent) -> (&'static [&'static str], &'static [&'static str]) {
+    match agent {
+        Agent::Codex => (
+            &["exec", "--help"],
+            &["--json", "--skip-git-repo-check", "--config", "resume"],
+        ),
+        Agent::Claude => (
+            &["--help"],
+            &[
+                "--print",
+                "--output-format",
+                "--verbose",
+                "--resume",
+                "--permission-mode",
+            ],
+        ),
+    }
+}
+
+type Cache = Mutex<HashMap<(Agent, PathBuf), ProbeReport>>;
+
+fn cache() -> &'static Cache {
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Cache::default)
+}
+
+/// Probes `program` (looked up on the `PATH` of `env`), once per binary per process.
+pub fn probe(agent: Agent, program: &str, env: &[(OsString, OsString)]) -> ProbeReport {
+    let mut report = ProbeReport {
+        agent,
+        program: program.to_string(),
+        path: None,
+        version: None,
+        missing_flags: Vec::new(),
+        problem: None,
+    };
+    let Some(path) = sandbox::resolve_program(program, Path::new("/"), env) else {
+        report.problem = Some(format!(
+            "`{program}` is not on the worker's PATH; install it (`{}`) or set `program` in the worker profile",
+            agent.install_hint()
+        ));
+        return report;
+    };
+    report.path = Some(path.clone());
+    let key = (agent, path.clone());
+    if let Some(known) = cache()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return ProbeReport {
+            program: program.to_string(),
+            ..known.clone()
+        };
+    }
+    let probe_env: Vec<(OsString, OsString)> = env
+        .iter()
+        .filter(|(name, _)| name == "PATH" || name == "HOME")
+        .cloned()
+        .collect();
+    match sandbox::probe::capture(&path, &["--version"], &probe_env, PROBE_TIMEOUT) {
+        Ok(text) => report.version = parse_version(&text),
+        Err(error) => report.problem = Some(format!("it does not run: {error}")),
+    }
+    if report.problem.is_none() {
+        let (help, flags) = needs(agent);
+        match sandbox::probe::capture(&path, help, &probe_env, PROBE_TIMEOUT) {
+            Ok(text) => {
+                report.missing_flags = missing(&text, flags);
+                if !report.missing_flags.is_empty() {
+                    report.problem = Some(format!(
+                        "{agent} {} lacks {} that ccfan drives it with (`{} {}`); upgrade it (`{}`)",
+                        report.version.as_deref().unwrap_or("(unknown version)"),
+                        report
+                            .missing_flags
+                            .iter()
+                            .map(|f| format!("`{f}`"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        program,
+                        help.join(" "),
+                        agent.install_hint()
+                    ));
+                }
+            }
+            Err(error) => report.problem = Some(format!("its help does not run: {error}")),
+        }
+    }
+    cache()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key, report.clone());
+    report
+}
+
+/// The first word that looks like a version: `codex-cli 0.169.0` → `0.169.0`.
+fn parse_version(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|word| {
+            word.chars().next().is_some_and(|c| c.is_ascii_digit()) && word.contains('.')
+        })
+        .map(|word| word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string())
+}
+
+/// Flags from `flags` that `help` does not mention as a whole word.
+fn missing(help: &str, flags: &[&str]) -> Vec<String> {
+    flags
+        .iter()
+        .filter(|flag| {
+            !help.match_indices(**flag).any(|(at, _)| {
+                let after = help[at + flag.len()..].chars().next();
+                !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            })
+        })
+        .map(|flag| (*flag).to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_flags_are_read_from_help() {
+        assert_eq!(parse_version("codex-cli 0.169.0\n").as_deref(), Some("0.169.0"));
+        assert_eq!(
+            parse_version("2.1.330 (Claude Code)").as_deref(),
+            Some("2.1.330")
+        );
+        assert_eq!(parse_version("no version here"), None);
+        let help = "  --json  Print events\n  --jsonl-out x\n  --verbose-ish\n";
+        assert_eq!(
+            missing(help, &["--json", "--verbose", "--print"]),
+            ["--verbose", "--print"]
+        );
+    }
+
+    #[test]
+    fn a_missing_binary_says_how_to_install_it() {
+        let env = vec![(OsString::from("PATH"), OsString::from("/nonexistent"))];
+        let report = probe(Agent::Codex, "codex", &env);
+        assert!(!report.usable());
+        assert!(
+            report.problem.unwrap().contains("npm install -g @openai/codex"),
+            "install hint"
+        );
+    }
+}

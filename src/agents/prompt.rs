@@ -1,0 +1,165 @@
+//! Stage 3 (run worker), agent workers: the prompt — the task (goal, scope, constraints, acceptance criteria) and
+//! how to finish on a first attempt; the gate's findings on a rework, sent into the same session so the agent
+//! keeps what it already knows.
+
+use std::fmt::Write as _;
+
+use crate::model::TaskSpec;
+use crate::report::Finding;
+
+/// The sections the final message must hold (the completeness stage checks them).
+const FINISH: &str = "Do not commit, push, or create branches or tags: ccfan records your changes itself.
+When you are done, end with a final message that has exactly these three sections:
+## Summary
+What you changed and why, in a few lines.
+## Tests
+The commands you ran to check your work and what they showed (or why you could not run any).
+## Files Changed
+One line per file you changed, as `- path/relative/to/the/repository`.";
+
+/// The prompt of a new session: the whole task.
+pub fn first(task: &TaskSpec, attempt: u32, findings: &[Finding]) -> String {
+    let mut prompt = format!(
+        "You are a worker agent run by ccfan. Your working directory is a git worktree made for this one task; \
+         work only inside it.\n\n## Task `{}`\n{}\n",
+        task.id,
+        task.goal.trim()
+    );
+    prompt.push_str(&scope(task));
+    list(&mut prompt, "Constraints", &task.constraints);
+    list(&mut prompt, "Acceptance criteria", &task.acceptance);
+    if !findings.is_empty() {
+        let _ = write!(
+            prompt,
+            "\n## Rework\nThis is attempt {attempt}. ccfan's gate sent the previous attempt back; its changes are \
+             already in your working directory. Fix every finding:\n"
+        );
+        prompt.push_str(&numbered(findings));
+    }
+    let _ = write!(prompt, "\n## How to finish\n{FINISH}\n");
+    prompt
+}
+
+/// The prompt sent into the resumed session of a rework: the findings to fix.
+pub fn rework(task: &TaskSpec, attempt: u32, findings: &[Finding]) -> String {
+    let mut prompt = format!(
+        "ccfan's gate checked your work on task `{}` and sent it back (this is attempt {attempt}). Your changes so \
+         far are still in your working directory. Fix every finding below and change nothing else.\n\n## Findings\n",
+        task.id
+    );
+    prompt.push_str(&numbered(findings));
+    prompt.push_str(&scope(task));
+    let _ = write!(prompt, "\n## How to finish\n{FINISH}\n");
+    prompt
+}
+
+fn scope(task: &TaskSpec) -> String {
+    let globs = |globs: &[String]| {
+        globs
+            .iter()
+            .map(|g| format!("`{g}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = format!(
+        "\n## Scope\nYou may change only paths matching: {}.\n",
+        globs(&task.allowed)
+    );
+    if !task.denied.is_empty() {
+        let _ = writeln!(text, "You must not change: {}.", globs(&task.denied));
+    }
+    text.push_str(
+        "ccfan's gate rejects changes outside this scope, and any secret (API key, token, password, private key) \
+         written into a file.\n",
+    );
+    text
+}
+
+fn list(prompt: &mut String, title: &str, items: &[String]) {
+    if items.is_empty() {
+        return;
+    }
+    let _ = write!(prompt, "\n## {title}\n");
+    for item in items {
+        let _ = writeln!(prompt, "- {}", item.trim());
+    }
+}
+
+fn numbered(findings: &[Finding]) -> String {
+    let mut text = String::new();
+    for (n, finding) in findings.iter().enumerate() {
+        let place = match (&finding.path, finding.line) {
+            (Some(path), Some(line)) => format!(" at `{path}:{line}`"),
+            (Some(path), None) => format!(" at `{path}`"),
+            (None, _) => String::new(),
+        };
+        let _ = writeln!(
+            text,
+            "{}. [{} {}]{place}: {}",
+            n + 1,
+            finding.stage,
+            finding.rule,
+            finding.message
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{WorkerKind, WorkerProfile};
+    use crate::report::Stage;
+
+    fn task() -> TaskSpec {
+        TaskSpec {
+            id: "docs".into(),
+            goal: "Write the usage section.".into(),
+            allowed: vec!["docs/**".into()],
+            denied: vec!["docs/private/**".into()],
+            constraints: vec!["keep it short".into()],
+            acceptance: vec!["mentions --help".into()],
+            worker: WorkerProfile {
+                name: "w".into(),
+                kind: WorkerKind::Command { argv: vec![] },
+                timeout: None,
+                env: vec![],
+                pass_env: vec![],
+                network: None,
+                writable: vec![],
+            },
+            timeout: std::time::Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_first_prompt_holds_the_whole_task() {
+        let prompt = first(&task(), 1, &[]);
+        for part in [
+            "## Task `docs`",
+            "Write the usage section.",
+            "`docs/**`",
+            "You must not change: `docs/private/**`",
+            "- keep it short",
+            "- mentions --help",
+            "## Files Changed",
+        ] {
+            assert!(prompt.contains(part), "{part} missing from {prompt}");
+        }
+        assert!(!prompt.contains("## Rework"));
+    }
+
+    #[test]
+    fn a_rework_lists_the_findings() {
+        let findings = [
+            Finding::error(Stage::Scope, "scope-denied", "outside the allowed paths").at("src/x.rs", None),
+            Finding::error(Stage::Secrets, "aws-access-key", "AKIA…[REDACTED]…3F").at("a.txt", Some(3)),
+        ];
+        let prompt = rework(&task(), 2, &findings);
+        assert!(prompt.contains("1. [scope scope-denied] at `src/x.rs`: outside the allowed paths"));
+        assert!(prompt.contains("2. [secrets aws-access-key] at `a.txt:3`: AKIA…[REDACTED]…3F"));
+        assert!(prompt.contains("attempt 2") && prompt.contains("`docs/**`"));
+        let fresh = first(&task(), 2, &findings);
+        assert!(fresh.contains("## Rework") && fresh.contains("scope-denied"));
+    }
+}

@@ -1,0 +1,547 @@
+//! Stage 3 (run worker), agent workers: the running tally of one attempt's events — its session, what it is
+//! doing now, the commands it ran, the files it changed, its usage — and, once it ends, the problems the gate's
+//! worker stage reports (turn failed, API error, max turns, a stream cut short, permission denials).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Agent, AgentEvent, ResultEvent, Usage};
+use crate::model::ExitStatus;
+
+/// Commands kept in the summary (the newest; `commands_run` counts them all).
+const KEEP_COMMANDS: usize = 20;
+/// Files listed in the summary (`files_changed_count` counts them all).
+const KEEP_FILES: usize = 200;
+/// Characters kept of a message, command or error.
+const KEEP_CHARS: usize = 2000;
+
+/// How an agent's run went wrong, as the agent said it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentFailure {
+    /// Codex reported `turn.failed`.
+    TurnFailed {
+        /// Its message.
+        message: String,
+    },
+    /// The model API answered with an error.
+    ApiError {
+        /// The HTTP status, when known.
+        status: Option<u16>,
+        /// The message.
+        message: String,
+    },
+    /// The agent used up its turns.
+    MaxTurns {
+        /// The limit.
+        limit: Option<u32>,
+    },
+    /// Any other error result.
+    Error {
+        /// The agent's subtype or reason.
+        reason: String,
+        /// The message.
+        message: String,
+    },
+}
+
+/// One command the agent ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRun {
+    /// The command line.
+    pub command: String,
+    /// Its exit code, when the agent says.
+    pub exit_code: Option<i32>,
+}
+
+/// Everything ccfan keeps of an agent's attempt (`agent.json`, and the live progress in the store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentSummary {
+    /// Which agent.
+    pub agent: Agent,
+    /// Its session (thread) id: a rework resumes it.
+    pub session_id: Option<String>,
+    /// Whether this attempt resumed an earlier session.
+    pub resumed: bool,
+    /// What it is doing now (while running) or did last.
+    pub current: Option<String>,
+    /// Model turns: Claude's own count when it gives one, else the tool calls and messages ccfan saw.
+    pub turns: u32,
+    /// Commands it ran.
+    pub commands_run: u32,
+    /// The newest commands.
+    pub commands: Vec<CommandRun>,
+    /// Files its edit tools changed (relative to the worktree where possible).
+    pub files_changed: Vec<String>,
+    /// How many files its edit tools changed.
+    pub files_changed_count: usize,
+    /// Its last message.
+    pub final_message: Option<String>,
+    /// Tokens and cost.
+    pub usage: Usage,
+    /// Whether the stream reached its end (`turn.completed`, `turn.failed` or `result`).
+    pub finished: bool,
+    /// What went wrong, as the agent reported it.
+    pub failure: Option<AgentFailure>,
+    /// Errors it reported along the way (it may have recovered).
+    pub errors: Vec<String>,
+    /// Tool calls it was denied.
+    pub permission_denials: Vec<String>,
+    /// Whether ccfan stopped it for going past `max_turns`.
+    pub stopped_at_max_turns: bool,
+    /// Events of types ccfan does not know.
+    pub unknown_events: u32,
+    /// Lines that were not JSON.
+    pub unparsable_lines: u32,
+}
+
+/// A problem the gate's worker stage reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The finding's rule id.
+    pub rule: &'static str,
+    /// What happened.
+    pub message: String,
+    /// Whether it blocks (an error) or only warns.
+    pub blocking: bool,
+}
+
+/// Folds an attempt's events into its [`AgentSummary`].
+#[derive(Debug)]
+pub struct Tally {
+    summary: AgentSummary,
+    worktree: std::path::PathBuf,
+    max_turns: Option<u32>,
+    running: Vec<(String, String)>,
+    files: BTreeSet<String>,
+    steps: u32,
+}
+
+impl Tally {
+    /// A tally for an attempt of `agent` in `worktree`.
+    pub fn new(agent: Agent, worktree: &Path, max_turns: Option<u32>, resumed: bool) -> Tally {
+        Tally {
+            summary: AgentSummary {
+                agent,
+                session_id: None,
+                resumed,
+                current: Some("starting".to_string()),
+                turns: 0,
+                commands_run: 0,
+                commands: Vec::new(),
+                files_changed: Vec::new(),
+                files_changed_count: 0,
+                final_message: None,
+                usage: Usage::default(),
+                finished: false,
+                failure: None,
+                errors: Vec::new(),
+                permission_denials: Vec::new(),
+                stopped_at_max_turns: false,
+                unknown_events: 0,
+                unparsable_lines: 0,
+            },
+            worktree: worktree.to_path_buf(),
+            max_turns,
+            running: Vec::new(),
+            files: BTreeSet::new(),
+            steps: 0,
+        }
+    }
+
+    /// Takes one event. Returns why the worker must stop, when it went past a limit ccfan enforces (Codex has
+    /// no turn limit of its own, so ccfan counts its tool calls and messages).
+    pub fn observe(&mut self, event: AgentEvent) -> Option<String> {
+        let summary = &mut self.summary;
+        match event {
+            AgentEvent::Session { id } => summary.session_id = Some(id),
+            AgentEvent::TurnStarted => summary.current = Some("thinking".to_string()),
+            AgentEvent::Message { text } => {
+                self.steps += 1;
+                summary.current = Some("writing its answer".to_string());
+                summary.final_message = Some(clip(&text));
+            }
+            AgentEvent::Command {
+                id,
+                command,
+                exit_code: _,
+                done: false,
+            } => {
+                self.steps += 1;
+                summary.current = Some(format!("running `{}`", one_line(&command)));
+                self.running.push((id, command));
+            }
+            AgentEvent::Command {
+                id,
+                command,
+                exit_code,
+                done: true,
+            } => {
+                let started = self
+                    .running
+                    .iter()
+                    .position(|(known, _)| *known == id)
+                    .map(|at| self.running.remove(at).1);
+                let command = match (started, command.is_empty()) {
+                    (Some(started), true) => started,
+                    (_, false) => command,
+                    // A result of a tool that was not a shell command.
+                    (None, true) => return None,
+                };
+                summary.commands_run += 1;
+                summary.commands.push(CommandRun {
+                    command: clip(&command),
+                    exit_code,
+                });
+                if summary.commands.len() > KEEP_COMMANDS {
+                    summary.commands.remove(0);
+                }
+                summary.current = Some("thinking".to_string());
+            }
+            AgentEvent::FileChange { paths } => {
+                self.steps += 1;
+                let paths: Vec<String> = paths
+                    .iter()
+                    .map(|p| relative(&self.worktree, p))
+                    .collect();
+                if let Some(first) = paths.first() {
+                    summary.current = Some(format!("editing {first}"));
+                }
+                self.files.extend(paths);
+                summary.files_changed_count = self.files.len();
+                summary.files_changed = self.files.iter().take(KEEP_FILES).cloned().collect();
+            }
+            AgentEvent::Tool { name } => {
+                self.steps += 1;
+                summary.current = Some(format!("using {name}"));
+            }
+            AgentEvent::TurnCompleted { usage } => {
+                summary.usage = summary.usage.plus(usage);
+                summary.finished = true;
+                summary.current = Some("done".to_string());
+            }
+            AgentEvent::TurnFailed { message } => {
+                summary.finished = true;
+                summary.current = Some("failed".to_string());
+                summary.failure = Some(AgentFailure::TurnFailed {
+                    message: clip(&message),
+                });
+            }
+            AgentEvent::Error { message } => {
+                summary.errors.push(clip(&message));
+                summary.errors.dedup();
+            }
+            AgentEvent::Result(result) => self.result(result),
+            AgentEvent::Unparsable => summary.unparsable_lines += 1,
+            AgentEvent::Unknown { .. } => summary.unknown_events += 1,
+        }
+        if self.summary.agent == Agent::Codex {
+            self.summary.turns = self.steps;
+        } else if !self.summary.finished {
+            self.summary.turns = self.steps;
+        }
+        match self.max_turns {
+            Some(limit)
+                if self.summary.agent == Agent::Codex
+                    && self.steps > limit
+                    && !self.summary.stopped_at_max_turns =>
+            {
+                self.summary.stopped_at_max_turns = true;
+                self.summary.failure = Some(AgentFailure::MaxTurns { limit: Some(limit) });
+                Some(format!("max_turns of {limit}"))
+            }
+            _ => None,
+        }
+    }
+
+    fn result(&mut self, result: ResultEvent) {
+        let summary = &mut self.summary;
+        summary.finished = true;
+        summary.usage = summary.usage.plus(result.usage);
+        if let Some(turns) = result.num_turns {
+            summary.turns = turns;
+        }
+        summary.permission_denials = result.permission_denials.iter().map(|d| clip(d)).collect();
+        if let Some(text) = result.result.as_deref().filter(|t| !t.trim().is_empty()) {
+            summary.final_message = Some(clip(text));
+        }
+        summary.current = Some(if result.is_error { "failed" } else { "done" }.to_string());
+        if !result.is_error {
+            return;
+        }
+        let message = result
+            .result
+            .clone()
+            .or_else(|| result.errors.first().cloned())
+            .unwrap_or_else(|| result.subtype.clone());
+        let reason = result.terminal_reason.as_deref().unwrap_or("");
+        summary.failure = Some(
+            if result.subtype == "error_max_turns" || reason == "max_turns" {
+                AgentFailure::MaxTurns {
+                    limit: self.max_turns,
+                }
+            } else if result.api_error_status.is_some()
+                || reason == "api_error"
+                || message.starts_with("API Error")
+            {
+                AgentFailure::ApiError {
+                    status: result.api_error_status,
+                    message: clip(&message),
+                }
+            } else {
+                AgentFailure::Error {
+                    reason: if reason.is_empty() {
+                        result.subtype.clone()
+                    } else {
+                        reason.to_string()
+                    },
+                    message: clip(&message),
+                }
+            },
+        );
+    }
+
+
+    /// The summary so far.
+    pub fn summary(&self) -> &AgentSummary {
+        &self.summary
+    }
+
+    /// The summary, once the stream ended.
+    pub fn finish(mut self) -> AgentSummary {
+        if let Some((_, command)) = self.running.last() {
+            self.summary.current = Some(format!("was running `{}`", one_line(command)));
+        }
+        self.summary
+    }
+}
+
+impl AgentSummary {
+    /// Applies `clean` (secret redaction) to every text that quotes what the agent said or ran.
+    pub fn redact(&mut self, clean: impl Fn(&str) -> String) {
+        let fix = |text: &mut String| *text = clean(text);
+        self.current.iter_mut().for_each(fix);
+        self.final_message.iter_mut().for_each(fix);
+        self.commands.iter_mut().for_each(|c| fix(&mut c.command));
+        self.files_changed.iter_mut().for_each(fix);
+        self.errors.iter_mut().for_each(fix);
+        self.permission_denials.iter_mut().for_each(fix);
+        match &mut self.failure {
+            Some(
+                AgentFailure::TurnFailed { message }
+                | AgentFailure::ApiError { message, .. }
+                | AgentFailure::Error { message, .. },
+            ) => fix(message),
+            Some(AgentFailure::MaxTurns { .. }) | None => {}
+        }
+    }
+
+    /// What the gate's worker stage reports about this attempt, given how its process ended.
+    pub fn problems(&self, exit: &ExitStatus) -> Vec<Problem> {
+        let agent = self.agent;
+        let mut problems = Vec::new();
+        let error = |rule, message| Problem {
+            rule,
+            message,
+            blocking: true,
+        };
+        match &self.failure {
+            Some(AgentFailure::TurnFailed { message }) => problems.push(error(
+                "agent-turn-failed",
+                format!("{agent}'s turn failed: {message}"),
+            )),
+            Some(AgentFailure::ApiError { status, message }) => problems.push(error(
+                "agent-api-error",
+                match status {
+                    Some(status) => {
+                        format!("the model API answered {status} to {agent}: {message}")
+                    }
+                    None => format!("the model API failed for {agent}: {message}"),
+                },
+            )),
+            Some(AgentFailure::MaxTurns { limit }) => problems.push(error(
+                "agent-max-turns",
+                match limit {
+                    Some(limit) => format!("{agent} used up its {limit} turns before finishing"),
+                    None => format!("{agent} used up its turns before finishing"),
+                },
+            )),
+            Some(AgentFailure::Error { reason, message }) => problems.push(error(
+                "agent-error",
+                format!("{agent} ended with an error ({reason}): {message}"),
+            )),
+            None => {}
+        }
+        let killed = matches!(
+            exit,
+            ExitStatus::TimedOut
+                | ExitStatus::Cancelled
+                | ExitStatus::OverLimit { .. }
+                | ExitStatus::SpawnFailed { .. }
+        );
+        if !self.finished && !killed {
+            problems.push(error(
+                "agent-stream-truncated",
+                format!(
+                    "{agent}'s event stream ended without its final event ({exit}); the attempt may be incomplete"
+                ),
+            ));
+        }
+        if !self.permission_denials.is_empty() {
+            let shown: Vec<&str> = self
+                .permission_denials
+                .iter()
+                .take(5)
+                .map(String::as_str)
+                .collect();
+            problems.push(Problem {
+                rule: "agent-permission-denied",
+                message: format!(
+                    "{agent} was denied {} tool call(s): {}",
+                    self.permission_denials.len(),
+                    shown.join("; ")
+                ),
+                blocking: false,
+            });
+        }
+        problems
+    }
+}
+
+fn relative(worktree: &Path, path: &str) -> String {
+    Path::new(path)
+        .strip_prefix(worktree)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| path.to_string())
+}
+
+fn clip(text: &str) -> String {
+    if text.chars().count() <= KEEP_CHARS {
+        return text.to_string();
+    }
+    let mut clipped: String = text.chars().take(KEEP_CHARS).collect();
+    clipped.push('…');
+    clipped
+}
+
+fn one_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    let short: String = line.chars().take(80).collect();
+    if short.len() < text.len() {
+        format!("{short}…")
+    } else {
+        short
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replay(agent: Agent, name: &str, max_turns: Option<u32>) -> (AgentSummary, Vec<String>) {
+        let path = format!("{}/fixtures/transcripts/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut tally = Tally::new(agent, Path::new("/root/fm/repo"), max_turns, false);
+        let stops = text
+            .lines()
+            .flat_map(|line| agent.parse_line(line))
+            .filter_map(|event| tally.observe(event))
+            .collect();
+        (tally.finish(), stops)
+    }
+
+    fn rules(summary: &AgentSummary, exit: ExitStatus) -> Vec<&'static str> {
+        summary.problems(&exit).iter().map(|p| p.rule).collect()
+    }
+
+    #[test]
+    fn a_good_codex_run_has_no_problems() {
+        let (summary, stops) = replay(Agent::Codex, "codex-0.169.0-edit.jsonl", None);
+        assert!(stops.is_empty());
+        assert_eq!(summary.commands_run, 1);
+        assert_eq!(summary.files_changed, ["notes.txt"]);
+        assert_eq!(summary.turns, 3);
+        assert!(summary.finished && summary.failure.is_none());
+        assert_eq!(summary.usage.output_tokens, 156);
+        assert!(rules(&summary, ExitStatus::Code { code: 0 }).is_empty());
+    }
+
+    #[test]
+    fn codex_turns_are_counted_and_stopped() {
+        let (summary, stops) = replay(Agent::Codex, "codex-0.169.0-edit.jsonl", Some(1));
+        assert_eq!(stops, ["max_turns of 1"]);
+        assert!(summary.stopped_at_max_turns);
+        let exit = ExitStatus::OverLimit {
+            limit: "max_turns of 1".into(),
+        };
+        assert_eq!(rules(&summary, exit), ["agent-max-turns"]);
+    }
+
+    #[test]
+    fn failures_map_to_rules() {
+        let (summary, _) = replay(Agent::Codex, "codex-0.169.0-model-error.jsonl", None);
+        assert_eq!(
+            rules(&summary, ExitStatus::Code { code: 1 }),
+            ["agent-turn-failed"]
+        );
+        let (summary, _) = replay(Agent::Claude, "claude-2.1.330-api-error.jsonl", None);
+        let problems = summary.problems(&ExitStatus::Code { code: 1 });
+        assert_eq!(problems[0].rule, "agent-api-error");
+        assert!(
+            problems[0].message.contains("answered 400") && problems[0].message.contains("model exploded"),
+            "{problems:?}"
+        );
+        let (summary, _) = replay(Agent::Claude, "claude-2.1.330-max-turns.jsonl", Some(2));
+        assert_eq!(
+            rules(&summary, ExitStatus::Code { code: 1 }),
+            ["agent-max-turns"]
+        );
+    }
+
+    #[test]
+    fn a_cut_stream_is_truncated_unless_ccfan_stopped_it() {
+        for (agent, name) in [
+            (Agent::Codex, "derived-codex-truncated.jsonl"),
+            (Agent::Claude, "derived-claude-truncated.jsonl"),
+        ] {
+            let (summary, _) = replay(agent, name, None);
+            assert_eq!(
+                rules(&summary, ExitStatus::Code { code: 0 }),
+                ["agent-stream-truncated"]
+            );
+            assert!(rules(&summary, ExitStatus::TimedOut).is_empty());
+            assert!(summary.current.unwrap().starts_with("was running `"));
+        }
+    }
+
+    #[test]
+    fn a_claude_run_takes_its_own_turn_count_and_cost() {
+        let (summary, _) = replay(Agent::Claude, "claude-2.1.330-edit.jsonl", None);
+        assert_eq!(summary.turns, 3);
+        assert_eq!(summary.commands_run, 1);
+        assert_eq!(summary.commands[0].command, "echo hello from claude > cshell.txt");
+        assert_eq!(summary.usage.cost_usd, Some(0.014544));
+        assert_eq!(summary.session_id.as_deref(), Some("c976309a-16b6-4047-b788-de0ed3a02673"));
+        assert!(summary.final_message.unwrap().contains("## Summary"));
+    }
+
+    #[test]
+    fn denials_warn_and_redaction_reaches_every_text() {
+        let mut tally = Tally::new(Agent::Claude, Path::new("/w"), None, false);
+        tally.observe(AgentEvent::Result(ResultEvent {
+            subtype: "success".into(),
+            permission_denials: vec!["Bash: cat secret".into()],
+            result: Some("used secret".into()),
+            ..ResultEvent::default()
+        }));
+        let mut summary = tally.finish();
+        let problems = summary.problems(&ExitStatus::Code { code: 0 });
+        assert_eq!(problems.len(), 1);
+        assert!(!problems[0].blocking && problems[0].message.contains("Bash: cat secret"));
+        summary.redact(|text| text.replace("secret", "[REDACTED]"));
+        assert_eq!(summary.final_message.as_deref(), Some("used [REDACTED]"));
+        assert_eq!(summary.permission_denials, ["Bash: cat [REDACTED]"]);
+    }
+}
