@@ -24,6 +24,16 @@ fi
 if ! PYTHONPATH="$tools/py" python3 -c 'import jsonschema' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --target "$tools/py" 'jsonschema==4.26.0'
 fi
+# The real agent CLIs the agent-worker tests drive against the fake model server (pinned; no API key needed).
+codex_version=0.169.0 claude_version=2.1.330
+if [ "$("$tools/npm/node_modules/.bin/codex" --version 2>/dev/null)" != "codex-cli $codex_version" ] ||
+   ! "$tools/npm/node_modules/.bin/claude" --version 2>/dev/null | grep -q "^$claude_version "; then
+  npm install --silent --no-audit --no-fund --prefix "$tools/npm" \
+    "@openai/codex@$codex_version" "@anthropic-ai/claude-code@$claude_version" >/dev/null 2>&1 ||
+  npm install --no-audit --no-fund --prefix "$tools/npm" \
+    "@openai/codex@$codex_version" "@anthropic-ai/claude-code@$claude_version"
+fi
 export CCFAN_SARIF_SCHEMA="$tools/sarif-2.1.0.json" CCFAN_TEST_PYTHONPATH="$tools/py"
+export CCFAN_AGENT_BIN="$tools/npm/node_modules/.bin"
 
 cargo test --locked --all-targets "$@"

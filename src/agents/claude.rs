@@ -60,10 +60,7 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
                 .collect(),
             _ => Vec::new(),
         },
-        "assistant" => blocks(&event)
-            .iter()
-            .filter_map(assistant_block)
-            .collect(),
+        "assistant" => blocks(&event).iter().filter_map(assistant_block).collect(),
         "user" => blocks(&event)
             .iter()
             .filter(|block| text(block, "type").as_deref() == Some("tool_result"))
@@ -256,10 +253,7 @@ mod tests {
     fn denials_are_summarised() {
         let line = r#"{"type":"result","subtype":"success","is_error":false,"permission_denials":[{"tool_name":"Bash","tool_use_id":"t","tool_input":{"command":"rm -rf /"}}],"session_id":"s"}"#;
         let events = parse_line(line);
-        assert_eq!(
-            final_result(&events).permission_denials,
-            ["Bash: rm -rf /"]
-        );
+        assert_eq!(final_result(&events).permission_denials, ["Bash: rm -rf /"]);
         assert_eq!(parse_line("garbage"), vec![AgentEvent::Unparsable]);
         assert_eq!(
             parse_line(r#"{"type":"stream_event","event":{}}"#),

@@ -107,8 +107,8 @@ fn item_events(item: &Value, completed: bool) -> Vec<AgentEvent> {
         "error" => vec![AgentEvent::Error {
             message: text(item, "message").unwrap_or_default(),
         }],
-        "agent_message" | "file_change" | "mcp_tool_call" | "web_search" | "reasoning"
-        | "plan" | "todo_list" => Vec::new(),
+        "agent_message" | "file_change" | "mcp_tool_call" | "web_search" | "reasoning" | "plan"
+        | "todo_list" => Vec::new(),
         _ => vec![AgentEvent::Unknown {
             kind: format!("item {kind}"),
         }],
@@ -172,10 +172,16 @@ mod tests {
             panic!("{events:?}");
         };
         assert_eq!(
-            (usage.input_tokens, usage.cached_input_tokens, usage.output_tokens),
+            (
+                usage.input_tokens,
+                usage.cached_input_tokens,
+                usage.output_tokens
+            ),
             (3006, 300, 156)
         );
-        assert!(matches!(&events[events.len() - 2], AgentEvent::Message { text } if text.contains("## Files Changed")));
+        assert!(
+            matches!(&events[events.len() - 2], AgentEvent::Message { text } if text.contains("## Files Changed"))
+        );
     }
 
     #[test]
@@ -224,7 +230,10 @@ mod tests {
             max_turns: None,
         };
         let fresh = argv(&config, "do it", None);
-        assert_eq!(fresh[..4], ["codex", "exec", "--json", "--skip-git-repo-check"]);
+        assert_eq!(
+            fresh[..4],
+            ["codex", "exec", "--json", "--skip-git-repo-check"]
+        );
         assert_eq!(fresh.last().unwrap(), "do it");
         let resumed = argv(&config, "fix it", Some("thread-1"));
         assert_eq!(resumed[..3], ["codex", "exec", "resume"]);

@@ -94,11 +94,17 @@ mod tests {
             std::fs::read_to_string(home.join("config.toml")).unwrap(),
             "model = \"m\"\n"
         );
-        assert!(!home.join("history.jsonl").exists(), "only config and credentials are copied");
+        assert!(
+            !home.join("history.jsonl").exists(),
+            "only config and credentials are copied"
+        );
         // The agent's own changes survive the next attempt; the user's file is untouched.
         std::fs::write(home.join("config.toml"), "changed").unwrap();
         prepare(Agent::Codex, &root, &env).unwrap();
-        assert_eq!(std::fs::read_to_string(home.join("config.toml")).unwrap(), "changed");
+        assert_eq!(
+            std::fs::read_to_string(home.join("config.toml")).unwrap(),
+            "changed"
+        );
         assert_eq!(
             std::fs::read_to_string(user.join(".codex/config.toml")).unwrap(),
             "model = \"m\"\n"

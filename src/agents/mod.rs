@@ -253,7 +253,10 @@ pub(crate) fn text(value: &serde_json::Value, key: &str) -> Option<String> {
 
 /// A non-negative integer field, or 0.
 pub(crate) fn count(value: &serde_json::Value, key: &str) -> u64 {
-    value.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0)
+    value
+        .get(key)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -139,10 +139,11 @@ pub fn probe(agent: Agent, program: &str, env: &[(OsString, OsString)]) -> Probe
 /// The first word that looks like a version: `codex-cli 0.169.0` → `0.169.0`.
 fn parse_version(text: &str) -> Option<String> {
     text.split_whitespace()
-        .find(|word| {
-            word.chars().next().is_some_and(|c| c.is_ascii_digit()) && word.contains('.')
+        .find(|word| word.chars().next().is_some_and(|c| c.is_ascii_digit()) && word.contains('.'))
+        .map(|word| {
+            word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_string()
         })
-        .map(|word| word.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string())
 }
 
 /// Flags from `flags` that `help` does not mention as a whole word.
@@ -165,7 +166,10 @@ mod tests {
 
     #[test]
     fn versions_and_flags_are_read_from_help() {
-        assert_eq!(parse_version("codex-cli 0.169.0\n").as_deref(), Some("0.169.0"));
+        assert_eq!(
+            parse_version("codex-cli 0.169.0\n").as_deref(),
+            Some("0.169.0")
+        );
         assert_eq!(
             parse_version("2.1.330 (Claude Code)").as_deref(),
             Some("2.1.330")
@@ -184,7 +188,10 @@ mod tests {
         let report = probe(Agent::Codex, "codex", &env);
         assert!(!report.usable());
         assert!(
-            report.problem.unwrap().contains("npm install -g @openai/codex"),
+            report
+                .problem
+                .unwrap()
+                .contains("npm install -g @openai/codex"),
             "install hint"
         );
     }

@@ -8,7 +8,8 @@ use crate::model::TaskSpec;
 use crate::report::Finding;
 
 /// The sections the final message must hold (the completeness stage checks them).
-const FINISH: &str = "Do not commit, push, or create branches or tags: ccfan records your changes itself.
+const FINISH: &str =
+    "Do not commit, push, or create branches or tags: ccfan records your changes itself.
 When you are done, end with a final message that has exactly these three sections:
 ## Summary
 What you changed and why, in a few lines.
@@ -152,11 +153,15 @@ mod tests {
     #[test]
     fn a_rework_lists_the_findings() {
         let findings = [
-            Finding::error(Stage::Scope, "scope-denied", "outside the allowed paths").at("src/x.rs", None),
-            Finding::error(Stage::Secrets, "aws-access-key", "AKIA…[REDACTED]…3F").at("a.txt", Some(3)),
+            Finding::error(Stage::Scope, "scope-denied", "outside the allowed paths")
+                .at("src/x.rs", None),
+            Finding::error(Stage::Secrets, "aws-access-key", "AKIA…[REDACTED]…3F")
+                .at("a.txt", Some(3)),
         ];
         let prompt = rework(&task(), 2, &findings);
-        assert!(prompt.contains("1. [scope scope-denied] at `src/x.rs`: outside the allowed paths"));
+        assert!(
+            prompt.contains("1. [scope scope-denied] at `src/x.rs`: outside the allowed paths")
+        );
         assert!(prompt.contains("2. [secrets aws-access-key] at `a.txt:3`: AKIA…[REDACTED]…3F"));
         assert!(prompt.contains("attempt 2") && prompt.contains("`docs/**`"));
         let fresh = first(&task(), 2, &findings);

@@ -202,10 +202,8 @@ impl Tally {
             }
             AgentEvent::FileChange { paths } => {
                 self.steps += 1;
-                let paths: Vec<String> = paths
-                    .iter()
-                    .map(|p| relative(&self.worktree, p))
-                    .collect();
+                let paths: Vec<String> =
+                    paths.iter().map(|p| relative(&self.worktree, p)).collect();
                 if let Some(first) = paths.first() {
                     summary.current = Some(format!("editing {first}"));
                 }
@@ -237,9 +235,8 @@ impl Tally {
             AgentEvent::Unparsable => summary.unparsable_lines += 1,
             AgentEvent::Unknown { .. } => summary.unknown_events += 1,
         }
-        if self.summary.agent == Agent::Codex {
-            self.summary.turns = self.steps;
-        } else if !self.summary.finished {
+        // Claude's own count (from its result) wins once it ended.
+        if self.summary.agent == Agent::Codex || !self.summary.finished {
             self.summary.turns = self.steps;
         }
         match self.max_turns {
@@ -302,7 +299,6 @@ impl Tally {
             },
         );
     }
-
 
     /// The summary so far.
     pub fn summary(&self) -> &AgentSummary {
@@ -490,7 +486,8 @@ mod tests {
         let problems = summary.problems(&ExitStatus::Code { code: 1 });
         assert_eq!(problems[0].rule, "agent-api-error");
         assert!(
-            problems[0].message.contains("answered 400") && problems[0].message.contains("model exploded"),
+            problems[0].message.contains("answered 400")
+                && problems[0].message.contains("model exploded"),
             "{problems:?}"
         );
         let (summary, _) = replay(Agent::Claude, "claude-2.1.330-max-turns.jsonl", Some(2));
@@ -521,9 +518,15 @@ mod tests {
         let (summary, _) = replay(Agent::Claude, "claude-2.1.330-edit.jsonl", None);
         assert_eq!(summary.turns, 3);
         assert_eq!(summary.commands_run, 1);
-        assert_eq!(summary.commands[0].command, "echo hello from claude > cshell.txt");
+        assert_eq!(
+            summary.commands[0].command,
+            "echo hello from claude > cshell.txt"
+        );
         assert_eq!(summary.usage.cost_usd, Some(0.014544));
-        assert_eq!(summary.session_id.as_deref(), Some("c976309a-16b6-4047-b788-de0ed3a02673"));
+        assert_eq!(
+            summary.session_id.as_deref(),
+            Some("c976309a-16b6-4047-b788-de0ed3a02673")
+        );
         assert!(summary.final_message.unwrap().contains("## Summary"));
     }
 

@@ -1,6 +1,9 @@
 //! `ccfan doctor`: what this machine offers ccfan — which sandbox backend works and why the others do not, which
-//! one the policy picks, which limits the cgroups enforce. Exit 1 when the policy's backend cannot run here.
+//! one the policy picks, which limits the cgroups enforce, which agent CLIs are installed (version, and whether
+//! each has the flags ccfan drives it with). Exit 1 when the policy's backend, or an agent worker profile of the
+//! policy, cannot run here.
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -8,6 +11,8 @@ use serde::Serialize;
 
 use super::args::DoctorArgs;
 use super::{CliError, Exit, render};
+use crate::agents::Agent;
+use crate::agents::probe::{self, ProbeReport};
 use crate::sandbox::doctor::{self, SandboxReport};
 use crate::{git, pipeline, policy};
 
@@ -17,6 +22,64 @@ struct Report {
     /// Where the policy came from.
     policy: Vec<String>,
     sandbox: SandboxReport,
+    /// The worker kinds: `command`, then each agent CLI (its default program, and every other program a profile
+    /// of the policy names).
+    workers: Vec<WorkerKindReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct WorkerKindReport {
+    kind: &'static str,
+    /// Profiles of the policy that use this program.
+    profiles: Vec<String>,
+    #[serde(flatten)]
+    probe: Option<ProbeReport>,
+}
+
+/// Probes every agent program the policy (or the defaults) name, with ccfan's own `PATH`.
+fn workers(policy: &policy::Policy) -> Vec<WorkerKindReport> {
+    let env: Vec<(OsString, OsString)> = ["PATH", "HOME"]
+        .into_iter()
+        .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
+        .collect();
+    let mut reports = vec![WorkerKindReport {
+        kind: "command",
+        profiles: policy
+            .workers
+            .values()
+            .filter(|profile| profile.kind.agent().is_none())
+            .map(|profile| profile.name.clone())
+            .collect(),
+        probe: None,
+    }];
+    for agent in Agent::ALL {
+        let mut programs = vec![agent.default_program().to_string()];
+        for profile in policy.workers.values() {
+            if let Some((kind, config)) = profile.kind.agent()
+                && kind == agent
+                && !programs.contains(&config.program)
+            {
+                programs.push(config.program.clone());
+            }
+        }
+        for program in programs {
+            reports.push(WorkerKindReport {
+                kind: agent.name(),
+                profiles: policy
+                    .workers
+                    .values()
+                    .filter(|p| {
+                        p.kind
+                            .agent()
+                            .is_some_and(|(k, c)| k == agent && c.program == program)
+                    })
+                    .map(|p| p.name.clone())
+                    .collect(),
+                probe: Some(probe::probe(agent, &program, &env)),
+            });
+        }
+    }
+    reports
 }
 
 /// Runs `ccfan doctor`.
@@ -29,13 +92,17 @@ pub fn doctor(start: &Path, args: DoctorArgs) -> Result<Exit, CliError> {
         version: env!("CARGO_PKG_VERSION"),
         policy: policy.sources.clone(),
         sandbox: doctor::report(policy.sandbox.backend),
+        workers: workers(&policy),
     };
+    let profiles_work = report.workers.iter().all(|kind| {
+        kind.profiles.is_empty() || kind.probe.as_ref().is_none_or(ProbeReport::usable)
+    });
     render::out(&if args.json {
         render::json(&report)
     } else {
         human(&report)
     })?;
-    Ok(if report.sandbox.selected.is_some() {
+    Ok(if report.sandbox.selected.is_some() && profiles_work {
         Exit::Success
     } else {
         Exit::NotAllSucceeded
@@ -67,6 +134,28 @@ fn human(report: &Report) -> String {
     }
     text.push_str("\nlimits\n");
     for line in &sandbox.cgroups {
+        let _ = writeln!(text, "  {line}");
+    }
+    text.push_str("\nworker kinds\n");
+    for kind in &report.workers {
+        let used = if kind.profiles.is_empty() {
+            String::new()
+        } else {
+            format!(" (profiles: {})", kind.profiles.join(", "))
+        };
+        let line = match &kind.probe {
+            None => format!("ok  {:<8} any program, run with its argv{used}", kind.kind),
+            Some(probe) => match (&probe.problem, &probe.path) {
+                (None, Some(path)) => format!(
+                    "ok  {:<8} {} at {} — every flag ccfan needs is there{used}",
+                    kind.kind,
+                    probe.version.as_deref().unwrap_or("(unknown version)"),
+                    path.display()
+                ),
+                (Some(problem), _) => format!("no  {:<8} {problem}{used}", kind.kind),
+                (None, None) => format!("no  {:<8} not found{used}", kind.kind),
+            },
+        };
         let _ = writeln!(text, "  {line}");
     }
     text

@@ -310,7 +310,10 @@ pub fn run_view(view: &RunView) -> String {
         ));
     }
     if let Some(usage) = &view.usage {
-        text.push_str(&format!("usage:     {} (all agent attempts)\n", usage.short()));
+        text.push_str(&format!(
+            "usage:     {} (all agent attempts)\n",
+            usage.short()
+        ));
     }
     let count = |state: TaskState| view.tasks.iter().filter(|t| t.state == state).count();
     let mut next = Vec::new();

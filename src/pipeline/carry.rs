@@ -278,9 +278,9 @@ impl Carrier<'_> {
             &context,
             cancel,
             |pid| {
-                if let Err(error) = self
-                    .store()
-                    .set_attempt_pid(self.run_id, &task.id, attempt, pid)
+                if let Err(error) =
+                    self.store()
+                        .set_attempt_pid(self.run_id, &task.id, attempt, pid)
                 {
                     tracing::warn!("cannot record the worker's pid: {error}");
                 }

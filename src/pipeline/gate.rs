@@ -159,9 +159,10 @@ impl Gate<'_> {
         let mut report = verify::verify(&input).map_err(|error| match error {
             verify::VerifyError::Git(git) => PipelineError::Git(git),
         })?;
-        report
-            .stages
-            .insert(0, worker_stage(attempt.exit, attempt.tampered, agent.as_ref()));
+        report.stages.insert(
+            0,
+            worker_stage(attempt.exit, attempt.tampered, agent.as_ref()),
+        );
         scrub_report(&mut report, rules);
         let path = artifacts.join("verify.json");
         let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
@@ -213,6 +214,10 @@ fn worker_stage(
         Some(ExitStatus::OverLimit { limit }) => Some((
             "worker-over-limit",
             format!("the worker went past its {limit} limit and was stopped"),
+        )),
+        Some(ExitStatus::SpawnFailed { message }) => Some((
+            "worker-not-started",
+            format!("the worker could not be started: {message}"),
         )),
         Some(other) => Some((
             "worker-failed",

@@ -190,10 +190,16 @@ pub fn run_worker(
     if agent == Agent::Claude {
         // ccfan's sandbox is the boundary; Claude Code refuses to bypass its permission prompts as root without it.
         set_env(&mut env, "IS_SANDBOX", "1".as_ref());
-        set_env(&mut env, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".as_ref());
+        set_env(
+            &mut env,
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+            "1".as_ref(),
+        );
         set_env(&mut env, "DISABLE_AUTOUPDATER", "1".as_ref());
     }
-    sandbox_policy.writable.push(crate::paths::real_path(context.agent_home));
+    sandbox_policy
+        .writable
+        .push(crate::paths::real_path(context.agent_home));
     let text = match context.resume {
         Some(_) => prompt::rework(task, context.attempt, context.rework),
         None => prompt::first(task, context.attempt, context.rework),
@@ -203,7 +209,12 @@ pub fn run_worker(
         ..config.clone()
     };
     let argv = agent.argv(&resolved, &text, context.resume);
-    let mut tally = Tally::new(agent, context.worktree, config.max_turns, context.resume.is_some());
+    let mut tally = Tally::new(
+        agent,
+        context.worktree,
+        config.max_turns,
+        context.resume.is_some(),
+    );
     let mut on_line = |line: &str| {
         let mut stop = None;
         let mut changed = false;
@@ -240,7 +251,6 @@ pub fn run_worker(
         },
         on_spawn,
     )?;
-    drop(on_line);
     let mut summary = tally.finish();
     summary.redact(|text| context.rules.redact_text(text));
     write(

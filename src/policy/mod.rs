@@ -465,20 +465,41 @@ mod tests {
         assert_eq!(config.program, "codex");
         assert_eq!(config.max_turns, Some(12));
         assert_eq!(config.args, ["--ignore-rules"]);
-        assert_eq!(codex.network, Some(true), "agents reach their model by default");
+        assert_eq!(
+            codex.network,
+            Some(true),
+            "agents reach their model by default"
+        );
         assert!(codex.pass_env.iter().any(|name| name == "CODEX_API_KEY"));
         let claude = &policy.workers["cl"];
         let WorkerKind::Claude(config) = &claude.kind else {
             panic!("{claude:?}");
         };
-        assert!(Path::new(&config.program).is_absolute(), "relative to the policy file");
+        assert!(
+            Path::new(&config.program).is_absolute(),
+            "relative to the policy file"
+        );
         assert_eq!(claude.network, Some(false));
-        assert!(claude.pass_env.iter().any(|name| name == "ANTHROPIC_API_KEY"));
+        assert!(
+            claude
+                .pass_env
+                .iter()
+                .any(|name| name == "ANTHROPIC_API_KEY")
+        );
 
         for (text, key) in [
-            ("[workers.x]\nkind = \"codex\"\ncommand = [\"codex\"]\n", "workers.x.command"),
-            ("[workers.x]\nkind = \"claude\"\nmax_turns = 0\n", "workers.x.max_turns"),
-            ("[workers.x]\nkind = \"command\"\ncommand = [\"a\"]\nmodel = \"m\"\n", "workers.x.model"),
+            (
+                "[workers.x]\nkind = \"codex\"\ncommand = [\"codex\"]\n",
+                "workers.x.command",
+            ),
+            (
+                "[workers.x]\nkind = \"claude\"\nmax_turns = 0\n",
+                "workers.x.max_turns",
+            ),
+            (
+                "[workers.x]\nkind = \"command\"\ncommand = [\"a\"]\nmodel = \"m\"\n",
+                "workers.x.model",
+            ),
         ] {
             let error = load_text(text).unwrap_err().to_string();
             assert!(error.contains(key), "{error}");

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration;
-use crate::input::InputError;
 use crate::agents::Agent;
+use crate::input::InputError;
 use crate::model::{AgentConfig, WorkerKind, WorkerProfile};
 
 /// A `[workers.NAME]` table, as written in a policy or a tasks file.
@@ -72,10 +72,16 @@ impl WorkerSection {
                 }
                 WorkerKind::Command { argv }
             }
-            "codex" => WorkerKind::Codex(self.agent_config(Agent::Codex, &key, file, source, base_dir)?),
-            "claude" => {
-                WorkerKind::Claude(self.agent_config(Agent::Claude, &key, file, source, base_dir)?)
+            "codex" => {
+                WorkerKind::Codex(self.agent_config(Agent::Codex, &key, file, source, base_dir)?)
             }
+            "claude" => WorkerKind::Claude(self.agent_config(
+                Agent::Claude,
+                &key,
+                file,
+                source,
+                base_dir,
+            )?),
             other => {
                 return Err(
                     InputError::new(file, format!("unknown worker kind `{other}`"))
@@ -163,7 +169,10 @@ impl WorkerSection {
                 return Err(InputError::new(file, "`program` must not be empty")
                     .key(format!("{key}.program"))
                     .at_offset(source, Some(program.span().start))
-                    .fix(format!("write program = \"{}\" or a path", agent.default_program())));
+                    .fix(format!(
+                        "write program = \"{}\" or a path",
+                        agent.default_program()
+                    )));
             }
             Some(program) => {
                 let path = Path::new(program.get_ref().as_str());

@@ -373,7 +373,8 @@ pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome
     on_spawn(pid);
     let pump = log.pump(reader);
     let (line_sender, lines) = std::sync::mpsc::channel::<String>();
-    let stream_pump = stream_io.map(|(file, stream_reader)| file.pump_lines(stream_reader, Some(line_sender)));
+    let stream_pump =
+        stream_io.map(|(file, stream_reader)| file.pump_lines(stream_reader, Some(line_sender)));
     let mut limit_hit: Option<String> = None;
     let take_lines = |stream: &mut Option<EventStream<'_>>, limit_hit: &mut Option<String>| {
         if let Some(events) = stream.as_mut() {

@@ -262,3 +262,17 @@ pub fn task<'a>(run: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
         .find(|t| t["id"] == id)
         .unwrap_or_else(|| panic!("no task {id} in {run}"))
 }
+
+/// A folder for test environments that the sandbox does not hide (it hides `/tmp`): Cargo's target tmp dir,
+/// or, when the project itself lives under `/tmp`, one in the home folder.
+pub fn visible_tmp() -> PathBuf {
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let hidden = ["/tmp", "/var/tmp", "/run", "/dev/shm"];
+    let real = std::fs::canonicalize(&target).unwrap_or(target.clone());
+    if !hidden.iter().any(|dir| real.starts_with(dir)) {
+        return target;
+    }
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/ccfan-test-tmp");
+    std::fs::create_dir_all(&home).unwrap();
+    home
+}

@@ -290,12 +290,15 @@ fn failing_and_missing_workers_keep_their_work_and_exit_1() {
         "partial\n"
     );
     let missing = task(&run, "missing");
-    assert_eq!(missing["state"], "blocked");
+    assert_eq!(
+        missing["state"], "rolled_back",
+        "a worker that cannot start is not reworked"
+    );
     assert!(
         missing["reason"]
             .as_str()
             .unwrap()
-            .contains("could not start"),
+            .contains("could not be started"),
         "{missing}"
     );
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::env::TestEnv;
+use crate::env::{TestEnv, visible_tmp};
 
 /// `(attempt, what must hold on the host afterwards)`.
 const ATTEMPTS: &[(&str, &str)] = &[
@@ -121,20 +121,6 @@ fn processes_with(needle: &str) -> Vec<u32> {
             })
         })
         .collect()
-}
-
-/// A folder for test environments that the sandbox does not hide (it hides `/tmp`): Cargo's target tmp dir,
-/// or, when the project itself lives under `/tmp`, one in the home folder.
-fn visible_tmp() -> PathBuf {
-    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let hidden = ["/tmp", "/var/tmp", "/run", "/dev/shm"];
-    let real = std::fs::canonicalize(&target).unwrap_or(target.clone());
-    if !hidden.iter().any(|dir| real.starts_with(dir)) {
-        return target;
-    }
-    let home = PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/ccfan-test-tmp");
-    std::fs::create_dir_all(&home).unwrap();
-    home
 }
 
 /// The worktree of `task` in `run`.

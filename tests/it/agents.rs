@@ -1,0 +1,449 @@
+//! Agent workers end to end: the real, pinned Codex CLI and Claude Code binaries (installed by `scripts/test.sh`
+//! into `.tools/npm`), inside ccfan's sandbox, talking to `fixtures/fake-model/server.py` on loopback, which
+//! follows a script and logs every request. No API key, no network beyond loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::env::{Ran, TestEnv, task, visible_tmp};
+
+/// The folder holding the `codex` and `claude` the tests drive. Missing binaries fail the test: CI installs them.
+fn agent_bin() -> PathBuf {
+    let dir = std::env::var_os("CCFAN_AGENT_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/npm/node_modules/.bin"),
+        PathBuf::from,
+    );
+    for name in ["codex", "claude"] {
+        assert!(
+            dir.join(name).exists(),
+            "{} is missing: run scripts/test.sh, which installs the pinned agent CLIs",
+            dir.join(name).display()
+        );
+    }
+    dir
+}
+
+/// The fake model server, killed when dropped.
+struct FakeModel {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl FakeModel {
+    fn start(dir: &Path, steps: Value) -> FakeModel {
+        std::fs::create_dir_all(dir).unwrap();
+        let script = dir.join("script.json");
+        std::fs::write(&script, steps.to_string()).unwrap();
+        let (log, port_file) = (dir.join("requests.jsonl"), dir.join("port"));
+        let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fake-model/server.py");
+        let child = Command::new("python3")
+            .arg(server)
+            .arg("--script")
+            .arg(&script)
+            .arg("--log")
+            .arg(&log)
+            .arg("--port-file")
+            .arg(&port_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let port = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+            {
+                break port;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the fake model did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        FakeModel { child, port, log }
+    }
+
+    /// The requests that took a script step (the agent's conversation), in order.
+    fn conversation(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .filter(|request| !request["step"].is_null())
+            .collect()
+    }
+}
+
+impl Drop for FakeModel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A repository whose policy has a `codex` and a `claude` worker, with the user's Codex config pointing at the
+/// fake model.
+fn setup(model: &FakeModel, extra_policy: &str) -> TestEnv {
+    let env = TestEnv::new_in(&visible_tmp());
+    let codex_home = env.tmp.path().join("user-codex");
+    std::fs::create_dir_all(&codex_home).unwrap();
+    std::fs::write(
+        codex_home.join("config.toml"),
+        format!(
+            "model = \"gpt-5.5\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\nname = \"mock\"\n\
+             base_url = \"http://127.0.0.1:{}/v1\"\nwire_api = \"responses\"\n",
+            model.port
+        ),
+    )
+    .unwrap();
+    env.commit_policy(&format!(
+        "[run]\nmax_reworks = 2\n\n[workers.cx]\nkind = \"codex\"\nenv = {{ PROBE = \"{probe}\" }}\n\n\
+         [workers.cl]\nkind = \"claude\"\nenv = {{ PROBE = \"{probe}\" }}\n{extra_policy}",
+        probe = env.probe().display()
+    ));
+    env
+}
+
+/// `ccfan ARGS` with the agents on the PATH and their credentials and endpoints in the environment.
+fn agent_ccfan(env: &TestEnv, model: &FakeModel, args: &[&str]) -> Ran {
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", agent_bin().display());
+    let output = env
+        .command(args)
+        .env("PATH", path)
+        .env("CODEX_HOME", env.tmp.path().join("user-codex"))
+        .env("CODEX_API_KEY", "sk-test-not-a-real-key")
+        .env(
+            "ANTHROPIC_BASE_URL",
+            format!("http://127.0.0.1:{}", model.port),
+        )
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
+        .output()
+        .unwrap();
+    Ran {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn run_task(env: &TestEnv, model: &FakeModel, id: &str, worker: &str, extra: &str) -> Ran {
+    let tasks = env.tasks(&format!(
+        "[[task]]\nid = \"{id}\"\ngoal = \"Write the usage guide ({id})\"\nallowed = [\"docs/**\"]\n\
+         worker = \"{worker}\"\n{extra}"
+    ));
+    agent_ccfan(
+        env,
+        model,
+        &["run", "--json", "--tasks", tasks.to_str().unwrap()],
+    )
+}
+
+fn final_message(files: &[&str]) -> String {
+    let list: Vec<String> = files.iter().map(|f| format!("- {f}")).collect();
+    format!(
+        "## Summary\nWrote the guide.\n## Tests\nNone needed for docs.\n## Files Changed\n{}",
+        list.join("\n")
+    )
+}
+
+#[test]
+fn codex_good_edit_is_accepted_and_merged_with_usage_and_progress() {
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let model = FakeModel::start(
+        dir.path(),
+        json!([
+            {"when": "codex-good", "shell": "ls"},
+            {"when": "codex-good", "write": {"path": "docs/usage.md", "content": "# Usage\nRun ccfan."}},
+            {"when": "codex-good", "message": final_message(&["docs/usage.md"])},
+        ]),
+    );
+    let env = setup(&model, "");
+    let ran = run_task(&env, &model, "codex-good", "cx", "");
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let view = ran.json();
+    let t = task(&view, "codex-good");
+    assert_eq!(t["state"], "merged", "{ran:?}");
+    assert_eq!(t["agent"]["agent"], "codex");
+    assert_eq!(t["agent"]["commands_run"], 1);
+    assert_eq!(t["agent"]["files_changed"], 1);
+    assert!(t["usage"]["input_tokens"].as_u64().unwrap() > 0, "{t}");
+    assert!(
+        view["usage"]["output_tokens"].as_u64().unwrap() > 0,
+        "{view}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.repo.join("docs/usage.md")).unwrap(),
+        "# Usage\nRun ccfan.\n"
+    );
+    // Live progress reached the display, and the API key reached no output.
+    assert!(
+        ran.stderr
+            .contains("codex-good: codex: editing docs/usage.md"),
+        "{ran:?}"
+    );
+    assert!(!ran.stderr.contains("sk-test-not-a-real-key") && !ran.stdout.contains("sk-test"));
+    // The model saw the task, its scope and the instruction to finish with the three sections.
+    let conversation = model.conversation();
+    let first = conversation[0]["body"].to_string();
+    for part in [
+        "Write the usage guide (codex-good)",
+        "`docs/**`",
+        "## Files Changed",
+    ] {
+        assert!(first.contains(part), "{part} not in the prompt");
+    }
+    // The user's own Codex home was only read: the sessions live in ccfan's private copy.
+    assert!(!env.tmp.path().join("user-codex/sessions").exists());
+    let history = agent_ccfan(
+        &env,
+        &model,
+        &[
+            "status",
+            "--json",
+            &format!("{}/codex-good", view["run_id"].as_str().unwrap()),
+        ],
+    );
+    let attempt = &history.json()["attempts"][0]["agent"];
+    assert_eq!(
+        attempt["session_id"], conversation[0]["headers"]["session-id"],
+        "{attempt}"
+    );
+}
+
+/// The out-of-scope edit, the rework in the same session, the fix: shared by both agents.
+fn rework_resumes_the_same_session(worker: &str, id: &str, session_header: &str) {
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let model = FakeModel::start(
+        dir.path(),
+        json!([
+            {"when": id, "write": {"path": "notes/outside.md", "content": "out of scope"}},
+            {"when": id, "message": final_message(&["notes/outside.md"])},
+            {"when": "ccfan's gate checked your work", "shell": "rm -r notes && mkdir -p docs && echo fixed > docs/guide.md"},
+            {"when": "ccfan's gate checked your work", "message": final_message(&["docs/guide.md"])},
+        ]),
+    );
+    let env = setup(&model, "");
+    let ran = run_task(&env, &model, id, worker, "");
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let view = ran.json();
+    let t = task(&view, id);
+    assert_eq!(t["state"], "merged", "{ran:?}");
+    assert_eq!(t["attempts"], 2);
+    assert!(env.repo.join("docs/guide.md").exists());
+    assert!(
+        !env.repo.join("notes").exists(),
+        "the out-of-scope file never landed"
+    );
+    let conversation = model.conversation();
+    assert_eq!(conversation.len(), 4, "{conversation:#?}");
+    // One session throughout: the rework continued the conversation rather than starting another.
+    let session = &conversation[0]["headers"][session_header];
+    assert!(session.is_string(), "no {session_header} header");
+    assert!(
+        conversation
+            .iter()
+            .all(|r| &r["headers"][session_header] == session)
+    );
+    let rework = conversation[2]["body"].to_string();
+    assert!(
+        rework.contains("notes/outside.md") && rework.contains("[scope "),
+        "findings missing: {rework}"
+    );
+    assert!(
+        rework.contains("Write the usage guide"),
+        "the rework request must carry the earlier conversation"
+    );
+    let history = agent_ccfan(
+        &env,
+        &model,
+        &[
+            "status",
+            "--json",
+            &format!("{}/{id}", view["run_id"].as_str().unwrap()),
+        ],
+    )
+    .json();
+    assert_eq!(history["attempts"][1]["agent"]["resumed"], true);
+}
+
+#[test]
+fn codex_rework_resumes_its_thread() {
+    rework_resumes_the_same_session("cx", "codex-rework", "session-id");
+}
+
+#[test]
+fn claude_good_edit_and_rework_resume_its_session() {
+    rework_resumes_the_same_session("cl", "claude-rework", "x-claude-code-session-id");
+}
+
+#[test]
+fn model_errors_end_in_a_clear_state() {
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let model = FakeModel::start(
+        dir.path(),
+        json!([{"when": "-error", "repeat": true, "error": {"status": 400, "message": "model exploded"}}]),
+    );
+    let env = setup(&model, "");
+    for (worker, id, rule) in [
+        ("cl", "claude-error", "agent-api-error"),
+        ("cx", "codex-error", "agent-turn-failed"),
+    ] {
+        let ran = run_task(&env, &model, id, worker, "");
+        assert_eq!(ran.code, 1, "{ran:?}");
+        let t = task(&ran.json(), id).clone();
+        assert_eq!(t["state"], "rolled_back", "{ran:?}");
+        assert_eq!(t["attempts"], 1, "a model error is not reworked: {t}");
+        let reason = t["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(rule) && reason.contains("model exploded"),
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn a_hanging_model_times_out_and_the_whole_tree_dies() {
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let model = FakeModel::start(dir.path(), json!([{"when": "codex-hang", "hang": 120}]));
+    let env = setup(&model, "");
+    let started = Instant::now();
+    let ran = run_task(&env, &model, "codex-hang", "cx", "timeout = \"4s\"\n");
+    assert!(started.elapsed() < Duration::from_secs(60), "{ran:?}");
+    let view = ran.json();
+    let history = agent_ccfan(
+        &env,
+        &model,
+        &[
+            "status",
+            "--json",
+            &format!("{}/codex-hang", view["run_id"].as_str().unwrap()),
+        ],
+    )
+    .json();
+    assert_eq!(
+        history["attempts"][0]["exit_status"]["kind"], "timed_out",
+        "{history}"
+    );
+    let states: Vec<&str> = history["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert!(states.contains(&"timed_out"), "{states:?}");
+    assert!(
+        env.worker_processes().is_empty(),
+        "agent processes survived"
+    );
+}
+
+#[test]
+fn agent_writes_stay_in_the_worktree_and_its_private_home() {
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let env_dir = dir.path().join("host");
+    std::fs::create_dir_all(&env_dir).unwrap();
+    let outside = env_dir.join("escaped.txt");
+    let model = FakeModel::start(
+        dir.path(),
+        json!([
+            {"when": "codex-escape", "shell": format!(
+                "echo x > {out}; echo x > $HOME/escaped; echo 'notify = [\"sh\"]' >> $CODEX_HOME/config.toml; \
+                 echo x > .git/escaped; mkdir -p docs; echo ok > docs/ok.md",
+                out = outside.display())},
+            {"when": "codex-escape", "message": final_message(&["docs/ok.md"])},
+        ]),
+    );
+    let env = setup(&model, "");
+    let user_config = env.tmp.path().join("user-codex/config.toml");
+    let before = std::fs::read_to_string(&user_config).unwrap();
+    let ran = run_task(&env, &model, "codex-escape", "cx", "");
+    assert_eq!(
+        task(&ran.json(), "codex-escape")["state"],
+        "merged",
+        "{ran:?}"
+    );
+    assert!(
+        !outside.exists(),
+        "a write outside the worktree got through"
+    );
+    assert!(!env.home().join("escaped").exists());
+    assert_eq!(
+        std::fs::read_to_string(&user_config).unwrap(),
+        before,
+        "the user's Codex config changed"
+    );
+    assert!(env.repo.join("docs/ok.md").exists());
+}
+
+#[test]
+fn missing_or_outdated_binaries_fail_with_the_fix() {
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let model = FakeModel::start(dir.path(), json!([]));
+    let old = dir.path().join("old-codex");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\ncase \"$*\" in *--version*) echo 'codex-cli 0.1.0';; *) echo 'Usage: codex exec [PROMPT]';; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let env = setup(
+        &model,
+        &format!(
+            "\n[workers.gone]\nkind = \"codex\"\nprogram = \"no-such-codex\"\n\n[workers.old]\nkind = \"codex\"\nprogram = \"{}\"\n",
+            old.display()
+        ),
+    );
+    let ran = run_task(&env, &model, "gone", "gone", "");
+    let reason = task(&ran.json(), "gone")["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("no-such-codex") && reason.contains("npm install -g @openai/codex"),
+        "{reason}"
+    );
+    let ran = run_task(&env, &model, "old", "old", "");
+    let reason = task(&ran.json(), "old")["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("0.1.0") && reason.contains("`--json`"),
+        "{reason}"
+    );
+
+    // `doctor` lists every agent with its version, and fails while a profile of the policy cannot run.
+    let ran = agent_ccfan(&env, &model, &["doctor", "--json"]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    let doctor = ran.json();
+    let kinds = doctor["workers"].as_array().unwrap();
+    let find = |kind: &str, program: &str| {
+        kinds
+            .iter()
+            .find(|k| k["kind"] == kind && k["program"] == program)
+            .unwrap_or_else(|| panic!("{kind} {program} not in {doctor}"))
+    };
+    assert_eq!(find("codex", "codex")["version"], "0.169.0");
+    assert_eq!(find("claude", "claude")["version"], "2.1.330");
+    assert!(
+        find("codex", "codex")["missing_flags"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let old_report = find("codex", old.to_str().unwrap());
+    assert_eq!(old_report["missing_flags"][0], "--json", "{old_report}");
+    assert_eq!(old_report["profiles"][0], "old");
+    assert!(
+        find("codex", "no-such-codex")["problem"]
+            .as_str()
+            .unwrap()
+            .contains("not on the worker's PATH")
+    );
+}
