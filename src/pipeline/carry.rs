@@ -254,11 +254,12 @@ impl Carrier<'_> {
             agent_home: &self.layout.agent_home(self.run_id, &task.id),
             rules: self.rules,
         };
-        let mut stored_at: Option<std::time::Instant> = None;
+        let mut stored: Option<crate::model::AgentView> = None;
         let mut on_progress = |summary: &crate::agents::tally::AgentSummary| {
-            // Live progress for `ccfan status` in other processes: at most once a second.
-            if stored_at.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1)) {
-                stored_at = Some(std::time::Instant::now());
+            // Live progress for `ccfan status` in other processes, whenever what it shows changed.
+            let view = crate::model::AgentView::of(summary);
+            if stored.as_ref() != Some(&view) {
+                stored = Some(view);
                 if let Err(error) =
                     self.store()
                         .set_attempt_agent(self.run_id, &task.id, attempt, summary)

@@ -308,39 +308,92 @@ fn model_errors_end_in_a_clear_state() {
 }
 
 #[test]
-fn a_hanging_model_times_out_and_the_whole_tree_dies() {
+fn a_hanging_model_times_out_and_the_whole_tree_dies_while_status_shows_progress() {
     let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
-    let model = FakeModel::start(dir.path(), json!([{"when": "codex-hang", "hang": 120}]));
+    let model = FakeModel::start(
+        dir.path(),
+        json!([
+            {"when": "codex-hang", "shell": "echo started > started.txt"},
+            {"when": "codex-hang", "hang": 120},
+            {"when": "claude-hang", "shell": "echo started > started.txt"},
+            {"when": "claude-hang", "hang": 120},
+        ]),
+    );
     let env = setup(&model, "");
-    let started = Instant::now();
-    let ran = run_task(&env, &model, "codex-hang", "cx", "timeout = \"4s\"\n");
-    assert!(started.elapsed() < Duration::from_secs(60), "{ran:?}");
-    let view = ran.json();
-    let history = agent_ccfan(
-        &env,
-        &model,
-        &[
-            "status",
-            "--json",
-            &format!("{}/codex-hang", view["run_id"].as_str().unwrap()),
-        ],
-    )
-    .json();
-    assert_eq!(
-        history["attempts"][0]["exit_status"]["kind"], "timed_out",
-        "{history}"
-    );
-    let states: Vec<&str> = history["transitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["state"].as_str().unwrap())
-        .collect();
-    assert!(states.contains(&"timed_out"), "{states:?}");
-    assert!(
-        env.worker_processes().is_empty(),
-        "agent processes survived"
-    );
+    for (worker, id) in [("cx", "codex-hang"), ("cl", "claude-hang")] {
+        let tasks = env.tasks(&format!(
+            "[[task]]\nid = \"{id}\"\ngoal = \"Hang ({id})\"\nallowed = [\"**\"]\nworker = \"{worker}\"\n\
+             timeout = \"6s\"\n"
+        ));
+        let path = format!("{}:/usr/local/bin:/usr/bin:/bin", agent_bin().display());
+        let started = Instant::now();
+        let mut running = env
+            .command(&[
+                "run",
+                "--json",
+                "--no-merge",
+                "--tasks",
+                tasks.to_str().unwrap(),
+            ])
+            .env("PATH", path)
+            .env("CODEX_HOME", env.tmp.path().join("user-codex"))
+            .env("CODEX_API_KEY", "sk-test-not-a-real-key")
+            .env(
+                "ANTHROPIC_BASE_URL",
+                format!("http://127.0.0.1:{}", model.port),
+            )
+            .env("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Another process sees the agent's live progress while the model hangs.
+        let live = loop {
+            let list = agent_ccfan(&env, &model, &["status", "--json"]).json();
+            let found = list["runs"].as_array().unwrap().iter().find_map(|run| {
+                let view =
+                    agent_ccfan(&env, &model, &["status", "--json", run["run_id"].as_str()?])
+                        .json();
+                view["tasks"]
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["id"] == id)
+                    .cloned()
+            });
+            if let Some(t) = found
+                && t["state"] == "running"
+                && t["agent"]["commands_run"] == 1
+            {
+                break t;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no live progress for {id}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            live["agent"]["last_command"]
+                .as_str()
+                .unwrap()
+                .contains("echo started"),
+            "{live}"
+        );
+        let output = running.wait_with_output().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(90));
+        let view: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let run = view["run_id"].as_str().unwrap();
+        let history =
+            agent_ccfan(&env, &model, &["status", "--json", &format!("{run}/{id}")]).json();
+        assert_eq!(
+            history["attempts"][0]["exit_status"]["kind"], "timed_out",
+            "{history}"
+        );
+        assert!(
+            env.worker_processes().is_empty(),
+            "{id}: agent processes survived"
+        );
+    }
 }
 
 #[test]
