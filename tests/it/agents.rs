@@ -327,7 +327,7 @@ fn a_hanging_model_times_out_and_the_whole_tree_dies_while_status_shows_progress
         ));
         let path = format!("{}:/usr/local/bin:/usr/bin:/bin", agent_bin().display());
         let started = Instant::now();
-        let mut running = env
+        let running = env
             .command(&[
                 "run",
                 "--json",
