@@ -62,7 +62,16 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
         }],
         "item.started" | "item.updated" | "item.completed" => {
             let item = event.get("item").unwrap_or(&Value::Null);
-            item_events(item, kind == "item.completed")
+            let events = item_events(item, kind == "item.completed");
+            // An update of a running command is not a second command.
+            if kind == "item.updated" {
+                events
+                    .into_iter()
+                    .filter(|e| !matches!(e, AgentEvent::Command { done: false, .. }))
+                    .collect()
+            } else {
+                events
+            }
         }
         _ => vec![AgentEvent::Unknown { kind }],
     }
@@ -219,6 +228,12 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, AgentEvent::TurnCompleted { .. }))
         );
+    }
+
+    #[test]
+    fn an_update_is_not_a_new_command() {
+        let line = r#"{"type":"item.updated","item":{"id":"item_0","type":"command_execution","command":"ls","status":"in_progress"}}"#;
+        assert!(parse_line(line).is_empty());
     }
 
     #[test]

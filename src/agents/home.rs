@@ -39,7 +39,7 @@ pub fn prepare(
     root: &Path,
     env: &[(OsString, OsString)],
 ) -> std::io::Result<(&'static str, PathBuf)> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     let (variable, default_dir, files) = layout(agent);
     let home = root.join(agent.name());
     std::fs::DirBuilder::new()
@@ -66,13 +66,43 @@ pub fn prepare(
         copies.extend(state.map(|from| (from, home.join(".claude.json"))));
     }
     for (from, to) in copies {
-        if to.exists() || !from.is_file() {
+        // Whatever is there already (the agent's own edits, or a symlink it planted) is never written through.
+        if std::fs::symlink_metadata(&to).is_ok() || !from.is_file() {
             continue;
         }
-        std::fs::copy(&from, &to)?;
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
+        let bytes = std::fs::read(&from)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&to)?;
+        std::io::Write::write_all(&mut file, &bytes)?;
     }
     Ok((variable, home))
+}
+
+/// Whether the private home under `root` still holds session `id` (Codex: `sessions/**/rollout-…-ID.jsonl`;
+/// Claude Code: `projects/*/ID.jsonl`).
+pub fn has_session(agent: Agent, root: &Path, id: &str) -> bool {
+    let (top, depth) = match agent {
+        Agent::Codex => ("sessions", 4),
+        Agent::Claude => ("projects", 2),
+    };
+    fn find(dir: &Path, id: &str, depth: u32) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() && depth > 0 => find(&entry.path(), id, depth - 1),
+                Ok(kind) if kind.is_file() => name.ends_with(".jsonl") && name.contains(id),
+                _ => false,
+            }
+        })
+    }
+    !id.is_empty() && find(&root.join(agent.name()).join(top), id, depth)
 }
 
 #[cfg(test)]
@@ -108,6 +138,39 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(user.join(".codex/config.toml")).unwrap(),
             "model = \"m\"\n"
+        );
+    }
+
+    #[test]
+    fn sessions_are_found_where_each_agent_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let codex = dir.path().join("codex/sessions/2026/11/21");
+        std::fs::create_dir_all(&codex).unwrap();
+        std::fs::write(codex.join("rollout-2026-11-21T22-40-01-abc-123.jsonl"), "").unwrap();
+        assert!(has_session(Agent::Codex, dir.path(), "abc-123"));
+        assert!(!has_session(Agent::Codex, dir.path(), "abc-999"));
+        let claude = dir.path().join("claude/projects/-work-tree");
+        std::fs::create_dir_all(&claude).unwrap();
+        std::fs::write(claude.join("c976.jsonl"), "").unwrap();
+        assert!(has_session(Agent::Claude, dir.path(), "c976"));
+        assert!(!has_session(Agent::Claude, dir.path(), ""));
+    }
+
+    #[test]
+    fn a_planted_symlink_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("user");
+        std::fs::create_dir_all(user.join(".codex")).unwrap();
+        std::fs::write(user.join(".codex/auth.json"), "{\"key\":1}").unwrap();
+        let root = dir.path().join("home");
+        std::fs::create_dir_all(root.join("codex")).unwrap();
+        let target = dir.path().join("stolen.json");
+        std::os::unix::fs::symlink(&target, root.join("codex/auth.json")).unwrap();
+        let env = vec![(OsString::from("HOME"), user.into_os_string())];
+        prepare(Agent::Codex, &root, &env).unwrap();
+        assert!(
+            !target.exists(),
+            "the credentials were copied through the symlink"
         );
     }
 

@@ -125,6 +125,23 @@ impl Usage {
         }
     }
 
+    /// `self` less `earlier`, never below zero.
+    pub fn minus(self, earlier: Usage) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.saturating_sub(earlier.input_tokens),
+            cached_input_tokens: self
+                .cached_input_tokens
+                .saturating_sub(earlier.cached_input_tokens),
+            output_tokens: self.output_tokens.saturating_sub(earlier.output_tokens),
+            reasoning_output_tokens: self
+                .reasoning_output_tokens
+                .saturating_sub(earlier.reasoning_output_tokens),
+            cost_usd: self
+                .cost_usd
+                .map(|cost| (cost - earlier.cost_usd.unwrap_or(0.0)).max(0.0)),
+        }
+    }
+
     /// Whether nothing was counted.
     pub fn is_empty(&self) -> bool {
         *self == Usage::default()

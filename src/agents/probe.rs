@@ -1,17 +1,21 @@
 //! Stage 3 (run worker), agent workers: before the first attempt, ask the agent binary once for its version and
 //! help, and check that every flag ccfan drives it with exists — a clear "codex 0.30 lacks `exec --json`" beats a
-//! worker that dies on an unknown flag. `ccfan doctor` shows the same report.
+//! worker that dies on an unknown flag. `ccfan doctor` shows the same report. The probe runs inside the sandbox
+//! like any worker: the program may come from a tasks file.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::Agent;
-use crate::sandbox;
+use crate::model::ExitStatus;
+use crate::policy::SandboxSettings;
+use crate::sandbox::{self, Launch, SandboxPolicy};
 
 /// How long a `--version` or `--help` may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -67,8 +71,71 @@ fn cache() -> &'static Cache {
     CACHE.get_or_init(Cache::default)
 }
 
-/// Probes `program` (looked up on the `PATH` of `env`), once per binary per process.
-pub fn probe(agent: Agent, program: &str, env: &[(OsString, OsString)]) -> ProbeReport {
+/// The folder an agent binary was installed in: its nearest `node_modules` ancestor (the `codex` command is a
+/// script that starts a platform binary from there), else its own folder.
+pub fn install_root(program: &Path) -> PathBuf {
+    let real = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
+    real.ancestors()
+        .find(|dir| dir.file_name().is_some_and(|name| name == "node_modules"))
+        .or_else(|| real.parent())
+        .map_or(real.clone(), Path::to_path_buf)
+}
+
+/// Runs `program args…` in the sandbox and returns what it printed, or why it could not.
+fn capture(
+    program: &Path,
+    args: &[&str],
+    env: &[(OsString, OsString)],
+    settings: &SandboxSettings,
+) -> Result<String, String> {
+    let scratch = tempfile::Builder::new()
+        .prefix("ccfan-probe-")
+        .tempdir()
+        .map_err(|error| format!("cannot make a scratch folder: {error}"))?;
+    let log = scratch.path().join("probe.log");
+    let mut argv = vec![program.to_string_lossy().into_owned()];
+    argv.extend(args.iter().map(|arg| (*arg).to_string()));
+    let cancel = AtomicBool::new(false);
+    let policy = SandboxPolicy::for_probe(
+        settings,
+        scratch.path(),
+        &install_root(program),
+        PROBE_TIMEOUT,
+    );
+    let outcome = sandbox::run(
+        Launch {
+            argv: &argv,
+            cwd: scratch.path(),
+            env: env.to_vec(),
+            log_path: &log,
+            token: &format!("probe-{}", crate::util::random_hex(4)),
+            cancel: &cancel,
+            sandbox: &policy,
+            stream: None,
+        },
+        |_| {},
+    )
+    .map_err(|error| error.to_string())?;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    match outcome.exit {
+        ExitStatus::Code { code: 0 } => Ok(text),
+        exit => Err(format!(
+            "`{} {}` {exit}: {}",
+            program.display(),
+            args.join(" "),
+            text.lines().last().unwrap_or("no message").trim()
+        )),
+    }
+}
+
+/// Probes `program` (looked up on the `PATH` of `env`) in the sandbox `settings` describe, once per binary per
+/// process.
+pub fn probe(
+    agent: Agent,
+    program: &str,
+    env: &[(OsString, OsString)],
+    settings: &SandboxSettings,
+) -> ProbeReport {
     let mut report = ProbeReport {
         agent,
         program: program.to_string(),
@@ -101,13 +168,13 @@ pub fn probe(agent: Agent, program: &str, env: &[(OsString, OsString)]) -> Probe
         .filter(|(name, _)| name == "PATH" || name == "HOME")
         .cloned()
         .collect();
-    match sandbox::probe::capture(&path, &["--version"], &probe_env, PROBE_TIMEOUT) {
+    match capture(&path, &["--version"], &probe_env, settings) {
         Ok(text) => report.version = parse_version(&text),
         Err(error) => report.problem = Some(format!("it does not run: {error}")),
     }
     if report.problem.is_none() {
         let (help, flags) = needs(agent);
-        match sandbox::probe::capture(&path, help, &probe_env, PROBE_TIMEOUT) {
+        match capture(&path, help, &probe_env, settings) {
             Ok(text) => {
                 report.missing_flags = missing(&text, flags);
                 if !report.missing_flags.is_empty() {
@@ -129,10 +196,13 @@ pub fn probe(agent: Agent, program: &str, env: &[(OsString, OsString)]) -> Probe
             Err(error) => report.problem = Some(format!("its help does not run: {error}")),
         }
     }
-    cache()
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(key, report.clone());
+    // A binary that answered is remembered; one that failed (busy machine, timeout) is asked again next time.
+    if report.problem.is_none() || !report.missing_flags.is_empty() {
+        cache()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, report.clone());
+    }
     report
 }
 
@@ -185,7 +255,8 @@ mod tests {
     #[test]
     fn a_missing_binary_says_how_to_install_it() {
         let env = vec![(OsString::from("PATH"), OsString::from("/nonexistent"))];
-        let report = probe(Agent::Codex, "codex", &env);
+        let settings = crate::policy::load(None).unwrap().sandbox;
+        let report = probe(Agent::Codex, "codex", &env, &settings);
         assert!(!report.usable());
         assert!(
             report

@@ -86,9 +86,14 @@ fn list(prompt: &mut String, title: &str, items: &[String]) {
     }
 }
 
+/// Findings listed in a prompt (the prompt is one argument, and Linux caps one at 128 KiB).
+const MAX_FINDINGS: usize = 50;
+/// Characters kept of one finding's message.
+const MAX_MESSAGE: usize = 500;
+
 fn numbered(findings: &[Finding]) -> String {
     let mut text = String::new();
-    for (n, finding) in findings.iter().enumerate() {
+    for (n, finding) in findings.iter().enumerate().take(MAX_FINDINGS) {
         let place = match (&finding.path, finding.line) {
             (Some(path), Some(line)) => format!(" at `{path}:{line}`"),
             (Some(path), None) => format!(" at `{path}`"),
@@ -100,7 +105,18 @@ fn numbered(findings: &[Finding]) -> String {
             n + 1,
             finding.stage,
             finding.rule,
-            finding.message
+            finding
+                .message
+                .chars()
+                .take(MAX_MESSAGE)
+                .collect::<String>()
+        );
+    }
+    if findings.len() > MAX_FINDINGS {
+        let _ = writeln!(
+            text,
+            "… and {} more of the same kinds; fix those too.",
+            findings.len() - MAX_FINDINGS
         );
     }
     text

@@ -117,11 +117,20 @@ pub struct Tally {
     running: Vec<(String, String)>,
     files: BTreeSet<String>,
     steps: u32,
+    baseline: Usage,
 }
 
 impl Tally {
-    /// A tally for an attempt of `agent` in `worktree`.
-    pub fn new(agent: Agent, worktree: &Path, max_turns: Option<u32>, resumed: bool) -> Tally {
+    /// A tally for an attempt of `agent` in `worktree`. `baseline` is what earlier attempts of a resumed session
+    /// used: Codex reports a resumed thread's tokens, and Claude Code a resumed session's cost, for the whole
+    /// session, and the attempt is billed only its own share.
+    pub fn new(
+        agent: Agent,
+        worktree: &Path,
+        max_turns: Option<u32>,
+        resumed: bool,
+        baseline: Usage,
+    ) -> Tally {
         Tally {
             summary: AgentSummary {
                 agent,
@@ -148,6 +157,7 @@ impl Tally {
             running: Vec::new(),
             files: BTreeSet::new(),
             steps: 0,
+            baseline,
         }
     }
 
@@ -216,7 +226,11 @@ impl Tally {
                 summary.current = Some(format!("using {name}"));
             }
             AgentEvent::TurnCompleted { usage } => {
-                summary.usage = summary.usage.plus(usage);
+                let own = usage.minus(Usage {
+                    cost_usd: None,
+                    ..self.baseline
+                });
+                summary.usage = summary.usage.plus(own);
                 summary.finished = true;
                 summary.current = Some("done".to_string());
             }
@@ -256,7 +270,11 @@ impl Tally {
     fn result(&mut self, result: ResultEvent) {
         let summary = &mut self.summary;
         summary.finished = true;
-        summary.usage = summary.usage.plus(result.usage);
+        let own_cost = result.usage.minus(Usage {
+            cost_usd: self.baseline.cost_usd,
+            ..Usage::default()
+        });
+        summary.usage = summary.usage.plus(own_cost);
         if let Some(turns) = result.num_turns {
             summary.turns = turns;
         }
@@ -439,7 +457,13 @@ mod tests {
     fn replay(agent: Agent, name: &str, max_turns: Option<u32>) -> (AgentSummary, Vec<String>) {
         let path = format!("{}/fixtures/transcripts/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(path).unwrap();
-        let mut tally = Tally::new(agent, Path::new("/root/fm/repo"), max_turns, false);
+        let mut tally = Tally::new(
+            agent,
+            Path::new("/root/fm/repo"),
+            max_turns,
+            false,
+            Usage::default(),
+        );
         let stops = text
             .lines()
             .flat_map(|line| agent.parse_line(line))
@@ -530,9 +554,49 @@ mod tests {
         assert!(summary.final_message.unwrap().contains("## Summary"));
     }
 
+    fn replay_resumed(agent: Agent, name: &str, earlier: Usage) -> Usage {
+        let path = format!("{}/fixtures/transcripts/{name}", env!("CARGO_MANIFEST_DIR"));
+        let mut tally = Tally::new(agent, Path::new("/w"), None, true, earlier);
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            for event in agent.parse_line(line) {
+                tally.observe(event);
+            }
+        }
+        tally.finish().usage
+    }
+
+    #[test]
+    fn a_resumed_session_is_billed_only_its_own_share() {
+        // Recorded: codex reported 5009 input tokens for the resumed thread, 3006 of them from the first attempt.
+        let earlier = Usage {
+            input_tokens: 3006,
+            cached_input_tokens: 300,
+            output_tokens: 156,
+            reasoning_output_tokens: 30,
+            cost_usd: None,
+        };
+        let usage = replay_resumed(Agent::Codex, "codex-0.169.0-resume.jsonl", earlier);
+        assert_eq!((usage.input_tokens, usage.output_tokens), (2003, 103));
+        // Claude Code: tokens per run, cost per session.
+        let earlier = Usage {
+            input_tokens: 3006,
+            cost_usd: Some(0.014544),
+            ..Usage::default()
+        };
+        let usage = replay_resumed(Agent::Claude, "claude-2.1.330-resume.jsonl", earlier);
+        assert_eq!(usage.input_tokens, 1004);
+        assert!((usage.cost_usd.unwrap() - (0.018216 - 0.014544)).abs() < 1e-9);
+    }
+
     #[test]
     fn denials_warn_and_redaction_reaches_every_text() {
-        let mut tally = Tally::new(Agent::Claude, Path::new("/w"), None, false);
+        let mut tally = Tally::new(
+            Agent::Claude,
+            Path::new("/w"),
+            None,
+            false,
+            Usage::default(),
+        );
         tally.observe(AgentEvent::Result(ResultEvent {
             subtype: "success".into(),
             permission_denials: vec!["Bash: cat secret".into()],

@@ -75,7 +75,7 @@ fn workers(policy: &policy::Policy) -> Vec<WorkerKindReport> {
                     })
                     .map(|p| p.name.clone())
                     .collect(),
-                probe: Some(probe::probe(agent, &program, &env)),
+                probe: Some(probe::probe(agent, &program, &env, &policy.sandbox)),
             });
         }
     }

@@ -203,7 +203,15 @@ fn plain_line(event: &Event) {
 
 /// The first line of `text`, cut at `max` characters with an ellipsis.
 pub fn one_line(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or_default();
+    // Text a worker controls never reaches the terminal with control characters (escape sequences) in it.
+    let line: String = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    let line = line.as_str();
     if line.chars().count() <= max {
         return line.to_string();
     }
@@ -402,7 +410,10 @@ pub fn task_history(history: &crate::status::TaskHistory) -> String {
             text.push_str(&format!("  $ {}{code}\n", one_line(&command.command, 120)));
         }
         if !agent.files_changed.is_empty() {
-            text.push_str(&format!("  edited: {}\n", agent.files_changed.join(", ")));
+            text.push_str(&format!(
+                "  edited: {}\n",
+                one_line(&agent.files_changed.join(", "), 400)
+            ));
         }
     }
     let transitions: Vec<Vec<String>> = history

@@ -226,10 +226,24 @@ impl Carrier<'_> {
                 token: &token,
             },
         )?;
-        // An agent's rework continues its own session, when an earlier attempt reported one.
-        let resume = match task.worker.kind.agent() {
-            Some(_) if !rework.is_empty() => self.store().agent_session(self.run_id, &task.id)?,
-            _ => None,
+        // An agent's rework continues its own session, when an earlier attempt reported one and its private home
+        // still holds it (`gc` removes the home; a resume of a lost session would start with no task at all).
+        let agent_home = self.layout.agent_home(self.run_id, &task.id);
+        let (resume, baseline) = match task.worker.kind.agent() {
+            Some((agent, _)) if !rework.is_empty() => {
+                let store = self.store();
+                let session = store
+                    .agent_session(self.run_id, &task.id)?
+                    .filter(|id| crate::agents::home::has_session(agent, &agent_home, id));
+                let baseline = store
+                    .attempt_agents(self.run_id, &task.id)?
+                    .iter()
+                    .filter(|(_, summary)| session.is_some() && summary.session_id == session)
+                    .map(|(_, summary)| summary.usage)
+                    .fold(crate::agents::Usage::default(), crate::agents::Usage::plus);
+                (session, baseline)
+            }
+            _ => (None, crate::agents::Usage::default()),
         };
         let why = (attempt > 1).then(|| match &resume {
             Some(_) => format!(
@@ -251,8 +265,9 @@ impl Carrier<'_> {
             token: &token,
             rework,
             resume: resume.as_deref(),
-            agent_home: &self.layout.agent_home(self.run_id, &task.id),
+            agent_home: &agent_home,
             rules: self.rules,
+            baseline,
         };
         let mut stored: Option<crate::model::AgentView> = None;
         let mut on_progress = |summary: &crate::agents::tally::AgentSummary| {

@@ -41,6 +41,8 @@ pub struct AttemptContext<'a> {
     pub agent_home: &'a Path,
     /// Redacts what the agent said before it is stored or shown.
     pub rules: &'a RulePack,
+    /// What earlier attempts in the resumed session already used (the agents report some counts per session).
+    pub baseline: agents::Usage,
 }
 
 /// How a worker's attempt ended, with what its agent reported (agent workers).
@@ -167,8 +169,20 @@ pub fn run_worker(
         WorkerKind::Codex(config) => (Agent::Codex, config),
         WorkerKind::Claude(config) => (Agent::Claude, config),
     };
-    // Agent workers: the binary must have every flag ccfan uses.
-    let probed = probe::probe(agent, &config.program, &env);
+    // ccfan turns the agents' own sandboxes and permission prompts off: only its own sandbox may stand in.
+    if policy.sandbox.backend == crate::policy::SandboxBackend::None {
+        let message = format!(
+            "{agent} workers need ccfan's sandbox (ccfan turns the agent's own sandbox off), but the policy says \
+             sandbox.backend = \"none\"; set it to \"auto\""
+        );
+        let _ = std::fs::write(&log, format!("ccfan: {message}\n"));
+        return Ok(WorkerRun {
+            outcome: Outcome::not_started(message),
+            agent: None,
+        });
+    }
+    // Agent workers: the binary must have every flag ccfan uses (probed inside the sandbox).
+    let probed = probe::probe(agent, &config.program, &env, &policy.sandbox);
     let (Some(program), None) = (&probed.path, &probed.problem) else {
         let message = probed
             .problem
@@ -200,6 +214,9 @@ pub fn run_worker(
     sandbox_policy
         .writable
         .push(crate::paths::real_path(context.agent_home));
+    // The agent's installation stays visible (read-only) even where the sandbox hides a folder (an npm prefix
+    // under /tmp): the whole `node_modules` tree, since `codex` is a script that starts a platform binary there.
+    sandbox_policy.read_only.push(probe::install_root(program));
     let text = match context.resume {
         Some(_) => prompt::rework(task, context.attempt, context.rework),
         None => prompt::first(task, context.attempt, context.rework),
@@ -209,30 +226,20 @@ pub fn run_worker(
         ..config.clone()
     };
     let argv = agent.argv(&resolved, &text, context.resume);
-    let mut tally = Tally::new(
+    let tally = Tally::new(
         agent,
         context.worktree,
         config.max_turns,
         context.resume.is_some(),
+        context.baseline,
     );
-    let mut on_line = |line: &str| {
-        let mut stop = None;
-        let mut changed = false;
-        for event in agent.parse_line(line) {
-            changed |= !matches!(
-                event,
-                agents::AgentEvent::Unknown { .. } | agents::AgentEvent::Unparsable
-            );
-            if let Some(reason) = tally.observe(event) {
-                stop.get_or_insert(reason);
-            }
-        }
-        if changed {
-            let mut snapshot = tally.summary().clone();
-            snapshot.redact(|text| context.rules.redact_text(text));
-            on_progress(&snapshot);
-        }
-        stop
+    let mut reader = Reader {
+        agent,
+        tally,
+        rules: context.rules,
+        on_progress,
+        shown_at: None,
+        pending: false,
     };
     let events = events_path(context.dir);
     let outcome = sandbox::run(
@@ -246,27 +253,83 @@ pub fn run_worker(
             sandbox: &sandbox_policy,
             stream: Some(EventStream {
                 path: &events,
-                on_line: &mut on_line,
+                handler: &mut reader,
             }),
         },
         on_spawn,
     )?;
+    let tally = reader.tally;
     let mut summary = tally.finish();
     summary.redact(|text| context.rules.redact_text(text));
     write(
         &agent_path(context.dir),
         &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
     )?;
-    // The agent's last message is its final report, unless it wrote one itself.
+    // The agent's last message is its final report, unless it wrote one itself. ccfan writes it beside the log,
+    // where the worker cannot plant a symlink, never into the worker-writable outbox.
     if let Some(message) = &summary.final_message
-        && std::fs::metadata(&report_file).map_or(true, |meta| meta.len() == 0)
+        && std::fs::symlink_metadata(&report_file).is_err()
     {
-        write(&report_file, message.as_bytes())?;
+        write(
+            &context.dir.join(super::gate::FINAL_REPORT),
+            message.as_bytes(),
+        )?;
     }
     Ok(WorkerRun {
         outcome,
         agent: Some(summary),
     })
+}
+
+/// How often progress is passed on at most (the last change always is, on the next poll after this).
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Reads an agent's stream into its tally and passes progress on, at most every [`PROGRESS_EVERY`].
+struct Reader<'a, 'p> {
+    agent: Agent,
+    tally: Tally,
+    rules: &'a RulePack,
+    on_progress: &'p mut dyn FnMut(&AgentSummary),
+    shown_at: Option<std::time::Instant>,
+    pending: bool,
+}
+
+impl Reader<'_, '_> {
+    fn show(&mut self) {
+        if self.pending
+            && self
+                .shown_at
+                .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY)
+        {
+            self.pending = false;
+            self.shown_at = Some(std::time::Instant::now());
+            let mut snapshot = self.tally.summary().clone();
+            snapshot.redact(|text| self.rules.redact_text(text));
+            (self.on_progress)(&snapshot);
+        }
+    }
+}
+
+impl sandbox::StreamHandler for Reader<'_, '_> {
+    fn line(&mut self, line: &str) -> Option<String> {
+        let mut stop = None;
+        // Secrets are redacted from the line itself, before any text of it is clipped or stored.
+        for event in self.agent.parse_line(&self.rules.redact_text(line)) {
+            self.pending |= !matches!(
+                event,
+                agents::AgentEvent::Unknown { .. } | agents::AgentEvent::Unparsable
+            );
+            if let Some(reason) = self.tally.observe(event) {
+                stop.get_or_insert(reason);
+            }
+        }
+        self.show();
+        stop
+    }
+
+    fn idle(&mut self) {
+        self.show();
+    }
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), RunWorkerError> {

@@ -48,7 +48,7 @@ impl CappedLog {
     pub fn pump_lines(
         self,
         mut reader: std::io::PipeReader,
-        lines: Option<mpsc::Sender<String>>,
+        lines: Option<mpsc::SyncSender<String>>,
     ) -> Pump {
         let (sender, done) = mpsc::channel();
         let CappedLog { mut file, limit } = self;
@@ -112,6 +112,11 @@ impl Pump {
         self.total.load(Ordering::Relaxed)
     }
 
+    /// `(bytes written by the worker, capped)` once the pipe closed and everything was written, else `None`.
+    pub fn done(&self) -> Option<(u64, bool)> {
+        self.done.try_recv().ok()
+    }
+
     /// Waits up to `wait` for the pipe to close; returns `(bytes written by the worker, capped)`.
     pub fn finish(self, wait: Duration) -> (u64, bool) {
         self.done.recv_timeout(wait).unwrap_or((0, false))
@@ -143,7 +148,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stream");
         let (reader, mut writer) = std::io::pipe().unwrap();
-        let (sender, lines) = mpsc::channel();
+        let (sender, lines) = mpsc::sync_channel(8);
         let pump = CappedLog::create(&path, 8)
             .unwrap()
             .pump_lines(reader, Some(sender));

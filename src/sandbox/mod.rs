@@ -9,7 +9,6 @@ mod cgroup;
 pub mod doctor;
 mod landlock;
 mod log;
-pub mod probe;
 pub mod proc;
 mod seccomp;
 mod spec;
@@ -65,14 +64,23 @@ pub enum SandboxError {
     },
 }
 
+/// Reads a worker's event stream on ccfan's supervising thread.
+pub trait StreamHandler {
+    /// Takes one line, in order. Returns why the worker must stop, when the line shows it went past a limit
+    /// ccfan enforces.
+    fn line(&mut self, line: &str) -> Option<String>;
+    /// Called on every poll, lines or not (at most every few milliseconds): a chance to pass on what was held back.
+    fn idle(&mut self) {}
+}
+
 /// A worker whose stdout is an event stream (an agent CLI's JSONL): kept apart from stderr, in its own capped
-/// file, each line handed to `on_line` while the worker runs. `on_line` returns why the worker must stop, when a
-/// line shows it went past a limit ccfan enforces.
+/// file, each line handed to the handler while the worker runs. Lines queue in a bounded channel and each poll
+/// takes a bounded number, so a flood of lines slows the worker down rather than ccfan's timeout and cancel checks.
 pub struct EventStream<'a> {
     /// Where the stream is kept.
     pub path: &'a Path,
-    /// Called on ccfan's supervising thread for every line, in order.
-    pub on_line: &'a mut (dyn FnMut(&str) -> Option<String> + 'a),
+    /// What reads the lines.
+    pub handler: &'a mut dyn StreamHandler,
 }
 
 impl std::fmt::Debug for EventStream<'_> {
@@ -82,6 +90,11 @@ impl std::fmt::Debug for EventStream<'_> {
             .finish_non_exhaustive()
     }
 }
+
+/// Lines of an event stream waiting for ccfan (past this, the pump waits and the worker's writes block).
+const LINE_QUEUE: usize = 4096;
+/// Lines handled per poll, so that timeout, cancel and limit checks keep running under a flood.
+const LINES_PER_POLL: usize = 512;
 
 /// What to run and how.
 #[derive(Debug)]
@@ -372,17 +385,18 @@ pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome
     let pid = child.id();
     on_spawn(pid);
     let pump = log.pump(reader);
-    let (line_sender, lines) = std::sync::mpsc::channel::<String>();
+    let (line_sender, lines) = std::sync::mpsc::sync_channel::<String>(LINE_QUEUE);
     let stream_pump =
         stream_io.map(|(file, stream_reader)| file.pump_lines(stream_reader, Some(line_sender)));
     let mut limit_hit: Option<String> = None;
     let take_lines = |stream: &mut Option<EventStream<'_>>, limit_hit: &mut Option<String>| {
         if let Some(events) = stream.as_mut() {
-            for line in lines.try_iter() {
-                if let Some(reason) = (events.on_line)(&line) {
+            for line in lines.try_iter().take(LINES_PER_POLL) {
+                if let Some(reason) = events.handler.line(&line) {
                     limit_hit.get_or_insert(reason);
                 }
             }
+            events.handler.idle();
         }
     };
 
@@ -425,12 +439,30 @@ pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome
     let leftovers_killed = proc::kill_tree(pid, launch.token, &cgroups);
     let (mut output_bytes, mut log_capped) = pump.finish(Duration::from_secs(3));
     if let Some(stream_pump) = stream_pump {
-        let (bytes, capped) = stream_pump.finish(Duration::from_secs(3));
+        // Drain the queue while the pump reads the last of the pipe (it waits whenever the queue is full).
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let (bytes, capped) = loop {
+            if let Some(events) = stream.as_mut() {
+                for line in lines.try_iter() {
+                    events.handler.line(&line);
+                }
+            }
+            match stream_pump.done() {
+                Some(done) => break done,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                None => break (stream_pump.bytes(), false),
+            }
+        };
         output_bytes += bytes;
         log_capped |= capped;
     }
-    // The lines that arrived after the last poll.
-    take_lines(&mut stream, &mut limit_hit);
+    // The lines sent just before the pump finished.
+    if let Some(events) = stream.as_mut() {
+        for line in lines.try_iter() {
+            events.handler.line(&line);
+        }
+        events.handler.idle();
+    }
     let started_ok = sandbox_started(info);
     let events = cgroups.events();
     let memory_exceeded = cgroups.memory_exceeded();

@@ -87,6 +87,25 @@ impl SandboxPolicy {
         policy
     }
 
+    /// A probe's policy (`codex --version`, `claude --help`): no network, nothing writable but `scratch`, and
+    /// `install` (the program's installation) visible read-only even in a folder the sandbox hides.
+    pub fn for_probe(
+        settings: &SandboxSettings,
+        scratch: &Path,
+        install: &Path,
+        timeout: Duration,
+    ) -> Self {
+        SandboxPolicy {
+            backend: settings.backend,
+            writable: vec![real(scratch)],
+            read_only: vec![real(install)],
+            network: false,
+            limits: settings.limits,
+            timeout,
+            log_limit: 1 << 20,
+        }
+    }
+
     /// A test's or check's policy: network only when `sandbox.test_network` says so.
     pub fn for_command(
         settings: &SandboxSettings,

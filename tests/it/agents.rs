@@ -182,11 +182,8 @@ fn codex_good_edit_is_accepted_and_merged_with_usage_and_progress() {
         "# Usage\nRun ccfan.\n"
     );
     // Live progress reached the display, and the API key reached no output.
-    assert!(
-        ran.stderr
-            .contains("codex-good: codex: editing docs/usage.md"),
-        "{ran:?}"
-    );
+    assert!(ran.stderr.contains("codex-good: codex: "), "{ran:?}");
+    assert!(ran.stderr.contains("· 1 file(s)"), "{ran:?}");
     assert!(!ran.stderr.contains("sk-test-not-a-real-key") && !ran.stdout.contains("sk-test"));
     // The model saw the task, its scope and the instruction to finish with the three sections.
     let conversation = model.conversation();
