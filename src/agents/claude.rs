@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{AgentEvent, ResultEvent, Usage, count, json_object, text};
+use super::{AgentEvent, ResultEvent, Usage, count, read_event, text};
 use crate::model::AgentConfig;
 
 /// Tools that write files (their `file_path` is the file changed).
@@ -44,14 +44,10 @@ pub fn argv(config: &AgentConfig, prompt: &str, resume: Option<&str>) -> Vec<Str
 
 /// Reads one line of `claude -p --output-format stream-json` output.
 pub fn parse_line(line: &str) -> Vec<AgentEvent> {
-    if line.trim().is_empty() {
-        return Vec::new();
-    }
-    let Some(map) = json_object(line) else {
-        return vec![AgentEvent::Unparsable];
+    let (event, kind) = match read_event(line) {
+        Ok(read) => read,
+        Err(events) => return events,
     };
-    let event = Value::Object(map);
-    let kind = text(&event, "type").unwrap_or_default();
     match kind.as_str() {
         "system" => match text(&event, "subtype").as_deref() {
             Some("init") => text(&event, "session_id")
@@ -182,9 +178,7 @@ mod tests {
     use super::*;
 
     fn transcript(name: &str) -> Vec<AgentEvent> {
-        let path = format!("{}/fixtures/transcripts/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(path).unwrap();
-        text.lines().flat_map(parse_line).collect()
+        crate::agents::replay_transcript(name, parse_line)
     }
 
     fn final_result(events: &[AgentEvent]) -> &ResultEvent {

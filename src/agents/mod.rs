@@ -255,12 +255,27 @@ pub struct ResultEvent {
     pub permission_denials: Vec<String>,
 }
 
-/// Parses a JSON line into a value, or `None` for a line that is not a JSON object.
-pub(crate) fn json_object(line: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-    match serde_json::from_str::<serde_json::Value>(line.trim()) {
-        Ok(serde_json::Value::Object(map)) => Some(map),
-        _ => None,
+/// Parses a stream line into the event and its `type`; `Err` holds what to report instead (nothing for a blank
+/// line, [`AgentEvent::Unparsable`] for one that is not a JSON object).
+pub(crate) fn read_event(line: &str) -> Result<(serde_json::Value, String), Vec<AgentEvent>> {
+    if line.trim().is_empty() {
+        return Err(Vec::new());
     }
+    match serde_json::from_str::<serde_json::Value>(line.trim()) {
+        Ok(event @ serde_json::Value::Object(_)) => {
+            let kind = text(&event, "type").unwrap_or_default();
+            Ok((event, kind))
+        }
+        _ => Err(vec![AgentEvent::Unparsable]),
+    }
+}
+
+/// The events of a recorded transcript in `fixtures/transcripts/`.
+#[cfg(test)]
+pub(crate) fn replay_transcript(name: &str, parse: fn(&str) -> Vec<AgentEvent>) -> Vec<AgentEvent> {
+    let path = format!("{}/fixtures/transcripts/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().flat_map(parse).collect()
 }
 
 /// A string field, or `None`.

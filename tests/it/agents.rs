@@ -111,10 +111,10 @@ fn setup(model: &FakeModel, extra_policy: &str) -> TestEnv {
 }
 
 /// `ccfan ARGS` with the agents on the PATH and their credentials and endpoints in the environment.
-fn agent_ccfan(env: &TestEnv, model: &FakeModel, args: &[&str]) -> Ran {
+fn agent_command(env: &TestEnv, model: &FakeModel, args: &[&str]) -> Command {
     let path = format!("{}:/usr/local/bin:/usr/bin:/bin", agent_bin().display());
-    let output = env
-        .command(args)
+    let mut command = env.command(args);
+    command
         .env("PATH", path)
         .env("CODEX_HOME", env.tmp.path().join("user-codex"))
         .env("CODEX_API_KEY", "sk-test-not-a-real-key")
@@ -122,9 +122,12 @@ fn agent_ccfan(env: &TestEnv, model: &FakeModel, args: &[&str]) -> Ran {
             "ANTHROPIC_BASE_URL",
             format!("http://127.0.0.1:{}", model.port),
         )
-        .env("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
-        .output()
-        .unwrap();
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key");
+    command
+}
+
+fn agent_ccfan(env: &TestEnv, model: &FakeModel, args: &[&str]) -> Ran {
+    let output = agent_command(env, model, args).output().unwrap();
     Ran {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -322,28 +325,22 @@ fn a_hanging_model_times_out_and_the_whole_tree_dies_while_status_shows_progress
             "[[task]]\nid = \"{id}\"\ngoal = \"Hang ({id})\"\nallowed = [\"**\"]\nworker = \"{worker}\"\n\
              timeout = \"6s\"\n"
         ));
-        let path = format!("{}:/usr/local/bin:/usr/bin:/bin", agent_bin().display());
         let started = Instant::now();
-        let running = env
-            .command(&[
+        let running = agent_command(
+            &env,
+            &model,
+            &[
                 "run",
                 "--json",
                 "--no-merge",
                 "--tasks",
                 tasks.to_str().unwrap(),
-            ])
-            .env("PATH", path)
-            .env("CODEX_HOME", env.tmp.path().join("user-codex"))
-            .env("CODEX_API_KEY", "sk-test-not-a-real-key")
-            .env(
-                "ANTHROPIC_BASE_URL",
-                format!("http://127.0.0.1:{}", model.port),
-            )
-            .env("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
         // Another process sees the agent's live progress while the model hangs.
         let live = loop {
             let list = agent_ccfan(&env, &model, &["status", "--json"]).json();
