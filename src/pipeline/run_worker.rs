@@ -258,6 +258,8 @@ pub fn run_worker(
         },
         on_spawn,
     )?;
+    // The last change is always shown, however soon after the one before.
+    reader.show(true);
     let tally = reader.tally;
     let mut summary = tally.finish();
     summary.redact(|text| context.rules.redact_text(text));
@@ -295,12 +297,13 @@ struct Reader<'a, 'p> {
 }
 
 impl Reader<'_, '_> {
-    fn show(&mut self) {
-        if self.pending
-            && self
+    /// Passes the tally on if it changed and the last showing is old enough (or `now`).
+    fn show(&mut self, now: bool) {
+        let due = now
+            || self
                 .shown_at
-                .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY)
-        {
+                .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY);
+        if self.pending && due {
             self.pending = false;
             self.shown_at = Some(std::time::Instant::now());
             let mut snapshot = self.tally.summary().clone();
@@ -323,12 +326,12 @@ impl sandbox::StreamHandler for Reader<'_, '_> {
                 stop.get_or_insert(reason);
             }
         }
-        self.show();
+        self.show(false);
         stop
     }
 
     fn idle(&mut self) {
-        self.show();
+        self.show(false);
     }
 }
 
