@@ -205,6 +205,14 @@ pub enum WorkerKind {
 }
 
 impl WorkerKind {
+    /// The argv of a command worker.
+    pub fn command(&self) -> Option<&[String]> {
+        match self {
+            WorkerKind::Command { argv } => Some(argv),
+            WorkerKind::Codex(_) | WorkerKind::Claude(_) => None,
+        }
+    }
+
     /// The agent CLI behind this kind, if it is one.
     pub fn agent(&self) -> Option<(crate::agents::Agent, &AgentConfig)> {
         match self {

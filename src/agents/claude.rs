@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{AgentEvent, ResultEvent, Usage, count, read_event, text};
+use super::{AgentEvent, ResultEvent, Usage, count, read_event, session, text};
 use crate::model::AgentConfig;
 
 /// Tools that write files (their `file_path` is the file changed).
@@ -50,10 +50,7 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
     };
     match kind.as_str() {
         "system" => match text(&event, "subtype").as_deref() {
-            Some("init") => text(&event, "session_id")
-                .map(|id| AgentEvent::Session { id })
-                .into_iter()
-                .collect(),
+            Some("init") => session(&event, "session_id"),
             _ => Vec::new(),
         },
         "assistant" => blocks(&event).iter().filter_map(assistant_block).collect(),

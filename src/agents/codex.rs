@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::{AgentEvent, Usage, count, read_event, text};
+use super::{AgentEvent, Usage, count, read_event, session, text};
 use crate::model::AgentConfig;
 
 /// Options ccfan always passes; `sandbox_mode` again on `resume`, which has no `-s` and would resume read-only.
@@ -42,10 +42,7 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
         Err(events) => return events,
     };
     match kind.as_str() {
-        "thread.started" => text(&event, "thread_id")
-            .map(|id| AgentEvent::Session { id })
-            .into_iter()
-            .collect(),
+        "thread.started" => session(&event, "thread_id"),
         "turn.started" => vec![AgentEvent::TurnStarted],
         "turn.completed" => vec![AgentEvent::TurnCompleted {
             usage: usage(event.get("usage").unwrap_or(&Value::Null)),

@@ -270,6 +270,14 @@ pub(crate) fn read_event(line: &str) -> Result<(serde_json::Value, String), Vec<
     }
 }
 
+/// The session event of a line that names its session in `key` (nothing when it does not).
+pub(crate) fn session(event: &serde_json::Value, key: &str) -> Vec<AgentEvent> {
+    text(event, key)
+        .map(|id| AgentEvent::Session { id })
+        .into_iter()
+        .collect()
+}
+
 /// The events of a recorded transcript in `fixtures/transcripts/`.
 #[cfg(test)]
 pub(crate) fn replay_transcript(name: &str, parse: fn(&str) -> Vec<AgentEvent>) -> Vec<AgentEvent> {

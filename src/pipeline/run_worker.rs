@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::agents::tally::{AgentSummary, Tally};
 use crate::agents::{self, Agent, probe, prompt};
-use crate::model::{AgentConfig, TaskFileDoc, TaskSpec, WorkerKind};
+use crate::model::{AgentConfig, TaskFileDoc, TaskSpec};
 use crate::policy::Policy;
 use crate::sandbox::{self, EventStream, Launch, Outcome, SandboxError, SandboxPolicy, Tree};
 use crate::secrets::RulePack;
@@ -149,97 +149,20 @@ pub fn run_worker(
         policy.log_limit,
     );
     let log = log_path(context.dir);
-    let (agent, config) = match &task.worker.kind {
-        WorkerKind::Command { argv } => {
-            let launch = Launch {
-                argv,
-                cwd: context.worktree,
-                env,
-                log_path: &log,
-                token: context.token,
-                cancel,
-                sandbox: &sandbox_policy,
-                stream: None,
+    let mut reader = None;
+    let argv = match task.worker.kind.agent() {
+        None => task.worker.kind.command().unwrap_or_default().to_vec(),
+        Some((agent, config)) => {
+            let setup = Setup {
+                env: &mut env,
+                sandbox: &mut sandbox_policy,
+                reader: &mut reader,
             };
-            return Ok(WorkerRun {
-                outcome: sandbox::run(launch, on_spawn)?,
-                agent: None,
-            });
-        }
-        WorkerKind::Codex(config) => (Agent::Codex, config),
-        WorkerKind::Claude(config) => (Agent::Claude, config),
-    };
-    // ccfan turns the agents' own sandboxes and permission prompts off: only its own sandbox may stand in.
-    if policy.sandbox.backend == crate::policy::SandboxBackend::None {
-        let message = format!(
-            "{agent} workers need ccfan's sandbox (ccfan turns the agent's own sandbox off), but the policy says \
-             sandbox.backend = \"none\"; set it to \"auto\""
-        );
-        let _ = std::fs::write(&log, format!("ccfan: {message}\n"));
-        return Ok(WorkerRun {
-            outcome: Outcome::not_started(message),
-            agent: None,
-        });
-    }
-    // Agent workers: the binary must have every flag ccfan uses (probed inside the sandbox).
-    let probed = probe::probe(agent, &config.program, &env, &policy.sandbox);
-    let (Some(program), None) = (&probed.path, &probed.problem) else {
-        let message = probed
-            .problem
-            .unwrap_or_else(|| format!("{agent}: not found"));
-        let _ = std::fs::write(&log, format!("ccfan: {message}\n"));
-        return Ok(WorkerRun {
-            outcome: Outcome::not_started(message),
-            agent: None,
-        });
-    };
-    let (variable, home) =
-        agents::home::prepare(agent, context.agent_home, &env).map_err(|source| {
-            RunWorkerError::TaskFile {
-                path: context.agent_home.to_path_buf(),
-                source,
+            match prepare_agent(agent, config, task, policy, context, setup, on_progress)? {
+                Ok(argv) => argv,
+                Err(message) => return not_started(&log, message),
             }
-        })?;
-    set_env(&mut env, variable, home.as_os_str());
-    if agent == Agent::Claude {
-        // ccfan's sandbox is the boundary; Claude Code refuses to bypass its permission prompts as root without it.
-        set_env(&mut env, "IS_SANDBOX", "1".as_ref());
-        set_env(
-            &mut env,
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-            "1".as_ref(),
-        );
-        set_env(&mut env, "DISABLE_AUTOUPDATER", "1".as_ref());
-    }
-    sandbox_policy
-        .writable
-        .push(crate::paths::real_path(context.agent_home));
-    // The agent's installation stays visible (read-only) even where the sandbox hides a folder (an npm prefix
-    // under /tmp): the whole `node_modules` tree, since `codex` is a script that starts a platform binary there.
-    sandbox_policy.read_only.push(probe::install_root(program));
-    let text = match context.resume {
-        Some(_) => prompt::rework(task, context.attempt, context.rework),
-        None => prompt::first(task, context.attempt, context.rework),
-    };
-    let resolved = AgentConfig {
-        program: program.to_string_lossy().into_owned(),
-        ..config.clone()
-    };
-    let argv = agent.argv(&resolved, &text, context.resume);
-    let tally = Tally::new(
-        agent,
-        context.worktree,
-        config.max_turns,
-        context.resume.is_some(),
-        context.baseline,
-    );
-    let mut reader = Reader {
-        agent,
-        tally,
-        rules: context.rules,
-        on_progress,
-        shown_at: None,
-        pending: false,
+        }
     };
     let events = events_path(context.dir);
     let outcome = sandbox::run(
@@ -251,17 +174,25 @@ pub fn run_worker(
             token: context.token,
             cancel,
             sandbox: &sandbox_policy,
-            stream: Some(EventStream {
+            stream: reader.as_mut().map(|reader| EventStream {
                 path: &events,
-                handler: &mut reader,
+                handler: reader,
             }),
         },
         on_spawn,
     )?;
+    let Some(mut reader) = reader else {
+        return Ok(WorkerRun {
+            outcome,
+            agent: None,
+        });
+    };
     // The last change is always shown, however soon after the one before.
     reader.show(true);
-    let tally = reader.tally;
-    let mut summary = tally.finish();
+    // What the agent printed is scrubbed of secrets now, whatever the gate later scans (markers read back as
+    // the same findings).
+    super::verify::secrets::scrub_log(context.rules, &events, &[]);
+    let mut summary = reader.tally.finish();
     summary.redact(|text| context.rules.redact_text(text));
     write(
         &agent_path(context.dir),
@@ -280,6 +211,101 @@ pub fn run_worker(
     Ok(WorkerRun {
         outcome,
         agent: Some(summary),
+    })
+}
+
+/// What preparing an agent worker changes: its environment, its sandbox, and the reader of its stream.
+struct Setup<'s, 'a, 'p> {
+    env: &'s mut Vec<(OsString, OsString)>,
+    sandbox: &'s mut SandboxPolicy,
+    reader: &'s mut Option<Reader<'a, 'p>>,
+}
+
+/// Gets an agent worker ready: the sandbox check, the binary probe, the private home, the prompt. Returns its
+/// command line, or (inner `Err`) why it must not start.
+fn prepare_agent<'a, 'p>(
+    agent: Agent,
+    config: &AgentConfig,
+    task: &TaskSpec,
+    policy: &Policy,
+    context: &AttemptContext<'a>,
+    setup: Setup<'_, 'a, 'p>,
+    on_progress: &'p mut dyn FnMut(&AgentSummary),
+) -> Result<Result<Vec<String>, String>, RunWorkerError> {
+    let Setup {
+        env,
+        sandbox: sandbox_policy,
+        reader,
+    } = setup;
+    // ccfan turns the agents' own sandboxes and permission prompts off: only its own sandbox may stand in.
+    if policy.sandbox.backend == crate::policy::SandboxBackend::None {
+        return Ok(Err(format!(
+            "{agent} workers need ccfan's sandbox (ccfan turns the agent's own sandbox off), but the policy says \
+             sandbox.backend = \"none\"; set it to \"auto\""
+        )));
+    }
+    // The binary must have every flag ccfan uses (probed inside the sandbox).
+    let probed = probe::probe(agent, &config.program, env, &policy.sandbox);
+    let (Some(program), None) = (&probed.path, &probed.problem) else {
+        return Ok(Err(probed
+            .problem
+            .unwrap_or_else(|| format!("{agent}: not found"))));
+    };
+    let (variable, home) =
+        agents::home::prepare(agent, context.agent_home, env).map_err(|source| {
+            RunWorkerError::TaskFile {
+                path: context.agent_home.to_path_buf(),
+                source,
+            }
+        })?;
+    set_env(env, variable, home.as_os_str());
+    if agent == Agent::Claude {
+        // ccfan's sandbox is the boundary; Claude Code refuses to bypass its permission prompts as root without it.
+        set_env(env, "IS_SANDBOX", "1".as_ref());
+        set_env(
+            env,
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+            "1".as_ref(),
+        );
+        set_env(env, "DISABLE_AUTOUPDATER", "1".as_ref());
+    }
+    sandbox_policy
+        .writable
+        .push(crate::paths::real_path(context.agent_home));
+    // The agent's installation stays visible (read-only) even where the sandbox hides a folder (an npm prefix
+    // under /tmp): the whole `node_modules` tree, since `codex` is a script that starts a platform binary there.
+    sandbox_policy.read_only.push(probe::install_root(program));
+    let text = match context.resume {
+        Some(_) => prompt::rework(task, context.attempt, context.rework),
+        None => prompt::first(task, context.attempt, context.rework),
+    };
+    let resolved = AgentConfig {
+        program: program.to_string_lossy().into_owned(),
+        ..config.clone()
+    };
+    *reader = Some(Reader {
+        agent,
+        tally: Tally::new(
+            agent,
+            context.worktree,
+            config.max_turns,
+            context.resume.is_some(),
+            context.baseline,
+        ),
+        rules: context.rules,
+        on_progress,
+        shown_at: None,
+        pending: false,
+    });
+    Ok(Ok(agent.argv(&resolved, &text, context.resume)))
+}
+
+/// A worker ccfan refused to start, with the reason in its log.
+fn not_started(log: &Path, message: String) -> Result<WorkerRun, RunWorkerError> {
+    let _ = std::fs::write(log, format!("ccfan: {message}\n"));
+    Ok(WorkerRun {
+        outcome: Outcome::not_started(message),
+        agent: None,
     })
 }
 

@@ -373,6 +373,11 @@ fn a_hanging_model_times_out_and_the_whole_tree_dies_while_status_shows_progress
                 .contains("echo started"),
             "{live}"
         );
+        // The agent's processes are found while it runs, so finding none afterwards means they died.
+        assert!(
+            !env.worker_processes().is_empty(),
+            "{id}: no agent process found while it ran"
+        );
         let output = running.wait_with_output().unwrap();
         assert!(started.elapsed() < Duration::from_secs(90));
         let view: Value = serde_json::from_slice(&output.stdout).unwrap();
