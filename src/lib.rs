@@ -24,6 +24,7 @@ pub mod demo;
 pub mod events;
 pub mod git;
 pub mod input;
+pub mod mcp;
 pub mod model;
 pub mod paths;
 pub mod pipeline;

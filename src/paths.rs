@@ -39,6 +39,12 @@ impl StateLayout {
             .join("agent-home")
     }
 
+    /// Files of operations the MCP server handed to their own ccfan process (the tasks file of a delegation,
+    /// each process's JSON output and log).
+    pub fn handoff_dir(&self) -> PathBuf {
+        self.root.join("mcp")
+    }
+
     /// Artifacts of one attempt (log, task file, events).
     pub fn attempt_dir(&self, run_id: &str, task_id: &str, attempt: u32) -> PathBuf {
         self.root

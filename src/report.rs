@@ -10,7 +10,7 @@ use crate::git::FileChange;
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
 
 /// A stage of the gate, cheap to expensive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// How the worker ended (not configurable: an attempt whose worker failed is never accepted).
@@ -66,7 +66,7 @@ impl std::fmt::Display for Stage {
 }
 
 /// How a stage ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StageStatus {
     /// Nothing blocking found.
@@ -80,7 +80,9 @@ pub enum StageStatus {
 }
 
 /// How much a finding matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     /// For information.
@@ -92,7 +94,7 @@ pub enum Level {
 }
 
 /// One thing the gate found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Finding {
     /// The stage that found it.
     pub stage: Stage,
@@ -146,7 +148,7 @@ impl Finding {
 }
 
 /// One stage's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StageReport {
     /// The stage.
     pub stage: Stage,
@@ -161,7 +163,7 @@ pub struct StageReport {
 }
 
 /// One changed file with what makes it risky.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FileSummary {
     /// The change.
     #[serde(flatten)]
@@ -173,7 +175,7 @@ pub struct FileSummary {
 }
 
 /// The diff stage's summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DiffSummary {
     /// Changed files.
     pub files: Vec<FileSummary>,
@@ -190,7 +192,7 @@ pub struct DiffSummary {
 }
 
 /// What the gate concluded. A value, not an error: Rework and Rollback are normal outcomes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     /// Nothing blocks: the attempt may land.
@@ -223,7 +225,7 @@ impl Verdict {
 }
 
 /// The gate's report on one attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VerifyReport {
     /// Schema version.
     pub schema: u32,

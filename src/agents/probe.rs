@@ -230,6 +230,65 @@ fn missing(help: &str, flags: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// One worker kind and whether it can run here (`ccfan doctor`, MCP `health`).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerKindReport {
+    /// `command`, `codex` or `claude`.
+    pub kind: &'static str,
+    /// Profiles of the policy that use this program.
+    pub profiles: Vec<String>,
+    /// For agents: the probe of the program.
+    #[serde(flatten)]
+    pub probe: Option<ProbeReport>,
+}
+
+/// Every worker kind: `command`, and each agent program the policy (or the defaults) name, probed with ccfan's
+/// own `PATH`.
+pub fn worker_kinds(policy: &crate::policy::Policy) -> Vec<WorkerKindReport> {
+    let env: Vec<(OsString, OsString)> = ["PATH", "HOME"]
+        .into_iter()
+        .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
+        .collect();
+    let mut reports = vec![WorkerKindReport {
+        kind: "command",
+        profiles: policy
+            .workers
+            .values()
+            .filter(|profile| profile.kind.agent().is_none())
+            .map(|profile| profile.name.clone())
+            .collect(),
+        probe: None,
+    }];
+    for agent in Agent::ALL {
+        let mut programs = vec![agent.default_program().to_string()];
+        for profile in policy.workers.values() {
+            if let Some((kind, config)) = profile.kind.agent()
+                && kind == agent
+                && !programs.contains(&config.program)
+            {
+                programs.push(config.program.clone());
+            }
+        }
+        for program in programs {
+            reports.push(WorkerKindReport {
+                kind: agent.name(),
+                profiles: policy
+                    .workers
+                    .values()
+                    .filter(|p| {
+                        p.kind
+                            .agent()
+                            .is_some_and(|(k, c)| k == agent && c.program == program)
+                    })
+                    .map(|p| p.name.clone())
+                    .collect(),
+                probe: Some(probe(agent, &program, &env, &policy.sandbox)),
+            });
+        }
+    }
+    reports
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

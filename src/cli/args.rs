@@ -53,6 +53,20 @@ pub enum Command {
     /// See and bring back any recorded attempt.
     #[command(subcommand)]
     Salvage(SalvageCommand),
+    /// Serve ccfan's tools over MCP (stdio by default) for an orchestrating agent.
+    Mcp(McpArgs),
+}
+
+/// `ccfan mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Serve Streamable HTTP on this address (path /mcp) instead of stdio, e.g. 127.0.0.1:8765.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Allow a non-loopback --http address (the server has no authentication: put your own access control in
+    /// front of it).
+    #[arg(long, requires = "http")]
+    pub allow_remote: bool,
 }
 
 /// `ccfan merge`.
@@ -216,6 +230,9 @@ pub struct RunArgs {
     /// Stop at accepted: merge nothing (land later with `ccfan merge <run>`).
     #[arg(long)]
     pub no_merge: bool,
+    /// Use this id for the new run (the MCP server picks it so it can answer at once).
+    #[arg(long, value_name = "ID", hide = true)]
+    pub run_id: Option<String>,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,

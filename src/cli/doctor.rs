@@ -3,7 +3,6 @@
 //! each has the flags ccfan drives it with). Exit 1 when the policy's backend, or an agent worker profile of the
 //! policy, cannot run here.
 
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -11,8 +10,7 @@ use serde::Serialize;
 
 use super::args::DoctorArgs;
 use super::{CliError, Exit, render};
-use crate::agents::Agent;
-use crate::agents::probe::{self, ProbeReport};
+use crate::agents::probe::{ProbeReport, WorkerKindReport, worker_kinds};
 use crate::sandbox::doctor::{self, SandboxReport};
 use crate::{git, pipeline, policy};
 
@@ -27,61 +25,6 @@ struct Report {
     workers: Vec<WorkerKindReport>,
 }
 
-#[derive(Debug, Serialize)]
-struct WorkerKindReport {
-    kind: &'static str,
-    /// Profiles of the policy that use this program.
-    profiles: Vec<String>,
-    #[serde(flatten)]
-    probe: Option<ProbeReport>,
-}
-
-/// Probes every agent program the policy (or the defaults) name, with ccfan's own `PATH`.
-fn workers(policy: &policy::Policy) -> Vec<WorkerKindReport> {
-    let env: Vec<(OsString, OsString)> = ["PATH", "HOME"]
-        .into_iter()
-        .filter_map(|name| std::env::var_os(name).map(|value| (OsString::from(name), value)))
-        .collect();
-    let mut reports = vec![WorkerKindReport {
-        kind: "command",
-        profiles: policy
-            .workers
-            .values()
-            .filter(|profile| profile.kind.agent().is_none())
-            .map(|profile| profile.name.clone())
-            .collect(),
-        probe: None,
-    }];
-    for agent in Agent::ALL {
-        let mut programs = vec![agent.default_program().to_string()];
-        for profile in policy.workers.values() {
-            if let Some((kind, config)) = profile.kind.agent()
-                && kind == agent
-                && !programs.contains(&config.program)
-            {
-                programs.push(config.program.clone());
-            }
-        }
-        for program in programs {
-            reports.push(WorkerKindReport {
-                kind: agent.name(),
-                profiles: policy
-                    .workers
-                    .values()
-                    .filter(|p| {
-                        p.kind
-                            .agent()
-                            .is_some_and(|(k, c)| k == agent && c.program == program)
-                    })
-                    .map(|p| p.name.clone())
-                    .collect(),
-                probe: Some(probe::probe(agent, &program, &env, &policy.sandbox)),
-            });
-        }
-    }
-    reports
-}
-
 /// Runs `ccfan doctor`.
 pub fn doctor(start: &Path, args: DoctorArgs) -> Result<Exit, CliError> {
     let policy = match git::discover(start) {
@@ -92,7 +35,7 @@ pub fn doctor(start: &Path, args: DoctorArgs) -> Result<Exit, CliError> {
         version: env!("CARGO_PKG_VERSION"),
         policy: policy.sources.clone(),
         sandbox: doctor::report(policy.sandbox.backend),
-        workers: workers(&policy),
+        workers: worker_kinds(&policy),
     };
     let profiles_work = report.workers.iter().all(|kind| {
         kind.profiles.is_empty() || kind.probe.as_ref().is_none_or(ProbeReport::usable)

@@ -5,6 +5,7 @@ pub mod args;
 mod control;
 mod doctor;
 mod gate;
+mod mcp;
 pub mod render;
 mod sarif;
 
@@ -87,6 +88,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Cancel(args) => control::cancel(&start, args),
         Command::Salvage(command) => control::salvage(&start, command),
         Command::Doctor(args) => doctor::doctor(&start, args),
+        Command::Mcp(args) => mcp::serve(&start, args),
     }
 }
 
@@ -120,6 +122,7 @@ fn run_tasks(start: &Path, args: RunArgs) -> Result<Exit, CliError> {
         jobs,
         into,
         no_merge,
+        run_id,
         json,
     } = args;
     let repo = repo_at(start)?;
@@ -131,6 +134,7 @@ fn run_tasks(start: &Path, args: RunArgs) -> Result<Exit, CliError> {
         jobs: jobs.map(usize::from),
         into,
         no_merge,
+        run_id,
     };
     let view = execute(&request, json)?;
     render::out(&if json {
@@ -226,6 +230,7 @@ fn run_demo(args: DemoArgs) -> Result<Exit, CliError> {
         jobs: jobs.map(usize::from),
         into: None,
         no_merge: false,
+        run_id: None,
     };
     let view = execute(&request, json)?;
     let as_expected = demo::EXPECTED.iter().all(|(id, expected)| {

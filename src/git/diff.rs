@@ -4,7 +4,9 @@
 use super::*;
 
 /// How a file changed between two trees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     /// New file.
@@ -22,7 +24,9 @@ pub enum ChangeKind {
 }
 
 /// One file of a tree diff, with line counts.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct FileChange {
     /// Path after the change (before it, for deletions). Lossy for non-UTF-8 names.
     pub path: String,
@@ -40,6 +44,47 @@ pub struct FileChange {
     pub added: usize,
     /// Lines removed.
     pub removed: usize,
+}
+
+/// The unified patch from commit `from` to commit `to` (renames detected), cut at `max_bytes` on a line end;
+/// returns the text and whether it was cut. Binary files appear as a "Binary files differ" line.
+pub fn patch_text(
+    repo: &RepoPaths,
+    from: &str,
+    to: &str,
+    max_bytes: usize,
+) -> Result<(String, bool)> {
+    let git = repo.open()?;
+    let (old, new) = (commit_tree(&git, from)?, commit_tree(&git, to)?);
+    let mut diff = git
+        .diff_tree_to_tree(Some(&old), Some(&new), None)
+        .map_err(git2_context("cannot diff the attempt"))?;
+    let mut find = git2::DiffFindOptions::new();
+    find.renames(true).copies(false);
+    diff.find_similar(Some(&mut find))
+        .map_err(git2_context("cannot detect renames"))?;
+    let mut text = Vec::new();
+    let mut cut = false;
+    let printed = diff.print(git2::DiffFormat::Patch, |_, _, line| {
+        let prefix: &[u8] = match line.origin() {
+            origin @ ('+' | '-' | ' ') => &[origin as u8],
+            _ => b"",
+        };
+        if text.len() + prefix.len() + line.content().len() > max_bytes {
+            cut = true;
+            return false;
+        }
+        text.extend_from_slice(prefix);
+        text.extend_from_slice(line.content());
+        true
+    });
+    // Stopping the walk early is reported by libgit2 as a user error: not a failure here.
+    if let Err(error) = printed
+        && !cut
+    {
+        return Err(git2_context("cannot print the patch")(error));
+    }
+    Ok((String::from_utf8_lossy(&text).into_owned(), cut))
 }
 
 /// The files changed from commit `from` to commit `to`, with renames detected and line counts.

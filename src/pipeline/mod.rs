@@ -107,11 +107,23 @@ pub struct RunRequest {
     pub into: Option<String>,
     /// `--no-merge`: stop at accepted.
     pub no_merge: bool,
+    /// The run id to use (chosen by whoever started this run, e.g. the MCP server); default: a new one.
+    pub run_id: Option<String>,
 }
 
 /// Opens the repository's state, marking runs whose ccfan died as interrupted and killing what they left running.
 pub fn open_state(repo: &RepoPaths) -> Result<(Store, Vec<RecoveredAttempt>), PipelineError> {
     let mut store = Store::open(&StateLayout::of(repo).database())?;
+    let recovered = recover(repo, &mut store)?;
+    Ok((store, recovered))
+}
+
+/// Marks runs whose ccfan died as interrupted and kills what they left running (for a long-lived reader, such
+/// as the MCP server, that keeps its store open).
+pub fn recover(
+    repo: &RepoPaths,
+    store: &mut Store,
+) -> Result<Vec<RecoveredAttempt>, PipelineError> {
     // A task killed mid-merge landed only if its branch holds the landing commit; on the integration branch it is
     // still only accepted.
     let landed = |commit: &str, branch: &str| {
@@ -128,7 +140,7 @@ pub fn open_state(repo: &RepoPaths) -> Result<(Store, Vec<RecoveredAttempt>), Pi
             tracing::warn!(run = %attempt.run_id, task = %attempt.task_id, killed, "killed processes left by an interrupted task");
         }
     }
-    Ok((store, recovered))
+    Ok(recovered)
 }
 
 /// Loads the policy and the tasks file and plans the run, without touching any state.
@@ -222,11 +234,27 @@ pub fn run(
     // Fail closed before anything is made: no worker starts outside the sandbox the policy asks for.
     let sandbox = sandbox::select(policy.sandbox.backend)?;
     let (mut store, _) = open_state(&request.repo)?;
-    let run_id = loop {
-        let candidate = crate::util::new_run_id();
-        if matches!(store.run(&candidate), Err(StoreError::NoSuchRun(_))) {
-            break candidate;
+    let run_id = match &request.run_id {
+        Some(chosen) => {
+            if !crate::util::is_valid_id(chosen)
+                || !matches!(store.run(chosen), Err(StoreError::NoSuchRun(_)))
+            {
+                return Err(InputError::new(
+                    Path::new("<command line>"),
+                    format!("`{chosen}` cannot be a new run id (it is taken, or not a valid id)"),
+                )
+                .key("--run-id")
+                .fix("leave --run-id out to get a fresh id")
+                .into());
+            }
+            chosen.clone()
         }
+        None => loop {
+            let candidate = crate::util::new_run_id();
+            if matches!(store.run(&candidate), Err(StoreError::NoSuchRun(_))) {
+                break candidate;
+            }
+        },
     };
     let worktree_base = worktree_folder.join(&run_id);
     let branches: Vec<String> = plan

@@ -20,7 +20,7 @@ const STREAM_ABOVE: u64 = 32 << 20;
 const CHUNK: usize = 8 << 20;
 
 /// A secret found in a file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct FileHit {
     /// The file (as given, or relative to the scanned folder).
     pub path: String,
@@ -33,7 +33,7 @@ pub struct FileHit {
 }
 
 /// What a file scan did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct FileScanReport {
     /// Secrets found, by path then line.
     pub hits: Vec<FileHit>,

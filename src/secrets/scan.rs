@@ -14,7 +14,7 @@ const REACH: usize = 512;
 const INLINE_MARKERS: [&[u8]; 2] = [b"ccfan:allow-secret", b"gitleaks:allow"];
 
 /// One secret found. Holds no raw secret: only its redacted form and fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct SecretHit {
     /// Rule id.
     pub rule: String,

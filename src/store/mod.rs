@@ -4,6 +4,7 @@
 
 mod agents;
 mod control;
+mod requests;
 mod runs;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use requests::{ActiveTask, Registration, request_fingerprint, task_fingerprint};
 pub use runs::{AttemptRow, NewAttempt, NewRun, NewTask, RecoveredAttempt, RunRow, TaskRow};
 
 /// Where a task's work stands: the base its latest chain of attempts started from, that chain's newest commit
@@ -116,7 +118,7 @@ pub(crate) fn query(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError
     }
 }
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -174,6 +176,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     agent       TEXT,
     PRIMARY KEY (run_id, task_id, n)
 );
+CREATE TABLE IF NOT EXISTS requests (
+    key         TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    tasks       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS transitions (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id  TEXT NOT NULL,
@@ -202,6 +211,8 @@ const MIGRATE_TO_4: &str = "
 ALTER TABLE tasks ADD COLUMN agent_session TEXT;
 ALTER TABLE attempts ADD COLUMN agent TEXT;
 ";
+
+// Version 5 adds the `requests` table (MCP delegations); `SCHEMA` creates it.
 
 /// An open state database.
 pub struct Store {

@@ -1,0 +1,327 @@
+//! MCP tools that read the gate's evidence without changing a run: `verify` (stored reports, or the gate run
+//! again), `diff` (summary and a capped, redacted patch), `scan` (secrets in paths or a range) and `check_scope`
+//! (a preflight of paths against globs, as the gate's scope stage would judge them).
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::Shared;
+use super::errors::{ErrorCode, Failure};
+use super::types::{
+    CheckScopeParams, CheckScopeResult, DiffParams, DiffResult, PathScope, ScanParams, ScanResult,
+    StageOutcome, TaskEvidence, VerifyParams, VerifyResult,
+};
+use crate::pipeline::verify::scope::Scope;
+use crate::pipeline::{self, PipelineError, gate};
+use crate::report::{Verdict, VerifyReport};
+use crate::store::{Store, StoreError};
+
+const DEFAULT_PATCH_BYTES: usize = 64 * 1024;
+const MAX_PATCH_BYTES: usize = 1024 * 1024;
+
+fn evidence(task_id: String, attempt: u32, verdict: Verdict, report: VerifyReport) -> TaskEvidence {
+    TaskEvidence {
+        task_id,
+        attempt,
+        verdict,
+        findings: report.findings().cloned().collect(),
+        stages: report
+            .stages
+            .iter()
+            .map(|stage| StageOutcome {
+                stage: stage.stage.to_string(),
+                status: stage.status,
+                note: stage.note.clone(),
+            })
+            .collect(),
+        diff: report.diff,
+    }
+}
+
+/// The stored gate report of each task's latest attempt (the landing check's, when the task was landed).
+fn stored(store: &Store, run_id: &str, only: Option<&str>) -> Result<Vec<TaskEvidence>, Failure> {
+    let tasks = store.tasks(run_id)?;
+    if let Some(id) = only
+        && !tasks.iter().any(|t| t.id == id)
+    {
+        return Err(StoreError::NoSuchTask {
+            run: run_id.to_string(),
+            task: id.to_string(),
+        }
+        .into());
+    }
+    let mut out = Vec::new();
+    for task in tasks.iter().filter(|t| only.is_none_or(|id| t.id == id)) {
+        let attempts = store.attempts(run_id, &task.id)?;
+        let Some(latest) = attempts.iter().rev().find(|a| a.verdict.is_some()) else {
+            continue;
+        };
+        let report = ["landing/verify.json", "verify.json"]
+            .iter()
+            .find_map(|name| std::fs::read(latest.dir.join(name)).ok())
+            .and_then(|bytes| serde_json::from_slice::<VerifyReport>(&bytes).ok());
+        if let (Some(report), Some(verdict)) = (report, latest.verdict.clone()) {
+            out.push(evidence(task.id.clone(), latest.n, verdict, report));
+        }
+    }
+    Ok(out)
+}
+
+/// `verify`.
+pub async fn verify(
+    shared: &Shared,
+    params: VerifyParams,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<VerifyResult, Failure> {
+    if !params.rerun {
+        let tasks =
+            shared.with_store(|store| stored(store, &params.run_id, params.task_id.as_deref()))?;
+        return Ok(VerifyResult {
+            run_id: params.run_id,
+            rerun: false,
+            tasks,
+        });
+    }
+    let repo = shared.repo.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let watcher = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            flag.store(true, Ordering::SeqCst);
+        })
+    };
+    let (run_id, task_id) = (params.run_id.clone(), params.task_id.clone());
+    let results = tokio::task::spawn_blocking(move || -> Result<_, PipelineError> {
+        let policy = pipeline::load_policy(&repo, None)?;
+        let rules = pipeline::load_rules(&policy)?;
+        let (mut store, _) = pipeline::open_state(&repo)?;
+        let scratch =
+            crate::paths::worktree_base(&repo, policy.worktree_root.as_deref()).join(".verify");
+        let checker = gate::Gate {
+            repo: &repo,
+            policy: &policy,
+            rules: &rules,
+            scratch_root: &scratch,
+            cancel: &stop,
+        };
+        checker.reverify(&mut store, &run_id, task_id.as_deref())
+    })
+    .await
+    .map_err(|error| Failure::tool(ErrorCode::Internal, error.to_string()));
+    watcher.abort();
+    let results = results??;
+    Ok(VerifyResult {
+        run_id: params.run_id,
+        rerun: true,
+        tasks: results
+            .into_iter()
+            .map(|t| evidence(t.task_id, t.attempt, t.verdict, t.report))
+            .collect(),
+    })
+}
+
+/// `diff`.
+pub async fn diff(shared: &Shared, params: DiffParams) -> Result<DiffResult, Failure> {
+    let (base, commit, attempt) = shared.with_store(|store| {
+        let run = store.run(&params.run_id)?;
+        if !store
+            .tasks(&params.run_id)?
+            .iter()
+            .any(|t| t.id == params.task_id)
+        {
+            return Err(StoreError::NoSuchTask {
+                run: params.run_id.clone(),
+                task: params.task_id.clone(),
+            }
+            .into());
+        }
+        let attempts = store.attempts(&params.run_id, &params.task_id)?;
+        let chosen = match params.attempt {
+            Some(n) => attempts.iter().find(|a| a.n == n).ok_or_else(|| {
+                Failure::tool(
+                    ErrorCode::NotFound,
+                    format!("task {} has no attempt {n}", params.task_id),
+                )
+            })?,
+            None => attempts
+                .iter()
+                .rev()
+                .find(|a| a.commit.is_some())
+                .ok_or_else(|| {
+                    Failure::tool(
+                        ErrorCode::NotFound,
+                        format!("task {} has no recorded change yet", params.task_id),
+                    )
+                })?,
+        };
+        let commit = chosen.commit.clone().ok_or_else(|| {
+            Failure::tool(
+                ErrorCode::NotFound,
+                format!(
+                    "attempt {} of task {} changed nothing",
+                    chosen.n, params.task_id
+                ),
+            )
+        })?;
+        let base = chosen.base.clone().unwrap_or(run.base_sha);
+        Ok((base, commit, chosen.n))
+    })?;
+    let max = params
+        .max_bytes
+        .unwrap_or(DEFAULT_PATCH_BYTES)
+        .clamp(1024, MAX_PATCH_BYTES);
+    let repo = shared.repo.clone();
+    let (from, to) = (base.clone(), commit.clone());
+    let (files, patch, truncated, redacted) =
+        tokio::task::spawn_blocking(move || -> Result<_, PipelineError> {
+            let policy = pipeline::load_policy(&repo, None)?;
+            let rules = pipeline::load_rules(&policy)?;
+            let files = crate::git::diff_files(&repo, &from, &to)?;
+            let (patch, truncated) = crate::git::patch_text(&repo, &from, &to, max)?;
+            let redacted = rules.scan_with("", patch.as_bytes(), false).len();
+            Ok((files, rules.redact_text(&patch), truncated, redacted))
+        })
+        .await
+        .map_err(|error| Failure::tool(ErrorCode::Internal, error.to_string()))??;
+    Ok(DiffResult {
+        run_id: params.run_id,
+        task_id: params.task_id,
+        attempt,
+        base,
+        commit,
+        lines_added: files.iter().map(|f| f.added).sum(),
+        lines_removed: files.iter().map(|f| f.removed).sum(),
+        files,
+        patch,
+        truncated,
+        redacted,
+    })
+}
+
+/// A repository-relative path that stays inside the repository.
+fn inside(root: &Path, path: &str, field: &str) -> Result<PathBuf, Failure> {
+    let relative = Path::new(path);
+    let escapes = relative.is_absolute()
+        || relative
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)));
+    if escapes {
+        return Err(Failure::invalid(
+            field,
+            format!("`{path}` is not a path inside the repository"),
+            "pass paths relative to the repository root, without `..`",
+        ));
+    }
+    let full = root.join(relative);
+    if !full.exists() {
+        return Err(Failure::invalid(
+            field,
+            format!("`{path}` does not exist"),
+            "pass existing files or folders",
+        ));
+    }
+    Ok(full)
+}
+
+/// `scan`.
+pub async fn scan(shared: &Shared, params: ScanParams) -> Result<ScanResult, Failure> {
+    let repo = shared.repo.clone();
+    let roots: Vec<PathBuf> = if params.paths.is_empty() {
+        vec![repo.workdir.clone()]
+    } else {
+        params
+            .paths
+            .iter()
+            .map(|path| inside(&repo.workdir, path, "paths"))
+            .collect::<Result<_, _>>()?
+    };
+    let report = tokio::task::spawn_blocking(move || -> Result<_, Failure> {
+        let policy = pipeline::load_policy(&repo, None)?;
+        let rules = pipeline::load_rules(&policy).map_err(PipelineError::from)?;
+        match &params.range {
+            Some(range) => {
+                crate::secrets::scan_range(&repo, &rules, range).map_err(|error| match error {
+                    crate::git::GitError::BadRevision { rev, .. } => Failure::invalid(
+                        "range",
+                        format!("`{rev}` is not a range or revision"),
+                        "write A..B, e.g. origin/main..HEAD",
+                    ),
+                    other => other.into(),
+                })
+            }
+            None => {
+                let mut report =
+                    crate::secrets::scan_files(&rules, &crate::secrets::collect_files(&roots));
+                // Paths relative to the repository, as the caller gave them.
+                for hit in &mut report.hits {
+                    if let Ok(relative) = Path::new(&hit.path).strip_prefix(&repo.workdir) {
+                        hit.path = relative.to_string_lossy().into_owned();
+                    }
+                }
+                Ok(report)
+            }
+        }
+    })
+    .await
+    .map_err(|error| Failure::tool(ErrorCode::Internal, error.to_string()))??;
+    Ok(ScanResult { report })
+}
+
+/// `check_scope`.
+pub fn check_scope(shared: &Shared, params: CheckScopeParams) -> Result<CheckScopeResult, Failure> {
+    let (allowed, denied) = match (&params.run_id, &params.task_id) {
+        (Some(run), Some(task)) => shared.with_store(|store| {
+            let row = store
+                .tasks(run)?
+                .into_iter()
+                .find(|t| &t.id == task)
+                .ok_or_else(|| StoreError::NoSuchTask {
+                    run: run.clone(),
+                    task: task.clone(),
+                })?;
+            Ok((row.spec.allowed, row.spec.denied))
+        })?,
+        (None, None) => (params.allowed.clone(), params.denied.clone()),
+        _ => {
+            return Err(Failure::invalid(
+                "task_id",
+                "run_id and task_id go together",
+                "pass both to use a stored task's scope, or neither and pass allowed/denied",
+            ));
+        }
+    };
+    if allowed.is_empty() {
+        return Err(Failure::invalid(
+            "allowed",
+            "no allowed globs",
+            "pass the globs a task would get, e.g. [\"src/**\"]",
+        ));
+    }
+    let scope = Scope::new(&allowed, &denied)
+        .map_err(|message| Failure::invalid("allowed", message, "fix the glob's syntax"))?;
+    let paths: Vec<PathScope> = params
+        .paths
+        .iter()
+        .map(|path| match scope.violation(path) {
+            Some(violation) => PathScope {
+                path: path.clone(),
+                allowed: false,
+                rule: Some(violation.rule),
+                message: Some(violation.reason),
+            },
+            None => PathScope {
+                path: path.clone(),
+                allowed: true,
+                rule: None,
+                message: None,
+            },
+        })
+        .collect();
+    Ok(CheckScopeResult {
+        all_allowed: paths.iter().all(|p| p.allowed),
+        paths,
+    })
+}

@@ -1,0 +1,217 @@
+//! The MCP front end — an edge, like the CLI: it serves ccfan's tools to an orchestrating agent over stdio or
+//! Streamable HTTP, on the same durable state (`<git-common-dir>/ccfan/state.db`) that `ccfan status` reads.
+//! Long work is handed to detached ccfan processes (`jobs`), so every tool answers quickly and the work survives
+//! the session; stdout carries only the protocol (logs go to stderr).
+
+mod errors;
+mod evidence;
+mod jobs;
+mod ops;
+mod server;
+mod status;
+pub mod types;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rmcp::ServiceExt;
+
+pub use errors::{ErrorCode, Failure, ToolError};
+pub use server::CcfanServer;
+
+use crate::git::RepoPaths;
+use crate::paths::StateLayout;
+use crate::store::Store;
+
+/// How often a long-lived server looks for runs whose ccfan process died.
+const RECOVER_EVERY: Duration = Duration::from_millis(500);
+
+/// Why the server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    /// The transport failed.
+    #[error("MCP server: {0}")]
+    Serve(String),
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A non-loopback address without the flag that allows it.
+    #[error(
+        "{0} is not a loopback address: the MCP server has no authentication; pass --allow-remote only behind your own access control"
+    )]
+    NotLoopback(SocketAddr),
+}
+
+/// What every handler shares: the repository, the ccfan binary that carries handed-off work, and one open
+/// store connection for the fast reads (`status` is called often).
+pub struct Shared {
+    /// The repository served.
+    pub repo: RepoPaths,
+    /// The `ccfan` executable to hand work to.
+    pub exe: PathBuf,
+    /// Environment changes for the ccfan processes work is handed to (`None` removes a variable); empty for
+    /// `ccfan mcp`, which passes its own environment on.
+    pub child_env: Vec<(OsString, Option<OsString>)>,
+    store: Mutex<Option<(Store, Instant)>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("repo", &self.repo.workdir)
+            .field("exe", &self.exe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Shared state for `repo`, handing work to `exe` (run with `child_env` applied).
+    pub fn new(
+        repo: RepoPaths,
+        exe: PathBuf,
+        child_env: Vec<(OsString, Option<OsString>)>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            repo,
+            exe,
+            child_env,
+            store: Mutex::new(None),
+        })
+    }
+
+    /// Runs `act` on the store (opened on first use), after marking runs whose ccfan died as interrupted.
+    pub fn with_store<T>(
+        &self,
+        act: impl FnOnce(&mut Store) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let mut slot = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            let store = Store::open(&StateLayout::of(&self.repo).database())?;
+            *slot = Some((store, Instant::now() - RECOVER_EVERY));
+        }
+        let Some((store, recovered)) = slot.as_mut() else {
+            return Err(Failure::tool(
+                ErrorCode::Internal,
+                "the state database is not open",
+            ));
+        };
+        if recovered.elapsed() >= RECOVER_EVERY {
+            crate::pipeline::recover(&self.repo, store)?;
+            *recovered = Instant::now();
+        }
+        act(store)
+    }
+}
+
+/// `health`.
+async fn health(shared: &Shared) -> Result<types::HealthResult, Failure> {
+    let repo = shared.repo.clone();
+    let active_runs = shared.with_store(|store| {
+        Ok(store
+            .runs()?
+            .iter()
+            .filter(|run| run.state == crate::model::RunState::Running)
+            .count())
+    })?;
+    tokio::task::spawn_blocking(move || {
+        let policy = crate::pipeline::load_policy(&repo, None)?;
+        let (sandbox, sandbox_problem) = match crate::sandbox::select(policy.sandbox.backend) {
+            Ok(selected) => (Some(selected.backend.name().to_string()), selected.fallback),
+            Err(error) => (None, Some(error.to_string())),
+        };
+        let workers = crate::agents::probe::worker_kinds(&policy)
+            .into_iter()
+            .map(|kind| types::WorkerKind {
+                kind: kind.kind.to_string(),
+                usable: kind.probe.as_ref().is_none_or(|p| p.usable()),
+                version: kind.probe.as_ref().and_then(|p| p.version.clone()),
+                path: kind
+                    .probe
+                    .as_ref()
+                    .and_then(|p| p.path.as_ref())
+                    .map(|p| p.display().to_string()),
+                problem: kind.probe.as_ref().and_then(|p| p.problem.clone()),
+                profiles: kind.profiles,
+            })
+            .collect();
+        Ok(types::HealthResult {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            repository: repo.workdir.display().to_string(),
+            state: StateLayout::of(&repo).database().display().to_string(),
+            sandbox,
+            sandbox_problem,
+            workers,
+            policy: policy.sources.clone(),
+            active_runs,
+        })
+    })
+    .await
+    .map_err(|error| Failure::tool(ErrorCode::Internal, error.to_string()))?
+}
+
+/// Serves MCP over stdin/stdout until the client closes the connection.
+pub async fn serve_stdio(shared: Arc<Shared>) -> Result<(), McpError> {
+    let service = CcfanServer::new(shared)
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|error| McpError::Serve(error.to_string()))?;
+    service
+        .waiting()
+        .await
+        .map_err(|error| McpError::Serve(error.to_string()))?;
+    Ok(())
+}
+
+/// Binds the Streamable HTTP address: loopback only, unless `allow_remote`.
+pub async fn bind_http(
+    addr: SocketAddr,
+    allow_remote: bool,
+) -> Result<tokio::net::TcpListener, McpError> {
+    if !addr.ip().is_loopback() && !allow_remote {
+        return Err(McpError::NotLoopback(addr));
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| McpError::Bind { addr, source })
+}
+
+/// Serves MCP over Streamable HTTP on `listener` (path `/mcp`) until `shutdown` resolves. A handler is built per
+/// request; they share `shared`.
+pub async fn serve_http(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    allow_remote: bool,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), McpError> {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut config = StreamableHttpServerConfig::default();
+    config.cancellation_token = cancel.child_token();
+    if allow_remote {
+        config = config.disable_allowed_hosts();
+    }
+    let service = StreamableHttpService::new(
+        move || Ok(CcfanServer::new(Arc::clone(&shared))),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let router = axum::Router::new().nest_service("/mcp", service);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        })
+        .await
+        .map_err(|error| McpError::Serve(error.to_string()))
+}

@@ -1,0 +1,419 @@
+//! MCP operations that change runs: `delegate` (plan checked here, run handed to its own ccfan process, answered
+//! as soon as the run exists), the follow-ups `rework`, `retry`, `accept`, `merge`, `rollback` (each handed off the
+//! same way and answered once it started, or finished within the wait) and `cancel`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rmcp::RoleServer;
+use rmcp::service::RequestContext;
+
+use super::Shared;
+use super::errors::{ErrorCode, Failure, ToolError, from_pipeline};
+use super::jobs::{Job, Waited};
+use super::status::{MAX_WAIT_SECS, compact};
+use super::types::{DelegateParams, DelegateResult, Duplicate, OperationResult};
+use crate::model::RunState;
+use crate::paths::StateLayout;
+use crate::pipeline::{self, RunRequest};
+use crate::store::{Registration, StoreError, request_fingerprint};
+
+/// How long a handed-off operation may take to show that it started.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// A claimed run with no transition yet counts as started after this.
+const QUIET_START: Duration = Duration::from_secs(3);
+/// Most tasks one call may delegate.
+const MAX_TASKS: usize = 256;
+
+/// Checks the tasks and writes them as a tasks file (JSON) for the run's ccfan process.
+fn write_tasks_file(
+    params: &DelegateParams,
+    dir: &std::path::Path,
+    run_id: &str,
+) -> Result<(PathBuf, Vec<String>), Failure> {
+    if params.tasks.is_empty() || params.tasks.len() > MAX_TASKS {
+        return Err(Failure::invalid(
+            "tasks",
+            format!(
+                "{} task(s) given: delegate 1 to {MAX_TASKS}",
+                params.tasks.len()
+            ),
+            "pass a list of tasks, each with a goal and allowed globs",
+        ));
+    }
+    let mut ids = Vec::new();
+    let mut tasks = Vec::new();
+    for (index, task) in params.tasks.iter().enumerate() {
+        let id = task
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("task-{}", index + 1));
+        if ids.contains(&id) {
+            return Err(Failure::invalid(
+                &format!("tasks[{index}].id"),
+                format!("`{id}` is used twice"),
+                "give every task its own id",
+            ));
+        }
+        let mut task = task.clone();
+        task.id = Some(id.clone());
+        ids.push(id);
+        tasks.push(task);
+    }
+    std::fs::create_dir_all(dir).map_err(|error| {
+        Failure::tool(
+            ErrorCode::Internal,
+            format!("cannot create {}: {error}", dir.display()),
+        )
+    })?;
+    let path = dir.join(format!("{run_id}.tasks.json"));
+    let text = serde_json::json!({ "task": tasks }).to_string();
+    std::fs::write(&path, text).map_err(|error| {
+        Failure::tool(
+            ErrorCode::Internal,
+            format!("cannot write {}: {error}", path.display()),
+        )
+    })?;
+    Ok((path, ids))
+}
+
+/// `delegate`.
+pub async fn delegate(
+    shared: &Shared,
+    params: DelegateParams,
+    context: &RequestContext<RoleServer>,
+) -> Result<DelegateResult, Failure> {
+    let repo = shared.repo.clone();
+    let handoff = StateLayout::of(&repo).handoff_dir();
+    let run_id = shared.with_store(|store| {
+        loop {
+            let candidate = crate::util::new_run_id();
+            if matches!(store.run(&candidate), Err(StoreError::NoSuchRun(_))) {
+                break Ok(candidate);
+            }
+        }
+    })?;
+    let (tasks_file, ids) = write_tasks_file(&params, &handoff, &run_id)?;
+    let request = RunRequest {
+        repo: repo.clone(),
+        tasks_file: tasks_file.clone(),
+        policy_file: None,
+        base: params.base.clone(),
+        jobs: params.jobs.map(usize::from),
+        into: params.into.clone(),
+        no_merge: !params.merge,
+        run_id: Some(run_id.clone()),
+    };
+    // Everything the run's process would reject at once is checked here, so it comes back as this call's error.
+    let base = params.base.clone();
+    let checked = tokio::task::spawn_blocking(move || -> Result<_, pipeline::PipelineError> {
+        let (policy, plan, _) = pipeline::load_plan(&request)?;
+        crate::sandbox::select(policy.sandbox.backend)?;
+        if let Some(base) = &base {
+            crate::git::resolve_commit(&request.repo, base)?;
+        }
+        Ok(plan)
+    })
+    .await
+    .map_err(|error| Failure::tool(ErrorCode::Internal, error.to_string()))?;
+    let plan = match checked {
+        Ok(plan) => plan,
+        Err(error) => {
+            let _ = std::fs::remove_file(&tasks_file);
+            return Err(from_pipeline(error, Some(&tasks_file)));
+        }
+    };
+    let mut shape = serde_json::to_value(&params).unwrap_or_default();
+    if let Some(object) = shape.as_object_mut() {
+        object.remove("client_request_id");
+    }
+    let fingerprint = request_fingerprint(&shape.to_string());
+    let key = params
+        .client_request_id
+        .clone()
+        .unwrap_or_else(|| format!("auto:{run_id}"));
+    let specs: Vec<(&str, &crate::model::TaskSpec)> =
+        plan.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+    let registration = shared.with_store(|store| {
+        Ok(store.register_delegation(
+            &key,
+            &fingerprint,
+            &run_id,
+            &specs,
+            crate::sandbox::proc::owner_alive,
+        )?)
+    })?;
+    let duplicates = match registration {
+        Registration::Existing {
+            run_id: earlier,
+            same: true,
+        } => {
+            let _ = std::fs::remove_file(&tasks_file);
+            let task_ids = shared
+                .with_store(|store| Ok(store.tasks(&earlier)?))
+                .map(|tasks| tasks.into_iter().map(|t| t.id).collect())
+                .unwrap_or_default();
+            return Ok(DelegateResult {
+                next: format!("this request started run {earlier} before; poll it with status"),
+                run_id: Some(earlier),
+                task_ids,
+                existing: true,
+                duplicates: Vec::new(),
+            });
+        }
+        Registration::Existing {
+            run_id: earlier, ..
+        } => {
+            let _ = std::fs::remove_file(&tasks_file);
+            return Err(ToolError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "client_request_id `{key}` started run {earlier} with a different request; use a new id for new work"
+                ),
+            )
+            .details(serde_json::json!({ "run_id": earlier }))
+            .into());
+        }
+        Registration::New { duplicates } => duplicates,
+    };
+    let duplicates: Vec<Duplicate> = duplicates
+        .into_iter()
+        .map(|d| Duplicate {
+            task_id: d.task_id,
+            active_run: d.active_run,
+            active_task: d.active_task,
+        })
+        .collect();
+    let starting: Vec<String> = ids
+        .into_iter()
+        .filter(|id| !duplicates.iter().any(|d| &d.task_id == id))
+        .collect();
+    if starting.is_empty() {
+        let _ = std::fs::remove_file(&tasks_file);
+        shared.with_store(|store| Ok(store.forget_delegation(&key)?))?;
+        return Ok(DelegateResult {
+            run_id: None,
+            task_ids: Vec::new(),
+            existing: false,
+            next: "every task is already active elsewhere (see duplicates); poll those runs with status"
+                .to_string(),
+            duplicates,
+        });
+    }
+    if !duplicates.is_empty() {
+        let mut kept = params.clone();
+        kept.tasks = params
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(index, task)| {
+                let id = task
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| format!("task-{}", index + 1));
+                starting.contains(&id)
+            })
+            .map(|(index, task)| {
+                let mut task = task.clone();
+                task.id.get_or_insert_with(|| format!("task-{}", index + 1));
+                task
+            })
+            .collect();
+        write_tasks_file(&kept, &handoff, &run_id)?;
+    }
+    let mut args: Vec<OsString> = vec![
+        "run".into(),
+        "--tasks".into(),
+        tasks_file.into_os_string(),
+        "--run-id".into(),
+        run_id.clone().into(),
+        "--json".into(),
+    ];
+    if !params.merge {
+        args.push("--no-merge".into());
+    }
+    for (flag, value) in [("--base", &params.base), ("--into", &params.into)] {
+        if let Some(value) = value {
+            args.push(flag.into());
+            args.push(value.into());
+        }
+    }
+    if let Some(jobs) = params.jobs {
+        args.push("--jobs".into());
+        args.push(jobs.to_string().into());
+    }
+    let forget = |error: ToolError| -> Failure {
+        let _ = shared.with_store(|store| Ok(store.forget_delegation(&key)?));
+        error.into()
+    };
+    let mut job =
+        Job::spawn(&shared.exe, &shared.child_env, &repo, &run_id, &args).map_err(forget)?;
+    let exists = || {
+        shared
+            .with_store(|store| Ok(store.run(&run_id).is_ok()))
+            .unwrap_or(false)
+    };
+    let waited = job
+        .wait(Instant::now() + START_TIMEOUT, &context.ct, exists)
+        .await;
+    if let Waited::Exited(status) = waited
+        && !exists()
+    {
+        return Err(forget(job.failure(status)));
+    }
+    job.detach();
+    Ok(DelegateResult {
+        next: format!(
+            "call status with run_id {run_id} and wait_seconds (e.g. 60) until done; then verify or diff each task, then merge"
+        ),
+        run_id: Some(run_id),
+        task_ids: starting,
+        existing: false,
+        duplicates,
+    })
+}
+
+/// A follow-up command for a ccfan process.
+pub struct FollowUp {
+    /// rework, retry, accept, merge or rollback.
+    pub operation: &'static str,
+    /// The run.
+    pub run_id: String,
+    /// The task, if one.
+    pub task_id: Option<String>,
+    /// Arguments after the command and target.
+    pub extra: Vec<OsString>,
+    /// Seconds to wait for it to finish.
+    pub wait_seconds: u32,
+}
+
+/// Hands a follow-up to its own ccfan process; answers once it started, or finished within the wait.
+pub async fn follow_up(
+    shared: &Shared,
+    request: FollowUp,
+    context: &RequestContext<RoleServer>,
+) -> Result<OperationResult, Failure> {
+    let FollowUp {
+        operation,
+        run_id,
+        task_id,
+        extra,
+        wait_seconds,
+    } = request;
+    let before = shared.with_store(|store| {
+        let run = store.run(&run_id)?;
+        if let Some(task) = &task_id
+            && !store.tasks(&run_id)?.iter().any(|t| &t.id == task)
+        {
+            return Err(StoreError::NoSuchTask {
+                run: run_id.clone(),
+                task: task.clone(),
+            }
+            .into());
+        }
+        if run.state == RunState::Running
+            && crate::sandbox::proc::owner_alive(run.owner_pid, &run.owner_start)
+        {
+            return Err(StoreError::Busy {
+                run: run_id.clone(),
+                pid: run.owner_pid,
+            }
+            .into());
+        }
+        Ok(store.last_transition(&run_id)?)
+    })?;
+    let target = match &task_id {
+        Some(task) => format!("{run_id}/{task}"),
+        None => run_id.clone(),
+    };
+    let mut args: Vec<OsString> = vec![operation.into(), target.into(), "--json".into()];
+    args.extend(extra);
+    let name = format!("{run_id}.{operation}.{}", crate::util::random_hex(3));
+    let mut job = Job::spawn(&shared.exe, &shared.child_env, &shared.repo, &name, &args)?;
+    let pid = i64::from(job.pid());
+    let spawned = Instant::now();
+    let started = || {
+        shared
+            .with_store(|store| {
+                let run = store.run(&run_id)?;
+                let claimed = run.owner_pid == pid && run.state == RunState::Running;
+                Ok(store.last_transition(&run_id)? > before
+                    || (claimed && spawned.elapsed() >= QUIET_START))
+            })
+            .unwrap_or(false)
+    };
+    let mut waited = job
+        .wait(spawned + START_TIMEOUT, &context.ct, started)
+        .await;
+    if matches!(waited, Waited::Met | Waited::TimedOut) && wait_seconds > 0 {
+        let deadline = spawned + Duration::from_secs(u64::from(wait_seconds.min(MAX_WAIT_SECS)));
+        waited = job.wait(deadline, &context.ct, || false).await;
+    }
+    let finished = match waited {
+        Waited::Exited(status) => {
+            let output = job.output();
+            let refused = output
+                .as_ref()
+                .and_then(|doc| doc.get("refused"))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string);
+            match (output, refused) {
+                (_, Some(why)) => return Err(Failure::tool(ErrorCode::Refused, why)),
+                (None, None) => return Err(job.failure(status).into()),
+                (Some(_), None) => true,
+            }
+        }
+        Waited::Met | Waited::TimedOut | Waited::Cancelled => false,
+    };
+    job.detach();
+    let status = shared.with_store(|store| compact(store, &run_id, task_id.as_deref(), false))?;
+    Ok(OperationResult {
+        operation: operation.to_string(),
+        run_id,
+        task_id,
+        finished,
+        status,
+    })
+}
+
+/// `cancel`: asks the process carrying the run to stop the tasks, and waits for them.
+pub async fn cancel(
+    shared: &Shared,
+    run_id: String,
+    task_id: Option<String>,
+    wait_seconds: u32,
+) -> Result<OperationResult, Failure> {
+    let repo = shared.repo.clone();
+    let target = crate::pipeline::control::Target {
+        run: run_id.clone(),
+        task: task_id.clone(),
+    };
+    let wait = Duration::from_secs(u64::from(wait_seconds.min(MAX_WAIT_SECS)));
+    let outcome = tokio::task::spawn_blocking(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let control = crate::pipeline::control::Control {
+            repo: &repo,
+            sink: &crate::events::NullSink,
+            cancel: &stop,
+        };
+        control.cancel(&target, wait)
+    })
+    .await
+    .map_err(|error| Failure::tool(ErrorCode::Internal, error.to_string()))??;
+    let finished = match outcome.refused {
+        Some(why) if why.contains("not running") => {
+            return Err(Failure::tool(ErrorCode::Refused, why));
+        }
+        Some(_) => false,
+        None => true,
+    };
+    let status = shared.with_store(|store| compact(store, &run_id, task_id.as_deref(), false))?;
+    Ok(OperationResult {
+        operation: "cancel".to_string(),
+        run_id,
+        task_id,
+        finished,
+        status,
+    })
+}

@@ -1,0 +1,328 @@
+//! The MCP tool list: each tool is a thin call into `ops`, `status`, `evidence` or the library, with a
+//! description written for the model that calls it. The handler holds only an `Arc` of the shared state, so
+//! Streamable HTTP can build one per request.
+
+use std::sync::Arc;
+
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::service::RequestContext;
+use rmcp::{Json, RoleServer, tool, tool_handler, tool_router};
+
+use super::Shared;
+use super::errors::{ErrorCode, Failure};
+use super::types::*;
+use super::{evidence, ops, status};
+
+/// The ccfan MCP server.
+#[derive(Clone)]
+pub struct CcfanServer {
+    shared: Arc<Shared>,
+}
+
+impl CcfanServer {
+    /// A handler over shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        CcfanServer { shared }
+    }
+}
+
+fn seconds(value: Option<u32>, default: u32) -> u32 {
+    value.unwrap_or(default).min(status::MAX_WAIT_SECS)
+}
+
+#[tool_router]
+impl CcfanServer {
+    #[tool(
+        description = "Start coding tasks in parallel. Each task gets its own git worktree from one base commit and \
+        a sandboxed worker; when it ends, the gate checks scope (allowed/denied globs), secrets and tests and decides \
+        accept, rework (the worker gets the findings, capped) or rollback (kept on a salvage ref). Returns run_id and \
+        task ids at once; poll with status. Tasks stop at `accepted` unless merge is true. Pass client_request_id to \
+        make a retried call safe; an identical task already active is reported in duplicates, not started again.",
+        annotations(
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
+    )]
+    async fn delegate(
+        &self,
+        Parameters(params): Parameters<DelegateParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<DelegateResult>, Failure> {
+        ops::delegate(&self.shared, params, &context)
+            .await
+            .map(Json)
+    }
+
+    #[tool(
+        description = "A run's tasks, compact: state, verdict, attempt, elapsed seconds, last event. With \
+        wait_seconds (up to 300) it waits for a task to change or the run to finish, sending progress \
+        notifications; `done` is true once nothing is in flight. detail adds the full view (or a task's history).",
+        annotations(read_only_hint = true)
+    )]
+    async fn status(
+        &self,
+        Parameters(params): Parameters<StatusParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<StatusResult>, Failure> {
+        status::status(&self.shared, &params, &context)
+            .await
+            .map(Json)
+    }
+
+    #[tool(
+        description = "The gate's evidence per task: verdict, findings (secrets redacted), each stage's outcome and \
+        the diff summary with risk. Returns the stored reports; rerun runs the gate again with the current policy.",
+        annotations(read_only_hint = true)
+    )]
+    async fn verify(
+        &self,
+        Parameters(params): Parameters<VerifyParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<VerifyResult>, Failure> {
+        evidence::verify(&self.shared, params, &context.ct)
+            .await
+            .map(Json)
+    }
+
+    #[tool(
+        description = "What a task's attempt changed: files with line counts and the unified patch (secrets \
+        redacted, cut at max_bytes).",
+        annotations(read_only_hint = true)
+    )]
+    async fn diff(
+        &self,
+        Parameters(params): Parameters<DiffParams>,
+    ) -> Result<Json<DiffResult>, Failure> {
+        evidence::diff(&self.shared, params).await.map(Json)
+    }
+
+    #[tool(
+        description = "Scan repository files or folders (or the lines added by a git range) for secrets. Hits are \
+        shown redacted with a fingerprint, never in full.",
+        annotations(read_only_hint = true)
+    )]
+    async fn scan(
+        &self,
+        Parameters(params): Parameters<ScanParams>,
+    ) -> Result<Json<ScanResult>, Failure> {
+        evidence::scan(&self.shared, params).await.map(Json)
+    }
+
+    #[tool(
+        description = "Preflight a scope before delegating: which of these paths a task with these allowed and \
+        denied globs (or a stored task's) may change, and the gate's reason for each that it may not.",
+        annotations(read_only_hint = true)
+    )]
+    async fn check_scope(
+        &self,
+        Parameters(params): Parameters<CheckScopeParams>,
+    ) -> Result<Json<CheckScopeResult>, Failure> {
+        evidence::check_scope(&self.shared, params).map(Json)
+    }
+
+    #[tool(
+        description = "Another attempt of a finished task, with your note as a finding (the worker resumes its \
+        session when it can). Answers once the attempt started; wait_seconds waits for it to finish.",
+        annotations(destructive_hint = false)
+    )]
+    async fn rework(
+        &self,
+        Parameters(params): Parameters<ReworkParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<OperationResult>, Failure> {
+        if params.note.trim().is_empty() {
+            return Err(Failure::invalid(
+                "note",
+                "the rework note is empty",
+                "say what the worker should do differently",
+            ));
+        }
+        let request = ops::FollowUp {
+            operation: "rework",
+            run_id: params.run_id,
+            task_id: Some(params.task_id),
+            extra: vec!["--note".into(), params.note.into()],
+            wait_seconds: params.wait_seconds,
+        };
+        ops::follow_up(&self.shared, request, &context)
+            .await
+            .map(Json)
+    }
+
+    #[tool(
+        description = "Accept a task over the gate's verdict (recorded with the reason), then land it unless the run \
+        stops at accepted. The landing still checks the merged tree.",
+        annotations(destructive_hint = true)
+    )]
+    async fn accept(
+        &self,
+        Parameters(params): Parameters<AcceptParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<OperationResult>, Failure> {
+        if params.reason.trim().is_empty() {
+            return Err(Failure::invalid(
+                "reason",
+                "the reason is empty",
+                "say why the gate's verdict is overridden",
+            ));
+        }
+        let request = ops::FollowUp {
+            operation: "accept",
+            run_id: params.run_id,
+            task_id: Some(params.task_id),
+            extra: vec!["--force".into(), "--reason".into(), params.reason.into()],
+            wait_seconds: params.wait_seconds,
+        };
+        ops::follow_up(&self.shared, request, &context)
+            .await
+            .map(Json)
+    }
+
+    #[tool(
+        description = "Roll a task (or every task of a run) back: not merged, or reverted by a new commit if merged. \
+        Every attempt stays on its salvage ref; nothing is lost.",
+        annotations(destructive_hint = true)
+    )]
+    async fn rollback(
+        &self,
+        Parameters(params): Parameters<TargetParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<OperationResult>, Failure> {
+        let request = ops::FollowUp {
+            operation: "rollback",
+            run_id: params.run_id,
+            task_id: params.task_id,
+            extra: Vec::new(),
+            wait_seconds: seconds(params.wait_seconds, 30),
+        };
+        ops::follow_up(&self.shared, request, &context)
+            .await
+            .map(Json)
+    }
+
+    #[tool(
+        description = "Another attempt of a blocked, failed, timed-out, interrupted or cancelled task, with a fresh \
+        rework budget and its last findings.",
+        annotations(destructive_hint = false)
+    )]
+    async fn retry(
+        &self,
+        Parameters(params): Parameters<TaskParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<OperationResult>, Failure> {
+        let request = ops::FollowUp {
+            operation: "retry",
+            run_id: params.run_id,
+            task_id: Some(params.task_id),
+            extra: Vec::new(),
+            wait_seconds: params.wait_seconds,
+        };
+        ops::follow_up(&self.shared, request, &context)
+            .await
+            .map(Json)
+    }
+
+    #[tool(
+        description = "Stop a run's (or one task's) workers, whole process trees; they end `cancelled` with their \
+        partial work salvaged. Waits up to wait_seconds (default 30) for them to stop.",
+        annotations(destructive_hint = true)
+    )]
+    async fn cancel(
+        &self,
+        Parameters(params): Parameters<TargetParams>,
+    ) -> Result<Json<OperationResult>, Failure> {
+        let wait = seconds(params.wait_seconds, 30);
+        ops::cancel(&self.shared, params.run_id, params.task_id, wait)
+            .await
+            .map(Json)
+    }
+
+    #[tool(
+        description = "Land a run's accepted tasks on the target branch, in task order; each is checked again on the \
+        tree that will really land. Waits up to wait_seconds (default 60).",
+        annotations(destructive_hint = false)
+    )]
+    async fn merge(
+        &self,
+        Parameters(params): Parameters<MergeParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<OperationResult>, Failure> {
+        let mut extra = Vec::new();
+        if let Some(into) = params.into {
+            extra.push("--into".into());
+            extra.push(into.into());
+        }
+        let request = ops::FollowUp {
+            operation: "merge",
+            run_id: params.run_id,
+            task_id: None,
+            extra,
+            wait_seconds: seconds(params.wait_seconds, 60),
+        };
+        ops::follow_up(&self.shared, request, &context)
+            .await
+            .map(Json)
+    }
+
+    #[tool(
+        description = "The repository's runs, newest first, with task counts per state.",
+        annotations(read_only_hint = true)
+    )]
+    async fn list_runs(
+        &self,
+        Parameters(params): Parameters<ListRunsParams>,
+    ) -> Result<Json<ListRunsResult>, Failure> {
+        let limit = params.limit.unwrap_or(20).max(1);
+        self.shared
+            .with_store(|store| status::list_runs(store, limit))
+            .map(Json)
+    }
+
+    #[tool(
+        description = "ccfan's version, the repository, the sandbox backend workers run under, and which worker kinds \
+        (command, codex, claude) can run here.",
+        annotations(read_only_hint = true)
+    )]
+    async fn health(&self) -> Result<Json<HealthResult>, Failure> {
+        super::health(&self.shared).await.map(Json)
+    }
+
+    #[tool(
+        description = "Remove finished runs' worktrees and branches after keeping every attempt on salvage refs. \
+        dry_run says what would go.",
+        annotations(destructive_hint = true)
+    )]
+    async fn gc(
+        &self,
+        Parameters(params): Parameters<GcParams>,
+    ) -> Result<Json<GcResult>, Failure> {
+        let repo = self.shared.repo.clone();
+        tokio::task::spawn_blocking(move || -> Result<GcResult, Failure> {
+            let (mut store, _) = crate::pipeline::open_state(&repo)?;
+            let root = crate::pipeline::load_policy(&repo, None)
+                .ok()
+                .and_then(|policy| policy.worktree_root);
+            let verify_root = crate::paths::worktree_base(&repo, root.as_deref()).join(".verify");
+            let report = crate::pipeline::gc::gc(
+                &repo,
+                &mut store,
+                &params.runs,
+                params.dry_run,
+                Some(&verify_root),
+            )?;
+            Ok(GcResult {
+                report: serde_json::to_value(&report).unwrap_or_default(),
+            })
+        })
+        .await
+        .map_err(|error| Failure::tool(ErrorCode::Internal, error.to_string()))?
+        .map(Json)
+    }
+}
+
+#[tool_handler(
+    name = "ccfan",
+    instructions = "ccfan fans coding tasks out to parallel workers (Codex, Claude Code or commands), each in its own git worktree and OS sandbox, and gates every attempt (scope, secrets, tests) before anything lands. Loop: delegate (returns at once), then status with wait_seconds until done, then verify and diff each task, then merge the accepted ones (or rework with a note, retry, accept over the gate, rollback). A rework or rollback verdict is a normal result; tool errors carry {code, message, retryable, details}."
+)]
+impl rmcp::ServerHandler for CcfanServer {}

@@ -1,0 +1,203 @@
+//! MCP `status` and `list_runs`: compact views of the stored runs (the same state `ccfan status` reads), and the
+//! long-poll — wait for a change of state, attempt or verdict, sending progress notifications meanwhile and
+//! stopping when the client cancels.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rmcp::RoleServer;
+use rmcp::model::ProgressNotificationParam;
+use rmcp::service::RequestContext;
+
+use super::Shared;
+use super::errors::Failure;
+use super::types::{ListRunsResult, RunSummary, StatusParams, StatusResult, TaskStatus};
+use crate::model::{RunState, RunView, TaskView};
+use crate::store::{Store, StoreError};
+
+/// The longest wait a call may ask for.
+pub const MAX_WAIT_SECS: u32 = 300;
+/// How often a wait reads the store again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// One task, compact.
+fn task_status(task: &TaskView) -> TaskStatus {
+    let running = !task.state.is_final();
+    let last_event = match (&task.agent, &task.reason) {
+        (Some(agent), _) if running && agent.current.is_some() => agent.current.clone(),
+        (_, Some(reason)) => Some(reason.clone()),
+        (_, None) => None,
+    };
+    TaskStatus {
+        id: task.id.clone(),
+        state: task.state.as_str().to_string(),
+        verdict: task.verdict.as_ref().map(|v| v.name().to_string()),
+        attempt: task.attempts,
+        elapsed_secs: task.elapsed_secs.map(|secs| (secs * 10.0).round() / 10.0),
+        last_event: last_event.map(|text| clip(&text, 300)),
+        done: !running,
+    }
+}
+
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// The compact status of a run (or one of its tasks), with the full view when `detail` asks for it.
+pub fn compact(
+    store: &Store,
+    run_id: &str,
+    task_id: Option<&str>,
+    detail: bool,
+) -> Result<StatusResult, Failure> {
+    let view: RunView = crate::status::run_view(store, run_id)?;
+    let tasks: Vec<&TaskView> = view
+        .tasks
+        .iter()
+        .filter(|task| task_id.is_none_or(|id| task.id == id))
+        .collect();
+    if let Some(id) = task_id
+        && tasks.is_empty()
+    {
+        return Err(StoreError::NoSuchTask {
+            run: run_id.to_string(),
+            task: id.to_string(),
+        }
+        .into());
+    }
+    let mut counts = BTreeMap::new();
+    for task in &tasks {
+        *counts.entry(task.state.as_str().to_string()).or_insert(0) += 1;
+    }
+    let compact_tasks = tasks.iter().map(|task| task_status(task)).collect();
+    let detail = if !detail {
+        None
+    } else if let Some(id) = task_id {
+        let history = crate::status::task_history(store, run_id, id)?;
+        serde_json::to_value(history).ok()
+    } else {
+        serde_json::to_value(&view).ok()
+    };
+    Ok(StatusResult {
+        run_id: view.run_id.clone(),
+        state: view.state.as_str().to_string(),
+        done: view.state != RunState::Running,
+        changed: false,
+        waited_secs: 0.0,
+        counts,
+        tasks: compact_tasks,
+        detail,
+    })
+}
+
+/// What a wait watches: a change here ends it.
+fn signature(status: &StatusResult) -> Vec<(String, String, u32, Option<String>)> {
+    let mut signature: Vec<_> = status
+        .tasks
+        .iter()
+        .map(|t| (t.id.clone(), t.state.clone(), t.attempt, t.verdict.clone()))
+        .collect();
+    signature.push((String::new(), status.state.clone(), 0, None));
+    signature
+}
+
+/// A progress line: tasks done, and the latest activity.
+fn progress_message(status: &StatusResult) -> String {
+    let done = status.tasks.iter().filter(|t| t.done).count();
+    let busy: Vec<String> = status
+        .tasks
+        .iter()
+        .filter(|t| !t.done)
+        .take(3)
+        .map(|t| match &t.last_event {
+            Some(event) => format!("{}: {} ({})", t.id, t.state, clip(event, 80)),
+            None => format!("{}: {}", t.id, t.state),
+        })
+        .collect();
+    format!(
+        "{done}/{} task(s) done{}{}",
+        status.tasks.len(),
+        if busy.is_empty() { "" } else { " · " },
+        busy.join(" · ")
+    )
+}
+
+/// `status`: answers at once, or waits up to `wait_seconds` for a change (or the run's end).
+pub async fn status(
+    shared: &Shared,
+    params: &StatusParams,
+    context: &RequestContext<RoleServer>,
+) -> Result<StatusResult, Failure> {
+    let read = |detail: bool| {
+        shared.with_store(|store| compact(store, &params.run_id, params.task_id.as_deref(), detail))
+    };
+    let first = read(params.detail)?;
+    let wait = params.wait_seconds.min(MAX_WAIT_SECS);
+    if wait == 0 || first.done {
+        return Ok(first);
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(u64::from(wait));
+    let token = context.meta.get_progress_token();
+    let before = signature(&first);
+    let mut last_message = String::new();
+    let mut sent = 0u32;
+    loop {
+        tokio::select! {
+            () = context.ct.cancelled() => {
+                return Err(Failure::tool(
+                    super::errors::ErrorCode::Refused,
+                    "the client cancelled the wait",
+                ));
+            }
+            () = tokio::time::sleep(POLL) => {}
+        }
+        let now = read(false)?;
+        let changed = signature(&now) != before;
+        if let Some(token) = &token {
+            let message = progress_message(&now);
+            if message != last_message {
+                sent += 1;
+                let done = now.tasks.iter().filter(|t| t.done).count();
+                let param = ProgressNotificationParam::new(token.clone(), f64::from(sent))
+                    .with_message(format!("{message} ({done} of {})", now.tasks.len()));
+                if let Err(error) = context.peer.notify_progress(param).await {
+                    tracing::debug!("cannot send a progress notification: {error}");
+                }
+                last_message = message;
+            }
+        }
+        if changed || now.done || Instant::now() >= deadline {
+            let mut result = if params.detail { read(true)? } else { now };
+            result.changed = changed;
+            result.waited_secs = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+            return Ok(result);
+        }
+    }
+}
+
+/// `list_runs`: newest first, at most `limit`.
+pub fn list_runs(store: &Store, limit: usize) -> Result<ListRunsResult, Failure> {
+    let list = crate::status::list_runs(store)?;
+    let more = list.runs.len().saturating_sub(limit);
+    let runs = list
+        .runs
+        .into_iter()
+        .take(limit)
+        .map(|run| RunSummary {
+            run_id: run.run_id,
+            state: run.state.as_str().to_string(),
+            created_at: run.created_at,
+            base: run.base,
+            counts: run
+                .tasks
+                .into_iter()
+                .map(|(state, count)| (state.as_str().to_string(), count))
+                .collect(),
+        })
+        .collect();
+    Ok(ListRunsResult { runs, more })
+}
