@@ -25,15 +25,22 @@ if ! PYTHONPATH="$tools/py" python3 -c 'import jsonschema' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --target "$tools/py" 'jsonschema==4.26.0'
 fi
 # The real agent CLIs the agent-worker tests drive against the fake model server (pinned; no API key needed).
-codex_version=0.169.0 claude_version=2.1.330
+# The MCP Inspector (its CLI mode) for the MCP conformance test; 0.15.0 runs on Node 20.
+codex_version=0.169.0 claude_version=2.1.330 inspector_version=0.15.0
 if [ "$("$tools/npm/node_modules/.bin/codex" --version 2>/dev/null)" != "codex-cli $codex_version" ] ||
-   ! "$tools/npm/node_modules/.bin/claude" --version 2>/dev/null | grep -q "^$claude_version "; then
-  npm install --silent --no-audit --no-fund --prefix "$tools/npm" \
-    "@openai/codex@$codex_version" "@anthropic-ai/claude-code@$claude_version" >/dev/null 2>&1 ||
-  npm install --no-audit --no-fund --prefix "$tools/npm" \
-    "@openai/codex@$codex_version" "@anthropic-ai/claude-code@$claude_version"
+   ! "$tools/npm/node_modules/.bin/claude" --version 2>/dev/null | grep -q "^$claude_version " ||
+   ! grep -q "\"version\": \"$inspector_version\"" \
+     "$tools/npm/node_modules/@modelcontextprotocol/inspector/package.json" 2>/dev/null; then
+  packages=("@openai/codex@$codex_version" "@anthropic-ai/claude-code@$claude_version"
+            "@modelcontextprotocol/inspector@$inspector_version")
+  npm install --silent --no-audit --no-fund --prefix "$tools/npm" "${packages[@]}" >/dev/null 2>&1 ||
+  npm install --no-audit --no-fund --prefix "$tools/npm" "${packages[@]}"
+fi
+# The official Python MCP SDK, for the stdio and Streamable HTTP conformance tests and the status benchmark.
+if ! PYTHONPATH="$tools/mcp-py" python3 -c 'import mcp.client.stdio' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --target "$tools/mcp-py" 'mcp==2.3.0' 'jsonschema==4.26.0'
 fi
 export CCFAN_SARIF_SCHEMA="$tools/sarif-2.1.0.json" CCFAN_TEST_PYTHONPATH="$tools/py"
-export CCFAN_AGENT_BIN="$tools/npm/node_modules/.bin"
+export CCFAN_AGENT_BIN="$tools/npm/node_modules/.bin" CCFAN_MCP_PYTHONPATH="$tools/mcp-py"
 
 cargo test --locked --all-targets "$@"

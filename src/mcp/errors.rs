@@ -185,3 +185,42 @@ impl From<GitError> for Failure {
         from_pipeline(error.into(), None)
     }
 }
+
+/// A tool's arguments. Unlike rmcp's own wrapper, arguments that do not fit the input schema are a JSON-RPC
+/// invalid-params error (as every other bad argument here), not a tool result.
+#[derive(Debug, Clone)]
+pub struct Parameters<P>(pub P);
+
+impl<P: JsonSchema> JsonSchema for Parameters<P> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        P::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        P::json_schema(generator)
+    }
+}
+
+impl<S, P>
+    rmcp::handler::server::common::FromContextPart<
+        rmcp::handler::server::tool::ToolCallContext<'_, S>,
+    > for Parameters<P>
+where
+    P: serde::de::DeserializeOwned,
+{
+    fn from_context_part(
+        context: &mut rmcp::handler::server::tool::ToolCallContext<'_, S>,
+    ) -> Result<Self, ErrorData> {
+        let arguments = context.arguments.take().unwrap_or_default();
+        serde_json::from_value(serde_json::Value::Object(arguments))
+            .map(Parameters)
+            .map_err(|error| {
+                ErrorData::invalid_params(
+                    format!("invalid arguments: {error}"),
+                    Some(serde_json::json!({
+                        "fix": "pass arguments that match the tool's input schema (see tools/list)"
+                    })),
+                )
+            })
+    }
+}

@@ -41,6 +41,7 @@ fn evidence(task_id: String, attempt: u32, verdict: Verdict, report: VerifyRepor
 
 /// The stored gate report of each task's latest attempt (the landing check's, when the task was landed).
 fn stored(store: &Store, run_id: &str, only: Option<&str>) -> Result<Vec<TaskEvidence>, Failure> {
+    store.run(run_id)?;
     let tasks = store.tasks(run_id)?;
     if let Some(id) = only
         && !tasks.iter().any(|t| t.id == id)
@@ -253,15 +254,18 @@ pub async fn scan(shared: &Shared, params: ScanParams) -> Result<ScanResult, Fai
                 })
             }
             None => {
-                let mut report =
-                    crate::secrets::scan_files(&rules, &crate::secrets::collect_files(&roots));
-                // Paths relative to the repository, as the caller gave them.
-                for hit in &mut report.hits {
-                    if let Ok(relative) = Path::new(&hit.path).strip_prefix(&repo.workdir) {
-                        hit.path = relative.to_string_lossy().into_owned();
-                    }
-                }
-                Ok(report)
+                // Named relative to the repository, as the caller gives paths.
+                let files: Vec<(PathBuf, String)> = crate::secrets::collect_files(&roots)
+                    .into_iter()
+                    .map(|(path, name)| match path.strip_prefix(&repo.workdir) {
+                        Ok(relative) => {
+                            let relative = relative.to_string_lossy().into_owned();
+                            (path, relative)
+                        }
+                        Err(_) => (path, name),
+                    })
+                    .collect();
+                Ok(crate::secrets::scan_files(&rules, &files))
             }
         }
     })

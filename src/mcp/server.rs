@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::service::RequestContext;
 use rmcp::{Json, RoleServer, tool, tool_handler, tool_router};
 
 use super::Shared;
-use super::errors::{ErrorCode, Failure};
+use super::errors::{ErrorCode, Failure, Parameters};
 use super::types::*;
 use super::{evidence, ops, status};
 

@@ -1,6 +1,7 @@
 //! `TestEnv`: a throw-away repository with a hermetic git environment (set on each child process, never with
 //! `env::set_var`), and helpers to drive the real binary.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -37,25 +38,41 @@ impl std::fmt::Debug for Ran {
     }
 }
 
+/// The environment changes that make a child hermetic (`None` removes a variable).
+pub fn hermetic_env(home: &Path) -> Vec<(OsString, Option<OsString>)> {
+    let mut changes: Vec<(OsString, Option<OsString>)> = std::env::vars_os()
+        .filter(|(name, _)| {
+            name.to_string_lossy().starts_with("GIT_")
+                || name.to_string_lossy().starts_with("CCFAN_")
+        })
+        .map(|(name, _)| (name, None))
+        .collect();
+    let set = [
+        ("HOME", home.to_path_buf()),
+        ("XDG_CONFIG_HOME", home.join(".config")),
+        ("XDG_DATA_HOME", home.join(".local/share")),
+        ("GIT_CONFIG_NOSYSTEM", "1".into()),
+        ("GIT_AUTHOR_NAME", "Test".into()),
+        ("GIT_AUTHOR_EMAIL", "test@example.invalid".into()),
+        ("GIT_COMMITTER_NAME", "Test".into()),
+        ("GIT_COMMITTER_EMAIL", "test@example.invalid".into()),
+        ("LC_ALL", "C".into()),
+    ];
+    changes.extend(
+        set.into_iter()
+            .map(|(name, value)| (OsString::from(name), Some(value.into_os_string()))),
+    );
+    changes
+}
+
 fn hermetic(command: &mut Command, home: &Path) {
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("GIT_")
-            || name.to_string_lossy().starts_with("CCFAN_")
-        {
-            command.env_remove(name);
-        }
+    for (name, value) in hermetic_env(home) {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
     }
-    command
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join(".config"))
-        .env("XDG_DATA_HOME", home.join(".local/share"))
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null());
+    command.stdin(Stdio::null());
 }
 
 impl TestEnv {
@@ -132,6 +149,20 @@ impl TestEnv {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// What `command` sets for ccfan: hermetic git, the probe folder writable, worktrees under the temp dir.
+    pub fn ccfan_env(&self) -> Vec<(OsString, Option<OsString>)> {
+        let mut changes = hermetic_env(&self.home());
+        changes.push((
+            "CCFAN_SANDBOX_WRITABLE".into(),
+            Some(self.probe().into_os_string()),
+        ));
+        changes.push((
+            "CCFAN_WORKTREE_ROOT".into(),
+            Some(self.worktree_root().into_os_string()),
+        ));
+        changes
     }
 
     pub fn command(&self, args: &[&str]) -> Command {

@@ -19,6 +19,7 @@ mod fan_out;
 mod gate;
 mod kill;
 mod landing;
+mod mcp;
 mod merge_loop;
 mod sandbox;
 mod sarif;

@@ -1,0 +1,663 @@
+//! MCP: every tool through an in-process client over a duplex (errors and idempotency included), the tool list
+//! under a snapshot, the real `ccfan mcp` binary over stdio, two processes on one run (the lease), and
+//! third-party clients: the Python SDK (stdio and Streamable HTTP) and the MCP Inspector's CLI.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ccfan::mcp::{CcfanServer, Shared};
+use rmcp::model::{CallToolRequestParams, ProgressNotificationParam, RequestMetaObject};
+use rmcp::service::{NotificationContext, RunningService, ServiceError};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+use crate::env::TestEnv;
+
+/// Records progress notifications.
+#[derive(Clone, Default)]
+struct Recorder {
+    progress: Arc<Mutex<Vec<String>>>,
+}
+
+impl ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress
+            .lock()
+            .unwrap()
+            .push(params.message.unwrap_or_default());
+    }
+}
+
+/// What a tool call gave back.
+#[derive(Debug)]
+enum Reply {
+    Ok(Value),
+    Failed(Value),
+    Invalid(String),
+}
+
+impl Reply {
+    fn ok(self) -> Value {
+        match self {
+            Reply::Ok(value) => value,
+            other => panic!("expected a result, got {other:?}"),
+        }
+    }
+
+    fn failed(self, code: &str) -> Value {
+        match self {
+            Reply::Failed(error) if error["code"] == code => error,
+            other => panic!("expected a `{code}` tool error, got {other:?}"),
+        }
+    }
+
+    fn invalid(self) -> String {
+        match self {
+            Reply::Invalid(message) => message,
+            other => panic!("expected invalid params, got {other:?}"),
+        }
+    }
+}
+
+struct Mcp {
+    env: TestEnv,
+    client: RunningService<RoleClient, Recorder>,
+    recorder: Recorder,
+}
+
+impl Mcp {
+    async fn start(env: TestEnv) -> Mcp {
+        let repo = ccfan::git::discover(&env.repo).unwrap();
+        let shared = Shared::new(
+            repo,
+            PathBuf::from(env!("CARGO_BIN_EXE_ccfan")),
+            env.ccfan_env(),
+        );
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            if let Ok(service) = CcfanServer::new(shared).serve(server_io).await {
+                let _ = service.waiting().await;
+            }
+        });
+        let recorder = Recorder::default();
+        let client = recorder.clone().serve(client_io).await.unwrap();
+        Mcp {
+            env,
+            client,
+            recorder,
+        }
+    }
+
+    async fn call_with(&self, name: &'static str, args: Value, progress: bool) -> Reply {
+        let Value::Object(arguments) = args else {
+            panic!("arguments must be an object")
+        };
+        let mut request = CallToolRequestParams::new(name).with_arguments(arguments);
+        if progress {
+            let token = serde_json::from_value(json!(format!("p-{name}"))).unwrap();
+            request.meta = Some(RequestMetaObject::with_progress_token(token));
+        }
+        match self.client.call_tool(request).await {
+            Ok(result) => {
+                let content = result
+                    .structured_content
+                    .clone()
+                    .unwrap_or_else(|| panic!("{name}: no structuredContent in {result:?}"));
+                if result.is_error == Some(true) {
+                    Reply::Failed(content)
+                } else {
+                    Reply::Ok(content)
+                }
+            }
+            Err(ServiceError::McpError(error)) => Reply::Invalid(error.message.to_string()),
+            Err(other) => panic!("{name}: {other}"),
+        }
+    }
+
+    async fn call(&self, name: &'static str, args: Value) -> Reply {
+        self.call_with(name, args, false).await
+    }
+
+    /// Polls `status` (long-polling) until `done(status)` holds.
+    async fn wait_until(&self, run: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let status = self
+                .call_with("status", json!({"run_id": run, "wait_seconds": 10}), true)
+                .await
+                .ok();
+            if done(&status) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "timed out; last status {status}");
+        }
+    }
+}
+
+fn task<'a>(status: &'a Value, id: &str) -> &'a Value {
+    status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no task {id} in {status}"))
+}
+
+/// A repository whose policy has three command workers: `edit` (appends to its own file), `slow` (waits for a
+/// go file in the probe folder first) and `outside` (changes README.md, out of scope).
+fn mcp_repo() -> TestEnv {
+    let env = TestEnv::new();
+    let edit = env.script(
+        "edit.sh",
+        r#"echo "$CCFAN_TASK_ID" >> "src/$CCFAN_TASK_ID.txt""#,
+    );
+    let slow = env.script(
+        "slow.sh",
+        r#"while [ ! -e "$PROBE/go-$CCFAN_TASK_ID" ]; do sleep 0.1; done; echo slow >> "src/$CCFAN_TASK_ID.txt""#,
+    );
+    let outside = env.script("outside.sh", "echo changed >> README.md");
+    env.commit_policy(&format!(
+        "[run]\nworker = \"edit\"\nmax_reworks = 1\n\n[workers.edit]\nkind = \"command\"\ncommand = [\"{}\"]\n\n\
+         [workers.slow]\nkind = \"command\"\ncommand = [\"{}\"]\nenv = {{ PROBE = \"{}\" }}\n\n\
+         [workers.outside]\nkind = \"command\"\ncommand = [\"{}\"]\n",
+        edit.display(),
+        slow.display(),
+        env.probe().display(),
+        outside.display()
+    ));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_list_and_schemas_are_kept_under_a_snapshot() {
+    let mcp = Mcp::start(TestEnv::new()).await;
+    let mut tools = mcp.client.list_all_tools().await.unwrap();
+    tools.sort_by(|a, b| a.name.cmp(&b.name));
+    let shown: Vec<Value> = tools
+        .iter()
+        .map(|tool| {
+            assert!(
+                tool.output_schema.is_some(),
+                "{} has no output schema",
+                tool.name
+            );
+            json!({
+                "name": tool.name,
+                "description": tool.description,
+                "annotations": tool.annotations,
+                "inputSchema": tool.input_schema,
+                "outputSchema": tool.output_schema,
+            })
+        })
+        .collect();
+    insta::assert_json_snapshot!("mcp_tools", shown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_tools_and_bad_arguments() {
+    let env = mcp_repo();
+    env.write(
+        "notes/keys.txt",
+        "aws_access_key_id = AKIAQYLPMN5HFIQR7XYA\n",
+    );
+    let mcp = Mcp::start(env).await;
+
+    let health = mcp.call("health", json!({})).await.ok();
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        health["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["kind"] == "command" && w["usable"] == true),
+        "{health}"
+    );
+
+    let scope = mcp
+        .call(
+            "check_scope",
+            json!({"paths": ["src/a.rs", "src/gen/x.rs", ".git/config", "README.md"],
+                   "allowed": ["src/**"], "denied": ["src/gen/**"]}),
+        )
+        .await
+        .ok();
+    let allowed: Vec<bool> = scope["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["allowed"].as_bool().unwrap())
+        .collect();
+    assert_eq!(allowed, [true, false, false, false], "{scope}");
+    assert_eq!(scope["all_allowed"], false);
+    mcp.call(
+        "check_scope",
+        json!({"paths": ["a"], "allowed": ["src/[**"]}),
+    )
+    .await
+    .invalid();
+
+    let scan = mcp.call("scan", json!({"paths": ["notes"]})).await.ok();
+    let text = scan.to_string();
+    assert!(
+        !text.contains("AKIAQYLPMN5HFIQR7XYA"),
+        "secret echoed: {text}"
+    );
+    assert_eq!(scan["hits"][0]["path"], "notes/keys.txt", "{scan}");
+    assert!(text.contains("[REDACTED]"), "{text}");
+    mcp.call("scan", json!({"paths": ["../outside"]}))
+        .await
+        .invalid();
+    mcp.call("scan", json!({"range": "no-such-rev..HEAD"}))
+        .await
+        .invalid();
+
+    // Bad arguments: invalid params naming the field.
+    let empty = mcp.call("delegate", json!({"tasks": []})).await.invalid();
+    assert!(empty.contains("tasks"), "{empty}");
+    let worker = mcp
+        .call(
+            "delegate",
+            json!({"tasks": [{"goal": "x", "allowed": ["src/**"], "worker": "nobody"}]}),
+        )
+        .await
+        .invalid();
+    assert!(worker.contains("nobody"), "{worker}");
+    mcp.call("delegate", json!({"tasks": [{"goal": "x"}]}))
+        .await
+        .invalid();
+    mcp.call(
+        "delegate",
+        json!({"tasks": [{"goal": "x", "allowed": ["src/**"], "colour": "red"}]}),
+    )
+    .await
+    .invalid();
+    mcp.call(
+        "delegate",
+        json!({"tasks": [{"goal": "x", "allowed": ["src/**"]}], "base": "no-such-branch"}),
+    )
+    .await
+    .invalid();
+
+    // Unknown runs are tool errors with a code.
+    let missing = mcp
+        .call("status", json!({"run_id": "no-such-run"}))
+        .await
+        .failed("not_found");
+    assert_eq!(missing["retryable"], false);
+    for tool in ["verify", "rollback", "merge"] {
+        mcp.call(tool, json!({"run_id": "no-such-run"}))
+            .await
+            .failed("not_found");
+    }
+    mcp.call(
+        "rework",
+        json!({"run_id": "no-such-run", "task_id": "t", "note": "x"}),
+    )
+    .await
+    .failed("not_found");
+    mcp.call(
+        "rework",
+        json!({"run_id": "r", "task_id": "t", "note": " "}),
+    )
+    .await
+    .invalid();
+    let runs = mcp.call("list_runs", json!({})).await.ok();
+    assert_eq!(runs["runs"], json!([]));
+    let gc = mcp.call("gc", json!({"dry_run": true})).await.ok();
+    assert!(gc["report"].is_object(), "{gc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegate_wait_verify_rework_merge_rollback_over_mcp() {
+    let mcp = Mcp::start(mcp_repo()).await;
+    let request = json!({
+        "tasks": [
+            {"id": "a", "goal": "append a line", "allowed": ["src/**"]},
+            {"id": "s", "goal": "append slowly", "allowed": ["src/**"], "worker": "slow"},
+        ],
+        "client_request_id": "req-1",
+    });
+    let started = Instant::now();
+    let first = mcp.call("delegate", request.clone()).await.ok();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let run = first["run_id"].as_str().unwrap().to_string();
+    assert_eq!(first["task_ids"], json!(["a", "s"]));
+    assert_eq!(first["existing"], false);
+
+    // The same request again: the same run, nothing new.
+    let again = mcp.call("delegate", request).await.ok();
+    assert_eq!(again["run_id"], run.as_str());
+    assert_eq!(again["existing"], true);
+    // The same id for another request: a conflict.
+    mcp.call(
+        "delegate",
+        json!({"tasks": [{"goal": "other", "allowed": ["src/**"]}], "client_request_id": "req-1"}),
+    )
+    .await
+    .failed("conflict");
+    // An identical task while the first is active: reported, not started.
+    let duplicate = mcp
+        .call(
+            "delegate",
+            json!({"tasks": [{"id": "s2", "goal": "append slowly", "allowed": ["src/**"], "worker": "slow"}]}),
+        )
+        .await
+        .ok();
+    assert_eq!(duplicate["run_id"], Value::Null, "{duplicate}");
+    assert_eq!(
+        duplicate["duplicates"],
+        json!([{"task_id": "s2", "active_run": run, "active_task": "s"}])
+    );
+
+    // Long-poll until `a` is accepted, with progress notifications on the way.
+    let status = mcp
+        .wait_until(&run, |s| task(s, "a")["state"] == "accepted")
+        .await;
+    assert_eq!(task(&status, "a")["verdict"], "accept");
+    assert_eq!(status["done"], false, "s still waits: {status}");
+    assert!(
+        !mcp.recorder.progress.lock().unwrap().is_empty(),
+        "no progress notification"
+    );
+
+    // While this run is carried, neither another MCP follow-up nor the CLI may act on it.
+    let busy = mcp
+        .call(
+            "rework",
+            json!({"run_id": run, "task_id": "a", "note": "more"}),
+        )
+        .await
+        .failed("busy");
+    assert_eq!(busy["retryable"], true);
+    let cli = mcp
+        .env
+        .ccfan(&["rework", &format!("{run}/a"), "--note", "x"]);
+    assert_ne!(cli.code, 0, "{cli:?}");
+    assert!(cli.stderr.contains("being carried"), "{cli:?}");
+
+    // Cancel the waiting task; the run ends.
+    let cancelled = mcp
+        .call("cancel", json!({"run_id": run, "task_id": "s"}))
+        .await
+        .ok();
+    assert_eq!(cancelled["finished"], true, "{cancelled}");
+    let status = mcp.wait_until(&run, |s| s["done"] == true).await;
+    assert_eq!(task(&status, "s")["state"], "cancelled");
+    // `ccfan status` from a shell sees the same state.
+    let shell = mcp.env.ccfan(&["status", &run, "--json"]).json();
+    assert_eq!(crate::env::task(&shell, "a")["state"], "accepted");
+
+    let verify = mcp.call("verify", json!({"run_id": run})).await.ok();
+    let evidence = &verify["tasks"][0];
+    assert_eq!(evidence["task_id"], "a");
+    assert_eq!(evidence["verdict"]["verdict"], "accept");
+    assert_eq!(evidence["diff"]["files_changed"], 1);
+    let rerun = mcp
+        .call(
+            "verify",
+            json!({"run_id": run, "task_id": "a", "rerun": true}),
+        )
+        .await
+        .ok();
+    assert_eq!(rerun["rerun"], true);
+    assert_eq!(rerun["tasks"][0]["verdict"]["verdict"], "accept");
+
+    let diff = mcp
+        .call("diff", json!({"run_id": run, "task_id": "a"}))
+        .await
+        .ok();
+    assert!(diff["patch"].as_str().unwrap().contains("+a\n"), "{diff}");
+    assert_eq!(diff["truncated"], false);
+    mcp.call("diff", json!({"run_id": run, "task_id": "s"}))
+        .await
+        .failed("not_found");
+
+    // A verdict-free refusal is a tool error that says what applies instead.
+    let refused = mcp
+        .call("retry", json!({"run_id": run, "task_id": "a"}))
+        .await
+        .failed("refused");
+    assert!(
+        refused["message"].as_str().unwrap().contains("merge"),
+        "{refused}"
+    );
+
+    let reworked = mcp
+        .call(
+            "rework",
+            json!({"run_id": run, "task_id": "a", "note": "add one more line", "wait_seconds": 60}),
+        )
+        .await
+        .ok();
+    assert_eq!(reworked["finished"], true, "{reworked}");
+    let a = task(&reworked["status"], "a");
+    assert_eq!(a["attempt"], 2, "{reworked}");
+    assert_eq!(a["state"], "accepted");
+
+    let merged = mcp.call("merge", json!({"run_id": run})).await.ok();
+    assert_eq!(merged["finished"], true, "{merged}");
+    assert_eq!(task(&merged["status"], "a")["state"], "merged");
+    assert!(mcp.env.git(&["show", "main:src/a.txt"]).contains('a'));
+
+    let rolled = mcp
+        .call("rollback", json!({"run_id": run, "task_id": "a"}))
+        .await
+        .ok();
+    assert_eq!(rolled["finished"], true, "{rolled}");
+    assert_eq!(task(&rolled["status"], "a")["state"], "rolled_back");
+    let listed = mcp.call("list_runs", json!({})).await.ok();
+    assert_eq!(listed["runs"][0]["run_id"], run.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_task_is_a_normal_result_then_accepted_over_the_gate() {
+    let mcp = Mcp::start(mcp_repo()).await;
+    let started = mcp
+        .call(
+            "delegate",
+            json!({"tasks": [{"id": "o", "goal": "touch the readme", "allowed": ["src/**"], "worker": "outside"}]}),
+        )
+        .await
+        .ok();
+    let run = started["run_id"].as_str().unwrap().to_string();
+    let status = mcp.wait_until(&run, |s| s["done"] == true).await;
+    let o = task(&status, "o");
+    assert_eq!(o["state"], "blocked", "{status}");
+    assert_eq!(o["verdict"], "rollback");
+    assert_eq!(o["attempt"], 2, "one rework, then blocked");
+    let verify = mcp.call("verify", json!({"run_id": run})).await.ok();
+    assert!(
+        verify["tasks"][0]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["rule"] == "not-allowed" || f["rule"] == "out-of-scope"),
+        "{verify}"
+    );
+    let accepted = mcp
+        .call(
+            "accept",
+            json!({"run_id": run, "task_id": "o", "reason": "the readme change is wanted", "wait_seconds": 60}),
+        )
+        .await
+        .ok();
+    assert_eq!(accepted["finished"], true, "{accepted}");
+    // The run stops at accepted (delegate's merge is false).
+    assert_eq!(task(&accepted["status"], "o")["state"], "accepted");
+}
+
+/// Spawns the real binary as an MCP server over stdio.
+fn spawn_server(env: &TestEnv, args: &[&str]) -> std::process::Child {
+    let mut all = vec!["mcp"];
+    all.extend_from_slice(args);
+    env.command(&all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn real_binary_speaks_only_json_rpc_on_stdout() {
+    let env = mcp_repo();
+    let mut server = spawn_server(&env, &[]);
+    let mut stdin = server.stdin.take().unwrap();
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let mut send = |message: Value| {
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+    };
+    let mut read = || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line)
+            .unwrap_or_else(|e| panic!("stdout line is not JSON-RPC ({e}): {line:?}"))
+    };
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"}}}),
+    );
+    let init = read();
+    assert_eq!(init["result"]["serverInfo"]["name"], "ccfan", "{init}");
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    let list = read();
+    assert_eq!(
+        list["result"]["tools"].as_array().unwrap().len(),
+        15,
+        "{list}"
+    );
+    send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "health", "arguments": {}}}));
+    let health = read();
+    assert_eq!(
+        health["result"]["structuredContent"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{health}"
+    );
+    send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "status", "arguments": {"wait_seconds": 1}}}));
+    let invalid = read();
+    assert_eq!(invalid["error"]["code"], -32602, "{invalid}");
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop at EOF");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mcp_python_path() -> String {
+    std::env::var("CCFAN_MCP_PYTHONPATH")
+        .expect("CCFAN_MCP_PYTHONPATH is not set: run the tests with scripts/test.sh, which installs the MCP SDK")
+}
+
+fn conformance(transport: &str) {
+    let env = mcp_repo();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mcp/conformance.py");
+    let mut command = Command::new("python3");
+    for (name, value) in env.ccfan_env() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let output = command
+        .env("PYTHONPATH", mcp_python_path())
+        .arg(script)
+        .args(["--ccfan", env!("CARGO_BIN_EXE_ccfan"), "--repo"])
+        .arg(&env.repo)
+        .args(["--transport", transport])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "conformance over {transport} failed\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn python_sdk_conformance_over_stdio() {
+    conformance("stdio");
+}
+
+#[test]
+fn python_sdk_conformance_over_streamable_http() {
+    conformance("http");
+}
+
+#[test]
+fn mcp_inspector_cli_lists_and_calls_tools() {
+    let env = mcp_repo();
+    let bin = PathBuf::from(std::env::var("CCFAN_AGENT_BIN").expect(
+        "CCFAN_AGENT_BIN is not set: run the tests with scripts/test.sh, which installs the MCP Inspector",
+    ))
+    .join("mcp-inspector");
+    let inspector = |extra: &[&str]| {
+        let mut command = Command::new(&bin);
+        for (name, value) in env.ccfan_env() {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        let output = command
+            .current_dir(&env.repo)
+            .args(["--cli", env!("CARGO_BIN_EXE_ccfan"), "mcp"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "inspector {extra:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let list = inspector(&["--method", "tools/list"]);
+    let names: Vec<&str> = list["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"delegate") && names.contains(&"status"),
+        "{names:?}"
+    );
+    let health = inspector(&["--method", "tools/call", "--tool-name", "health"]);
+    assert_eq!(
+        health["structuredContent"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{health}"
+    );
+    let scan = inspector(&[
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "scan",
+        "--tool-arg",
+        "range=HEAD",
+    ]);
+    assert_eq!(scan["structuredContent"]["hits"], json!([]), "{scan}");
+    assert!(
+        scan["structuredContent"]["files_scanned"].as_u64().unwrap() > 0,
+        "{scan}"
+    );
+}
