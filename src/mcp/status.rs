@@ -161,9 +161,8 @@ pub async fn status(
             let message = progress_message(&now);
             if message != last_message {
                 sent += 1;
-                let done = now.tasks.iter().filter(|t| t.done).count();
                 let param = ProgressNotificationParam::new(token.clone(), f64::from(sent))
-                    .with_message(format!("{message} ({done} of {})", now.tasks.len()));
+                    .with_message(message.clone());
                 if let Err(error) = context.peer.notify_progress(param).await {
                     tracing::debug!("cannot send a progress notification: {error}");
                 }

@@ -59,7 +59,7 @@ impl Store {
     ) -> Result<Vec<(u32, AgentSummary)>, StoreError> {
         let mut statement = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT n, agent FROM attempts
                  WHERE run_id = ?1 AND task_id = ?2 AND agent IS NOT NULL ORDER BY n",
             )

@@ -119,7 +119,7 @@ impl Store {
     ) -> Result<Vec<(i64, TaskState, Option<String>)>, StoreError> {
         let mut statement = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT at, state, reason FROM transitions WHERE run_id = ?1 AND task_id = ?2 ORDER BY seq",
             )
             .map_err(query("listing transitions"))?;
@@ -166,7 +166,7 @@ impl Store {
     pub fn cancel_requests(&self, run_id: &str) -> Result<Vec<String>, StoreError> {
         let mut statement = self
             .conn
-            .prepare("SELECT id FROM tasks WHERE run_id = ?1 AND cancel_requested = 1")
+            .prepare_cached("SELECT id FROM tasks WHERE run_id = ?1 AND cancel_requested = 1")
             .map_err(query("reading cancel requests"))?;
         statement
             .query_map([run_id], |row| row.get(0))

@@ -398,7 +398,7 @@ impl Store {
     pub fn runs(&self) -> Result<Vec<RunRow>, StoreError> {
         let mut statement = self
             .conn
-            .prepare(&format!(
+            .prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id DESC"
             ))
             .map_err(query("listing runs"))?;
@@ -429,7 +429,7 @@ impl Store {
     pub fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>, StoreError> {
         let mut statement = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT id, spec, state, reason, branch, worktree, git_link, attempts, removed,
                         budget_from, landing, landed_on, cancel_requested, forced
                  FROM tasks WHERE run_id = ?1 ORDER BY seq",
@@ -500,7 +500,7 @@ impl Store {
     pub fn attempts(&self, run_id: &str, task_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
         let mut statement = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT n, state, started_at, finished_at, exit, commit_sha, salvage_ref, dir, log_path, token, verdict, base
                  FROM attempts WHERE run_id = ?1 AND task_id = ?2 ORDER BY n",
             )
