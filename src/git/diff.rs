@@ -46,6 +46,19 @@ pub struct FileChange {
     pub removed: usize,
 }
 
+/// The diff between two commits' trees, renames detected.
+fn tree_diff<'r>(git: &'r Repository, from: &str, to: &str) -> Result<git2::Diff<'r>> {
+    let (old, new) = (commit_tree(git, from)?, commit_tree(git, to)?);
+    let mut diff = git
+        .diff_tree_to_tree(Some(&old), Some(&new), None)
+        .map_err(git2_context("cannot diff the attempt"))?;
+    let mut find = git2::DiffFindOptions::new();
+    find.renames(true).copies(false);
+    diff.find_similar(Some(&mut find))
+        .map_err(git2_context("cannot detect renames"))?;
+    Ok(diff)
+}
+
 /// The unified patch from commit `from` to commit `to` (renames detected), cut at `max_bytes` on a line end;
 /// returns the text and whether it was cut. Binary files appear as a "Binary files differ" line.
 pub fn patch_text(
@@ -55,14 +68,7 @@ pub fn patch_text(
     max_bytes: usize,
 ) -> Result<(String, bool)> {
     let git = repo.open()?;
-    let (old, new) = (commit_tree(&git, from)?, commit_tree(&git, to)?);
-    let mut diff = git
-        .diff_tree_to_tree(Some(&old), Some(&new), None)
-        .map_err(git2_context("cannot diff the attempt"))?;
-    let mut find = git2::DiffFindOptions::new();
-    find.renames(true).copies(false);
-    diff.find_similar(Some(&mut find))
-        .map_err(git2_context("cannot detect renames"))?;
+    let diff = tree_diff(&git, from, to)?;
     let mut text = Vec::new();
     let mut cut = false;
     let printed = diff.print(git2::DiffFormat::Patch, |_, _, line| {
@@ -90,14 +96,7 @@ pub fn patch_text(
 /// The files changed from commit `from` to commit `to`, with renames detected and line counts.
 pub fn diff_files(repo: &RepoPaths, from: &str, to: &str) -> Result<Vec<FileChange>> {
     let git = repo.open()?;
-    let (old, new) = (commit_tree(&git, from)?, commit_tree(&git, to)?);
-    let mut diff = git
-        .diff_tree_to_tree(Some(&old), Some(&new), None)
-        .map_err(git2_context("cannot diff the attempt"))?;
-    let mut find = git2::DiffFindOptions::new();
-    find.renames(true).copies(false);
-    diff.find_similar(Some(&mut find))
-        .map_err(git2_context("cannot detect renames"))?;
+    let diff = tree_diff(&git, from, to)?;
     let mut changes = Vec::new();
     for index in 0..diff.deltas().len() {
         let Some(delta) = diff.get_delta(index) else {

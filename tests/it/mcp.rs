@@ -560,6 +560,16 @@ fn real_binary_speaks_only_json_rpc_on_stdout() {
     }
 }
 
+/// Gives a third-party client the environment `TestEnv::command` gives ccfan (its server inherits it).
+fn apply_env(command: &mut Command, env: &TestEnv) {
+    for (name, value) in env.ccfan_env() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+}
+
 fn mcp_python_path() -> String {
     std::env::var("CCFAN_MCP_PYTHONPATH")
         .expect("CCFAN_MCP_PYTHONPATH is not set: run the tests with scripts/test.sh, which installs the MCP SDK")
@@ -569,12 +579,7 @@ fn conformance(transport: &str) {
     let env = mcp_repo();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mcp/conformance.py");
     let mut command = Command::new("python3");
-    for (name, value) in env.ccfan_env() {
-        match value {
-            Some(value) => command.env(name, value),
-            None => command.env_remove(name),
-        };
-    }
+    apply_env(&mut command, &env);
     let output = command
         .env("PYTHONPATH", mcp_python_path())
         .arg(script)
@@ -610,12 +615,7 @@ fn mcp_inspector_cli_lists_and_calls_tools() {
     .join("mcp-inspector");
     let inspector = |extra: &[&str]| {
         let mut command = Command::new(&bin);
-        for (name, value) in env.ccfan_env() {
-            match value {
-                Some(value) => command.env(name, value),
-                None => command.env_remove(name),
-            };
-        }
+        apply_env(&mut command, &env);
         let output = command
             .current_dir(&env.repo)
             .args(["--cli", env!("CARGO_BIN_EXE_ccfan"), "mcp"])
