@@ -38,6 +38,10 @@ except ImportError:  # fall back to the SDK vendored in the repository (scripts/
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+# The HTTP server wrapper is the conformance client's (one copy).
+sys.path.insert(0, os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "mcp")))
+from conformance import HttpServer  # noqa: E402
+
 try:
     from mcp.client.streamable_http import streamable_http_client as _http_client
 except ImportError:  # older SDK name
@@ -140,41 +144,6 @@ async def bench(read, write, opts):
             await s.send_ping()
             pings.append((time.perf_counter() - t0) * 1000.0)
         return run_id, st["counts"], times, pings
-
-
-class HttpServer:
-    """`ccfan -C REPO mcp --http 127.0.0.1:0`, its address read from stderr."""
-
-    def __init__(self, ccfan, repo):
-        self.proc = subprocess.Popen([ccfan, "-C", repo, "mcp", "--http", "127.0.0.1:0"], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
-        self.lines, self.url, self.bound = [], None, threading.Event()
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self):
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-            found = re.search(r"ccfan MCP server on (http://\S+/mcp)", line)
-            if found and not self.url:
-                self.url = found.group(1)
-                self.bound.set()
-        self.bound.set()
-
-    def wait_url(self, timeout=30):
-        self.bound.wait(timeout)
-        if not self.url:
-            raise BenchError("the http server printed no 'ccfan MCP server on http://…/mcp' line; stderr:\n"
-                             + "\n".join(self.lines[-20:]))
-        return self.url
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 async def run(opts, repo):

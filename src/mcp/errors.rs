@@ -35,6 +35,8 @@ pub enum ErrorCode {
     Git,
     /// ccfan failed (state database, files, supervision).
     Internal,
+    /// The client cancelled the request (a long-poll stopped early).
+    Cancelled,
 }
 
 /// A failed operation, as the tool result's structured content.

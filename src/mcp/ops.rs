@@ -42,6 +42,13 @@ fn write_tasks_file(
             "pass a list of tasks, each with a goal and allowed globs",
         ));
     }
+    if params.jobs == Some(0) {
+        return Err(Failure::invalid(
+            "jobs",
+            "0 tasks at a time runs nothing",
+            "pass 1 or more, or leave jobs out",
+        ));
+    }
     let mut ids = Vec::new();
     let mut tasks = Vec::new();
     for (index, task) in params.tasks.iter().enumerate() {

@@ -149,7 +149,7 @@ pub async fn status(
         tokio::select! {
             () = context.ct.cancelled() => {
                 return Err(Failure::tool(
-                    super::errors::ErrorCode::Refused,
+                    super::errors::ErrorCode::Cancelled,
                     "the client cancelled the wait",
                 ));
             }

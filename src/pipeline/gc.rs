@@ -259,6 +259,10 @@ pub fn gc(
                 salvaged,
             });
         }
+        let left = report.skipped.iter().any(|s| s.run_id == run.id);
+        if !dry_run && !left {
+            remove_handoff_files(repo, &run.id);
+        }
     }
     // Verification checkouts are scratch: when no run is going, any that is left was abandoned by a gate cut short.
     let any_running = runs.iter().any(|run| run.state == RunState::Running);
@@ -277,4 +281,21 @@ pub fn gc(
         git::prune_worktrees(repo)?;
     }
     Ok(report)
+}
+
+/// The files of operations the MCP server handed off for a collected run (its tasks file, each process's output
+/// and log): named `<run>.…` in the hand-off folder.
+fn remove_handoff_files(repo: &RepoPaths, run_id: &str) {
+    let dir = crate::paths::StateLayout::of(repo).handoff_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let prefix = format!("{run_id}.");
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix)
+            && let Err(error) = std::fs::remove_file(entry.path())
+        {
+            tracing::warn!("cannot remove {}: {error}", entry.path().display());
+        }
+    }
 }

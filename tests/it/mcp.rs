@@ -284,6 +284,20 @@ async fn preflight_tools_and_bad_arguments() {
     )
     .await
     .invalid();
+    mcp.call(
+        "delegate",
+        json!({"tasks": [{"goal": "x", "allowed": ["src/**"]}], "jobs": 0}),
+    )
+    .await
+    .invalid();
+    // Nothing was left half-made by the refused calls.
+    assert!(
+        !mcp.env.state_dir().join("mcp").exists()
+            || std::fs::read_dir(mcp.env.state_dir().join("mcp"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
 
     // Unknown runs are tool errors with a code.
     let missing = mcp
@@ -454,6 +468,27 @@ async fn delegate_wait_verify_rework_merge_rollback_over_mcp() {
     assert_eq!(task(&rolled["status"], "a")["state"], "rolled_back");
     let listed = mcp.call("list_runs", json!({})).await.ok();
     assert_eq!(listed["runs"][0]["run_id"], run.as_str());
+
+    // gc collects the run: its worktrees, and the hand-off files of every process the server started for it.
+    let handoff = mcp.env.state_dir().join("mcp");
+    let files_of_run = || {
+        std::fs::read_dir(&handoff)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{run}."))
+            })
+            .count()
+    };
+    assert!(
+        files_of_run() >= 6,
+        "tasks file, run and follow-up outputs and logs"
+    );
+    let gc = mcp.call("gc", json!({"runs": [run]})).await.ok();
+    assert_eq!(gc["report"]["removed"].as_array().unwrap().len(), 2, "{gc}");
+    assert_eq!(files_of_run(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
