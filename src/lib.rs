@@ -23,6 +23,7 @@ pub mod cli;
 pub mod demo;
 pub mod events;
 pub mod git;
+pub mod hooks;
 pub mod input;
 pub mod mcp;
 pub mod model;

@@ -55,6 +55,50 @@ pub enum Command {
     Salvage(SalvageCommand),
     /// Serve ccfan's tools over MCP (stdio by default) for an orchestrating agent.
     Mcp(McpArgs),
+    /// Put the gate in front of commits, merges and pushes as local git hooks.
+    #[command(subcommand)]
+    Hooks(HooksCommand),
+}
+
+/// `ccfan hooks`.
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// Install the hooks (chaining any hook already there, which keeps running first).
+    Install(HooksArgs),
+    /// Remove ccfan's hooks and put back exactly what they chained.
+    Uninstall(HooksArgs),
+    /// Show where the hooks live and what is installed.
+    Status(HooksArgs),
+    /// Run one hook's gate: what the installed scripts call (pre-push reads git's ref lines on stdin).
+    Run(HookRunArgs),
+}
+
+/// `ccfan hooks install/uninstall/status`.
+#[derive(Debug, Args)]
+pub struct HooksArgs {
+    /// Only this hook (repeatable; default: pre-commit, pre-merge-commit and pre-push).
+    #[arg(long = "hook", value_name = "HOOK", value_parser = ["pre-commit", "pre-merge-commit", "pre-push"])]
+    pub hooks: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ccfan hooks run`.
+#[derive(Debug, Args)]
+pub struct HookRunArgs {
+    /// The hook git is running.
+    #[arg(value_parser = ["pre-commit", "pre-merge-commit", "pre-push"])]
+    pub hook: String,
+    /// The arguments git gave the hook (pre-push: the remote's name and URL).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// The policy file (default: ccfan.toml at the repository root, if any).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Print the full report as JSON on stdout (the short message still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `ccfan mcp`.
@@ -182,9 +226,19 @@ pub struct FormatArgs {
 
 /// `ccfan verify`.
 #[derive(Debug, Args)]
+#[group(id = "what", required = true, multiple = false, args = ["target", "staged", "range", "commit"])]
 pub struct VerifyArgs {
-    /// `<run>` or `<run>/<task>`.
-    pub target: String,
+    /// `<run>` or `<run>/<task>`: re-run the gate on the run's recorded attempts.
+    pub target: Option<String>,
+    /// Judge the staged changes (the index against HEAD), as the pre-commit hook does, with the policy's `[hooks]`.
+    #[arg(long)]
+    pub staged: bool,
+    /// Judge the commits of a range (`A..B`): the net change, and every commit's own lines for secrets.
+    #[arg(long, value_name = "A..B")]
+    pub range: Option<String>,
+    /// Judge one commit against its first parent.
+    #[arg(long, value_name = "REV")]
+    pub commit: Option<String>,
     /// The policy file (default: ccfan.toml at the repository root, if any).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,

@@ -9,8 +9,8 @@ use super::args::{FormatArgs, ScanArgs, VerifyArgs};
 use super::render::{self, short};
 use super::sarif::{self, SarifResult};
 use super::{CliError, Exit};
-use crate::pipeline::{self, PipelineError, gate};
-use crate::report::{Level, StageStatus, Verdict};
+use crate::pipeline::{self, PipelineError, change, gate};
+use crate::report::{Level, StageStatus, Verdict, VerifyReport};
 use crate::secrets::{self, FileScanReport, RulePack};
 
 /// `ccfan verify --json`.
@@ -29,22 +29,58 @@ fn level(level: Level) -> &'static str {
     }
 }
 
-/// Runs `ccfan verify`.
+/// One judged change or attempt, for rendering.
+struct Judged<'a> {
+    /// The heading's subject (`run/task attempt n`, `staged changes`, …).
+    title: String,
+    /// What the verdict is called here: a run's tasks say ACCEPT/REWORK/ROLLBACK, a person's change PASS/BLOCKED.
+    outcome: String,
+    verdict: &'a Verdict,
+    report: &'a VerifyReport,
+    /// A worker's attempt (its findings go back to it), not a person's change.
+    attempt: bool,
+}
+
+fn sarif_text(judged: &[Judged<'_>]) -> String {
+    let findings: Vec<SarifResult> = judged
+        .iter()
+        .flat_map(|entry| entry.report.findings().map(move |finding| (entry, finding)))
+        .map(|(entry, finding)| SarifResult {
+            rule: finding.rule.clone(),
+            rule_description: format!("{} check", finding.stage),
+            level: level(finding.level),
+            message: format!("[{}] {}", entry.title, finding.message),
+            path: finding.path.clone(),
+            line: finding.line,
+            fingerprint: finding.fingerprint.clone(),
+        })
+        .collect();
+    render::json(&sarif::log(&findings))
+}
+
+/// Runs `ccfan verify`: a run's stored attempts, or a change no worker made (`--staged`, `--range`, `--commit`).
 pub fn verify(start: &Path, args: VerifyArgs) -> Result<Exit, CliError> {
     let VerifyArgs {
         target,
+        staged,
+        range,
+        commit,
         policy,
         format,
     } = args;
-    let (run_id, task) = match target.split_once('/') {
-        Some((run, task)) => (run.to_string(), Some(task.to_string())),
-        None => (target.clone(), None),
+    let change = match (staged, range, commit) {
+        (true, _, _) => Some(change::Target::Staged {
+            index_file: hook_index_file(start),
+            merging: merging_heads(),
+        }),
+        (false, Some(spec), _) => Some(change::Target::Range { spec }),
+        (false, None, Some(rev)) => Some(change::Target::Commit { rev }),
+        (false, None, None) => None,
     };
     let repo = super::repo_at(start)?;
     let policy_file = policy.map(|path| super::absolute(start, &path));
     let policy = pipeline::load_policy(&repo, policy_file.as_deref())?;
     let rules = pipeline::load_rules(&policy).map_err(PipelineError::from)?;
-    let (mut store, _) = pipeline::open_state(&repo)?;
     let scratch =
         crate::paths::worktree_base(&repo, policy.worktree_root.as_deref()).join(".verify");
     let cancel = super::cancel_flag();
@@ -55,56 +91,140 @@ pub fn verify(start: &Path, args: VerifyArgs) -> Result<Exit, CliError> {
         scratch_root: &scratch,
         cancel: &cancel,
     };
-    let results = checker.reverify(&mut store, &run_id, task.as_deref())?;
-    let text = match format {
-        FormatArgs { json: true, .. } => render::json(&VerifyDocument {
-            schema: 1,
-            run_id: &run_id,
-            tasks: &results,
-        }),
-        FormatArgs { sarif: true, .. } => {
-            let findings: Vec<SarifResult> = results
-                .iter()
-                .flat_map(|task| task.report.findings().map(move |finding| (task, finding)))
-                .map(|(task, finding)| SarifResult {
-                    rule: finding.rule.clone(),
-                    rule_description: format!("{} check", finding.stage),
-                    level: level(finding.level),
-                    message: format!("[{}] {}", task.task_id, finding.message),
-                    path: finding.path.clone(),
-                    line: finding.line,
-                    fingerprint: finding.fingerprint.clone(),
-                })
-                .collect();
-            render::json(&sarif::log(&findings))
+    let (text, all_passed) = match (change, target) {
+        (Some(target), _) => {
+            let change = change::resolve(&repo, &target)?;
+            let result = checker.check_change(&change, &policy.hooks.stages)?;
+            let results = [result];
+            (render_changes(&results, &format), results[0].passed)
         }
-        FormatArgs { .. } => human_verify(&run_id, &results),
+        (None, Some(target)) => verify_run(&checker, &target, &format)?,
+        (None, None) => {
+            return Err(PipelineError::from(
+                crate::input::InputError::new(Path::new("<command line>"), "nothing to verify")
+                    .fix("name a run (`ccfan verify RUN`), or pass --staged, --range A..B or --commit REV"),
+            )
+            .into());
+        }
     };
     render::out(&text)?;
-    let all_accepted = !results.is_empty()
-        && results
-            .iter()
-            .all(|task| matches!(task.verdict, Verdict::Accept));
-    Ok(if all_accepted {
+    Ok(if all_passed {
         Exit::Success
     } else {
         Exit::NotAllSucceeded
     })
 }
 
-fn human_verify(run_id: &str, results: &[gate::TaskVerification]) -> String {
-    if results.is_empty() {
-        return format!("run {run_id} has no recorded attempt to verify\n");
+/// The index git gave a hook (`GIT_INDEX_FILE`, relative to where git ran the hook), if any.
+pub(super) fn hook_index_file(start: &Path) -> Option<PathBuf> {
+    std::env::var_os("GIT_INDEX_FILE")
+        .filter(|value| !value.is_empty())
+        .map(|value| super::absolute(start, Path::new(&value)))
+}
+
+/// The commits `git merge` is merging, as it names them to its hooks (`GITHEAD_<sha>=<name>`).
+pub(super) fn merging_heads() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(name, _)| {
+            let name = name.to_str()?;
+            let sha = name.strip_prefix("GITHEAD_")?;
+            (sha.len() >= 40 && sha.bytes().all(|byte| byte.is_ascii_hexdigit()))
+                .then(|| sha.to_string())
+        })
+        .collect()
+}
+
+/// `ccfan verify --staged/--range/--commit` output, and `hooks run`'s JSON.
+pub(super) fn render_changes(
+    results: &[change::ChangeVerification],
+    format: &FormatArgs,
+) -> String {
+    let judged: Vec<Judged<'_>> = results
+        .iter()
+        .map(|result| Judged {
+            title: result.subject.clone(),
+            outcome: if result.passed { "PASS" } else { "BLOCKED" }.to_string(),
+            verdict: &result.verdict,
+            report: &result.report,
+            attempt: false,
+        })
+        .collect();
+    match format {
+        FormatArgs { json: true, .. } => render::json(&ChangeDocument {
+            schema: 1,
+            changes: results,
+        }),
+        FormatArgs { sarif: true, .. } => sarif_text(&judged),
+        FormatArgs { .. } => human_verify(&judged),
     }
+}
+
+/// `ccfan verify --staged/--range/--commit --json`.
+#[derive(Debug, Serialize)]
+struct ChangeDocument<'a> {
+    schema: u32,
+    changes: &'a [change::ChangeVerification],
+}
+
+fn verify_run(
+    checker: &gate::Gate<'_>,
+    target: &str,
+    format: &FormatArgs,
+) -> Result<(String, bool), CliError> {
+    let (run_id, task) = match target.split_once('/') {
+        Some((run, task)) => (run.to_string(), Some(task.to_string())),
+        None => (target.to_string(), None),
+    };
+    let (mut store, _) = pipeline::open_state(checker.repo)?;
+    let results = checker.reverify(&mut store, &run_id, task.as_deref())?;
+    if results.is_empty() {
+        return Ok((
+            match format {
+                FormatArgs { json: true, .. } => render::json(&VerifyDocument {
+                    schema: 1,
+                    run_id: &run_id,
+                    tasks: &results,
+                }),
+                FormatArgs { sarif: true, .. } => sarif_text(&[]),
+                FormatArgs { .. } => format!("run {run_id} has no recorded attempt to verify\n"),
+            },
+            false,
+        ));
+    }
+    let judged: Vec<Judged<'_>> = results
+        .iter()
+        .map(|task| Judged {
+            title: format!("{run_id}/{} attempt {}", task.task_id, task.attempt),
+            outcome: task.verdict.name().to_uppercase(),
+            verdict: &task.verdict,
+            report: &task.report,
+            attempt: true,
+        })
+        .collect();
+    let text = match format {
+        FormatArgs { json: true, .. } => render::json(&VerifyDocument {
+            schema: 1,
+            run_id: &run_id,
+            tasks: &results,
+        }),
+        FormatArgs { sarif: true, .. } => sarif_text(&judged),
+        FormatArgs { .. } => human_verify(&judged),
+    };
+    let all_accepted = results
+        .iter()
+        .all(|task| matches!(task.verdict, Verdict::Accept));
+    Ok((text, all_accepted))
+}
+
+fn human_verify(judged: &[Judged<'_>]) -> String {
     let mut text = String::new();
-    for task in results {
-        let report = &task.report;
+    for entry in judged {
+        let report = entry.report;
         let diff = &report.diff;
         text.push_str(&format!(
-            "{run_id}/{} attempt {}: {}\n  {} file(s), +{} -{}, risk {}{}\n",
-            task.task_id,
-            task.attempt,
-            task.verdict.name().to_uppercase(),
+            "{}: {}\n  {} file(s), +{} -{}, risk {}{}\n",
+            entry.title,
+            entry.outcome,
             diff.files_changed,
             diff.lines_added,
             diff.lines_removed,
@@ -168,8 +288,11 @@ fn human_verify(run_id: &str, results: &[gate::TaskVerification]) -> String {
                 ));
             }
         }
-        match &task.verdict {
+        match entry.verdict {
             Verdict::Accept => {}
+            Verdict::Rework { findings } if !entry.attempt => {
+                text.push_str(&format!("  → blocked by {} finding(s)\n", findings.len()))
+            }
             Verdict::Rework { findings } => text.push_str(&format!(
                 "  → rework: {} finding(s) go back to the worker\n",
                 findings.len()

@@ -5,6 +5,7 @@ pub mod args;
 mod control;
 mod doctor;
 mod gate;
+mod hooks;
 mod mcp;
 pub mod render;
 mod sarif;
@@ -89,6 +90,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Salvage(command) => control::salvage(&start, command),
         Command::Doctor(args) => doctor::doctor(&start, args),
         Command::Mcp(args) => mcp::serve(&start, args),
+        Command::Hooks(command) => hooks::hooks(&start, command),
     }
 }
 

@@ -169,6 +169,8 @@ pub struct AddedLines {
     pub text: Vec<u8>,
     /// The 1-based line number in the new file of each added line, in order.
     pub line_numbers: Vec<usize>,
+    /// The commit that added them, when a range is judged commit by commit.
+    pub commit: Option<String>,
 }
 
 /// Every line added from commit `from` to commit `to`, per file (secrets are looked for in these).
@@ -197,6 +199,7 @@ pub fn added_lines(repo: &RepoPaths, from: Option<&str>, to: &str) -> Result<Vec
             binary: false,
             text: Vec::new(),
             line_numbers: Vec::new(),
+            commit: None,
         };
         match git2::Patch::from_diff(&diff, index) {
             Ok(Some(patch)) if !patch.delta().flags().is_binary() => {

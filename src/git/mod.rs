@@ -58,6 +58,12 @@ pub enum GitError {
         #[source]
         source: git2::Error,
     },
+    /// The index holds unresolved merge conflicts, so there is no staged tree to judge.
+    #[error("the index has unresolved conflicts in {} (resolve them and `git add` the files first)", paths.join(", "))]
+    Unmerged {
+        /// The conflicted paths.
+        paths: Vec<String>,
+    },
     /// A file operation around git failed.
     #[error("{context}")]
     Io {
@@ -81,10 +87,10 @@ fn oid(sha: &str) -> Result<Oid> {
     Oid::from_str(sha).map_err(git2_context(format!("`{sha}` is not an object id")))
 }
 
-/// The tree of commit `sha`.
+/// The tree of commit `sha` (or tree `sha` itself: a staged index is judged as a tree).
 fn commit_tree<'r>(git: &'r Repository, sha: &str) -> Result<git2::Tree<'r>> {
-    git.find_commit(oid(sha)?)
-        .and_then(|commit| commit.tree())
+    git.find_object(oid(sha)?, None)
+        .and_then(|object| object.peel_to_tree())
         .map_err(git2_context(format!("cannot read the tree of {sha}")))
 }
 
@@ -337,6 +343,37 @@ pub fn init_with_commit(path: &Path, message: &str) -> Result<String> {
     Ok(oid.to_string())
 }
 
+/// A path-valued config key of `repo` (all scopes): its raw value and the path (`~` expanded), if set.
+pub fn config_path(repo: &RepoPaths, key: &str) -> Result<Option<(String, PathBuf)>> {
+    let git = repo.open()?;
+    let config = git
+        .config()
+        .and_then(|mut config| config.snapshot())
+        .map_err(git2_context("cannot read git config"))?;
+    let Ok(raw) = config.get_string(key) else {
+        return Ok(None);
+    };
+    let path = config.get_path(key).unwrap_or_else(|_| PathBuf::from(&raw));
+    Ok(Some((raw, path)))
+}
+
+/// Whether `path` (absolute) is a file tracked in `repo`'s index.
+pub fn is_tracked(repo: &RepoPaths, path: &Path) -> Result<bool> {
+    let canonical = path
+        .parent()
+        .and_then(|folder| folder.canonicalize().ok())
+        .map(|folder| folder.join(path.file_name().unwrap_or_default()));
+    let Some(relative) = canonical
+        .as_deref()
+        .and_then(|path| path.strip_prefix(&repo.workdir).ok())
+    else {
+        return Ok(false);
+    };
+    let git = repo.open()?;
+    let index = git.index().map_err(git2_context("cannot read the index"))?;
+    Ok(index.get_path(relative, 0).is_some())
+}
+
 /// Who the user is, for records such as a forced acceptance: git's `user.name <user.email>`, else `$USER`.
 pub fn user_identity(repo: &RepoPaths) -> String {
     let from_git = repo.open().ok().and_then(|git| {
@@ -348,10 +385,12 @@ pub fn user_identity(repo: &RepoPaths) -> String {
         .unwrap_or_else(|| "unknown user".to_string())
 }
 
+mod change;
 mod diff;
 mod merge;
 mod worktree;
 
+pub use change::*;
 pub use diff::*;
 pub use merge::*;
 pub use worktree::*;

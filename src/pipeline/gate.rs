@@ -151,6 +151,8 @@ impl Gate<'_> {
                     final_report_path(attempt.dir),
                 ]
             },
+            history: None,
+            inline_allow: false,
             artifacts: &artifacts,
             scratch,
             final_report,

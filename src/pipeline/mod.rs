@@ -16,6 +16,8 @@ pub mod verify;
 pub mod decide;
 // stages 4 + 5 for one stored attempt
 pub mod gate;
+// stages 4 + 5 for a change no worker made (the local git hooks' gate)
+pub mod change;
 // stages 2-5 for one task, attempt after attempt
 mod carry;
 // stage 6
@@ -80,7 +82,9 @@ impl PipelineError {
         match self {
             PipelineError::Input(_) => true,
             PipelineError::Store(StoreError::NoSuchRun(_) | StoreError::NoSuchTask { .. }) => true,
-            PipelineError::Git(GitError::NotARepo { .. } | GitError::Bare { .. }) => true,
+            PipelineError::Git(
+                GitError::NotARepo { .. } | GitError::Bare { .. } | GitError::Unmerged { .. },
+            ) => true,
             PipelineError::Sandbox(_) => true,
             PipelineError::Git(_)
             | PipelineError::Store(_)

@@ -13,9 +13,11 @@ use crate::model::WorkerProfile;
 use crate::util::{parse_duration, parse_size};
 
 mod gate;
+mod hooks;
 mod sandbox;
 mod worker;
 
+pub use hooks::HooksSettings;
 pub use sandbox::{SandboxBackend, SandboxLimits, SandboxSettings};
 pub use worker::WorkerSection;
 
@@ -123,6 +125,8 @@ pub struct Policy {
     pub workers: BTreeMap<String, WorkerProfile>,
     /// The gate.
     pub gate: GateSettings,
+    /// The local git hooks' gate (`[hooks]`).
+    pub hooks: HooksSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,6 +141,7 @@ struct PolicyFile {
     workers: BTreeMap<String, WorkerSection>,
     gate: Option<gate::GateSection>,
     checks: Option<Vec<Spanned<gate::CheckSection>>>,
+    hooks: Option<hooks::HooksSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,6 +266,9 @@ pub fn load(file: Option<&Path>) -> Result<Policy, InputError> {
     if let (Some((path, source)), Some(parsed)) = (&user, user_parsed) {
         policy = resolve(path, source, parsed, Some(policy))?;
         policy.sources.push(path.display().to_string());
+    } else {
+        // No policy in the repository: the hooks judge secrets only.
+        policy.hooks = HooksSettings::secrets_only();
     }
     // Machine-specific extra writable paths (a CI cache, say) that do not belong in the repository's policy.
     if let Some(extra) = std::env::var_os(WRITABLE_ENV).filter(|value| !value.is_empty()) {
@@ -352,6 +360,7 @@ fn resolve(
         base.as_ref().map(|b| &b.gate),
         base_dir,
     )?;
+    let hooks = hooks::resolve(file, source, parsed.hooks, base.as_ref().map(|b| &b.hooks))?;
     let overlap = match &run.overlap {
         Some(name) => match name.get_ref().as_str() {
             "warn" => Overlap::Warn,
@@ -399,6 +408,7 @@ fn resolve(
         )?,
         workers,
         gate,
+        hooks,
     })
 }
 

@@ -227,6 +227,7 @@ mod tests {
             binary: false,
             text: b"<<<<<<< ours\nA\n=======\nB\n>>>>>>> theirs\nheading\n".to_vec(),
             line_numbers: vec![2, 3, 4, 5, 6, 7],
+            commit: None,
         }];
         let found = conflict_markers(&files);
         let lines: Vec<Option<usize>> = found.iter().map(|f| f.line).collect();
@@ -241,6 +242,7 @@ mod tests {
             binary: false,
             text: b"Title\n=======\n".to_vec(),
             line_numbers: vec![1, 2],
+            commit: None,
         }];
         assert!(conflict_markers(&clean).is_empty());
     }

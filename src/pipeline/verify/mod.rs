@@ -46,6 +46,11 @@ pub struct VerifyInput<'a> {
     pub target_tip: &'a str,
     /// Worker output to scan for secrets (and scrub).
     pub logs: Vec<PathBuf>,
+    /// The lines to scan for secrets when they are not simply base→commit's: each commit's own lines, for a range
+    /// whose history lands too.
+    pub history: Option<Vec<git::AddedLines>>,
+    /// Honour inline allow markers on secrets (the hooks' `inline_allow`; never for a worker).
+    pub inline_allow: bool,
     /// Where stage logs are written.
     pub artifacts: &'a Path,
     /// A folder (not yet existing) for the verification checkout.
@@ -221,7 +226,8 @@ pub fn verify(input: &VerifyInput<'_>) -> Result<VerifyReport, VerifyError> {
             },
             Stage::Secrets => {
                 let logs: &[PathBuf] = if gate.scan_logs { &input.logs } else { &[] };
-                let outcome = secrets::run(input.rules, added.as_deref(), logs)?;
+                let lines = input.history.as_deref().or(added.as_deref());
+                let outcome = secrets::run(input.rules, lines, logs, input.inline_allow)?;
                 raw.extend(outcome.raw);
                 judged(stage, outcome.findings, outcome.note)
             }

@@ -117,20 +117,22 @@ pub fn scrub_file(path: &Path, raw: &[RawSecret]) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Scans what `base..commit` added, plus `logs`, scrubbing the logs of everything found.
+/// Scans what `base..commit` added (or each commit of a range added), plus `logs`, scrubbing the logs of
+/// everything found. `honour_markers`: inline allow markers count (the hooks' gate may say so; a worker's never).
 pub fn run(
     pack: &RulePack,
     added: Option<&[git::AddedLines]>,
     logs: &[PathBuf],
+    honour_markers: bool,
 ) -> Result<SecretsOutcome, GitError> {
     let mut outcome = SecretsOutcome::default();
     let mut binaries = Vec::new();
     if let Some(files) = added {
-        let scanned: Vec<(Vec<Finding>, Vec<RawSecret>)> = files
+        let scanned: Vec<(Vec<Finding>, Vec<RawSecret>, bool)> = files
             .par_iter()
             .filter(|file| !file.binary)
             .map(|file| {
-                let hits = pack.scan_with(&file.path, &file.text, false);
+                let hits = pack.scan_with(&file.path, &file.text, honour_markers);
                 let findings = hits
                     .iter()
                     .map(|hit| {
@@ -139,7 +141,14 @@ pub fn run(
                             .get(hit.line.saturating_sub(1))
                             .copied()
                             .unwrap_or(0);
-                        finding(hit, &file.path, line)
+                        let mut found = finding(hit, &file.path, line);
+                        if let Some(commit) = &file.commit {
+                            found.message.push_str(&format!(
+                                ", added in commit {}",
+                                &commit[..12.min(commit.len())]
+                            ));
+                        }
+                        found
                     })
                     .collect();
                 let raw = hits
@@ -151,11 +160,24 @@ pub fn run(
                         fingerprint: hit.fingerprint.clone(),
                     })
                     .collect();
-                (findings, raw)
+                (findings, raw, file.commit.is_some())
             })
             .collect();
-        for (findings, raw) in scanned {
-            outcome.findings.extend(findings);
+        // A merge being committed is scanned commit by commit, then as staged: a secret a merged commit brought is
+        // reported once, with its commit.
+        let from_commits: std::collections::HashSet<(Option<String>, Option<String>)> = scanned
+            .iter()
+            .filter(|(_, _, in_commit)| *in_commit)
+            .flat_map(|(findings, _, _)| findings)
+            .map(|found| (found.path.clone(), found.fingerprint.clone()))
+            .collect();
+        for (findings, raw, in_commit) in scanned {
+            outcome
+                .findings
+                .extend(findings.into_iter().filter(|found| {
+                    in_commit
+                        || !from_commits.contains(&(found.path.clone(), found.fingerprint.clone()))
+                }));
             outcome.raw.extend(raw);
         }
         binaries.extend(

@@ -1,0 +1,349 @@
+//! `ccfan hooks install/uninstall/status/run`: a thin adapter over [`crate::hooks`] and the hooks' gate. `run` is
+//! what the installed scripts call: silent when nothing blocks, and when something does, a short message on stderr
+//! — what was found, where (redacted), how to fix it, and the explicit bypass.
+
+use std::io::Read;
+use std::path::Path;
+
+use super::args::{FormatArgs, HookRunArgs, HooksArgs, HooksCommand};
+use super::render::{self, short};
+use super::{CliError, Exit};
+use crate::hooks::{self, HookName, HookState, Installed, Uninstalled};
+use crate::pipeline::change::{self, ChangeKind, ChangeVerification, Target};
+use crate::pipeline::{self, PipelineError, gate};
+use crate::report::{Stage, StageStatus};
+
+/// Runs `ccfan hooks …`.
+pub fn hooks(start: &Path, command: HooksCommand) -> Result<Exit, CliError> {
+    match command {
+        HooksCommand::Install(args) => install(start, args),
+        HooksCommand::Uninstall(args) => uninstall(start, args),
+        HooksCommand::Status(args) => status(start, args),
+        HooksCommand::Run(args) => run(start, args),
+    }
+}
+
+fn chosen(names: &[String]) -> Vec<HookName> {
+    let mut hooks: Vec<HookName> = names
+        .iter()
+        .filter_map(|name| HookName::parse(name))
+        .collect();
+    if hooks.is_empty() {
+        hooks = HookName::ALL.to_vec();
+    }
+    hooks.dedup();
+    hooks
+}
+
+fn failed(error: hooks::HooksError) -> CliError {
+    let exit = match &error {
+        hooks::HooksError::Refused { .. } => Exit::BadInput,
+        hooks::HooksError::Io { .. } | hooks::HooksError::Git(_) => Exit::Internal,
+    };
+    CliError {
+        exit,
+        error: error.into(),
+    }
+}
+
+fn binary() -> Result<std::path::PathBuf, CliError> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.canonicalize().unwrap_or(exe))
+}
+
+fn where_line(dir: &hooks::HooksDir) -> String {
+    match &dir.hooks_path {
+        Some(raw) => format!(
+            "hooks folder: {} (core.hooksPath = {raw})\n",
+            dir.path.display()
+        ),
+        None => format!("hooks folder: {}\n", dir.path.display()),
+    }
+}
+
+fn install(start: &Path, args: HooksArgs) -> Result<Exit, CliError> {
+    let repo = super::repo_at(start)?;
+    let (dir, done) = hooks::install(&repo, &binary()?, &chosen(&args.hooks)).map_err(failed)?;
+    if args.json {
+        render::out(&render::json(
+            &serde_json::json!({"schema": 1, "dir": dir, "hooks": done}),
+        ))?;
+        return Ok(Exit::Success);
+    }
+    let mut text = where_line(&dir);
+    for hook in &done {
+        let what = match &hook.outcome {
+            Installed::New => "installed".to_string(),
+            Installed::Updated => "updated".to_string(),
+            Installed::Unchanged => "already installed".to_string(),
+            Installed::Chained { chained } => format!(
+                "installed; your hook moved to {} and runs first",
+                chained.display()
+            ),
+        };
+        text.push_str(&format!("  {:<17} {what}\n", hook.hook.as_str()));
+    }
+    text.push_str("`ccfan hooks uninstall` removes them and puts back what was there.\n");
+    render::out(&text)?;
+    Ok(Exit::Success)
+}
+
+fn uninstall(start: &Path, args: HooksArgs) -> Result<Exit, CliError> {
+    let repo = super::repo_at(start)?;
+    let (dir, done) = hooks::uninstall(&repo, &chosen(&args.hooks)).map_err(failed)?;
+    if args.json {
+        render::out(&render::json(
+            &serde_json::json!({"schema": 1, "dir": dir, "hooks": done}),
+        ))?;
+        return Ok(Exit::Success);
+    }
+    let mut text = where_line(&dir);
+    for hook in &done {
+        let what = match hook.outcome {
+            Uninstalled::Removed => "removed",
+            Uninstalled::Restored => "removed; your own hook is back",
+            Uninstalled::NotOurs => "not ccfan's hook: left alone",
+            Uninstalled::Absent => "not installed",
+        };
+        text.push_str(&format!("  {:<17} {what}\n", hook.hook.as_str()));
+    }
+    render::out(&text)?;
+    Ok(Exit::Success)
+}
+
+fn status(start: &Path, args: HooksArgs) -> Result<Exit, CliError> {
+    let repo = super::repo_at(start)?;
+    let (dir, states) = hooks::status(&repo, &binary()?, &chosen(&args.hooks)).map_err(failed)?;
+    if args.json {
+        render::out(&render::json(
+            &serde_json::json!({"schema": 1, "dir": dir, "hooks": states}),
+        ))?;
+        return Ok(Exit::Success);
+    }
+    let mut text = where_line(&dir);
+    for hook in &states {
+        let what = match &hook.state {
+            HookState::Absent => "not installed".to_string(),
+            HookState::Other { tracked: false } => {
+                "another hook (installing runs it first, then ccfan)".to_string()
+            }
+            HookState::Other { tracked: true } => {
+                "another hook, tracked in the repository (ccfan will not change it)".to_string()
+            }
+            HookState::Installed {
+                binary,
+                binary_found,
+                current,
+                chained,
+            } => {
+                let mut what = format!(
+                    "installed, calls {}{}",
+                    binary.as_deref().unwrap_or("?"),
+                    if *binary_found {
+                        ""
+                    } else {
+                        " (MISSING: commits are stopped until you reinstall)"
+                    }
+                );
+                if !current {
+                    what.push_str("; older script, `ccfan hooks install` updates it");
+                }
+                if let Some(chained) = chained {
+                    what.push_str(&format!("; runs {} first", chained.display()));
+                }
+                what
+            }
+        };
+        text.push_str(&format!("  {:<17} {what}\n", hook.hook.as_str()));
+    }
+    render::out(&text)?;
+    Ok(Exit::Success)
+}
+
+/// What a pre-push hook pushes: from the pre-commit framework's variables when it runs us, else from git's lines on
+/// standard input.
+fn push_targets(
+    repo: &crate::git::RepoPaths,
+    remote: Option<&str>,
+) -> Result<Vec<Target>, CliError> {
+    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    if let (Some(from), Some(to)) = (var("PRE_COMMIT_FROM_REF"), var("PRE_COMMIT_TO_REF")) {
+        return Ok(vec![Target::Range {
+            spec: format!("{from}..{to}"),
+        }]);
+    }
+    let pushed = match (var("PRE_COMMIT"), var("PRE_COMMIT_LOCAL_BRANCH")) {
+        // The framework pushing a branch down to its root commit gives no range: everything the remote lacks.
+        (Some(_), Some(local)) => vec![change::PushedRef {
+            local_sha: crate::git::known_commit(repo, &local)
+                .map_err(PipelineError::from)?
+                .unwrap_or_else(|| local.clone()),
+            remote_ref: var("PRE_COMMIT_REMOTE_BRANCH").unwrap_or_else(|| local.clone()),
+            remote_sha: "0".repeat(40),
+            local_ref: local,
+        }],
+        (_, _) => {
+            let mut input = String::new();
+            std::io::stdin().read_to_string(&mut input)?;
+            change::parse_pushed(&input).map_err(PipelineError::from)?
+        }
+    };
+    let remote = var("PRE_COMMIT_REMOTE_NAME").or(remote.map(str::to_string));
+    Ok(change::push_targets(repo, remote.as_deref(), &pushed)?)
+}
+
+/// Runs `ccfan hooks run <hook>`.
+fn run(start: &Path, args: HookRunArgs) -> Result<Exit, CliError> {
+    let HookRunArgs {
+        hook,
+        args,
+        policy,
+        json,
+    } = args;
+    let Some(hook) = HookName::parse(&hook) else {
+        return Err(PipelineError::from(
+            crate::input::InputError::new(
+                Path::new("<command line>"),
+                format!("`{hook}` is not a hook ccfan runs"),
+            )
+            .fix("use pre-commit, pre-merge-commit or pre-push"),
+        )
+        .into());
+    };
+    let repo = super::repo_at(start)?;
+    let policy_file = policy.map(|path| super::absolute(start, &path));
+    let policy = pipeline::load_policy(&repo, policy_file.as_deref())?;
+    let rules = pipeline::load_rules(&policy).map_err(PipelineError::from)?;
+    let (targets, stages) = match hook {
+        HookName::PreCommit | HookName::PreMergeCommit => (
+            vec![Target::Staged {
+                index_file: super::gate::hook_index_file(start),
+                merging: super::gate::merging_heads(),
+            }],
+            &policy.hooks.stages,
+        ),
+        HookName::PrePush => (
+            push_targets(&repo, args.first().map(String::as_str))?,
+            &policy.hooks.push_stages,
+        ),
+    };
+    let scratch =
+        crate::paths::worktree_base(&repo, policy.worktree_root.as_deref()).join(".verify");
+    let cancel = super::cancel_flag();
+    let checker = gate::Gate {
+        repo: &repo,
+        policy: &policy,
+        rules: &rules,
+        scratch_root: &scratch,
+        cancel: &cancel,
+    };
+    let mut results = Vec::new();
+    for target in &targets {
+        let change = change::resolve(&repo, target)?;
+        if change.kind != ChangeKind::Staged && change.commits.is_empty() {
+            continue; // the remote has all of it already
+        }
+        results.push(checker.check_change(&change, stages)?);
+    }
+    if json {
+        render::out(&super::gate::render_changes(
+            &results,
+            &FormatArgs {
+                json: true,
+                sarif: false,
+            },
+        ))?;
+    }
+    if results.iter().all(|result| result.passed) {
+        return Ok(Exit::Success);
+    }
+    render::err(&blocked_message(hook, &results));
+    Ok(Exit::NotAllSucceeded)
+}
+
+/// The short message a blocked hook prints.
+fn blocked_message(hook: HookName, results: &[ChangeVerification]) -> String {
+    let mut text = format!(
+        "ccfan: {} stopped by the gate ({hook} hook)\n",
+        hook.action()
+    );
+    let mut stages_failed: Vec<Stage> = Vec::new();
+    let mut history = false;
+    for result in results.iter().filter(|result| !result.passed) {
+        text.push_str(&format!("  {}:\n", result.subject));
+        history |= result.kind != ChangeKind::Staged || result.subject.starts_with("staged merge");
+        for stage in &result.report.stages {
+            if stage.status == StageStatus::Error {
+                text.push_str(&format!(
+                    "    {:<8} could not run: {}\n",
+                    stage.stage.as_str(),
+                    stage.note.as_deref().unwrap_or("no reason given")
+                ));
+                stages_failed.push(stage.stage);
+            }
+            for finding in stage
+                .findings
+                .iter()
+                .filter(|finding| finding.is_blocking())
+            {
+                let place = match (&finding.path, finding.line) {
+                    (Some(path), Some(line)) => format!("{path}:{line}  "),
+                    (Some(path), None) => format!("{path}  "),
+                    (None, _) => String::new(),
+                };
+                let message = finding.message.lines().next().unwrap_or_default();
+                text.push_str(&format!(
+                    "    {:<8} {place}{} — {message}\n",
+                    finding.stage.as_str(),
+                    finding.rule
+                ));
+                stages_failed.push(finding.stage);
+            }
+        }
+    }
+    stages_failed.sort_by_key(|stage| stage.as_str());
+    stages_failed.dedup();
+    text.push_str("How to fix:\n");
+    for stage in &stages_failed {
+        let hint = match stage {
+            Stage::Secrets if history => {
+                "a secret in a commit stays in history: rewrite the commit that added it (e.g. `git rebase -i`), \
+                 and rotate the key if it was ever real"
+            }
+            Stage::Secrets => {
+                "remove the secret from the file and `git add` it again; rotate the key if it was ever real"
+            }
+            Stage::Scope => {
+                "that path is outside what `[hooks]` in ccfan.toml allows: unstage it (`git restore --staged PATH`), \
+                 or change hooks.allowed / hooks.denied"
+            }
+            Stage::Diff => "resolve the merge conflict and remove its markers",
+            Stage::Tests | Stage::Checks => {
+                "make the tests and checks pass (their logs are under <git-common-dir>/ccfan/verify/)"
+            }
+            Stage::Worker | Stage::Completeness => "see the findings above",
+        };
+        text.push_str(&format!("  - {hint}\n"));
+    }
+    let full = match (hook, results.iter().find(|result| !result.passed)) {
+        (HookName::PrePush, Some(result)) => {
+            let tip = result.report.commit.as_deref().unwrap_or("HEAD");
+            match crate::git::is_empty_tree(&result.report.base) {
+                true => format!("ccfan scan --range {}", short(tip)),
+                false => format!(
+                    "ccfan verify --range {}..{}",
+                    short(&result.report.base),
+                    short(tip)
+                ),
+            }
+        }
+        (HookName::PreCommit | HookName::PreMergeCommit | HookName::PrePush, _) => {
+            "ccfan verify --staged".to_string()
+        }
+    };
+    text.push_str(&format!(
+        "`{full}` shows the full report. Bypass once, on purpose: {}\n",
+        hook.bypass()
+    ));
+    text
+}
