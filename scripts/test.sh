@@ -40,6 +40,11 @@ fi
 if ! PYTHONPATH="$tools/mcp-py" python3 -c 'import mcp.client.stdio' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --target "$tools/mcp-py" 'mcp==2.3.0' 'jsonschema==4.26.0'
 fi
+# The pre-commit framework, for the test that runs ccfan's .pre-commit-hooks.yaml through `pre-commit try-repo`.
+if ! PYTHONPATH="$tools/pre-commit-py" python3 -c 'import pre_commit' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --target "$tools/pre-commit-py" 'pre-commit==4.7.0'
+fi
+export CCFAN_PRE_COMMIT_PYTHONPATH="$tools/pre-commit-py"
 export CCFAN_SARIF_SCHEMA="$tools/sarif-2.1.0.json" CCFAN_TEST_PYTHONPATH="$tools/py"
 export CCFAN_AGENT_BIN="$tools/npm/node_modules/.bin" CCFAN_MCP_PYTHONPATH="$tools/mcp-py"
 
