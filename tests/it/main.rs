@@ -17,6 +17,7 @@ mod demo;
 mod env;
 mod fan_out;
 mod gate;
+mod hooks;
 mod kill;
 mod landing;
 mod mcp;

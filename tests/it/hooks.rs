@@ -1,0 +1,611 @@
+//! The gate in local git hooks, driven by real `git commit`, `git merge` and `git push` in temp repositories:
+//! secrets and denied paths are stopped (redacted, with the bypass named), clean work passes, a user's own hook
+//! keeps running and comes back exactly on uninstall, and a missing or broken ccfan fails closed.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::env::{Ran, TestEnv, hermetic_env};
+
+/// A GitHub token shaped like a real one (not a placeholder the scanner ignores).
+const TOKEN: &str = "ghp_R7x9Qm2LpV4tZ8wK1nB6yH3jF5dS0aE9cU2i";
+const TOKEN_SHOWN: &str = "ghp_…[REDACTED]…2i";
+
+/// Runs git in the test repository (hooks enabled) with `extra_path` first on PATH; never asserts.
+fn git_in(env: &TestEnv, dir: &Path, args: &[&str], extra_path: Option<&Path>) -> Ran {
+    let mut command = Command::new("git");
+    for (name, value) in hermetic_env(&env.home()) {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    if let Some(extra) = extra_path {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![extra.to_path_buf()];
+        paths.extend(std::env::split_paths(&path));
+        command.env("PATH", std::env::join_paths(paths).unwrap());
+    }
+    let output = command
+        .current_dir(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    Ran {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn try_git(env: &TestEnv, args: &[&str]) -> Ran {
+    git_in(env, &env.repo, args, None)
+}
+
+fn head(env: &TestEnv) -> String {
+    env.git(&["rev-parse", "HEAD"]).trim().to_string()
+}
+
+fn install(env: &TestEnv) -> Ran {
+    let ran = env.ccfan(&["hooks", "install"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    ran
+}
+
+fn assert_blocked(ran: &Ran, hook: &str, bypass: &str) {
+    assert_ne!(ran.code, 0, "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains(&format!("stopped by the gate ({hook} hook)")),
+        "{ran:?}"
+    );
+    assert!(ran.stderr.contains(bypass), "{ran:?}");
+    assert!(
+        !ran.stderr.contains(TOKEN) && !ran.stdout.contains(TOKEN),
+        "{ran:?}"
+    );
+}
+
+fn make_executable(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_planted_secret_is_stopped_redacted_and_a_clean_commit_passes() {
+    let env = TestEnv::new();
+    install(&env);
+    let before = head(&env);
+    env.write("config/prod.env", &format!("GITHUB_TOKEN={TOKEN}\n"));
+    env.git(&["add", "config/prod.env"]);
+    let ran = try_git(&env, &["commit", "-qm", "add config"]);
+    assert_blocked(&ran, "pre-commit", "git commit --no-verify");
+    assert!(ran.stderr.contains(TOKEN_SHOWN), "{ran:?}");
+    assert!(ran.stderr.contains("config/prod.env:1"), "{ran:?}");
+    assert!(ran.stderr.contains("rotate the key"), "{ran:?}");
+    assert_eq!(head(&env), before, "nothing was committed");
+    // The same finding from the shell, in every format, still redacted.
+    let json = env.ccfan(&["verify", "--staged", "--json"]);
+    assert_eq!(json.code, 1, "{json:?}");
+    assert_eq!(json.json()["changes"][0]["passed"], false);
+    assert_eq!(json.json()["changes"][0]["kind"], "staged");
+    let sarif = env.ccfan(&["verify", "--staged", "--sarif"]);
+    assert_eq!(sarif.code, 1);
+    assert!(
+        sarif.stdout.contains("github-pat") && !sarif.stdout.contains(TOKEN),
+        "{sarif:?}"
+    );
+
+    // `git commit -a` judges git's temporary index (GIT_INDEX_FILE), not the repository's own.
+    env.git(&["rm", "-q", "--cached", "config/prod.env"]);
+    std::fs::remove_file(env.repo.join("config/prod.env")).unwrap();
+    env.write("src/lib.txt", &format!("one\ntoken = \"{TOKEN}\"\n"));
+    let ran = try_git(&env, &["commit", "-qam", "edit lib"]);
+    assert_blocked(&ran, "pre-commit", "git commit --no-verify");
+    assert!(ran.stderr.contains("src/lib.txt:2"), "{ran:?}");
+    assert_eq!(head(&env), before);
+
+    env.write("src/lib.txt", "one\ntwo\nthree\nfour\n");
+    let ran = try_git(&env, &["commit", "-qam", "clean edit"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(ran.stderr.is_empty(), "a passing hook is silent: {ran:?}");
+    assert_ne!(head(&env), before);
+    let clean = env.ccfan(&["verify", "--commit", "HEAD"]);
+    assert_eq!(clean.code, 0, "{clean:?}");
+    assert!(clean.stdout.contains("PASS"), "{clean:?}");
+}
+
+#[test]
+fn a_commit_touching_a_denied_path_is_stopped() {
+    let env = TestEnv::new();
+    env.commit_policy("[hooks]\ndenied = [\"deploy/**\"]\n");
+    install(&env);
+    let before = head(&env);
+    env.write("deploy/prod.yml", "replicas: 3\n");
+    env.write("src/lib.txt", "one\n");
+    env.git(&["add", "-A"]);
+    let ran = try_git(&env, &["commit", "-qm", "deploy"]);
+    assert_blocked(&ran, "pre-commit", "git commit --no-verify");
+    assert!(
+        ran.stderr.contains("scope") && ran.stderr.contains("deploy/prod.yml"),
+        "{ran:?}"
+    );
+    assert!(ran.stderr.contains("hooks.denied"), "{ran:?}");
+    assert_eq!(head(&env), before);
+    // The person's own files (ccfan.toml, CI) are theirs to change: only [hooks] globs apply.
+    env.git(&["rm", "-q", "--cached", "deploy/prod.yml"]);
+    env.write(
+        "ccfan.toml",
+        "[hooks]\ndenied = [\"deploy/**\", \"*.pem\"]\n",
+    );
+    env.write(".github/workflows/ci.yml", "on: push\n");
+    env.git(&["add", "ccfan.toml", ".github", "src/lib.txt"]);
+    let ran = try_git(&env, &["commit", "-qm", "policy and CI"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    // A bad [hooks] section stops the commit with the file, key and fix, and says the gate did not run.
+    env.write("ccfan.toml", "[hooks]\nstages = [\"completeness\"]\n");
+    env.git(&["add", "ccfan.toml"]);
+    let ran = try_git(&env, &["commit", "-qm", "bad policy"]);
+    assert_ne!(ran.code, 0);
+    assert!(
+        ran.stderr.contains("hooks.stages") && ran.stderr.contains("could not run"),
+        "{ran:?}"
+    );
+}
+
+#[test]
+fn a_merge_that_brings_a_secret_is_stopped_by_pre_merge_commit() {
+    let env = TestEnv::new();
+    install(&env);
+    // The branch added a token and removed it again: its tree is clean, its history is not.
+    env.git(&["checkout", "-qb", "feature"]);
+    env.write("notes.txt", &format!("{TOKEN}\n"));
+    env.git(&["add", "notes.txt"]);
+    env.git(&["commit", "-q", "--no-verify", "-m", "oops"]);
+    env.git(&["rm", "-q", "notes.txt"]);
+    env.git(&["commit", "-q", "--no-verify", "-m", "remove it"]);
+    env.write("feature.txt", "feature\n");
+    env.git(&["add", "feature.txt"]);
+    env.git(&["commit", "-q", "-m", "the feature"]);
+    env.git(&["checkout", "-q", "main"]);
+    env.write("main.txt", "main moved on\n");
+    env.git(&["add", "main.txt"]);
+    env.git(&["commit", "-qm", "main"]);
+    let before = head(&env);
+    let ran = try_git(&env, &["merge", "--no-edit", "feature"]);
+    assert_blocked(&ran, "pre-merge-commit", "git merge --no-verify");
+    assert!(ran.stderr.contains("added in commit"), "{ran:?}");
+    assert!(ran.stderr.contains("stays in history"), "{ran:?}");
+    assert_eq!(head(&env), before, "no merge commit was made");
+    // git leaves the merge waiting; committing it runs pre-commit, which reads MERGE_HEAD and stops it too.
+    let ran = try_git(&env, &["commit", "-qm", "merge anyway"]);
+    assert_blocked(&ran, "pre-commit", "git commit --no-verify");
+    env.git(&["merge", "--abort"]);
+
+    // A clean branch merges.
+    env.git(&["checkout", "-qb", "clean", "main"]);
+    env.write("clean.txt", "clean\n");
+    env.git(&["add", "clean.txt"]);
+    env.git(&["commit", "-qm", "clean"]);
+    env.git(&["checkout", "-q", "main"]);
+    let ran = try_git(&env, &["merge", "--no-ff", "--no-edit", "clean"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_ne!(head(&env), before);
+}
+
+#[test]
+fn a_push_with_a_secret_in_an_older_commit_is_stopped_and_a_clean_push_passes() {
+    let env = TestEnv::new();
+    let remote = env.tmp.path().join("remote.git");
+    env.git(&["init", "-q", "--bare", remote.to_str().unwrap()]);
+    env.git(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    install(&env);
+    // The first push of a branch: everything the remote lacks, down to the root commit.
+    let ran = try_git(&env, &["push", "-q", "origin", "main"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    env.git(&["fetch", "-q", "origin"]);
+
+    env.write("a.txt", &format!("key: {TOKEN}\n"));
+    env.git(&["add", "a.txt"]);
+    env.git(&["commit", "-q", "--no-verify", "-m", "older, with the key"]);
+    env.write("a.txt", "key: from the vault\n");
+    env.git(&["commit", "-qam", "newer, without it"]);
+    let ran = try_git(&env, &["push", "origin", "main"]);
+    assert_blocked(&ran, "pre-push", "git push --no-verify");
+    assert!(
+        ran.stderr
+            .contains("push refs/heads/main → origin refs/heads/main"),
+        "{ran:?}"
+    );
+    assert!(ran.stderr.contains("added in commit"), "{ran:?}");
+    assert!(ran.stderr.contains("ccfan verify --range"), "{ran:?}");
+    let remote_main =
+        |env: &TestEnv| env.git(&["ls-remote", remote.to_str().unwrap(), "refs/heads/main"]);
+    let pushed_before = remote_main(&env);
+    // A new branch with the same history is judged against what the remote has: blocked too.
+    let ran = try_git(&env, &["push", "origin", "main:refs/heads/other"]);
+    assert_blocked(&ran, "pre-push", "git push --no-verify");
+
+    // Rewrite the history without the key: the push passes.
+    env.git(&["reset", "-q", "--hard", "origin/main"]);
+    env.write("a.txt", "key: from the vault\n");
+    env.git(&["add", "a.txt"]);
+    env.git(&["commit", "-qm", "clean"]);
+    let ran = try_git(&env, &["push", "-q", "origin", "main"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_ne!(remote_main(&env), pushed_before);
+    // Deleting a branch pushes nothing to judge.
+    let ran = try_git(&env, &["push", "-q", "origin", "main:refs/heads/gone"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let ran = try_git(&env, &["push", "-q", "origin", ":refs/heads/gone"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+}
+
+#[test]
+fn a_users_hook_keeps_running_and_uninstall_restores_it_exactly() {
+    let env = TestEnv::new();
+    let hooks = env.repo.join(".git/hooks");
+    let marker = env.tmp.path().join("user-hook.log");
+    let pre_commit = format!(
+        "#!/bin/sh\necho \"pre-commit ran\" >> '{}'\ntest ! -e STOP\n",
+        marker.display()
+    );
+    let pre_push = format!(
+        "#!/bin/sh\necho \"pre-push $1\" >> '{m}'\ncat >> '{m}'\n",
+        m = marker.display()
+    );
+    make_executable(&hooks.join("pre-commit"), &pre_commit);
+    make_executable(&hooks.join("pre-push"), &pre_push);
+    let shared = env.tmp.path().join("team-hooks/merge-check");
+    make_executable(&shared, &pre_commit);
+    std::os::unix::fs::symlink(&shared, hooks.join("pre-merge-commit")).unwrap();
+
+    let ran = install(&env);
+    assert!(ran.stdout.contains("runs first"), "{ran:?}");
+    let status = env.ccfan(&["hooks", "status", "--json"]).json();
+    let states: Vec<&str> = status["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|hook| hook["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["installed"; 3], "{status}");
+    assert!(status["hooks"][0]["chained"].is_string(), "{status}");
+    // Installing again changes nothing.
+    let again = env.ccfan(&["hooks", "install", "--json"]).json();
+    assert!(
+        again["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|hook| hook["outcome"] == "unchanged"),
+        "{again}"
+    );
+
+    // The user's hook runs first and can still stop a commit on its own.
+    env.write("b.txt", "b\n");
+    env.git(&["add", "b.txt"]);
+    let ran = try_git(&env, &["commit", "-qm", "b"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(
+        std::fs::read_to_string(&marker)
+            .unwrap()
+            .contains("pre-commit ran")
+    );
+    env.write("STOP", "");
+    env.write("c.txt", "c\n");
+    env.git(&["add", "c.txt"]);
+    let ran = try_git(&env, &["commit", "-qm", "c"]);
+    assert_ne!(ran.code, 0, "the user's hook said no: {ran:?}");
+    std::fs::remove_file(env.repo.join("STOP")).unwrap();
+
+    // pre-push: the user's hook gets git's arguments and ref lines too.
+    let remote = env.tmp.path().join("remote.git");
+    env.git(&["init", "-q", "--bare", remote.to_str().unwrap()]);
+    env.git(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    let ran = try_git(&env, &["push", "-q", "origin", "main"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let log = std::fs::read_to_string(&marker).unwrap();
+    assert!(
+        log.contains("pre-push origin") && log.contains("refs/heads/main "),
+        "{log}"
+    );
+
+    let ran = env.ccfan(&["hooks", "uninstall"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(
+        std::fs::read_to_string(hooks.join("pre-commit")).unwrap(),
+        pre_commit
+    );
+    assert_eq!(
+        std::fs::read_to_string(hooks.join("pre-push")).unwrap(),
+        pre_push
+    );
+    let mode = std::fs::metadata(hooks.join("pre-commit"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    assert_eq!(
+        std::fs::read_link(hooks.join("pre-merge-commit")).unwrap(),
+        shared,
+        "a symlinked hook comes back as the same link"
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(&hooks)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("ccfan"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let status = env.ccfan(&["hooks", "status", "--json"]).json();
+    assert_eq!(status["hooks"][0]["state"], "other", "{status}");
+}
+
+#[test]
+fn core_hooks_path_is_honoured_and_a_tracked_hook_is_left_alone() {
+    let env = TestEnv::new();
+    env.git(&["config", "core.hooksPath", ".local-hooks"]);
+    env.write(".gitignore", "*.log\n.local-hooks/\n");
+    env.git(&["commit", "-qam", "ignore local hooks"]);
+    let status = env.ccfan(&["hooks", "status", "--json"]).json();
+    assert_eq!(status["dir"]["hooks_path"], ".local-hooks", "{status}");
+    install(&env);
+    assert!(env.repo.join(".local-hooks/pre-commit").exists());
+    assert!(!env.repo.join(".git/hooks/pre-commit").exists());
+    env.write("k.txt", &format!("{TOKEN}\n"));
+    env.git(&["add", "k.txt"]);
+    let ran = try_git(&env, &["commit", "-qm", "k"]);
+    assert_blocked(&ran, "pre-commit", "git commit --no-verify");
+    env.git(&["rm", "-q", "--cached", "k.txt"]);
+
+    // A hooks folder tracked in the project: ccfan changes none of its files, and installs nothing at all.
+    let tracked = TestEnv::new();
+    make_executable(
+        &tracked.repo.join(".githooks/pre-push"),
+        "#!/bin/sh\nexit 0\n",
+    );
+    tracked.git(&["add", ".githooks"]);
+    tracked.git(&["commit", "-qm", "team hooks"]);
+    tracked.git(&["config", "core.hooksPath", ".githooks"]);
+    let ran = tracked.ccfan(&["hooks", "install"]);
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(
+        ran.stderr.contains("tracked in your repository")
+            && ran.stderr.contains("ccfan hooks run pre-push"),
+        "{ran:?}"
+    );
+    let names: Vec<String> = std::fs::read_dir(tracked.repo.join(".githooks"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["pre-push"], "nothing half installed");
+}
+
+#[test]
+fn a_missing_or_crashing_ccfan_stops_the_commit_and_says_so() {
+    let env = TestEnv::new();
+    install(&env);
+    let hook = env.repo.join(".git/hooks/pre-commit");
+    let script = std::fs::read_to_string(&hook).unwrap();
+    let gone = env.tmp.path().join("uninstalled/ccfan");
+    let baked = ccfan::hooks::baked_binary(&script).unwrap();
+    std::fs::write(&hook, script.replace(&baked, gone.to_str().unwrap())).unwrap();
+    env.write("x.txt", "x\n");
+    env.git(&["add", "x.txt"]);
+    let before = head(&env);
+    // No ccfan at the baked path and none on PATH.
+    let empty_bin = env.tmp.path().join("empty-bin");
+    std::fs::create_dir_all(&empty_bin).unwrap();
+    let mut command = Command::new("git");
+    for (name, value) in hermetic_env(&env.home()) {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let which_git = Command::new("sh")
+        .args(["-c", "command -v git"])
+        .output()
+        .unwrap();
+    let git_program = PathBuf::from(String::from_utf8(which_git.stdout).unwrap().trim());
+    let git_dir = git_program.parent().unwrap();
+    assert!(
+        !git_dir.join("ccfan").exists(),
+        "a ccfan beside git would make this test meaningless"
+    );
+    let output = command
+        .env(
+            "PATH",
+            format!("{}:{}:/bin", empty_bin.display(), git_dir.display()),
+        )
+        .current_dir(&env.repo)
+        .args(["commit", "-qm", "x"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot find ccfan") && stderr.contains("--no-verify"),
+        "{stderr}"
+    );
+    assert_eq!(head(&env), before);
+
+    // A ccfan that crashes (a stand-in on PATH that dies by a signal) is not a pass either.
+    make_executable(&empty_bin.join("ccfan"), "#!/bin/sh\nkill -9 $$\n");
+    let ran = git_in(&env, &env.repo, &["commit", "-qm", "x"], Some(&empty_bin));
+    assert_ne!(ran.code, 0, "{ran:?}");
+    assert!(ran.stderr.contains("could not run"), "{ran:?}");
+    assert_eq!(head(&env), before);
+    // The explicit bypass still works.
+    let ran = try_git(&env, &["commit", "-q", "--no-verify", "-m", "x"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+}
+
+#[test]
+fn verify_judges_ranges_commit_by_commit_and_names_bad_input() {
+    let env = TestEnv::new();
+    let base = head(&env);
+    env.write("a.txt", &format!("{TOKEN}\n"));
+    env.git(&["add", "a.txt"]);
+    env.git(&["commit", "-qm", "key"]);
+    let leaked = head(&env);
+    env.git(&["rm", "-q", "a.txt"]);
+    env.git(&["commit", "-qm", "no key"]);
+    let range = env.ccfan(&["verify", "--json", "--range", &format!("{base}..HEAD")]);
+    assert_eq!(range.code, 1, "{range:?}");
+    let change = &range.json()["changes"][0];
+    assert_eq!(change["kind"], "range");
+    assert_eq!(
+        change["report"]["diff"]["files_changed"], 0,
+        "the net change is empty: {change}"
+    );
+    let finding = &change["verdict"]["findings"][0];
+    assert!(
+        finding["message"].as_str().unwrap().contains(&leaked[..12]),
+        "{finding}"
+    );
+    assert!(!range.stdout.contains(TOKEN));
+    let last = env.ccfan(&["verify", "--commit", "HEAD"]);
+    assert_eq!(last.code, 0, "the last commit alone only deletes: {last:?}");
+    let first = env.ccfan(&["verify", "--commit", &leaked]);
+    assert_eq!(first.code, 1, "{first:?}");
+    for (args, key) in [
+        (vec!["verify", "--range", "nope..HEAD"], "--range"),
+        (vec!["verify", "--range", "HEAD"], "--range"),
+        (vec!["verify", "--commit", "nope"], "--commit"),
+    ] {
+        let ran = env.ccfan(&args);
+        assert_eq!(ran.code, 2, "{ran:?}");
+        assert!(ran.stderr.contains(key), "{ran:?}");
+    }
+    let ran = env.ccfan(&["verify", "--staged", "--range", "a..b"]);
+    assert_eq!(ran.code, 2, "one thing at a time: {ran:?}");
+}
+
+#[test]
+fn ccfans_own_commits_run_no_hooks_and_a_hand_merge_meets_the_gate() {
+    let env = TestEnv::new();
+    env.commit_policy("[run]\nmax_reworks = 0\n");
+    let marker = env.tmp.path().join("hooks.log");
+    for hook in [
+        "pre-commit",
+        "pre-merge-commit",
+        "post-commit",
+        "post-checkout",
+    ] {
+        make_executable(
+            &env.repo.join(".git/hooks").join(hook),
+            &format!("#!/bin/sh\necho {hook} >> '{}'\n", marker.display()),
+        );
+    }
+    install(&env);
+    let worker = env.script("w.sh", &format!("echo '{TOKEN}' > leaked.txt"));
+    let tasks = env.tasks(&format!(
+        "[[task]]\nid = \"t\"\ngoal = \"write a file\"\nworker = \"w\"\n[workers.w]\nkind = \"command\"\ncommand = [\"{}\"]\n",
+        worker.display()
+    ));
+    let ran = env.run(&tasks, &["--no-merge"]);
+    let view = ran.json();
+    let run_id = view["run_id"].as_str().unwrap().to_string();
+    assert!(
+        !marker.exists(),
+        "ccfan's commits, worktrees and checks ran no hook: {}",
+        std::fs::read_to_string(&marker).unwrap_or_default()
+    );
+    // The task's branch keeps the rolled-back attempt (a worktree still holds it); merging it by hand meets the
+    // same gate.
+    let branch = format!("ccfan/{run_id}/t");
+    assert!(env.git(&["log", "--format=%s", &branch]).lines().count() > 1);
+    let before = head(&env);
+    let ran = try_git(&env, &["merge", "--no-ff", "--no-edit", &branch]);
+    assert_blocked(&ran, "pre-merge-commit", "git merge --no-verify");
+    assert!(
+        std::fs::read_to_string(&marker)
+            .unwrap()
+            .contains("pre-merge-commit")
+    );
+    assert_eq!(head(&env), before);
+}
+
+#[test]
+fn the_pre_commit_framework_runs_ccfans_hooks_from_the_repository() {
+    let pythonpath = std::env::var("CCFAN_PRE_COMMIT_PYTHONPATH").expect(
+        "CCFAN_PRE_COMMIT_PYTHONPATH is not set: run the tests with scripts/test.sh, which installs pre-commit",
+    );
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let env = TestEnv::new();
+    let bin = Path::new(env!("CARGO_BIN_EXE_ccfan"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let pre_commit = |args: &[&str]| {
+        let mut command = Command::new("python3");
+        for (name, value) in hermetic_env(&env.home()) {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![bin.clone()];
+        paths.extend(std::env::split_paths(&path));
+        let output = command
+            .env("PYTHONPATH", &pythonpath)
+            .env("PRE_COMMIT_HOME", env.tmp.path().join("pre-commit-home"))
+            .env("PATH", std::env::join_paths(paths).unwrap())
+            .current_dir(&env.repo)
+            .arg("-m")
+            .arg("pre_commit")
+            .args(args)
+            .output()
+            .unwrap();
+        Ran {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    };
+    // The manifest (including the build-from-source hooks) is valid for pre-commit itself.
+    let manifest = source.join(".pre-commit-hooks.yaml");
+    let ran = pre_commit(&["validate-manifest", manifest.to_str().unwrap()]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+
+    let repo_url = source.to_str().unwrap();
+    env.write("clean.txt", "clean\n");
+    env.git(&["add", "clean.txt"]);
+    let ran = pre_commit(&["try-repo", repo_url, "ccfan-system"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(ran.stdout.contains("Passed"), "{ran:?}");
+    env.git(&["commit", "-qm", "clean"]);
+    let clean = head(&env);
+
+    env.write("leak.txt", &format!("{TOKEN}\n"));
+    env.git(&["add", "leak.txt"]);
+    let ran = pre_commit(&["try-repo", repo_url, "ccfan-system"]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(
+        ran.stdout.contains("Failed") && ran.stdout.contains(TOKEN_SHOWN),
+        "{ran:?}"
+    );
+    assert!(!ran.stdout.contains(TOKEN) && !ran.stderr.contains(TOKEN));
+
+    // The push stage gets its range from the framework's variables.
+    env.git(&["commit", "-q", "--no-verify", "-m", "leak"]);
+    let leaked = head(&env);
+    let ran = pre_commit(&[
+        "try-repo",
+        repo_url,
+        "ccfan-push-system",
+        "--hook-stage",
+        "pre-push",
+        "--from-ref",
+        &clean,
+        "--to-ref",
+        &leaked,
+    ]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(ran.stdout.contains("added in commit"), "{ran:?}");
+}
