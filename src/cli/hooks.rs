@@ -2,7 +2,7 @@
 //! what the installed scripts call: silent when nothing blocks, and when something does, a short message on stderr
 //! — what was found, where (redacted), how to fix it, and the explicit bypass.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 
 use super::args::{FormatArgs, HookRunArgs, HooksArgs, HooksCommand};
@@ -183,6 +183,16 @@ fn push_targets(
             local_ref: local,
         }],
         (_, _) => {
+            if std::io::stdin().is_terminal() {
+                return Err(PipelineError::from(
+                    crate::input::InputError::new(
+                        Path::new("<standard input>"),
+                        "pre-push reads the pushed refs git gives on standard input, and this is a terminal",
+                    )
+                    .fix("let git run it (`git push`), or pipe `<local ref> <local sha> <remote ref> <remote sha>` lines in"),
+                )
+                .into());
+            }
             let mut input = String::new();
             std::io::stdin().read_to_string(&mut input)?;
             change::parse_pushed(&input).map_err(PipelineError::from)?
