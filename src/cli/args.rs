@@ -79,6 +79,9 @@ pub struct HooksArgs {
     /// Only this hook (repeatable; default: pre-commit, pre-merge-commit and pre-push).
     #[arg(long = "hook", value_name = "HOOK", value_parser = ["pre-commit", "pre-merge-commit", "pre-push"])]
     pub hooks: Vec<String>,
+    /// Install into a `core.hooksPath` set outside this repository (every repository using it gets the hooks).
+    #[arg(long)]
+    pub shared: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -298,8 +298,9 @@ fn human_verify(judged: &[Judged<'_>]) -> String {
                 findings.len()
             )),
             Verdict::Rollback { reasons, .. } => {
+                let word = if entry.attempt { "rollback" } else { "blocked" };
                 for reason in reasons {
-                    text.push_str(&format!("  → rollback: {reason}\n"));
+                    text.push_str(&format!("  → {word}: {reason}\n"));
                 }
             }
         }

@@ -23,18 +23,6 @@ pub fn hooks(start: &Path, command: HooksCommand) -> Result<Exit, CliError> {
     }
 }
 
-fn chosen(names: &[String]) -> Vec<HookName> {
-    let mut hooks: Vec<HookName> = names
-        .iter()
-        .filter_map(|name| HookName::parse(name))
-        .collect();
-    if hooks.is_empty() {
-        hooks = HookName::ALL.to_vec();
-    }
-    hooks.dedup();
-    hooks
-}
-
 fn failed(error: hooks::HooksError) -> CliError {
     let exit = match &error {
         hooks::HooksError::Refused { .. } => Exit::BadInput,
@@ -46,35 +34,46 @@ fn failed(error: hooks::HooksError) -> CliError {
     }
 }
 
+/// This ccfan, as the scripts will call it (not resolved through symlinks: a package manager's stable link
+/// outlives its versioned target).
 fn binary() -> Result<std::path::PathBuf, CliError> {
-    let exe = std::env::current_exe()?;
-    Ok(exe.canonicalize().unwrap_or(exe))
+    Ok(std::env::current_exe()?)
 }
 
 fn where_line(dir: &hooks::HooksDir) -> String {
     match &dir.hooks_path {
         Some(raw) => format!(
-            "hooks folder: {} (core.hooksPath = {raw})\n",
-            dir.path.display()
+            "hooks folder: {} (core.hooksPath = {raw}{})\n",
+            dir.path.display(),
+            if dir.shared {
+                ", set outside this repository"
+            } else {
+                ""
+            }
         ),
         None => format!("hooks folder: {}\n", dir.path.display()),
     }
 }
 
+fn json_out<T: serde::Serialize>(dir: &hooks::HooksDir, hooks: &T) -> Result<Exit, CliError> {
+    render::out(&render::json(
+        &serde_json::json!({"schema": 1, "dir": dir, "hooks": hooks}),
+    ))?;
+    Ok(Exit::Success)
+}
+
 fn install(start: &Path, args: HooksArgs) -> Result<Exit, CliError> {
     let repo = super::repo_at(start)?;
-    let (dir, done) = hooks::install(&repo, &binary()?, &chosen(&args.hooks)).map_err(failed)?;
+    let chosen = HookName::chosen(&args.hooks);
+    let (dir, done) = hooks::install(&repo, &binary()?, &chosen, args.shared).map_err(failed)?;
     if args.json {
-        render::out(&render::json(
-            &serde_json::json!({"schema": 1, "dir": dir, "hooks": done}),
-        ))?;
-        return Ok(Exit::Success);
+        return json_out(&dir, &done);
     }
     let mut text = where_line(&dir);
     for hook in &done {
         let what = match &hook.outcome {
             Installed::New => "installed".to_string(),
-            Installed::Updated => "updated".to_string(),
+            Installed::Updated => "updated to call this ccfan".to_string(),
             Installed::Unchanged => "already installed".to_string(),
             Installed::Chained { chained } => format!(
                 "installed; your hook moved to {} and runs first",
@@ -90,20 +89,26 @@ fn install(start: &Path, args: HooksArgs) -> Result<Exit, CliError> {
 
 fn uninstall(start: &Path, args: HooksArgs) -> Result<Exit, CliError> {
     let repo = super::repo_at(start)?;
-    let (dir, done) = hooks::uninstall(&repo, &chosen(&args.hooks)).map_err(failed)?;
+    let chosen = HookName::chosen(&args.hooks);
+    let (dir, done) = hooks::uninstall(&repo, &binary()?, &chosen).map_err(failed)?;
     if args.json {
-        render::out(&render::json(
-            &serde_json::json!({"schema": 1, "dir": dir, "hooks": done}),
-        ))?;
-        return Ok(Exit::Success);
+        return json_out(&dir, &done);
     }
     let mut text = where_line(&dir);
     for hook in &done {
-        let what = match hook.outcome {
-            Uninstalled::Removed => "removed",
-            Uninstalled::Restored => "removed; your own hook is back",
-            Uninstalled::NotOurs => "not ccfan's hook: left alone",
-            Uninstalled::Absent => "not installed",
+        let what = match &hook.outcome {
+            Uninstalled::Removed => "removed".to_string(),
+            Uninstalled::Restored => "removed; your own hook is back".to_string(),
+            Uninstalled::NotOurs { chained_left: None } => {
+                "not ccfan's hook: left alone".to_string()
+            }
+            Uninstalled::NotOurs {
+                chained_left: Some(left),
+            } => format!(
+                "not ccfan's hook: left alone; a hook ccfan chained earlier is still at {}",
+                left.display()
+            ),
+            Uninstalled::Absent => "not installed".to_string(),
         };
         text.push_str(&format!("  {:<17} {what}\n", hook.hook.as_str()));
     }
@@ -111,49 +116,66 @@ fn uninstall(start: &Path, args: HooksArgs) -> Result<Exit, CliError> {
     Ok(Exit::Success)
 }
 
+fn describe(state: &HookState) -> String {
+    match state {
+        HookState::Absent => "not installed".to_string(),
+        HookState::Edited => "ccfan's script, edited by hand (ccfan leaves it alone)".to_string(),
+        HookState::Other {
+            tracked: true,
+            manager: _,
+        } => "another hook, tracked in the repository (ccfan will not change it)".to_string(),
+        HookState::Other {
+            tracked: false,
+            manager: Some(manager),
+        } => format!("{manager}'s hook (add ccfan to your {manager} set-up instead)"),
+        HookState::Other {
+            tracked: false,
+            manager: None,
+        } => "another hook (installing runs it first, then ccfan)".to_string(),
+        HookState::Installed {
+            binary,
+            binary_found,
+            on_path,
+            current,
+            chained,
+        } => {
+            let mut what = format!("installed, calls {}", binary.as_deref().unwrap_or("?"));
+            match (binary_found, on_path) {
+                (true, _) => {}
+                (false, Some(found)) => {
+                    what.push_str(&format!(" (gone: falls back to {})", found.display()))
+                }
+                (false, None) => what.push_str(
+                    " (MISSING, and no ccfan on PATH: commits are stopped until you reinstall)",
+                ),
+            }
+            if !current {
+                what.push_str("; not this ccfan (`ccfan hooks install` points it here)");
+            }
+            if let Some(chained) = chained {
+                what.push_str(&format!("; runs {} first", chained.display()));
+            }
+            what
+        }
+    }
+}
+
 fn status(start: &Path, args: HooksArgs) -> Result<Exit, CliError> {
     let repo = super::repo_at(start)?;
-    let (dir, states) = hooks::status(&repo, &binary()?, &chosen(&args.hooks)).map_err(failed)?;
+    let chosen = HookName::chosen(&args.hooks);
+    let (dir, states) = hooks::status(&repo, &binary()?, &chosen).map_err(failed)?;
     if args.json {
-        render::out(&render::json(
-            &serde_json::json!({"schema": 1, "dir": dir, "hooks": states}),
-        ))?;
-        return Ok(Exit::Success);
+        return json_out(&dir, &states);
     }
     let mut text = where_line(&dir);
     for hook in &states {
-        let what = match &hook.state {
-            HookState::Absent => "not installed".to_string(),
-            HookState::Other { tracked: false } => {
-                "another hook (installing runs it first, then ccfan)".to_string()
-            }
-            HookState::Other { tracked: true } => {
-                "another hook, tracked in the repository (ccfan will not change it)".to_string()
-            }
-            HookState::Installed {
-                binary,
-                binary_found,
-                current,
-                chained,
-            } => {
-                let mut what = format!(
-                    "installed, calls {}{}",
-                    binary.as_deref().unwrap_or("?"),
-                    if *binary_found {
-                        ""
-                    } else {
-                        " (MISSING: commits are stopped until you reinstall)"
-                    }
-                );
-                if !current {
-                    what.push_str("; older script, `ccfan hooks install` updates it");
-                }
-                if let Some(chained) = chained {
-                    what.push_str(&format!("; runs {} first", chained.display()));
-                }
-                what
-            }
-        };
+        let mut what = describe(&hook.state);
+        if let Some(stray) = &hook.stray_chained {
+            what.push_str(&format!(
+                "; a hook chained by an earlier install is still at {}",
+                stray.display()
+            ));
+        }
         text.push_str(&format!("  {:<17} {what}\n", hook.hook.as_str()));
     }
     render::out(&text)?;
@@ -221,14 +243,23 @@ fn run(start: &Path, args: HookRunArgs) -> Result<Exit, CliError> {
         .into());
     };
     let repo = super::repo_at(start)?;
-    let policy_file = policy.map(|path| super::absolute(start, &path));
-    let policy = pipeline::load_policy(&repo, policy_file.as_deref())?;
+    // The policy as committed, so that an uncommitted edit cannot switch the gate off (`--policy` to try one).
+    let policy = match policy {
+        Some(path) => pipeline::load_policy(&repo, Some(&super::absolute(start, &path)))?,
+        None => pipeline::load_committed_policy(&repo)?,
+    };
+    // The framework runs the same entry for pre-commit and pre-merge-commit: git names a merge's heads.
+    let merging = super::gate::merging_heads();
+    let hook = match hook {
+        HookName::PreCommit if !merging.is_empty() => HookName::PreMergeCommit,
+        other => other,
+    };
     let rules = pipeline::load_rules(&policy).map_err(PipelineError::from)?;
     let (targets, stages) = match hook {
         HookName::PreCommit | HookName::PreMergeCommit => (
             vec![Target::Staged {
                 index_file: super::gate::hook_index_file(start),
-                merging: super::gate::merging_heads(),
+                merging,
             }],
             &policy.hooks.stages,
         ),
@@ -281,7 +312,7 @@ fn blocked_message(hook: HookName, results: &[ChangeVerification]) -> String {
     let mut history = false;
     for result in results.iter().filter(|result| !result.passed) {
         text.push_str(&format!("  {}:\n", result.subject));
-        history |= result.kind != ChangeKind::Staged || result.subject.starts_with("staged merge");
+        history |= result.commits > 0;
         for stage in &result.report.stages {
             if stage.status == StageStatus::Error {
                 text.push_str(&format!(
@@ -323,9 +354,13 @@ fn blocked_message(hook: HookName, results: &[ChangeVerification]) -> String {
             Stage::Secrets => {
                 "remove the secret from the file and `git add` it again; rotate the key if it was ever real"
             }
+            Stage::Scope if hook == HookName::PrePush => {
+                "that path is outside what `[hooks]` in ccfan.toml allows: take the change out of the pushed commits, \
+                 or change hooks.allowed / hooks.denied (committed)"
+            }
             Stage::Scope => {
                 "that path is outside what `[hooks]` in ccfan.toml allows: unstage it (`git restore --staged PATH`), \
-                 or change hooks.allowed / hooks.denied"
+                 or change hooks.allowed / hooks.denied (committed)"
             }
             Stage::Diff => "resolve the merge conflict and remove its markers",
             Stage::Tests | Stage::Checks => {

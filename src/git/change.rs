@@ -119,15 +119,38 @@ pub fn known_commit(repo: &RepoPaths, rev: &str) -> Result<Option<String>> {
         .map(|commit| commit.id().to_string()))
 }
 
-/// The tips of the remote-tracking branches of `remote` (every remote's when `None` or not a configured remote,
-/// e.g. a push to a URL): the commits the remote is known to have already.
-pub fn remote_tips(repo: &RepoPaths, remote: Option<&str>) -> Result<Vec<String>> {
+/// The configured remote that `remote` (as git gives it to pre-push: a name, or the URL pushed to) names: by name,
+/// else the remote whose `url` or `pushurl` it is.
+pub fn configured_remote(repo: &RepoPaths, remote: &str) -> Result<Option<String>> {
     let git = repo.open()?;
-    let configured = remote.filter(|name| git.find_remote(name).is_ok());
-    let prefix = match configured {
-        Some(name) => format!("refs/remotes/{name}/"),
-        None => "refs/remotes/".to_string(),
-    };
+    if git.find_remote(remote).is_ok() {
+        return Ok(Some(remote.to_string()));
+    }
+    let names = git.remotes().map_err(git2_context("cannot list remotes"))?;
+    for name in names.iter().flatten().flatten() {
+        if let Ok(found) = git.find_remote(name)
+            && (found.url().ok() == Some(remote) || found.pushurl().ok().flatten() == Some(remote))
+        {
+            return Ok(Some(name.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// A remote URL fit to print: any `user:password@` taken out.
+pub fn display_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        (_, _) => url.to_string(),
+    }
+}
+
+/// The tips of the remote-tracking branches of configured remote `remote`: the commits it is known to have.
+pub fn remote_tips(repo: &RepoPaths, remote: &str) -> Result<Vec<String>> {
+    let git = repo.open()?;
+    let prefix = format!("refs/remotes/{remote}/");
     let mut tips = Vec::new();
     for (_, target) in refs_under(repo, &prefix)? {
         if let Ok(commit) = git

@@ -343,35 +343,78 @@ pub fn init_with_commit(path: &Path, message: &str) -> Result<String> {
     Ok(oid.to_string())
 }
 
-/// A path-valued config key of `repo` (all scopes): its raw value and the path (`~` expanded), if set.
-pub fn config_path(repo: &RepoPaths, key: &str) -> Result<Option<(String, PathBuf)>> {
+/// A path-valued config setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigPath {
+    /// The value as written.
+    pub raw: String,
+    /// The path (`~` expanded; relative paths as written).
+    pub path: PathBuf,
+    /// Whether it is set in this repository's own config (not the user's or the system's).
+    pub in_repository: bool,
+}
+
+/// A path-valued config key of `repo` (all scopes), if set.
+pub fn config_path(repo: &RepoPaths, key: &str) -> Result<Option<ConfigPath>> {
     let git = repo.open()?;
     let config = git
         .config()
         .and_then(|mut config| config.snapshot())
         .map_err(git2_context("cannot read git config"))?;
-    let Ok(raw) = config.get_string(key) else {
+    let Ok(entry) = config.get_entry(key) else {
         return Ok(None);
     };
+    let Ok(raw) = entry.value().map(str::to_string) else {
+        return Ok(None);
+    };
+    let in_repository = matches!(
+        entry.level(),
+        git2::ConfigLevel::Local | git2::ConfigLevel::Worktree | git2::ConfigLevel::App
+    );
     let path = config.get_path(key).unwrap_or_else(|_| PathBuf::from(&raw));
-    Ok(Some((raw, path)))
+    Ok(Some(ConfigPath {
+        raw,
+        path,
+        in_repository,
+    }))
+}
+
+/// The path of absolute `path` inside `repo`'s working tree, if it is there.
+fn inside_workdir(repo: &RepoPaths, path: &Path) -> Option<PathBuf> {
+    // The folder resolved, the name kept: a symlinked hook is judged where it sits, not where it points.
+    let folder = path.parent()?.canonicalize().ok()?;
+    let canonical = folder.join(path.file_name()?);
+    canonical
+        .strip_prefix(&repo.workdir)
+        .ok()
+        .map(Path::to_path_buf)
+}
+
+/// Whether absolute `path` lies inside `repo`'s working tree and git does not ignore it (files there are part of
+/// the project, or would show up as untracked).
+pub fn in_project(repo: &RepoPaths, path: &Path) -> Result<bool> {
+    let Some(relative) = inside_workdir(repo, path) else {
+        return Ok(false);
+    };
+    if relative.as_os_str().is_empty() {
+        return Ok(true);
+    }
+    let git = repo.open()?;
+    // Asked for a file inside: a `folder/` pattern matches it even before the folder exists.
+    let ignored = git
+        .is_path_ignored(relative.join("hook"))
+        .map_err(git2_context("cannot read .gitignore"))?;
+    Ok(!ignored)
 }
 
 /// Whether `path` (absolute) is a file tracked in `repo`'s index.
 pub fn is_tracked(repo: &RepoPaths, path: &Path) -> Result<bool> {
-    let canonical = path
-        .parent()
-        .and_then(|folder| folder.canonicalize().ok())
-        .map(|folder| folder.join(path.file_name().unwrap_or_default()));
-    let Some(relative) = canonical
-        .as_deref()
-        .and_then(|path| path.strip_prefix(&repo.workdir).ok())
-    else {
+    let Some(relative) = inside_workdir(repo, path) else {
         return Ok(false);
     };
     let git = repo.open()?;
     let index = git.index().map_err(git2_context("cannot read the index"))?;
-    Ok(index.get_path(relative, 0).is_some())
+    Ok(index.get_path(&relative, 0).is_some())
 }
 
 /// Who the user is, for records such as a forced acceptance: git's `user.name <user.email>`, else `$USER`.

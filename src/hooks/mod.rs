@@ -3,6 +3,7 @@
 //! with the same arguments and input), and `uninstall` puts it back byte for byte. Install checks every hook before
 //! it changes any, so a refusal leaves nothing half done.
 
+mod install;
 mod script;
 
 use std::path::{Path, PathBuf};
@@ -10,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::git::RepoPaths;
-pub use script::{CHAINED_SUFFIX, MARKER, baked_binary, script};
+pub use install::{Done, Installed, Uninstalled, install, uninstall};
+pub use script::{CHAINED_DIR, MARKER, baked_binary, script};
 
 /// A git hook ccfan can stand in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
@@ -44,6 +46,19 @@ impl HookName {
     /// Parses git's name.
     pub fn parse(name: &str) -> Option<HookName> {
         HookName::ALL.into_iter().find(|hook| hook.as_str() == name)
+    }
+
+    /// The hooks named (each once, in the default order); all of them when none is.
+    pub fn chosen(names: &[String]) -> Vec<HookName> {
+        let picked: Vec<HookName> = HookName::ALL
+            .into_iter()
+            .filter(|hook| names.iter().any(|name| name == hook.as_str()))
+            .collect();
+        if picked.is_empty() {
+            HookName::ALL.to_vec()
+        } else {
+            picked
+        }
     }
 
     /// The explicit, one-off bypass.
@@ -116,21 +131,31 @@ pub struct HooksDir {
     pub path: PathBuf,
     /// `core.hooksPath` as configured, when it is set.
     pub hooks_path: Option<String>,
+    /// Whether `core.hooksPath` comes from outside this repository's config (the user's or the system's): then the
+    /// folder is shared by other repositories.
+    pub shared: bool,
+    /// Whether the folder is inside the working tree and not ignored: files there are part of the project.
+    pub in_project: bool,
 }
 
 /// The hooks folder of `repo`: `core.hooksPath` (relative to the working tree's top, `~` expanded) if set, else
 /// `<git-common-dir>/hooks`.
 pub fn hooks_dir(repo: &RepoPaths) -> Result<HooksDir, HooksError> {
     let configured = crate::git::config_path(repo, "core.hooksPath")?;
-    Ok(match configured {
-        Some((raw, path)) => HooksDir {
-            path: repo.workdir.join(path),
-            hooks_path: Some(raw),
-        },
-        None => HooksDir {
-            path: repo.common_dir.join("hooks"),
-            hooks_path: None,
-        },
+    let (path, hooks_path, shared) = match configured {
+        Some(setting) => (
+            repo.workdir.join(&setting.path),
+            Some(setting.raw),
+            !setting.in_repository,
+        ),
+        None => (repo.common_dir.join("hooks"), None, false),
+    };
+    let in_project = crate::git::in_project(repo, &path)?;
+    Ok(HooksDir {
+        path,
+        hooks_path,
+        shared,
+        in_project,
     })
 }
 
@@ -140,21 +165,28 @@ pub fn hooks_dir(repo: &RepoPaths) -> Result<HooksDir, HooksError> {
 pub enum HookState {
     /// No hook.
     Absent,
-    /// ccfan's script.
+    /// ccfan's script, exactly as ccfan wrote it.
     Installed {
         /// The ccfan binary it calls.
         binary: Option<String>,
-        /// Whether that binary exists.
+        /// Whether that binary is there and executable.
         binary_found: bool,
-        /// Whether the script is what `ccfan hooks install` would write now (else reinstall to update it).
+        /// A `ccfan` on PATH, which the script falls back to when `binary` is gone.
+        on_path: Option<PathBuf>,
+        /// Whether it calls the ccfan that `ccfan hooks install` would write now (else reinstall to update it).
         current: bool,
         /// The user's hook it runs first, if any.
         chained: Option<PathBuf>,
     },
+    /// ccfan's script, edited since: ccfan leaves it alone.
+    Edited,
     /// Someone else's hook (installing chains it).
     Other {
         /// Whether it is tracked in the repository (then ccfan leaves it alone).
         tracked: bool,
+        /// A hook manager that picks what to run from the hook's own file name (husky, overcommit): chaining
+        /// would break it, so ccfan leaves it alone.
+        manager: Option<String>,
     },
 }
 
@@ -168,22 +200,56 @@ pub struct HookStatus {
     /// What is there.
     #[serde(flatten)]
     pub state: HookState,
+    /// A chained hook left from an earlier install while ccfan's script is not in place (put it back by hand).
+    pub stray_chained: Option<PathBuf>,
 }
 
+/// Where the user's hook waits while ccfan's script stands in its place: `<hooks>/ccfan-chained/<hook>`, so it
+/// still runs under its own name (hook managers dispatch on it).
 fn chained_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(CHAINED_SUFFIX);
-    path.with_file_name(name)
-}
-
-fn read_script(path: &Path) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    text.lines().nth(1)?.starts_with(MARKER).then_some(text)
+    let name = path.file_name().unwrap_or_default();
+    path.with_file_name(CHAINED_DIR).join(name)
 }
 
 fn exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
+}
+
+/// The text of `path` when it is a regular file (not a symlink) with ccfan's marker.
+fn marked_script(path: &Path) -> Option<String> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_file() {
+        return None;
+    }
+    let text = String::from_utf8(std::fs::read(path).ok()?).ok()?;
+    text.lines().nth(1)?.starts_with(MARKER).then_some(text)
+}
+
+/// A hook manager whose scripts find what to run from their own file name.
+fn manager(dir: &Path, path: &Path) -> Option<String> {
+    let dir_text = dir.to_string_lossy();
+    if dir_text.ends_with(".husky/_") || dir_text.ends_with(".husky") {
+        return Some("husky".to_string());
+    }
+    let text = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&text).to_lowercase();
+    ["husky", "overcommit"]
+        .into_iter()
+        .find(|name| text.contains(name))
+        .map(str::to_string)
+}
+
+fn executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+fn on_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|folder| folder.join("ccfan"))
+        .find(|candidate| executable(candidate))
 }
 
 /// The state of each of `hooks`; `binary` is the ccfan that `install` would bake in now.
@@ -197,213 +263,37 @@ pub fn status(
     for &hook in hooks {
         let path = dir.path.join(hook.as_str());
         let chained = chained_path(&path);
-        let state = if let Some(text) = read_script(&path) {
-            let baked = baked_binary(&text);
-            HookState::Installed {
-                binary_found: baked.as_deref().is_some_and(|b| Path::new(b).is_file()),
-                binary: baked,
-                current: text == script(hook, binary),
-                chained: exists(&chained).then_some(chained),
+        let marked = marked_script(&path);
+        let baked = marked.as_deref().and_then(baked_binary);
+        let state = match (&marked, &baked) {
+            (Some(text), Some(baked)) if *text == script(hook, Path::new(baked)) => {
+                HookState::Installed {
+                    binary_found: executable(Path::new(baked)),
+                    binary: Some(baked.clone()),
+                    on_path: on_path(),
+                    current: Path::new(baked) == binary,
+                    chained: exists(&chained).then_some(chained.clone()),
+                }
             }
-        } else if exists(&path) {
-            HookState::Other {
+            (Some(_), _) => HookState::Edited,
+            (None, _) if exists(&path) => HookState::Other {
                 tracked: crate::git::is_tracked(repo, &path)?,
-            }
-        } else {
-            HookState::Absent
+                manager: manager(&dir.path, &path),
+            },
+            (None, _) => HookState::Absent,
         };
-        states.push(HookStatus { hook, path, state });
-    }
-    Ok((dir, states))
-}
-
-/// What `install` or `uninstall` did to one hook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Done<T> {
-    /// The hook.
-    pub hook: HookName,
-    /// Its file.
-    pub path: PathBuf,
-    /// What happened.
-    pub outcome: T,
-}
-
-/// What `install` did to one hook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Installed {
-    /// Written where there was no hook.
-    New,
-    /// Written after moving the user's hook aside (it runs first).
-    Chained {
-        /// Where the user's hook is now.
-        chained: PathBuf,
-    },
-    /// ccfan's older script replaced.
-    Updated,
-    /// Already as it should be.
-    Unchanged,
-}
-
-/// Installs ccfan's script for each of `hooks`, calling `binary`. Checks all of them first: a hook tracked in the
-/// repository, or a user's hook whose chained place is taken, refuses the whole install.
-pub fn install(
-    repo: &RepoPaths,
-    binary: &Path,
-    hooks: &[HookName],
-) -> Result<(HooksDir, Vec<Done<Installed>>), HooksError> {
-    let (dir, states) = status(repo, binary, hooks)?;
-    for hook in &states {
-        let chained = chained_path(&hook.path);
-        match &hook.state {
-            HookState::Other { tracked: true } => {
-                return Err(HooksError::Refused {
-                    path: hook.path.clone(),
-                    reason: format!(
-                        "this {} hook is tracked in your repository, and ccfan does not change your project's files. \
-                         Add `ccfan hooks run {} \"$@\"` to it yourself{}, or use the pre-commit framework or \
-                         lefthook (see ccfan's README)",
-                        hook.hook,
-                        hook.hook,
-                        if hook.hook.reads_stdin() {
-                            " (it reads the pushed refs on standard input)"
-                        } else {
-                            ""
-                        }
-                    ),
-                });
-            }
-            HookState::Other { tracked: false } if exists(&chained) => {
-                return Err(HooksError::Refused {
-                    path: hook.path.clone(),
-                    reason: format!(
-                        "a hook is already chained at {}, and this one is not ccfan's: move one of them away, then \
-                         install again",
-                        chained.display()
-                    ),
-                });
-            }
-            HookState::Other { tracked: false }
-            | HookState::Absent
-            | HookState::Installed { .. } => {}
-        }
-    }
-    std::fs::create_dir_all(&dir.path)
-        .map_err(io(format!("cannot create {}", dir.path.display())))?;
-    let mut done = Vec::new();
-    for hook in states {
-        let outcome = match &hook.state {
-            HookState::Installed { current: true, .. } => Installed::Unchanged,
-            HookState::Installed { current: false, .. } => {
-                write_script(&hook.path, &script(hook.hook, binary))?;
-                Installed::Updated
-            }
-            HookState::Absent => {
-                write_script(&hook.path, &script(hook.hook, binary))?;
-                Installed::New
-            }
-            HookState::Other { .. } => {
-                let chained = chained_path(&hook.path);
-                std::fs::rename(&hook.path, &chained).map_err(io(format!(
-                    "cannot move {} aside to {}",
-                    hook.path.display(),
-                    chained.display()
-                )))?;
-                if let Err(error) = write_script(&hook.path, &script(hook.hook, binary)) {
-                    // Put the user's hook back rather than leave the place empty.
-                    let _ = std::fs::rename(&chained, &hook.path);
-                    return Err(error);
-                }
-                Installed::Chained { chained }
+        let stray_chained = match state {
+            HookState::Installed { .. } => None,
+            HookState::Absent | HookState::Edited | HookState::Other { .. } => {
+                exists(&chained).then_some(chained)
             }
         };
-        done.push(Done {
-            hook: hook.hook,
-            path: hook.path,
-            outcome,
-        });
-    }
-    Ok((dir, done))
-}
-
-/// Writes an executable script atomically (a temporary file in the same folder, renamed over the place).
-fn write_script(path: &Path, text: &str) -> Result<(), HooksError> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let folder = path.parent().unwrap_or(Path::new("."));
-    let mut file = tempfile::Builder::new()
-        .prefix(".ccfan-hook-")
-        .tempfile_in(folder)
-        .map_err(io(format!("cannot write in {}", folder.display())))?;
-    file.write_all(text.as_bytes())
-        .map_err(io(format!("cannot write {}", path.display())))?;
-    std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o755))
-        .map_err(io(format!("cannot make {} executable", path.display())))?;
-    file.persist(path)
-        .map_err(|error| HooksError::Io {
-            context: format!("cannot write {}", path.display()),
-            source: error.error,
-        })
-        .map(|_| ())
-}
-
-/// What `uninstall` did to one hook.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Uninstalled {
-    /// ccfan's script removed; nothing was there before.
-    Removed,
-    /// ccfan's script removed and the user's hook put back.
-    Restored,
-    /// Not ccfan's: left alone.
-    NotOurs,
-    /// Nothing there.
-    Absent,
-}
-
-/// Removes ccfan's scripts for `hooks`, putting back each hook they chained exactly as it was.
-pub fn uninstall(
-    repo: &RepoPaths,
-    hooks: &[HookName],
-) -> Result<(HooksDir, Vec<Done<Uninstalled>>), HooksError> {
-    let dir = hooks_dir(repo)?;
-    let mut done = Vec::new();
-    for &hook in hooks {
-        let path = dir.path.join(hook.as_str());
-        let chained = chained_path(&path);
-        let ours = read_script(&path).is_some();
-        let outcome = match (ours, exists(&path), exists(&chained)) {
-            (true, _, chained_there) => {
-                if chained_there {
-                    // The rename replaces ccfan's script in one step: the place is never empty.
-                    std::fs::rename(&chained, &path).map_err(io(format!(
-                        "cannot put {} back at {}",
-                        chained.display(),
-                        path.display()
-                    )))?;
-                    Uninstalled::Restored
-                } else {
-                    std::fs::remove_file(&path)
-                        .map_err(io(format!("cannot remove {}", path.display())))?;
-                    Uninstalled::Removed
-                }
-            }
-            (false, true, _) => Uninstalled::NotOurs,
-            (false, false, true) => {
-                std::fs::rename(&chained, &path).map_err(io(format!(
-                    "cannot put {} back at {}",
-                    chained.display(),
-                    path.display()
-                )))?;
-                Uninstalled::Restored
-            }
-            (false, false, false) => Uninstalled::Absent,
-        };
-        done.push(Done {
+        states.push(HookStatus {
             hook,
             path,
-            outcome,
+            state,
+            stray_chained,
         });
     }
-    Ok((dir, done))
+    Ok((dir, states))
 }

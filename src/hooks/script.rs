@@ -9,8 +9,9 @@ use super::HookName;
 /// The first line after the shebang of every script ccfan writes; how ccfan knows a hook is its own.
 pub const MARKER: &str = "# ccfan-hook v1";
 
-/// Suffix of a user's hook that ccfan moved aside to chain it (restored by `ccfan hooks uninstall`).
-pub const CHAINED_SUFFIX: &str = ".ccfan-chained";
+/// The folder (inside the hooks folder) where a user's hook that ccfan chained waits, under its own name
+/// (restored by `ccfan hooks uninstall`).
+pub const CHAINED_DIR: &str = "ccfan-chained";
 
 /// Quotes `text` for `sh` (single quotes; a quote inside becomes `'\''`).
 fn sh_quote(text: &str) -> String {
@@ -46,9 +47,12 @@ pub fn script(hook: HookName, binary: &Path) -> String {
 # `ccfan hooks uninstall` removes it and puts back any hook that was here. Bypass once, on purpose: {bypass}
 hook={name}
 ccfan={quoted}
-chained="$(dirname "$0")/$hook{CHAINED_SUFFIX}"
-{read_input}if [ -x "$chained" ]; then
-  {feed}"$chained" "$@" || exit $?
+chained="$(dirname "$0")/{CHAINED_DIR}/$hook"
+{read_input}if [ -f "$chained" ] && [ -x "$chained" ]; then
+  case "$(sed -n 2p "$chained" 2>/dev/null)" in
+    "{MARKER}"*) ;; # never ccfan's own script again
+    *) {feed}"$chained" "$@" || exit $? ;;
+  esac
 fi
 if [ ! -x "$ccfan" ]; then
   ccfan=$(command -v ccfan 2>/dev/null) || ccfan=

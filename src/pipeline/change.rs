@@ -99,6 +99,8 @@ pub struct ChangeVerification {
     pub subject: String,
     /// Whether nothing blocks it.
     pub passed: bool,
+    /// How many commits had their own lines scanned for secrets (a range, a push, a merge's commits).
+    pub commits: usize,
     /// The gate's verdict (accept, or the findings that block).
     pub verdict: Verdict,
     /// The report.
@@ -249,6 +251,8 @@ impl super::gate::Gate<'_> {
         } = *self;
         let mut judged_by = policy.clone();
         judged_by.gate.stages = stages.to_vec();
+        // A person's change has no rework budget: a blocking finding blocks, and says only what it is.
+        judged_by.max_reworks = u32::MAX;
         let runs_commands = stages
             .iter()
             .any(|stage| matches!(stage, Stage::Tests | Stage::Checks));
@@ -291,7 +295,12 @@ impl super::gate::Gate<'_> {
             rules,
             subject: change.subject.clone(),
             base: &change.base,
-            commit: Some(&change.head),
+            // The tests stage needs a commit; a staged tree gets its stand-in (the same tree, so the same diff).
+            commit: Some(if runs_commands {
+                &commit_for_tests
+            } else {
+                &change.head
+            }),
             allowed: &policy.hooks.allowed,
             denied: &policy.hooks.denied,
             target_tip: &commit_for_tests,
@@ -315,6 +324,7 @@ impl super::gate::Gate<'_> {
             kind: change.kind,
             subject: change.subject.clone(),
             passed: matches!(verdict, Verdict::Accept),
+            commits: change.commits.len(),
             verdict,
             report,
         })
@@ -355,15 +365,29 @@ pub fn parse_pushed(input: &str) -> Result<Vec<PushedRef>, InputError> {
         .collect()
 }
 
-/// The targets of a push: each pushed tip against the remote ref's commit when this clone has it, else against
-/// everything the remote's tracking branches hold (a new branch). Deletions push nothing and are skipped.
+/// The targets of a push: each pushed tip against what the remote is known to have — the remote ref's commit when
+/// this clone has it, and the remote's tracking branches (a new branch, a force push, a merge of the remote's own
+/// work). `remote` is what git gives the hook: a configured remote's name, or the URL pushed to (then the remote
+/// with that URL; none matching, nothing is assumed known). Deletions push nothing and are skipped.
 pub fn push_targets(
     repo: &RepoPaths,
     remote: Option<&str>,
     pushed: &[PushedRef],
 ) -> Result<Vec<Target>, PipelineError> {
+    let configured = match remote {
+        Some(remote) => git::configured_remote(repo, remote)?,
+        None => None,
+    };
+    let tracked = match &configured {
+        Some(name) => git::remote_tips(repo, name)?,
+        None => Vec::new(),
+    };
+    let shown = match (&configured, remote) {
+        (Some(name), _) => format!("{name} "),
+        (None, Some(url)) => format!("{} ", git::display_url(url)),
+        (None, None) => String::new(),
+    };
     let mut targets = Vec::new();
-    let mut tracked: Option<Vec<String>> = None;
     for line in pushed {
         if git::is_null_id(&line.local_sha) {
             continue;
@@ -375,26 +399,15 @@ pub fn push_targets(
                 "push a commit this clone has",
             )
         })?;
-        let theirs = match git::is_null_id(&line.remote_sha) {
-            true => None,
-            false => git::known_commit(repo, &line.remote_sha)?,
-        };
-        let known = match (theirs, &tracked) {
-            (Some(theirs), _) => vec![theirs],
-            (None, Some(tips)) => tips.clone(),
-            (None, None) => {
-                let tips = git::remote_tips(repo, remote)?;
-                tracked = Some(tips.clone());
-                tips
-            }
-        };
+        let mut known = tracked.clone();
+        if !git::is_null_id(&line.remote_sha)
+            && let Some(theirs) = git::known_commit(repo, &line.remote_sha)?
+            && !known.contains(&theirs)
+        {
+            known.push(theirs);
+        }
         targets.push(Target::Pushed {
-            label: format!(
-                "push {} → {}{}",
-                line.local_ref,
-                remote.map(|name| format!("{name} ")).unwrap_or_default(),
-                line.remote_ref
-            ),
+            label: format!("push {} → {shown}{}", line.local_ref, line.remote_ref),
             tip,
             known,
         });
@@ -418,5 +431,18 @@ mod tests {
         assert_eq!(pushed[1].local_ref, "(delete)");
         let error = parse_pushed("refs/heads/main abc\n").unwrap_err();
         assert!(error.to_string().contains("pushed-ref line"), "{error}");
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_when_shown() {
+        assert_eq!(
+            git::display_url("https://user:s3cr3t@example.com/x.git"),
+            "https://example.com/x.git"
+        );
+        assert_eq!(
+            git::display_url("git@example.com:x.git"),
+            "git@example.com:x.git"
+        );
+        assert_eq!(git::display_url("/srv/x.git"), "/srv/x.git");
     }
 }

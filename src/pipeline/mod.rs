@@ -180,6 +180,21 @@ pub fn load_policy(repo: &RepoPaths, policy_file: Option<&Path>) -> Result<Polic
     Ok(policy::load(Some(&path))?)
 }
 
+/// The policy as committed at HEAD (`ccfan.toml` at the root of HEAD's tree), for the git hooks: an uncommitted
+/// edit cannot switch the gate off. No committed policy: the default preset, hooks checking secrets only.
+pub fn load_committed_policy(repo: &RepoPaths) -> Result<Policy, PipelineError> {
+    let Some(head) = git::head_commit(repo)? else {
+        return Ok(policy::load_source(None)?);
+    };
+    let named = PathBuf::from(format!(
+        "{}@HEAD",
+        repo.workdir.join(policy::POLICY_FILE).display()
+    ));
+    let source = git::blob_at(repo, &head, policy::POLICY_FILE)?
+        .map(|bytes| (named, String::from_utf8_lossy(&bytes).into_owned()));
+    Ok(policy::load_source(source)?)
+}
+
 /// Runs the whole pipeline for one tasks file; returns the final view of the run.
 pub fn run(
     request: &RunRequest,

@@ -43,8 +43,8 @@ impl HooksSettings {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HooksSection {
-    stages: Option<Vec<Spanned<String>>>,
-    push_stages: Option<Vec<Spanned<String>>>,
+    stages: Option<Spanned<Vec<Spanned<String>>>>,
+    push_stages: Option<Spanned<Vec<Spanned<String>>>>,
     allowed: Option<Vec<Spanned<String>>>,
     denied: Option<Vec<Spanned<String>>>,
     inline_allow: Option<bool>,
@@ -61,9 +61,12 @@ fn stages(
         .map(|name| {
             let known = "diff, scope, secrets, tests, checks";
             match Stage::parse(name.get_ref()) {
-                Some(Stage::Completeness) => Err(InputError::new(
+                Some(Stage::Completeness | Stage::Worker) => Err(InputError::new(
                     file,
-                    "the completeness stage judges a worker's final report; a commit has none",
+                    format!(
+                        "the {} stage judges a worker's attempt; a commit has no worker",
+                        name.get_ref()
+                    ),
                 )
                 .key(key)
                 .at_offset(source, Some(name.span().start))
@@ -80,6 +83,21 @@ fn stages(
         .collect()
 }
 
+fn non_empty(
+    file: &Path,
+    source: &str,
+    key: &str,
+    names: &Spanned<Vec<Spanned<String>>>,
+) -> Result<Vec<Stage>, InputError> {
+    if names.get_ref().is_empty() {
+        return Err(InputError::new(file, "an empty list checks nothing")
+            .key(key)
+            .at_offset(source, Some(names.span().start))
+            .fix("name at least one stage, e.g. [\"secrets\"] (to stop the hooks, run `ccfan hooks uninstall`)"));
+    }
+    stages(file, source, key, names.get_ref())
+}
+
 pub(super) fn resolve(
     file: &Path,
     source: &str,
@@ -90,11 +108,11 @@ pub(super) fn resolve(
     let fallback = HooksSettings::secrets_only();
     let base = base.unwrap_or(&fallback);
     let stages_for_commits = match &section.stages {
-        Some(names) => stages(file, source, "hooks.stages", names)?,
+        Some(names) => non_empty(file, source, "hooks.stages", names)?,
         None => base.stages.clone(),
     };
     let push_stages = match &section.push_stages {
-        Some(names) => stages(file, source, "hooks.push_stages", names)?,
+        Some(names) => non_empty(file, source, "hooks.push_stages", names)?,
         // Unset in this file: pushes follow this file's `stages` if it set them.
         None if section.stages.is_some() => stages_for_commits.clone(),
         None => base.push_stages.clone(),

@@ -231,6 +231,12 @@ pub fn load(file: Option<&Path>) -> Result<Policy, InputError> {
         }
         Some(_) | None => None,
     };
+    load_source(user)
+}
+
+/// Loads the policy from `user` (a name for messages, whose folder relative paths start from, and the text) over
+/// the preset it names; `None`: the default preset, with hooks checking secrets only.
+pub fn load_source(user: Option<(PathBuf, String)>) -> Result<Policy, InputError> {
     let user_parsed = match &user {
         Some((path, source)) => Some(parse_file(path, source)?),
         None => None,

@@ -145,13 +145,26 @@ fn a_commit_touching_a_denied_path_is_stopped() {
     env.git(&["add", "ccfan.toml", ".github", "src/lib.txt"]);
     let ran = try_git(&env, &["commit", "-qm", "policy and CI"]);
     assert_eq!(ran.code, 0, "{ran:?}");
-    // A bad [hooks] section stops the commit with the file, key and fix, and says the gate did not run.
+    // The hooks read the policy as committed: an uncommitted edit cannot switch the gate off.
+    env.write("ccfan.toml", "[hooks]\ndenied = []\n");
+    env.write("deploy/prod.yml", "replicas: 4\n");
+    env.git(&["add", "deploy/prod.yml"]);
+    let ran = try_git(&env, &["commit", "-qm", "deploy again"]);
+    assert_blocked(&ran, "pre-commit", "git commit --no-verify");
+    env.git(&["rm", "-q", "--cached", "deploy/prod.yml"]);
+    // A bad [hooks] section, once committed, stops the next commit with the file, key and fix, and says the gate
+    // did not run.
     env.write("ccfan.toml", "[hooks]\nstages = [\"completeness\"]\n");
     env.git(&["add", "ccfan.toml"]);
-    let ran = try_git(&env, &["commit", "-qm", "bad policy"]);
+    env.git(&["commit", "-q", "--no-verify", "-m", "bad policy"]);
+    env.write("d.txt", "d\n");
+    env.git(&["add", "d.txt"]);
+    let ran = try_git(&env, &["commit", "-qm", "after the bad policy"]);
     assert_ne!(ran.code, 0);
     assert!(
-        ran.stderr.contains("hooks.stages") && ran.stderr.contains("could not run"),
+        ran.stderr.contains("ccfan.toml@HEAD")
+            && ran.stderr.contains("hooks.stages")
+            && ran.stderr.contains("could not run"),
         "{ran:?}"
     );
 }
@@ -263,8 +276,25 @@ fn a_users_hook_keeps_running_and_uninstall_restores_it_exactly() {
     make_executable(&shared, &pre_commit);
     std::os::unix::fs::symlink(&shared, hooks.join("pre-merge-commit")).unwrap();
 
-    let ran = install(&env);
+    // The same hook named twice is installed once: the user's hook is moved aside exactly once.
+    let ran = env.ccfan(&[
+        "hooks",
+        "install",
+        "--hook",
+        "pre-commit",
+        "--hook",
+        "pre-merge-commit",
+        "--hook",
+        "pre-push",
+        "--hook",
+        "pre-commit",
+    ]);
+    assert_eq!(ran.code, 0, "{ran:?}");
     assert!(ran.stdout.contains("runs first"), "{ran:?}");
+    assert_eq!(
+        std::fs::read_to_string(hooks.join("ccfan-chained/pre-commit")).unwrap(),
+        pre_commit
+    );
     let status = env.ccfan(&["hooks", "status", "--json"]).json();
     let states: Vec<&str> = status["hooks"]
         .as_array()
@@ -373,8 +403,7 @@ fn core_hooks_path_is_honoured_and_a_tracked_hook_is_left_alone() {
     let ran = tracked.ccfan(&["hooks", "install"]);
     assert_eq!(ran.code, 2, "{ran:?}");
     assert!(
-        ran.stderr.contains("tracked in your repository")
-            && ran.stderr.contains("ccfan hooks run pre-push"),
+        ran.stderr.contains("your project") && ran.stderr.contains("ccfan hooks run pre-commit"),
         "{ran:?}"
     );
     let names: Vec<String> = std::fs::read_dir(tracked.repo.join(".githooks"))
@@ -608,4 +637,62 @@ fn the_pre_commit_framework_runs_ccfans_hooks_from_the_repository() {
     ]);
     assert_eq!(ran.code, 1, "{ran:?}");
     assert!(ran.stdout.contains("added in commit"), "{ran:?}");
+}
+
+#[test]
+fn hook_managers_shared_folders_and_project_folders_are_refused_with_what_to_do() {
+    // husky runs hooks by their file name: chaining would break it.
+    let env = TestEnv::new();
+    env.write(".husky/_/.gitignore", "*\n");
+    make_executable(
+        &env.repo.join(".husky/_/pre-commit"),
+        "#!/usr/bin/env sh\n. \"$(dirname \"$0\")/h\"\n# husky\n",
+    );
+    env.git(&["config", "core.hooksPath", ".husky/_"]);
+    let ran = env.ccfan(&["hooks", "install"]);
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(
+        ran.stderr.contains("husky") && ran.stderr.contains("ccfan hooks run pre-commit"),
+        "{ran:?}"
+    );
+    assert!(!env.repo.join(".husky/_/ccfan-chained").exists());
+
+    // A hooks folder from the user's global config is shared by every repository: only with --shared.
+    let env = TestEnv::new();
+    let shared = env.tmp.path().join("global-hooks");
+    env.git(&[
+        "config",
+        "--global",
+        "core.hooksPath",
+        shared.to_str().unwrap(),
+    ]);
+    let ran = env.ccfan(&["hooks", "install"]);
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(ran.stderr.contains("--shared"), "{ran:?}");
+    assert!(!shared.join("pre-commit").exists());
+    let ran = env.ccfan(&["hooks", "install", "--shared"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(shared.join("pre-commit").exists());
+}
+
+#[test]
+fn tests_in_the_hooks_stages_run_on_the_staged_tree() {
+    let env = TestEnv::new();
+    env.commit_policy(
+        "[tests]\ncommand = [\"sh\", \"-c\", \"test ! -e broken.txt\"]\n[hooks]\nstages = [\"secrets\", \"tests\"]\n",
+    );
+    install(&env);
+    let before = head(&env);
+    env.write("broken.txt", "x\n");
+    env.git(&["add", "broken.txt"]);
+    let ran = try_git(&env, &["commit", "-qm", "breaks the tests"]);
+    assert_blocked(&ran, "pre-commit", "git commit --no-verify");
+    assert!(ran.stderr.contains("tests"), "{ran:?}");
+    assert_eq!(head(&env), before);
+    env.git(&["rm", "-q", "--cached", "broken.txt"]);
+    std::fs::remove_file(env.repo.join("broken.txt")).unwrap();
+    env.write("fine.txt", "x\n");
+    env.git(&["add", "fine.txt"]);
+    let ran = try_git(&env, &["commit", "-qm", "keeps them green"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
 }
