@@ -18,6 +18,7 @@ mod env;
 mod fan_out;
 mod gate;
 mod hooks;
+mod hooks_install;
 mod kill;
 mod landing;
 mod mcp;
