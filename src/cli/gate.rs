@@ -80,17 +80,8 @@ pub fn verify(start: &Path, args: VerifyArgs) -> Result<Exit, CliError> {
     let repo = super::repo_at(start)?;
     let policy_file = policy.map(|path| super::absolute(start, &path));
     let policy = pipeline::load_policy(&repo, policy_file.as_deref())?;
-    let rules = pipeline::load_rules(&policy).map_err(PipelineError::from)?;
-    let scratch =
-        crate::paths::worktree_base(&repo, policy.worktree_root.as_deref()).join(".verify");
-    let cancel = super::cancel_flag();
-    let checker = gate::Gate {
-        repo: &repo,
-        policy: &policy,
-        rules: &rules,
-        scratch_root: &scratch,
-        cancel: &cancel,
-    };
+    let parts = GateParts::new(&repo, &policy)?;
+    let checker = parts.gate(&repo, &policy);
     let (text, all_passed) = match (change, target) {
         (Some(target), _) => {
             let change = change::resolve(&repo, &target)?;
@@ -113,6 +104,42 @@ pub fn verify(start: &Path, args: VerifyArgs) -> Result<Exit, CliError> {
     } else {
         Exit::NotAllSucceeded
     })
+}
+
+/// What a [`gate::Gate`] borrows besides the repository and policy: the compiled rules, where verification
+/// checkouts go, and the Ctrl-C flag.
+pub(super) struct GateParts {
+    rules: RulePack,
+    scratch: PathBuf,
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl GateParts {
+    pub(super) fn new(
+        repo: &crate::git::RepoPaths,
+        policy: &crate::policy::Policy,
+    ) -> Result<GateParts, CliError> {
+        Ok(GateParts {
+            rules: pipeline::load_rules(policy).map_err(PipelineError::from)?,
+            scratch: crate::paths::worktree_base(repo, policy.worktree_root.as_deref())
+                .join(".verify"),
+            cancel: super::cancel_flag(),
+        })
+    }
+
+    pub(super) fn gate<'a>(
+        &'a self,
+        repo: &'a crate::git::RepoPaths,
+        policy: &'a crate::policy::Policy,
+    ) -> gate::Gate<'a> {
+        gate::Gate {
+            repo,
+            policy,
+            rules: &self.rules,
+            scratch_root: &self.scratch,
+            cancel: &self.cancel,
+        }
+    }
 }
 
 /// The index git gave a hook (`GIT_INDEX_FILE`, relative to where git ran the hook), if any.

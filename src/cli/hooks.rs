@@ -10,7 +10,7 @@ use super::render::{self, short};
 use super::{CliError, Exit};
 use crate::hooks::{self, HookName, HookState, Installed, Uninstalled};
 use crate::pipeline::change::{self, ChangeKind, ChangeVerification, Target};
-use crate::pipeline::{self, PipelineError, gate};
+use crate::pipeline::{self, PipelineError};
 use crate::report::{Stage, StageStatus};
 
 /// Runs `ccfan hooks …`.
@@ -254,7 +254,6 @@ fn run(start: &Path, args: HookRunArgs) -> Result<Exit, CliError> {
         HookName::PreCommit if !merging.is_empty() => HookName::PreMergeCommit,
         other => other,
     };
-    let rules = pipeline::load_rules(&policy).map_err(PipelineError::from)?;
     let (targets, stages) = match hook {
         HookName::PreCommit | HookName::PreMergeCommit => (
             vec![Target::Staged {
@@ -268,16 +267,8 @@ fn run(start: &Path, args: HookRunArgs) -> Result<Exit, CliError> {
             &policy.hooks.push_stages,
         ),
     };
-    let scratch =
-        crate::paths::worktree_base(&repo, policy.worktree_root.as_deref()).join(".verify");
-    let cancel = super::cancel_flag();
-    let checker = gate::Gate {
-        repo: &repo,
-        policy: &policy,
-        rules: &rules,
-        scratch_root: &scratch,
-        cancel: &cancel,
-    };
+    let parts = super::gate::GateParts::new(&repo, &policy)?;
+    let checker = parts.gate(&repo, &policy);
     let mut results = Vec::new();
     for target in &targets {
         let change = change::resolve(&repo, target)?;

@@ -17,6 +17,24 @@ pub struct Ran {
     pub stderr: String,
 }
 
+impl From<Output> for Ran {
+    fn from(output: Output) -> Ran {
+        Ran {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Puts `folder` first on `command`'s PATH.
+pub fn path_first(command: &mut Command, folder: &Path) {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![folder.to_path_buf()];
+    paths.extend(std::env::split_paths(&path));
+    command.env("PATH", std::env::join_paths(paths).unwrap());
+}
+
 impl Ran {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
@@ -65,7 +83,7 @@ pub fn hermetic_env(home: &Path) -> Vec<(OsString, Option<OsString>)> {
     changes
 }
 
-fn hermetic(command: &mut Command, home: &Path) {
+pub fn hermetic(command: &mut Command, home: &Path) {
     for (name, value) in hermetic_env(home) {
         match value {
             Some(value) => command.env(name, value),

@@ -6,38 +6,20 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::env::{Ran, TestEnv, hermetic_env};
+use crate::env::{Ran, TestEnv, hermetic, path_first};
 
 /// A GitHub token shaped like a real one (not a placeholder the scanner ignores).
 pub(crate) const TOKEN: &str = "ghp_R7x9Qm2LpV4tZ8wK1nB6yH3jF5dS0aE9cU2i";
 pub(crate) const TOKEN_SHOWN: &str = "ghp_…[REDACTED]…2i";
 
-/// Runs git in the test repository (hooks enabled) with `extra_path` first on PATH; never asserts.
+/// Runs git in `dir` (hooks enabled) with `extra_path` first on PATH; never asserts.
 pub(crate) fn git_in(env: &TestEnv, dir: &Path, args: &[&str], extra_path: Option<&Path>) -> Ran {
     let mut command = Command::new("git");
-    for (name, value) in hermetic_env(&env.home()) {
-        match value {
-            Some(value) => command.env(name, value),
-            None => command.env_remove(name),
-        };
-    }
+    hermetic(&mut command, &env.home());
     if let Some(extra) = extra_path {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut paths = vec![extra.to_path_buf()];
-        paths.extend(std::env::split_paths(&path));
-        command.env("PATH", std::env::join_paths(paths).unwrap());
+        path_first(&mut command, extra);
     }
-    let output = command
-        .current_dir(dir)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    Ran {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    command.current_dir(dir).args(args).output().unwrap().into()
 }
 
 pub(crate) fn try_git(env: &TestEnv, args: &[&str]) -> Ran {

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::env::{Ran, TestEnv, hermetic_env};
+use crate::env::{Ran, TestEnv, hermetic, path_first};
 use crate::hooks::{
     TOKEN, TOKEN_SHOWN, assert_blocked, git_in, head, install, make_executable, try_git,
 };
@@ -183,12 +183,7 @@ fn a_missing_or_crashing_ccfan_stops_the_commit_and_says_so() {
     let empty_bin = env.tmp.path().join("empty-bin");
     std::fs::create_dir_all(&empty_bin).unwrap();
     let mut command = Command::new("git");
-    for (name, value) in hermetic_env(&env.home()) {
-        match value {
-            Some(value) => command.env(name, value),
-            None => command.env_remove(name),
-        };
-    }
+    hermetic(&mut command, &env.home());
     let which_git = Command::new("sh")
         .args(["-c", "command -v git"])
         .output()
@@ -240,30 +235,19 @@ fn the_pre_commit_framework_runs_ccfans_hooks_from_the_repository() {
         .to_path_buf();
     let pre_commit = |args: &[&str]| {
         let mut command = Command::new("python3");
-        for (name, value) in hermetic_env(&env.home()) {
-            match value {
-                Some(value) => command.env(name, value),
-                None => command.env_remove(name),
-            };
-        }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut paths = vec![bin.clone()];
-        paths.extend(std::env::split_paths(&path));
-        let output = command
-            .env("PYTHONPATH", &pythonpath)
-            .env("PRE_COMMIT_HOME", env.tmp.path().join("pre-commit-home"))
-            .env("PATH", std::env::join_paths(paths).unwrap())
-            .current_dir(&env.repo)
-            .arg("-m")
-            .arg("pre_commit")
-            .args(args)
-            .output()
-            .unwrap();
-        Ran {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        hermetic(&mut command, &env.home());
+        path_first(&mut command, &bin);
+        Ran::from(
+            command
+                .env("PYTHONPATH", &pythonpath)
+                .env("PRE_COMMIT_HOME", env.tmp.path().join("pre-commit-home"))
+                .current_dir(&env.repo)
+                .arg("-m")
+                .arg("pre_commit")
+                .args(args)
+                .output()
+                .unwrap(),
+        )
     };
     // The manifest (including the build-from-source hooks) is valid for pre-commit itself.
     let manifest = source.join(".pre-commit-hooks.yaml");
