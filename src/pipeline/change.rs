@@ -316,9 +316,11 @@ impl super::gate::Gate<'_> {
             final_report: None,
             cancel,
         };
-        let report = verify::verify(&input).map_err(|error| match error {
+        let mut report = verify::verify(&input).map_err(|error| match error {
             verify::VerifyError::Git(git) => PipelineError::Git(git),
         })?;
+        // Paths and test output come from the change: whatever the rules find in them is redacted, as for workers.
+        super::gate::scrub_report(&mut report, rules);
         let verdict = decide(&report, &judged_by, 1);
         Ok(ChangeVerification {
             kind: change.kind,

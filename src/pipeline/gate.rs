@@ -180,7 +180,7 @@ impl Gate<'_> {
 /// One last pass over every string of a report that may quote what the worker controls (messages, notes, output
 /// tails, paths, symlink targets): whatever the rule pack finds there is redacted before anything is stored or
 /// shown.
-fn scrub_report(report: &mut VerifyReport, rules: &RulePack) {
+pub(super) fn scrub_report(report: &mut VerifyReport, rules: &RulePack) {
     let clean = |text: &mut String| *text = rules.redact_text(text);
     for stage in &mut report.stages {
         stage.note.iter_mut().for_each(clean);

@@ -278,6 +278,22 @@ fn verify_judges_ranges_commit_by_commit_and_names_bad_input() {
     }
     let ran = env.ccfan(&["verify", "--staged", "--range", "a..b"]);
     assert_eq!(ran.code, 2, "one thing at a time: {ran:?}");
+    // A secret in a file's name is redacted wherever the path is shown.
+    env.write(&format!("keys/{TOKEN}.txt"), "nothing here\n");
+    env.git(&["add", "keys"]);
+    for format in [&["--json"][..], &["--sarif"], &[]] {
+        let mut args = vec!["verify", "--staged"];
+        args.extend_from_slice(format);
+        let ran = env.ccfan(&args);
+        assert!(
+            !ran.stdout.contains(TOKEN) && !ran.stderr.contains(TOKEN),
+            "{ran:?}"
+        );
+        assert!(
+            ran.stdout.contains("keys/") || format == ["--sarif"],
+            "{ran:?}"
+        );
+    }
 }
 
 #[test]
