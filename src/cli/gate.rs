@@ -394,7 +394,8 @@ pub fn scan(start: &Path, args: ScanArgs) -> Result<Exit, CliError> {
                     level: "error",
                     message: format!("{}: {}", hit.hit.description, hit.hit.redacted),
                     path: Some(hit.path.clone()),
-                    line: Some(hit.hit.line),
+                    // Line 0: the secret is in the file's name.
+                    line: (hit.hit.line > 0).then_some(hit.hit.line),
                     fingerprint: Some(hit.hit.fingerprint.clone()),
                 })
                 .collect();
@@ -418,14 +419,13 @@ fn human_scan(report: &FileScanReport) -> String {
             .as_deref()
             .map(|c| format!("{} ", short(c)))
             .unwrap_or_default();
+        let place = match hit.hit.line {
+            0 => format!("{} (in the file name)", hit.path),
+            line => format!("{}:{line}:{}", hit.path, hit.hit.column),
+        };
         text.push_str(&format!(
-            "{commit}{}:{}:{}  {}  {}  (fingerprint {})\n",
-            hit.path,
-            hit.hit.line,
-            hit.hit.column,
-            hit.hit.rule,
-            hit.hit.redacted,
-            hit.hit.fingerprint
+            "{commit}{place}  {}  {}  (fingerprint {})\n",
+            hit.hit.rule, hit.hit.redacted, hit.hit.fingerprint
         ));
     }
     text.push_str(&format!(

@@ -180,7 +180,8 @@ pub async fn diff(shared: &Shared, params: DiffParams) -> Result<DiffResult, Fai
         tokio::task::spawn_blocking(move || -> Result<_, PipelineError> {
             let policy = pipeline::load_policy(&repo, None)?;
             let rules = pipeline::load_rules(&policy)?;
-            let files = crate::git::diff_files(&repo, &from, &to)?;
+            let mut files = crate::git::diff_files(&repo, &from, &to)?;
+            rules.redact_changes(&mut files);
             let (patch, truncated) = crate::git::patch_text(&repo, &from, &to, max)?;
             let redacted = rules.scan_with("", patch.as_bytes(), false).len();
             Ok((files, rules.redact_text(&patch), truncated, redacted))

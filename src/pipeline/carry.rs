@@ -343,6 +343,7 @@ impl Carrier<'_> {
         )?;
         record::write_record(
             self.repo,
+            self.rules,
             &dir,
             record::AttemptRecord {
                 schema: 1,
@@ -436,13 +437,66 @@ impl Carrier<'_> {
         self.store()
             .set_verdict(self.run_id, &task.id, attempt, &verdict)?;
         let (state, verdict_reason) = gate::verdict_state(&verdict, &report);
-        let reason = match notes {
-            Some(notes) => format!("{verdict_reason}; {notes}"),
-            None => verdict_reason,
+        let kept_off = match state {
+            TaskState::Blocked => self.keep_secret_off_branch(task, cursor, &report)?,
+            _ => None,
         };
+        let reason = [Some(verdict_reason), notes, kept_off]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ");
         self.transition(&task.id, attempt, state, Some(reason))?;
         Ok(Some((verdict, tip)))
     }
+}
+
+impl Carrier<'_> {
+    /// A blocked task whose last attempt holds a secret: its branch (which `git push --all` would publish) goes
+    /// back to the last attempt of its chain that held none, or to the chain's base. Nothing is lost: every attempt
+    /// stays on its salvage ref under `refs/ccfan/`, and the worktree keeps the files. Returns the note for status.
+    fn keep_secret_off_branch(
+        &self,
+        task: &TaskSpec,
+        cursor: &Cursor,
+        report: &crate::report::VerifyReport,
+    ) -> Result<Option<String>, PipelineError> {
+        if !holds_secret(report.findings()) {
+            return Ok(None);
+        }
+        let attempts = self.store().attempts(self.run_id, &task.id)?;
+        let clean = attempts
+            .iter()
+            .filter(|a| {
+                a.n < cursor.next && a.base.as_deref().unwrap_or(self.base_sha) == cursor.base
+            })
+            .rev()
+            .find_map(|a| match &a.verdict {
+                Some(Verdict::Rework { findings }) if !holds_secret(findings) => a.commit.clone(),
+                Some(Verdict::Accept) => a.commit.clone(),
+                Some(Verdict::Rework { .. } | Verdict::Rollback { .. }) | None => None,
+            })
+            .unwrap_or_else(|| cursor.base.clone());
+        let branch = crate::paths::task_branch(self.run_id, &task.id);
+        git::set_ref(
+            self.repo,
+            &format!("refs/heads/{branch}"),
+            &clean,
+            "ccfan: keep a secret-bearing attempt off the task branch",
+        )?;
+        Ok(Some(format!(
+            "branch {branch} left at {} without the secret; the attempt is kept on {}",
+            crate::util::short(&clean),
+            crate::paths::salvage_ref(self.run_id, &task.id, cursor.next)
+        )))
+    }
+}
+
+/// Whether `findings` hold a blocking secret.
+fn holds_secret<'f>(findings: impl IntoIterator<Item = &'f Finding>) -> bool {
+    findings
+        .into_iter()
+        .any(|f| f.stage == crate::report::Stage::Secrets && f.is_blocking())
 }
 
 /// The task state (and reason) that a worker's exit leads to, before the gate.

@@ -166,6 +166,15 @@ pub fn load_rules(policy: &Policy) -> Result<RulePack, InputError> {
     }
 }
 
+/// The rule pack that redacts what a read-only command shows (the policy's, else the built-in default): showing
+/// stored evidence must not fail because the policy has an error, and must never show a secret raw either.
+pub fn display_rules(repo: &RepoPaths) -> Result<RulePack, InputError> {
+    match load_policy(repo, None).map(|policy| load_rules(&policy)) {
+        Ok(Ok(rules)) => Ok(rules),
+        Ok(Err(_)) | Err(_) => RulePack::builtin("default"),
+    }
+}
+
 /// Loads the repository's policy (`ccfan.toml` at its root, or `policy_file`).
 pub fn load_policy(repo: &RepoPaths, policy_file: Option<&Path>) -> Result<Policy, PipelineError> {
     let path = match policy_file {

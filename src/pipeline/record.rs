@@ -158,15 +158,37 @@ pub struct AttemptRecord<'a> {
 }
 
 /// Writes `attempt.json` into the attempt folder (the changes are read from git when there is a commit).
+/// Every path and note in it is redacted with `rules` (a worker names its files).
 pub fn write_record(
     repo: &RepoPaths,
+    rules: &crate::secrets::RulePack,
     dir: &Path,
     mut record: AttemptRecord<'_>,
     parent: &str,
 ) -> Result<(), GitError> {
     if let Some(commit) = &record.recorded.commit {
         record.changes = git::diff_files(repo, parent, commit)?;
+        rules.redact_changes(&mut record.changes);
     }
+    let recorded = Recorded {
+        tampered: record
+            .recorded
+            .tampered
+            .iter()
+            .map(|note| rules.redact_text(note))
+            .collect(),
+        ..record.recorded.clone()
+    };
+    let notes: Vec<String> = record
+        .sandbox_notes
+        .iter()
+        .map(|note| rules.redact_text(note))
+        .collect();
+    let record = AttemptRecord {
+        recorded: &recorded,
+        sandbox_notes: &notes,
+        ..record
+    };
     let path = dir.join("attempt.json");
     let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
     std::fs::write(&path, json).map_err(|source| GitError::Io {

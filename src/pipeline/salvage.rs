@@ -115,10 +115,11 @@ fn find(repo: &RepoPaths, store: &Store, spec: &str) -> Result<SalvageEntry, Pip
 pub fn show(repo: &RepoPaths, store: &Store, spec: &str) -> Result<SalvageDetail, PipelineError> {
     let entry = find(repo, store, spec)?;
     let parent = git::first_parent(repo, &entry.commit)?;
-    let files = match &parent {
+    let mut files = match &parent {
         Some(parent) => git::diff_files(repo, parent, &entry.commit)?,
         None => Vec::new(),
     };
+    super::display_rules(repo)?.redact_changes(&mut files);
     Ok(SalvageDetail {
         entry,
         parent,

@@ -52,6 +52,19 @@ pub fn looks_binary(head: &[u8]) -> bool {
     memchr::memchr(0, &head[..head.len().min(8000)]).is_some()
 }
 
+impl RulePack {
+    /// Redacts every path of a change list in place (both sides of renames): a file's name can hold a secret, and
+    /// every path ccfan prints or stores passes through the same redaction as message text.
+    pub fn redact_changes(&self, files: &mut [crate::git::FileChange]) {
+        for file in files {
+            file.path = self.redact_text(&file.path);
+            if let Some(old) = &mut file.old_path {
+                *old = self.redact_text(old);
+            }
+        }
+    }
+}
+
 /// Lists the files under `roots` (files as given; folders walked, honouring .gitignore, skipping .git).
 pub fn collect_files(roots: &[PathBuf]) -> Vec<(PathBuf, String)> {
     let mut files = Vec::new();
@@ -149,14 +162,48 @@ fn scan_one(pack: &RulePack, path: &Path, shown: &str) -> Scanned {
     Scanned::Hits(hits, total)
 }
 
-/// Scans files in parallel.
+/// The secrets in a file's name (line 0: the name, not the content). A name lands and is shown like a line.
+fn name_hits(pack: &RulePack, shown: &str, commit: Option<&str>) -> Vec<FileHit> {
+    pack.scan_with(shown, shown.as_bytes(), false)
+        .into_iter()
+        .map(|hit| FileHit {
+            path: shown.to_string(),
+            commit: commit.map(str::to_string),
+            hit: SecretHit { line: 0, ..hit },
+        })
+        .collect()
+}
+
+impl FileScanReport {
+    /// Sorts the hits and redacts every path the report names (a file name can hold a secret too).
+    fn finish(&mut self, pack: &RulePack) {
+        self.hits.sort_by(|a, b| {
+            (&a.path, a.hit.line, a.hit.column).cmp(&(&b.path, b.hit.line, b.hit.column))
+        });
+        let clean = |text: &mut String| *text = pack.redact_text(text);
+        for hit in &mut self.hits {
+            clean(&mut hit.path);
+        }
+        self.skipped_binary.iter_mut().for_each(clean);
+        for (path, why) in &mut self.unreadable {
+            clean(path);
+            clean(why);
+        }
+    }
+}
+
+/// Scans files in parallel: their names and their contents.
 pub fn scan_files(pack: &RulePack, files: &[(PathBuf, String)]) -> FileScanReport {
-    let results: Vec<(String, Scanned)> = files
+    let results: Vec<(String, Vec<FileHit>, Scanned)> = files
         .par_iter()
-        .map(|(path, shown)| (shown.clone(), scan_one(pack, path, shown)))
+        .map(|(path, shown)| {
+            let named = name_hits(pack, shown, None);
+            (shown.clone(), named, scan_one(pack, path, shown))
+        })
         .collect();
     let mut report = FileScanReport::default();
-    for (shown, result) in results {
+    for (shown, named, result) in results {
+        report.hits.extend(named);
         match result {
             Scanned::Hits(hits, bytes) => {
                 report.files_scanned += 1;
@@ -167,9 +214,7 @@ pub fn scan_files(pack: &RulePack, files: &[(PathBuf, String)]) -> FileScanRepor
             Scanned::Unreadable(why) => report.unreadable.push((shown, why)),
         }
     }
-    report.hits.sort_by(|a, b| {
-        (&a.path, a.hit.line, a.hit.column).cmp(&(&b.path, b.hit.line, b.hit.column))
-    });
+    report.finish(pack);
     report
 }
 
@@ -183,6 +228,9 @@ pub fn scan_range(
     for (commit, parent) in crate::git::range_commits(repo, range)? {
         let files = crate::git::added_lines(repo, parent.as_deref(), &commit)?;
         for file in files {
+            report
+                .hits
+                .extend(name_hits(pack, &file.path, Some(&commit)));
             if file.binary {
                 report.skipped_binary.push(format!(
                     "{}:{}",
@@ -207,5 +255,6 @@ pub fn scan_range(
             }
         }
     }
+    report.finish(pack);
     Ok(report)
 }

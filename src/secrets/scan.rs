@@ -20,7 +20,7 @@ pub struct SecretHit {
     pub rule: String,
     /// Rule description.
     pub description: String,
-    /// 1-based line within the buffer.
+    /// 1-based line within the buffer (0: the secret is in the file's name).
     pub line: usize,
     /// 1-based byte column of the secret.
     pub column: usize,
@@ -202,12 +202,22 @@ impl RulePack {
                 Some(_) | None => kept.push(candidate),
             }
         }
-        let (mut line, mut counted) = (1usize, 0usize);
+        let (mut line, mut counted, mut covered) = (1usize, 0usize, 0usize);
         for (start, end, rule_index) in kept {
+            if start < covered {
+                continue; // inside a key block already found
+            }
             line += memchr::memchr_iter(b'\n', &text[counted..start]).count();
             counted = start;
             let rule = &self.rules[rule_index];
             let value = &text[start..end];
+            // A key block is one secret: its span runs through the END line, so every copy is redacted whole.
+            let end = if is_block_header(value) {
+                block_end(text, end)
+            } else {
+                end
+            };
+            covered = end;
             hits.push(SecretHit {
                 rule: rule.id.clone(),
                 description: rule.description.clone(),
@@ -221,6 +231,79 @@ impl RulePack {
         }
         hits
     }
+}
+
+/// At most this many lines after a key header are taken as its body when no END line comes.
+const BLOCK_LINES: usize = 200;
+/// At most this many bytes (an 8192-bit RSA key in PEM is about 6.4 KB).
+const BLOCK_BYTES: usize = 16 << 10;
+
+/// Whether a match opens a multi-line key block (PEM/OpenSSH/PGP `-----BEGIN`, SSH2 `---- BEGIN`, PuTTY).
+fn is_block_header(value: &[u8]) -> bool {
+    value.starts_with(b"PuTTY-User-Key-File-")
+        || (value.starts_with(b"----") && memchr::memmem::find(value, b"BEGIN").is_some())
+}
+
+fn is_base64(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/' | b'=')
+}
+
+/// Where a key block that starts before `from` ends: through its END line, or through the body lines (base64,
+/// or `Name: value` headers) that follow, at most [`BLOCK_LINES`] lines and [`BLOCK_BYTES`] bytes. Lines are split
+/// at newlines and at the two-character escape `\n` (keys inside JSON or string literals); a line may carry a
+/// diff marker, indentation or quotes.
+pub(crate) fn block_end(text: &[u8], from: usize) -> usize {
+    let limit = text.len().min(from.saturating_add(BLOCK_BYTES));
+    let (mut end, mut at) = (from, from);
+    for _ in 0..BLOCK_LINES {
+        if at >= limit {
+            break;
+        }
+        let rest = &text[at..limit];
+        let newline = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let escaped = memchr::memmem::find(rest, b"\\n").unwrap_or(rest.len());
+        let (segment_len, separator) = if escaped < newline {
+            (escaped, 2)
+        } else {
+            (newline, 1)
+        };
+        let segment = &rest[..segment_len];
+        let segment = segment.strip_suffix(b"\\r").unwrap_or(segment);
+        let segment = segment.strip_suffix(b"\r").unwrap_or(segment);
+        let skip = segment
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t' | b'+' | b'"' | b'\''))
+            .count();
+        let body = &segment[skip..];
+        if let Some(marker) = memchr::memmem::find(segment, b"END ")
+            .filter(|&at| segment[..at].ends_with(b"-") || segment[..at].ends_with(b"- "))
+        {
+            let dashes = segment[marker..]
+                .iter()
+                .rposition(|&b| b == b'-')
+                .map_or(segment.len(), |last| marker + last + 1);
+            return at + dashes;
+        }
+        let run = body.iter().take_while(|&&b| is_base64(b)).count();
+        let header = body.iter().position(|&b| b == b':').is_some_and(|colon| {
+            colon > 0
+                && body[..colon]
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+        if run == body.len() || header {
+            if !body.is_empty() {
+                end = at + segment.len();
+            }
+        } else {
+            if run >= 16 {
+                end = at + skip + run;
+            }
+            break;
+        }
+        at += segment_len + separator;
+    }
+    end.min(limit)
 }
 
 #[cfg(test)]
@@ -252,6 +335,59 @@ samples = ['secret = "{alnum:20}"']
 
     fn pack() -> RulePack {
         RulePack::parse(Path::new("test.toml"), PACK).unwrap()
+    }
+
+    fn builtin() -> RulePack {
+        RulePack::builtin("default").unwrap()
+    }
+
+    const BODY: [&str; 3] = [
+        "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
+        "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK",
+        "LxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW/VDL5AaWTg0nLVkjRo",
+    ];
+
+    #[test]
+    fn a_private_key_is_one_secret_from_begin_to_end_in_files_json_and_diffs() {
+        let pem = format!(
+            "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n",
+            BODY.join("\n")
+        );
+        let file = format!("before\n{pem}after\n");
+        let json = format!("{{\"key\": {}}}\n", serde_json::to_string(&file).unwrap());
+        let diff = format!(
+            "+before\n{}+after\n",
+            pem.lines().map(|l| format!("+{l}\n")).collect::<String>()
+        );
+        let pack = builtin();
+        for text in [&file, &json, &diff] {
+            let hits = pack.scan_with("k.pem", text.as_bytes(), false);
+            assert_eq!(hits.len(), 1, "{hits:?} in {text}");
+            let redacted = pack.redact_text(text);
+            for body in BODY {
+                assert!(!redacted.contains(&body[..20]), "{redacted}");
+            }
+            assert!(redacted.contains("after"), "{redacted}");
+            assert!(!redacted.contains("END RSA"), "{redacted}");
+        }
+    }
+
+    #[test]
+    fn a_key_without_end_is_cut_after_its_body_lines() {
+        let text = format!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\nfn main() {{}}\n",
+            BODY.join("\n")
+        );
+        let redacted = builtin().redact_text(&text);
+        assert!(!redacted.contains(&BODY[2][..20]), "{redacted}");
+        assert!(redacted.ends_with("\nfn main() {}\n"), "{redacted}");
+        // Bounded: a body that never ends stops after BLOCK_LINES lines.
+        let endless = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}",
+            format!("{}\n", BODY[0]).repeat(BLOCK_LINES * 2)
+        );
+        let end = block_end(endless.as_bytes(), 28);
+        assert!(end < endless.len() && end <= 28 + BLOCK_BYTES, "{end}");
     }
 
     #[test]

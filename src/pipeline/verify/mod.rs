@@ -227,7 +227,13 @@ pub fn verify(input: &VerifyInput<'_>) -> Result<VerifyReport, VerifyError> {
             Stage::Secrets => {
                 let logs: &[PathBuf] = if gate.scan_logs { &input.logs } else { &[] };
                 let lines = input.history.as_deref().or(added.as_deref());
-                let outcome = secrets::run(input.rules, lines, logs, input.inline_allow)?;
+                let old_paths: Vec<String> = diff_summary
+                    .files
+                    .iter()
+                    .filter_map(|file| file.change.old_path.clone())
+                    .collect();
+                let outcome =
+                    secrets::run(input.rules, lines, &old_paths, logs, input.inline_allow)?;
                 raw.extend(outcome.raw);
                 judged(stage, outcome.findings, outcome.note)
             }

@@ -73,11 +73,14 @@ pub fn marker(redacted: &str, rule: &str, fingerprint: &str) -> String {
 /// Replaces every raw secret in `text` by its marker.
 pub fn scrub_bytes(text: &[u8], raw: &[RawSecret]) -> Vec<u8> {
     let mut out = text.to_vec();
+    // Longest first: a key block is replaced whole before any shorter secret found inside it.
+    let mut ordered: Vec<&RawSecret> = raw.iter().collect();
+    ordered.sort_by_key(|secret| std::cmp::Reverse(secret.value.len()));
     for RawSecret {
         value: secret,
         rule,
         fingerprint,
-    } in raw
+    } in ordered
     {
         if secret.len() < 6 {
             continue;
@@ -117,16 +120,69 @@ pub fn scrub_file(path: &Path, raw: &[RawSecret]) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Scans what `base..commit` added (or each commit of a range added), plus `logs`, scrubbing the logs of
-/// everything found. `honour_markers`: inline allow markers count (the hooks' gate may say so; a worker's never).
+/// The secrets in a path the change touches (a file's name lands with it just like its lines): findings that name
+/// the path redacted, plus the raw values so every other output can be scrubbed of them.
+fn path_findings(
+    pack: &RulePack,
+    path: &str,
+    commit: Option<&str>,
+    honour_markers: bool,
+) -> (Vec<Finding>, Vec<RawSecret>) {
+    let hits = pack.scan_with(path, path.as_bytes(), honour_markers);
+    let shown = pack.redact_text(path);
+    let findings = hits
+        .iter()
+        .map(|hit| {
+            let mut found = finding(hit, &shown, 1);
+            found.line = None;
+            found.message = format!("a secret in the file name: {}", found.message);
+            if let Some(commit) = commit {
+                found.message.push_str(&format!(
+                    ", added in commit {}",
+                    &commit[..12.min(commit.len())]
+                ));
+            }
+            found
+        })
+        .collect();
+    let raw = hits
+        .iter()
+        .filter(|hit| !hit.span.is_empty())
+        .map(|hit| RawSecret {
+            value: path.as_bytes()[hit.span.clone()].to_vec(),
+            rule: hit.rule.clone(),
+            fingerprint: hit.fingerprint.clone(),
+        })
+        .collect();
+    (findings, raw)
+}
+
+/// Scans what `base..commit` added (or each commit of a range added), the paths it touched (every added or
+/// changed file's name, binaries included, and `old_paths`: the other side of renames), plus `logs`, scrubbing the
+/// logs of everything found. `honour_markers`: inline allow markers count (the hooks' gate may say so; a worker's
+/// never).
 pub fn run(
     pack: &RulePack,
     added: Option<&[git::AddedLines]>,
+    old_paths: &[String],
     logs: &[PathBuf],
     honour_markers: bool,
 ) -> Result<SecretsOutcome, GitError> {
     let mut outcome = SecretsOutcome::default();
     let mut binaries = Vec::new();
+    let mut named = std::collections::HashSet::new();
+    for (path, commit) in added
+        .unwrap_or_default()
+        .iter()
+        .map(|file| (&file.path, file.commit.as_deref()))
+        .chain(old_paths.iter().map(|path| (path, None)))
+    {
+        if named.insert(path.as_str()) {
+            let (findings, raw) = path_findings(pack, path, commit, honour_markers);
+            outcome.findings.extend(findings);
+            outcome.raw.extend(raw);
+        }
+    }
     if let Some(files) = added {
         let scanned: Vec<(Vec<Finding>, Vec<RawSecret>, bool)> = files
             .par_iter()
