@@ -99,6 +99,82 @@ impl fmt::Display for InputError {
     }
 }
 
+/// The environment variable that raises [`max_input_bytes`].
+pub const MAX_INPUT_ENV: &str = "CCFAN_MAX_INPUT_BYTES";
+
+/// Default cap on one input file a person hands ccfan (tasks file, policy, rule pack, gitleaks config).
+pub const DEFAULT_MAX_INPUT: u64 = 8 << 20;
+
+/// The cap on one input file: `CCFAN_MAX_INPUT_BYTES` when set to a number, else 8 MiB.
+pub fn max_input_bytes() -> u64 {
+    std::env::var(MAX_INPUT_ENV)
+        .ok()
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(DEFAULT_MAX_INPUT)
+}
+
+/// Reads an input file (`what` names it in messages: "tasks file", "policy", …) as UTF-8 text: only a regular
+/// file (a FIFO, device or folder is refused, never waited on) and at most [`max_input_bytes`] of it — so neither
+/// `/dev/zero` nor a huge file can take the machine's memory.
+pub fn read_text(path: &Path, what: &str) -> Result<String, InputError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let cap = max_input_bytes();
+    let cannot =
+        |error: std::io::Error| InputError::new(path, format!("cannot read the {what}: {error}"));
+    // Non-blocking, so opening a FIFO with no writer returns at once; the type check below refuses it.
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let kind = file.metadata().map_err(cannot)?.file_type();
+    if !kind.is_file() {
+        let is = if kind.is_dir() {
+            "a folder"
+        } else if kind.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(InputError::new(path, format!("the {what} is {is}"))
+            .fix("pass a regular file (ccfan does not read pipes or devices as input)"));
+    }
+    let mut bytes = Vec::new();
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > cap {
+        return Err(too_big(path, what, cap));
+    }
+    String::from_utf8(bytes).map_err(|error| {
+        InputError::new(
+            path,
+            format!(
+                "the {what} is not UTF-8 text (invalid byte at offset {})",
+                error.utf8_error().valid_up_to()
+            ),
+        )
+        .fix("save it as UTF-8")
+    })
+}
+
+/// The error for input text over the cap.
+pub fn too_big(path: &Path, what: &str, cap: u64) -> InputError {
+    InputError::new(
+        path,
+        format!("the {what} is larger than the input cap of {cap} bytes"),
+    )
+    .key(MAX_INPUT_ENV)
+    .fix(format!(
+        "make the file smaller, or raise the cap with {MAX_INPUT_ENV}=<bytes>"
+    ))
+}
+
 /// 1-based line number of a byte offset.
 pub fn line_of(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());

@@ -98,9 +98,9 @@ impl TasksFile {
 
 /// Reads and parses a tasks file (`.json` is read as JSON, anything else as TOML).
 pub fn read(path: &Path) -> Result<TasksFile, InputError> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        InputError::new(path, format!("cannot read the tasks file: {error}"))
-            .fix("pass an existing file with --tasks")
+    let text = crate::input::read_text(path, "tasks file").map_err(|error| match error.fix {
+        None => error.fix("pass an existing file with --tasks"),
+        Some(_) => error,
     })?;
     parse(path, &text)
 }

@@ -9,6 +9,7 @@ mod jobs;
 mod ops;
 mod server;
 mod status;
+pub mod stdio;
 pub mod types;
 
 use std::ffi::OsString;
@@ -160,15 +161,39 @@ async fn health(shared: &Shared) -> Result<types::HealthResult, Failure> {
 
 /// Serves MCP over stdin/stdout until the client closes the connection.
 pub async fn serve_stdio(shared: Arc<Shared>) -> Result<(), McpError> {
+    let serve_error = |error: &dyn std::fmt::Display| McpError::Serve(error.to_string());
+    // Client lines go through a checking filter first (broken ones are answered with a parse error there); rmcp
+    // reads the rest from a pipe and writes to another, which is copied to stdout a whole line at a time.
+    let (filter_side, rmcp_input) = tokio::io::duplex(1 << 16);
+    let (rmcp_output, forward_side) = tokio::io::duplex(1 << 16);
+    let stdout = Arc::new(tokio::sync::Mutex::new(tokio::io::stdout()));
+    let filter = tokio::spawn(stdio::filter_input(
+        tokio::io::stdin(),
+        filter_side,
+        stdout.clone(),
+        stdio::MAX_MESSAGE_BYTES,
+    ));
+    let forward = tokio::spawn(stdio::forward_output(forward_side, stdout));
     let service = CcfanServer::new(shared)
-        .serve(rmcp::transport::stdio())
+        .serve((rmcp_input, rmcp_output))
         .await
-        .map_err(|error| McpError::Serve(error.to_string()))?;
+        .map_err(|error| serve_error(&error))?;
     service
         .waiting()
         .await
-        .map_err(|error| McpError::Serve(error.to_string()))?;
-    Ok(())
+        .map_err(|error| serve_error(&error))?;
+    // rmcp has stopped and dropped its end of the output pipe: the copy ends once every reply is on stdout. The
+    // filter may still wait on stdin (when rmcp stopped first); nothing it could read matters now.
+    let forwarded = forward.await;
+    filter.abort();
+    match forwarded {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => {
+            tracing::debug!("MCP stdio: {error}");
+            Ok(())
+        }
+        Err(error) => Err(serve_error(&error)),
+    }
 }
 
 /// Binds the Streamable HTTP address: loopback only, unless `allow_remote`.

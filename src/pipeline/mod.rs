@@ -199,8 +199,14 @@ pub fn load_committed_policy(repo: &RepoPaths) -> Result<Policy, PipelineError> 
         "{}@HEAD",
         repo.workdir.join(policy::POLICY_FILE).display()
     ));
-    let source = git::blob_at(repo, &head, policy::POLICY_FILE)?
-        .map(|bytes| (named, String::from_utf8_lossy(&bytes).into_owned()));
+    let source = match git::blob_at(repo, &head, policy::POLICY_FILE)? {
+        Some(bytes) if bytes.len() as u64 > crate::input::max_input_bytes() => {
+            let cap = crate::input::max_input_bytes();
+            return Err(crate::input::too_big(&named, "policy", cap).into());
+        }
+        Some(bytes) => Some((named, String::from_utf8_lossy(&bytes).into_owned())),
+        None => None,
+    };
     Ok(policy::load_source(source)?)
 }
 

@@ -224,9 +224,7 @@ fn parse_file(file: &Path, source: &str) -> Result<PolicyFile, InputError> {
 pub fn load(file: Option<&Path>) -> Result<Policy, InputError> {
     let user = match file {
         Some(path) if path.exists() => {
-            let source = std::fs::read_to_string(path).map_err(|error| {
-                InputError::new(path, format!("cannot read the policy: {error}"))
-            })?;
+            let source = crate::input::read_text(path, "policy")?;
             Some((path.to_path_buf(), source))
         }
         Some(_) | None => None,

@@ -312,9 +312,7 @@ impl RulePack {
 
     /// Loads a rules file (ccfan's format or gitleaks').
     pub fn from_file(path: &Path) -> Result<RulePack, InputError> {
-        let source = std::fs::read_to_string(path).map_err(|error| {
-            InputError::new(path, format!("cannot read the rules file: {error}"))
-        })?;
+        let source = crate::input::read_text(path, "rules file")?;
         RulePack::parse(path, &source)
     }
 
