@@ -27,8 +27,12 @@ fn main() -> ExitCode {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Colour only for a person at a terminal, and never when NO_COLOR is set (https://no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
@@ -37,7 +41,12 @@ fn main() -> ExitCode {
         Err(failure) => {
             #[expect(clippy::print_stderr, reason = "the binary reports the final error")]
             {
-                eprintln!("error: {:#}", failure.error);
+                let error: &(dyn std::error::Error + 'static) = failure.error.as_ref();
+                if ccfan::util::disk_full(error) {
+                    eprintln!("error: the disk is full: {:#}", failure.error);
+                } else {
+                    eprintln!("error: {:#}", failure.error);
+                }
             }
             ExitCode::from(failure.exit as u8)
         }

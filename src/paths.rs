@@ -29,6 +29,12 @@ impl StateLayout {
         self.root.join("state.db")
     }
 
+    /// A reserve file (1 MiB) that ccfan deletes when the disk fills up, so it can still store why its tasks
+    /// stopped; made again at the next run.
+    pub fn reserve(&self) -> PathBuf {
+        self.root.join("disk-reserve")
+    }
+
     /// An agent worker's private home for one task (its config copy, credentials copy and sessions), kept across
     /// attempts so that a rework resumes the session; removed with the task's worktree.
     pub fn agent_home(&self, run_id: &str, task_id: &str) -> PathBuf {

@@ -126,6 +126,54 @@ pub fn read_regular(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>
     Ok(bytes)
 }
 
+/// Whether `error` or any of its sources says the disk (or a quota) is full: ENOSPC or EDQUOT from the kernel, or
+/// SQLite's and libgit2's words for them.
+pub fn disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && (matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+                || io.kind() == std::io::ErrorKind::StorageFull)
+        {
+            return true;
+        }
+        let text = error.to_string();
+        if [
+            "No space left on device",
+            "database or disk is full",
+            "Disk quota exceeded",
+        ]
+        .iter()
+        .any(|words| text.contains(words))
+        {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// Bytes an unprivileged process may still write on the filesystem holding `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(path).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Size of the disk reserve ccfan keeps beside its state (see [`crate::paths::StateLayout::reserve`]).
+pub const DISK_RESERVE: usize = 1 << 20;
+
+/// Makes the disk reserve at `path` when it is missing and the disk has room for it several times over.
+pub fn keep_reserve(path: &std::path::Path) {
+    let missing = std::fs::metadata(path).map_or(true, |meta| meta.len() < DISK_RESERVE as u64);
+    let room = path
+        .parent()
+        .and_then(free_bytes)
+        .is_some_and(|free| free > 8 * DISK_RESERVE as u64);
+    if missing && room {
+        let _ = std::fs::write(path, vec![0u8; DISK_RESERVE]);
+    }
+}
+
 /// Largest worker-controlled file ccfan reads (logs are capped far below this when ccfan writes them).
 pub const MAX_WORKER_FILE: u64 = 64 << 20;
 

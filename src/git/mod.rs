@@ -21,6 +21,14 @@ pub enum GitError {
         #[source]
         source: git2::Error,
     },
+    /// The repository uses a format libgit2 (and so ccfan) cannot read yet, such as SHA-256 object ids.
+    #[error("{} is a git repository whose {what} is not supported by ccfan yet (only SHA-1 repositories are); run ccfan in a SHA-1 repository", path.display())]
+    UnsupportedFormat {
+        /// The folder.
+        path: PathBuf,
+        /// What is unsupported, e.g. "object format `sha256`".
+        what: String,
+    },
     /// The repository has no working tree.
     #[error("{} is a bare repository; ccfan needs a repository with a working tree", path.display())]
     Bare {
@@ -139,9 +147,25 @@ impl RepoPaths {
 
 /// Finds the repository containing `start`.
 pub fn discover(start: &Path) -> Result<RepoPaths> {
-    let repo = Repository::discover(start).map_err(|source| GitError::NotARepo {
-        path: start.to_path_buf(),
-        source,
+    let repo = Repository::discover(start).map_err(|source| {
+        let message = source.message();
+        let quoted = message.split('\'').nth(1).unwrap_or("?");
+        if message.contains("object format") {
+            GitError::UnsupportedFormat {
+                path: start.to_path_buf(),
+                what: format!("object format `{quoted}`"),
+            }
+        } else if message.contains("unsupported extension") {
+            GitError::UnsupportedFormat {
+                path: start.to_path_buf(),
+                what: format!("extension `{quoted}`"),
+            }
+        } else {
+            GitError::NotARepo {
+                path: start.to_path_buf(),
+                source,
+            }
+        }
     })?;
     let workdir = repo.workdir().ok_or_else(|| GitError::Bare {
         path: repo.path().to_path_buf(),
@@ -219,14 +243,22 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_git_env(dir, &[], args)
+}
+
+/// [`run_git`] with extra environment variables (set after the inherited `GIT_*` ones are removed).
+fn run_git_env<I, S>(dir: &Path, env: &[(&str, &OsStr)], args: I) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<_> = args
         .into_iter()
         .map(|a| a.as_ref().to_os_string())
         .collect();
-    let output = git_command(dir)
-        .args(&args)
-        .output()
-        .map_err(GitError::Spawn)?;
+    let mut command = git_command(dir);
+    command.envs(env.iter().copied());
+    let output = command.args(&args).output().map_err(GitError::Spawn)?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {

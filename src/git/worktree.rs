@@ -160,7 +160,113 @@ pub struct WorktreeCommit {
 /// index say, since the worker could change those — then points `branch` and the worktree's HEAD at it. The index
 /// is rebuilt from `parent`'s tree first, so skip-worktree or assume-unchanged flags cannot hide a change.
 /// libgit2 runs no hooks and no fsmonitor.
+///
+/// Where libgit2 cannot (it refuses folders nested deeper than 100 levels, for one), the attempt is recorded
+/// through the git CLI the same way, so a worker's odd but legal tree is still kept.
 pub fn commit_worktree(
+    worktree: &Path,
+    admin: Option<&Path>,
+    branch: &str,
+    parent: &str,
+    message: &str,
+) -> Result<WorktreeCommit> {
+    match commit_worktree_git2(worktree, admin, branch, parent, message) {
+        Err(GitError::Git2 { context, source })
+            if !crate::util::disk_full(&source) && admin.is_some() =>
+        {
+            tracing::info!("{context}: {source}; recording through the git CLI instead");
+            commit_worktree_cli(worktree, admin, branch, parent, message).map_err(|cli| {
+                GitError::Io {
+                    context: format!(
+                        "{context} ({source}), and through the git CLI neither ({cli})"
+                    ),
+                    source: std::io::Error::other("cannot record the attempt"),
+                }
+            })
+        }
+        other => other,
+    }
+}
+
+/// [`commit_worktree`] through the git CLI: a fresh index built from `parent`, every file of the worktree added
+/// (ignored ones excluded), a commit by ccfan, then the branch and HEAD moved. Git runs with hooks and fsmonitor off,
+/// and finds the repository from ccfan's record of the admin dir, never through the worktree's `.git`.
+fn commit_worktree_cli(
+    worktree: &Path,
+    admin: Option<&Path>,
+    branch: &str,
+    parent: &str,
+    message: &str,
+) -> Result<WorktreeCommit> {
+    let git_dir = admin.map_or_else(|| worktree.join(".git"), Path::to_path_buf);
+    let index = git_dir.join("index.ccfan-record");
+    let env: [(&str, &OsStr); 7] = [
+        ("GIT_DIR", git_dir.as_os_str()),
+        ("GIT_WORK_TREE", worktree.as_os_str()),
+        ("GIT_INDEX_FILE", index.as_os_str()),
+        ("GIT_AUTHOR_NAME", OsStr::new(CCFAN.0)),
+        ("GIT_AUTHOR_EMAIL", OsStr::new(CCFAN.1)),
+        ("GIT_COMMITTER_NAME", OsStr::new(CCFAN.0)),
+        ("GIT_COMMITTER_EMAIL", OsStr::new(CCFAN.1)),
+    ];
+    let git = |args: &[&str]| run_git_env(worktree, &env, args).map(|out| out.trim().to_string());
+    let branch_ref = format!("refs/heads/{branch}");
+    let mut tampered = Vec::new();
+    let head = git(&["symbolic-ref", "-q", "HEAD"]).ok();
+    if head.as_deref() != Some(branch_ref.as_str()) {
+        tampered.push(format!(
+            "the worktree's HEAD pointed at {}",
+            head.as_deref().unwrap_or("a detached commit")
+        ));
+    }
+    match git(&[
+        "rev-parse",
+        "-q",
+        "--verify",
+        &format!("{branch_ref}^{{commit}}"),
+    ]) {
+        Ok(tip) if tip == parent => {}
+        Ok(tip) => tampered.push(format!("branch {branch} had been moved to {tip}")),
+        Err(_) => tampered.push(format!("branch {branch} had been deleted")),
+    }
+    let _ = std::fs::remove_file(&index);
+    let recorded = (|| {
+        git(&["read-tree", parent])?;
+        git(&["add", "--all", "--", "."])?;
+        let tree = git(&["write-tree"])?;
+        let parent_tree = git(&["rev-parse", &format!("{parent}^{{tree}}")])?;
+        let commit = if tree == parent_tree {
+            None
+        } else {
+            Some(git(&["commit-tree", &tree, "-p", parent, "-m", message])?)
+        };
+        let tip = commit.as_deref().unwrap_or(parent);
+        git(&[
+            "update-ref",
+            "-m",
+            "ccfan: record attempt",
+            &branch_ref,
+            tip,
+        ])?;
+        git(&["symbolic-ref", "HEAD", &branch_ref])?;
+        Ok(commit)
+    })();
+    match recorded {
+        Ok(commit) => {
+            // The worktree's index becomes the one just built (as the libgit2 path leaves it).
+            if let Err(error) = std::fs::rename(&index, git_dir.join("index")) {
+                tracing::warn!("cannot update the worktree's index: {error}");
+            }
+            Ok(WorktreeCommit { commit, tampered })
+        }
+        Err(error) => {
+            let _ = std::fs::remove_file(&index);
+            Err(error)
+        }
+    }
+}
+
+fn commit_worktree_git2(
     worktree: &Path,
     admin: Option<&Path>,
     branch: &str,

@@ -77,11 +77,22 @@ impl Carrier<'_> {
 
     /// Keeps the first internal error (the run then exits 3; every task is still in a stored state).
     fn fail(&self, task: Option<&str>, error: PipelineError) {
+        let full = crate::util::disk_full(&error);
+        if full {
+            // The reserve goes, so that the store can still say why the task stopped.
+            let _ = std::fs::remove_file(self.layout.reserve());
+        }
         if let Some(task) = task {
             tracing::error!(task = %task, "{error}");
-            if let Err(store_error) =
-                self.transition(task, 0, TaskState::Error, Some(error.to_string()))
-            {
+            let reason = if full {
+                format!(
+                    "the disk is full ({error}); free space there, then `ccfan retry {}/{task}`",
+                    self.run_id
+                )
+            } else {
+                error.to_string()
+            };
+            if let Err(store_error) = self.transition(task, 0, TaskState::Error, Some(reason)) {
                 tracing::error!("cannot record the error: {store_error}");
             }
         } else {
@@ -320,7 +331,7 @@ impl Carrier<'_> {
             exit: Some(&outcome.exit),
         };
         let branch = crate::paths::task_branch(self.run_id, &task.id);
-        let recorded = record::record(
+        let recorded = match record::record(
             self.repo,
             worktree,
             Some(link),
@@ -328,7 +339,15 @@ impl Carrier<'_> {
             None,
             &branch,
             parent,
-        )?;
+        ) {
+            Ok(recorded) => recorded,
+            // A full disk stops the run (there is nothing more to do); anything else ends this task only.
+            Err(error) if !crate::util::disk_full(&error) => {
+                let verdict = self.unrecorded(task, attempt, &outcome.exit, worktree, &error)?;
+                return Ok(Some((verdict, parent.to_string())));
+            }
+            Err(error) => return Err(error.into()),
+        };
         let tip = recorded
             .commit
             .clone()
@@ -452,6 +471,33 @@ impl Carrier<'_> {
 }
 
 impl Carrier<'_> {
+    /// An attempt ccfan could not record (neither libgit2 nor the git CLI could commit its files): the task is
+    /// blocked with the reason, and the work stays in its worktree, untouched, for a person to look at.
+    fn unrecorded(
+        &self,
+        task: &TaskSpec,
+        attempt: u32,
+        exit: &ExitStatus,
+        worktree: &Path,
+        error: &git::GitError,
+    ) -> Result<Verdict, PipelineError> {
+        tracing::error!(task = %task.id, "cannot record attempt {attempt}: {error}");
+        let reason = self.rules.redact_text(&format!(
+            "ccfan could not record attempt {attempt} ({error}); its work is kept, uncommitted, in {}",
+            worktree.display()
+        ));
+        let verdict = Verdict::Rollback {
+            reasons: vec![reason.clone()],
+            budget_spent: true,
+        };
+        let mut store = self.store();
+        store.finish_attempt(self.run_id, &task.id, attempt, Some(exit), None, None)?;
+        store.set_verdict(self.run_id, &task.id, attempt, &verdict)?;
+        drop(store);
+        self.transition(&task.id, attempt, TaskState::Blocked, Some(reason))?;
+        Ok(verdict)
+    }
+
     /// A blocked task whose last attempt holds a secret: its branch (which `git push --all` would publish) goes
     /// back to the last attempt of its chain that held none, or to the chain's base. Nothing is lost: every attempt
     /// stays on its salvage ref under `refs/ccfan/`, and the worktree keeps the files. Returns the note for status.

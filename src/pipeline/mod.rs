@@ -83,7 +83,10 @@ impl PipelineError {
             PipelineError::Input(_) => true,
             PipelineError::Store(StoreError::NoSuchRun(_) | StoreError::NoSuchTask { .. }) => true,
             PipelineError::Git(
-                GitError::NotARepo { .. } | GitError::Bare { .. } | GitError::Unmerged { .. },
+                GitError::NotARepo { .. }
+                | GitError::UnsupportedFormat { .. }
+                | GitError::Bare { .. }
+                | GitError::Unmerged { .. },
             ) => true,
             PipelineError::Sandbox(_) => true,
             PipelineError::Git(_)
@@ -116,8 +119,18 @@ pub struct RunRequest {
 }
 
 /// Opens the repository's state, marking runs whose ccfan died as interrupted and killing what they left running.
+/// A repository ccfan never ran in gets an empty state in memory: looking a run up creates no file.
 pub fn open_state(repo: &RepoPaths) -> Result<(Store, Vec<RecoveredAttempt>), PipelineError> {
-    let mut store = Store::open(&StateLayout::of(repo).database())?;
+    let mut store = Store::open_or_empty(&StateLayout::of(repo).database())?;
+    let recovered = recover(repo, &mut store)?;
+    Ok((store, recovered))
+}
+
+/// Like [`open_state`], creating the database when there is none (a new run).
+fn create_state(repo: &RepoPaths) -> Result<(Store, Vec<RecoveredAttempt>), PipelineError> {
+    let layout = StateLayout::of(repo);
+    let mut store = Store::open(&layout.database())?;
+    crate::util::keep_reserve(&layout.reserve());
     let recovered = recover(repo, &mut store)?;
     Ok((store, recovered))
 }
@@ -267,7 +280,7 @@ pub fn run(
     }
     // Fail closed before anything is made: no worker starts outside the sandbox the policy asks for.
     let sandbox = sandbox::select(policy.sandbox.backend)?;
-    let (mut store, _) = open_state(&request.repo)?;
+    let (mut store, _) = create_state(&request.repo)?;
     let run_id = match &request.run_id {
         Some(chosen) => {
             if !crate::util::is_valid_id(chosen)
@@ -446,6 +459,15 @@ pub fn run(
 /// `--into BRANCH`, checked to name a local branch.
 fn existing_branch(repo: &RepoPaths, branch: &str) -> Result<String, PipelineError> {
     let name = branch.strip_prefix("refs/heads/").unwrap_or(branch);
+    if !git2::Reference::is_valid_name(&format!("refs/heads/{name}")) {
+        return Err(InputError::new(
+            Path::new("<command line>"),
+            format!("`{branch}` is not a valid branch name"),
+        )
+        .key("--into")
+        .fix("name an existing local branch; git branch names have no spaces, `..`, `~`, `^`, `:`, `?`, `*`, `[`, `\\`, `@{`, no leading `-` and no trailing `/` or `.lock`")
+        .into());
+    }
     if git::ref_target(repo, &format!("refs/heads/{name}"))?.is_none() {
         return Err(InputError::new(
             Path::new("<command line>"),

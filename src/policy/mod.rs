@@ -189,7 +189,20 @@ pub fn duration(
     })
 }
 
-/// Checks that every glob compiles, naming the key and line of the first bad one.
+/// Why a scope glob points outside the repository (it could never match a path of a change), if it does.
+pub fn leaves_repository(glob: &str) -> Option<&'static str> {
+    if glob.starts_with('/') {
+        Some("is an absolute path: scope globs match paths inside the repository")
+    } else if glob.starts_with('~') {
+        Some("starts with `~`: scope globs match paths inside the repository")
+    } else if glob.split(['/', '\\']).any(|part| part == "..") {
+        Some("climbs out with `..`: scope globs match paths inside the repository")
+    } else {
+        None
+    }
+}
+
+/// Checks that every glob compiles and stays inside the repository, naming the key and line of the first bad one.
 pub fn check_globs(
     file: &Path,
     source: &str,
@@ -199,6 +212,15 @@ pub fn check_globs(
     globs
         .iter()
         .map(|glob| {
+            if let Some(why) = leaves_repository(glob.get_ref()) {
+                return Err(InputError::new(
+                    file,
+                    format!("glob `{}` {why}", glob.get_ref()),
+                )
+                .key(key)
+                .at_offset(source, Some(glob.span().start))
+                .fix("globs are relative to the repository root, e.g. \"src/**\"; no leading `/`, `~` or `..`"));
+            }
             globset::GlobBuilder::new(glob.get_ref())
                 .literal_separator(true)
                 .build()

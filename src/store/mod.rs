@@ -285,6 +285,23 @@ impl Store {
             .map_err(query(context))
     }
 
+    /// Opens the database if it exists, else an empty one in memory: a command that only looks runs up (status,
+    /// verify, salvage, the follow-ups) finds none in a repository ccfan never ran in, and leaves no file behind.
+    pub fn open_or_empty(path: &Path) -> Result<Store, StoreError> {
+        if path.exists() {
+            return Store::open(path);
+        }
+        let open_error = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_in_memory().map_err(open_error)?;
+        conn.execute_batch(SCHEMA).map_err(open_error)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(open_error)?;
+        Ok(Store { conn })
+    }
+
     /// Opens the database only if it exists (for read-only commands on a repository ccfan never ran in).
     pub fn open_existing(path: &Path) -> Result<Option<Store>, StoreError> {
         if path.exists() {

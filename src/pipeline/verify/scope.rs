@@ -34,6 +34,9 @@ impl Scope {
         let build = |globs: &[String], case_insensitive: bool| -> Result<GlobSet, String> {
             let mut set = GlobSetBuilder::new();
             for glob in globs {
+                if let Some(why) = crate::policy::leaves_repository(glob) {
+                    return Err(format!("glob `{glob}` {why}"));
+                }
                 set.add(
                     GlobBuilder::new(glob)
                         .literal_separator(true)
