@@ -382,6 +382,16 @@ pub struct TaskView {
     /// Tokens and cost of all its attempts (agent workers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<crate::agents::Usage>,
+    /// Set for a merged task whose change was already on the target: it landed no commit of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub already_landed: Option<AlreadyLanded>,
+}
+
+/// A merged task whose change another landing had already brought onto the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct AlreadyLanded {
+    /// The task of the run whose landing brought the change (`None`: it was on the target before).
+    pub by_task: Option<String>,
 }
 
 /// The live progress of a task's agent, as `status` shows it.

@@ -75,6 +75,12 @@ pub fn run_view(store: &Store, run_id: &str) -> Result<RunView, StoreError> {
             (end - attempt.started_at).max(0) as f64 / 1000.0
         });
         tasks.push(TaskView {
+            already_landed: task
+                .landed_with
+                .as_ref()
+                .map(|with| crate::model::AlreadyLanded {
+                    by_task: (!with.is_empty()).then(|| with.clone()),
+                }),
             worktree_present: !task.removed && task.worktree.exists(),
             id: task.id,
             state: task.state,

@@ -344,6 +344,17 @@ pub fn is_ancestor(repo: &RepoPaths, ancestor: &str, descendant: &str) -> Result
         .map_err(git2_context("cannot walk history"))
 }
 
+/// Whether commits `a` and `b` hold the same tree (the same files, whatever their history).
+pub fn same_tree(repo: &RepoPaths, a: &str, b: &str) -> Result<bool> {
+    let git = repo.open()?;
+    let tree = |sha: &str| {
+        git.find_commit(oid(sha)?)
+            .map(|commit| commit.tree_id())
+            .map_err(git2_context(format!("cannot read commit {sha}")))
+    };
+    Ok(tree(a)? == tree(b)?)
+}
+
 /// Makes a new repository at `path` (branch `main`) and commits every file in it (used by `ccfan demo`).
 pub fn init_with_commit(path: &Path, message: &str) -> Result<String> {
     let mut options = git2::RepositoryInitOptions::new();

@@ -97,6 +97,21 @@ impl Store {
         )
     }
 
+    /// Records that a task's change was already on its target (see [`crate::store::TaskRow::landed_with`]), or
+    /// clears it.
+    pub fn set_landed_with(
+        &mut self,
+        run_id: &str,
+        task_id: &str,
+        with: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.update(
+            "recording a change already landed",
+            "UPDATE tasks SET landed_with = ?3 WHERE run_id = ?1 AND id = ?2",
+            params![run_id, task_id, with],
+        )
+    }
+
     /// Records that a person accepted a task over the gate's verdict (who and why), or clears it.
     pub fn set_forced(
         &mut self,

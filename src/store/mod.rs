@@ -118,7 +118,7 @@ pub(crate) fn query(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError
     }
 }
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -155,6 +155,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     forced      TEXT,
     agent_session TEXT,
+    landed_with TEXT,
     PRIMARY KEY (run_id, id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -214,6 +215,12 @@ ALTER TABLE attempts ADD COLUMN agent TEXT;
 
 // Version 5 adds the `requests` table (MCP delegations); `SCHEMA` creates it.
 
+/// Version 6: a task whose change was already on its target when it landed (it lands no commit) records with
+/// which task's landing it came (empty: it was there before the run).
+const MIGRATE_TO_6: &str = "
+ALTER TABLE tasks ADD COLUMN landed_with TEXT;
+";
+
 /// An open state database.
 pub struct Store {
     conn: Connection,
@@ -263,6 +270,9 @@ impl Store {
         }
         if (1..=3).contains(&version) {
             conn.execute_batch(MIGRATE_TO_4).map_err(open_error)?;
+        }
+        if (1..=5).contains(&version) {
+            conn.execute_batch(MIGRATE_TO_6).map_err(open_error)?;
         }
         if version < SCHEMA_VERSION {
             conn.execute_batch(SCHEMA).map_err(open_error)?;

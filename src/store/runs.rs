@@ -114,6 +114,9 @@ pub struct TaskRow {
     pub cancel_requested: bool,
     /// Set when a person accepted it over the gate's verdict: who and why.
     pub forced: Option<String>,
+    /// Set when its change was already on the target when it landed, so it landed no commit of its own: the task
+    /// whose landing brought it (empty: it was there before).
+    pub landed_with: Option<String>,
 }
 
 /// A stored attempt.
@@ -431,7 +434,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT id, spec, state, reason, branch, worktree, git_link, attempts, removed,
-                        budget_from, landing, landed_on, cancel_requested, forced
+                        budget_from, landing, landed_on, cancel_requested, forced, landed_with
                  FROM tasks WHERE run_id = ?1 ORDER BY seq",
             )
             .map_err(query("listing tasks"))?;
@@ -453,6 +456,7 @@ impl Store {
                         row.get::<_, Option<String>>(11)?,
                         row.get::<_, bool>(12)?,
                         row.get::<_, Option<String>>(13)?,
+                        row.get::<_, Option<String>>(14)?,
                     ),
                 ))
             })
@@ -471,7 +475,7 @@ impl Store {
                     git_link,
                     attempts,
                     removed,
-                    (budget_from, landing, landed_on, cancel_requested, forced),
+                    (budget_from, landing, landed_on, cancel_requested, forced, landed_with),
                 )| {
                     Ok(TaskRow {
                         spec: serde_json::from_str(&spec)
@@ -490,6 +494,7 @@ impl Store {
                         landed_on,
                         cancel_requested,
                         forced,
+                        landed_with,
                     })
                 },
             )

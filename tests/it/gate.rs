@@ -77,7 +77,16 @@ echo "I wrote the key $key for you""#,
     let verify_json = env.ccfan(&["verify", "--json", &run_id]);
     let verify_sarif = env.ccfan(&["verify", "--sarif", &run_id]);
     let status = env.ccfan(&["status", "--json", &run_id]);
-    let scan = env.ccfan(&["scan", "--range", &format!("HEAD..ccfan/{run_id}/w")]);
+    // The task's branch was moved off the secret-bearing attempt; the attempt is on its salvage ref.
+    assert_eq!(
+        env.git(&["rev-parse", &format!("ccfan/{run_id}/w")]),
+        env.git(&["rev-parse", "HEAD"])
+    );
+    let scan = env.ccfan(&[
+        "scan",
+        "--range",
+        &format!("HEAD..refs/ccfan/{run_id}/w/attempt-1"),
+    ]);
     let scan_json = env.ccfan(&["scan", "--json", t["worktree"].as_str().unwrap()]);
 
     // Found: the typed Rust binding, the .env key, and the key the worker printed.

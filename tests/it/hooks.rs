@@ -326,12 +326,14 @@ fn ccfans_own_commits_run_no_hooks_and_a_hand_merge_meets_the_gate() {
         "ccfan's commits, worktrees and checks ran no hook: {}",
         std::fs::read_to_string(&marker).unwrap_or_default()
     );
-    // The task's branch keeps the rolled-back attempt (a worktree still holds it); merging it by hand meets the
-    // same gate.
+    // The task's branch no longer holds the secret-bearing attempt (a push could publish it); its salvage ref
+    // does, and merging that by hand meets the same gate.
     let branch = format!("ccfan/{run_id}/t");
-    assert!(env.git(&["log", "--format=%s", &branch]).lines().count() > 1);
+    assert_eq!(env.git(&["log", "--format=%s", &branch]).lines().count(), 2);
+    let salvage = format!("refs/ccfan/{run_id}/t/attempt-1");
+    assert!(env.git(&["log", "--format=%s", &salvage]).lines().count() > 2);
     let before = head(&env);
-    let ran = try_git(&env, &["merge", "--no-ff", "--no-edit", &branch]);
+    let ran = try_git(&env, &["merge", "--no-ff", "--no-edit", &salvage]);
     assert_blocked(&ran, "pre-merge-commit", "git merge --no-verify");
     assert!(
         std::fs::read_to_string(&marker)

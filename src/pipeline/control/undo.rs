@@ -30,6 +30,7 @@ impl Carrier<'_> {
         self.store().set_budget_from(self.run_id, &task.id, next)?;
         self.store().set_forced(self.run_id, &task.id, None)?;
         self.store().set_landing(self.run_id, &task.id, None)?;
+        self.store().set_landed_with(self.run_id, &task.id, None)?;
         self.store().clear_cancel(self.run_id, &task.id)?;
         let link = self.ensure_worktree(task, &tip)?;
         // Work left uncommitted by an interrupted attempt is kept on a salvage ref before the worktree is reset.
@@ -98,6 +99,16 @@ impl Carrier<'_> {
 
     /// Undoes a merged task with a revert commit on the branch it landed on.
     fn revert(&self, task: &TaskRow) -> Result<Option<String>, PipelineError> {
+        if let Some(with) = &task.landed_with {
+            let came = match with.as_str() {
+                "" => "it was there before".to_string(),
+                other => format!("it came with task {other}; roll that one back to undo it"),
+            };
+            return Ok(Some(format!(
+                "task {} landed no commit of its own, since its change was already on the target ({came})",
+                task.id
+            )));
+        }
         let (Some(landing), Some(branch)) = (&task.landing, &task.landed_on) else {
             return Ok(Some(format!(
                 "task {} is merged but its landing commit is not recorded (it changed nothing?)",

@@ -113,6 +113,10 @@ impl Carrier<'_> {
                 }
                 MergePreview::Clean { commit } => commit,
             };
+            // Its change is on the target already (another task made the same edit): nothing to land.
+            if git::same_tree(self.repo, &landing, &tip)? {
+                return self.already_there(&task, n, &commit, &tip, &dest.branch);
+            }
             // The gate again, on exactly the tree that would land.
             let (report, verdict) = self.landing_gate(&task, head.latest, &tip, &landing)?;
             if cancel.load(std::sync::atomic::Ordering::SeqCst) {
@@ -343,5 +347,57 @@ impl Carrier<'_> {
             landing: true,
         };
         checker.check(&reference, tip)
+    }
+}
+
+impl Carrier<'_> {
+    /// A task whose change `commit` is already on `branch` (at `tip`): it lands no commit, and says which task of
+    /// the run brought the change there (the first merged one whose landing holds the same change).
+    fn already_there(
+        &self,
+        task: &TaskRow,
+        n: u32,
+        commit: &str,
+        tip: &str,
+        branch: &str,
+    ) -> Result<(), PipelineError> {
+        let mut by = None;
+        for other in self.store().tasks(self.run_id)? {
+            let (Some(landing), Some(on)) = (&other.landing, &other.landed_on) else {
+                continue;
+            };
+            if other.id == task.id || other.state != TaskState::Merged || on != branch {
+                continue;
+            }
+            let Some(parent) = git::first_parent(self.repo, landing)? else {
+                continue;
+            };
+            if let MergePreview::Clean { commit: again } =
+                git::land_commit(self.repo, &parent, commit, "probe")?
+                && git::same_tree(self.repo, &again, landing)?
+            {
+                by = Some((other.id.clone(), landing.clone()));
+                break;
+            }
+        }
+        let reason = match &by {
+            Some((other, landing)) => format!(
+                "its change is already on {branch}, landed by {other} as {}; no commit of its own",
+                short(landing)
+            ),
+            None => format!(
+                "its change is already on {branch} (at {}); no commit of its own",
+                short(tip)
+            ),
+        };
+        let mut store = self.store();
+        store.set_landing(self.run_id, &task.id, None)?;
+        store.set_landed_with(
+            self.run_id,
+            &task.id,
+            Some(by.as_ref().map_or("", |(other, _)| other.as_str())),
+        )?;
+        drop(store);
+        self.transition(&task.id, n, TaskState::Merged, Some(reason))
     }
 }
