@@ -81,6 +81,17 @@ pub fn prepare(
     Ok((variable, home))
 }
 
+/// The files of an agent's private home that are the user's own (copied in by [`prepare`]): credentials and
+/// config, which ccfan never rewrites. Everything else there is what the agent wrote.
+pub fn seeded_files(agent: Agent) -> Vec<&'static str> {
+    let (_, _, files) = layout(agent);
+    let mut seeded = files.to_vec();
+    if agent == Agent::Claude {
+        seeded.push(".claude.json");
+    }
+    seeded
+}
+
 /// Whether the private home under `root` still holds session `id` (Codex: `sessions/**/rollout-…-ID.jsonl`;
 /// Claude Code: `projects/*/ID.jsonl`).
 pub fn has_session(agent: Agent, root: &Path, id: &str) -> bool {

@@ -532,6 +532,7 @@ mod tests {
             verdict: None,
             agent: None,
             usage: None,
+            already_landed: None,
         };
         let view = RunView {
             schema: 1,

@@ -191,7 +191,17 @@ pub fn run_worker(
     reader.show(true);
     // What the agent printed is scrubbed of secrets now, whatever the gate later scans (markers read back as
     // the same findings).
-    super::verify::secrets::scrub_log(context.rules, &events, &[]);
+    let printed = super::verify::secrets::scrub_log(context.rules, &events, &[]);
+    // The agent's own session files (transcripts, history databases) hold the same secrets: scrubbed too, so a
+    // key it wrote or printed is not kept raw in its home (resume reads the redacted transcript).
+    if let Some(agent) = task.worker.kind.agent().map(|(agent, _)| agent) {
+        super::verify::secrets::scrub_home(
+            context.rules,
+            &context.agent_home.join(agent.name()),
+            &crate::agents::home::seeded_files(agent),
+            &printed,
+        );
+    }
     let mut summary = reader.tally.finish();
     summary.redact(|text| context.rules.redact_text(text));
     write(

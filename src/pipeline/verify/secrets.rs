@@ -328,9 +328,129 @@ pub fn scrub_log(pack: &RulePack, log: &Path, known: &[RawSecret]) -> Vec<RawSec
     raw
 }
 
+/// At most this many files of an agent's home are scrubbed (a home is a few session files and a database).
+const MAX_HOME_FILES: usize = 10_000;
+
+/// Scrubs every secret the rule pack finds, plus `known` values, out of the files under `home` that the agent
+/// wrote (its session transcripts, history databases, logs), except `seeded` (the user's own credentials and
+/// config at the top, which ccfan copied in). Text files get the usual markers; binary files (SQLite) have each
+/// secret overwritten with `*` of the same length, so they stay readable. Symlinks are never followed. Returns the
+/// files changed.
+pub fn scrub_home(pack: &RulePack, home: &Path, seeded: &[&str], known: &[RawSecret]) -> usize {
+    let mut changed = 0;
+    let mut pending = vec![home.to_path_buf()];
+    let mut seen = 0;
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let top_level = dir == home;
+            let is_seeded = top_level
+                && seeded
+                    .iter()
+                    .any(|name| entry.file_name() == std::ffi::OsStr::new(name));
+            if !kind.is_file() || is_seeded {
+                continue;
+            }
+            seen += 1;
+            if seen > MAX_HOME_FILES {
+                tracing::warn!("{} holds too many files to scrub them all", home.display());
+                return changed;
+            }
+            match scrub_any_file(pack, &path, known) {
+                Ok(true) => changed += 1,
+                Ok(false) => {}
+                Err(error) => tracing::warn!("cannot scrub {}: {error}", path.display()),
+            }
+        }
+    }
+    changed
+}
+
+/// Scrubs one stored file of what `pack` finds in it and of `known`; see [`scrub_home`].
+fn scrub_any_file(pack: &RulePack, path: &Path, known: &[RawSecret]) -> std::io::Result<bool> {
+    let text = crate::util::read_regular(path, crate::util::MAX_WORKER_FILE)?;
+    let mut raw: Vec<RawSecret> = pack
+        .scan_with("", &text, false)
+        .iter()
+        .filter(|hit| !hit.span.is_empty())
+        .map(|hit| RawSecret {
+            value: text[hit.span.clone()].to_vec(),
+            rule: hit.rule.clone(),
+            fingerprint: hit.fingerprint.clone(),
+        })
+        .collect();
+    raw.extend(known.iter().cloned());
+    if raw.is_empty() {
+        return Ok(false);
+    }
+    if !crate::secrets::looks_binary(&text) {
+        return scrub_file(path, &raw);
+    }
+    let mut masked = text.clone();
+    for secret in raw.iter().filter(|secret| secret.value.len() >= 6) {
+        let mut from = 0;
+        while let Some(at) = memchr::memmem::find(&masked[from..], &secret.value) {
+            let start = from + at;
+            masked[start..start + secret.value.len()].fill(b'*');
+            from = start + secret.value.len();
+        }
+    }
+    if masked == text {
+        return Ok(false);
+    }
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".scrub-")
+        .tempfile_in(folder)?;
+    std::io::Write::write_all(&mut temporary, &masked)?;
+    temporary.persist(path).map_err(|error| error.error)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_home_is_scrubbed_but_the_users_credentials_are_not() {
+        let pack = RulePack::builtin("default").unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let key = "AKIAQ3RWK7ZNBX4TYPLM";
+        let sessions = home.path().join("sessions/2026/12/02");
+        std::fs::create_dir_all(&sessions).unwrap();
+        let rollout = sessions.join("rollout-1.jsonl");
+        std::fs::write(&rollout, format!("{{\"output\": \"key={key}\"}}\n")).unwrap();
+        let db = home.path().join("history.sqlite");
+        let mut bytes = b"SQLite format 3\0page \x01".to_vec();
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.extend_from_slice(b"\0tail");
+        std::fs::write(&db, &bytes).unwrap();
+        let auth = home.path().join("auth.json");
+        std::fs::write(&auth, format!("{{\"key\": \"{key}\"}}")).unwrap();
+        std::os::unix::fs::symlink(&auth, sessions.join("link.jsonl")).unwrap();
+
+        assert_eq!(scrub_home(&pack, home.path(), &["auth.json"], &[]), 2);
+        let rollout = std::fs::read_to_string(&rollout).unwrap();
+        assert!(
+            !rollout.contains(key) && rollout.contains("ccfan-redacted"),
+            "{rollout}"
+        );
+        let db = std::fs::read(&db).unwrap();
+        assert_eq!(db.len(), bytes.len());
+        assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()));
+        // The user's own credentials, and a symlink to them, are left alone.
+        assert!(std::fs::read_to_string(&auth).unwrap().contains(key));
+    }
 
     #[test]
     fn scrub_replaces_every_occurrence_with_a_marker_that_parses_back() {
