@@ -17,6 +17,7 @@ mod demo;
 mod env;
 mod fan_out;
 mod gate;
+mod hardening;
 mod hooks;
 mod hooks_install;
 mod kill;
