@@ -200,6 +200,8 @@ pub enum SalvageCommand {
     Show(TaskArgs),
     /// Put one attempt (`<run>/<task>/<attempt>`) on a new branch.
     Restore(RestoreArgs),
+    /// Remove one attempt's salvage ref (`<run>/<task>/<attempt>`), e.g. one that holds a secret.
+    Drop(TaskArgs),
 }
 
 /// `ccfan salvage restore`.

@@ -211,6 +211,17 @@ pub fn salvage(start: &Path, command: SalvageCommand) -> Result<Exit, CliError> 
                 text
             }
         }
+        SalvageCommand::Drop(TaskArgs { target, json }) => {
+            let entry = salvage::drop_attempt(&repo, &store, &target)?;
+            if json {
+                render::json(&serde_json::json!({"schema": 1, "dropped": entry}))
+            } else {
+                format!(
+                    "dropped {} (was {}); until git prunes it, `git branch NAME {}` brings it back\n",
+                    entry.reference, entry.commit, entry.commit
+                )
+            }
+        }
         SalvageCommand::Restore(args) => {
             let (entry, branch) =
                 salvage::restore(&repo, &store, &args.target, args.branch.as_deref())?;

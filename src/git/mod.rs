@@ -316,18 +316,22 @@ pub fn refs_under(repo: &RepoPaths, prefix: &str) -> Result<Vec<(String, String)
 
 /// Deletes a local branch; `Ok(false)` when it did not exist.
 pub fn delete_branch(repo: &RepoPaths, branch: &str) -> Result<bool> {
+    delete_ref(repo, &format!("refs/heads/{branch}"))
+}
+
+/// Deletes ref `name` (full name); `Ok(false)` when it did not exist.
+pub fn delete_ref(repo: &RepoPaths, name: &str) -> Result<bool> {
     let git = repo.open()?;
-    let name = format!("refs/heads/{branch}");
-    match git.find_reference(&name) {
+    match git.find_reference(name) {
         Ok(mut reference) => {
             reference
                 .delete()
-                .map_err(git2_context(format!("cannot delete branch {branch}")))?;
+                .map_err(git2_context(format!("cannot delete {name}")))?;
             Ok(true)
         }
         Err(error) if error.code() == git2::ErrorCode::NotFound => Ok(false),
         Err(source) => Err(GitError::Git2 {
-            context: format!("cannot read branch {branch}"),
+            context: format!("cannot read {name}"),
             source,
         }),
     }

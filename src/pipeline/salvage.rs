@@ -1,6 +1,7 @@
 //! Salvage, beside the stages: every attempt ccfan recorded stays on a ref under `refs/ccfan/<run>/<task>/` until
 //! the user removes it. `ccfan salvage list|show|restore` sees those refs and brings any attempt back onto a branch
-//! of its own — never into the user's checkout.
+//! of its own — never into the user's checkout; `ccfan salvage drop` removes one when the user says so (an attempt
+//! that holds a secret, say).
 
 use serde::Serialize;
 
@@ -125,6 +126,37 @@ pub fn show(repo: &RepoPaths, store: &Store, spec: &str) -> Result<SalvageDetail
         parent,
         files,
     })
+}
+
+/// `ccfan salvage drop`: removes one attempt's salvage ref (a task still running keeps its refs). Its commit stays
+/// in the object store, reachable by its id, until git prunes unreachable objects.
+pub fn drop_attempt(
+    repo: &RepoPaths,
+    store: &Store,
+    spec: &str,
+) -> Result<SalvageEntry, PipelineError> {
+    let entry = find(repo, store, spec)?;
+    let task = store
+        .tasks(&entry.run_id)?
+        .into_iter()
+        .find(|task| task.id == entry.task_id);
+    if let Some(task) = task.filter(|task| !task.state.is_final()) {
+        return Err(InputError::new(
+            std::path::Path::new("<command line>"),
+            format!(
+                "task {} is {}: its attempts are still in use",
+                task.id, task.state
+            ),
+        )
+        .key("salvage drop")
+        .fix(format!(
+            "wait for it to finish, or `ccfan cancel {}/{}` first",
+            entry.run_id, entry.task_id
+        ))
+        .into());
+    }
+    git::delete_ref(repo, &entry.reference)?;
+    Ok(entry)
 }
 
 /// `ccfan salvage restore`: puts the attempt on a new branch (default `ccfan/restore/<run>/<task>/<name>`) and
