@@ -234,6 +234,42 @@ pub struct AgentConfig {
     pub args: Vec<String>,
     /// The most model turns one attempt may take.
     pub max_turns: Option<u32>,
+    /// How long the agent may keep retrying an unreachable model API, and how many retries it may report, before
+    /// ccfan stops the attempt as `agent-api-error` (an agent can retry for minutes, or for ever).
+    #[serde(default)]
+    pub api_retry: ApiRetryLimit,
+}
+
+/// When ccfan gives up on an agent that cannot reach its model API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiRetryLimit {
+    /// Retry events at most (the agent's own "Reconnecting…" or `api_retry` lines).
+    pub retries: u32,
+    /// Time at most from the first retry without an answer in between.
+    #[serde(with = "secs")]
+    pub window: Duration,
+}
+
+impl Default for ApiRetryLimit {
+    fn default() -> Self {
+        ApiRetryLimit {
+            retries: 6,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A duration stored as whole seconds.
+mod secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(value: &Duration, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_u64(value.as_secs())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(from: D) -> Result<Duration, D::Error> {
+        <u64 as serde::Deserialize>::deserialize(from).map(Duration::from_secs)
+    }
 }
 
 /// A resolved worker profile.

@@ -51,6 +51,7 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
     match kind.as_str() {
         "system" => match text(&event, "subtype").as_deref() {
             Some("init") => session(&event, "session_id"),
+            Some("api_retry") => vec![api_retry(&event)],
             _ => Vec::new(),
         },
         "assistant" => blocks(&event).iter().filter_map(assistant_block).collect(),
@@ -69,6 +70,33 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
             .collect(),
         "result" => vec![AgentEvent::Result(result(&event))],
         _ => vec![AgentEvent::Unknown { kind }],
+    }
+}
+
+/// `{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":568,"error_status":503,
+/// "error":"server_error"}` (`error_status` is null when the connection failed).
+fn api_retry(event: &Value) -> AgentEvent {
+    let number = |key: &str| {
+        event
+            .get(key)
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    let status = event
+        .get("error_status")
+        .and_then(Value::as_u64)
+        .and_then(|n| u16::try_from(n).ok());
+    let error = text(event, "error").unwrap_or_else(|| "unknown".to_string());
+    let message = match (status, error.as_str()) {
+        (Some(status), _) => format!("HTTP {status} ({error})"),
+        (None, "unknown") => "cannot connect".to_string(),
+        (None, _) => error,
+    };
+    AgentEvent::ApiRetry {
+        attempt: number("attempt"),
+        of: number("max_retries"),
+        status,
+        message,
     }
 }
 
@@ -257,6 +285,7 @@ mod tests {
     #[test]
     fn builds_resume_and_limits() {
         let config = AgentConfig {
+            api_retry: crate::model::ApiRetryLimit::default(),
             program: "/opt/claude".into(),
             model: None,
             args: Vec::new(),

@@ -50,9 +50,10 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
         "turn.failed" => vec![AgentEvent::TurnFailed {
             message: error_message(event.get("error").unwrap_or(&Value::Null)),
         }],
-        "error" => vec![AgentEvent::Error {
-            message: error_message(&event),
-        }],
+        "error" => {
+            let message = error_message(&event);
+            vec![retry_event(&message).unwrap_or(AgentEvent::Error { message })]
+        }
         "item.started" | "item.updated" | "item.completed" => {
             let item = event.get("item").unwrap_or(&Value::Null);
             let events = item_events(item, kind == "item.completed");
@@ -68,6 +69,39 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
         }
         _ => vec![AgentEvent::Unknown { kind }],
     }
+}
+
+/// Codex's retry notices: `Reconnecting... 2/5 (unexpected status 503 …)` while it retries a failed stream, and
+/// `Reconnecting... waiting for network (Connection failed: …)` — with no count, since it never gives up on a
+/// refused connection by itself.
+fn retry_event(message: &str) -> Option<AgentEvent> {
+    let rest = message.strip_prefix("Reconnecting...")?.trim_start();
+    let (counter, detail) = match rest.split_once(' ') {
+        Some((counter, detail)) => (counter, detail),
+        None => (rest, ""),
+    };
+    let counted = counter
+        .split_once('/')
+        .and_then(|(n, of)| Some((n.parse::<u32>().ok()?, of.parse::<u32>().ok()?)));
+    let detail = match counted {
+        Some(_) => detail,
+        None => rest,
+    };
+    let detail = detail.trim();
+    let detail = detail
+        .strip_prefix('(')
+        .and_then(|inner| inner.strip_suffix(')'))
+        .unwrap_or(detail);
+    let status = detail
+        .strip_prefix("unexpected status ")
+        .and_then(|tail| tail.get(..3))
+        .and_then(|code| code.parse::<u16>().ok());
+    Some(AgentEvent::ApiRetry {
+        attempt: counted.map(|(n, _)| n),
+        of: counted.map(|(_, of)| of),
+        status,
+        message: detail.to_string(),
+    })
 }
 
 fn item_events(item: &Value, completed: bool) -> Vec<AgentEvent> {
@@ -230,6 +264,7 @@ mod tests {
     #[test]
     fn resume_keeps_the_sandbox_setting() {
         let config = AgentConfig {
+            api_retry: crate::model::ApiRetryLimit::default(),
             program: "codex".into(),
             model: Some("gpt-5.5".into()),
             args: vec!["--ignore-rules".into()],

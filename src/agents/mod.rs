@@ -221,6 +221,18 @@ pub enum AgentEvent {
         /// The message.
         message: String,
     },
+    /// The agent could not reach its model API and is retrying (Codex `Reconnecting... N/M (…)` or `Reconnecting...
+    /// waiting for network (…)`, Claude Code `system/api_retry`).
+    ApiRetry {
+        /// Which retry, when the agent counts them.
+        attempt: Option<u32>,
+        /// Out of how many, when the agent has a limit.
+        of: Option<u32>,
+        /// The HTTP status, when there was an answer.
+        status: Option<u16>,
+        /// What went wrong.
+        message: String,
+    },
     /// Claude Code's final `result` line.
     Result(ResultEvent),
     /// A line that is not a JSON object (a partial line from a killed process, stray output).

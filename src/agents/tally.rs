@@ -4,11 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Agent, AgentEvent, ResultEvent, Usage};
-use crate::model::ExitStatus;
+use crate::model::{ApiRetryLimit, ExitStatus};
 
 /// Commands kept in the summary (the newest; `commands_run` counts them all).
 const KEEP_COMMANDS: usize = 20;
@@ -118,6 +119,18 @@ pub struct Tally {
     files: BTreeSet<String>,
     steps: u32,
     baseline: Usage,
+    api_retry: ApiRetryLimit,
+    /// Retries of the model API since its last answer.
+    retrying: Option<Retrying>,
+    /// The last retry seen in the attempt (a failure after it is the API's, not the task's).
+    last_retry: Option<(String, Option<u16>)>,
+}
+
+/// An agent retrying its model API since `since`.
+#[derive(Debug, Clone)]
+struct Retrying {
+    since: Instant,
+    count: u32,
 }
 
 impl Tally {
@@ -130,6 +143,7 @@ impl Tally {
         max_turns: Option<u32>,
         resumed: bool,
         baseline: Usage,
+        api_retry: ApiRetryLimit,
     ) -> Tally {
         Tally {
             summary: AgentSummary {
@@ -158,14 +172,56 @@ impl Tally {
             files: BTreeSet::new(),
             steps: 0,
             baseline,
+            api_retry,
+            retrying: None,
+            last_retry: None,
         }
     }
 
     /// Takes one event. Returns why the worker must stop, when it went past a limit ccfan enforces (Codex has
     /// no turn limit of its own, so ccfan counts its tool calls and messages).
     pub fn observe(&mut self, event: AgentEvent) -> Option<String> {
+        self.observe_at(event, Instant::now())
+    }
+
+    /// [`Tally::observe`] at time `now`.
+    pub fn observe_at(&mut self, event: AgentEvent, now: Instant) -> Option<String> {
+        // Anything the model produced means the API answered: a retry streak ends.
+        if matches!(
+            event,
+            AgentEvent::Message { .. }
+                | AgentEvent::Command { .. }
+                | AgentEvent::FileChange { .. }
+                | AgentEvent::Tool { .. }
+                | AgentEvent::TurnCompleted { .. }
+        ) {
+            self.retrying = None;
+        }
         let summary = &mut self.summary;
         match event {
+            AgentEvent::ApiRetry {
+                attempt,
+                of,
+                status,
+                message,
+            } => {
+                let counter = match (attempt, of) {
+                    (Some(n), Some(of)) => format!(" {n}/{of}"),
+                    (Some(n), None) => format!(" {n}"),
+                    (None, _) => String::new(),
+                };
+                summary.current = Some(format!(
+                    "model API unreachable (retrying{counter}: {})",
+                    clip(&message)
+                ));
+                let retrying = self.retrying.get_or_insert(Retrying {
+                    since: now,
+                    count: 0,
+                });
+                retrying.count += 1;
+                self.last_retry = Some((clip(&message), status));
+                return self.check_at(now);
+            }
             AgentEvent::Session { id } => summary.session_id = Some(id),
             AgentEvent::TurnStarted => summary.current = Some("thinking".to_string()),
             AgentEvent::Message { text } => {
@@ -237,8 +293,17 @@ impl Tally {
             AgentEvent::TurnFailed { message } => {
                 summary.finished = true;
                 summary.current = Some("failed".to_string());
-                summary.failure = Some(AgentFailure::TurnFailed {
-                    message: clip(&message),
+                // A turn that failed after the agent retried its API failed for the API's sake.
+                summary.failure = Some(match &self.last_retry {
+                    Some((retried, status)) => AgentFailure::ApiError {
+                        status: *status,
+                        message: clip(&format!(
+                            "model API unreachable ({retried}); the agent gave up: {message}"
+                        )),
+                    },
+                    None => AgentFailure::TurnFailed {
+                        message: clip(&message),
+                    },
                 });
             }
             AgentEvent::Error { message } => {
@@ -265,6 +330,36 @@ impl Tally {
             }
             _ => None,
         }
+    }
+
+    /// Whether the agent has been retrying its model API past its limit (`api_retries` events, or `api_retry_window`
+    /// since the first retry without an answer); if so, records the failure and returns why ccfan stops it. Called
+    /// on every event and while the stream is idle, since an agent can wait silently for minutes between retries.
+    pub fn check_at(&mut self, now: Instant) -> Option<String> {
+        let retrying = self.retrying.as_ref()?;
+        let waited = now.saturating_duration_since(retrying.since);
+        let limit = self.api_retry;
+        if self.summary.finished
+            || matches!(self.summary.failure, Some(AgentFailure::ApiError { .. }))
+            || (retrying.count < limit.retries && waited < limit.window)
+        {
+            return None;
+        }
+        let (last, status) = self.last_retry.clone().unwrap_or_default();
+        self.summary.current = Some("model API unreachable: stopped".to_string());
+        self.summary.failure = Some(AgentFailure::ApiError {
+            status,
+            message: format!(
+                "model API unreachable: {} retries over {}s without an answer, the last: {last}",
+                retrying.count,
+                waited.as_secs()
+            ),
+        });
+        Some(format!(
+            "model API retry limit ({} retries or {}s, worker api_retries / api_retry_window)",
+            limit.retries,
+            limit.window.as_secs()
+        ))
     }
 
     fn result(&mut self, result: ResultEvent) {
@@ -463,6 +558,7 @@ mod tests {
             max_turns,
             false,
             Usage::default(),
+            ApiRetryLimit::default(),
         );
         let stops = text
             .lines()
@@ -556,7 +652,14 @@ mod tests {
 
     fn replay_resumed(agent: Agent, name: &str, earlier: Usage) -> Usage {
         let path = format!("{}/fixtures/transcripts/{name}", env!("CARGO_MANIFEST_DIR"));
-        let mut tally = Tally::new(agent, Path::new("/w"), None, true, earlier);
+        let mut tally = Tally::new(
+            agent,
+            Path::new("/w"),
+            None,
+            true,
+            earlier,
+            ApiRetryLimit::default(),
+        );
         for line in std::fs::read_to_string(path).unwrap().lines() {
             for event in agent.parse_line(line) {
                 tally.observe(event);
@@ -588,6 +691,174 @@ mod tests {
         assert!((usage.cost_usd.unwrap() - (0.018216 - 0.014544)).abs() < 1e-9);
     }
 
+    /// Replays a recorded transcript with the events `seconds` apart; returns the summary and why ccfan stopped
+    /// the worker (if it did), and after how many lines.
+    fn replay_timed(
+        agent: Agent,
+        name: &str,
+        limit: ApiRetryLimit,
+        seconds: u64,
+    ) -> (AgentSummary, Option<(String, usize)>) {
+        let path = format!("{}/fixtures/transcripts/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut tally = Tally::new(agent, Path::new("/w"), None, false, Usage::default(), limit);
+        let start = Instant::now();
+        let mut stopped = None;
+        for (index, line) in text.lines().enumerate() {
+            let now = start + std::time::Duration::from_secs(seconds * index as u64);
+            for event in agent.parse_line(line) {
+                if let Some(why) = tally.observe_at(event, now) {
+                    stopped.get_or_insert((why, index + 1));
+                }
+            }
+            if let Some(why) = tally.check_at(now) {
+                stopped.get_or_insert((why, index + 1));
+            }
+            if stopped.is_some() {
+                break; // ccfan kills the worker
+            }
+        }
+        (tally.finish(), stopped)
+    }
+
+    fn api_error(summary: &AgentSummary) -> String {
+        match &summary.failure {
+            Some(AgentFailure::ApiError { message, .. }) => message.clone(),
+            other => panic!("not an API error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn codex_that_gives_up_on_a_5xx_is_an_api_error_and_shows_its_retries() {
+        let (summary, stopped) = replay_timed(
+            Agent::Codex,
+            "codex-0.169.0-api-503.jsonl",
+            ApiRetryLimit::default(),
+            1,
+        );
+        assert_eq!(stopped, None, "Codex gave up by itself after 5 retries");
+        assert!(api_error(&summary).contains("503"), "{summary:?}");
+        assert!(
+            summary
+                .errors
+                .iter()
+                .all(|e| !e.starts_with("Reconnecting"))
+        );
+        assert_eq!(
+            rules(&summary, ExitStatus::Code { code: 1 }),
+            ["agent-api-error"]
+        );
+        // While it retried, status said so.
+        let mut tally = Tally::new(
+            Agent::Codex,
+            Path::new("/w"),
+            None,
+            false,
+            Usage::default(),
+            ApiRetryLimit::default(),
+        );
+        for event in Agent::Codex.parse_line(
+            r#"{"type":"error","message":"Reconnecting... 2/5 (unexpected status 503 Service Unavailable: down)"}"#,
+        ) {
+            tally.observe(event);
+        }
+        let current = tally.summary().current.clone().unwrap();
+        assert!(
+            current.starts_with("model API unreachable (retrying 2/5: unexpected status 503"),
+            "{current}"
+        );
+    }
+
+    #[test]
+    fn codex_waiting_for_network_for_ever_is_stopped_after_the_window() {
+        let limit = ApiRetryLimit {
+            retries: 100,
+            window: std::time::Duration::from_secs(60),
+        };
+        // Retries 20 s apart: the third (40 s) is inside the window, the fourth (60 s) is past it.
+        let (summary, stopped) = replay_timed(
+            Agent::Codex,
+            "codex-0.169.0-api-unreachable.jsonl",
+            limit,
+            20,
+        );
+        let (why, line) = stopped.expect("stopped");
+        assert!(why.contains("model API retry limit"), "{why}");
+        assert_eq!(line, 6);
+        assert!(
+            api_error(&summary).contains("waiting for network"),
+            "{summary:?}"
+        );
+        let exit = ExitStatus::OverLimit { limit: why };
+        assert!(rules(&summary, exit).contains(&"agent-api-error"));
+    }
+
+    #[test]
+    fn claude_retrying_is_stopped_after_its_retry_budget() {
+        let limit = ApiRetryLimit {
+            retries: 3,
+            window: std::time::Duration::from_secs(600),
+        };
+        let (summary, stopped) = replay_timed(
+            Agent::Claude,
+            "claude-2.1.330-api-unreachable.jsonl",
+            limit,
+            1,
+        );
+        let (_, line) = stopped.expect("stopped");
+        assert_eq!(line, 4, "init, then the third api_retry");
+        assert!(api_error(&summary).contains("3 retries"), "{summary:?}");
+        // With the default budget it gives up by itself (10 retries): still an API error.
+        let (summary, stopped) = replay_timed(
+            Agent::Claude,
+            "claude-2.1.330-api-unreachable.jsonl",
+            ApiRetryLimit {
+                retries: 50,
+                window: std::time::Duration::from_secs(600),
+            },
+            1,
+        );
+        assert_eq!(stopped, None);
+        assert!(api_error(&summary).contains("ECONNREFUSED"), "{summary:?}");
+    }
+
+    #[test]
+    fn an_answer_ends_a_retry_streak() {
+        let limit = ApiRetryLimit {
+            retries: 2,
+            window: std::time::Duration::from_secs(60),
+        };
+        let mut tally = Tally::new(
+            Agent::Codex,
+            Path::new("/w"),
+            None,
+            false,
+            Usage::default(),
+            limit,
+        );
+        let retry = r#"{"type":"error","message":"Reconnecting... 1/5 (unexpected status 502 Bad Gateway: x)"}"#;
+        let now = Instant::now();
+        for line in [
+            retry,
+            r#"{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"hi"}}"#,
+            retry,
+        ] {
+            for event in Agent::Codex.parse_line(line) {
+                assert_eq!(tally.observe_at(event, now), None);
+            }
+        }
+        assert!(
+            tally
+                .check_at(now + std::time::Duration::from_secs(59))
+                .is_none()
+        );
+        assert!(
+            tally
+                .check_at(now + std::time::Duration::from_secs(61))
+                .is_some()
+        );
+    }
+
     #[test]
     fn denials_warn_and_redaction_reaches_every_text() {
         let mut tally = Tally::new(
@@ -596,6 +867,7 @@ mod tests {
             None,
             false,
             Usage::default(),
+            ApiRetryLimit::default(),
         );
         tally.observe(AgentEvent::Result(ResultEvent {
             subtype: "success".into(),

@@ -301,6 +301,7 @@ fn prepare_agent<'a, 'p>(
             config.max_turns,
             context.resume.is_some(),
             context.baseline,
+            config.api_retry,
         ),
         rules: context.rules,
         on_progress,
@@ -366,8 +367,11 @@ impl sandbox::StreamHandler for Reader<'_, '_> {
         stop
     }
 
-    fn idle(&mut self) {
+    fn idle(&mut self) -> Option<String> {
+        let stop = self.tally.check_at(std::time::Instant::now());
+        self.pending |= stop.is_some();
         self.show(false);
+        stop
     }
 }
 

@@ -30,6 +30,8 @@ pub struct WorkerSection {
     model: Option<String>,
     args: Option<Spanned<Vec<String>>>,
     max_turns: Option<Spanned<u32>>,
+    api_retries: Option<Spanned<u32>>,
+    api_retry_window: Option<Spanned<String>>,
 }
 
 impl WorkerSection {
@@ -131,6 +133,14 @@ impl WorkerSection {
             ("model", self.model.as_ref().map(|_| self.kind.span().start)),
             ("args", self.args.as_ref().map(|v| v.span().start)),
             ("max_turns", self.max_turns.as_ref().map(|v| v.span().start)),
+            (
+                "api_retries",
+                self.api_retries.as_ref().map(|v| v.span().start),
+            ),
+            (
+                "api_retry_window",
+                self.api_retry_window.as_ref().map(|v| v.span().start),
+            ),
         ];
         match spans.into_iter().find(|(_, span)| span.is_some()) {
             Some((name, span)) => Err(InputError::new(
@@ -191,7 +201,29 @@ impl WorkerSection {
                 .at_offset(source, Some(turns.span().start))
                 .fix("write max_turns = 30, say, or leave it out for no limit"));
         }
+        let defaults = crate::model::ApiRetryLimit::default();
+        let api_retry = crate::model::ApiRetryLimit {
+            retries: self
+                .api_retries
+                .as_ref()
+                .map_or(defaults.retries, |n| *n.get_ref()),
+            window: match &self.api_retry_window {
+                Some(value) => {
+                    super::duration(file, source, &format!("{key}.api_retry_window"), value)?
+                }
+                None => defaults.window,
+            },
+        };
+        if api_retry.retries == 0 || api_retry.window.is_zero() {
+            return Err(InputError::new(
+                file,
+                "`api_retries` and `api_retry_window` must be more than 0",
+            )
+            .key(format!("{key}.api_retries"))
+            .fix("leave them out for the defaults (6 retries, 60s), or write api_retries = 3, api_retry_window = \"30s\""));
+        }
         Ok(AgentConfig {
+            api_retry,
             program,
             model: self.model.clone(),
             args: self

@@ -71,7 +71,10 @@ pub trait StreamHandler {
     /// ccfan enforces.
     fn line(&mut self, line: &str) -> Option<String>;
     /// Called on every poll, lines or not (at most every few milliseconds): a chance to pass on what was held back.
-    fn idle(&mut self) {}
+    /// Returns why the worker must stop, when a limit ccfan enforces ran out in the meantime.
+    fn idle(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// A worker whose stdout is an event stream (an agent CLI's JSONL): kept apart from stderr, in its own capped
@@ -397,7 +400,9 @@ pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome
                     limit_hit.get_or_insert(reason);
                 }
             }
-            events.handler.idle();
+            if let Some(reason) = events.handler.idle() {
+                limit_hit.get_or_insert(reason);
+            }
         }
     };
 
@@ -462,7 +467,7 @@ pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome
         for line in lines.try_iter() {
             events.handler.line(&line);
         }
-        events.handler.idle();
+        let _ = events.handler.idle();
     }
     let started_ok = sandbox_started(info);
     let events = cgroups.events();

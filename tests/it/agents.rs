@@ -499,3 +499,108 @@ fn missing_or_outdated_binaries_fail_with_the_fix() {
             .contains("not on the worker's PATH")
     );
 }
+
+#[test]
+fn an_unreachable_model_api_ends_the_attempt_as_an_api_error_within_its_limits() {
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let model = FakeModel::start(dir.path(), json!([]));
+    let env = setup(&model, "");
+    // A port with nothing listening: Codex waits for the network for ever, Claude Code retries for 3 minutes.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        env.tmp.path().join("user-codex/config.toml"),
+        format!(
+            "model = \"gpt-5.5\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\nname = \"mock\"\n\
+             base_url = \"http://127.0.0.1:{closed}/v1\"\nwire_api = \"responses\"\n"
+        ),
+    )
+    .unwrap();
+    let limits = "api_retries = 3\napi_retry_window = \"8s\"\ntimeout = \"3m\"\n";
+    let tasks = env.tasks(&format!(
+        "[[task]]\nid = \"cx-offline\"\ngoal = \"Write the guide\"\nallowed = [\"docs/**\"]\nworker = \"cx2\"\n\
+         [[task]]\nid = \"cl-offline\"\ngoal = \"Write the guide\"\nallowed = [\"docs/**\"]\nworker = \"cl2\"\n\
+         [workers.cx2]\nkind = \"codex\"\n{limits}[workers.cl2]\nkind = \"claude\"\n{limits}"
+    ));
+    let started = Instant::now();
+    let output = agent_command(
+        &env,
+        &model,
+        &["run", "--json", "--tasks", tasks.to_str().unwrap()],
+    )
+    .env("ANTHROPIC_BASE_URL", format!("http://127.0.0.1:{closed}"))
+    .output()
+    .unwrap();
+    let ran: Ran = output.into();
+    let took = started.elapsed();
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(took < Duration::from_secs(90), "took {took:?}");
+    let view = ran.json();
+    let run_id = view["run_id"].as_str().unwrap().to_string();
+    for id in ["cx-offline", "cl-offline"] {
+        let t = task(&view, id);
+        assert_eq!(t["state"], "rolled_back", "{t}");
+        assert_eq!(t["attempts"], 1, "an unreachable API is not reworked: {t}");
+        let reason = t["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("agent-api-error") && reason.contains("model API unreachable"),
+            "{reason}"
+        );
+        let status = agent_ccfan(&env, &model, &["status", "--json", &run_id]).json();
+        let current = task(&status, id)["agent"]["current"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(current.contains("model API unreachable"), "{current}");
+    }
+}
+
+#[test]
+fn a_key_the_agent_wrote_and_printed_is_scrubbed_from_its_home() {
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let key = "AKIAQ3RWK7ZNBX4TYPLM";
+    let model = FakeModel::start(
+        dir.path(),
+        json!([
+            {"when": "codex-leak", "shell": format!(
+                "mkdir -p docs; echo 'AWS_ACCESS_KEY_ID={key}' > docs/keys.md; cat docs/keys.md")},
+            {"when": "codex-leak", "message": final_message(&["docs/keys.md"])},
+        ]),
+    );
+    let env = setup(&model, "");
+    let ran = run_task(&env, &model, "codex-leak", "cx", "");
+    let view = ran.json();
+    assert_ne!(task(&view, "codex-leak")["state"], "merged", "{ran:?}");
+    let home = env.state_dir().join("runs");
+    let mut files = Vec::new();
+    let mut pending = vec![home];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    let sessions: Vec<_> = files
+        .iter()
+        .filter(|path| {
+            path.to_string_lossy()
+                .contains("/agent-home/codex/sessions/")
+        })
+        .collect();
+    assert!(!sessions.is_empty(), "{files:#?}");
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            "raw key kept in {}",
+            file.display()
+        );
+    }
+}
