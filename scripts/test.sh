@@ -47,5 +47,7 @@ fi
 export CCFAN_PRE_COMMIT_PYTHONPATH="$tools/pre-commit-py"
 export CCFAN_SARIF_SCHEMA="$tools/sarif-2.1.0.json" CCFAN_TEST_PYTHONPATH="$tools/py"
 export CCFAN_AGENT_BIN="$tools/npm/node_modules/.bin" CCFAN_MCP_PYTHONPATH="$tools/mcp-py"
+# Everything above is installed, so no test may skip for want of a tool (plain `cargo test` skips them, saying so).
+export CCFAN_REQUIRE_TOOLS=1
 
 cargo test --locked --all-targets "$@"

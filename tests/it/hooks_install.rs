@@ -224,9 +224,14 @@ fn a_missing_or_crashing_ccfan_stops_the_commit_and_says_so() {
 
 #[test]
 fn the_pre_commit_framework_runs_ccfans_hooks_from_the_repository() {
-    let pythonpath = std::env::var("CCFAN_PRE_COMMIT_PYTHONPATH").expect(
-        "CCFAN_PRE_COMMIT_PYTHONPATH is not set: run the tests with scripts/test.sh, which installs pre-commit",
-    );
+    let Some(pythonpath) = crate::env::installed(
+        "the_pre_commit_framework_runs_ccfans_hooks_from_the_repository",
+        "the pre-commit framework (CCFAN_PRE_COMMIT_PYTHONPATH)",
+        crate::env::env_path("CCFAN_PRE_COMMIT_PYTHONPATH"),
+    ) else {
+        return;
+    };
+    let pythonpath = pythonpath.to_string_lossy().into_owned();
     let source = Path::new(env!("CARGO_MANIFEST_DIR"));
     let env = TestEnv::new();
     let bin = Path::new(env!("CARGO_BIN_EXE_ccfan"))

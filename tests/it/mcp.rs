@@ -605,18 +605,20 @@ fn apply_env(command: &mut Command, env: &TestEnv) {
     }
 }
 
-fn mcp_python_path() -> String {
-    std::env::var("CCFAN_MCP_PYTHONPATH")
-        .expect("CCFAN_MCP_PYTHONPATH is not set: run the tests with scripts/test.sh, which installs the MCP SDK")
-}
-
 fn conformance(transport: &str) {
+    let Some(python_path) = crate::env::installed(
+        &format!("python_sdk_conformance_over_{transport}"),
+        "the Python MCP SDK (CCFAN_MCP_PYTHONPATH)",
+        crate::env::env_path("CCFAN_MCP_PYTHONPATH"),
+    ) else {
+        return;
+    };
     let env = mcp_repo();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mcp/conformance.py");
     let mut command = Command::new("python3");
     apply_env(&mut command, &env);
     let output = command
-        .env("PYTHONPATH", mcp_python_path())
+        .env("PYTHONPATH", python_path)
         .arg(script)
         .args(["--ccfan", env!("CARGO_BIN_EXE_ccfan"), "--repo"])
         .arg(&env.repo)
@@ -643,11 +645,14 @@ fn python_sdk_conformance_over_streamable_http() {
 
 #[test]
 fn mcp_inspector_cli_lists_and_calls_tools() {
+    let Some(bin) = crate::env::installed(
+        "mcp_inspector_cli_lists_and_calls_tools",
+        "the MCP Inspector (CCFAN_AGENT_BIN/mcp-inspector)",
+        crate::env::env_path("CCFAN_AGENT_BIN").map(|dir| dir.join("mcp-inspector")),
+    ) else {
+        return;
+    };
     let env = mcp_repo();
-    let bin = PathBuf::from(std::env::var("CCFAN_AGENT_BIN").expect(
-        "CCFAN_AGENT_BIN is not set: run the tests with scripts/test.sh, which installs the MCP Inspector",
-    ))
-    .join("mcp-inspector");
     let inspector = |extra: &[&str]| {
         let mut command = Command::new(&bin);
         apply_env(&mut command, &env);

@@ -2,10 +2,22 @@
 
 use std::process::Command;
 
-/// Panics with the schema errors unless `log` is valid SARIF 2.1.0.
+/// The official SARIF schema, when installed (see [`crate::env::installed`]).
+fn schema(test: &str) -> Option<std::path::PathBuf> {
+    crate::env::installed(
+        test,
+        "the SARIF 2.1.0 schema (CCFAN_SARIF_SCHEMA)",
+        crate::env::env_path("CCFAN_SARIF_SCHEMA"),
+    )
+}
+
+/// Panics with the schema errors unless `log` is valid SARIF 2.1.0 (the check is skipped, saying so, where the
+/// schema is not installed).
 pub fn assert_valid(log: &serde_json::Value) {
-    let schema = std::env::var("CCFAN_SARIF_SCHEMA")
-        .expect("CCFAN_SARIF_SCHEMA is not set: run the tests with scripts/test.sh, which installs the SARIF schema");
+    let Some(schema) = schema("SARIF validation") else {
+        return;
+    };
+    let schema = schema.to_string_lossy().into_owned();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("log.sarif");
     std::fs::write(&file, serde_json::to_vec(log).unwrap()).unwrap();
@@ -36,6 +48,9 @@ sys.exit(1 if errors else 0)
 
 #[test]
 fn the_validator_rejects_bad_sarif() {
+    if schema("the_validator_rejects_bad_sarif").is_none() {
+        return;
+    }
     let bad = serde_json::json!({"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "x"}}, "results": [{"level": "bogus", "message": {"text": "m"}}]}]});
     let caught = std::panic::catch_unwind(|| assert_valid(&bad))
         .expect_err("an invalid level must fail validation");
