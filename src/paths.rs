@@ -9,6 +9,9 @@ use crate::util::stable_hash;
 /// Environment variable that overrides where worktrees are made.
 pub const WORKTREE_ROOT_ENV: &str = "CCFAN_WORKTREE_ROOT";
 
+/// Size of the disk reserve ccfan keeps beside its state (see [`StateLayout::reserve`]).
+const DISK_RESERVE: u64 = 1 << 20;
+
 /// ccfan's folders for one repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateLayout {
@@ -35,6 +38,16 @@ impl StateLayout {
         self.root.join("disk-reserve")
     }
 
+    /// Makes the disk reserve when it is missing and the disk has room for it several times over.
+    pub fn keep_reserve(&self) {
+        let path = self.reserve();
+        let missing = std::fs::metadata(&path).map_or(true, |meta| meta.len() < DISK_RESERVE);
+        let room = crate::util::free_bytes(&self.root).is_some_and(|free| free > 8 * DISK_RESERVE);
+        if missing && room {
+            let _ = std::fs::write(&path, vec![0u8; DISK_RESERVE as usize]);
+        }
+    }
+
     /// An agent worker's private home for one task (its config copy, credentials copy and sessions), kept across
     /// attempts so that a rework resumes the session; removed with the task's worktree.
     pub fn agent_home(&self, run_id: &str, task_id: &str) -> PathBuf {
@@ -59,6 +72,110 @@ impl StateLayout {
             .join(task_id)
             .join(format!("attempt-{attempt}"))
     }
+}
+
+/// One attempt's folder, `<git-common-dir>/ccfan/runs/<run>/<task>/attempt-<n>/`: the one place that names the
+/// files in it, so every stage and front end finds them the same way.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptDir<'a>(&'a Path);
+
+/// The file a worker may write its final report to (`CCFAN_REPORT_FILE`), in its outbox.
+const FINAL_REPORT: &str = "final_report.md";
+/// The gate's report.
+const VERIFY_REPORT: &str = "verify.json";
+
+impl<'a> AttemptDir<'a> {
+    /// The attempt folder at `dir`.
+    pub fn of(dir: &'a Path) -> Self {
+        AttemptDir(dir)
+    }
+
+    /// The folder itself.
+    pub fn path(self) -> &'a Path {
+        self.0
+    }
+
+    /// What the worker printed (stdout and stderr, capped; scrubbed of secrets).
+    pub fn log(self) -> PathBuf {
+        self.0.join("worker.log")
+    }
+
+    /// An agent's raw event stream (scrubbed of secrets like the log).
+    pub fn events(self) -> PathBuf {
+        self.0.join("events.jsonl")
+    }
+
+    /// An agent's summary of the attempt.
+    pub fn agent(self) -> PathBuf {
+        self.0.join("agent.json")
+    }
+
+    /// The task file the worker reads (`CCFAN_TASK_FILE`).
+    pub fn task_file(self) -> PathBuf {
+        self.0.join("task.json")
+    }
+
+    /// The attempt's summary: what ran, how it ended, what it changed.
+    pub fn record(self) -> PathBuf {
+        self.0.join("attempt.json")
+    }
+
+    /// The folder the worker hands files back in: the one place in ccfan's state it may write.
+    pub fn outbox(self) -> PathBuf {
+        self.0.join("outbox")
+    }
+
+    /// Where the worker writes its final report (`CCFAN_REPORT_FILE`).
+    pub fn report_file(self) -> PathBuf {
+        self.outbox().join(FINAL_REPORT)
+    }
+
+    /// Where ccfan writes an agent's last message as its final report (beside the log, where the worker cannot
+    /// plant a symlink), when the agent wrote none itself.
+    pub fn report_from_agent(self) -> PathBuf {
+        self.0.join(FINAL_REPORT)
+    }
+
+    /// The final report the gate reads: the worker's own, else the one ccfan wrote from the agent's message.
+    pub fn final_report(self) -> PathBuf {
+        let own = self.report_file();
+        if own.exists() || !self.report_from_agent().exists() {
+            own
+        } else {
+            self.report_from_agent()
+        }
+    }
+
+    /// Where the gate writes its report and stage logs: the folder itself, or `landing/` for the gate on a
+    /// landing commit.
+    pub fn artifacts(self, landing: bool) -> PathBuf {
+        if landing {
+            self.0.join("landing")
+        } else {
+            self.0.to_path_buf()
+        }
+    }
+
+    /// The gate's report in `artifacts`.
+    pub fn verify_report(artifacts: &Path) -> PathBuf {
+        artifacts.join(VERIFY_REPORT)
+    }
+
+    /// The newest gate report kept: the landing gate's, else the attempt's (at most the worker-file cap read).
+    pub fn latest_report(self) -> Option<Vec<u8>> {
+        [true, false].iter().find_map(|&landing| {
+            crate::util::read_regular(
+                &Self::verify_report(&self.artifacts(landing)),
+                crate::util::MAX_WORKER_FILE,
+            )
+            .ok()
+        })
+    }
+}
+
+/// Where the gate makes its verification checkouts for a repository whose worktrees live at `worktree_base`.
+pub fn verify_root(worktree_base: &Path) -> PathBuf {
+    worktree_base.join(".verify")
 }
 
 /// The folder that holds this repository's worktrees: `$CCFAN_WORKTREE_ROOT`, else the policy's

@@ -159,21 +159,6 @@ pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
     Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
-/// Size of the disk reserve ccfan keeps beside its state (see [`crate::paths::StateLayout::reserve`]).
-pub const DISK_RESERVE: usize = 1 << 20;
-
-/// Makes the disk reserve at `path` when it is missing and the disk has room for it several times over.
-pub fn keep_reserve(path: &std::path::Path) {
-    let missing = std::fs::metadata(path).map_or(true, |meta| meta.len() < DISK_RESERVE as u64);
-    let room = path
-        .parent()
-        .and_then(free_bytes)
-        .is_some_and(|free| free > 8 * DISK_RESERVE as u64);
-    if missing && room {
-        let _ = std::fs::write(path, vec![0u8; DISK_RESERVE]);
-    }
-}
-
 /// Largest worker-controlled file ccfan reads (logs are capped far below this when ccfan writes them).
 pub const MAX_WORKER_FILE: u64 = 64 << 20;
 

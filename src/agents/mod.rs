@@ -12,66 +12,11 @@ pub mod probe;
 pub mod prompt;
 pub mod tally;
 
-use serde::{Deserialize, Serialize};
-
 use crate::model::AgentConfig;
 
-/// An agent CLI ccfan knows how to drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Agent {
-    /// OpenAI's Codex CLI (`@openai/codex`).
-    Codex,
-    /// Anthropic's Claude Code (`@anthropic-ai/claude-code`).
-    Claude,
-}
+pub use crate::model::agent::{Agent, Usage};
 
 impl Agent {
-    /// Every agent, in the order `doctor` lists them.
-    pub const ALL: [Agent; 2] = [Agent::Codex, Agent::Claude];
-
-    /// The worker kind's name in a policy (`kind = "codex"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Agent::Codex => "codex",
-            Agent::Claude => "claude",
-        }
-    }
-
-    /// The program looked up on `PATH` when the profile names none.
-    pub fn default_program(self) -> &'static str {
-        self.name()
-    }
-
-    /// How to install it.
-    pub fn install_hint(self) -> &'static str {
-        match self {
-            Agent::Codex => "npm install -g @openai/codex",
-            Agent::Claude => "npm install -g @anthropic-ai/claude-code",
-        }
-    }
-
-    /// Host variables passed to the agent by default: its credentials and where its own state lives. They reach
-    /// the worker's environment only, never a log or a stored file.
-    pub fn default_pass_env(self) -> &'static [&'static str] {
-        match self {
-            Agent::Codex => &[
-                "CODEX_API_KEY",
-                "OPENAI_API_KEY",
-                "OPENAI_BASE_URL",
-                "CODEX_HOME",
-            ],
-            Agent::Claude => &[
-                "ANTHROPIC_API_KEY",
-                "ANTHROPIC_AUTH_TOKEN",
-                "ANTHROPIC_BASE_URL",
-                "ANTHROPIC_MODEL",
-                "CLAUDE_CODE_OAUTH_TOKEN",
-                "CLAUDE_CONFIG_DIR",
-            ],
-        }
-    }
-
     /// Reads one line of the agent's stdout.
     pub fn parse_line(self, line: &str) -> Vec<AgentEvent> {
         match self {
@@ -86,87 +31,6 @@ impl Agent {
             Agent::Codex => codex::argv(config, prompt, resume),
             Agent::Claude => claude::argv(config, prompt, resume),
         }
-    }
-}
-
-impl std::fmt::Display for Agent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Token counts (and cost, where the agent reports one).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Input tokens, cached ones included.
-    pub input_tokens: u64,
-    /// Input tokens served from a cache.
-    pub cached_input_tokens: u64,
-    /// Output tokens, reasoning included.
-    pub output_tokens: u64,
-    /// Output tokens spent on reasoning.
-    pub reasoning_output_tokens: u64,
-    /// Cost in US dollars, when the agent reports it (Claude Code does; Codex does not).
-    pub cost_usd: Option<f64>,
-}
-
-impl Usage {
-    /// The sum of two usages (a cost is known when either knows it).
-    pub fn plus(self, other: Usage) -> Usage {
-        Usage {
-            input_tokens: self.input_tokens + other.input_tokens,
-            cached_input_tokens: self.cached_input_tokens + other.cached_input_tokens,
-            output_tokens: self.output_tokens + other.output_tokens,
-            reasoning_output_tokens: self.reasoning_output_tokens + other.reasoning_output_tokens,
-            cost_usd: match (self.cost_usd, other.cost_usd) {
-                (None, None) => None,
-                (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
-            },
-        }
-    }
-
-    /// `self` less `earlier`, never below zero.
-    pub fn minus(self, earlier: Usage) -> Usage {
-        Usage {
-            input_tokens: self.input_tokens.saturating_sub(earlier.input_tokens),
-            cached_input_tokens: self
-                .cached_input_tokens
-                .saturating_sub(earlier.cached_input_tokens),
-            output_tokens: self.output_tokens.saturating_sub(earlier.output_tokens),
-            reasoning_output_tokens: self
-                .reasoning_output_tokens
-                .saturating_sub(earlier.reasoning_output_tokens),
-            cost_usd: self
-                .cost_usd
-                .map(|cost| (cost - earlier.cost_usd.unwrap_or(0.0)).max(0.0)),
-        }
-    }
-
-    /// Whether nothing was counted.
-    pub fn is_empty(&self) -> bool {
-        *self == Usage::default()
-    }
-
-    /// `12.3k in · 456 out · $0.0123`.
-    pub fn short(&self) -> String {
-        let tokens = |n: u64| {
-            if n >= 10_000 {
-                format!("{:.0}k", n as f64 / 1000.0)
-            } else if n >= 1000 {
-                format!("{:.1}k", n as f64 / 1000.0)
-            } else {
-                n.to_string()
-            }
-        };
-        let mut text = format!(
-            "{} in · {} out",
-            tokens(self.input_tokens),
-            tokens(self.output_tokens)
-        );
-        if let Some(cost) = self.cost_usd {
-            text.push_str(&format!(" · ${cost:.4}"));
-        }
-        text
     }
 }
 

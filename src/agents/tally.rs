@@ -6,8 +6,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use super::{Agent, AgentEvent, ResultEvent, Usage};
 use crate::model::{ApiRetryLimit, ExitStatus};
 
@@ -18,85 +16,7 @@ const KEEP_FILES: usize = 200;
 /// Characters kept of a message, command or error.
 const KEEP_CHARS: usize = 2000;
 
-/// How an agent's run went wrong, as the agent said it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum AgentFailure {
-    /// Codex reported `turn.failed`.
-    TurnFailed {
-        /// Its message.
-        message: String,
-    },
-    /// The model API answered with an error.
-    ApiError {
-        /// The HTTP status, when known.
-        status: Option<u16>,
-        /// The message.
-        message: String,
-    },
-    /// The agent used up its turns.
-    MaxTurns {
-        /// The limit.
-        limit: Option<u32>,
-    },
-    /// Any other error result.
-    Error {
-        /// The agent's subtype or reason.
-        reason: String,
-        /// The message.
-        message: String,
-    },
-}
-
-/// One command the agent ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CommandRun {
-    /// The command line.
-    pub command: String,
-    /// Its exit code, when the agent says.
-    pub exit_code: Option<i32>,
-}
-
-/// Everything ccfan keeps of an agent's attempt (`agent.json`, and the live progress in the store).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentSummary {
-    /// Which agent.
-    pub agent: Agent,
-    /// Its session (thread) id: a rework resumes it.
-    pub session_id: Option<String>,
-    /// Whether this attempt resumed an earlier session.
-    pub resumed: bool,
-    /// What it is doing now (while running) or did last.
-    pub current: Option<String>,
-    /// Model turns: Claude's own count when it gives one, else the tool calls and messages ccfan saw.
-    pub turns: u32,
-    /// Commands it ran.
-    pub commands_run: u32,
-    /// The newest commands.
-    pub commands: Vec<CommandRun>,
-    /// Files its edit tools changed (relative to the worktree where possible).
-    pub files_changed: Vec<String>,
-    /// How many files its edit tools changed.
-    pub files_changed_count: usize,
-    /// Its last message.
-    pub final_message: Option<String>,
-    /// Tokens and cost.
-    pub usage: Usage,
-    /// Whether the stream reached its end (`turn.completed`, `turn.failed` or `result`).
-    pub finished: bool,
-    /// What went wrong, as the agent reported it.
-    pub failure: Option<AgentFailure>,
-    /// Errors it reported along the way (it may have recovered).
-    pub errors: Vec<String>,
-    /// Tool calls it was denied.
-    pub permission_denials: Vec<String>,
-    /// Whether ccfan stopped it for going past `max_turns`.
-    pub stopped_at_max_turns: bool,
-    /// Events of types ccfan does not know.
-    pub unknown_events: u32,
-    /// Lines that were not JSON.
-    pub unparsable_lines: u32,
-}
+pub use crate::model::agent::{AgentFailure, AgentSummary, CommandRun};
 
 /// A problem the gate's worker stage reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

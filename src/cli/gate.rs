@@ -121,8 +121,10 @@ impl GateParts {
     ) -> Result<GateParts, CliError> {
         Ok(GateParts {
             rules: pipeline::load_rules(policy).map_err(PipelineError::from)?,
-            scratch: crate::paths::worktree_base(repo, policy.worktree_root.as_deref())
-                .join(".verify"),
+            scratch: crate::paths::verify_root(&crate::paths::worktree_base(
+                repo,
+                policy.worktree_root.as_deref(),
+            )),
             cancel: super::cancel_flag(),
         })
     }

@@ -199,7 +199,10 @@ fn collect_garbage(start: &Path, args: GcArgs) -> Result<Exit, CliError> {
     let worktree_root = pipeline::load_policy(&repo, None)
         .ok()
         .and_then(|policy| policy.worktree_root);
-    let verify_root = crate::paths::worktree_base(&repo, worktree_root.as_deref()).join(".verify");
+    let verify_root = crate::paths::verify_root(&crate::paths::worktree_base(
+        &repo,
+        worktree_root.as_deref(),
+    ));
     let report = gc::gc(&repo, &mut store, &runs, dry_run, Some(&verify_root))?;
     render::out(&if json {
         render::json(&report)

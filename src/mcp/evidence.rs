@@ -58,9 +58,8 @@ fn stored(store: &Store, run_id: &str, only: Option<&str>) -> Result<Vec<TaskEvi
         let Some(latest) = attempts.iter().rev().find(|a| a.verdict.is_some()) else {
             continue;
         };
-        let report = ["landing/verify.json", "verify.json"]
-            .iter()
-            .find_map(|name| std::fs::read(latest.dir.join(name)).ok())
+        let report = crate::paths::AttemptDir::of(&latest.dir)
+            .latest_report()
             .and_then(|bytes| serde_json::from_slice::<VerifyReport>(&bytes).ok());
         if let (Some(report), Some(verdict)) = (report, latest.verdict.clone()) {
             out.push(evidence(task.id.clone(), latest.n, verdict, report));
@@ -99,8 +98,10 @@ pub async fn verify(
         let policy = pipeline::load_policy(&repo, None)?;
         let rules = pipeline::load_rules(&policy)?;
         let (mut store, _) = pipeline::open_state(&repo)?;
-        let scratch =
-            crate::paths::worktree_base(&repo, policy.worktree_root.as_deref()).join(".verify");
+        let scratch = crate::paths::verify_root(&crate::paths::worktree_base(
+            &repo,
+            policy.worktree_root.as_deref(),
+        ));
         let checker = gate::Gate {
             repo: &repo,
             policy: &policy,

@@ -302,7 +302,8 @@ impl CcfanServer {
             let root = crate::pipeline::load_policy(&repo, None)
                 .ok()
                 .and_then(|policy| policy.worktree_root);
-            let verify_root = crate::paths::worktree_base(&repo, root.as_deref()).join(".verify");
+            let verify_root =
+                crate::paths::verify_root(&crate::paths::worktree_base(&repo, root.as_deref()));
             let report = crate::pipeline::gc::gc(
                 &repo,
                 &mut store,

@@ -225,7 +225,7 @@ impl Carrier<'_> {
             task.id,
             crate::util::random_hex(4)
         );
-        let log = run_worker::log_path(&dir);
+        let log = crate::paths::AttemptDir::of(&dir).log();
         self.store().start_attempt(
             self.run_id,
             &task.id,
@@ -414,7 +414,11 @@ impl Carrier<'_> {
         if state == TaskState::Cancelled {
             // No gate for a cancelled attempt, but what it printed is still scrubbed of secrets.
             super::verify::secrets::scrub_log(self.rules, &log, &[]);
-            super::verify::secrets::scrub_log(self.rules, &run_worker::events_path(&dir), &[]);
+            super::verify::secrets::scrub_log(
+                self.rules,
+                &crate::paths::AttemptDir::of(&dir).events(),
+                &[],
+            );
             self.transition(&task.id, attempt, state, notes)?;
             return Ok(None);
         }

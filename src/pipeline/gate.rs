@@ -12,23 +12,11 @@ use super::verify::{self, VerifyInput};
 use crate::git::{self, RepoPaths};
 use crate::model::ExitStatus;
 use crate::model::{TaskSpec, TaskState};
+use crate::paths::AttemptDir;
 use crate::policy::{Completeness, Policy};
 use crate::report::{Finding, Stage, StageReport, StageStatus, Verdict, VerifyReport};
 use crate::secrets::RulePack;
 use crate::store::Store;
-
-/// The file a worker may write its final report to (`CCFAN_REPORT_FILE`), in its outbox.
-pub const FINAL_REPORT: &str = "final_report.md";
-
-/// Where an attempt's final report is: in its outbox (older attempts kept it beside the log).
-pub fn final_report_path(dir: &std::path::Path) -> std::path::PathBuf {
-    let current = super::run_worker::outbox(dir).join(FINAL_REPORT);
-    if current.exists() || !dir.join(FINAL_REPORT).exists() {
-        current
-    } else {
-        dir.join(FINAL_REPORT)
-    }
-}
 
 /// One attempt to put through the gate.
 #[derive(Debug, Clone)]
@@ -99,11 +87,7 @@ impl Gate<'_> {
             scratch_root,
             cancel,
         } = *self;
-        let artifacts = if attempt.landing {
-            attempt.dir.join("landing")
-        } else {
-            attempt.dir.to_path_buf()
-        };
+        let artifacts = AttemptDir::of(attempt.dir).artifacts(attempt.landing);
         std::fs::create_dir_all(&artifacts).map_err(|source| PipelineError::Io {
             context: format!("cannot create {}", artifacts.display()),
             source,
@@ -115,7 +99,7 @@ impl Gate<'_> {
             Completeness::Auto if attempt.task.worker.kind.agent().is_none() => None,
             Completeness::Auto | Completeness::On => Some(
                 crate::util::read_regular(
-                    &final_report_path(attempt.dir),
+                    &AttemptDir::of(attempt.dir).final_report(),
                     crate::util::MAX_WORKER_FILE,
                 )
                 .ok()
@@ -146,9 +130,9 @@ impl Gate<'_> {
                 Vec::new()
             } else {
                 vec![
-                    attempt.dir.join("worker.log"),
-                    super::run_worker::events_path(attempt.dir),
-                    final_report_path(attempt.dir),
+                    AttemptDir::of(attempt.dir).log(),
+                    AttemptDir::of(attempt.dir).events(),
+                    AttemptDir::of(attempt.dir).final_report(),
                 ]
             },
             history: None,
@@ -166,7 +150,7 @@ impl Gate<'_> {
             worker_stage(attempt.exit, attempt.tampered, agent.as_ref()),
         );
         scrub_report(&mut report, rules);
-        let path = artifacts.join("verify.json");
+        let path = AttemptDir::verify_report(&artifacts);
         let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
         std::fs::write(&path, json).map_err(|source| PipelineError::Io {
             context: format!("cannot write {}", path.display()),

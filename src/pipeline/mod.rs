@@ -130,7 +130,7 @@ pub fn open_state(repo: &RepoPaths) -> Result<(Store, Vec<RecoveredAttempt>), Pi
 fn create_state(repo: &RepoPaths) -> Result<(Store, Vec<RecoveredAttempt>), PipelineError> {
     let layout = StateLayout::of(repo);
     let mut store = Store::open(&layout.database())?;
-    crate::util::keep_reserve(&layout.reserve());
+    layout.keep_reserve();
     let recovered = recover(repo, &mut store)?;
     Ok((store, recovered))
 }
@@ -404,7 +404,7 @@ pub fn run(
         rules: &rules,
         target_branch: target_branch.as_deref(),
         no_merge: request.no_merge,
-        scratch_root: worktree_folder.join(".verify"),
+        scratch_root: crate::paths::verify_root(&worktree_folder),
         run_id: &run_id,
         base_sha: &base_sha,
         store: Mutex::new(store),

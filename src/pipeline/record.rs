@@ -189,7 +189,7 @@ pub fn write_record(
         sandbox_notes: &notes,
         ..record
     };
-    let path = dir.join("attempt.json");
+    let path = crate::paths::AttemptDir::of(dir).record();
     let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
     std::fs::write(&path, json).map_err(|source| GitError::Io {
         context: format!("cannot write {}", path.display()),
@@ -199,15 +199,18 @@ pub fn write_record(
 
 /// The tampering an attempt's `attempt.json` recorded (for `ccfan verify`, which re-judges stored attempts).
 pub fn stored_tampering(dir: &Path) -> Vec<String> {
-    crate::util::read_regular(&dir.join("attempt.json"), crate::util::MAX_WORKER_FILE)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|doc| {
-            doc["recorded"]["tampered"].as_array().map(|list| {
-                list.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
+    crate::util::read_regular(
+        &crate::paths::AttemptDir::of(dir).record(),
+        crate::util::MAX_WORKER_FILE,
+    )
+    .ok()
+    .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+    .and_then(|doc| {
+        doc["recorded"]["tampered"].as_array().map(|list| {
+            list.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
         })
-        .unwrap_or_default()
+    })
+    .unwrap_or_default()
 }

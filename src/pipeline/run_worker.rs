@@ -3,6 +3,7 @@
 //! An agent worker (Codex, Claude Code) also gets its prompt, a private home, and its event stream read live
 //! into progress and usage.
 
+use crate::paths::AttemptDir;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -71,26 +72,6 @@ pub enum RunWorkerError {
     Sandbox(#[from] SandboxError),
 }
 
-/// The folder the worker hands files back in (its final report): the one place in ccfan's state it may write.
-pub fn outbox(dir: &Path) -> PathBuf {
-    dir.join("outbox")
-}
-
-/// The attempt's log file.
-pub fn log_path(dir: &Path) -> PathBuf {
-    dir.join("worker.log")
-}
-
-/// The agent's raw event stream (agent workers; scrubbed of secrets like the log).
-pub fn events_path(dir: &Path) -> PathBuf {
-    dir.join("events.jsonl")
-}
-
-/// The agent's summary of the attempt.
-pub fn agent_path(dir: &Path) -> PathBuf {
-    dir.join("agent.json")
-}
-
 /// Writes the task file and runs the worker to its end. `on_progress` sees the agent's summary as it changes.
 pub fn run_worker(
     task: &TaskSpec,
@@ -100,7 +81,7 @@ pub fn run_worker(
     on_spawn: impl FnOnce(u32),
     on_progress: &mut dyn FnMut(&AgentSummary),
 ) -> Result<WorkerRun, RunWorkerError> {
-    let task_file = context.dir.join("task.json");
+    let task_file = AttemptDir::of(context.dir).task_file();
     let doc = TaskFileDoc {
         schema: 1,
         run_id: context.run_id,
@@ -119,12 +100,12 @@ pub fn run_worker(
     };
     let json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     write(&task_file, &json)?;
-    let outbox = outbox(context.dir);
+    let outbox = AttemptDir::of(context.dir).outbox();
     std::fs::create_dir_all(&outbox).map_err(|source| RunWorkerError::TaskFile {
         path: outbox.clone(),
         source,
     })?;
-    let report_file = outbox.join(super::gate::FINAL_REPORT);
+    let report_file = AttemptDir::of(context.dir).report_file();
     let lossy = |path: &Path| path.to_string_lossy().into_owned();
     let extra = [
         ("CCFAN_RUN_ID".to_string(), context.run_id.to_string()),
@@ -148,7 +129,7 @@ pub fn run_worker(
         task.timeout,
         policy.log_limit,
     );
-    let log = log_path(context.dir);
+    let log = AttemptDir::of(context.dir).log();
     let mut reader = None;
     let argv = match task.worker.kind.agent() {
         None => task.worker.kind.command().unwrap_or_default().to_vec(),
@@ -164,7 +145,7 @@ pub fn run_worker(
             }
         }
     };
-    let events = events_path(context.dir);
+    let events = AttemptDir::of(context.dir).events();
     let outcome = sandbox::run(
         Launch {
             argv: &argv,
@@ -205,7 +186,7 @@ pub fn run_worker(
     let mut summary = reader.tally.finish();
     summary.redact(|text| context.rules.redact_text(text));
     write(
-        &agent_path(context.dir),
+        &AttemptDir::of(context.dir).agent(),
         &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
     )?;
     // The agent's last message is its final report, unless it wrote one itself. ccfan writes it beside the log,
@@ -214,7 +195,7 @@ pub fn run_worker(
         && std::fs::symlink_metadata(&report_file).is_err()
     {
         write(
-            &context.dir.join(super::gate::FINAL_REPORT),
+            &AttemptDir::of(context.dir).report_from_agent(),
             message.as_bytes(),
         )?;
     }
@@ -389,6 +370,8 @@ fn set_env(env: &mut Vec<(OsString, OsString)>, name: &str, value: &std::ffi::Os
 
 /// Reads an attempt's stored agent summary, if its worker was an agent.
 pub fn read_agent(dir: &Path) -> Option<AgentSummary> {
-    let bytes = crate::util::read_regular(&agent_path(dir), crate::util::MAX_WORKER_FILE).ok()?;
+    let bytes =
+        crate::util::read_regular(&AttemptDir::of(dir).agent(), crate::util::MAX_WORKER_FILE)
+            .ok()?;
     serde_json::from_slice(&bytes).ok()
 }

@@ -116,7 +116,7 @@ impl Control<'_> {
                 rules: &rules,
                 target_branch: run.target_branch.as_deref(),
                 no_merge: false,
-                scratch_root: worktree_folder.join(".verify"),
+                scratch_root: crate::paths::verify_root(&worktree_folder),
                 run_id,
                 base_sha: &run.base_sha,
                 store: Mutex::new(Store::open(&StateLayout::of(self.repo).database())?),
@@ -427,9 +427,8 @@ fn last_findings(carrier: &Carrier<'_>, task: &TaskRow) -> Result<Vec<Finding>, 
     let Some(latest) = attempts.last() else {
         return Ok(Vec::new());
     };
-    let report = ["landing/verify.json", "verify.json"]
-        .iter()
-        .find_map(|name| std::fs::read(latest.dir.join(name)).ok())
+    let report = crate::paths::AttemptDir::of(&latest.dir)
+        .latest_report()
         .and_then(|bytes| serde_json::from_slice::<VerifyReport>(&bytes).ok());
     Ok(report
         .map(|report| {

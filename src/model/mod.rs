@@ -1,6 +1,8 @@
 //! Plain data shared by every stage: task specs, states, attempt outcomes and the views that `status` and
 //! `--json` show. No I/O lives here, so every stage and both front ends agree on one vocabulary.
 
+pub mod agent;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -214,11 +216,11 @@ impl WorkerKind {
     }
 
     /// The agent CLI behind this kind, if it is one.
-    pub fn agent(&self) -> Option<(crate::agents::Agent, &AgentConfig)> {
+    pub fn agent(&self) -> Option<(agent::Agent, &AgentConfig)> {
         match self {
             WorkerKind::Command { .. } => None,
-            WorkerKind::Codex(config) => Some((crate::agents::Agent::Codex, config)),
-            WorkerKind::Claude(config) => Some((crate::agents::Agent::Claude, config)),
+            WorkerKind::Codex(config) => Some((agent::Agent::Codex, config)),
+            WorkerKind::Claude(config) => Some((agent::Agent::Claude, config)),
         }
     }
 }
@@ -417,7 +419,7 @@ pub struct TaskView {
     pub agent: Option<AgentView>,
     /// Tokens and cost of all its attempts (agent workers).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<crate::agents::Usage>,
+    pub usage: Option<agent::Usage>,
     /// Set for a merged task whose change was already on the target: it landed no commit of its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub already_landed: Option<AlreadyLanded>,
@@ -434,7 +436,7 @@ pub struct AlreadyLanded {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentView {
     /// `codex` or `claude`.
-    pub agent: crate::agents::Agent,
+    pub agent: agent::Agent,
     /// The session a rework resumes.
     pub session_id: Option<String>,
     /// What it is doing now, or did last.
@@ -448,12 +450,12 @@ pub struct AgentView {
     /// Files its edit tools changed so far.
     pub files_changed: usize,
     /// Tokens and cost of this attempt.
-    pub usage: crate::agents::Usage,
+    pub usage: agent::Usage,
 }
 
 impl AgentView {
     /// The view of an attempt's summary.
-    pub fn of(summary: &crate::agents::tally::AgentSummary) -> AgentView {
+    pub fn of(summary: &agent::AgentSummary) -> AgentView {
         AgentView {
             agent: summary.agent,
             session_id: summary.session_id.clone(),
@@ -492,7 +494,7 @@ pub struct RunView {
     pub tasks: Vec<TaskView>,
     /// Tokens and cost of every agent attempt in the run.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<crate::agents::Usage>,
+    pub usage: Option<agent::Usage>,
 }
 
 impl RunView {
