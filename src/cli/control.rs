@@ -61,7 +61,7 @@ fn control(
     render::out(&if json {
         render::json(&serde_json::json!({
             "schema": 1,
-            "refused": outcome.refused,
+            "refused": outcome.refused.as_ref().map(ToString::to_string),
             "run": outcome.view,
         }))
     } else {

@@ -409,8 +409,8 @@ pub async fn cancel(
     .await
     .map_err(|error| Failure::tool(ErrorCode::Internal, error.to_string()))??;
     let finished = match outcome.refused {
-        Some(why) if why.contains("not running") => {
-            return Err(Failure::tool(ErrorCode::Refused, why));
+        Some(refusal @ crate::pipeline::lifecycle::Refusal::NotRunning { .. }) => {
+            return Err(Failure::tool(ErrorCode::Refused, refusal.to_string()));
         }
         Some(_) => false,
         None => true,

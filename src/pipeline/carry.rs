@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use super::lifecycle::{self, Next};
 use super::{PipelineError, fan_out, gate, record, run_worker};
 use crate::events::{Event, EventSink};
 use crate::git::{self, RepoPaths};
@@ -171,11 +172,9 @@ impl Carrier<'_> {
             };
             cursor.tip = next_tip;
             cursor.next += 1;
-            match verdict {
-                Verdict::Rework { findings } if !cancel.load(Ordering::SeqCst) => {
-                    cursor.findings = findings;
-                }
-                Verdict::Rework { .. } => {
+            match lifecycle::after_attempt(&verdict, cancel.load(Ordering::SeqCst)) {
+                Next::Rework(findings) => cursor.findings = findings,
+                Next::CancelledBeforeRework => {
                     self.transition(
                         &task.id,
                         cursor.next - 1,
@@ -184,20 +183,14 @@ impl Carrier<'_> {
                     )?;
                     return Ok(None);
                 }
-                Verdict::Rollback {
-                    budget_spent: false,
-                    ..
-                } => {
+                Next::RolledBack => {
                     // Not merged; every attempt stays on its salvage ref; the worktree goes back to the base.
                     if let Err(error) = git::reset_worktree(worktree, &cursor.base) {
                         tracing::warn!(task = %task.id, "cannot reset the rolled-back worktree: {error}");
                     }
                     return Ok(Some(verdict));
                 }
-                Verdict::Accept
-                | Verdict::Rollback {
-                    budget_spent: true, ..
-                } => return Ok(Some(verdict)),
+                Next::Settled => return Ok(Some(verdict)),
             }
         }
     }

@@ -251,8 +251,6 @@ impl super::gate::Gate<'_> {
         } = *self;
         let mut judged_by = policy.clone();
         judged_by.gate.stages = stages.to_vec();
-        // A person's change has no rework budget: a blocking finding blocks, and says only what it is.
-        judged_by.max_reworks = u32::MAX;
         let runs_commands = stages
             .iter()
             .any(|stage| matches!(stage, Stage::Tests | Stage::Checks));
@@ -321,7 +319,8 @@ impl super::gate::Gate<'_> {
         })?;
         // Paths and test output come from the change: whatever the rules find in them is redacted, as for workers.
         super::gate::scrub_report(&mut report, rules);
-        let verdict = decide(&report, &judged_by, 1);
+        // A person's change has no rework budget: a blocking finding blocks, and says only what it is.
+        let verdict = decide(&report, &judged_by, super::lifecycle::Budget::Unbounded);
         Ok(ChangeVerification {
             kind: change.kind,
             subject: change.subject.clone(),

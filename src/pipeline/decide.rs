@@ -1,17 +1,18 @@
-//! Stage 5, decide: a pure function of the verification report, the policy and the attempt number. No I/O, no
+//! Stage 5, decide: a pure function of the verification report, the policy and the rework budget. No I/O, no
 //! `Result`: Accept, Rework and Rollback are values, so every branch is a unit test away.
 
+pub use super::lifecycle::Budget;
 use crate::policy::Policy;
 use crate::report::{Finding, StageStatus, Verdict, VerifyReport};
 
-/// What the gate concludes about attempt `attempt` (1-based).
+/// What the gate concludes about an attempt, given its rework `budget`.
 ///
 /// - Nothing blocking (no error-level finding, no stage that could not run): **Accept**.
 /// - A stage ccfan could not run, or a blocking finding whose stage or rule is listed in the policy's
 ///   `gate.not_reworkable`: **Rollback** — another attempt would not fix it.
 /// - Otherwise **Rework** with the blocking findings, while the rework budget (`run.max_reworks` further attempts
 ///   after the first) lasts; after that **Rollback**, naming what was still wrong.
-pub fn decide(report: &VerifyReport, policy: &Policy, attempt: u32) -> Verdict {
+pub fn decide(report: &VerifyReport, policy: &Policy, budget: Budget) -> Verdict {
     let errors: Vec<String> = report
         .stages
         .iter()
@@ -52,11 +53,16 @@ pub fn decide(report: &VerifyReport, policy: &Policy, attempt: u32) -> Verdict {
             budget_spent: false,
         };
     }
-    let reworks_used = attempt.saturating_sub(1);
-    if reworks_used >= policy.max_reworks {
+    let (attempt, max_reworks) = match budget {
+        Budget::Unbounded => return Verdict::Rework { findings: blocking },
+        Budget::Attempt {
+            attempt,
+            max_reworks,
+        } => (attempt, max_reworks),
+    };
+    if attempt.saturating_sub(1) >= max_reworks {
         let mut reasons = vec![format!(
-            "still failing after {attempt} attempt(s); the rework budget (run.max_reworks = {}) is spent",
-            policy.max_reworks
+            "still failing after {attempt} attempt(s); the rework budget (run.max_reworks = {max_reworks}) is spent"
         )];
         reasons.extend(blocking.iter().map(describe));
         return Verdict::Rollback {
@@ -107,6 +113,29 @@ mod tests {
         }
     }
 
+    fn at(attempt: u32, policy: &Policy) -> Budget {
+        Budget::Attempt {
+            attempt,
+            max_reworks: policy.max_reworks,
+        }
+    }
+
+    #[test]
+    fn a_change_without_a_budget_is_never_spent() {
+        let finding = Finding::error(crate::report::Stage::Scope, "denied", "x");
+        let report = report(vec![stage(
+            crate::report::Stage::Scope,
+            StageStatus::Fail,
+            vec![finding.clone()],
+        )]);
+        assert_eq!(
+            decide(&report, &policy(), Budget::Unbounded),
+            Verdict::Rework {
+                findings: vec![finding]
+            }
+        );
+    }
+
     fn policy() -> Policy {
         policy::load(None).unwrap()
     }
@@ -118,7 +147,10 @@ mod tests {
             stage(Stage::Diff, StageStatus::Pass, vec![warn]),
             stage(Stage::Tests, StageStatus::Skipped, vec![]),
         ]);
-        assert_eq!(decide(&report, &policy(), 1), Verdict::Accept);
+        assert_eq!(
+            decide(&report, &policy(), at(1, &policy())),
+            Verdict::Accept
+        );
     }
 
     #[test]
@@ -134,13 +166,13 @@ mod tests {
         assert_eq!(policy.max_reworks, 3);
         for attempt in 1..=3 {
             assert_eq!(
-                decide(&report, &policy, attempt),
+                decide(&report, &policy, at(attempt, &policy)),
                 Verdict::Rework {
                     findings: vec![finding.clone()]
                 }
             );
         }
-        match decide(&report, &policy, 4) {
+        match decide(&report, &policy, at(4, &policy)) {
             Verdict::Rollback {
                 reasons,
                 budget_spent,
@@ -167,7 +199,7 @@ mod tests {
             StageStatus::Fail,
             vec![finding],
         )]);
-        match decide(&report, &policy, 1) {
+        match decide(&report, &policy, at(1, &policy)) {
             Verdict::Rollback {
                 reasons,
                 budget_spent,
@@ -182,7 +214,7 @@ mod tests {
         // By rule id too.
         policy.gate.not_reworkable = vec!["aws-access-key-id".into()];
         assert!(matches!(
-            decide(&report, &policy, 1),
+            decide(&report, &policy, at(1, &policy)),
             Verdict::Rollback { .. }
         ));
     }
@@ -191,7 +223,7 @@ mod tests {
     fn a_stage_that_could_not_run_rolls_back() {
         let mut tests = stage(Stage::Tests, StageStatus::Error, vec![]);
         tests.note = Some("cannot start `cargo`".into());
-        match decide(&report(vec![tests]), &policy(), 1) {
+        match decide(&report(vec![tests]), &policy(), at(1, &policy())) {
             Verdict::Rollback { reasons, .. } => assert_eq!(
                 reasons,
                 ["the tests stage could not run: cannot start `cargo`"]
@@ -207,7 +239,7 @@ mod tests {
         let finding = Finding::error(Stage::Tests, "tests-failed", "exit 1");
         let report = report(vec![stage(Stage::Tests, StageStatus::Fail, vec![finding])]);
         assert!(matches!(
-            decide(&report, &policy, 1),
+            decide(&report, &policy, at(1, &policy)),
             Verdict::Rollback { .. }
         ));
     }

@@ -156,7 +156,11 @@ impl Gate<'_> {
             context: format!("cannot write {}", path.display()),
             source,
         })?;
-        let verdict = decide(&report, policy, attempt.in_budget);
+        let budget = super::lifecycle::Budget::Attempt {
+            attempt: attempt.in_budget,
+            max_reworks: policy.max_reworks,
+        };
+        let verdict = decide(&report, policy, budget);
         Ok((report, verdict))
     }
 }

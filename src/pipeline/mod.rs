@@ -20,6 +20,8 @@ pub mod gate;
 pub mod change;
 // stages 2-5 for one task, attempt after attempt
 mod carry;
+// what each verdict leads to, and which follow-up each task state allows (pure)
+pub mod lifecycle;
 // stage 6
 pub mod integrate;
 // follow-up commands on a stored run

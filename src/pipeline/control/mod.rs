@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::cancel::Cancels;
 use super::carry::Carrier;
+pub use super::lifecycle::Refusal;
+use super::lifecycle::{self, Operation};
 use super::{PipelineError, load_policy, load_rules, open_state};
 use crate::events::{Event, EventSink};
 use crate::git::{self, RepoPaths};
@@ -62,17 +64,13 @@ impl Target {
     }
 }
 
-/// Something a follow-up command refused to do: exit code 1 with this message, nothing changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal(pub String);
-
 /// What a follow-up command did: the run afterwards, and any refusal.
 #[derive(Debug, Clone)]
 pub struct ControlOutcome {
     /// The run as stored afterwards.
     pub view: RunView,
-    /// Set when the command did not do (all of) what was asked, with why.
-    pub refused: Option<String>,
+    /// Set when the command did not do (all of) what was asked, with why (exit code 1; nothing changed).
+    pub refused: Option<Refusal>,
 }
 
 /// What a follow-up command works with: the repository and how to report and stop.
@@ -145,7 +143,7 @@ impl Control<'_> {
     fn outcome(
         &self,
         run_id: &str,
-        refused: Option<String>,
+        refused: Option<Refusal>,
     ) -> Result<ControlOutcome, PipelineError> {
         let (store, _) = open_state(self.repo)?;
         Ok(ControlOutcome {
@@ -187,8 +185,8 @@ impl Control<'_> {
         }
         let refused = self.with_carrier(&target.run, None, |carrier| {
             let task = find_task(carrier, task_id)?;
-            if let Some(why) = not_reworkable(&task) {
-                return Ok(Some(why));
+            if let Err(refusal) = lifecycle::allows(Operation::Rework, &task.id, task.state) {
+                return Ok(Some(refusal));
             }
             let finding = Finding::error(Stage::Worker, "reviewer-note", note.to_string());
             carrier.again(&task, vec![finding])?;
@@ -203,28 +201,8 @@ impl Control<'_> {
         let task_id = target.need_task("retry")?;
         let refused = self.with_carrier(&target.run, None, |carrier| {
             let task = find_task(carrier, task_id)?;
-            let retryable = matches!(
-                task.state,
-                TaskState::Blocked
-                    | TaskState::Failed
-                    | TaskState::TimedOut
-                    | TaskState::Interrupted
-                    | TaskState::Cancelled
-                    | TaskState::Error
-                    | TaskState::Conflict
-                    | TaskState::Rework
-            );
-            if !retryable {
-                return Ok(Some(format!(
-                    "task {} is {}: retry is for blocked, failed, interrupted or cancelled tasks{}",
-                    task.id,
-                    task.state,
-                    match task.state {
-                        TaskState::Accepted => "; `ccfan merge` lands an accepted one",
-                        _ =>
-                            "; `ccfan rework --note` asks for another attempt of any finished task",
-                    }
-                )));
+            if let Err(refusal) = lifecycle::allows(Operation::Retry, &task.id, task.state) {
+                return Ok(Some(refusal));
             }
             let findings = last_findings(carrier, &task)?;
             carrier.again(&task, findings)?;
@@ -244,26 +222,16 @@ impl Control<'_> {
         let task_id = target.need_task("accept")?;
         let refused = self.with_carrier(&target.run, None, |carrier| {
             let task = find_task(carrier, task_id)?;
-            match task.state {
-                TaskState::Merged => {
-                    return Ok(Some(format!("task {} is merged already", task.id)));
-                }
-                state if !state.is_final() && state != TaskState::Conflict => {
-                    return Ok(Some(format!(
-                        "task {} is {state}: wait for it to finish, or `ccfan cancel` it first",
-                        task.id
-                    )));
-                }
-                _ => {}
+            if let Err(refusal) = lifecycle::allows(Operation::Accept, &task.id, task.state) {
+                return Ok(Some(refusal));
             }
             let attempts = carrier.store().attempts(carrier.run_id, &task.id)?;
             let has_work =
                 task_head(&attempts, carrier.base_sha).is_some_and(|head| head.commit.is_some());
             if !has_work {
-                return Ok(Some(format!(
-                    "task {} has no recorded change to accept",
-                    task.id
-                )));
+                return Ok(Some(Refusal::NoChange {
+                    task: task.id.clone(),
+                }));
             }
             let forced = format!("{who}: {reason}");
             carrier
@@ -325,7 +293,11 @@ impl Control<'_> {
                     refusals.push(why);
                 }
             }
-            Ok((!refusals.is_empty()).then(|| refusals.join("\n")))
+            Ok(match refusals.len() {
+                0 => None,
+                1 => refusals.pop(),
+                _ => Some(Refusal::Several(refusals)),
+            })
         })?;
         self.outcome(&target.run, refused)
     }
@@ -351,11 +323,10 @@ impl Control<'_> {
         if run.state != RunState::Running {
             return self.outcome(
                 &target.run,
-                Some(format!(
-                    "run {} is not running (it is {}): nothing to cancel",
-                    run.id,
-                    run.state.as_str()
-                )),
+                Some(Refusal::NotRunning {
+                    run: run.id.clone(),
+                    state: run.state.as_str().to_string(),
+                }),
             );
         }
         store.request_cancel(&target.run, target.task.as_deref())?;
@@ -378,12 +349,7 @@ impl Control<'_> {
                 || std::time::Instant::now() >= deadline
                 || self.cancel.load(Ordering::SeqCst)
             {
-                let refused = pending.then(|| {
-                    format!(
-                        "the tasks were asked to stop but had not stopped after {}",
-                        humantime::format_duration(wait)
-                    )
-                });
+                let refused = pending.then_some(Refusal::StillStopping { waited: wait });
                 return self.outcome(&target.run, refused);
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
@@ -404,21 +370,6 @@ fn find_task(carrier: &Carrier<'_>, task_id: &str) -> Result<TaskRow, PipelineEr
             }
             .into()
         })
-}
-
-/// Why a task cannot be reworked now, if it cannot.
-fn not_reworkable(task: &TaskRow) -> Option<String> {
-    match task.state {
-        TaskState::Merged => Some(format!(
-            "task {} is merged: roll it back first (`ccfan rollback <run>/{}`), then rework it",
-            task.id, task.id
-        )),
-        state if !state.is_final() && state != TaskState::Conflict => Some(format!(
-            "task {} is {state}: wait for it to finish, or `ccfan cancel` it first",
-            task.id
-        )),
-        _ => None,
-    }
 }
 
 /// The blocking findings of a task's latest gate report (what a retry hands the worker).

@@ -6,6 +6,7 @@ use crate::model::TaskState;
 use crate::pipeline::PipelineError;
 use crate::pipeline::carry::{Carrier, Cursor};
 use crate::pipeline::integrate::{Move, move_branch};
+use crate::pipeline::lifecycle::{self, Operation, Refusal};
 use crate::report::Finding;
 use crate::store::{TaskRow, task_head};
 use crate::util::short;
@@ -58,16 +59,13 @@ impl Carrier<'_> {
     }
 
     /// Rolls one task back; returns why not, if it refused.
-    pub(super) fn roll_back(&self, task: &TaskRow) -> Result<Option<String>, PipelineError> {
+    pub(super) fn roll_back(&self, task: &TaskRow) -> Result<Option<Refusal>, PipelineError> {
+        if let Err(refusal) = lifecycle::allows(Operation::Rollback, &task.id, task.state) {
+            return Ok(Some(refusal));
+        }
         match task.state {
             TaskState::RolledBack => return Ok(None),
             TaskState::Merged => return self.revert(task),
-            state if !state.is_final() => {
-                return Ok(Some(format!(
-                    "task {} is {state}: `ccfan cancel` it first, then roll it back",
-                    task.id
-                )));
-            }
             _ => {}
         }
         let attempts = self.store().attempts(self.run_id, &task.id)?;
@@ -98,33 +96,35 @@ impl Carrier<'_> {
     }
 
     /// Undoes a merged task with a revert commit on the branch it landed on.
-    fn revert(&self, task: &TaskRow) -> Result<Option<String>, PipelineError> {
+    fn revert(&self, task: &TaskRow) -> Result<Option<Refusal>, PipelineError> {
         if let Some(with) = &task.landed_with {
-            let came = match with.as_str() {
-                "" => "it was there before".to_string(),
-                other => format!("it came with task {other}; roll that one back to undo it"),
-            };
-            return Ok(Some(format!(
-                "task {} landed no commit of its own, since its change was already on the target ({came})",
-                task.id
-            )));
+            return Ok(Some(Refusal::LandedNothing {
+                task: task.id.clone(),
+                with: (!with.is_empty()).then(|| with.clone()),
+            }));
         }
+        let refuse = |why: String| {
+            Ok(Some(Refusal::Revert {
+                task: task.id.clone(),
+                why,
+            }))
+        };
         let (Some(landing), Some(branch)) = (&task.landing, &task.landed_on) else {
-            return Ok(Some(format!(
+            return refuse(format!(
                 "task {} is merged but its landing commit is not recorded (it changed nothing?)",
                 task.id
-            )));
+            ));
         };
         for _ in 0..5 {
             let Some(tip) = git::ref_target(self.repo, &format!("refs/heads/{branch}"))? else {
-                return Ok(Some(format!("branch {branch} does not exist any more")));
+                return refuse(format!("branch {branch} does not exist any more"));
             };
             if !(tip == *landing || git::is_ancestor(self.repo, landing, &tip)?) {
-                return Ok(Some(format!(
+                return refuse(format!(
                     "{branch} no longer holds task {}'s commit {}: nothing to revert",
                     task.id,
                     short(landing)
-                )));
+                ));
             }
             let message = format!(
                 "Revert task `{}` of run {}\n\nThis reverts commit {landing} (rolled back with ccfan).\n\nCcfan-Run: {}\nCcfan-Task: {}\n",
@@ -133,12 +133,12 @@ impl Carrier<'_> {
             let revert = match git::revert_commit(self.repo, &tip, landing, &message)? {
                 MergePreview::Clean { commit } => commit,
                 MergePreview::Conflicts(paths) => {
-                    return Ok(Some(format!(
+                    return refuse(format!(
                         "reverting task {} conflicts with later changes on {branch} in {}: revert {} by hand",
                         task.id,
                         paths.join(", "),
                         short(landing)
-                    )));
+                    ));
                 }
             };
             match move_branch(self.repo, branch, &tip, &revert, true)? {
@@ -157,16 +157,14 @@ impl Carrier<'_> {
                 }
                 Move::Raced => continue,
                 Move::InTheWay(checkout, dirty) => {
-                    return Ok(Some(format!(
+                    return refuse(format!(
                         "not reverted: your checkout {} has uncommitted changes in {} that the revert changes; commit or stash them and run the rollback again",
                         checkout.display(),
                         dirty.join(", ")
-                    )));
+                    ));
                 }
             }
         }
-        Ok(Some(format!(
-            "{branch} kept moving: try the rollback again"
-        )))
+        refuse(format!("{branch} kept moving: try the rollback again"))
     }
 }

@@ -1,0 +1,371 @@
+//! The task lifecycle as pure functions over values: which follow-up operation each task state allows (a typed
+//! refusal otherwise), what an attempt's verdict leads to next, and the rework budget the gate's `decide` is
+//! given. Every state and verdict is matched exhaustively, so a new one breaks the build where it must be handled,
+//! and the whole table is unit-tested without starting a process.
+
+use std::time::Duration;
+
+use crate::model::TaskState;
+use crate::report::{Finding, Verdict};
+
+/// A follow-up command on one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `ccfan rework --note`: another attempt with a person's note.
+    Rework,
+    /// `ccfan retry`: a fresh rework budget for a task that stopped short.
+    Retry,
+    /// `ccfan accept --force`: land over the gate's verdict.
+    Accept,
+    /// `ccfan rollback`: not merged (a merged task is reverted).
+    Rollback,
+}
+
+impl Operation {
+    /// The command's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Rework => "rework",
+            Operation::Retry => "retry",
+            Operation::Accept => "accept",
+            Operation::Rollback => "rollback",
+        }
+    }
+}
+
+/// Why a follow-up command did nothing: the command exits 1 with this, and MCP maps it to its error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The task is still moving (queued, running, verifying, merging, …).
+    InProgress {
+        /// The task.
+        task: String,
+        /// Its state.
+        state: TaskState,
+        /// What was asked.
+        op: Operation,
+    },
+    /// The task is merged: a rework needs a rollback first, and an accept has nothing left to do.
+    Merged {
+        /// The task.
+        task: String,
+        /// What was asked.
+        op: Operation,
+    },
+    /// Retry is for tasks that stopped short.
+    NotRetryable {
+        /// The task.
+        task: String,
+        /// Its state.
+        state: TaskState,
+    },
+    /// There is no recorded change to accept.
+    NoChange {
+        /// The task.
+        task: String,
+    },
+    /// The task landed no commit of its own: its change was already on the target.
+    LandedNothing {
+        /// The task.
+        task: String,
+        /// The task whose landing brought the change (`None`: it was there before).
+        with: Option<String>,
+    },
+    /// A revert could not be made (the branch is gone or moved on, the revert conflicts, …).
+    Revert {
+        /// The task.
+        task: String,
+        /// What git said.
+        why: String,
+    },
+    /// Nothing carries the run: nothing to cancel.
+    NotRunning {
+        /// The run.
+        run: String,
+        /// Its state.
+        state: String,
+    },
+    /// The tasks were asked to stop and had not stopped within the wait.
+    StillStopping {
+        /// How long ccfan waited.
+        waited: Duration,
+    },
+    /// Several tasks refused (a rollback of a whole run).
+    Several(Vec<Refusal>),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::InProgress {
+                task,
+                state,
+                op: Operation::Rollback,
+            } => write!(
+                f,
+                "task {task} is {state}: `ccfan cancel` it first, then roll it back"
+            ),
+            Refusal::InProgress {
+                task,
+                state,
+                op: Operation::Rework | Operation::Retry | Operation::Accept,
+            } => write!(
+                f,
+                "task {task} is {state}: wait for it to finish, or `ccfan cancel` it first"
+            ),
+            Refusal::Merged {
+                task,
+                op: Operation::Rework,
+            } => write!(
+                f,
+                "task {task} is merged: roll it back first (`ccfan rollback <run>/{task}`), then rework it"
+            ),
+            Refusal::Merged {
+                task,
+                op: Operation::Accept | Operation::Retry | Operation::Rollback,
+            } => write!(f, "task {task} is merged already"),
+            Refusal::NotRetryable { task, state } => {
+                let hint = match state {
+                    TaskState::Accepted => "; `ccfan merge` lands an accepted one",
+                    _ => "; `ccfan rework --note` asks for another attempt of any finished task",
+                };
+                write!(
+                    f,
+                    "task {task} is {state}: retry is for blocked, failed, interrupted or cancelled tasks{hint}"
+                )
+            }
+            Refusal::NoChange { task } => write!(f, "task {task} has no recorded change to accept"),
+            Refusal::LandedNothing { task, with } => {
+                let came = match with {
+                    None => "it was there before".to_string(),
+                    Some(other) => {
+                        format!("it came with task {other}; roll that one back to undo it")
+                    }
+                };
+                write!(
+                    f,
+                    "task {task} landed no commit of its own, since its change was already on the target ({came})"
+                )
+            }
+            Refusal::Revert { task: _, why } => f.write_str(why),
+            Refusal::NotRunning { run, state } => {
+                write!(
+                    f,
+                    "run {run} is not running (it is {state}): nothing to cancel"
+                )
+            }
+            Refusal::StillStopping { waited } => write!(
+                f,
+                "the tasks were asked to stop but had not stopped after {}",
+                humantime::format_duration(*waited)
+            ),
+            Refusal::Several(all) => {
+                let lines: Vec<String> = all.iter().map(ToString::to_string).collect();
+                f.write_str(&lines.join("\n"))
+            }
+        }
+    }
+}
+
+/// Where a task is in its life, as the follow-up commands see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Something is working on it (queued, preparing, running, verifying, landing).
+    Moving,
+    /// Between two attempts: moving while its process lives, and left there when that process died.
+    BetweenAttempts,
+    /// Its landing conflicted and waits for a rework on the new tip.
+    Conflicted,
+    /// Accepted by the gate, not landed.
+    Accepted,
+    /// Landed on its target.
+    Merged,
+    /// Rolled back.
+    RolledBack,
+    /// Stopped short: blocked, failed, timed out, cancelled, interrupted, or ccfan's own error.
+    StoppedShort,
+}
+
+fn phase(state: TaskState) -> Phase {
+    match state {
+        TaskState::Queued
+        | TaskState::Preparing
+        | TaskState::Running
+        | TaskState::Completed
+        | TaskState::Verifying
+        | TaskState::Merging => Phase::Moving,
+        TaskState::Rework => Phase::BetweenAttempts,
+        TaskState::Conflict => Phase::Conflicted,
+        TaskState::Accepted => Phase::Accepted,
+        TaskState::Merged => Phase::Merged,
+        TaskState::RolledBack => Phase::RolledBack,
+        TaskState::Blocked
+        | TaskState::Failed
+        | TaskState::TimedOut
+        | TaskState::Cancelled
+        | TaskState::Interrupted
+        | TaskState::Error => Phase::StoppedShort,
+    }
+}
+
+/// Whether `op` may act on task `task` in `state`; the typed refusal otherwise. (A rollback of a merged task is
+/// allowed: it becomes a revert.)
+pub fn allows(op: Operation, task: &str, state: TaskState) -> Result<(), Refusal> {
+    let in_progress = || Refusal::InProgress {
+        task: task.to_string(),
+        state,
+        op,
+    };
+    match (op, phase(state)) {
+        (Operation::Retry, Phase::StoppedShort | Phase::Conflicted | Phase::BetweenAttempts) => {
+            Ok(())
+        }
+        (Operation::Retry, Phase::Moving) => Err(in_progress()),
+        (Operation::Retry, Phase::Accepted | Phase::Merged | Phase::RolledBack) => {
+            Err(Refusal::NotRetryable {
+                task: task.to_string(),
+                state,
+            })
+        }
+        (
+            Operation::Rework | Operation::Accept | Operation::Rollback,
+            Phase::Moving | Phase::BetweenAttempts,
+        )
+        | (Operation::Rollback, Phase::Conflicted) => Err(in_progress()),
+        (Operation::Rework | Operation::Accept, Phase::Merged) => Err(Refusal::Merged {
+            task: task.to_string(),
+            op,
+        }),
+        (Operation::Rework | Operation::Accept, Phase::Conflicted)
+        | (
+            Operation::Rework | Operation::Accept | Operation::Rollback,
+            Phase::Accepted | Phase::RolledBack | Phase::StoppedShort,
+        )
+        | (Operation::Rollback, Phase::Merged) => Ok(()),
+    }
+}
+
+/// The rework budget an attempt is judged with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// A worker's attempt: the `attempt`-th of its current budget, which allows `max_reworks` reworks.
+    Attempt {
+        /// 1-based, within the current budget.
+        attempt: u32,
+        /// Reworks the budget allows.
+        max_reworks: u32,
+    },
+    /// A person's change (the hooks' gate): a blocking finding is only what it is, never "budget spent".
+    Unbounded,
+}
+
+/// What an attempt's verdict leads to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Another attempt with these findings.
+    Rework(Vec<Finding>),
+    /// Stop: the task was cancelled before its rework could start.
+    CancelledBeforeRework,
+    /// Stop: rolled back; the worktree goes back to the chain's base (every attempt stays on its salvage ref).
+    RolledBack,
+    /// Stop where the verdict leaves it: accepted, or blocked with its work in place.
+    Settled,
+}
+
+/// What follows an attempt's `verdict`, given whether the task was cancelled meanwhile.
+pub fn after_attempt(verdict: &Verdict, cancelled: bool) -> Next {
+    match verdict {
+        Verdict::Rework { findings } if !cancelled => Next::Rework(findings.clone()),
+        Verdict::Rework { .. } => Next::CancelledBeforeRework,
+        Verdict::Rollback {
+            budget_spent: false,
+            ..
+        } => Next::RolledBack,
+        Verdict::Accept
+        | Verdict::Rollback {
+            budget_spent: true, ..
+        } => Next::Settled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Stage;
+
+    #[test]
+    fn every_state_and_operation_has_an_answer() {
+        use Operation::{Accept, Retry, Rework, Rollback};
+        let allowed = |op, state| allows(op, "t", state).is_ok();
+        for state in TaskState::ALL {
+            let moving = !state.is_final() && state != TaskState::Conflict;
+            // Nothing acts on a task something else is working on (a task left in `rework` may be retried).
+            assert_eq!(
+                allowed(Rework, state),
+                !moving && state != TaskState::Merged,
+                "{state}"
+            );
+            assert_eq!(
+                allowed(Accept, state),
+                !moving && state != TaskState::Merged,
+                "{state}"
+            );
+            assert_eq!(allowed(Rollback, state), state.is_final(), "{state}");
+            let retryable = matches!(
+                state,
+                TaskState::Blocked
+                    | TaskState::Failed
+                    | TaskState::TimedOut
+                    | TaskState::Interrupted
+                    | TaskState::Cancelled
+                    | TaskState::Error
+                    | TaskState::Conflict
+                    | TaskState::Rework
+            );
+            assert_eq!(allowed(Retry, state), retryable, "{state}");
+        }
+        assert!(matches!(
+            allows(Rework, "t", TaskState::Merged),
+            Err(Refusal::Merged { .. })
+        ));
+        assert!(matches!(
+            allows(Retry, "t", TaskState::Accepted),
+            Err(Refusal::NotRetryable { .. })
+        ));
+        assert!(matches!(
+            allows(Accept, "t", TaskState::Running),
+            Err(Refusal::InProgress { .. })
+        ));
+        assert!(
+            allows(Retry, "t", TaskState::Accepted)
+                .unwrap_err()
+                .to_string()
+                .contains("`ccfan merge` lands an accepted one")
+        );
+        assert!(
+            allows(Rollback, "t", TaskState::Verifying)
+                .unwrap_err()
+                .to_string()
+                .contains("then roll it back")
+        );
+    }
+
+    #[test]
+    fn what_follows_each_verdict_with_and_without_cancellation() {
+        let finding = Finding::error(Stage::Scope, "not-allowed", "x");
+        let rework = Verdict::Rework {
+            findings: vec![finding.clone()],
+        };
+        let rollback = |budget_spent| Verdict::Rollback {
+            reasons: vec!["r".into()],
+            budget_spent,
+        };
+        for cancelled in [false, true] {
+            assert_eq!(after_attempt(&Verdict::Accept, cancelled), Next::Settled);
+            assert_eq!(after_attempt(&rollback(true), cancelled), Next::Settled);
+            assert_eq!(after_attempt(&rollback(false), cancelled), Next::RolledBack);
+        }
+        assert_eq!(after_attempt(&rework, false), Next::Rework(vec![finding]));
+        assert_eq!(after_attempt(&rework, true), Next::CancelledBeforeRework);
+    }
+}
