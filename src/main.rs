@@ -42,7 +42,12 @@ fn main() -> ExitCode {
             #[expect(clippy::print_stderr, reason = "the binary reports the final error")]
             {
                 let error: &(dyn std::error::Error + 'static) = failure.error.as_ref();
-                if ccfan::util::disk_full(error) {
+                let stopped_by_full_disk = failure.error.chain().any(|cause| {
+                    cause
+                        .downcast_ref::<ccfan::pipeline::PipelineError>()
+                        .is_some_and(ccfan::pipeline::PipelineError::is_disk_full)
+                });
+                if stopped_by_full_disk || ccfan::util::disk_full(error) {
                     eprintln!("error: the disk is full: {:#}", failure.error);
                 } else {
                     eprintln!("error: {:#}", failure.error);

@@ -126,8 +126,9 @@ pub fn read_regular(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>
     Ok(bytes)
 }
 
-/// Whether `error` or any of its sources says the disk (or a quota) is full: ENOSPC or EDQUOT from the kernel, or
-/// SQLite's and libgit2's words for them.
+/// Whether `error` or any of its sources says the disk (or a quota) is full: ENOSPC or EDQUOT from the kernel,
+/// SQLite's `SQLITE_FULL`, or a libgit2 OS error ending in the kernel's words for them. (Never a match anywhere in
+/// a message: git errors quote file names, and a worker chooses those.)
 pub fn disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(error) = current {
@@ -137,14 +138,17 @@ pub fn disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
         {
             return true;
         }
-        let text = error.to_string();
-        if [
-            "No space left on device",
-            "database or disk is full",
-            "Disk quota exceeded",
-        ]
-        .iter()
-        .any(|words| text.contains(words))
+        if let Some(rusqlite::Error::SqliteFailure(failure, _)) =
+            error.downcast_ref::<rusqlite::Error>()
+            && failure.code == rusqlite::ErrorCode::DiskFull
+        {
+            return true;
+        }
+        if let Some(git) = error.downcast_ref::<git2::Error>()
+            && git.class() == git2::ErrorClass::Os
+            && ["No space left on device", "Disk quota exceeded"]
+                .iter()
+                .any(|words| git.message().trim_end().ends_with(words))
         {
             return true;
         }

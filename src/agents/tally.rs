@@ -106,16 +106,21 @@ impl Tally {
 
     /// [`Tally::observe`] at time `now`.
     pub fn observe_at(&mut self, event: AgentEvent, now: Instant) -> Option<String> {
-        // Anything the model produced means the API answered: a retry streak ends.
-        if matches!(
-            event,
-            AgentEvent::Message { .. }
-                | AgentEvent::Command { .. }
-                | AgentEvent::FileChange { .. }
-                | AgentEvent::Tool { .. }
-                | AgentEvent::TurnCompleted { .. }
-        ) {
-            self.retrying = None;
+        // Anything but a retry or a failure means the API answered: a retry streak ends.
+        match &event {
+            AgentEvent::ApiRetry { .. }
+            | AgentEvent::Error { .. }
+            | AgentEvent::TurnFailed { .. }
+            | AgentEvent::Result(_)
+            | AgentEvent::Unparsable => {}
+            AgentEvent::Session { .. }
+            | AgentEvent::TurnStarted
+            | AgentEvent::Message { .. }
+            | AgentEvent::Command { .. }
+            | AgentEvent::FileChange { .. }
+            | AgentEvent::Tool { .. }
+            | AgentEvent::TurnCompleted { .. }
+            | AgentEvent::Unknown { .. } => self.activity(),
         }
         let summary = &mut self.summary;
         match event {
@@ -250,6 +255,13 @@ impl Tally {
             }
             _ => None,
         }
+    }
+
+    /// The model answered (an event, or a line of a kind ccfan does not tally, such as Codex's reasoning): a retry
+    /// streak, and the memory of it, end.
+    pub fn activity(&mut self) {
+        self.retrying = None;
+        self.last_retry = None;
     }
 
     /// Whether the agent has been retrying its model API past its limit (`api_retries` events, or `api_retry_window`
@@ -777,6 +789,33 @@ mod tests {
                 .check_at(now + std::time::Duration::from_secs(61))
                 .is_some()
         );
+
+        // A turn that fails after the API answered again is the turn's failure, not the API's.
+        let mut tally = Tally::new(
+            Agent::Codex,
+            Path::new("/w"),
+            None,
+            false,
+            Usage::default(),
+            limit,
+        );
+        for line in [
+            retry,
+            r#"{"type":"item.completed","item":{"id":"r","type":"reasoning","text":"hm"}}"#,
+            r#"{"type":"turn.failed","error":{"message":"context window exceeded"}}"#,
+        ] {
+            let events = Agent::Codex.parse_line(line);
+            if events.is_empty() {
+                tally.activity();
+            }
+            for event in events {
+                tally.observe_at(event, now);
+            }
+        }
+        assert!(matches!(
+            tally.summary().failure,
+            Some(AgentFailure::TurnFailed { .. })
+        ));
     }
 
     #[test]

@@ -212,13 +212,24 @@ pub fn salvage(start: &Path, command: SalvageCommand) -> Result<Exit, CliError> 
             }
         }
         SalvageCommand::Drop(TaskArgs { target, json }) => {
-            let entry = salvage::drop_attempt(&repo, &store, &target)?;
+            let (entry, reaching) = salvage::drop_attempt(&repo, &store, &target)?;
             if json {
-                render::json(&serde_json::json!({"schema": 1, "dropped": entry}))
-            } else {
+                render::json(&serde_json::json!({
+                    "schema": 1,
+                    "dropped": entry,
+                    "still_reached_from": reaching,
+                }))
+            } else if reaching.is_empty() {
                 format!(
                     "dropped {} (was {}); until git prunes it, `git branch NAME {}` brings it back\n",
                     entry.reference, entry.commit, entry.commit
+                )
+            } else {
+                format!(
+                    "dropped {} (was {}), but {} still reach its commit, so git keeps it; drop those too to let git prune it\n",
+                    entry.reference,
+                    entry.commit,
+                    reaching.join(", ")
                 )
             }
         }

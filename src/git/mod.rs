@@ -121,6 +121,22 @@ fn write_commit(
         .map_err(git2_context("cannot write a commit"))
 }
 
+/// A commit by ccfan holding the tree of commit `tree_of` on top of `parent` alone (the attempts in between left
+/// out of its history); returns its id.
+pub fn squash_commit(
+    repo: &RepoPaths,
+    tree_of: &str,
+    parent: &str,
+    message: &str,
+) -> Result<String> {
+    let git = repo.open()?;
+    let tree = commit_tree(&git, tree_of)?;
+    let parent = git
+        .find_commit(oid(parent)?)
+        .map_err(git2_context(format!("cannot read commit {parent}")))?;
+    write_commit(&git, tree.id(), &[&parent], message, None, CCFAN).map(|id| id.to_string())
+}
+
 /// ccfan's own commit identity.
 const CCFAN: (&str, &str) = ("ccfan", "ccfan@localhost");
 

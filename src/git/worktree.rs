@@ -80,18 +80,26 @@ pub fn check_admin(repo: &RepoPaths, worktree: &Path, link: &str) -> Result<Vec<
     let io = |context: String| move |source| GitError::Io { context, source };
     let real = crate::paths::real_path;
     let mut found = Vec::new();
+    // Small regular files only: what is there may have been planted (a FIFO, a link, a huge file).
+    let small = |path: &Path| {
+        crate::util::read_regular(path, SMALL_FILE)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    };
     let commondir = admin.join("commondir");
-    let text = std::fs::read_to_string(&commondir).unwrap_or_default();
+    let text = small(&commondir);
     if text.trim().is_empty() || real(&admin.join(text.trim())) != real(&repo.common_dir) {
         found.push(format!("{} had been rewritten", commondir.display()));
+        let _ = std::fs::remove_file(&commondir);
         std::fs::write(&commondir, "../..\n")
             .map_err(io(format!("cannot restore {}", commondir.display())))?;
     }
     let gitdir = admin.join("gitdir");
     let expected = worktree.join(".git");
-    let text = std::fs::read_to_string(&gitdir).unwrap_or_default();
+    let text = small(&gitdir);
     if real(Path::new(text.trim())) != real(&expected) {
         found.push(format!("{} had been rewritten", gitdir.display()));
+        let _ = std::fs::remove_file(&gitdir);
         std::fs::write(&gitdir, format!("{}\n", expected.display()))
             .map_err(io(format!("cannot restore {}", gitdir.display())))?;
     }
@@ -103,13 +111,18 @@ pub fn check_admin(repo: &RepoPaths, worktree: &Path, link: &str) -> Result<Vec<
     Ok(found)
 }
 
+/// The most ccfan reads of a small git file (a `.git` link, `commondir`, `gitdir`).
+pub const SMALL_FILE: u64 = 64 << 10;
+
 /// The content of a worktree's `.git` link file.
 pub fn git_link(worktree: &Path) -> Result<String> {
     let link = worktree.join(".git");
-    std::fs::read_to_string(&link).map_err(|source| GitError::Io {
-        context: format!("cannot read {}", link.display()),
-        source,
-    })
+    crate::util::read_regular(&link, SMALL_FILE)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .map_err(|source| GitError::Io {
+            context: format!("cannot read {}", link.display()),
+            source,
+        })
 }
 
 /// Removes a worktree (files included) and its record. Missing folders are fine.
@@ -174,7 +187,8 @@ pub fn commit_worktree(
         Err(GitError::Git2 { context, source })
             if !crate::util::disk_full(&source) && admin.is_some() =>
         {
-            tracing::info!("{context}: {source}; recording through the git CLI instead");
+            // (libgit2's message is left out: it may quote a file name the worker chose.)
+            tracing::info!("{context}; recording through the git CLI instead");
             commit_worktree_cli(worktree, admin, branch, parent, message).map_err(|cli| {
                 GitError::Io {
                     context: format!(

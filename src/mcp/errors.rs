@@ -164,9 +164,10 @@ pub fn from_pipeline(error: PipelineError, request_file: Option<&std::path::Path
             "pass a branch, tag or commit that exists",
         ),
         PipelineError::Git(_) => ToolError::new(ErrorCode::Git, message).into(),
-        PipelineError::Store(_) | PipelineError::Io { .. } | PipelineError::Worker(_) => {
-            ToolError::new(ErrorCode::Internal, message).into()
-        }
+        PipelineError::Store(_)
+        | PipelineError::Io { .. }
+        | PipelineError::Worker(_)
+        | PipelineError::Stopped { .. } => ToolError::new(ErrorCode::Internal, message).into(),
     }
 }
 

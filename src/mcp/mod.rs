@@ -89,8 +89,27 @@ impl Shared {
         })
     }
 
-    /// Runs `act` on the store (opened on first use), after marking runs whose ccfan died as interrupted.
+    /// Runs `act` on the store (opened on first use), after marking runs whose ccfan died as interrupted. In a
+    /// repository ccfan never ran in, a look-up sees an empty store and leaves no file behind;
+    /// [`Shared::with_store_creating`] is for what must be kept.
     pub fn with_store<T>(
+        &self,
+        act: impl FnOnce(&mut Store) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let database = StateLayout::of(&self.repo).database();
+        let opened = self
+            .store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if !opened && !database.exists() {
+            return act(&mut Store::open_or_empty(&database)?);
+        }
+        self.with_store_creating(act)
+    }
+
+    /// [`Shared::with_store`], creating the database when there is none (a delegation is recorded there).
+    pub fn with_store_creating<T>(
         &self,
         act: impl FnOnce(&mut Store) -> Result<T, Failure>,
     ) -> Result<T, Failure> {

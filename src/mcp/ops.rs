@@ -142,7 +142,7 @@ pub async fn delegate(
         .unwrap_or_else(|| format!("auto:{run_id}"));
     let specs: Vec<(&str, &crate::model::TaskSpec)> =
         plan.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
-    let registration = shared.with_store(|store| {
+    let registration = shared.with_store_creating(|store| {
         Ok(store.register_delegation(
             &key,
             &fingerprint,

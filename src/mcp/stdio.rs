@@ -104,6 +104,8 @@ where
             Line::Oversized => parse_error(&format!("message longer than {cap} bytes")),
             Line::Whole(line) => {
                 let trimmed = line.strip_suffix(b"\r").unwrap_or(&line);
+                // A byte-order mark some clients put first is not part of the message (rmcp drops it too).
+                let trimmed = trimmed.strip_prefix(b"\xef\xbb\xbf").unwrap_or(trimmed);
                 if trimmed.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
@@ -177,6 +179,7 @@ mod tests {
             long.as_bytes(),
             b"",
             b"{\"jsonrpc\": \"2.0\", \"id\": 2, \"method\": \"ping\"}\r",
+            b"\xef\xbb\xbf{\"jsonrpc\": \"2.0\", \"id\": 3, \"method\": \"ping\"}",
             b"{\"truncated at the end",
         ]
         .join(&b'\n');
@@ -198,7 +201,8 @@ mod tests {
         );
         assert_eq!(
             passed,
-            "{\"jsonrpc\": \"2.0\", \"id\": 2, \"method\": \"ping\"}\n"
+            "{\"jsonrpc\": \"2.0\", \"id\": 2, \"method\": \"ping\"}\n\
+             {\"jsonrpc\": \"2.0\", \"id\": 3, \"method\": \"ping\"}\n"
         );
     }
 }

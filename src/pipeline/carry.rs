@@ -78,31 +78,36 @@ impl Carrier<'_> {
 
     /// Keeps the first internal error (the run then exits 3; every task is still in a stored state).
     fn fail(&self, task: Option<&str>, error: PipelineError) {
-        let full = crate::util::disk_full(&error);
+        let full = error.is_disk_full();
         if full {
             // The reserve goes, so that the store can still say why the task stopped.
             let _ = std::fs::remove_file(self.layout.reserve());
         }
+        // Git's errors name files, and a worker chose their names: redacted wherever the error goes.
+        let message = self.rules.redact_text(&error.to_string());
         if let Some(task) = task {
-            tracing::error!(task = %task, "{error}");
+            tracing::error!(task = %task, "{message}");
             let reason = if full {
                 format!(
-                    "the disk is full ({error}); free space there, then `ccfan retry {}/{task}`",
+                    "the disk is full ({message}); free space there, then `ccfan retry {}/{task}`",
                     self.run_id
                 )
             } else {
-                error.to_string()
+                message.clone()
             };
             if let Err(store_error) = self.transition(task, 0, TaskState::Error, Some(reason)) {
                 tracing::error!("cannot record the error: {store_error}");
             }
         } else {
-            tracing::error!("{error}");
+            tracing::error!("{message}");
         }
         self.failure
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(error);
+            .get_or_insert(PipelineError::Stopped {
+                message,
+                disk_full: full,
+            });
     }
 
     /// [`Carrier::carry`], turning an internal error into the task's `error` state.
@@ -453,9 +458,28 @@ impl Carrier<'_> {
         self.store()
             .set_verdict(self.run_id, &task.id, attempt, &verdict)?;
         let (state, verdict_reason) = gate::verdict_state(&verdict, &report);
-        let kept_off = match state {
-            TaskState::Blocked => self.keep_secret_off_branch(task, cursor, &report)?,
-            _ => None,
+        let kept_off = if matches!(state, TaskState::Blocked | TaskState::Accepted) {
+            {
+                let attempts: Vec<_> = self
+                    .store()
+                    .attempts(self.run_id, &task.id)?
+                    .into_iter()
+                    .filter(|a| {
+                        a.n <= attempt && a.base.as_deref().unwrap_or(self.base_sha) == base
+                    })
+                    .collect();
+                super::secret_branch::keep_secrets_off_branch(&super::secret_branch::Chain {
+                    repo: self.repo,
+                    run_id: self.run_id,
+                    task_id: &task.id,
+                    base,
+                    attempts: &attempts,
+                    tip: &tip,
+                    state,
+                })?
+            }
+        } else {
+            None
         };
         let reason = [Some(verdict_reason), notes, kept_off]
             .into_iter()
@@ -478,11 +502,11 @@ impl Carrier<'_> {
         worktree: &Path,
         error: &git::GitError,
     ) -> Result<Verdict, PipelineError> {
-        tracing::error!(task = %task.id, "cannot record attempt {attempt}: {error}");
         let reason = self.rules.redact_text(&format!(
             "ccfan could not record attempt {attempt} ({error}); its work is kept, uncommitted, in {}",
             worktree.display()
         ));
+        tracing::error!(task = %task.id, "{reason}");
         let verdict = Verdict::Rollback {
             reasons: vec![reason.clone()],
             budget_spent: true,
@@ -494,52 +518,6 @@ impl Carrier<'_> {
         self.transition(&task.id, attempt, TaskState::Blocked, Some(reason))?;
         Ok(verdict)
     }
-
-    /// A blocked task whose last attempt holds a secret: its branch (which `git push --all` would publish) goes
-    /// back to the last attempt of its chain that held none, or to the chain's base. Nothing is lost: every attempt
-    /// stays on its salvage ref under `refs/ccfan/`, and the worktree keeps the files. Returns the note for status.
-    fn keep_secret_off_branch(
-        &self,
-        task: &TaskSpec,
-        cursor: &Cursor,
-        report: &crate::report::VerifyReport,
-    ) -> Result<Option<String>, PipelineError> {
-        if !holds_secret(report.findings()) {
-            return Ok(None);
-        }
-        let attempts = self.store().attempts(self.run_id, &task.id)?;
-        let clean = attempts
-            .iter()
-            .filter(|a| {
-                a.n < cursor.next && a.base.as_deref().unwrap_or(self.base_sha) == cursor.base
-            })
-            .rev()
-            .find_map(|a| match &a.verdict {
-                Some(Verdict::Rework { findings }) if !holds_secret(findings) => a.commit.clone(),
-                Some(Verdict::Accept) => a.commit.clone(),
-                Some(Verdict::Rework { .. } | Verdict::Rollback { .. }) | None => None,
-            })
-            .unwrap_or_else(|| cursor.base.clone());
-        let branch = crate::paths::task_branch(self.run_id, &task.id);
-        git::set_ref(
-            self.repo,
-            &format!("refs/heads/{branch}"),
-            &clean,
-            "ccfan: keep a secret-bearing attempt off the task branch",
-        )?;
-        Ok(Some(format!(
-            "branch {branch} left at {} without the secret; the attempt is kept on {}",
-            crate::util::short(&clean),
-            crate::paths::salvage_ref(self.run_id, &task.id, cursor.next)
-        )))
-    }
-}
-
-/// Whether `findings` hold a blocking secret.
-fn holds_secret<'f>(findings: impl IntoIterator<Item = &'f Finding>) -> bool {
-    findings
-        .into_iter()
-        .any(|f| f.stage == crate::report::Stage::Secrets && f.is_blocking())
 }
 
 /// The task state (and reason) that a worker's exit leads to, before the gate.

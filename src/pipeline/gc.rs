@@ -197,6 +197,7 @@ pub fn gc(
     dry_run: bool,
     verify_root: Option<&std::path::Path>,
 ) -> Result<GcReport, PipelineError> {
+    let rules = super::display_rules(repo)?;
     let mut report = GcReport {
         schema: 1,
         dry_run,
@@ -245,7 +246,9 @@ pub fn gc(
                         report.skipped.push(GcSkipped {
                             run_id: run.id.clone(),
                             task_id: Some(task.id.clone()),
-                            reason: format!("left in place, nothing removed: {error}"),
+                            // Git's error may quote a file name a worker chose.
+                            reason: rules
+                                .redact_text(&format!("left in place, nothing removed: {error}")),
                         });
                         continue;
                     }

@@ -20,6 +20,8 @@ pub mod gate;
 pub mod change;
 // stages 2-5 for one task, attempt after attempt
 mod carry;
+// after the verdict: no task branch reaches a secret-bearing attempt
+mod secret_branch;
 // what each verdict leads to, and which follow-up each task state allows (pure)
 pub mod lifecycle;
 // stage 6
@@ -76,6 +78,15 @@ pub enum PipelineError {
     /// The sandbox the policy asks for cannot run on this machine (exit code 2: install or configure it).
     #[error(transparent)]
     Sandbox(#[from] sandbox::Unavailable),
+    /// An internal error that stopped a task, as kept for the end of the run: its text redacted (git errors name
+    /// files a worker chose), and whether the disk was full.
+    #[error("{message}")]
+    Stopped {
+        /// What went wrong, redacted.
+        message: String,
+        /// Whether the disk (or a quota) was full.
+        disk_full: bool,
+    },
 }
 
 impl PipelineError {
@@ -91,10 +102,21 @@ impl PipelineError {
                 | GitError::Unmerged { .. },
             ) => true,
             PipelineError::Sandbox(_) => true,
-            PipelineError::Git(_)
+            PipelineError::Stopped { .. }
+            | PipelineError::Git(_)
             | PipelineError::Store(_)
             | PipelineError::Io { .. }
             | PipelineError::Worker(_) => false,
+        }
+    }
+}
+
+impl PipelineError {
+    /// Whether the disk (or a quota) was full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            PipelineError::Stopped { disk_full, .. } => *disk_full,
+            other => crate::util::disk_full(other),
         }
     }
 }

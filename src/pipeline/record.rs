@@ -56,10 +56,9 @@ pub fn record(
     let mut link_tampered = false;
     if let Some(expected) = git_link {
         let link = worktree.join(".git");
-        let current = std::fs::symlink_metadata(&link)
+        let current = crate::util::read_regular(&link, git::SMALL_FILE)
             .ok()
-            .filter(|meta| meta.is_file())
-            .and_then(|_| std::fs::read_to_string(&link).ok());
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         if current.as_deref() != Some(expected) {
             link_tampered = true;
             if link.is_dir() {

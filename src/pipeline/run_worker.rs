@@ -335,7 +335,12 @@ impl sandbox::StreamHandler for Reader<'_, '_> {
     fn line(&mut self, line: &str) -> Option<String> {
         let mut stop = None;
         // Secrets are redacted from the line itself, before any text of it is clipped or stored.
-        for event in self.agent.parse_line(&self.rules.redact_text(line)) {
+        let events = self.agent.parse_line(&self.rules.redact_text(line));
+        if events.is_empty() {
+            // A kind of event ccfan does not tally (Codex reasoning, a plan): the model is answering.
+            self.tally.activity();
+        }
+        for event in events {
             self.pending |= !matches!(
                 event,
                 agents::AgentEvent::Unknown { .. } | agents::AgentEvent::Unparsable

@@ -130,11 +130,13 @@ pub fn show(repo: &RepoPaths, store: &Store, spec: &str) -> Result<SalvageDetail
 
 /// `ccfan salvage drop`: removes one attempt's salvage ref (a task still running keeps its refs). Its commit stays
 /// in the object store, reachable by its id, until git prunes unreachable objects.
+/// Returns the entry and the refs that still reach its commit (a later attempt built on it, the task branch):
+/// while any does, git keeps the commit.
 pub fn drop_attempt(
     repo: &RepoPaths,
     store: &Store,
     spec: &str,
-) -> Result<SalvageEntry, PipelineError> {
+) -> Result<(SalvageEntry, Vec<String>), PipelineError> {
     let entry = find(repo, store, spec)?;
     let task = store
         .tasks(&entry.run_id)?
@@ -156,7 +158,13 @@ pub fn drop_attempt(
         .into());
     }
     git::delete_ref(repo, &entry.reference)?;
-    Ok(entry)
+    let mut reaching = Vec::new();
+    for (name, target) in git::refs_under(repo, "refs/")? {
+        if git::is_ancestor(repo, &entry.commit, &target)? {
+            reaching.push(name);
+        }
+    }
+    Ok((entry, reaching))
 }
 
 /// `ccfan salvage restore`: puts the attempt on a new branch (default `ccfan/restore/<run>/<task>/<name>`) and

@@ -166,6 +166,8 @@ fn scan_one(pack: &RulePack, path: &Path, shown: &str) -> Scanned {
 fn name_hits(pack: &RulePack, shown: &str, commit: Option<&str>) -> Vec<FileHit> {
     pack.scan_with(shown, shown.as_bytes(), false)
         .into_iter()
+        // Path-only rules flag the file through its content scan already.
+        .filter(|hit| !hit.span.is_empty())
         .map(|hit| FileHit {
             path: shown.to_string(),
             commit: commit.map(str::to_string),

@@ -80,15 +80,20 @@ impl RulePack {
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
         for hit in hits.iter().filter(|hit| !hit.span.is_empty()) {
-            if hit.span.start < at
-                || !text.is_char_boundary(hit.span.start)
-                || !text.is_char_boundary(hit.span.end)
-            {
+            // A span that cuts a character (a capped key block can) widens to whole characters: never skipped.
+            let (mut start, mut end) = (hit.span.start, hit.span.end.min(text.len()));
+            while !text.is_char_boundary(start) {
+                start -= 1;
+            }
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            if start < at {
                 continue;
             }
-            out.push_str(&text[at..hit.span.start]);
+            out.push_str(&text[at..start]);
             out.push_str(&hit.redacted);
-            at = hit.span.end;
+            at = end;
         }
         out.push_str(&text[at..]);
         out
@@ -370,6 +375,24 @@ samples = ['secret = "{alnum:20}"']
             assert!(redacted.contains("after"), "{redacted}");
             assert!(!redacted.contains("END RSA"), "{redacted}");
         }
+    }
+
+    #[test]
+    fn a_key_block_cut_inside_a_character_is_still_redacted() {
+        // Body lines of base64 then a header-like line of multi-byte text past the cap.
+        let text = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\nNote: {}\n",
+            format!("{}\n", BODY[0]).repeat(50),
+            "é".repeat(20_000)
+        );
+        let end = block_end(text.as_bytes(), 28);
+        assert!(
+            !text.is_char_boundary(end),
+            "the cap cuts a character here: {end}"
+        );
+        let redacted = builtin().redact_text(&text);
+        let head: String = redacted.chars().take(100).collect();
+        assert!(!redacted.contains(&BODY[0][..20]), "{head}");
     }
 
     #[test]

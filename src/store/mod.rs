@@ -221,6 +221,40 @@ const MIGRATE_TO_6: &str = "
 ALTER TABLE tasks ADD COLUMN landed_with TEXT;
 ";
 
+/// Why a migration stopped.
+enum Migration {
+    /// The database is newer than this ccfan.
+    TooNew(i64),
+    /// SQLite failed.
+    Sql(rusqlite::Error),
+}
+
+/// Brings a database at `version` to [`SCHEMA_VERSION`] (inside the caller's transaction).
+fn migrate(conn: &Connection, version: i64) -> Result<(), Migration> {
+    if version > SCHEMA_VERSION {
+        return Err(Migration::TooNew(version));
+    }
+    let run = |sql: &str| conn.execute_batch(sql).map_err(Migration::Sql);
+    if version == 1 {
+        run("ALTER TABLE attempts ADD COLUMN verdict TEXT;")?;
+    }
+    if (1..=2).contains(&version) {
+        run(MIGRATE_TO_3)?;
+    }
+    if (1..=3).contains(&version) {
+        run(MIGRATE_TO_4)?;
+    }
+    if (1..=5).contains(&version) {
+        run(MIGRATE_TO_6)?;
+    }
+    if version < SCHEMA_VERSION {
+        run(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(Migration::Sql)?;
+    }
+    Ok(())
+}
+
 /// An open state database.
 pub struct Store {
     conn: Connection,
@@ -252,32 +286,34 @@ impl Store {
             .map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_error)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
+        let read_version = |conn: &Connection| -> Result<i64, rusqlite::Error> {
+            conn.pragma_query_value(None, "user_version", |row| row.get(0))
+        };
+        if read_version(&conn).map_err(open_error)? < SCHEMA_VERSION {
+            // Two processes may open an old database at once: the migration runs in one write transaction,
+            // and the version is read again inside it, so the second finds the work done.
+            let migration = rusqlite::Transaction::new_unchecked(
+                &conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )
             .map_err(open_error)?;
-        if version > SCHEMA_VERSION {
+            migrate(&migration, read_version(&migration).map_err(open_error)?).map_err(
+                |error| match error {
+                    Migration::TooNew(found) => StoreError::TooNew {
+                        found,
+                        known: SCHEMA_VERSION,
+                    },
+                    Migration::Sql(source) => open_error(source),
+                },
+            )?;
+            migration.commit().map_err(open_error)?;
+        } else if let Ok(found) = read_version(&conn)
+            && found > SCHEMA_VERSION
+        {
             return Err(StoreError::TooNew {
-                found: version,
+                found,
                 known: SCHEMA_VERSION,
             });
-        }
-        if version == 1 {
-            conn.execute_batch("ALTER TABLE attempts ADD COLUMN verdict TEXT;")
-                .map_err(open_error)?;
-        }
-        if (1..=2).contains(&version) {
-            conn.execute_batch(MIGRATE_TO_3).map_err(open_error)?;
-        }
-        if (1..=3).contains(&version) {
-            conn.execute_batch(MIGRATE_TO_4).map_err(open_error)?;
-        }
-        if (1..=5).contains(&version) {
-            conn.execute_batch(MIGRATE_TO_6).map_err(open_error)?;
-        }
-        if version < SCHEMA_VERSION {
-            conn.execute_batch(SCHEMA).map_err(open_error)?;
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(open_error)?;
         }
         Ok(Store { conn })
     }

@@ -643,6 +643,13 @@ fn a_key_the_agent_wrote_and_printed_is_scrubbed_from_its_home() {
         })
         .collect();
     assert!(!sessions.is_empty(), "{files:#?}");
+    // The key reached the session transcript (the shell step ran and printed it) and was scrubbed there.
+    assert!(
+        sessions.iter().any(|path| {
+            std::fs::read_to_string(path).is_ok_and(|text| text.contains("ccfan-redacted"))
+        }),
+        "{sessions:#?}"
+    );
     for file in &files {
         let bytes = std::fs::read(file).unwrap();
         assert!(

@@ -85,6 +85,11 @@ impl Carrier<'_> {
             let message = landing_message(&task.spec.goal, &task.id, self.run_id, n);
             let landing = match git::land_commit(self.repo, &tip, &commit, &message)? {
                 MergePreview::Conflicts(paths) => {
+                    // Every path stored or shown is redacted (a worker names its files).
+                    let paths: Vec<String> = paths
+                        .iter()
+                        .map(|path| self.rules.redact_text(path))
+                        .collect();
                     let findings = paths
                         .iter()
                         .map(|path| {
@@ -113,6 +118,15 @@ impl Carrier<'_> {
                 }
                 MergePreview::Clean { commit } => commit,
             };
+            // Its attempts add up to no change (one added what a later one removed): nothing to land.
+            if git::same_tree(self.repo, &commit, &head.base)? {
+                return self.transition(
+                    &task.id,
+                    n,
+                    TaskState::Merged,
+                    Some("nothing to merge: its attempts add up to no change".into()),
+                );
+            }
             // Its change is on the target already (another task made the same edit): nothing to land.
             if git::same_tree(self.repo, &landing, &tip)? {
                 return self.already_there(&task, n, &commit, &tip, &dest.branch);
@@ -231,7 +245,7 @@ impl Carrier<'_> {
                         Some(format!(
                             "{} is checked out with uncommitted changes in {}: landing on {integration} instead",
                             dest.branch,
-                            dirty.join(", ")
+                            self.rules.redact_text(&dirty.join(", "))
                         )),
                     )?;
                     dest.branch = integration;
@@ -281,7 +295,7 @@ impl Carrier<'_> {
                         "landed on {} as {}, not on {target}: its checkout has uncommitted changes in {}; {}",
                         dest.branch,
                         short(&landing),
-                        dirty.join(", "),
+                        self.rules.redact_text(&dirty.join(", ")),
                         catch_up(&dest.branch, self.run_id)
                     )),
                 ),

@@ -80,7 +80,7 @@ impl Carrier<'_> {
                     "{target} was not updated: your checkout {} has uncommitted changes in {} that the merge changes. \
                      The merged result is on {}. {}",
                     checkout.display(),
-                    dirty.join(", "),
+                    self.rules.redact_text(&dirty.join(", ")),
                     dest.branch,
                     catch_up(&dest.branch, self.run_id)
                 ),
@@ -118,7 +118,7 @@ impl Carrier<'_> {
                 if shared.is_empty() {
                     continue;
                 }
-                let files = shared.join(", ");
+                let files = self.rules.redact_text(&shared.join(", "));
                 self.sink.emit(Event::Warning {
                     message: format!(
                         "tasks {first} and {second} both change {files}: {first} lands first and {second} is merged and re-checked on top of it"

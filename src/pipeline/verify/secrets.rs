@@ -128,7 +128,13 @@ fn path_findings(
     commit: Option<&str>,
     honour_markers: bool,
 ) -> (Vec<Finding>, Vec<RawSecret>) {
-    let hits = pack.scan_with(path, path.as_bytes(), honour_markers);
+    // Rules that flag a path by itself (gitleaks `path` without `regex`) report the file already; here only
+    // secrets inside the name count.
+    let hits: Vec<SecretHit> = pack
+        .scan_with(path, path.as_bytes(), honour_markers)
+        .into_iter()
+        .filter(|hit| !hit.span.is_empty())
+        .collect();
     let shown = pack.redact_text(path);
     let findings = hits
         .iter()
@@ -337,6 +343,7 @@ const MAX_HOME_FILES: usize = 10_000;
 /// secret overwritten with `*` of the same length, so they stay readable. Symlinks are never followed. Returns the
 /// files changed.
 pub fn scrub_home(pack: &RulePack, home: &Path, seeded: &[&str], known: &[RawSecret]) -> usize {
+    checkpoint_databases(home);
     let mut changed = 0;
     let mut pending = vec![home.to_path_buf()];
     let mut seen = 0;
@@ -358,7 +365,10 @@ pub fn scrub_home(pack: &RulePack, home: &Path, seeded: &[&str], known: &[RawSec
                 && seeded
                     .iter()
                     .any(|name| entry.file_name() == std::ffi::OsStr::new(name));
-            if !kind.is_file() || is_seeded {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            // SQLite's shared-memory index holds no rows; its write-ahead log was checkpointed into the database.
+            if !kind.is_file() || is_seeded || name.ends_with("-shm") {
                 continue;
             }
             seen += 1;
@@ -369,15 +379,55 @@ pub fn scrub_home(pack: &RulePack, home: &Path, seeded: &[&str], known: &[RawSec
             match scrub_any_file(pack, &path, known) {
                 Ok(true) => changed += 1,
                 Ok(false) => {}
-                Err(error) => tracing::warn!("cannot scrub {}: {error}", path.display()),
+                Err(error) => tracing::warn!(
+                    "cannot scrub {}: {error}",
+                    pack.redact_text(&path.display().to_string())
+                ),
             }
         }
     }
     changed
 }
 
-/// Scrubs one stored file of what `pack` finds in it and of `known`; see [`scrub_home`].
+/// Moves every SQLite write-ahead log under `home` into its database (the agent has ended), so that a secret in
+/// a recent transaction is masked in the database file — masking bytes inside a log would break its checksums.
+fn checkpoint_databases(home: &Path) {
+    let mut pending = vec![home.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(database) = name.strip_suffix("-wal").map(|db| dir.join(db)) else {
+                continue;
+            };
+            let checkpointed = rusqlite::Connection::open(&database)
+                .and_then(|db| db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
+            if let Err(error) = checkpointed {
+                tracing::warn!("cannot checkpoint an agent database: {error}");
+            }
+        }
+    }
+}
+
+/// Scrubs one stored file of what `pack` finds in it and of `known`; see [`scrub_home`]. A file over the cap is
+/// left whole (rewriting only the part read would cut it short), with a warning.
 fn scrub_any_file(pack: &RulePack, path: &Path, known: &[RawSecret]) -> std::io::Result<bool> {
+    if std::fs::symlink_metadata(path)?.len() > crate::util::MAX_WORKER_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {} bytes: left unscrubbed",
+            crate::util::MAX_WORKER_FILE
+        )));
+    }
     let text = crate::util::read_regular(path, crate::util::MAX_WORKER_FILE)?;
     let mut raw: Vec<RawSecret> = pack
         .scan_with("", &text, false)
@@ -450,6 +500,38 @@ mod tests {
         assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()));
         // The user's own credentials, and a symlink to them, are left alone.
         assert!(std::fs::read_to_string(&auth).unwrap().contains(key));
+    }
+
+    #[test]
+    fn a_secret_in_an_agent_database_log_is_masked_and_the_database_still_reads() {
+        let pack = RulePack::builtin("default").unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let key = "AKIAQ3RWK7ZNBX4TYPLM";
+        let path = home.path().join("state_5.sqlite");
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.pragma_update(None, "journal_mode", "WAL").unwrap();
+        db.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        db.execute_batch("CREATE TABLE t (body TEXT)").unwrap();
+        db.execute("INSERT INTO t VALUES (?1)", [format!("key {key} end")])
+            .unwrap();
+        // The agent died with its log not yet checkpointed.
+        std::mem::forget(db);
+        assert!(home.path().join("state_5.sqlite-wal").exists());
+
+        assert!(scrub_home(&pack, home.path(), &[], &[]) >= 1);
+        for entry in std::fs::read_dir(home.path()).unwrap().flatten() {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            assert!(
+                !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+                "{}",
+                entry.path().display()
+            );
+        }
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let body: String = db
+            .query_row("SELECT body FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(body, format!("key {} end", "*".repeat(key.len())));
     }
 
     #[test]
