@@ -20,6 +20,8 @@ pub mod gate;
 pub mod change;
 // stages 2-5 for one task, attempt after attempt
 mod carry;
+// stages 3-5 for one attempt: begin → run the worker → keep → judge
+mod attempt;
 // after the verdict: no task branch reaches a secret-bearing attempt
 mod secret_branch;
 // what each verdict leads to, and which follow-up each task state allows (pure)

@@ -340,13 +340,7 @@ impl Carrier<'_> {
         tip: &str,
         landing: &str,
     ) -> Result<(crate::report::VerifyReport, Verdict), PipelineError> {
-        let checker = gate::Gate {
-            repo: self.repo,
-            policy: self.policy,
-            rules: self.rules,
-            scratch_root: &self.scratch_root,
-            cancel: self.cancel.of(&task.id),
-        };
+        let checker = self.gate(self.cancel.of(&task.id));
         let exit = ExitStatus::Code { code: 0 };
         let reference = AttemptRef {
             run_id: self.run_id,
