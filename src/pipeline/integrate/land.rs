@@ -1,6 +1,8 @@
 //! Stage 6, one landing: merge onto the tip, gate the landing commit, move the branch by compare-and-swap, and
 //! report only what the branch holds afterwards.
 
+use std::sync::atomic::Ordering;
+
 use crate::git::{self, MergePreview};
 use crate::model::{ExitStatus, TaskState};
 use crate::pipeline::PipelineError;
@@ -13,8 +15,26 @@ use crate::util::short;
 use super::branch::{catch_up, landing_message};
 use super::{Destination, MAX_RACES, Move, integration_branch, move_branch};
 
+/// How a step of a landing went on.
+enum Flow<T> {
+    /// On to the next step, with this.
+    Go(T),
+    /// Start the landing again (the task was reworked on the new tip, or the branch moved).
+    Again,
+    /// The landing is over: the task is in its final state for now.
+    Done,
+}
+
+/// A landing commit ready to move the branch to: merged in memory onto `tip` and gated.
+struct Ready {
+    n: u32,
+    tip: String,
+    landing: String,
+}
+
 impl Carrier<'_> {
-    /// Lands one accepted task (reworking it on the new tip after a conflict, while its budget lasts).
+    /// Lands one accepted task (reworking it on the new tip after a conflict, while its budget lasts): merge in
+    /// memory onto the tip, gate that commit, move the branch by compare-and-swap, report what the branch holds.
     pub(super) fn land(
         &self,
         task_id: &str,
@@ -22,284 +42,360 @@ impl Carrier<'_> {
         dest: &mut Destination,
         overlap: Option<&String>,
     ) -> Result<(), PipelineError> {
-        let run = self.store().run(self.run_id)?;
-        let cancel = self.cancel.of(task_id);
-        let task = self.fresh(task_id)?;
-        // Landed already: on the integration branch earlier, then brought into the target by the user.
-        if let Some(landing) = &task.landing
-            && let Some(tip) = git::ref_target(self.repo, &format!("refs/heads/{target}"))?
-            && (tip == *landing || git::is_ancestor(self.repo, landing, &tip)?)
-        {
-            let from = task
-                .landed_on
-                .clone()
-                .unwrap_or_else(|| "another branch".into());
-            self.store()
-                .set_landing(self.run_id, &task.id, Some((landing, target)))?;
-            return self.transition(
-                &task.id,
-                task.attempts,
-                TaskState::Merged,
-                Some(format!(
-                    "merged into {target} as {} (found there after landing on {from})",
-                    short(landing)
-                )),
-            );
+        if self.found_on_target(task_id, target)? {
+            return Ok(());
         }
         let mut races = 0;
         loop {
             let task = self.fresh(task_id)?;
-            if cancel.load(std::sync::atomic::Ordering::SeqCst) {
-                return self.transition(
-                    &task.id,
-                    task.attempts,
-                    TaskState::Accepted,
-                    Some("not merged: the landing was cancelled; nothing landed".into()),
-                );
-            }
-            let attempts = self.store().attempts(self.run_id, &task.id)?;
-            let Some(head) = task_head(&attempts, &run.base_sha) else {
-                return Ok(());
+            let ready = match self.prepare_landing(&task, dest)? {
+                Flow::Go(ready) => ready,
+                Flow::Again => continue,
+                Flow::Done => return Ok(()),
             };
-            let n = head.latest.n;
-            let Some(commit) = head.commit.clone() else {
-                return self.transition(
-                    &task.id,
-                    n,
-                    TaskState::Merged,
-                    Some("nothing to merge: the accepted task changed nothing".into()),
-                );
-            };
-            let Some(tip) = git::ref_target(self.repo, &format!("refs/heads/{}", dest.branch))?
-            else {
-                return self.transition(
-                    &task.id,
-                    n,
-                    TaskState::Accepted,
-                    Some(format!(
-                        "accepted, not merged: branch {} does not exist (any more)",
-                        dest.branch
-                    )),
-                );
-            };
-            let message = landing_message(&task.spec.goal, &task.id, self.run_id, n);
-            let landing = match git::land_commit(self.repo, &tip, &commit, &message)? {
-                MergePreview::Conflicts(paths) => {
-                    // Every path stored or shown is redacted (a worker names its files).
-                    let paths: Vec<String> = paths
-                        .iter()
-                        .map(|path| self.rules.redact_text(path))
-                        .collect();
-                    let findings = paths
-                        .iter()
-                        .map(|path| {
-                            Finding::error(
-                                Stage::Diff,
-                                "merge-conflict",
-                                format!(
-                                    "conflicts with {} at {}: the file now holds conflict markers; resolve them keeping both changes' intent",
-                                    dest.branch,
-                                    short(&tip)
-                                ),
-                            )
-                            .at(path, None)
-                        })
-                        .collect();
-                    let why = format!(
-                        "merge onto {} ({}) conflicts in {}",
-                        dest.branch,
-                        short(&tip),
-                        paths.join(", ")
-                    );
-                    if self.rework_on(&task, &tip, &commit, findings, TaskState::Conflict, &why)? {
-                        continue;
-                    }
-                    return Ok(());
-                }
-                MergePreview::Clean { commit } => commit,
-            };
-            // Its attempts add up to no change (one added what a later one removed): nothing to land.
-            if git::same_tree(self.repo, &commit, &head.base)? {
-                return self.transition(
-                    &task.id,
-                    n,
-                    TaskState::Merged,
-                    Some("nothing to merge: its attempts add up to no change".into()),
-                );
+            match self.move_onto(&task, dest, &ready, &mut races)? {
+                Flow::Go(()) => {}
+                Flow::Again => continue,
+                Flow::Done => return Ok(()),
             }
-            // Its change is on the target already (another task made the same edit): nothing to land.
-            if git::same_tree(self.repo, &landing, &tip)? {
-                return self.already_there(&task, n, &commit, &tip, &dest.branch);
-            }
-            // The gate again, on exactly the tree that would land.
-            let (report, verdict) = self.landing_gate(&task, head.latest, &tip, &landing)?;
-            if cancel.load(std::sync::atomic::Ordering::SeqCst) {
-                continue; // reported as cancelled at the top of the loop
-            }
-            if verdict != Verdict::Accept {
-                if let Some(forced) = &task.forced {
-                    tracing::warn!(task = %task.id, "landing over the gate's verdict: {forced}");
-                } else {
-                    let (_, reason) = gate::verdict_state(&verdict, &report);
-                    let why = format!(
-                        "the gate failed on the merged tree ({} + {}): {reason}",
-                        dest.branch,
-                        short(&commit)
-                    );
-                    let broken = report
-                        .stages
-                        .iter()
-                        .any(|stage| stage.status == crate::report::StageStatus::Error);
-                    return match verdict {
-                        Verdict::Rework { findings } => {
-                            if self.rework_on(
-                                &task,
-                                &tip,
-                                &commit,
-                                findings,
-                                TaskState::Rework,
-                                &why,
-                            )? {
-                                continue;
-                            }
-                            Ok(())
-                        }
-                        // A stage that could not run says nothing about the task: it stays accepted.
-                        Verdict::Accept | Verdict::Rollback { .. } if broken => self.transition(
-                            &task.id,
-                            n,
-                            TaskState::Accepted,
-                            Some(format!(
-                                "not merged: {why}; fix that, then `ccfan merge {}`",
-                                self.run_id
-                            )),
-                        ),
-                        Verdict::Accept | Verdict::Rollback { .. } => {
-                            if let Err(error) = git::reset_worktree(&task.worktree, &head.base) {
-                                tracing::warn!(task = %task.id, "cannot reset the rolled-back worktree: {error}");
-                            }
-                            self.transition(&task.id, n, TaskState::RolledBack, Some(why))
-                        }
-                    };
-                }
-            }
-            self.store()
-                .set_landing(self.run_id, &task.id, Some((&landing, &dest.branch)))?;
+            return self.report_landing(&task, target, dest, &ready, overlap);
+        }
+    }
+
+    /// Landed already: on the integration branch earlier, then brought into the target by the user.
+    fn found_on_target(&self, task_id: &str, target: &str) -> Result<bool, PipelineError> {
+        let task = self.fresh(task_id)?;
+        let Some(landing) = &task.landing else {
+            return Ok(false);
+        };
+        let Some(tip) = git::ref_target(self.repo, &format!("refs/heads/{target}"))? else {
+            return Ok(false);
+        };
+        if !(tip == *landing || git::is_ancestor(self.repo, landing, &tip)?) {
+            return Ok(false);
+        }
+        let from = task
+            .landed_on
+            .clone()
+            .unwrap_or_else(|| "another branch".into());
+        self.store()
+            .set_landing(self.run_id, &task.id, Some((landing, target)))?;
+        self.transition(
+            &task.id,
+            task.attempts,
+            TaskState::Merged,
+            Some(format!(
+                "merged into {target} as {} (found there after landing on {from})",
+                short(landing)
+            )),
+        )?;
+        Ok(true)
+    }
+
+    /// The landing commit for the task's change on the destination's tip, gated — or why there is none (nothing
+    /// to land, a conflict sent back for rework, a gate that failed on the merged tree).
+    fn prepare_landing(
+        &self,
+        task: &TaskRow,
+        dest: &Destination,
+    ) -> Result<Flow<Ready>, PipelineError> {
+        let run = self.store().run(self.run_id)?;
+        if self.cancel.of(&task.id).load(Ordering::SeqCst) {
             self.transition(
                 &task.id,
-                n,
-                TaskState::Merging,
-                Some(format!("landing as {} on {}", short(&landing), dest.branch)),
+                task.attempts,
+                TaskState::Accepted,
+                Some("not merged: the landing was cancelled; nothing landed".into()),
             )?;
-            let moved = move_branch(
-                self.repo,
-                &dest.branch,
-                &tip,
-                &landing,
-                dest.diverted.is_none(),
+            return Ok(Flow::Done);
+        }
+        let attempts = self.store().attempts(self.run_id, &task.id)?;
+        let Some(head) = task_head(&attempts, &run.base_sha) else {
+            return Ok(Flow::Done);
+        };
+        let n = head.latest.n;
+        let done = |state, why: String| -> Result<Flow<Ready>, PipelineError> {
+            self.transition(&task.id, n, state, Some(why))?;
+            Ok(Flow::Done)
+        };
+        let Some(commit) = head.commit.clone() else {
+            return done(
+                TaskState::Merged,
+                "nothing to merge: the accepted task changed nothing".into(),
             );
-            let moved = match moved {
-                Ok(moved) => moved,
-                Err(error) => {
-                    // Whatever failed, git says whether the commit landed; nothing stays `merging`.
-                    let task = self.fresh(task_id)?;
+        };
+        let Some(tip) = git::ref_target(self.repo, &format!("refs/heads/{}", dest.branch))? else {
+            return done(
+                TaskState::Accepted,
+                format!(
+                    "accepted, not merged: branch {} does not exist (any more)",
+                    dest.branch
+                ),
+            );
+        };
+        let message = landing_message(&task.spec.goal, &task.id, self.run_id, n);
+        let landing = match git::land_commit(self.repo, &tip, &commit, &message)? {
+            MergePreview::Conflicts(paths) => {
+                return self.conflicted(task, dest, &tip, &commit, &paths);
+            }
+            MergePreview::Clean { commit } => commit,
+        };
+        // Its attempts add up to no change (one added what a later one removed): nothing to land.
+        if git::same_tree(self.repo, &commit, &head.base)? {
+            return done(
+                TaskState::Merged,
+                "nothing to merge: its attempts add up to no change".into(),
+            );
+        }
+        // Its change is on the target already (another task made the same edit): nothing to land.
+        if git::same_tree(self.repo, &landing, &tip)? {
+            self.already_there(task, n, &commit, &tip, &dest.branch)?;
+            return Ok(Flow::Done);
+        }
+        // The gate again, on exactly the tree that would land.
+        let (report, verdict) = self.landing_gate(task, head.latest, &tip, &landing)?;
+        if self.cancel.of(&task.id).load(Ordering::SeqCst) {
+            return Ok(Flow::Again); // reported as cancelled at the top
+        }
+        if verdict != Verdict::Accept {
+            match &task.forced {
+                Some(forced) => {
+                    tracing::warn!(task = %task.id, "landing over the gate's verdict: {forced}");
+                }
+                None => {
                     return self
-                        .settle_merging(&task, &format!("moving {} failed: {error}", dest.branch));
-                }
-            };
-            match moved {
-                Move::Moved => {}
-                Move::Raced if races < MAX_RACES => {
-                    races += 1;
-                    self.store().set_landing(self.run_id, &task.id, None)?;
-                    self.transition(
-                        &task.id,
-                        n,
-                        TaskState::Accepted,
-                        Some(format!(
-                            "{} moved during the landing; merging again onto its new tip",
-                            dest.branch
-                        )),
-                    )?;
-                    continue;
-                }
-                Move::Raced => {
-                    self.store().set_landing(self.run_id, &task.id, None)?;
-                    return self.transition(
-                        &task.id,
-                        n,
-                        TaskState::Accepted,
-                        Some(format!(
-                            "not merged: {} kept moving during {MAX_RACES} landings; `ccfan merge {}` tries again",
-                            dest.branch, self.run_id
-                        )),
-                    );
-                }
-                Move::InTheWay(checkout, dirty) => {
-                    let integration = self.integration_branch(&tip)?;
-                    self.store().set_landing(self.run_id, &task.id, None)?;
-                    self.transition(
-                        &task.id,
-                        n,
-                        TaskState::Accepted,
-                        Some(format!(
-                            "{} is checked out with uncommitted changes in {}: landing on {integration} instead",
-                            dest.branch,
-                            self.rules.redact_text(&dirty.join(", "))
-                        )),
-                    )?;
-                    dest.branch = integration;
-                    dest.diverted = Some((checkout, dirty));
-                    continue;
+                        .refused_landing(task, dest, &head, &tip, &commit, verdict, &report);
                 }
             }
-            // Report only what the branch really holds.
-            let now = git::ref_target(self.repo, &format!("refs/heads/{}", dest.branch))?;
-            let holds = match &now {
-                Some(now) => now == &landing || git::is_ancestor(self.repo, &landing, now)?,
-                None => false,
-            };
-            let extra = overlap.map(|note| format!(" ({note})")).unwrap_or_default();
-            let forced = task
-                .forced
-                .as_ref()
-                .map(|why| format!("; accepted over the gate by {why}"))
-                .unwrap_or_default();
-            return match (&dest.diverted, holds) {
-                (_, false) => {
-                    self.store().set_landing(self.run_id, &task.id, None)?;
-                    self.transition(
-                        &task.id,
-                        n,
-                        TaskState::Accepted,
-                        Some(format!(
-                            "not merged: {} did not hold the landing commit when re-read",
-                            dest.branch
-                        )),
-                    )
-                }
-                (None, true) => self.transition(
-                    &task.id,
-                    n,
-                    TaskState::Merged,
-                    Some(format!(
-                        "merged into {target} as {}{extra}{forced}",
-                        short(&landing)
-                    )),
-                ),
-                (Some((_, dirty)), true) => self.transition(
+        }
+        Ok(Flow::Go(Ready { n, tip, landing }))
+    }
+
+    /// A landing that conflicts: the task goes back for a rework on the new tip (while its budget lasts), with the
+    /// conflicting files as findings.
+    fn conflicted(
+        &self,
+        task: &TaskRow,
+        dest: &Destination,
+        tip: &str,
+        commit: &str,
+        paths: &[String],
+    ) -> Result<Flow<Ready>, PipelineError> {
+        // Every path stored or shown is redacted (a worker names its files).
+        let paths: Vec<String> = paths
+            .iter()
+            .map(|path| self.rules.redact_text(path))
+            .collect();
+        let findings = paths
+            .iter()
+            .map(|path| {
+                Finding::error(
+                    Stage::Diff,
+                    "merge-conflict",
+                    format!(
+                        "conflicts with {} at {}: the file now holds conflict markers; resolve them keeping both changes' intent",
+                        dest.branch,
+                        short(tip)
+                    ),
+                )
+                .at(path, None)
+            })
+            .collect();
+        let why = format!(
+            "merge onto {} ({}) conflicts in {}",
+            dest.branch,
+            short(tip),
+            paths.join(", ")
+        );
+        Ok(
+            if self.rework_on(task, tip, commit, findings, TaskState::Conflict, &why)? {
+                Flow::Again
+            } else {
+                Flow::Done
+            },
+        )
+    }
+
+    /// The gate said no on the merged tree: rework on the tip (findings), keep it accepted (a stage could not
+    /// run, which says nothing about the task), or roll it back.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one landing's facts, passed as they are"
+    )]
+    fn refused_landing(
+        &self,
+        task: &TaskRow,
+        dest: &Destination,
+        head: &crate::store::TaskHead<'_>,
+        tip: &str,
+        commit: &str,
+        verdict: Verdict,
+        report: &crate::report::VerifyReport,
+    ) -> Result<Flow<Ready>, PipelineError> {
+        let n = head.latest.n;
+        let (_, reason) = gate::verdict_state(&verdict, report);
+        let why = format!(
+            "the gate failed on the merged tree ({} + {}): {reason}",
+            dest.branch,
+            short(commit)
+        );
+        let broken = report
+            .stages
+            .iter()
+            .any(|stage| stage.status == crate::report::StageStatus::Error);
+        match verdict {
+            Verdict::Rework { findings } => Ok(
+                if self.rework_on(task, tip, commit, findings, TaskState::Rework, &why)? {
+                    Flow::Again
+                } else {
+                    Flow::Done
+                },
+            ),
+            Verdict::Accept | Verdict::Rollback { .. } if broken => {
+                self.transition(
                     &task.id,
                     n,
                     TaskState::Accepted,
                     Some(format!(
-                        "landed on {} as {}, not on {target}: its checkout has uncommitted changes in {}; {}",
-                        dest.branch,
-                        short(&landing),
-                        self.rules.redact_text(&dirty.join(", ")),
-                        catch_up(&dest.branch, self.run_id)
+                        "not merged: {why}; fix that, then `ccfan merge {}`",
+                        self.run_id
                     )),
-                ),
-            };
+                )?;
+                Ok(Flow::Done)
+            }
+            Verdict::Accept | Verdict::Rollback { .. } => {
+                if let Err(error) = git::reset_worktree(&task.worktree, &head.base) {
+                    tracing::warn!(task = %task.id, "cannot reset the rolled-back worktree: {error}");
+                }
+                self.transition(&task.id, n, TaskState::RolledBack, Some(why))?;
+                Ok(Flow::Done)
+            }
+        }
+    }
+
+    /// Moves the destination branch from the tip to the landing commit (compare-and-swap): on a race, again on the
+    /// new tip (a few times); with the target checked out over uncommitted changes, onto an integration branch.
+    fn move_onto(
+        &self,
+        task: &TaskRow,
+        dest: &mut Destination,
+        ready: &Ready,
+        races: &mut u32,
+    ) -> Result<Flow<()>, PipelineError> {
+        let (n, tip, landing) = (ready.n, &ready.tip, &ready.landing);
+        self.store()
+            .set_landing(self.run_id, &task.id, Some((landing, &dest.branch)))?;
+        self.transition(
+            &task.id,
+            n,
+            TaskState::Merging,
+            Some(format!("landing as {} on {}", short(landing), dest.branch)),
+        )?;
+        let moved = match move_branch(
+            self.repo,
+            &dest.branch,
+            tip,
+            landing,
+            dest.diverted.is_none(),
+        ) {
+            Ok(moved) => moved,
+            Err(error) => {
+                // Whatever failed, git says whether the commit landed; nothing stays `merging`.
+                let task = self.fresh(&task.id)?;
+                self.settle_merging(&task, &format!("moving {} failed: {error}", dest.branch))?;
+                return Ok(Flow::Done);
+            }
+        };
+        let not_landed = |why: String| -> Result<(), PipelineError> {
+            self.store().set_landing(self.run_id, &task.id, None)?;
+            self.transition(&task.id, n, TaskState::Accepted, Some(why))
+        };
+        match moved {
+            Move::Moved => Ok(Flow::Go(())),
+            Move::Raced if *races < MAX_RACES => {
+                *races += 1;
+                not_landed(format!(
+                    "{} moved during the landing; merging again onto its new tip",
+                    dest.branch
+                ))?;
+                Ok(Flow::Again)
+            }
+            Move::Raced => {
+                not_landed(format!(
+                    "not merged: {} kept moving during {MAX_RACES} landings; `ccfan merge {}` tries again",
+                    dest.branch, self.run_id
+                ))?;
+                Ok(Flow::Done)
+            }
+            Move::InTheWay(checkout, dirty) => {
+                let integration = self.integration_branch(tip)?;
+                not_landed(format!(
+                    "{} is checked out with uncommitted changes in {}: landing on {integration} instead",
+                    dest.branch,
+                    self.rules.redact_text(&dirty.join(", "))
+                ))?;
+                dest.branch = integration;
+                dest.diverted = Some((checkout, dirty));
+                Ok(Flow::Again)
+            }
+        }
+    }
+
+    /// Reports only what the branch really holds once it moved.
+    fn report_landing(
+        &self,
+        task: &TaskRow,
+        target: &str,
+        dest: &Destination,
+        ready: &Ready,
+        overlap: Option<&String>,
+    ) -> Result<(), PipelineError> {
+        let (n, landing) = (ready.n, &ready.landing);
+        let now = git::ref_target(self.repo, &format!("refs/heads/{}", dest.branch))?;
+        let holds = match &now {
+            Some(now) => now == landing || git::is_ancestor(self.repo, landing, now)?,
+            None => false,
+        };
+        let extra = overlap.map(|note| format!(" ({note})")).unwrap_or_default();
+        let forced = task
+            .forced
+            .as_ref()
+            .map(|why| format!("; accepted over the gate by {why}"))
+            .unwrap_or_default();
+        match (&dest.diverted, holds) {
+            (_, false) => {
+                self.store().set_landing(self.run_id, &task.id, None)?;
+                self.transition(
+                    &task.id,
+                    n,
+                    TaskState::Accepted,
+                    Some(format!(
+                        "not merged: {} did not hold the landing commit when re-read",
+                        dest.branch
+                    )),
+                )
+            }
+            (None, true) => self.transition(
+                &task.id,
+                n,
+                TaskState::Merged,
+                Some(format!(
+                    "merged into {target} as {}{extra}{forced}",
+                    short(landing)
+                )),
+            ),
+            (Some((_, dirty)), true) => self.transition(
+                &task.id,
+                n,
+                TaskState::Accepted,
+                Some(format!(
+                    "landed on {} as {}, not on {target}: its checkout has uncommitted changes in {}; {}",
+                    dest.branch,
+                    short(landing),
+                    self.rules.redact_text(&dirty.join(", ")),
+                    catch_up(&dest.branch, self.run_id)
+                )),
+            ),
         }
     }
 
