@@ -93,14 +93,7 @@ pub async fn delegate(
 ) -> Result<DelegateResult, Failure> {
     let repo = shared.repo.clone();
     let handoff = StateLayout::of(&repo).handoff_dir();
-    let run_id = shared.with_store(|store| {
-        loop {
-            let candidate = crate::util::new_run_id();
-            if matches!(store.run(&candidate), Err(StoreError::NoSuchRun(_))) {
-                break Ok(candidate);
-            }
-        }
-    })?;
+    let run_id = shared.with_store(|store| Ok(crate::pipeline::allocate_run_id(store, None)?))?;
     let (tasks_file, ids) = write_tasks_file(&params, &handoff, &run_id)?;
     let request = RunRequest {
         repo: repo.clone(),
