@@ -52,10 +52,7 @@ fn write_tasks_file(
     let mut ids = Vec::new();
     let mut tasks = Vec::new();
     for (index, task) in params.tasks.iter().enumerate() {
-        let id = task
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("task-{}", index + 1));
+        let id = delegated_task_id(task.id.as_ref(), index);
         if ids.contains(&id) {
             return Err(Failure::invalid(
                 &format!("tasks[{index}].id"),
@@ -207,16 +204,10 @@ pub async fn delegate(
             .tasks
             .iter()
             .enumerate()
-            .filter(|(index, task)| {
-                let id = task
-                    .id
-                    .clone()
-                    .unwrap_or_else(|| format!("task-{}", index + 1));
-                starting.contains(&id)
-            })
+            .filter(|(index, task)| starting.contains(&delegated_task_id(task.id.as_ref(), *index)))
             .map(|(index, task)| {
                 let mut task = task.clone();
-                task.id.get_or_insert_with(|| format!("task-{}", index + 1));
+                task.id = Some(delegated_task_id(task.id.as_ref(), index));
                 task
             })
             .collect();
@@ -416,4 +407,11 @@ pub async fn cancel(
         finished,
         status,
     })
+}
+
+/// A delegated task's id: its own, else `task-1`, `task-2`, … by position (as the `delegate` schema documents).
+fn delegated_task_id(given: Option<&String>, index: usize) -> String {
+    given
+        .cloned()
+        .unwrap_or_else(|| format!("task-{}", index + 1))
 }

@@ -41,44 +41,9 @@ pub fn plan(file: &TasksFile, policy: &Policy) -> Result<Plan, InputError> {
     let mut seen = HashSet::new();
     let mut tasks = Vec::with_capacity(file.tasks.len());
     for (index, entry) in file.tasks.iter().enumerate() {
+        let (id, goal) = identity(file, index, entry, &mut seen)?;
         let fields = entry.get_ref();
         let key = |name: &str| format!("task[{}].{name}", index + 1);
-        let id = match &fields.id {
-            Some(id) => {
-                if !is_valid_id(id.get_ref()) {
-                    return Err(file
-                        .error_at(Some(id.span()), format!("`{}` is not a valid task id", id.get_ref()))
-                        .key(key("id"))
-                        .fix("use 1-64 letters, digits, `-`, `_` or `.`, not starting with `.` or `-`"));
-                }
-                id.get_ref().clone()
-            }
-            None => format!("t{}", index + 1),
-        };
-        if !seen.insert(id.clone()) {
-            return Err(file
-                .error_at(
-                    fields.id.as_ref().map(|i| i.span()).or(Some(entry.span())),
-                    format!("duplicate task id `{id}`"),
-                )
-                .key(key("id"))
-                .fix("give every task its own id (unnamed tasks are t1, t2, … by position)"));
-        }
-        let goal = match &fields.goal {
-            Some(goal) if goal.get_ref().trim().is_empty() => {
-                return Err(file
-                    .error_at(Some(goal.span()), "the goal is empty")
-                    .key(key("goal"))
-                    .fix("write what the worker must achieve"));
-            }
-            Some(goal) => goal.get_ref().clone(),
-            None => {
-                return Err(file
-                    .error_at(Some(entry.span()), format!("task `{id}` has no goal"))
-                    .key(key("goal"))
-                    .fix("add goal = \"what the worker must achieve\""));
-            }
-        };
         let located = |mut error: InputError| {
             if !file.has_lines {
                 error.line = None;
@@ -100,33 +65,7 @@ pub fn plan(file: &TasksFile, policy: &Policy) -> Result<Plan, InputError> {
                 }
             }
         }
-        let worker_name = fields.worker.as_ref().or(file.defaults.worker.as_ref());
-        let worker = match worker_name {
-            Some(name) => workers.get(name.get_ref()).cloned().ok_or_else(|| {
-                file.error_at(
-                    Some(name.span()),
-                    format!("no worker profile named `{}`", name.get_ref()),
-                )
-                .key(key("worker"))
-                .fix(known_workers(&workers))
-            })?,
-            None => match &policy.default_worker {
-                Some(name) => workers.get(name).cloned().ok_or_else(|| {
-                    InputError::new(
-                        &file.path,
-                        format!("the policy's run.worker names `{name}`, which is not defined"),
-                    )
-                    .key("run.worker")
-                    .fix(known_workers(&workers))
-                })?,
-                None => {
-                    return Err(file
-                        .error_at(Some(entry.span()), format!("task `{id}` names no worker"))
-                        .key(key("worker"))
-                        .fix("set worker = \"NAME\" on the task or in [defaults], or run.worker in ccfan.toml"));
-                }
-            },
-        };
+        let worker = pick_worker(file, policy, &workers, index, entry, &id)?;
         let timeout = match fields.timeout.as_ref().or(file.defaults.timeout.as_ref()) {
             Some(value) => policy::duration(&file.path, &file.source, &key("timeout"), value)
                 .map_err(located)?,
@@ -154,6 +93,101 @@ pub fn plan(file: &TasksFile, policy: &Policy) -> Result<Plan, InputError> {
         });
     }
     Ok(Plan { tasks })
+}
+
+/// The id a task gets when it names none: `t1`, `t2`, … by position (the one place that spells it).
+pub fn default_task_id(index: usize) -> String {
+    format!("t{}", index + 1)
+}
+
+/// Task `index`'s id (checked, unique) and goal (not empty).
+fn identity(
+    file: &TasksFile,
+    index: usize,
+    entry: &toml::Spanned<crate::tasks_file::TaskFields>,
+    seen: &mut HashSet<String>,
+) -> Result<(String, String), InputError> {
+    let fields = entry.get_ref();
+    let key = |name: &str| format!("task[{}].{name}", index + 1);
+    let id = match &fields.id {
+        Some(id) => {
+            if !is_valid_id(id.get_ref()) {
+                return Err(file
+                    .error_at(
+                        Some(id.span()),
+                        format!("`{}` is not a valid task id", id.get_ref()),
+                    )
+                    .key(key("id"))
+                    .fix(
+                        "use 1-64 letters, digits, `-`, `_` or `.`, not starting with `.` or `-`",
+                    ));
+            }
+            id.get_ref().clone()
+        }
+        None => default_task_id(index),
+    };
+    if !seen.insert(id.clone()) {
+        return Err(file
+            .error_at(
+                fields.id.as_ref().map(|i| i.span()).or(Some(entry.span())),
+                format!("duplicate task id `{id}`"),
+            )
+            .key(key("id"))
+            .fix("give every task its own id (unnamed tasks are t1, t2, … by position)"));
+    }
+    let goal = match &fields.goal {
+        Some(goal) if goal.get_ref().trim().is_empty() => {
+            return Err(file
+                .error_at(Some(goal.span()), "the goal is empty")
+                .key(key("goal"))
+                .fix("write what the worker must achieve"));
+        }
+        Some(goal) => goal.get_ref().clone(),
+        None => {
+            return Err(file
+                .error_at(Some(entry.span()), format!("task `{id}` has no goal"))
+                .key(key("goal"))
+                .fix("add goal = \"what the worker must achieve\""));
+        }
+    };
+    Ok((id, goal))
+}
+
+/// The worker profile task `index` runs with: its own `worker`, the tasks file's default, or the policy's.
+fn pick_worker(
+    file: &TasksFile,
+    policy: &Policy,
+    workers: &BTreeMap<String, WorkerProfile>,
+    index: usize,
+    entry: &toml::Spanned<crate::tasks_file::TaskFields>,
+    id: &str,
+) -> Result<WorkerProfile, InputError> {
+    let key = format!("task[{}].worker", index + 1);
+    let fields = entry.get_ref();
+    match fields.worker.as_ref().or(file.defaults.worker.as_ref()) {
+        Some(name) => workers.get(name.get_ref()).cloned().ok_or_else(|| {
+            file.error_at(
+                Some(name.span()),
+                format!("no worker profile named `{}`", name.get_ref()),
+            )
+            .key(key)
+            .fix(known_workers(workers))
+        }),
+        None => match &policy.default_worker {
+            Some(name) => workers.get(name).cloned().ok_or_else(|| {
+                InputError::new(
+                    &file.path,
+                    format!("the policy's run.worker names `{name}`, which is not defined"),
+                )
+                .key("run.worker")
+                .fix(known_workers(workers))
+            }),
+            None => Err(file
+                .error_at(Some(entry.span()), format!("task `{id}` names no worker"))
+                .key(key)
+                .fix("set worker = \"NAME\" on the task or in [defaults], or run.worker in ccfan.toml")),
+        },
+    }
 }
 
 fn list(value: Option<crate::tasks_file::StringList>) -> Vec<String> {

@@ -81,30 +81,7 @@ pub fn run_worker(
     on_spawn: impl FnOnce(u32),
     on_progress: &mut dyn FnMut(&AgentSummary),
 ) -> Result<WorkerRun, RunWorkerError> {
-    let task_file = AttemptDir::of(context.dir).task_file();
-    let doc = TaskFileDoc {
-        schema: 1,
-        run_id: context.run_id,
-        task_id: &task.id,
-        attempt: context.attempt,
-        goal: &task.goal,
-        allowed: &task.allowed,
-        denied: &task.denied,
-        constraints: &task.constraints,
-        acceptance: &task.acceptance,
-        rework: context
-            .rework
-            .iter()
-            .filter_map(|finding| serde_json::to_value(finding).ok())
-            .collect(),
-    };
-    let json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-    write(&task_file, &json)?;
-    let outbox = AttemptDir::of(context.dir).outbox();
-    std::fs::create_dir_all(&outbox).map_err(|source| RunWorkerError::TaskFile {
-        path: outbox.clone(),
-        source,
-    })?;
+    let (task_file, outbox) = write_task_file(task, context)?;
     let report_file = AttemptDir::of(context.dir).report_file();
     let lossy = |path: &Path| path.to_string_lossy().into_owned();
     let extra = [
@@ -162,21 +139,68 @@ pub fn run_worker(
         },
         on_spawn,
     )?;
-    let Some(mut reader) = reader else {
+    let Some(reader) = reader else {
         return Ok(WorkerRun {
             outcome,
             agent: None,
         });
     };
+    let summary = finish_agent(task, context, reader)?;
+    Ok(WorkerRun {
+        outcome,
+        agent: Some(summary),
+    })
+}
+
+/// Writes the task file the worker reads and makes its outbox; returns both paths.
+fn write_task_file(
+    task: &TaskSpec,
+    context: &AttemptContext<'_>,
+) -> Result<(PathBuf, PathBuf), RunWorkerError> {
+    let task_file = AttemptDir::of(context.dir).task_file();
+    let doc = TaskFileDoc {
+        schema: 1,
+        run_id: context.run_id,
+        task_id: &task.id,
+        attempt: context.attempt,
+        goal: &task.goal,
+        allowed: &task.allowed,
+        denied: &task.denied,
+        constraints: &task.constraints,
+        acceptance: &task.acceptance,
+        rework: context
+            .rework
+            .iter()
+            .filter_map(|finding| serde_json::to_value(finding).ok())
+            .collect(),
+    };
+    let json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    write(&task_file, &json)?;
+    let outbox = AttemptDir::of(context.dir).outbox();
+    std::fs::create_dir_all(&outbox).map_err(|source| RunWorkerError::TaskFile {
+        path: outbox.clone(),
+        source,
+    })?;
+    Ok((task_file, outbox))
+}
+
+/// After an agent ended: its stream and its home scrubbed of secrets, its summary redacted and stored, and its
+/// last message kept as its final report when it wrote none.
+fn finish_agent(
+    task: &TaskSpec,
+    context: &AttemptContext<'_>,
+    mut reader: Reader<'_, '_>,
+) -> Result<AgentSummary, RunWorkerError> {
+    let files = AttemptDir::of(context.dir);
     // The last change is always shown, however soon after the one before.
     reader.show(true);
     // What the agent printed is scrubbed of secrets now, whatever the gate later scans (markers read back as
     // the same findings).
-    let printed = super::verify::secrets::scrub_log(context.rules, &events, &[]);
+    let printed = super::verify::secrets::scrub_log(context.rules, &files.events(), &[]);
     // The agent's own session files (transcripts, history databases) hold the same secrets: scrubbed too, so a
     // key it wrote or printed is not kept raw in its home (resume reads the redacted transcript).
     if let Some(agent) = task.worker.kind.agent().map(|(agent, _)| agent) {
-        super::verify::secrets::scrub_home(
+        super::verify::agent_home::scrub_home(
             context.rules,
             &context.agent_home.join(agent.name()),
             &crate::agents::home::seeded_files(agent),
@@ -186,23 +210,17 @@ pub fn run_worker(
     let mut summary = reader.tally.finish();
     summary.redact(|text| context.rules.redact_text(text));
     write(
-        &AttemptDir::of(context.dir).agent(),
+        &files.agent(),
         &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
     )?;
     // The agent's last message is its final report, unless it wrote one itself. ccfan writes it beside the log,
     // where the worker cannot plant a symlink, never into the worker-writable outbox.
     if let Some(message) = &summary.final_message
-        && std::fs::symlink_metadata(&report_file).is_err()
+        && std::fs::symlink_metadata(files.report_file()).is_err()
     {
-        write(
-            &AttemptDir::of(context.dir).report_from_agent(),
-            message.as_bytes(),
-        )?;
+        write(&files.report_from_agent(), message.as_bytes())?;
     }
-    Ok(WorkerRun {
-        outcome,
-        agent: Some(summary),
-    })
+    Ok(summary)
 }
 
 /// What preparing an agent worker changes: its environment, its sandbox, and the reader of its stream.

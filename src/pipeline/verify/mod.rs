@@ -7,6 +7,8 @@ pub mod diff;
 pub mod scope;
 // 4c
 pub mod secrets;
+// after an agent attempt: its private home scrubbed of the same secrets
+pub mod agent_home;
 // 4d and 4f
 pub mod commands;
 // 4e

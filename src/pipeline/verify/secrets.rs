@@ -175,7 +175,6 @@ pub fn run(
     honour_markers: bool,
 ) -> Result<SecretsOutcome, GitError> {
     let mut outcome = SecretsOutcome::default();
-    let mut binaries = Vec::new();
     let mut named = std::collections::HashSet::new();
     for (path, commit) in added
         .unwrap_or_default()
@@ -189,110 +188,21 @@ pub fn run(
             outcome.raw.extend(raw);
         }
     }
-    if let Some(files) = added {
-        let scanned: Vec<(Vec<Finding>, Vec<RawSecret>, bool)> = files
-            .par_iter()
-            .filter(|file| !file.binary)
-            .map(|file| {
-                let hits = pack.scan_with(&file.path, &file.text, honour_markers);
-                let findings = hits
-                    .iter()
-                    .map(|hit| {
-                        let line = file
-                            .line_numbers
-                            .get(hit.line.saturating_sub(1))
-                            .copied()
-                            .unwrap_or(0);
-                        let mut found = finding(hit, &file.path, line);
-                        if let Some(commit) = &file.commit {
-                            found.message.push_str(&format!(
-                                ", added in commit {}",
-                                &commit[..12.min(commit.len())]
-                            ));
-                        }
-                        found
-                    })
-                    .collect();
-                let raw = hits
-                    .iter()
-                    .filter(|hit| !hit.span.is_empty())
-                    .map(|hit| RawSecret {
-                        value: file.text[hit.span.clone()].to_vec(),
-                        rule: hit.rule.clone(),
-                        fingerprint: hit.fingerprint.clone(),
-                    })
-                    .collect();
-                (findings, raw, file.commit.is_some())
-            })
-            .collect();
-        // A merge being committed is scanned commit by commit, then as staged: a secret a merged commit brought is
-        // reported once, with its commit.
-        let from_commits: std::collections::HashSet<(Option<String>, Option<String>)> = scanned
-            .iter()
-            .filter(|(_, _, in_commit)| *in_commit)
-            .flat_map(|(findings, _, _)| findings)
-            .map(|found| (found.path.clone(), found.fingerprint.clone()))
-            .collect();
-        for (findings, raw, in_commit) in scanned {
-            outcome
-                .findings
-                .extend(findings.into_iter().filter(|found| {
-                    in_commit
-                        || !from_commits.contains(&(found.path.clone(), found.fingerprint.clone()))
-                }));
-            outcome.raw.extend(raw);
-        }
-        binaries.extend(
+    let binaries: Vec<String> = match added {
+        Some(files) => {
+            scan_added(pack, files, honour_markers, &mut outcome);
             files
                 .iter()
                 .filter(|file| file.binary)
-                .map(|file| file.path.clone()),
-        );
-    }
-    let mut scrubbed = Vec::new();
-    for log in logs {
-        let Ok(text) = crate::util::read_regular(log, crate::util::MAX_WORKER_FILE) else {
-            continue;
-        };
-        let shown = log
-            .file_name()
-            .map_or_else(|| "log".to_string(), |n| n.to_string_lossy().into_owned());
-        let hits = pack.scan_with(&shown, &text, false);
-        for hit in &hits {
-            let mut found = finding(hit, &shown, hit.line);
-            found.rule = hit.rule.clone();
-            found.message = format!("the worker printed a secret: {}", found.message);
-            outcome.findings.push(found);
-            outcome.raw.push(RawSecret {
-                value: text[hit.span.clone()].to_vec(),
-                rule: hit.rule.clone(),
-                fingerprint: hit.fingerprint.clone(),
-            });
+                .map(|file| file.path.clone())
+                .collect()
         }
-        // Secrets scrubbed by an earlier verify still count.
-        if let Some(marker) = MARKER.as_ref() {
-            let lossy = String::from_utf8_lossy(&text);
-            for (index, line) in lossy.lines().enumerate() {
-                for captures in marker.captures_iter(line) {
-                    let (rule, fingerprint) = (&captures[1], &captures[2]);
-                    outcome.findings.push(Finding {
-                        stage: Stage::Secrets,
-                        rule: rule.to_string(),
-                        path: Some(shown.clone()),
-                        line: Some(index + 1),
-                        message: format!("the worker printed a secret (already redacted in the stored log, fingerprint {fingerprint})"),
-                        level: Level::Error,
-                        fingerprint: Some(fingerprint.to_string()),
-                    });
-                }
-            }
-        }
-        match scrub_file(log, &outcome.raw) {
-            Ok(true) => scrubbed.push(shown),
-            Ok(false) => {}
-            Err(error) => tracing::warn!("cannot scrub {}: {error}", log.display()),
-        }
-    }
+        None => Vec::new(),
+    };
+    let scrubbed: Vec<String> = logs
+        .iter()
+        .filter_map(|log| scan_log(pack, log, &mut outcome))
+        .collect();
     let mut notes = Vec::new();
     if !binaries.is_empty() {
         notes.push(format!(
@@ -309,6 +219,111 @@ pub fn run(
     }
     outcome.note = (!notes.is_empty()).then(|| notes.join("; "));
     Ok(outcome)
+}
+
+/// The secrets in the added lines, file by file in parallel (binaries skipped). A merge being committed is scanned
+/// commit by commit, then as staged: a secret a merged commit brought is reported once, with its commit.
+fn scan_added(
+    pack: &RulePack,
+    files: &[git::AddedLines],
+    honour_markers: bool,
+    outcome: &mut SecretsOutcome,
+) {
+    let scanned: Vec<(Vec<Finding>, Vec<RawSecret>, bool)> = files
+        .par_iter()
+        .filter(|file| !file.binary)
+        .map(|file| {
+            let hits = pack.scan_with(&file.path, &file.text, honour_markers);
+            let findings = hits
+                .iter()
+                .map(|hit| {
+                    let line = file
+                        .line_numbers
+                        .get(hit.line.saturating_sub(1))
+                        .copied()
+                        .unwrap_or(0);
+                    let mut found = finding(hit, &file.path, line);
+                    if let Some(commit) = &file.commit {
+                        found.message.push_str(&format!(
+                            ", added in commit {}",
+                            &commit[..12.min(commit.len())]
+                        ));
+                    }
+                    found
+                })
+                .collect();
+            let raw = hits
+                .iter()
+                .filter(|hit| !hit.span.is_empty())
+                .map(|hit| RawSecret {
+                    value: file.text[hit.span.clone()].to_vec(),
+                    rule: hit.rule.clone(),
+                    fingerprint: hit.fingerprint.clone(),
+                })
+                .collect();
+            (findings, raw, file.commit.is_some())
+        })
+        .collect();
+    let from_commits: std::collections::HashSet<(Option<String>, Option<String>)> = scanned
+        .iter()
+        .filter(|(_, _, in_commit)| *in_commit)
+        .flat_map(|(findings, _, _)| findings)
+        .map(|found| (found.path.clone(), found.fingerprint.clone()))
+        .collect();
+    for (findings, raw, in_commit) in scanned {
+        outcome
+            .findings
+            .extend(findings.into_iter().filter(|found| {
+                in_commit
+                    || !from_commits.contains(&(found.path.clone(), found.fingerprint.clone()))
+            }));
+        outcome.raw.extend(raw);
+    }
+}
+
+/// What a worker printed: each secret a finding (markers left by an earlier scrub count again), and the log
+/// scrubbed of everything found so far. Returns the log's name when it was scrubbed now.
+fn scan_log(pack: &RulePack, log: &Path, outcome: &mut SecretsOutcome) -> Option<String> {
+    let text = crate::util::read_regular(log, crate::util::MAX_WORKER_FILE).ok()?;
+    let shown = log
+        .file_name()
+        .map_or_else(|| "log".to_string(), |n| n.to_string_lossy().into_owned());
+    for hit in pack.scan_with(&shown, &text, false) {
+        let mut found = finding(&hit, &shown, hit.line);
+        found.message = format!("the worker printed a secret: {}", found.message);
+        outcome.findings.push(found);
+        outcome.raw.push(RawSecret {
+            value: text[hit.span.clone()].to_vec(),
+            rule: hit.rule.clone(),
+            fingerprint: hit.fingerprint.clone(),
+        });
+    }
+    // Secrets scrubbed by an earlier verify still count.
+    if let Some(marker) = MARKER.as_ref() {
+        let lossy = String::from_utf8_lossy(&text);
+        for (index, line) in lossy.lines().enumerate() {
+            for captures in marker.captures_iter(line) {
+                let (rule, fingerprint) = (&captures[1], &captures[2]);
+                outcome.findings.push(Finding {
+                    stage: Stage::Secrets,
+                    rule: rule.to_string(),
+                    path: Some(shown.clone()),
+                    line: Some(index + 1),
+                    message: format!("the worker printed a secret (already redacted in the stored log, fingerprint {fingerprint})"),
+                    level: Level::Error,
+                    fingerprint: Some(fingerprint.to_string()),
+                });
+            }
+        }
+    }
+    match scrub_file(log, &outcome.raw) {
+        Ok(true) => Some(shown),
+        Ok(false) => None,
+        Err(error) => {
+            tracing::warn!("cannot scrub {}: {error}", log.display());
+            None
+        }
+    }
 }
 
 /// Scans a stored log with the rule pack and scrubs whatever it finds, plus `known` values, in place. Returns the
@@ -334,205 +349,9 @@ pub fn scrub_log(pack: &RulePack, log: &Path, known: &[RawSecret]) -> Vec<RawSec
     raw
 }
 
-/// At most this many files of an agent's home are scrubbed (a home is a few session files and a database).
-const MAX_HOME_FILES: usize = 10_000;
-
-/// Scrubs every secret the rule pack finds, plus `known` values, out of the files under `home` that the agent
-/// wrote (its session transcripts, history databases, logs), except `seeded` (the user's own credentials and
-/// config at the top, which ccfan copied in). Text files get the usual markers; binary files (SQLite) have each
-/// secret overwritten with `*` of the same length, so they stay readable. Symlinks are never followed. Returns the
-/// files changed.
-pub fn scrub_home(pack: &RulePack, home: &Path, seeded: &[&str], known: &[RawSecret]) -> usize {
-    checkpoint_databases(home);
-    let mut changed = 0;
-    let mut pending = vec![home.to_path_buf()];
-    let mut seen = 0;
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let top_level = dir == home;
-            let is_seeded = top_level
-                && seeded
-                    .iter()
-                    .any(|name| entry.file_name() == std::ffi::OsStr::new(name));
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            // SQLite's shared-memory index holds no rows; its write-ahead log was checkpointed into the database.
-            if !kind.is_file() || is_seeded || name.ends_with("-shm") {
-                continue;
-            }
-            seen += 1;
-            if seen > MAX_HOME_FILES {
-                tracing::warn!("{} holds too many files to scrub them all", home.display());
-                return changed;
-            }
-            match scrub_any_file(pack, &path, known) {
-                Ok(true) => changed += 1,
-                Ok(false) => {}
-                Err(error) => tracing::warn!(
-                    "cannot scrub {}: {error}",
-                    pack.redact_text(&path.display().to_string())
-                ),
-            }
-        }
-    }
-    changed
-}
-
-/// Moves every SQLite write-ahead log under `home` into its database (the agent has ended), so that a secret in
-/// a recent transaction is masked in the database file — masking bytes inside a log would break its checksums.
-fn checkpoint_databases(home: &Path) {
-    let mut pending = vec![home.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let path = entry.path();
-            if kind.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(database) = name.strip_suffix("-wal").map(|db| dir.join(db)) else {
-                continue;
-            };
-            let checkpointed = rusqlite::Connection::open(&database)
-                .and_then(|db| db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
-            if let Err(error) = checkpointed {
-                tracing::warn!("cannot checkpoint an agent database: {error}");
-            }
-        }
-    }
-}
-
-/// Scrubs one stored file of what `pack` finds in it and of `known`; see [`scrub_home`]. A file over the cap is
-/// left whole (rewriting only the part read would cut it short), with a warning.
-fn scrub_any_file(pack: &RulePack, path: &Path, known: &[RawSecret]) -> std::io::Result<bool> {
-    if std::fs::symlink_metadata(path)?.len() > crate::util::MAX_WORKER_FILE {
-        return Err(std::io::Error::other(format!(
-            "larger than {} bytes: left unscrubbed",
-            crate::util::MAX_WORKER_FILE
-        )));
-    }
-    let text = crate::util::read_regular(path, crate::util::MAX_WORKER_FILE)?;
-    let mut raw: Vec<RawSecret> = pack
-        .scan_with("", &text, false)
-        .iter()
-        .filter(|hit| !hit.span.is_empty())
-        .map(|hit| RawSecret {
-            value: text[hit.span.clone()].to_vec(),
-            rule: hit.rule.clone(),
-            fingerprint: hit.fingerprint.clone(),
-        })
-        .collect();
-    raw.extend(known.iter().cloned());
-    if raw.is_empty() {
-        return Ok(false);
-    }
-    if !crate::secrets::looks_binary(&text) {
-        return scrub_file(path, &raw);
-    }
-    let mut masked = text.clone();
-    for secret in raw.iter().filter(|secret| secret.value.len() >= 6) {
-        let mut from = 0;
-        while let Some(at) = memchr::memmem::find(&masked[from..], &secret.value) {
-            let start = from + at;
-            masked[start..start + secret.value.len()].fill(b'*');
-            from = start + secret.value.len();
-        }
-    }
-    if masked == text {
-        return Ok(false);
-    }
-    let folder = path.parent().unwrap_or(Path::new("."));
-    let mut temporary = tempfile::Builder::new()
-        .prefix(".scrub-")
-        .tempfile_in(folder)?;
-    std::io::Write::write_all(&mut temporary, &masked)?;
-    temporary.persist(path).map_err(|error| error.error)?;
-    Ok(true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_agent_home_is_scrubbed_but_the_users_credentials_are_not() {
-        let pack = RulePack::builtin("default").unwrap();
-        let home = tempfile::tempdir().unwrap();
-        let key = "AKIAQ3RWK7ZNBX4TYPLM";
-        let sessions = home.path().join("sessions/2026/12/02");
-        std::fs::create_dir_all(&sessions).unwrap();
-        let rollout = sessions.join("rollout-1.jsonl");
-        std::fs::write(&rollout, format!("{{\"output\": \"key={key}\"}}\n")).unwrap();
-        let db = home.path().join("history.sqlite");
-        let mut bytes = b"SQLite format 3\0page \x01".to_vec();
-        bytes.extend_from_slice(key.as_bytes());
-        bytes.extend_from_slice(b"\0tail");
-        std::fs::write(&db, &bytes).unwrap();
-        let auth = home.path().join("auth.json");
-        std::fs::write(&auth, format!("{{\"key\": \"{key}\"}}")).unwrap();
-        std::os::unix::fs::symlink(&auth, sessions.join("link.jsonl")).unwrap();
-
-        assert_eq!(scrub_home(&pack, home.path(), &["auth.json"], &[]), 2);
-        let rollout = std::fs::read_to_string(&rollout).unwrap();
-        assert!(
-            !rollout.contains(key) && rollout.contains("ccfan-redacted"),
-            "{rollout}"
-        );
-        let db = std::fs::read(&db).unwrap();
-        assert_eq!(db.len(), bytes.len());
-        assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()));
-        // The user's own credentials, and a symlink to them, are left alone.
-        assert!(std::fs::read_to_string(&auth).unwrap().contains(key));
-    }
-
-    #[test]
-    fn a_secret_in_an_agent_database_log_is_masked_and_the_database_still_reads() {
-        let pack = RulePack::builtin("default").unwrap();
-        let home = tempfile::tempdir().unwrap();
-        let key = "AKIAQ3RWK7ZNBX4TYPLM";
-        let path = home.path().join("state_5.sqlite");
-        let db = rusqlite::Connection::open(&path).unwrap();
-        db.pragma_update(None, "journal_mode", "WAL").unwrap();
-        db.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        db.execute_batch("CREATE TABLE t (body TEXT)").unwrap();
-        db.execute("INSERT INTO t VALUES (?1)", [format!("key {key} end")])
-            .unwrap();
-        // The agent died with its log not yet checkpointed.
-        std::mem::forget(db);
-        assert!(home.path().join("state_5.sqlite-wal").exists());
-
-        assert!(scrub_home(&pack, home.path(), &[], &[]) >= 1);
-        for entry in std::fs::read_dir(home.path()).unwrap().flatten() {
-            let bytes = std::fs::read(entry.path()).unwrap();
-            assert!(
-                !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
-                "{}",
-                entry.path().display()
-            );
-        }
-        let db = rusqlite::Connection::open(&path).unwrap();
-        let body: String = db
-            .query_row("SELECT body FROM t", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(body, format!("key {} end", "*".repeat(key.len())));
-    }
 
     #[test]
     fn scrub_replaces_every_occurrence_with_a_marker_that_parses_back() {
