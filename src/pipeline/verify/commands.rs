@@ -116,44 +116,15 @@ pub fn run(
         }
     };
     let output = tail(&log, raw_secrets);
-    let what = format!("`{}`", spec.argv.join(" "));
-    let (status, finding) = match &outcome.exit {
-        ExitStatus::Code { code: 0 } => (StageStatus::Pass, None),
-        ExitStatus::Code { code } => (
-            StageStatus::Fail,
-            Some(format!("{what} exited with code {code}")),
-        ),
-        ExitStatus::Signal { signal } => (
-            StageStatus::Fail,
-            Some(format!("{what} was killed by signal {signal}")),
-        ),
-        ExitStatus::TimedOut => (
-            StageStatus::Fail,
-            Some(format!(
-                "{what} ran past its timeout of {}",
-                humantime::format_duration(spec.timeout)
-            )),
-        ),
-        ExitStatus::OverLimit { limit } => (
-            StageStatus::Fail,
-            Some(format!("{what} was stopped past its {limit} limit")),
-        ),
-        ExitStatus::Cancelled => {
+    let (status, finding) = match judge_exit(&outcome.exit, spec) {
+        Ok(judged) => judged,
+        Err(note) => {
             return StageReport {
                 stage,
                 status: StageStatus::Error,
                 findings: vec![],
                 duration_ms,
-                note: Some("cancelled".into()),
-            };
-        }
-        ExitStatus::SpawnFailed { message } => {
-            return StageReport {
-                stage,
-                status: StageStatus::Error,
-                findings: vec![],
-                duration_ms,
-                note: Some(format!("cannot start {what}: {message}")),
+                note: Some(note),
             };
         }
     };
@@ -172,5 +143,38 @@ pub fn run(
         findings,
         duration_ms,
         note: (!output.is_empty()).then_some(output),
+    }
+}
+
+/// How a command's end reads as a stage: pass, or fail with what happened — or `Err` with why the stage could
+/// not judge at all (cancelled, not started).
+fn judge_exit(
+    exit: &ExitStatus,
+    spec: &CommandSpec<'_>,
+) -> Result<(StageStatus, Option<String>), String> {
+    let what = format!("`{}`", spec.argv.join(" "));
+    match exit {
+        ExitStatus::Code { code: 0 } => Ok((StageStatus::Pass, None)),
+        ExitStatus::Code { code } => Ok((
+            StageStatus::Fail,
+            Some(format!("{what} exited with code {code}")),
+        )),
+        ExitStatus::Signal { signal } => Ok((
+            StageStatus::Fail,
+            Some(format!("{what} was killed by signal {signal}")),
+        )),
+        ExitStatus::TimedOut => Ok((
+            StageStatus::Fail,
+            Some(format!(
+                "{what} ran past its timeout of {}",
+                humantime::format_duration(spec.timeout)
+            )),
+        )),
+        ExitStatus::OverLimit { limit } => Ok((
+            StageStatus::Fail,
+            Some(format!("{what} was stopped past its {limit} limit")),
+        )),
+        ExitStatus::Cancelled => Err("cancelled".into()),
+        ExitStatus::SpawnFailed { message } => Err(format!("cannot start {what}: {message}")),
     }
 }

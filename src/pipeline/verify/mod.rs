@@ -198,9 +198,21 @@ pub fn verify(input: &VerifyInput<'_>) -> Result<VerifyReport, VerifyError> {
         .iter()
         .map(|file| file.change.path.clone())
         .collect();
-    let mut raw = Vec::new();
-    let mut checkout = Checkout { made: None };
-    let mut preview = None;
+    let facts = Facts {
+        diff_findings,
+        added,
+        changed,
+        old_paths: diff_summary
+            .files
+            .iter()
+            .filter_map(|file| file.change.old_path.clone())
+            .collect(),
+    };
+    let mut running = Running {
+        raw: Vec::new(),
+        checkout: Checkout { made: None },
+        preview: None,
+    };
     let mut stages = Vec::new();
     let mut stopped_by: Option<Stage> = None;
     for &stage in &gate.stages {
@@ -212,84 +224,110 @@ pub fn verify(input: &VerifyInput<'_>) -> Result<VerifyReport, VerifyError> {
             continue;
         }
         let started = Instant::now();
-        let mut report = match stage {
-            // Not configurable: `gate::gate_attempt` adds the worker's own outcome.
-            Stage::Worker => skipped(stage, "the worker's outcome is judged by the caller"),
-            Stage::Diff => judged(stage, diff_findings.clone(), None),
-            Stage::Scope => match scope::Scope::new(input.allowed, input.denied) {
-                Ok(scope) => judged(stage, scope::run(&scope, &diff_summary.files), None),
-                Err(error) => StageReport {
-                    stage,
-                    status: StageStatus::Error,
-                    findings: vec![],
-                    duration_ms: 0,
-                    note: Some(error),
-                },
-            },
-            Stage::Secrets => {
-                let logs: &[PathBuf] = if gate.scan_logs { &input.logs } else { &[] };
-                let lines = input.history.as_deref().or(added.as_deref());
-                let old_paths: Vec<String> = diff_summary
-                    .files
-                    .iter()
-                    .filter_map(|file| file.change.old_path.clone())
-                    .collect();
-                let outcome =
-                    secrets::run(input.rules, lines, &old_paths, logs, input.inline_allow)?;
-                raw.extend(outcome.raw);
-                judged(stage, outcome.findings, outcome.note)
-            }
-            Stage::Tests => match &input.policy.tests {
-                None => skipped(stage, "no test command: set [tests] command in ccfan.toml"),
-                Some(tests) => {
-                    let spec = commands::CommandSpec {
-                        name: "tests",
-                        argv: &tests.argv,
-                        timeout: tests.timeout,
-                    };
-                    run_command(stage, &[spec], input, &mut checkout, &mut preview, &raw)
-                }
-            },
-            Stage::Completeness => match &input.final_report {
-                None => skipped(stage, "off for this worker (gate.completeness)"),
-                Some(message) => judged(
-                    stage,
-                    completeness::check(message.as_deref(), &changed),
-                    None,
-                ),
-            },
-            Stage::Checks => {
-                if gate.checks.is_empty() {
-                    skipped(stage, "no [[checks]] in the policy")
-                } else {
-                    let specs: Vec<commands::CommandSpec<'_>> = gate
-                        .checks
-                        .iter()
-                        .map(|check| commands::CommandSpec {
-                            name: &check.name,
-                            argv: &check.argv,
-                            timeout: check.timeout,
-                        })
-                        .collect();
-                    run_command(stage, &specs, input, &mut checkout, &mut preview, &raw)
-                }
-            }
-        };
+        let mut report = run_stage(stage, input, &diff_summary, &facts, &mut running)?;
         report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if gate.fail_fast && matches!(report.status, StageStatus::Fail | StageStatus::Error) {
             stopped_by = Some(stage);
         }
         stages.push(report);
     }
-    checkout.remove(input.repo);
+    running.checkout.remove(input.repo);
     Ok(VerifyReport {
         schema: REPORT_SCHEMA_VERSION,
         subject: input.subject.clone(),
         base: input.base.to_string(),
         commit: input.commit.map(str::to_string),
-        preview,
+        preview: running.preview,
         diff: diff_summary,
         stages,
+    })
+}
+
+/// What the stages judge, read once: the diff stage's findings, the added lines, the changed paths and the other
+/// side of renames.
+struct Facts {
+    diff_findings: Vec<Finding>,
+    added: Option<Vec<git::AddedLines>>,
+    changed: Vec<String>,
+    old_paths: Vec<String>,
+}
+
+/// What the stages carry from one to the next: the raw secrets found (to scrub command output), the merge-preview
+/// checkout (made once, for tests and checks) and its commit.
+struct Running {
+    raw: Vec<secrets::RawSecret>,
+    checkout: Checkout,
+    preview: Option<String>,
+}
+
+/// One stage of the gate.
+fn run_stage(
+    stage: Stage,
+    input: &VerifyInput<'_>,
+    diff_summary: &crate::report::DiffSummary,
+    facts: &Facts,
+    running: &mut Running,
+) -> Result<StageReport, VerifyError> {
+    let gate = &input.policy.gate;
+    Ok(match stage {
+        // Not configurable: `gate::gate_attempt` adds the worker's own outcome.
+        Stage::Worker => skipped(stage, "the worker's outcome is judged by the caller"),
+        Stage::Diff => judged(stage, facts.diff_findings.clone(), None),
+        Stage::Scope => match scope::Scope::new(input.allowed, input.denied) {
+            Ok(scope) => judged(stage, scope::run(&scope, &diff_summary.files), None),
+            Err(error) => StageReport {
+                stage,
+                status: StageStatus::Error,
+                findings: vec![],
+                duration_ms: 0,
+                note: Some(error),
+            },
+        },
+        Stage::Secrets => {
+            let logs: &[PathBuf] = if gate.scan_logs { &input.logs } else { &[] };
+            let lines = input.history.as_deref().or(facts.added.as_deref());
+            let outcome = secrets::run(
+                input.rules,
+                lines,
+                &facts.old_paths,
+                logs,
+                input.inline_allow,
+            )?;
+            running.raw.extend(outcome.raw);
+            judged(stage, outcome.findings, outcome.note)
+        }
+        Stage::Tests => match &input.policy.tests {
+            None => skipped(stage, "no test command: set [tests] command in ccfan.toml"),
+            Some(tests) => {
+                let spec = commands::CommandSpec {
+                    name: "tests",
+                    argv: &tests.argv,
+                    timeout: tests.timeout,
+                };
+                run_command(stage, &[spec], input, running)
+            }
+        },
+        Stage::Completeness => match &input.final_report {
+            None => skipped(stage, "off for this worker (gate.completeness)"),
+            Some(message) => judged(
+                stage,
+                completeness::check(message.as_deref(), &facts.changed),
+                None,
+            ),
+        },
+        Stage::Checks if gate.checks.is_empty() => skipped(stage, "no [[checks]] in the policy"),
+        Stage::Checks => {
+            let specs: Vec<commands::CommandSpec<'_>> = gate
+                .checks
+                .iter()
+                .map(|check| commands::CommandSpec {
+                    name: &check.name,
+                    argv: &check.argv,
+                    timeout: check.timeout,
+                })
+                .collect();
+            run_command(stage, &specs, input, running)
+        }
     })
 }
 
@@ -297,11 +335,9 @@ fn run_command(
     stage: Stage,
     specs: &[commands::CommandSpec<'_>],
     input: &VerifyInput<'_>,
-    checkout: &mut Checkout,
-    preview: &mut Option<String>,
-    raw: &[secrets::RawSecret],
+    running: &mut Running,
 ) -> StageReport {
-    let (path, commit) = match checkout.get(input) {
+    let (path, commit) = match running.checkout.get(input) {
         Ok(made) => made,
         Err(error) => {
             if let Some(paths) = error.strip_prefix("merge-conflict:") {
@@ -323,7 +359,7 @@ fn run_command(
             };
         }
     };
-    *preview = Some(commit);
+    running.preview = Some(commit);
     let mut merged = StageReport {
         stage,
         status: StageStatus::Pass,
@@ -341,7 +377,7 @@ fn run_command(
             input.policy,
             input.repo,
             input.rules,
-            raw,
+            &running.raw,
             input.cancel,
         );
         merged.status = match (merged.status, report.status) {
