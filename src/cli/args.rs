@@ -58,6 +58,16 @@ pub enum Command {
     /// Put the gate in front of commits, merges and pushes as local git hooks.
     #[command(subcommand)]
     Hooks(HooksCommand),
+    /// Carry out a job request the MCP server handed over (JSON; not for people).
+    #[command(hide = true)]
+    Job(JobArgs),
+}
+
+/// `ccfan job`.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// The request file.
+    pub file: PathBuf,
 }
 
 /// `ccfan hooks`.

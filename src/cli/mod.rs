@@ -19,7 +19,10 @@ use crate::demo;
 use crate::git::{self, RepoPaths};
 use crate::pipeline::{self, PipelineError, RunRequest, gc};
 use crate::status;
-use args::{Cli, Command, DemoArgs, GcArgs, RunArgs, StatusArgs};
+use args::{
+    AcceptArgs, Cli, Command, DemoArgs, GcArgs, JobArgs, MergeArgs, ReworkArgs, RunArgs,
+    StatusArgs, TargetArgs, TaskArgs,
+};
 
 /// How the process ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +94,79 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Doctor(args) => doctor::doctor(&start, args),
         Command::Mcp(args) => mcp::serve(&start, args),
         Command::Hooks(command) => hooks::hooks(&start, command),
+        Command::Job(args) => job(&start, args),
+    }
+}
+
+/// `ccfan job FILE`: what the request names, exactly as its command does it, with `--json` output.
+fn job(start: &Path, args: JobArgs) -> Result<Exit, CliError> {
+    use crate::pipeline::job::JobRequest;
+    let request = JobRequest::read(&absolute(start, &args.file)).map_err(PipelineError::from)?;
+    let target = |run: &str, task: Option<&str>| match task {
+        Some(task) => format!("{run}/{task}"),
+        None => run.to_string(),
+    };
+    let on = target(request.run_id(), request.task_id());
+    match request {
+        JobRequest::Run {
+            tasks_file,
+            run_id,
+            no_merge,
+            base,
+            into,
+            jobs,
+        } => run_tasks(
+            start,
+            RunArgs {
+                tasks: tasks_file,
+                policy: None,
+                base,
+                jobs,
+                into,
+                no_merge,
+                run_id: Some(run_id),
+                json: true,
+            },
+        ),
+        JobRequest::Rework { note, .. } => control::rework(
+            start,
+            ReworkArgs {
+                target: on,
+                note,
+                json: true,
+            },
+        ),
+        JobRequest::Retry { .. } => control::retry(
+            start,
+            TaskArgs {
+                target: on,
+                json: true,
+            },
+        ),
+        JobRequest::Accept { reason, .. } => control::accept(
+            start,
+            AcceptArgs {
+                target: on,
+                force: true,
+                reason,
+                json: true,
+            },
+        ),
+        JobRequest::Rollback { .. } => control::rollback(
+            start,
+            TargetArgs {
+                target: on,
+                json: true,
+            },
+        ),
+        JobRequest::Merge { run_id, into } => control::merge(
+            start,
+            MergeArgs {
+                run: run_id,
+                into,
+                json: true,
+            },
+        ),
     }
 }
 

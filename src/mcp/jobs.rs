@@ -43,14 +43,14 @@ pub enum Waited {
 }
 
 impl Job {
-    /// Starts `ccfan -C <repo> <args…>` in its own process group, with its output in the hand-off folder under
-    /// `name` (`<name>.json`, `<name>.log`).
+    /// Writes `request` to the hand-off folder and starts `ccfan -C <repo> job <request>` in its own process
+    /// group, with its output there too (`<name>.request.json`, `<name>.json`, `<name>.log`).
     pub fn spawn(
         exe: &Path,
         env: &[(OsString, Option<OsString>)],
         repo: &RepoPaths,
         name: &str,
-        args: &[OsString],
+        request: &crate::pipeline::job::JobRequest,
     ) -> Result<Job, ToolError> {
         let dir = StateLayout::of(repo).handoff_dir();
         let failed = |what: &str, error: std::io::Error| {
@@ -64,13 +64,18 @@ impl Job {
         let log = dir.join(format!("{name}.log"));
         let stdout = File::create(&out).map_err(|e| failed("output file", e))?;
         let stderr = File::create(&log).map_err(|e| failed("log file", e))?;
+        let request_file = dir.join(format!("{name}.request.json"));
+        request
+            .write(&request_file)
+            .map_err(|e| failed("request file", e))?;
+        let args: Vec<OsString> = vec!["job".into(), request_file.into_os_string()];
         let mut full: Vec<OsString> = vec!["-C".into(), repo.workdir.clone().into_os_string()];
         full.extend(args.iter().cloned());
         let child = crate::sandbox::detach::spawn_ccfan(exe, &full, env, stdout, stderr)
             .map_err(|e| failed(&exe.display().to_string(), e))?;
         tracing::info!(
             pid = child.id(),
-            ?args,
+            operation = request.operation(),
             "handed an operation to its own ccfan process"
         );
         Ok(Job { child, out, log })

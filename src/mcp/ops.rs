@@ -2,7 +2,7 @@
 //! as soon as the run exists), the follow-ups `rework`, `retry`, `accept`, `merge`, `rollback` (each handed off the
 //! same way and answered once it started, or finished within the wait) and `cancel`.
 
-use std::ffi::OsString;
+use crate::pipeline::job::JobRequest;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -213,33 +213,20 @@ pub async fn delegate(
             .collect();
         write_tasks_file(&kept, &handoff, &run_id)?;
     }
-    let mut args: Vec<OsString> = vec![
-        "run".into(),
-        "--tasks".into(),
-        tasks_file.into_os_string(),
-        "--run-id".into(),
-        run_id.clone().into(),
-        "--json".into(),
-    ];
-    if !params.merge {
-        args.push("--no-merge".into());
-    }
-    for (flag, value) in [("--base", &params.base), ("--into", &params.into)] {
-        if let Some(value) = value {
-            args.push(flag.into());
-            args.push(value.into());
-        }
-    }
-    if let Some(jobs) = params.jobs {
-        args.push("--jobs".into());
-        args.push(jobs.to_string().into());
-    }
+    let request = JobRequest::Run {
+        tasks_file,
+        run_id: run_id.clone(),
+        no_merge: !params.merge,
+        base: params.base.clone(),
+        into: params.into.clone(),
+        jobs: params.jobs,
+    };
     let forget = |error: ToolError| -> Failure {
         let _ = shared.with_store(|store| Ok(store.forget_delegation(&key)?));
         error.into()
     };
     let mut job =
-        Job::spawn(&shared.exe, &shared.child_env, &repo, &run_id, &args).map_err(forget)?;
+        Job::spawn(&shared.exe, &shared.child_env, &repo, &run_id, &request).map_err(forget)?;
     let exists = || {
         shared
             .with_store(|store| Ok(store.run(&run_id).is_ok()))
@@ -268,13 +255,7 @@ pub async fn delegate(
 /// A follow-up command for a ccfan process.
 pub struct FollowUp {
     /// rework, retry, accept, merge or rollback.
-    pub operation: &'static str,
-    /// The run.
-    pub run_id: String,
-    /// The task, if one.
-    pub task_id: Option<String>,
-    /// Arguments after the command and target.
-    pub extra: Vec<OsString>,
+    pub request: JobRequest,
     /// Seconds to wait for it to finish.
     pub wait_seconds: u32,
 }
@@ -286,12 +267,11 @@ pub async fn follow_up(
     context: &RequestContext<RoleServer>,
 ) -> Result<OperationResult, Failure> {
     let FollowUp {
-        operation,
-        run_id,
-        task_id,
-        extra,
+        request,
         wait_seconds,
     } = request;
+    let (operation, run_id) = (request.operation(), request.run_id().to_string());
+    let task_id = request.task_id().map(str::to_string);
     let before = shared.with_store(|store| {
         let run = store.run(&run_id)?;
         if let Some(task) = &task_id
@@ -314,14 +294,14 @@ pub async fn follow_up(
         }
         Ok(store.last_transition(&run_id)?)
     })?;
-    let target = match &task_id {
-        Some(task) => format!("{run_id}/{task}"),
-        None => run_id.clone(),
-    };
-    let mut args: Vec<OsString> = vec![operation.into(), target.into(), "--json".into()];
-    args.extend(extra);
     let name = format!("{run_id}.{operation}.{}", crate::util::random_hex(3));
-    let mut job = Job::spawn(&shared.exe, &shared.child_env, &shared.repo, &name, &args)?;
+    let mut job = Job::spawn(
+        &shared.exe,
+        &shared.child_env,
+        &shared.repo,
+        &name,
+        &request,
+    )?;
     let pid = i64::from(job.pid());
     let spawned = Instant::now();
     let started = || {

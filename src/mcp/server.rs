@@ -2,6 +2,7 @@
 //! description written for the model that calls it. The handler holds only an `Arc` of the shared state, so
 //! Streamable HTTP can build one per request.
 
+use crate::pipeline::job::JobRequest;
 use std::sync::Arc;
 
 use rmcp::service::RequestContext;
@@ -138,10 +139,11 @@ impl CcfanServer {
             ));
         }
         let request = ops::FollowUp {
-            operation: "rework",
-            run_id: params.run_id,
-            task_id: Some(params.task_id),
-            extra: vec!["--note".into(), params.note.into()],
+            request: JobRequest::Rework {
+                run_id: params.run_id,
+                task_id: params.task_id,
+                note: params.note,
+            },
             wait_seconds: params.wait_seconds,
         };
         ops::follow_up(&self.shared, request, &context)
@@ -167,10 +169,11 @@ impl CcfanServer {
             ));
         }
         let request = ops::FollowUp {
-            operation: "accept",
-            run_id: params.run_id,
-            task_id: Some(params.task_id),
-            extra: vec!["--force".into(), "--reason".into(), params.reason.into()],
+            request: JobRequest::Accept {
+                run_id: params.run_id,
+                task_id: params.task_id,
+                reason: params.reason,
+            },
             wait_seconds: params.wait_seconds,
         };
         ops::follow_up(&self.shared, request, &context)
@@ -189,10 +192,10 @@ impl CcfanServer {
         context: RequestContext<RoleServer>,
     ) -> Result<Json<OperationResult>, Failure> {
         let request = ops::FollowUp {
-            operation: "rollback",
-            run_id: params.run_id,
-            task_id: params.task_id,
-            extra: Vec::new(),
+            request: JobRequest::Rollback {
+                run_id: params.run_id,
+                task_id: params.task_id,
+            },
             wait_seconds: seconds(params.wait_seconds, 30),
         };
         ops::follow_up(&self.shared, request, &context)
@@ -211,10 +214,10 @@ impl CcfanServer {
         context: RequestContext<RoleServer>,
     ) -> Result<Json<OperationResult>, Failure> {
         let request = ops::FollowUp {
-            operation: "retry",
-            run_id: params.run_id,
-            task_id: Some(params.task_id),
-            extra: Vec::new(),
+            request: JobRequest::Retry {
+                run_id: params.run_id,
+                task_id: params.task_id,
+            },
             wait_seconds: params.wait_seconds,
         };
         ops::follow_up(&self.shared, request, &context)
@@ -247,16 +250,11 @@ impl CcfanServer {
         Parameters(params): Parameters<MergeParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<OperationResult>, Failure> {
-        let mut extra = Vec::new();
-        if let Some(into) = params.into {
-            extra.push("--into".into());
-            extra.push(into.into());
-        }
         let request = ops::FollowUp {
-            operation: "merge",
-            run_id: params.run_id,
-            task_id: None,
-            extra,
+            request: JobRequest::Merge {
+                run_id: params.run_id,
+                into: params.into,
+            },
             wait_seconds: seconds(params.wait_seconds, 60),
         };
         ops::follow_up(&self.shared, request, &context)

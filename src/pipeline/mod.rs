@@ -38,6 +38,8 @@ pub mod salvage;
 mod cancel;
 // housekeeping (not a stage): remove finished worktrees after salvaging
 pub mod gc;
+// the typed hand-off of long work to a detached ccfan process (MCP)
+pub mod job;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
