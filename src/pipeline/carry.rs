@@ -52,6 +52,55 @@ pub(super) struct Cursor {
     pub(super) findings: Vec<Finding>,
 }
 
+/// What a carrier of one run is made from: the run's read-only context, and the store it writes.
+pub(super) struct RunContext<'a> {
+    pub(super) repo: &'a RepoPaths,
+    pub(super) policy: &'a Policy,
+    pub(super) rules: &'a RulePack,
+    pub(super) run_id: &'a str,
+    pub(super) base_sha: &'a str,
+    pub(super) target_branch: Option<&'a str>,
+    /// `--no-merge`: accepted is the end.
+    pub(super) no_merge: bool,
+    pub(super) sink: &'a dyn EventSink,
+    pub(super) cancel: &'a super::cancel::Cancels<'a>,
+    pub(super) store: Store,
+}
+
+impl<'a> Carrier<'a> {
+    /// The one place a carrier is made, for `ccfan run` and for every follow-up command alike.
+    pub(super) fn new(context: RunContext<'a>) -> Carrier<'a> {
+        let RunContext {
+            repo,
+            policy,
+            rules,
+            run_id,
+            base_sha,
+            target_branch,
+            no_merge,
+            sink,
+            cancel,
+            store,
+        } = context;
+        let worktree_folder = crate::paths::worktree_base(repo, policy.worktree_root.as_deref());
+        Carrier {
+            repo,
+            layout: StateLayout::of(repo),
+            policy,
+            rules,
+            target_branch,
+            no_merge,
+            scratch_root: crate::paths::verify_root(&worktree_folder),
+            run_id,
+            base_sha,
+            store: Mutex::new(store),
+            sink,
+            cancel,
+            failure: Mutex::new(None),
+        }
+    }
+}
+
 impl Carrier<'_> {
     pub(super) fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)

@@ -42,8 +42,8 @@ pub mod gc;
 pub mod job;
 
 use std::path::PathBuf;
+use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
 
 use crate::events::{Event, EventSink};
 use crate::git::{self, GitError, RepoPaths};
@@ -207,21 +207,18 @@ pub fn run(
         jobs: resolved.jobs,
     });
     let cancels = cancel::Cancels::new(cancel, resolved.plan.tasks.iter().map(|t| t.id.as_str()));
-    let carrier = Carrier {
+    let carrier = Carrier::new(carry::RunContext {
         repo: &request.repo,
-        layout: StateLayout::of(&request.repo),
         policy: &resolved.policy,
         rules: &resolved.rules,
-        target_branch: resolved.target_branch.as_deref(),
-        no_merge: request.no_merge,
-        scratch_root: crate::paths::verify_root(&resolved.worktree_folder),
         run_id: &run.run_id,
         base_sha: &resolved.base_sha,
-        store: Mutex::new(store),
+        target_branch: resolved.target_branch.as_deref(),
+        no_merge: request.no_merge,
         sink,
         cancel: &cancels,
-        failure: Mutex::new(None),
-    };
+        store,
+    });
     // 2-5: each task fanned out to its worktree and carried through its attempts, `jobs` at a time; then 6.
     carry_all(
         &carrier,

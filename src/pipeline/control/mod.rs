@@ -6,11 +6,10 @@
 mod undo;
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::cancel::Cancels;
-use super::carry::Carrier;
+use super::carry::{Carrier, RunContext};
 pub use super::lifecycle::Refusal;
 use super::lifecycle::{self, Operation};
 use super::{PipelineError, load_policy, load_rules, open_state};
@@ -18,7 +17,7 @@ use crate::events::{Event, EventSink};
 use crate::git::{self, RepoPaths};
 use crate::input::InputError;
 use crate::model::{RunState, RunView, TaskState};
-use crate::paths::{self, StateLayout};
+use crate::paths::StateLayout;
 use crate::report::{Finding, Stage, VerifyReport};
 use crate::store::{Store, StoreError, TaskRow, task_head};
 use crate::{sandbox, status};
@@ -106,22 +105,18 @@ impl Control<'_> {
             let rules = load_rules(&policy)?;
             let tasks = store.tasks(run_id)?;
             let cancels = Cancels::new(self.cancel, tasks.iter().map(|t| t.id.as_str()));
-            let worktree_folder = paths::worktree_base(self.repo, policy.worktree_root.as_deref());
-            let carrier = Carrier {
+            let carrier = Carrier::new(RunContext {
                 repo: self.repo,
-                layout: StateLayout::of(self.repo),
                 policy: &policy,
                 rules: &rules,
-                target_branch: run.target_branch.as_deref(),
-                no_merge: false,
-                scratch_root: crate::paths::verify_root(&worktree_folder),
                 run_id,
                 base_sha: &run.base_sha,
-                store: Mutex::new(Store::open(&StateLayout::of(self.repo).database())?),
+                target_branch: run.target_branch.as_deref(),
+                no_merge: false,
                 sink: self.sink,
                 cancel: &cancels,
-                failure: Mutex::new(None),
-            };
+                store: Store::open(&StateLayout::of(self.repo).database())?,
+            });
             let done = AtomicBool::new(false);
             let database = StateLayout::of(self.repo).database();
             let outcome = std::thread::scope(|scope| {
