@@ -145,22 +145,18 @@ impl GateParts {
 }
 
 /// The index git gave a hook (`GIT_INDEX_FILE`, relative to where git ran the hook), if any.
-pub(super) fn hook_index_file(start: &Path) -> Option<PathBuf> {
+fn hook_index_file(start: &Path) -> Option<PathBuf> {
     std::env::var_os("GIT_INDEX_FILE")
         .filter(|value| !value.is_empty())
         .map(|value| super::absolute(start, Path::new(&value)))
 }
 
-/// The commits `git merge` is merging, as it names them to its hooks (`GITHEAD_<sha>=<name>`).
-pub(super) fn merging_heads() -> Vec<String> {
-    std::env::vars_os()
-        .filter_map(|(name, _)| {
-            let name = name.to_str()?;
-            let sha = name.strip_prefix("GITHEAD_")?;
-            (sha.len() >= 40 && sha.bytes().all(|byte| byte.is_ascii_hexdigit()))
-                .then(|| sha.to_string())
-        })
-        .collect()
+/// The commits `git merge` is merging, as it names them to its hooks.
+fn merging_heads() -> Vec<String> {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    crate::hooks::gate::merging_heads(names.iter().map(String::as_str))
 }
 
 /// `ccfan verify --staged/--range/--commit` output, and `hooks run`'s JSON.

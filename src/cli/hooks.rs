@@ -9,7 +9,7 @@ use super::args::{FormatArgs, HookRunArgs, HooksArgs, HooksCommand};
 use super::render::{self, short};
 use super::{CliError, Exit};
 use crate::hooks::{self, HookName, HookState, Installed, Uninstalled};
-use crate::pipeline::change::{self, ChangeKind, ChangeVerification, Target};
+use crate::pipeline::change::ChangeVerification;
 use crate::pipeline::{self, PipelineError};
 use crate::report::{Stage, StageStatus};
 
@@ -182,49 +182,8 @@ fn status(start: &Path, args: HooksArgs) -> Result<Exit, CliError> {
     Ok(Exit::Success)
 }
 
-/// What a pre-push hook pushes: from the pre-commit framework's variables when it runs us, else from git's lines on
-/// standard input.
-fn push_targets(
-    repo: &crate::git::RepoPaths,
-    remote: Option<&str>,
-) -> Result<Vec<Target>, CliError> {
-    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-    if let (Some(from), Some(to)) = (var("PRE_COMMIT_FROM_REF"), var("PRE_COMMIT_TO_REF")) {
-        return Ok(vec![Target::Range {
-            spec: format!("{from}..{to}"),
-        }]);
-    }
-    let pushed = match (var("PRE_COMMIT"), var("PRE_COMMIT_LOCAL_BRANCH")) {
-        // The framework pushing a branch down to its root commit gives no range: everything the remote lacks.
-        (Some(_), Some(local)) => vec![change::PushedRef {
-            local_sha: crate::git::known_commit(repo, &local)
-                .map_err(PipelineError::from)?
-                .unwrap_or_else(|| local.clone()),
-            remote_ref: var("PRE_COMMIT_REMOTE_BRANCH").unwrap_or_else(|| local.clone()),
-            remote_sha: "0".repeat(40),
-            local_ref: local,
-        }],
-        (_, _) => {
-            if std::io::stdin().is_terminal() {
-                return Err(PipelineError::from(
-                    crate::input::InputError::new(
-                        Path::new("<standard input>"),
-                        "pre-push reads the pushed refs git gives on standard input, and this is a terminal",
-                    )
-                    .fix("let git run it (`git push`), or pipe `<local ref> <local sha> <remote ref> <remote sha>` lines in"),
-                )
-                .into());
-            }
-            let mut input = String::new();
-            std::io::stdin().read_to_string(&mut input)?;
-            change::parse_pushed(&input).map_err(PipelineError::from)?
-        }
-    };
-    let remote = var("PRE_COMMIT_REMOTE_NAME").or(remote.map(str::to_string));
-    Ok(change::push_targets(repo, remote.as_deref(), &pushed)?)
-}
-
-/// Runs `ccfan hooks run <hook>`.
+/// Runs `ccfan hooks run <hook>`: gathers what git gave the hook (environment, arguments, standard input when the
+/// hook needs it), runs the hooks' gate, and prints the result.
 fn run(start: &Path, args: HookRunArgs) -> Result<Exit, CliError> {
     let HookRunArgs {
         hook,
@@ -248,35 +207,46 @@ fn run(start: &Path, args: HookRunArgs) -> Result<Exit, CliError> {
         Some(path) => pipeline::load_policy(&repo, Some(&super::absolute(start, &path)))?,
         None => pipeline::load_committed_policy(&repo)?,
     };
-    // The framework runs the same entry for pre-commit and pre-merge-commit: git names a merge's heads.
-    let merging = super::gate::merging_heads();
-    let hook = match hook {
-        HookName::PreCommit if !merging.is_empty() => HookName::PreMergeCommit,
-        other => other,
-    };
-    let (targets, stages) = match hook {
-        HookName::PreCommit | HookName::PreMergeCommit => (
-            vec![Target::Staged {
-                index_file: super::gate::hook_index_file(start),
-                merging,
-            }],
-            &policy.hooks.stages,
-        ),
-        HookName::PrePush => (
-            push_targets(&repo, args.first().map(String::as_str))?,
-            &policy.hooks.push_stages,
-        ),
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .filter(|(name, _)| {
+            name == "GIT_INDEX_FILE"
+                || name.starts_with("GITHEAD_")
+                || name.starts_with("PRE_COMMIT")
+        })
+        .collect();
+    let mut stdin = || -> Result<String, crate::input::InputError> {
+        let source = Path::new("<standard input>");
+        if std::io::stdin().is_terminal() {
+            return Err(crate::input::InputError::new(
+                source,
+                "pre-push reads the pushed refs git gives on standard input, and this is a terminal",
+            )
+            .fix("let git run it (`git push`), or pipe `<local ref> <local sha> <remote ref> <remote sha>` lines in"));
+        }
+        let mut input = String::new();
+        std::io::stdin()
+            .take(crate::input::max_input_bytes())
+            .read_to_string(&mut input)
+            .map_err(|error| {
+                crate::input::InputError::new(source, format!("cannot read it: {error}"))
+            })?;
+        Ok(input)
     };
     let parts = super::gate::GateParts::new(&repo, &policy)?;
     let checker = parts.gate(&repo, &policy);
-    let mut results = Vec::new();
-    for target in &targets {
-        let change = change::resolve(&repo, target)?;
-        if change.kind != ChangeKind::Staged && change.commits.is_empty() {
-            continue; // the remote has all of it already
-        }
-        results.push(checker.check_change(&change, stages)?);
-    }
+    let (hook, results) = hooks::gate::verify_hook(
+        &repo,
+        &policy,
+        &checker,
+        &mut hooks::gate::HookInvocation {
+            hook,
+            args: &args,
+            env: &env,
+            dir: start,
+            stdin: &mut stdin,
+        },
+    )?;
     if json {
         render::out(&super::gate::render_changes(
             &results,

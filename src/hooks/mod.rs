@@ -3,6 +3,8 @@
 //! with the same arguments and input), and `uninstall` puts it back byte for byte. Install checks every hook before
 //! it changes any, so a refusal leaves nothing half done.
 
+// which change each hook judges, and the gate on it
+pub mod gate;
 mod install;
 mod script;
 
