@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::args::{FormatArgs, ScanArgs, VerifyArgs};
-use super::render::{self, short};
-use super::sarif::{self, SarifResult};
+use super::render::{self};
 use super::{CliError, Exit};
 use crate::pipeline::{self, PipelineError, change, gate};
-use crate::report::{Level, StageStatus, Verdict, VerifyReport};
-use crate::secrets::{self, FileScanReport, RulePack};
+use crate::report::Verdict;
+use crate::secrets::{self, RulePack};
 
 /// `ccfan verify --json`.
 #[derive(Debug, Serialize)]
@@ -19,43 +18,6 @@ struct VerifyDocument<'a> {
     schema: u32,
     run_id: &'a str,
     tasks: &'a [gate::TaskVerification],
-}
-
-fn level(level: Level) -> &'static str {
-    match level {
-        Level::Error => "error",
-        Level::Warning => "warning",
-        Level::Info => "note",
-    }
-}
-
-/// One judged change or attempt, for rendering.
-struct Judged<'a> {
-    /// The heading's subject (`run/task attempt n`, `staged changes`, …).
-    title: String,
-    /// What the verdict is called here: a run's tasks say ACCEPT/REWORK/ROLLBACK, a person's change PASS/BLOCKED.
-    outcome: String,
-    verdict: &'a Verdict,
-    report: &'a VerifyReport,
-    /// A worker's attempt (its findings go back to it), not a person's change.
-    attempt: bool,
-}
-
-fn sarif_text(judged: &[Judged<'_>]) -> String {
-    let findings: Vec<SarifResult> = judged
-        .iter()
-        .flat_map(|entry| entry.report.findings().map(move |finding| (entry, finding)))
-        .map(|(entry, finding)| SarifResult {
-            rule: finding.rule.clone(),
-            rule_description: format!("{} check", finding.stage),
-            level: level(finding.level),
-            message: format!("[{}] {}", entry.title, finding.message),
-            path: finding.path.clone(),
-            line: finding.line,
-            fingerprint: finding.fingerprint.clone(),
-        })
-        .collect();
-    render::json(&sarif::log(&findings))
 }
 
 /// Runs `ccfan verify`: a run's stored attempts, or a change no worker made (`--staged`, `--range`, `--commit`).
@@ -164,9 +126,9 @@ pub(super) fn render_changes(
     results: &[change::ChangeVerification],
     format: &FormatArgs,
 ) -> String {
-    let judged: Vec<Judged<'_>> = results
+    let judged: Vec<render::Judged<'_>> = results
         .iter()
-        .map(|result| Judged {
+        .map(|result| render::Judged {
             title: result.subject.clone(),
             outcome: if result.passed { "PASS" } else { "BLOCKED" }.to_string(),
             verdict: &result.verdict,
@@ -179,8 +141,8 @@ pub(super) fn render_changes(
             schema: 1,
             changes: results,
         }),
-        FormatArgs { sarif: true, .. } => sarif_text(&judged),
-        FormatArgs { .. } => human_verify(&judged),
+        FormatArgs { sarif: true, .. } => render::sarif_text(&judged),
+        FormatArgs { .. } => render::human_verify(&judged),
     }
 }
 
@@ -210,15 +172,15 @@ fn verify_run(
                     run_id: &run_id,
                     tasks: &results,
                 }),
-                FormatArgs { sarif: true, .. } => sarif_text(&[]),
+                FormatArgs { sarif: true, .. } => render::sarif_text(&[]),
                 FormatArgs { .. } => format!("run {run_id} has no recorded attempt to verify\n"),
             },
             false,
         ));
     }
-    let judged: Vec<Judged<'_>> = results
+    let judged: Vec<render::Judged<'_>> = results
         .iter()
-        .map(|task| Judged {
+        .map(|task| render::Judged {
             title: format!("{run_id}/{} attempt {}", task.task_id, task.attempt),
             outcome: task.verdict.name().to_uppercase(),
             verdict: &task.verdict,
@@ -232,106 +194,13 @@ fn verify_run(
             run_id: &run_id,
             tasks: &results,
         }),
-        FormatArgs { sarif: true, .. } => sarif_text(&judged),
-        FormatArgs { .. } => human_verify(&judged),
+        FormatArgs { sarif: true, .. } => render::sarif_text(&judged),
+        FormatArgs { .. } => render::human_verify(&judged),
     };
     let all_accepted = results
         .iter()
         .all(|task| matches!(task.verdict, Verdict::Accept));
     Ok((text, all_accepted))
-}
-
-fn human_verify(judged: &[Judged<'_>]) -> String {
-    let mut text = String::new();
-    for entry in judged {
-        let report = entry.report;
-        let diff = &report.diff;
-        text.push_str(&format!(
-            "{}: {}\n  {} file(s), +{} -{}, risk {}{}\n",
-            entry.title,
-            entry.outcome,
-            diff.files_changed,
-            diff.lines_added,
-            diff.lines_removed,
-            diff.risk_score,
-            if diff.risk_reasons.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", diff.risk_reasons.join(", "))
-            }
-        ));
-        for file in &diff.files {
-            let change = &file.change;
-            let from = change
-                .old_path
-                .as_deref()
-                .map(|old| format!("{old} → "))
-                .unwrap_or_default();
-            let link = file
-                .symlink_target
-                .as_deref()
-                .map(|t| format!(" -> {t}"))
-                .unwrap_or_default();
-            text.push_str(&format!(
-                "    {:<12} {from}{}{link}  +{} -{}{}\n",
-                format!("{:?}", change.kind).to_lowercase(),
-                change.path,
-                change.added,
-                change.removed,
-                if change.binary { " (binary)" } else { "" }
-            ));
-        }
-        for stage in &report.stages {
-            let status = match stage.status {
-                StageStatus::Pass => "pass",
-                StageStatus::Fail => "FAIL",
-                StageStatus::Skipped => "skipped",
-                StageStatus::Error => "ERROR",
-            };
-            text.push_str(&format!(
-                "  {:<13} {status:<8} {} ms",
-                stage.stage.as_str(),
-                stage.duration_ms
-            ));
-            if let (StageStatus::Skipped | StageStatus::Error, Some(note)) =
-                (stage.status, &stage.note)
-            {
-                text.push_str(&format!("  {note}"));
-            }
-            text.push('\n');
-            for finding in &stage.findings {
-                let place = match (&finding.path, finding.line) {
-                    (Some(path), Some(line)) => format!("{path}:{line}: "),
-                    (Some(path), None) => format!("{path}: "),
-                    (None, _) => String::new(),
-                };
-                let message = finding.message.lines().next().unwrap_or_default();
-                text.push_str(&format!(
-                    "    {} {} {place}{message}\n",
-                    level(finding.level),
-                    finding.rule
-                ));
-            }
-        }
-        match entry.verdict {
-            Verdict::Accept => {}
-            Verdict::Rework { findings } if !entry.attempt => {
-                text.push_str(&format!("  → blocked by {} finding(s)\n", findings.len()))
-            }
-            Verdict::Rework { findings } => text.push_str(&format!(
-                "  → rework: {} finding(s) go back to the worker\n",
-                findings.len()
-            )),
-            Verdict::Rollback { reasons, .. } => {
-                let word = if entry.attempt { "rollback" } else { "blocked" };
-                for reason in reasons {
-                    text.push_str(&format!("  → {word}: {reason}\n"));
-                }
-            }
-        }
-        text.push('\n');
-    }
-    text
 }
 
 /// Runs `ccfan scan`.
@@ -382,24 +251,8 @@ pub fn scan(start: &Path, args: ScanArgs) -> Result<Exit, CliError> {
     };
     let text = match format {
         FormatArgs { json: true, .. } => render::json(&report),
-        FormatArgs { sarif: true, .. } => {
-            let findings: Vec<SarifResult> = report
-                .hits
-                .iter()
-                .map(|hit| SarifResult {
-                    rule: hit.hit.rule.clone(),
-                    rule_description: hit.hit.description.clone(),
-                    level: "error",
-                    message: format!("{}: {}", hit.hit.description, hit.hit.redacted),
-                    path: Some(hit.path.clone()),
-                    // Line 0: the secret is in the file's name.
-                    line: (hit.hit.line > 0).then_some(hit.hit.line),
-                    fingerprint: Some(hit.hit.fingerprint.clone()),
-                })
-                .collect();
-            render::json(&sarif::log(&findings))
-        }
-        FormatArgs { .. } => human_scan(&report),
+        FormatArgs { sarif: true, .. } => render::scan_sarif(&report),
+        FormatArgs { .. } => render::human_scan(&report),
     };
     render::out(&text)?;
     Ok(if report.hits.is_empty() {
@@ -407,40 +260,4 @@ pub fn scan(start: &Path, args: ScanArgs) -> Result<Exit, CliError> {
     } else {
         Exit::NotAllSucceeded
     })
-}
-
-fn human_scan(report: &FileScanReport) -> String {
-    let mut text = String::new();
-    for hit in &report.hits {
-        let commit = hit
-            .commit
-            .as_deref()
-            .map(|c| format!("{} ", short(c)))
-            .unwrap_or_default();
-        let place = match hit.hit.line {
-            0 => format!("{} (in the file name)", hit.path),
-            line => format!("{}:{line}:{}", hit.path, hit.hit.column),
-        };
-        text.push_str(&format!(
-            "{commit}{place}  {}  {}  (fingerprint {})\n",
-            hit.hit.rule, hit.hit.redacted, hit.hit.fingerprint
-        ));
-    }
-    text.push_str(&format!(
-        "{} secret(s) in {} file(s) scanned ({:.1} MB){}{}\n",
-        report.hits.len(),
-        report.files_scanned,
-        report.bytes_scanned as f64 / 1e6,
-        if report.skipped_binary.is_empty() {
-            String::new()
-        } else {
-            format!("; {} binary file(s) skipped", report.skipped_binary.len())
-        },
-        if report.unreadable.is_empty() {
-            String::new()
-        } else {
-            format!("; {} unreadable", report.unreadable.len())
-        },
-    ));
-    text
 }
