@@ -202,6 +202,24 @@ pub fn commit_worktree(
     }
 }
 
+/// What a worker changed of the worktree's git state before ccfan records: its HEAD not on `branch`, or the branch
+/// not at `parent` (moved or deleted).
+fn tampering(branch: &str, head: Option<&str>, tip: Option<&str>, parent: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if head != Some(format!("refs/heads/{branch}").as_str()) {
+        found.push(format!(
+            "the worktree's HEAD pointed at {}",
+            head.unwrap_or("a detached commit")
+        ));
+    }
+    match tip {
+        Some(tip) if tip == parent => {}
+        Some(tip) => found.push(format!("branch {branch} had been moved to {tip}")),
+        None => found.push(format!("branch {branch} had been deleted")),
+    }
+    found
+}
+
 /// [`commit_worktree`] through the git CLI: a fresh index built from `parent`, every file of the worktree added
 /// (ignored ones excluded), a commit by ccfan, then the branch and HEAD moved. Git runs with hooks and fsmonitor off,
 /// and finds the repository from ccfan's record of the admin dir, never through the worktree's `.git`.
@@ -225,24 +243,15 @@ fn commit_worktree_cli(
     ];
     let git = |args: &[&str]| run_git_env(worktree, &env, args).map(|out| out.trim().to_string());
     let branch_ref = format!("refs/heads/{branch}");
-    let mut tampered = Vec::new();
     let head = git(&["symbolic-ref", "-q", "HEAD"]).ok();
-    if head.as_deref() != Some(branch_ref.as_str()) {
-        tampered.push(format!(
-            "the worktree's HEAD pointed at {}",
-            head.as_deref().unwrap_or("a detached commit")
-        ));
-    }
-    match git(&[
+    let tip = git(&[
         "rev-parse",
         "-q",
         "--verify",
         &format!("{branch_ref}^{{commit}}"),
-    ]) {
-        Ok(tip) if tip == parent => {}
-        Ok(tip) => tampered.push(format!("branch {branch} had been moved to {tip}")),
-        Err(_) => tampered.push(format!("branch {branch} had been deleted")),
-    }
+    ])
+    .ok();
+    let tampered = tampering(branch, head.as_deref(), tip.as_deref(), parent);
     let _ = std::fs::remove_file(&index);
     let recorded = (|| {
         git(&["read-tree", parent])?;
@@ -305,26 +314,16 @@ fn commit_worktree_git2(
         .tree()
         .map_err(git2_context("cannot read the parent's tree"))?;
     let branch_ref = format!("refs/heads/{branch}");
-    let mut tampered = Vec::new();
     let head_target = repo
         .find_reference("HEAD")
         .ok()
         .and_then(|head| head.symbolic_target().ok().flatten().map(str::to_string));
-    if head_target.as_deref() != Some(branch_ref.as_str()) {
-        tampered.push(format!(
-            "the worktree's HEAD pointed at {}",
-            head_target.as_deref().unwrap_or("a detached commit")
-        ));
-    }
-    match repo
+    let tip = repo
         .find_reference(&branch_ref)
         .ok()
         .and_then(|reference| reference.target())
-    {
-        Some(tip) if tip == parent_id => {}
-        Some(tip) => tampered.push(format!("branch {branch} had been moved to {tip}")),
-        None => tampered.push(format!("branch {branch} had been deleted")),
-    }
+        .map(|tip| tip.to_string());
+    let tampered = tampering(branch, head_target.as_deref(), tip.as_deref(), parent);
     let mut index = repo
         .index()
         .map_err(git2_context("cannot read the worktree's index"))?;

@@ -52,37 +52,21 @@ pub(super) fn keep_secrets_off_branch(chain: &Chain<'_>) -> Result<Option<String
         return Ok(None);
     };
     let held = &chain.attempts[first];
-    let (moved_to, how) = match chain.state {
-        TaskState::Accepted | TaskState::Merged => {
-            let message = format!(
-                "ccfan: {}/{}, attempts squashed\n\nAn earlier attempt held a secret; every attempt stays on its salvage ref.\n",
-                chain.run_id, chain.task_id
-            );
-            let squashed = git::squash_commit(chain.repo, chain.tip, chain.base, &message)?;
-            (squashed, "holds the accepted change in one commit")
-        }
-        TaskState::Queued
-        | TaskState::Preparing
-        | TaskState::Running
-        | TaskState::Completed
-        | TaskState::Verifying
-        | TaskState::Rework
-        | TaskState::RolledBack
-        | TaskState::Blocked
-        | TaskState::Merging
-        | TaskState::Conflict
-        | TaskState::Failed
-        | TaskState::TimedOut
-        | TaskState::Cancelled
-        | TaskState::Interrupted
-        | TaskState::Error => {
-            let clean = chain.attempts[..first]
-                .iter()
-                .rev()
-                .find_map(|attempt| attempt.commit.clone())
-                .unwrap_or_else(|| chain.base.to_string());
-            (clean, "is back before it")
-        }
+    let accepted = matches!(chain.state, TaskState::Accepted | TaskState::Merged);
+    let (moved_to, how) = if accepted {
+        let message = format!(
+            "ccfan: {}/{}, attempts squashed\n\nAn earlier attempt held a secret; every attempt stays on its salvage ref.\n",
+            chain.run_id, chain.task_id
+        );
+        let squashed = git::squash_commit(chain.repo, chain.tip, chain.base, &message)?;
+        (squashed, "holds the accepted change in one commit")
+    } else {
+        let clean = chain.attempts[..first]
+            .iter()
+            .rev()
+            .find_map(|attempt| attempt.commit.clone())
+            .unwrap_or_else(|| chain.base.to_string());
+        (clean, "is back before it")
     };
     let branch = task_branch(chain.run_id, chain.task_id);
     git::set_ref(

@@ -102,16 +102,7 @@ fn scrub_any_file(pack: &RulePack, path: &Path, known: &[RawSecret]) -> std::io:
         )));
     }
     let text = crate::util::read_regular(path, crate::util::MAX_WORKER_FILE)?;
-    let mut raw: Vec<RawSecret> = pack
-        .scan_with("", &text, false)
-        .iter()
-        .filter(|hit| !hit.span.is_empty())
-        .map(|hit| RawSecret {
-            value: text[hit.span.clone()].to_vec(),
-            rule: hit.rule.clone(),
-            fingerprint: hit.fingerprint.clone(),
-        })
-        .collect();
+    let mut raw = RawSecret::of_hits(&pack.scan_with("", &text, false), &text);
     raw.extend(known.iter().cloned());
     if raw.is_empty() {
         return Ok(false);

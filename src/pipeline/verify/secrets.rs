@@ -31,6 +31,27 @@ impl std::fmt::Debug for RawSecret {
     }
 }
 
+impl RawSecret {
+    /// The raw values of `hits` in `text` (the buffer they were found in), for scrubbing other outputs.
+    pub fn of_hits(hits: &[SecretHit], text: &[u8]) -> Vec<RawSecret> {
+        hits.iter()
+            .filter(|hit| !hit.span.is_empty())
+            .map(|hit| RawSecret {
+                value: text[hit.span.clone()].to_vec(),
+                rule: hit.rule.clone(),
+                fingerprint: hit.fingerprint.clone(),
+            })
+            .collect()
+    }
+}
+
+/// ` (added in commit 0123456789ab)` for a finding from a commit's own lines.
+fn in_commit(commit: Option<&str>) -> String {
+    commit
+        .map(|commit| format!(", added in commit {}", &commit[..12.min(commit.len())]))
+        .unwrap_or_default()
+}
+
 /// What the stage found.
 #[derive(Debug, Default)]
 pub struct SecretsOutcome {
@@ -141,25 +162,15 @@ fn path_findings(
         .map(|hit| {
             let mut found = finding(hit, &shown, 1);
             found.line = None;
-            found.message = format!("a secret in the file name: {}", found.message);
-            if let Some(commit) = commit {
-                found.message.push_str(&format!(
-                    ", added in commit {}",
-                    &commit[..12.min(commit.len())]
-                ));
-            }
+            found.message = format!(
+                "a secret in the file name: {}{}",
+                found.message,
+                in_commit(commit)
+            );
             found
         })
         .collect();
-    let raw = hits
-        .iter()
-        .filter(|hit| !hit.span.is_empty())
-        .map(|hit| RawSecret {
-            value: path.as_bytes()[hit.span.clone()].to_vec(),
-            rule: hit.rule.clone(),
-            fingerprint: hit.fingerprint.clone(),
-        })
-        .collect();
+    let raw = RawSecret::of_hits(&hits, path.as_bytes());
     (findings, raw)
 }
 
@@ -243,24 +254,11 @@ fn scan_added(
                         .copied()
                         .unwrap_or(0);
                     let mut found = finding(hit, &file.path, line);
-                    if let Some(commit) = &file.commit {
-                        found.message.push_str(&format!(
-                            ", added in commit {}",
-                            &commit[..12.min(commit.len())]
-                        ));
-                    }
+                    found.message.push_str(&in_commit(file.commit.as_deref()));
                     found
                 })
                 .collect();
-            let raw = hits
-                .iter()
-                .filter(|hit| !hit.span.is_empty())
-                .map(|hit| RawSecret {
-                    value: file.text[hit.span.clone()].to_vec(),
-                    rule: hit.rule.clone(),
-                    fingerprint: hit.fingerprint.clone(),
-                })
-                .collect();
+            let raw = RawSecret::of_hits(&hits, &file.text);
             (findings, raw, file.commit.is_some())
         })
         .collect();
@@ -332,16 +330,7 @@ pub fn scrub_log(pack: &RulePack, log: &Path, known: &[RawSecret]) -> Vec<RawSec
     let Ok(text) = crate::util::read_regular(log, crate::util::MAX_WORKER_FILE) else {
         return Vec::new();
     };
-    let mut raw: Vec<RawSecret> = pack
-        .scan_with("log", &text, false)
-        .iter()
-        .filter(|hit| !hit.span.is_empty())
-        .map(|hit| RawSecret {
-            value: text[hit.span.clone()].to_vec(),
-            rule: hit.rule.clone(),
-            fingerprint: hit.fingerprint.clone(),
-        })
-        .collect();
+    let mut raw = RawSecret::of_hits(&pack.scan_with("log", &text, false), &text);
     raw.extend(known.iter().cloned());
     if let Err(error) = scrub_file(log, &raw) {
         tracing::warn!("cannot scrub {}: {error}", log.display());
