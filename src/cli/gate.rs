@@ -83,10 +83,7 @@ impl GateParts {
     ) -> Result<GateParts, CliError> {
         Ok(GateParts {
             rules: pipeline::load_rules(policy).map_err(PipelineError::from)?,
-            scratch: crate::paths::verify_root(&crate::paths::worktree_base(
-                repo,
-                policy.worktree_root.as_deref(),
-            )),
+            scratch: gate::scratch_root(repo, policy),
             cancel: super::cancel_flag(),
         })
     }
@@ -96,13 +93,7 @@ impl GateParts {
         repo: &'a crate::git::RepoPaths,
         policy: &'a crate::policy::Policy,
     ) -> gate::Gate<'a> {
-        gate::Gate {
-            repo,
-            policy,
-            rules: &self.rules,
-            scratch_root: &self.scratch,
-            cancel: &self.cancel,
-        }
+        gate::Gate::new(repo, policy, &self.rules, &self.scratch, &self.cancel)
     }
 }
 

@@ -358,13 +358,13 @@ impl Carrier<'_> {
 
     /// The gate, as this carrier runs it.
     pub(super) fn gate<'g>(&'g self, cancel: &'g AtomicBool) -> gate::Gate<'g> {
-        gate::Gate {
-            repo: self.repo,
-            policy: self.policy,
-            rules: self.rules,
-            scratch_root: &self.scratch_root,
+        gate::Gate::new(
+            self.repo,
+            self.policy,
+            self.rules,
+            &self.scratch_root,
             cancel,
-        }
+        )
     }
 
     /// An attempt ccfan could not record (neither libgit2 nor the git CLI could commit its files): the task is

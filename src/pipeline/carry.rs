@@ -82,7 +82,6 @@ impl<'a> Carrier<'a> {
             cancel,
             store,
         } = context;
-        let worktree_folder = crate::paths::worktree_base(repo, policy.worktree_root.as_deref());
         Carrier {
             repo,
             layout: StateLayout::of(repo),
@@ -90,7 +89,7 @@ impl<'a> Carrier<'a> {
             rules,
             target_branch,
             no_merge,
-            scratch_root: crate::paths::verify_root(&worktree_folder),
+            scratch_root: super::gate::scratch_root(repo, policy),
             run_id,
             base_sha,
             store: Mutex::new(store),

@@ -73,6 +73,33 @@ pub struct Gate<'a> {
     pub cancel: &'a AtomicBool,
 }
 
+/// Where the gate makes its verification checkouts for a repository under `policy`.
+pub fn scratch_root(repo: &RepoPaths, policy: &Policy) -> std::path::PathBuf {
+    crate::paths::verify_root(&crate::paths::worktree_base(
+        repo,
+        policy.worktree_root.as_deref(),
+    ))
+}
+
+impl<'a> Gate<'a> {
+    /// The one place a gate is put together (for a run's attempts and landings, `verify` and the hooks alike).
+    pub fn new(
+        repo: &'a RepoPaths,
+        policy: &'a Policy,
+        rules: &'a RulePack,
+        scratch_root: &'a Path,
+        cancel: &'a AtomicBool,
+    ) -> Gate<'a> {
+        Gate {
+            repo,
+            policy,
+            rules,
+            scratch_root,
+            cancel,
+        }
+    }
+}
+
 impl Gate<'_> {
     /// Verifies one attempt, decides, and writes `verify.json` into its folder.
     pub fn check(
