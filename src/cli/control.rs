@@ -157,28 +157,7 @@ pub fn salvage(start: &Path, command: SalvageCommand) -> Result<Exit, CliError> 
             if json {
                 render::json(&entries)
             } else {
-                let rows: Vec<Vec<String>> = entries
-                    .iter()
-                    .map(|entry| {
-                        vec![
-                            format!(
-                                "{}/{}/{}",
-                                entry.run_id,
-                                entry.task_id,
-                                entry
-                                    .attempt
-                                    .map_or_else(|| entry.name.clone(), |n| n.to_string())
-                            ),
-                            short(&entry.commit).to_string(),
-                            entry
-                                .verdict
-                                .as_ref()
-                                .map_or_else(|| "-".to_string(), |v| v.name().to_string()),
-                            entry.reference.clone(),
-                        ]
-                    })
-                    .collect();
-                render::table(&["ATTEMPT", "COMMIT", "VERDICT", "REF"], &rows)
+                render::salvage_list(&entries)
             }
         }
         SalvageCommand::Show(TaskArgs { target, json }) => {
@@ -186,29 +165,7 @@ pub fn salvage(start: &Path, command: SalvageCommand) -> Result<Exit, CliError> 
             if json {
                 render::json(&detail)
             } else {
-                let mut text = format!(
-                    "{} = {} (parent {})\n",
-                    detail.entry.reference,
-                    detail.entry.commit,
-                    detail.parent.as_deref().map(short).unwrap_or("-")
-                );
-                if let Some(verdict) = &detail.entry.verdict {
-                    text.push_str(&format!("verdict: {}\n", verdict.name()));
-                }
-                let rows: Vec<Vec<String>> = detail
-                    .files
-                    .iter()
-                    .map(|file| {
-                        vec![
-                            format!("{:?}", file.kind).to_lowercase(),
-                            format!("+{} -{}", file.added, file.removed),
-                            file.path.clone(),
-                        ]
-                    })
-                    .collect();
-                text.push('\n');
-                text.push_str(&render::table(&["CHANGE", "LINES", "PATH"], &rows));
-                text
+                render::salvage_detail(&detail)
             }
         }
         SalvageCommand::Drop(TaskArgs { target, json }) => {

@@ -146,14 +146,15 @@ fn run(start: &Path, args: HookRunArgs) -> Result<Exit, CliError> {
         Some(path) => pipeline::load_policy(&repo, Some(&super::absolute(start, &path)))?,
         None => pipeline::load_committed_policy(&repo)?,
     };
+    // Names must be UTF-8 to be ours (`GITHEAD_<sha>`, `PRE_COMMIT_*`); values are taken whatever their bytes.
     let env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
-        .filter(|(name, _)| {
-            name == "GIT_INDEX_FILE"
-                || name.starts_with("GITHEAD_")
-                || name.starts_with("PRE_COMMIT")
-        })
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
+        .filter(|(name, _)| name.starts_with("GITHEAD_") || name.starts_with("PRE_COMMIT"))
+        .map(|(name, value)| (name, value.to_string_lossy().into_owned()))
         .collect();
+    let index_file = std::env::var_os("GIT_INDEX_FILE")
+        .filter(|value| !value.is_empty())
+        .map(|value| super::absolute(start, Path::new(&value)));
     let mut stdin = || -> Result<String, crate::input::InputError> {
         let source = Path::new("<standard input>");
         if std::io::stdin().is_terminal() {
@@ -163,13 +164,18 @@ fn run(start: &Path, args: HookRunArgs) -> Result<Exit, CliError> {
             )
             .fix("let git run it (`git push`), or pipe `<local ref> <local sha> <remote ref> <remote sha>` lines in"));
         }
+        // Bounded, and an error past the cap: a cut list of refs would leave some pushed commits unjudged.
+        let cap = crate::input::max_input_bytes();
         let mut input = String::new();
         std::io::stdin()
-            .take(crate::input::max_input_bytes())
+            .take(cap.saturating_add(1))
             .read_to_string(&mut input)
             .map_err(|error| {
                 crate::input::InputError::new(source, format!("cannot read it: {error}"))
             })?;
+        if input.len() as u64 > cap {
+            return Err(crate::input::too_big(source, "pre-push input", cap));
+        }
         Ok(input)
     };
     let parts = super::gate::GateParts::new(&repo, &policy)?;
@@ -182,7 +188,7 @@ fn run(start: &Path, args: HookRunArgs) -> Result<Exit, CliError> {
             hook,
             args: &args,
             env: &env,
-            dir: start,
+            index_file,
             stdin: &mut stdin,
         },
     )?;

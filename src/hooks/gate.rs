@@ -3,7 +3,7 @@
 //! out. Which change each hook judges — the staged tree, a merge with its merged commits, every pushed range —
 //! is decided here; the CLI only gathers the invocation and renders the result.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::HookName;
 use crate::git::RepoPaths;
@@ -19,10 +19,11 @@ pub struct HookInvocation<'a> {
     pub hook: HookName,
     /// Its arguments (pre-push: the remote's name and URL).
     pub args: &'a [String],
-    /// Its environment: `GIT_INDEX_FILE`, `GITHEAD_<sha>`, the framework's `PRE_COMMIT_*`.
+    /// Its environment: `GITHEAD_<sha>`, the framework's `PRE_COMMIT_*` (values read lossily: only names and
+    /// ref names are taken from them).
     pub env: &'a [(String, String)],
-    /// Where git ran it (relative paths in the environment start there).
-    pub dir: &'a Path,
+    /// The index git gave it (`GIT_INDEX_FILE`, made absolute against where git ran the hook), byte for byte.
+    pub index_file: Option<PathBuf>,
     /// Its standard input, read only when it is needed (pre-push's ref lines).
     pub stdin: &'a mut dyn FnMut() -> Result<String, InputError>,
 }
@@ -38,11 +39,6 @@ impl HookInvocation<'_> {
     /// The commits `git merge` is merging.
     fn merging_heads(&self) -> Vec<String> {
         merging_heads(self.env.iter().map(|(name, _)| name.as_str()))
-    }
-
-    /// The index git gave the hook, if any.
-    fn index_file(&self) -> Option<PathBuf> {
-        self.var("GIT_INDEX_FILE").map(|value| self.dir.join(value))
     }
 }
 
@@ -74,7 +70,7 @@ pub fn verify_hook(
     let (targets, stages) = match hook {
         HookName::PreCommit | HookName::PreMergeCommit => (
             vec![Target::Staged {
-                index_file: invocation.index_file(),
+                index_file: invocation.index_file.clone(),
                 merging,
             }],
             &policy.hooks.stages,

@@ -220,8 +220,7 @@ pub fn allows(op: Operation, task: &str, state: TaskState) -> Result<(), Refusal
         (Operation::Retry, Phase::StoppedShort | Phase::Conflicted | Phase::BetweenAttempts) => {
             Ok(())
         }
-        (Operation::Retry, Phase::Moving) => Err(in_progress()),
-        (Operation::Retry, Phase::Accepted | Phase::Merged | Phase::RolledBack) => {
+        (Operation::Retry, Phase::Moving | Phase::Accepted | Phase::Merged | Phase::RolledBack) => {
             Err(Refusal::NotRetryable {
                 task: task.to_string(),
                 state,

@@ -489,6 +489,31 @@ fn small_bad_inputs_get_exit_2_and_the_rule() {
             .contains("object format `sha256` is not supported"),
         "{ran:?}"
     );
+    // pre-push's ref lines are bounded too: past the cap the hook stops (exit 2), never judging half the refs.
+    let mut push = env.command(&["hooks", "run", "pre-push", "origin"]);
+    push.env("CCFAN_MAX_INPUT_BYTES", "100")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = push.spawn().unwrap();
+    let line = format!(
+        "refs/heads/main {} refs/heads/main {}\n",
+        "1".repeat(40),
+        "0".repeat(40)
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(line.repeat(5).as_bytes())
+        .unwrap();
+    let ran: Ran = child.wait_with_output().unwrap().into();
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("pre-push input is larger than the input cap of 100 bytes"),
+        "{ran:?}"
+    );
     // No colour codes when stderr is not a terminal; on a terminal only without NO_COLOR. (With a policy, the
     // hooks' gate builds its scope globs, which logs at debug level.)
     env.commit_policy("[run]\nmax_reworks = 0\n");

@@ -320,6 +320,59 @@ pub fn gc_report(report: &GcReport) -> String {
     text
 }
 
+/// `ccfan salvage list`: one row per kept attempt.
+pub fn salvage_list(entries: &[crate::pipeline::salvage::SalvageEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|entry| {
+            vec![
+                format!(
+                    "{}/{}/{}",
+                    entry.run_id,
+                    entry.task_id,
+                    entry
+                        .attempt
+                        .map_or_else(|| entry.name.clone(), |n| n.to_string())
+                ),
+                short(&entry.commit).to_string(),
+                entry
+                    .verdict
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |v| v.name().to_string()),
+                entry.reference.clone(),
+            ]
+        })
+        .collect();
+    table(&["ATTEMPT", "COMMIT", "VERDICT", "REF"], &rows)
+}
+
+/// `ccfan salvage show`: one kept attempt and what it changed.
+pub fn salvage_detail(detail: &crate::pipeline::salvage::SalvageDetail) -> String {
+    let mut text = format!(
+        "{} = {} (parent {})\n",
+        detail.entry.reference,
+        detail.entry.commit,
+        detail.parent.as_deref().map(short).unwrap_or("-")
+    );
+    if let Some(verdict) = &detail.entry.verdict {
+        text.push_str(&format!("verdict: {}\n", verdict.name()));
+    }
+    let rows: Vec<Vec<String>> = detail
+        .files
+        .iter()
+        .map(|file| {
+            vec![
+                format!("{:?}", file.kind).to_lowercase(),
+                format!("+{} -{}", file.added, file.removed),
+                file.path.clone(),
+            ]
+        })
+        .collect();
+    text.push('\n');
+    text.push_str(&table(&["CHANGE", "LINES", "PATH"], &rows));
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
