@@ -98,8 +98,32 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
     }
 }
 
-/// `ccfan job FILE`: what the request names, exactly as its command does it, with `--json` output.
+/// `ccfan job FILE`: what the request names, exactly as its command does it, with `--json` output. When it cannot
+/// be done, stdout carries `{"schema": 1, "error": {"code", "message"}}` instead, so the MCP server reads a typed
+/// reason (`busy`: another ccfan process carries the run) rather than matching words in a log.
 fn job(start: &Path, args: JobArgs) -> Result<Exit, CliError> {
+    let result = run_job(start, args);
+    if let Err(failure) = &result {
+        let busy = failure.error.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<PipelineError>(),
+                Some(PipelineError::Store(crate::store::StoreError::Busy { .. }))
+            )
+        });
+        let code = match (busy, failure.exit) {
+            (true, _) => "busy",
+            (false, Exit::BadInput) => "invalid",
+            (false, _) => "failed",
+        };
+        render::out(&render::json(&serde_json::json!({
+            "schema": 1,
+            "error": {"code": code, "message": format!("{:#}", failure.error)},
+        })))?;
+    }
+    result
+}
+
+fn run_job(start: &Path, args: JobArgs) -> Result<Exit, CliError> {
     use crate::pipeline::job::JobRequest;
     let request = JobRequest::read(&absolute(start, &args.file)).map_err(PipelineError::from)?;
     let target = |run: &str, task: Option<&str>| match task {

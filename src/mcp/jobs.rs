@@ -127,7 +127,11 @@ impl Job {
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         let message = error.unwrap_or_else(|| format!("the ccfan process ended with {status}"));
-        let code = if message.contains("is being carried by another ccfan process") {
+        // `ccfan job` says why it could not start as a typed code on stdout.
+        let typed = self
+            .output()
+            .and_then(|doc| doc["error"]["code"].as_str().map(str::to_string));
+        let code = if typed.as_deref() == Some("busy") {
             ErrorCode::Busy
         } else if status.code() == Some(2) {
             ErrorCode::InvalidConfig
