@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::model::{ExitStatus, TaskState};
+use crate::model::{CommitId, ExitStatus, RunId, TaskId, TaskState};
 
 /// Something that happened during a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,18 +11,18 @@ pub enum Event {
     /// The plan is fixed and recorded; tasks are about to fan out.
     RunStarted {
         /// Run id.
-        run_id: String,
+        run_id: RunId,
         /// The recorded base commit.
-        base: String,
+        base: CommitId,
         /// Task ids in task-file order.
-        tasks: Vec<String>,
+        tasks: Vec<TaskId>,
         /// Parallel jobs.
         jobs: usize,
     },
     /// A task moved to a new state.
     TaskState {
         /// Task id.
-        task_id: String,
+        task_id: TaskId,
         /// Attempt number (0 before the first attempt starts).
         attempt: u32,
         /// The new state.
@@ -33,13 +33,13 @@ pub enum Event {
     /// A worker's attempt was recorded.
     AttemptRecorded {
         /// Task id.
-        task_id: String,
+        task_id: TaskId,
         /// Attempt number.
         attempt: u32,
         /// How the worker ended.
         exit: ExitStatus,
         /// The attempt commit, or `None` when the worker changed nothing.
-        commit: Option<String>,
+        commit: Option<CommitId>,
         /// The log file.
         log: PathBuf,
     },
@@ -47,7 +47,7 @@ pub enum Event {
     /// tally.
     WorkerProgress {
         /// Task id.
-        task_id: String,
+        task_id: TaskId,
         /// Attempt number.
         attempt: u32,
         /// The tally so far (redacted).
@@ -61,7 +61,7 @@ pub enum Event {
     /// The run ended (every task is in a final state).
     RunFinished {
         /// Run id.
-        run_id: String,
+        run_id: RunId,
     },
 }
 

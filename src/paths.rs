@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::git::RepoPaths;
+use crate::model::{RunId, TaskId};
 use crate::util::stable_hash;
 
 /// Environment variable that overrides where worktrees are made.
@@ -50,7 +51,7 @@ impl StateLayout {
 
     /// An agent worker's private home for one task (its config copy, credentials copy and sessions), kept across
     /// attempts so that a rework resumes the session; removed with the task's worktree.
-    pub fn agent_home(&self, run_id: &str, task_id: &str) -> PathBuf {
+    pub fn agent_home(&self, run_id: &RunId, task_id: &TaskId) -> PathBuf {
         self.root
             .join("runs")
             .join(run_id)
@@ -65,7 +66,7 @@ impl StateLayout {
     }
 
     /// Artifacts of one attempt (log, task file, events).
-    pub fn attempt_dir(&self, run_id: &str, task_id: &str, attempt: u32) -> PathBuf {
+    pub fn attempt_dir(&self, run_id: &RunId, task_id: &TaskId, attempt: u32) -> PathBuf {
         self.root
             .join("runs")
             .join(run_id)
@@ -256,12 +257,12 @@ pub fn normalize(path: &Path) -> PathBuf {
 }
 
 /// The task branch: `ccfan/<run>/<task>`.
-pub fn task_branch(run_id: &str, task_id: &str) -> String {
+pub fn task_branch(run_id: &RunId, task_id: &TaskId) -> String {
     format!("ccfan/{run_id}/{task_id}")
 }
 
 /// The salvage ref of one attempt: `refs/ccfan/<run>/<task>/attempt-<n>`.
-pub fn salvage_ref(run_id: &str, task_id: &str, attempt: u32) -> String {
+pub fn salvage_ref(run_id: &RunId, task_id: &TaskId, attempt: u32) -> String {
     format!("refs/ccfan/{run_id}/{task_id}/attempt-{attempt}")
 }
 

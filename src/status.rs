@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use crate::model::{JSON_SCHEMA_VERSION, RunState, RunView, TaskState, TaskView};
+use crate::model::{
+    CommitId, JSON_SCHEMA_VERSION, RunId, RunState, RunView, TaskId, TaskState, TaskView,
+};
 use crate::store::{Store, StoreError};
 use crate::util::{format_millis, now_millis};
 
@@ -10,13 +12,13 @@ use crate::util::{format_millis, now_millis};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunSummary {
     /// Run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Run state.
     pub state: RunState,
     /// Start time (RFC 3339).
     pub created_at: String,
     /// Base commit.
-    pub base: String,
+    pub base: CommitId,
     /// Number of tasks per state, in life-cycle order, zero counts left out.
     pub tasks: Vec<(TaskState, usize)>,
 }
@@ -55,7 +57,7 @@ pub fn list_runs(store: &Store) -> Result<RunList, StoreError> {
 }
 
 /// The full view of one run.
-pub fn run_view(store: &Store, run_id: &str) -> Result<RunView, StoreError> {
+pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
     let run = store.run(run_id)?;
     let mut tasks = Vec::new();
     for task in store.tasks(run_id)? {
@@ -140,9 +142,9 @@ pub struct AttemptView {
     /// Attempt number.
     pub attempt: u32,
     /// The commit its chain started from.
-    pub base: Option<String>,
+    pub base: Option<CommitId>,
     /// Its commit, if it changed anything.
-    pub commit: Option<String>,
+    pub commit: Option<CommitId>,
     /// Its salvage ref.
     pub salvage_ref: Option<String>,
     /// How its worker ended.
@@ -160,7 +162,7 @@ pub struct TaskHistory {
     /// Schema version.
     pub schema: u32,
     /// Run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The task now.
     pub task: TaskView,
     /// Its attempts, oldest first.
@@ -170,12 +172,16 @@ pub struct TaskHistory {
 }
 
 /// The history of one task.
-pub fn task_history(store: &Store, run_id: &str, task_id: &str) -> Result<TaskHistory, StoreError> {
+pub fn task_history(
+    store: &Store,
+    run_id: &RunId,
+    task_id: &TaskId,
+) -> Result<TaskHistory, StoreError> {
     let view = run_view(store, run_id)?;
     let task = view
         .tasks
         .into_iter()
-        .find(|task| task.id == task_id)
+        .find(|task| &task.id == task_id)
         .ok_or_else(|| StoreError::NoSuchTask {
             run: run_id.to_string(),
             task: task_id.to_string(),
@@ -208,7 +214,7 @@ pub fn task_history(store: &Store, run_id: &str, task_id: &str) -> Result<TaskHi
         .collect();
     Ok(TaskHistory {
         schema: JSON_SCHEMA_VERSION,
-        run_id: run_id.to_string(),
+        run_id: run_id.clone(),
         task,
         attempts,
         transitions,

@@ -91,19 +91,6 @@ pub fn new_run_id() -> String {
     format!("{date}-{time}-{}", random_hex(2))
 }
 
-/// Whether `name` is safe as one component of a git ref and a folder name.
-pub fn is_valid_id(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with(['.', '-'])
-        && !name.ends_with('.')
-        && !name.ends_with(".lock")
-        && !name.contains("..")
-}
-
 /// Reads a file a worker could have replaced (its log, its final report, attempt records): only a regular file,
 /// opened without following a symlink and without blocking on a FIFO, and at most `max` bytes of it. Anything else
 /// reads as an error, never as a hang or a read of some other file.
@@ -221,20 +208,10 @@ mod tests {
     }
 
     #[test]
-    fn ids() {
-        for good in ["t1", "fix-login", "a.b_c"] {
-            assert!(is_valid_id(good), "{good}");
-        }
-        for bad in ["", "-x", ".x", "a..b", "a/b", "x.lock", "sp ace", "ü"] {
-            assert!(!is_valid_id(bad), "{bad}");
-        }
-    }
-
-    #[test]
     fn run_ids_have_the_documented_shape() {
         let id = new_run_id();
         assert_eq!(id.len(), "20261121-195500-3fa2".len(), "{id}");
-        assert!(is_valid_id(&id));
+        assert!(crate::model::ids::is_valid_name(&id));
     }
 
     #[test]

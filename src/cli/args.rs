@@ -130,7 +130,7 @@ pub struct McpArgs {
 #[derive(Debug, Args)]
 pub struct MergeArgs {
     /// The run.
-    pub run: String,
+    pub run: crate::model::RunId,
     /// Merge into this branch instead of the run's target.
     #[arg(long, value_name = "BRANCH")]
     pub into: Option<String>,
@@ -301,7 +301,7 @@ pub struct RunArgs {
     pub no_merge: bool,
     /// Use this id for the new run (the MCP server picks it so it can answer at once).
     #[arg(long, value_name = "ID", hide = true)]
-    pub run_id: Option<String>,
+    pub run_id: Option<crate::model::RunId>,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -332,7 +332,7 @@ pub struct DoctorArgs {
 #[derive(Debug, Args)]
 pub struct GcArgs {
     /// Only these runs (default: every finished run).
-    pub runs: Vec<String>,
+    pub runs: Vec<crate::model::RunId>,
     /// Say what would be removed, remove nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -9,7 +9,7 @@ use super::args::{
     AcceptArgs, CancelArgs, MergeArgs, ReworkArgs, SalvageCommand, TargetArgs, TaskArgs,
 };
 use super::{CliError, Exit, render};
-use crate::model::TaskState;
+use crate::model::{TaskId, TaskState};
 use crate::pipeline::control::{Control, ControlOutcome, Target};
 use crate::pipeline::{self, PipelineError, salvage};
 use crate::util::short;
@@ -19,9 +19,9 @@ enum Wanted<'a> {
     /// It was not refused.
     NotRefused,
     /// This task ended as wanted (merged, or accepted in a `--no-merge` run).
-    Task(Option<&'a str>),
+    Task(Option<&'a TaskId>),
     /// These tasks ended merged (or accepted, in a `--no-merge` run).
-    Tasks(Vec<String>),
+    Tasks(Vec<TaskId>),
 }
 
 impl Wanted<'_> {
@@ -31,7 +31,7 @@ impl Wanted<'_> {
             Wanted::Task(only) => view
                 .tasks
                 .iter()
-                .filter(|task| only.is_none_or(|id| id == task.id))
+                .filter(|task| only.is_none_or(|id| *id == task.id))
                 .all(|task| view.succeeded(task.state)),
             Wanted::Tasks(ids) => view
                 .tasks
@@ -103,36 +103,36 @@ pub fn merge(start: &Path, args: MergeArgs) -> Result<Exit, CliError> {
 
 /// `ccfan rework`.
 pub fn rework(start: &Path, args: ReworkArgs) -> Result<Exit, CliError> {
-    let target = Target::parse(&args.target);
+    let target = Target::parse(&args.target)?;
     let task = target.task.clone();
-    control(start, args.json, Wanted::Task(task.as_deref()), |c| {
+    control(start, args.json, Wanted::Task(task.as_ref()), |c| {
         c.rework(&target, &args.note)
     })
 }
 
 /// `ccfan retry`.
 pub fn retry(start: &Path, args: TaskArgs) -> Result<Exit, CliError> {
-    let target = Target::parse(&args.target);
+    let target = Target::parse(&args.target)?;
     let task = target.task.clone();
-    control(start, args.json, Wanted::Task(task.as_deref()), |c| {
+    control(start, args.json, Wanted::Task(task.as_ref()), |c| {
         c.retry(&target)
     })
 }
 
 /// `ccfan accept --force --reason`.
 pub fn accept(start: &Path, args: AcceptArgs) -> Result<Exit, CliError> {
-    let target = Target::parse(&args.target);
+    let target = Target::parse(&args.target)?;
     let task = target.task.clone();
     let repo = super::repo_at(start)?;
     let who = crate::git::user_identity(&repo);
-    control(start, args.json, Wanted::Task(task.as_deref()), |c| {
+    control(start, args.json, Wanted::Task(task.as_ref()), |c| {
         c.accept(&target, &who, &args.reason)
     })
 }
 
 /// `ccfan rollback`: success when nothing was refused.
 pub fn rollback(start: &Path, args: TargetArgs) -> Result<Exit, CliError> {
-    let target = Target::parse(&args.target);
+    let target = Target::parse(&args.target)?;
     control(start, args.json, Wanted::NotRefused, |c| {
         c.rollback(&target)
     })
@@ -140,7 +140,7 @@ pub fn rollback(start: &Path, args: TargetArgs) -> Result<Exit, CliError> {
 
 /// `ccfan cancel`: success when the tasks stopped (or there was nothing to stop).
 pub fn cancel(start: &Path, args: CancelArgs) -> Result<Exit, CliError> {
-    let target = Target::parse(&args.target);
+    let target = Target::parse(&args.target)?;
     control(start, args.json, Wanted::NotRefused, |c| {
         c.cancel(&target, args.wait)
     })
@@ -152,8 +152,8 @@ pub fn salvage(start: &Path, command: SalvageCommand) -> Result<Exit, CliError> 
     let (store, _) = pipeline::open_state(&repo)?;
     let text = match command {
         SalvageCommand::List(TargetArgs { target, json }) => {
-            let target = Target::parse(&target);
-            let entries = salvage::list(&repo, &store, &target.run, target.task.as_deref())?;
+            let target = Target::parse(&target)?;
+            let entries = salvage::list(&repo, &store, &target.run, target.task.as_ref())?;
             if json {
                 render::json(&entries)
             } else {

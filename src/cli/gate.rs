@@ -149,12 +149,9 @@ fn verify_run(
     target: &str,
     format: &FormatArgs,
 ) -> Result<(String, bool), CliError> {
-    let (run_id, task) = match target.split_once('/') {
-        Some((run, task)) => (run.to_string(), Some(task.to_string())),
-        None => (target.to_string(), None),
-    };
+    let pipeline::control::Target { run: run_id, task } = pipeline::control::Target::parse(target)?;
     let (mut store, _) = pipeline::open_state(checker.repo)?;
-    let results = checker.reverify(&mut store, &run_id, task.as_deref())?;
+    let results = checker.reverify(&mut store, &run_id, task.as_ref())?;
     if results.is_empty() {
         return Ok((
             match format {

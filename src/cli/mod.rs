@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::demo;
 use crate::git::{self, RepoPaths};
+use crate::model::{RunId, TaskId};
 use crate::pipeline::{self, PipelineError, RunRequest, gc};
 use crate::status;
 use args::{
@@ -126,7 +127,7 @@ fn job(start: &Path, args: JobArgs) -> Result<Exit, CliError> {
 fn run_job(start: &Path, args: JobArgs) -> Result<Exit, CliError> {
     use crate::pipeline::job::JobRequest;
     let request = JobRequest::read(&absolute(start, &args.file)).map_err(PipelineError::from)?;
-    let target = |run: &str, task: Option<&str>| match task {
+    let target = |run: &RunId, task: Option<&TaskId>| match task {
         Some(task) => format!("{run}/{task}"),
         None => run.to_string(),
     };
@@ -255,18 +256,26 @@ fn show_status(start: &Path, args: StatusArgs) -> Result<Exit, CliError> {
     let StatusArgs { run, json } = args;
     let repo = repo_at(start)?;
     let (store, _) = pipeline::open_state(&repo)?;
-    let text = match run {
-        Some(target) if target.contains('/') => {
-            let (run_id, task_id) = target.split_once('/').unwrap_or((&target, ""));
+    let target = run
+        .map(|text| pipeline::control::Target::parse(&text))
+        .transpose()?;
+    let text = match target {
+        Some(pipeline::control::Target {
+            run: run_id,
+            task: Some(task_id),
+        }) => {
             let history =
-                status::task_history(&store, run_id, task_id).map_err(PipelineError::from)?;
+                status::task_history(&store, &run_id, &task_id).map_err(PipelineError::from)?;
             if json {
                 render::json(&history)
             } else {
                 render::task_history(&history)
             }
         }
-        Some(run_id) => {
+        Some(pipeline::control::Target {
+            run: run_id,
+            task: None,
+        }) => {
             let view = status::run_view(&store, &run_id).map_err(PipelineError::from)?;
             if json {
                 render::json(&view)

@@ -9,7 +9,7 @@ pub enum MergePreview {
     /// A commit object (on no ref) holding exactly the tree that would land.
     Clean {
         /// The preview commit.
-        commit: String,
+        commit: CommitId,
     },
     /// The merge has conflicts in these paths.
     Conflicts(Vec<String>),
@@ -26,7 +26,7 @@ pub fn merge_preview(repo: &RepoPaths, onto: &str, attempt: &str) -> Result<Merg
             .unwrap_or(false)
     {
         return Ok(MergePreview::Clean {
-            commit: onto.to_string(),
+            commit: CommitId::of(onto_id),
         });
     }
     if git
@@ -34,7 +34,7 @@ pub fn merge_preview(repo: &RepoPaths, onto: &str, attempt: &str) -> Result<Merg
         .unwrap_or(false)
     {
         return Ok(MergePreview::Clean {
-            commit: attempt.to_string(),
+            commit: CommitId::of(attempt_id),
         });
     }
     let ours = find(&git, onto, "the target tip")?;
@@ -125,7 +125,7 @@ fn commit_index(
         (&identity.0, &identity.1),
     )?;
     Ok(MergePreview::Clean {
-        commit: commit.to_string(),
+        commit: CommitId::of(commit),
     })
 }
 

@@ -9,6 +9,8 @@ use std::process::{Command, Stdio};
 
 use git2::{IndexAddOption, Oid, Repository, Signature, StatusOptions};
 
+use crate::model::CommitId;
+
 /// Errors from git operations, carrying what is needed to act on them.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -128,13 +130,13 @@ pub fn squash_commit(
     tree_of: &str,
     parent: &str,
     message: &str,
-) -> Result<String> {
+) -> Result<CommitId> {
     let git = repo.open()?;
     let tree = commit_tree(&git, tree_of)?;
     let parent = git
         .find_commit(oid(parent)?)
         .map_err(git2_context(format!("cannot read commit {parent}")))?;
-    write_commit(&git, tree.id(), &[&parent], message, None, CCFAN).map(|id| id.to_string())
+    write_commit(&git, tree.id(), &[&parent], message, None, CCFAN).map(CommitId::of)
 }
 
 /// ccfan's own commit identity.
@@ -195,7 +197,7 @@ pub fn discover(start: &Path) -> Result<RepoPaths> {
 }
 
 /// Resolves `rev` to a full commit id.
-pub fn resolve_commit(repo: &RepoPaths, rev: &str) -> Result<String> {
+pub fn resolve_commit(repo: &RepoPaths, rev: &str) -> Result<CommitId> {
     let git = repo.open()?;
     let object = git
         .revparse_single(rev)
@@ -209,7 +211,7 @@ pub fn resolve_commit(repo: &RepoPaths, rev: &str) -> Result<String> {
             rev: rev.to_string(),
             source,
         })?;
-    Ok(commit.id().to_string())
+    Ok(CommitId::of(commit.id()))
 }
 
 /// The branch checked out in the user's working tree, if HEAD is on a branch.
@@ -300,10 +302,10 @@ pub fn set_ref(repo: &RepoPaths, name: &str, sha: &str, log: &str) -> Result<()>
 }
 
 /// The commit a ref points at, if it exists.
-pub fn ref_target(repo: &RepoPaths, name: &str) -> Result<Option<String>> {
+pub fn ref_target(repo: &RepoPaths, name: &str) -> Result<Option<CommitId>> {
     let git = repo.open()?;
     match git.find_reference(name) {
-        Ok(reference) => Ok(reference.target().map(|oid| oid.to_string())),
+        Ok(reference) => Ok(reference.target().map(CommitId::of)),
         Err(error) if error.code() == git2::ErrorCode::NotFound => Ok(None),
         Err(source) => Err(GitError::Git2 {
             context: format!("cannot read ref {name}"),
@@ -313,7 +315,7 @@ pub fn ref_target(repo: &RepoPaths, name: &str) -> Result<Option<String>> {
 }
 
 /// Refs under `prefix` (e.g. `refs/ccfan/RUN/`) with their targets, sorted by name.
-pub fn refs_under(repo: &RepoPaths, prefix: &str) -> Result<Vec<(String, String)>> {
+pub fn refs_under(repo: &RepoPaths, prefix: &str) -> Result<Vec<(String, CommitId)>> {
     let git = repo.open()?;
     let glob = format!("{prefix}*");
     let mut refs = Vec::new();
@@ -323,7 +325,7 @@ pub fn refs_under(repo: &RepoPaths, prefix: &str) -> Result<Vec<(String, String)
     {
         let reference = reference.map_err(git2_context("cannot read a ref"))?;
         if let (Ok(name), Some(target)) = (reference.name(), reference.target()) {
-            refs.push((name.to_string(), target.to_string()));
+            refs.push((name.to_string(), CommitId::of(target)));
         }
     }
     refs.sort();

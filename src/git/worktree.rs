@@ -163,7 +163,7 @@ pub fn list_worktrees(repo: &RepoPaths) -> Result<Vec<PathBuf>> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorktreeCommit {
     /// The new commit (`None`: the files equal the parent's tree).
-    pub commit: Option<String>,
+    pub commit: Option<CommitId>,
     /// Git state the worker changed, which ccfan put back (HEAD pointing elsewhere, the branch moved).
     pub tampered: Vec<String>,
 }
@@ -261,7 +261,11 @@ fn commit_worktree_cli(
         let commit = if tree == parent_tree {
             None
         } else {
-            Some(git(&["commit-tree", &tree, "-p", parent, "-m", message])?)
+            let made = git(&["commit-tree", &tree, "-p", parent, "-m", message])?;
+            Some(CommitId::parse(made).map_err(|error| GitError::Io {
+                context: "git commit-tree printed no commit id".to_string(),
+                source: std::io::Error::other(error),
+            })?)
         };
         let tip = commit.as_deref().unwrap_or(parent);
         git(&[
@@ -368,7 +372,7 @@ fn commit_worktree_git2(
         "cannot point the worktree's HEAD at its branch",
     ))?;
     Ok(WorktreeCommit {
-        commit: commit.map(|oid| oid.to_string()),
+        commit: commit.map(CommitId::of),
         tampered,
     })
 }

@@ -12,6 +12,7 @@ use super::types::{
     CheckScopeParams, CheckScopeResult, DiffParams, DiffResult, PathScope, ScanParams, ScanResult,
     StageOutcome, TaskEvidence, VerifyParams, VerifyResult,
 };
+use crate::model::{RunId, TaskId};
 use crate::pipeline::verify::scope::Scope;
 use crate::pipeline::{self, PipelineError, gate};
 use crate::report::{Verdict, VerifyReport};
@@ -20,7 +21,7 @@ use crate::store::{Store, StoreError};
 const DEFAULT_PATCH_BYTES: usize = 64 * 1024;
 const MAX_PATCH_BYTES: usize = 1024 * 1024;
 
-fn evidence(task_id: String, attempt: u32, verdict: Verdict, report: VerifyReport) -> TaskEvidence {
+fn evidence(task_id: TaskId, attempt: u32, verdict: Verdict, report: VerifyReport) -> TaskEvidence {
     TaskEvidence {
         task_id,
         attempt,
@@ -40,11 +41,15 @@ fn evidence(task_id: String, attempt: u32, verdict: Verdict, report: VerifyRepor
 }
 
 /// The stored gate report of each task's latest attempt (the landing check's, when the task was landed).
-fn stored(store: &Store, run_id: &str, only: Option<&str>) -> Result<Vec<TaskEvidence>, Failure> {
+fn stored(
+    store: &Store,
+    run_id: &RunId,
+    only: Option<&TaskId>,
+) -> Result<Vec<TaskEvidence>, Failure> {
     store.run(run_id)?;
     let tasks = store.tasks(run_id)?;
     if let Some(id) = only
-        && !tasks.iter().any(|t| t.id == id)
+        && !tasks.iter().any(|t| &t.id == id)
     {
         return Err(StoreError::NoSuchTask {
             run: run_id.to_string(),
@@ -53,7 +58,7 @@ fn stored(store: &Store, run_id: &str, only: Option<&str>) -> Result<Vec<TaskEvi
         .into());
     }
     let mut out = Vec::new();
-    for task in tasks.iter().filter(|t| only.is_none_or(|id| t.id == id)) {
+    for task in tasks.iter().filter(|t| only.is_none_or(|id| t.id == *id)) {
         let attempts = store.attempts(run_id, &task.id)?;
         let Some(latest) = attempts.iter().rev().find(|a| a.verdict.is_some()) else {
             continue;
@@ -76,7 +81,7 @@ pub async fn verify(
 ) -> Result<VerifyResult, Failure> {
     if !params.rerun {
         let tasks =
-            shared.with_store(|store| stored(store, &params.run_id, params.task_id.as_deref()))?;
+            shared.with_store(|store| stored(store, &params.run_id, params.task_id.as_ref()))?;
         return Ok(VerifyResult {
             run_id: params.run_id,
             rerun: false,
@@ -109,7 +114,7 @@ pub async fn verify(
             scratch_root: &scratch,
             cancel: &stop,
         };
-        checker.reverify(&mut store, &run_id, task_id.as_deref())
+        checker.reverify(&mut store, &run_id, task_id.as_ref())
     })
     .await
     .map_err(|error| Failure::tool(ErrorCode::Internal, error.to_string()));
@@ -135,8 +140,8 @@ pub async fn diff(shared: &Shared, params: DiffParams) -> Result<DiffResult, Fai
             .any(|t| t.id == params.task_id)
         {
             return Err(StoreError::NoSuchTask {
-                run: params.run_id.clone(),
-                task: params.task_id.clone(),
+                run: params.run_id.to_string(),
+                task: params.task_id.to_string(),
             }
             .into());
         }
@@ -285,8 +290,8 @@ pub fn check_scope(shared: &Shared, params: CheckScopeParams) -> Result<CheckSco
                 .into_iter()
                 .find(|t| &t.id == task)
                 .ok_or_else(|| StoreError::NoSuchTask {
-                    run: run.clone(),
-                    task: task.clone(),
+                    run: run.to_string(),
+                    task: task.to_string(),
                 })?;
             Ok((row.spec.allowed, row.spec.denied))
         })?,

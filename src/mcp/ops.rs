@@ -14,7 +14,7 @@ use super::errors::{ErrorCode, Failure, ToolError, from_pipeline};
 use super::jobs::{Job, Waited};
 use super::status::{MAX_WAIT_SECS, compact};
 use super::types::{DelegateParams, DelegateResult, Duplicate, OperationResult};
-use crate::model::RunState;
+use crate::model::{RunId, RunState, TaskId};
 use crate::paths::StateLayout;
 use crate::pipeline::{self, RunRequest};
 use crate::store::{Registration, StoreError, request_fingerprint};
@@ -30,8 +30,8 @@ const MAX_TASKS: usize = 256;
 fn write_tasks_file(
     params: &DelegateParams,
     dir: &std::path::Path,
-    run_id: &str,
-) -> Result<(PathBuf, Vec<String>), Failure> {
+    run_id: &RunId,
+) -> Result<(PathBuf, Vec<TaskId>), Failure> {
     if params.tasks.is_empty() || params.tasks.len() > MAX_TASKS {
         return Err(Failure::invalid(
             "tasks",
@@ -130,8 +130,8 @@ pub async fn delegate(
         .client_request_id
         .clone()
         .unwrap_or_else(|| format!("auto:{run_id}"));
-    let specs: Vec<(&str, &crate::model::TaskSpec)> =
-        plan.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+    let specs: Vec<(&TaskId, &crate::model::TaskSpec)> =
+        plan.tasks.iter().map(|t| (&t.id, t)).collect();
     let registration = shared.with_store_creating(|store| {
         Ok(store.register_delegation(
             &key,
@@ -182,7 +182,7 @@ pub async fn delegate(
             active_task: d.active_task,
         })
         .collect();
-    let starting: Vec<String> = ids
+    let starting: Vec<TaskId> = ids
         .into_iter()
         .filter(|id| !duplicates.iter().any(|d| &d.task_id == id))
         .collect();
@@ -270,16 +270,16 @@ pub async fn follow_up(
         request,
         wait_seconds,
     } = request;
-    let (operation, run_id) = (request.operation(), request.run_id().to_string());
-    let task_id = request.task_id().map(str::to_string);
+    let (operation, run_id) = (request.operation(), request.run_id().clone());
+    let task_id = request.task_id().cloned();
     let before = shared.with_store(|store| {
         let run = store.run(&run_id)?;
         if let Some(task) = &task_id
             && !store.tasks(&run_id)?.iter().any(|t| &t.id == task)
         {
             return Err(StoreError::NoSuchTask {
-                run: run_id.clone(),
-                task: task.clone(),
+                run: run_id.to_string(),
+                task: task.to_string(),
             }
             .into());
         }
@@ -287,7 +287,7 @@ pub async fn follow_up(
             && crate::sandbox::proc::owner_alive(run.owner_pid, &run.owner_start)
         {
             return Err(StoreError::Busy {
-                run: run_id.clone(),
+                run: run_id.to_string(),
                 pid: run.owner_pid,
             }
             .into());
@@ -338,7 +338,7 @@ pub async fn follow_up(
         Waited::Met | Waited::TimedOut | Waited::Cancelled => false,
     };
     job.detach();
-    let status = shared.with_store(|store| compact(store, &run_id, task_id.as_deref(), false))?;
+    let status = shared.with_store(|store| compact(store, &run_id, task_id.as_ref(), false))?;
     Ok(OperationResult {
         operation: operation.to_string(),
         run_id,
@@ -351,8 +351,8 @@ pub async fn follow_up(
 /// `cancel`: asks the process carrying the run to stop the tasks, and waits for them.
 pub async fn cancel(
     shared: &Shared,
-    run_id: String,
-    task_id: Option<String>,
+    run_id: RunId,
+    task_id: Option<TaskId>,
     wait_seconds: u32,
 ) -> Result<OperationResult, Failure> {
     let repo = shared.repo.clone();
@@ -379,7 +379,7 @@ pub async fn cancel(
         Some(_) => false,
         None => true,
     };
-    let status = shared.with_store(|store| compact(store, &run_id, task_id.as_deref(), false))?;
+    let status = shared.with_store(|store| compact(store, &run_id, task_id.as_ref(), false))?;
     Ok(OperationResult {
         operation: "cancel".to_string(),
         run_id,
@@ -390,8 +390,8 @@ pub async fn cancel(
 }
 
 /// A delegated task's id: its own, else `task-1`, `task-2`, … by position (as the `delegate` schema documents).
-fn delegated_task_id(given: Option<&String>, index: usize) -> String {
+fn delegated_task_id(given: Option<&TaskId>, index: usize) -> TaskId {
     given
         .cloned()
-        .unwrap_or_else(|| format!("task-{}", index + 1))
+        .unwrap_or_else(|| TaskId::delegated_at(index))
 }

@@ -12,7 +12,7 @@ use rmcp::service::RequestContext;
 use super::Shared;
 use super::errors::Failure;
 use super::types::{ListRunsResult, RunSummary, StatusParams, StatusResult, TaskStatus};
-use crate::model::{RunState, RunView, TaskView};
+use crate::model::{RunId, RunState, RunView, TaskId, TaskView};
 use crate::store::{Store, StoreError};
 
 /// The longest wait a call may ask for.
@@ -49,15 +49,15 @@ fn clip(text: &str, max: usize) -> String {
 /// The compact status of a run (or one of its tasks), with the full view when `detail` asks for it.
 pub fn compact(
     store: &Store,
-    run_id: &str,
-    task_id: Option<&str>,
+    run_id: &RunId,
+    task_id: Option<&TaskId>,
     detail: bool,
 ) -> Result<StatusResult, Failure> {
     let view: RunView = crate::status::run_view(store, run_id)?;
     let tasks: Vec<&TaskView> = view
         .tasks
         .iter()
-        .filter(|task| task_id.is_none_or(|id| task.id == id))
+        .filter(|task| task_id.is_none_or(|id| task.id == *id))
         .collect();
     if let Some(id) = task_id
         && tasks.is_empty()
@@ -94,13 +94,20 @@ pub fn compact(
 }
 
 /// What a wait watches: a change here ends it.
-fn signature(status: &StatusResult) -> Vec<(String, String, u32, Option<String>)> {
+fn signature(status: &StatusResult) -> Vec<(Option<TaskId>, String, u32, Option<String>)> {
     let mut signature: Vec<_> = status
         .tasks
         .iter()
-        .map(|t| (t.id.clone(), t.state.clone(), t.attempt, t.verdict.clone()))
+        .map(|t| {
+            (
+                Some(t.id.clone()),
+                t.state.clone(),
+                t.attempt,
+                t.verdict.clone(),
+            )
+        })
         .collect();
-    signature.push((String::new(), status.state.clone(), 0, None));
+    signature.push((None, status.state.clone(), 0, None));
     signature
 }
 
@@ -132,7 +139,7 @@ pub async fn status(
     context: &RequestContext<RoleServer>,
 ) -> Result<StatusResult, Failure> {
     let read = |detail: bool| {
-        shared.with_store(|store| compact(store, &params.run_id, params.task_id.as_deref(), detail))
+        shared.with_store(|store| compact(store, &params.run_id, params.task_id.as_ref(), detail))
     };
     let first = read(params.detail)?;
     let wait = params.wait_seconds.min(MAX_WAIT_SECS);

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::model::{CommitId, RunId, TaskId};
 use crate::report::{DiffSummary, Finding, StageStatus, Verdict};
 use crate::secrets::FileScanReport;
 
@@ -15,7 +16,7 @@ use crate::secrets::FileScanReport;
 pub struct DelegateTask {
     /// A short id, unique in this call (letters, digits, `-`, `_`); default `task-1`, `task-2`, ….
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub id: Option<TaskId>,
     /// What the worker must achieve, stated fully: the worker sees only this, the scope and the constraints.
     pub goal: String,
     /// Globs of the files the task may change (e.g. `src/parser/**`); a change outside them blocks the task.
@@ -61,20 +62,20 @@ pub struct DelegateParams {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Duplicate {
     /// The task in this request.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The run where the identical task is active.
-    pub active_run: String,
+    pub active_run: RunId,
     /// Its id there.
-    pub active_task: String,
+    pub active_task: TaskId,
 }
 
 /// `delegate` result.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct DelegateResult {
     /// The run carrying the tasks (`null` when every task duplicated an active one).
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// Task ids started in the run (poll them with `status`).
-    pub task_ids: Vec<String>,
+    pub task_ids: Vec<TaskId>,
     /// True when `client_request_id` named an earlier request: this is its run, nothing new started.
     pub existing: bool,
     /// Tasks not started because an identical task is already active.
@@ -88,9 +89,9 @@ pub struct DelegateResult {
 #[serde(deny_unknown_fields)]
 pub struct StatusParams {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Only this task.
-    pub task_id: Option<String>,
+    pub task_id: Option<TaskId>,
     /// Wait up to this many seconds (at most 300) for a task to change state, attempt or verdict, or for the run
     /// to finish; progress notifications are sent meanwhile. 0 (default) answers at once.
     #[serde(default)]
@@ -104,7 +105,7 @@ pub struct StatusParams {
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct TaskStatus {
     /// Task id.
-    pub id: String,
+    pub id: TaskId,
     /// queued, preparing, running, verifying, rework, accepted, merging, merged, blocked, rolled_back, failed,
     /// timed_out, conflict, cancelled, interrupted, error, …
     pub state: String,
@@ -124,7 +125,7 @@ pub struct TaskStatus {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct StatusResult {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// running, finished or interrupted.
     pub state: String,
     /// True when nothing is in flight: every task final and no ccfan process carries the run.
@@ -146,9 +147,9 @@ pub struct StatusResult {
 #[serde(deny_unknown_fields)]
 pub struct VerifyParams {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Only this task.
-    pub task_id: Option<String>,
+    pub task_id: Option<TaskId>,
     /// Run the gate again (diff, scope, secrets, tests, …) with the current policy instead of returning the
     /// stored reports. Takes as long as the tests.
     #[serde(default)]
@@ -170,7 +171,7 @@ pub struct StageOutcome {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct TaskEvidence {
     /// Task id.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The attempt checked.
     pub attempt: u32,
     /// The verdict with its findings or reasons.
@@ -187,7 +188,7 @@ pub struct TaskEvidence {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct VerifyResult {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// True when the gate ran now; false for the stored reports.
     pub rerun: bool,
     /// Evidence per task with a recorded attempt.
@@ -199,9 +200,9 @@ pub struct VerifyResult {
 #[serde(deny_unknown_fields)]
 pub struct DiffParams {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The attempt (default: the latest with a change).
     pub attempt: Option<u32>,
     /// Cap of the patch text in bytes (default 65536, at most 1048576).
@@ -212,15 +213,15 @@ pub struct DiffParams {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct DiffResult {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The attempt shown.
     pub attempt: u32,
     /// The commit the attempt started from.
-    pub base: String,
+    pub base: CommitId,
     /// The attempt's commit.
-    pub commit: String,
+    pub commit: CommitId,
     /// Files changed with line counts.
     pub files: Vec<crate::git::FileChange>,
     /// Lines added.
@@ -268,9 +269,9 @@ pub struct CheckScopeParams {
     #[serde(default)]
     pub denied: Vec<String>,
     /// Check against this run's task instead (with `task_id`).
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
     /// The task whose scope to use.
-    pub task_id: Option<String>,
+    pub task_id: Option<TaskId>,
 }
 
 /// One path's answer.
@@ -300,9 +301,9 @@ pub struct CheckScopeResult {
 #[serde(deny_unknown_fields)]
 pub struct TaskParams {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// Wait up to this many seconds (at most 300) for the operation to finish; 0 (default) answers once it
     /// started.
     #[serde(default)]
@@ -314,9 +315,9 @@ pub struct TaskParams {
 #[serde(deny_unknown_fields)]
 pub struct ReworkParams {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// What the worker must do differently (handed to it as a finding, with its earlier findings).
     pub note: String,
     /// Wait up to this many seconds (at most 300) for the new attempt to finish; 0 (default) answers once it
@@ -330,9 +331,9 @@ pub struct ReworkParams {
 #[serde(deny_unknown_fields)]
 pub struct AcceptParams {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// Why the gate's verdict is overridden (recorded with the repository user's name).
     pub reason: String,
     /// Wait up to this many seconds (at most 300) for the landing to finish.
@@ -345,9 +346,9 @@ pub struct AcceptParams {
 #[serde(deny_unknown_fields)]
 pub struct TargetParams {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Only this task (default: every task of the run).
-    pub task_id: Option<String>,
+    pub task_id: Option<TaskId>,
     /// Wait up to this many seconds (at most 300) for the operation to finish (default 30).
     pub wait_seconds: Option<u32>,
 }
@@ -357,7 +358,7 @@ pub struct TargetParams {
 #[serde(deny_unknown_fields)]
 pub struct MergeParams {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Land on this branch instead of the run's target.
     pub into: Option<String>,
     /// Wait up to this many seconds (at most 300) for the landing (which re-runs the gate on the merged tree).
@@ -371,9 +372,9 @@ pub struct OperationResult {
     /// rework, retry, accept, rollback, cancel or merge.
     pub operation: String,
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// The task, if one.
-    pub task_id: Option<String>,
+    pub task_id: Option<TaskId>,
     /// True when the operation ended within the wait; false when it is still going (poll `status`).
     pub finished: bool,
     /// The run afterwards (or now).
@@ -392,13 +393,13 @@ pub struct ListRunsParams {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct RunSummary {
     /// The run.
-    pub run_id: String,
+    pub run_id: RunId,
     /// running, finished or interrupted.
     pub state: String,
     /// Start time (RFC 3339).
     pub created_at: String,
     /// Base commit.
-    pub base: String,
+    pub base: CommitId,
     /// Tasks per state.
     pub counts: BTreeMap<String, usize>,
 }
@@ -461,7 +462,7 @@ pub struct HealthResult {
 pub struct GcParams {
     /// Only these runs (default: every finished run).
     #[serde(default)]
-    pub runs: Vec<String>,
+    pub runs: Vec<RunId>,
     /// Say what would be removed, remove nothing.
     #[serde(default)]
     pub dry_run: bool,

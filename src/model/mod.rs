@@ -2,6 +2,9 @@
 //! `--json` show. No I/O lives here, so every stage and both front ends agree on one vocabulary.
 
 pub mod agent;
+pub mod ids;
+
+pub use ids::{AttemptKey, CommitId, IdError, RunId, TaskId};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -300,7 +303,7 @@ pub struct WorkerProfile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     /// Task id (a valid ref component).
-    pub id: String,
+    pub id: TaskId,
     /// What the worker must achieve.
     pub goal: String,
     /// Globs of paths the task may touch.
@@ -323,9 +326,9 @@ pub struct TaskFileDoc<'a> {
     /// Schema version of this document.
     pub schema: u32,
     /// Run id.
-    pub run_id: &'a str,
+    pub run_id: &'a RunId,
     /// Task id.
-    pub task_id: &'a str,
+    pub task_id: &'a TaskId,
     /// Attempt number, starting at 1.
     pub attempt: u32,
     /// What to achieve.
@@ -389,7 +392,7 @@ impl std::fmt::Display for ExitStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskView {
     /// Task id.
-    pub id: String,
+    pub id: TaskId,
     /// Current state.
     pub state: TaskState,
     /// Why it is in that state, when there is something to say.
@@ -403,7 +406,7 @@ pub struct TaskView {
     /// Whether the worktree still exists on disk.
     pub worktree_present: bool,
     /// The latest attempt's commit, if it changed anything.
-    pub commit: Option<String>,
+    pub commit: Option<CommitId>,
     /// How the latest attempt's worker ended.
     pub exit_status: Option<ExitStatus>,
     /// Salvage refs holding every recorded attempt.
@@ -475,13 +478,13 @@ pub struct RunView {
     /// Schema version of the JSON document.
     pub schema: u32,
     /// Run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Run state.
     pub state: RunState,
     /// When it started (RFC 3339, UTC).
     pub created_at: String,
     /// The recorded base commit.
-    pub base: String,
+    pub base: CommitId,
     /// What the user named as base.
     pub base_rev: String,
     /// The branch checked out when the run started, if any.

@@ -10,7 +10,7 @@ use super::carry::{Carrier, Cursor};
 use super::{PipelineError, gate, record, run_worker};
 use crate::events::Event;
 use crate::git;
-use crate::model::{ExitStatus, TaskSpec, TaskState};
+use crate::model::{CommitId, ExitStatus, TaskSpec, TaskState};
 use crate::paths::AttemptDir;
 use crate::report::Verdict;
 
@@ -25,7 +25,7 @@ struct Begun {
 
 /// What recording an attempt kept: the commit chain's new tip, the record, and the notes for its state.
 struct Kept {
-    tip: String,
+    tip: CommitId,
     recorded: record::Recorded,
     exit: ExitStatus,
     state: TaskState,
@@ -41,7 +41,7 @@ impl Carrier<'_> {
         worktree: &Path,
         link: &str,
         cursor: &Cursor,
-    ) -> Result<Option<(Verdict, String)>, PipelineError> {
+    ) -> Result<Option<(Verdict, CommitId)>, PipelineError> {
         let cancel = self.cancel.of(&task.id);
         let begun = self.begin(task, cursor)?;
         let outcome = self.work(task, worktree, cursor, &begun, cancel)?;
@@ -201,7 +201,7 @@ impl Carrier<'_> {
         begun: &Begun,
         outcome: crate::sandbox::Outcome,
     ) -> Result<Result<Kept, Verdict>, PipelineError> {
-        let (n, parent, base) = (begun.n, cursor.tip.as_str(), cursor.base.as_str());
+        let (n, parent, base) = (begun.n, &cursor.tip, &cursor.base);
         let facts = record::AttemptFacts {
             run_id: self.run_id,
             task_id: &task.id,
@@ -233,16 +233,13 @@ impl Carrier<'_> {
             }
             Err(error) => return Err(error.into()),
         };
-        let tip = recorded
-            .commit
-            .clone()
-            .unwrap_or_else(|| parent.to_string());
+        let tip = recorded.commit.clone().unwrap_or_else(|| parent.clone());
         self.store().finish_attempt(
             self.run_id,
             &task.id,
             n,
             Some(&outcome.exit),
-            recorded.commit.as_deref(),
+            recorded.commit.as_ref(),
             recorded.salvage_ref.as_deref(),
         )?;
         record::write_record(
@@ -295,19 +292,19 @@ impl Carrier<'_> {
         begun: &Begun,
         kept: Kept,
         cancel: &AtomicBool,
-    ) -> Result<Option<(Verdict, String)>, PipelineError> {
-        let (n, base) = (begun.n, cursor.base.as_str());
+    ) -> Result<Option<(Verdict, CommitId)>, PipelineError> {
+        let (n, base) = (begun.n, &cursor.base);
         self.transition(&task.id, n, kept.state, kept.notes.clone())?;
         self.transition(&task.id, n, TaskState::Verifying, None)?;
         // The attempt is judged by everything the task committed so far, not only this attempt's own commit.
-        let judged = (kept.tip != base).then(|| kept.tip.clone());
+        let judged = (kept.tip != *base).then(|| kept.tip.clone());
         let target = gate::target_tip(self.repo, self.target_branch, base)?;
         let reference = gate::AttemptRef {
             run_id: self.run_id,
             task,
             attempt: n,
             base,
-            commit: judged.as_deref(),
+            commit: judged.as_ref(),
             dir: &begun.dir,
             exit: Some(&kept.exit),
             tampered: &kept.recorded.tampered,
@@ -333,7 +330,7 @@ impl Carrier<'_> {
                 .store()
                 .attempts(self.run_id, &task.id)?
                 .into_iter()
-                .filter(|a| a.n <= n && a.base.as_deref().unwrap_or(self.base_sha) == base)
+                .filter(|a| a.n <= n && a.base.as_ref().unwrap_or(self.base_sha) == base)
                 .collect();
             super::secret_branch::keep_secrets_off_branch(&super::secret_branch::Chain {
                 repo: self.repo,

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::model::{RunId, TaskId};
 use crate::store::Store;
 
 /// How often the watcher looks for cancel requests.
@@ -15,23 +16,23 @@ const POLL: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct Cancels<'a> {
     global: &'a AtomicBool,
-    tasks: HashMap<String, AtomicBool>,
+    tasks: HashMap<TaskId, AtomicBool>,
 }
 
 impl<'a> Cancels<'a> {
     /// Flags for `tasks`, all following `global` (Ctrl-C).
-    pub fn new<'t>(global: &'a AtomicBool, tasks: impl IntoIterator<Item = &'t str>) -> Self {
+    pub fn new<'t>(global: &'a AtomicBool, tasks: impl IntoIterator<Item = &'t TaskId>) -> Self {
         Cancels {
             global,
             tasks: tasks
                 .into_iter()
-                .map(|id| (id.to_string(), AtomicBool::new(false)))
+                .map(|id| (id.clone(), AtomicBool::new(false)))
                 .collect(),
         }
     }
 
     /// The flag that stops `task`.
-    pub fn of(&self, task: &str) -> &AtomicBool {
+    pub fn of(&self, task: &TaskId) -> &AtomicBool {
         if self.global.load(Ordering::SeqCst) {
             return self.global;
         }
@@ -44,7 +45,7 @@ impl<'a> Cancels<'a> {
     }
 
     /// Sets the flag of each task that another process asked to cancel, until `done` is set.
-    pub fn watch(&self, database: &Path, run_id: &str, done: &AtomicBool) {
+    pub fn watch(&self, database: &Path, run_id: &RunId, done: &AtomicBool) {
         let store = match Store::open(database) {
             Ok(store) => store,
             Err(error) => {

@@ -11,7 +11,7 @@ use super::lifecycle::{self, Next};
 use super::{PipelineError, fan_out};
 use crate::events::{Event, EventSink};
 use crate::git::{self, RepoPaths};
-use crate::model::{TaskSpec, TaskState};
+use crate::model::{CommitId, RunId, TaskId, TaskSpec, TaskState};
 use crate::paths::StateLayout;
 use crate::policy::Policy;
 use crate::report::{Finding, Verdict};
@@ -28,8 +28,8 @@ pub(super) struct Carrier<'a> {
     /// `--no-merge`: accepted is the end.
     pub(super) no_merge: bool,
     pub(super) scratch_root: PathBuf,
-    pub(super) run_id: &'a str,
-    pub(super) base_sha: &'a str,
+    pub(super) run_id: &'a RunId,
+    pub(super) base_sha: &'a CommitId,
     pub(super) store: Mutex<Store>,
     pub(super) sink: &'a dyn EventSink,
     pub(super) cancel: &'a super::cancel::Cancels<'a>,
@@ -41,9 +41,9 @@ pub(super) struct Carrier<'a> {
 pub(super) struct Cursor {
     /// The commit the task's current chain of attempts started from (the run's base, or a newer target tip after
     /// a conflict): its diff is judged against this.
-    pub(super) base: String,
+    pub(super) base: CommitId,
     /// The commit ccfan expects the task branch at: the base, then each attempt's commit.
-    pub(super) tip: String,
+    pub(super) tip: CommitId,
     /// The next attempt's number.
     pub(super) next: u32,
     /// The first attempt of the current rework budget.
@@ -57,8 +57,8 @@ pub(super) struct RunContext<'a> {
     pub(super) repo: &'a RepoPaths,
     pub(super) policy: &'a Policy,
     pub(super) rules: &'a RulePack,
-    pub(super) run_id: &'a str,
-    pub(super) base_sha: &'a str,
+    pub(super) run_id: &'a RunId,
+    pub(super) base_sha: &'a CommitId,
     pub(super) target_branch: Option<&'a str>,
     /// `--no-merge`: accepted is the end.
     pub(super) no_merge: bool,
@@ -108,7 +108,7 @@ impl Carrier<'_> {
     /// Stores the transition first, then tells the sink.
     pub(super) fn transition(
         &self,
-        task: &str,
+        task: &TaskId,
         attempt: u32,
         state: TaskState,
         reason: Option<String>,
@@ -116,7 +116,7 @@ impl Carrier<'_> {
         self.store()
             .set_task_state(self.run_id, task, state, reason.as_deref())?;
         self.sink.emit(Event::TaskState {
-            task_id: task.to_string(),
+            task_id: task.clone(),
             attempt,
             state,
             reason,
@@ -125,7 +125,7 @@ impl Carrier<'_> {
     }
 
     /// Keeps the first internal error (the run then exits 3; every task is still in a stored state).
-    fn fail(&self, task: Option<&str>, error: PipelineError) {
+    fn fail(&self, task: Option<&TaskId>, error: PipelineError) {
         let full = error.is_disk_full();
         if full {
             // The reserve goes, so that the store can still say why the task stopped.
@@ -201,8 +201,8 @@ impl Carrier<'_> {
         let link = fan_out::prepare(self.repo, worktree, branch, self.base_sha)?;
         self.store().set_git_link(self.run_id, &task.id, &link)?;
         let cursor = Cursor {
-            base: self.base_sha.to_string(),
-            tip: self.base_sha.to_string(),
+            base: self.base_sha.clone(),
+            tip: self.base_sha.clone(),
             next: 1,
             budget_from: 1,
             findings: Vec::new(),

@@ -11,7 +11,7 @@ use super::record;
 use super::verify::{self, VerifyInput};
 use crate::git::{self, RepoPaths};
 use crate::model::ExitStatus;
-use crate::model::{TaskSpec, TaskState};
+use crate::model::{CommitId, RunId, TaskId, TaskSpec, TaskState};
 use crate::paths::AttemptDir;
 use crate::policy::{Completeness, Policy};
 use crate::report::{Finding, Stage, StageReport, StageStatus, Verdict, VerifyReport};
@@ -22,15 +22,15 @@ use crate::store::Store;
 #[derive(Debug, Clone)]
 pub struct AttemptRef<'a> {
     /// Run id.
-    pub run_id: &'a str,
+    pub run_id: &'a RunId,
     /// The task.
     pub task: &'a TaskSpec,
     /// Attempt number.
     pub attempt: u32,
     /// The commit the attempt's chain started from (its diff is judged against this).
-    pub base: &'a str,
+    pub base: &'a CommitId,
     /// The attempt commit (`None`: empty attempt).
-    pub commit: Option<&'a str>,
+    pub commit: Option<&'a CommitId>,
     /// The attempt's folder.
     pub dir: &'a Path,
     /// How its worker ended.
@@ -48,14 +48,14 @@ pub struct AttemptRef<'a> {
 pub fn target_tip(
     repo: &RepoPaths,
     target_branch: Option<&str>,
-    base: &str,
-) -> Result<String, PipelineError> {
+    base: &CommitId,
+) -> Result<CommitId, PipelineError> {
     if let Some(branch) = target_branch
         && let Some(tip) = git::ref_target(repo, &format!("refs/heads/{branch}"))?
     {
         return Ok(tip);
     }
-    Ok(base.to_string())
+    Ok(base.clone())
 }
 
 /// The gate's fixed inputs: where, with which policy and rules, and how to stop.
@@ -149,7 +149,7 @@ impl Gate<'_> {
                 attempt.run_id, attempt.task.id, attempt.attempt
             ),
             base: attempt.base,
-            commit: attempt.commit,
+            commit: attempt.commit.map(|commit| commit.as_str()),
             allowed: &attempt.task.allowed,
             denied: &attempt.task.denied,
             target_tip,
@@ -331,7 +331,7 @@ pub fn verdict_state(verdict: &Verdict, report: &VerifyReport) -> (TaskState, St
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TaskVerification {
     /// Task id.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The attempt checked.
     pub attempt: u32,
     /// The verdict.
@@ -346,14 +346,14 @@ impl Gate<'_> {
     pub fn reverify(
         &self,
         store: &mut Store,
-        run_id: &str,
-        only_task: Option<&str>,
+        run_id: &RunId,
+        only_task: Option<&TaskId>,
     ) -> Result<Vec<TaskVerification>, PipelineError> {
         let repo = self.repo;
         let run = store.run(run_id)?;
         let tasks = store.tasks(run_id)?;
         if let Some(wanted) = only_task
-            && !tasks.iter().any(|task| task.id == wanted)
+            && !tasks.iter().any(|task| &task.id == wanted)
         {
             return Err(crate::store::StoreError::NoSuchTask {
                 run: run_id.to_string(),
@@ -365,7 +365,7 @@ impl Gate<'_> {
         let mut results = Vec::new();
         for task in tasks
             .iter()
-            .filter(|task| only_task.is_none_or(|wanted| wanted == task.id))
+            .filter(|task| only_task.is_none_or(|wanted| *wanted == task.id))
         {
             let attempts = store.attempts(run_id, &task.id)?;
             let Some(latest) = attempts
@@ -387,7 +387,7 @@ impl Gate<'_> {
                 task: &task.spec,
                 attempt: latest.n,
                 base: &head.base,
-                commit: judged.as_deref(),
+                commit: judged.as_ref(),
                 dir: &latest.dir,
                 exit: latest.exit.as_ref(),
                 tampered: &tampered,

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::PipelineError;
 use super::record::{self, AttemptFacts};
 use crate::git::{self, RepoPaths};
-use crate::model::RunState;
+use crate::model::{RunId, RunState, TaskId};
 use crate::paths::salvage_ref;
 use crate::store::{RunRow, Store, TaskRow};
 use crate::util::now_millis;
@@ -31,9 +31,9 @@ pub struct GcReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GcRemoved {
     /// Run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Task id.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The worktree folder.
     pub worktree: std::path::PathBuf,
     /// The branch.
@@ -46,9 +46,9 @@ pub struct GcRemoved {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GcSkipped {
     /// Run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Task id, when only one task was left alone.
-    pub task_id: Option<String>,
+    pub task_id: Option<TaskId>,
     /// Why.
     pub reason: String,
 }
@@ -58,7 +58,7 @@ pub struct GcSkipped {
 pub(super) fn salvage_if_dirty(
     repo: &RepoPaths,
     store: &mut Store,
-    run_id: &str,
+    run_id: &RunId,
     task: &TaskRow,
     parent: &str,
 ) -> Result<Vec<String>, PipelineError> {
@@ -74,7 +74,7 @@ pub(super) fn salvage_if_dirty(
 pub(super) fn salvage_then_reset(
     repo: &RepoPaths,
     store: &mut Store,
-    run_id: &str,
+    run_id: &RunId,
     task: &TaskRow,
     parent: &str,
     reset_to: &str,
@@ -89,7 +89,7 @@ pub(super) fn salvage_then_reset(
 pub(super) fn salvage_leftovers(
     repo: &RepoPaths,
     store: &mut Store,
-    run_id: &str,
+    run_id: &RunId,
     task: &TaskRow,
     parent: &str,
 ) -> Result<Vec<String>, PipelineError> {
@@ -193,7 +193,7 @@ fn collect_task(
 pub fn gc(
     repo: &RepoPaths,
     store: &mut Store,
-    only: &[String],
+    only: &[RunId],
     dry_run: bool,
     verify_root: Option<&std::path::Path>,
 ) -> Result<GcReport, PipelineError> {
@@ -206,7 +206,7 @@ pub fn gc(
     let runs = store.runs()?;
     for wanted in only {
         if !runs.iter().any(|run| &run.id == wanted) {
-            return Err(crate::store::StoreError::NoSuchRun(wanted.clone()).into());
+            return Err(crate::store::StoreError::NoSuchRun(wanted.to_string()).into());
         }
     }
     for run in runs
@@ -288,7 +288,7 @@ pub fn gc(
 
 /// The files of operations the MCP server handed off for a collected run (its tasks file, each process's output
 /// and log): named `<run>.…` in the hand-off folder.
-fn remove_handoff_files(repo: &RepoPaths, run_id: &str) {
+fn remove_handoff_files(repo: &RepoPaths, run_id: &RunId) {
     let dir = crate::paths::StateLayout::of(repo).handoff_dir();
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return;

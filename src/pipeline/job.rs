@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::input::InputError;
+use crate::model::{RunId, TaskId};
 
 /// One operation for a detached ccfan process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,7 +18,7 @@ pub enum JobRequest {
         /// The tasks file written for it.
         tasks_file: PathBuf,
         /// The run id the server allocated.
-        run_id: String,
+        run_id: RunId,
         /// Stop at accepted.
         no_merge: bool,
         /// The base revision, when not the policy's.
@@ -30,39 +31,39 @@ pub enum JobRequest {
     /// `ccfan rework`: another attempt with a note.
     Rework {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// The note for the worker.
         note: String,
     },
     /// `ccfan retry`: a fresh budget with the last findings.
     Retry {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// The task.
-        task_id: String,
+        task_id: TaskId,
     },
     /// `ccfan accept --force`: land over the gate's verdict.
     Accept {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// Why (recorded with who).
         reason: String,
     },
     /// `ccfan rollback`: a task, or the whole run.
     Rollback {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// The task (`None`: every task).
-        task_id: Option<String>,
+        task_id: Option<TaskId>,
     },
     /// `ccfan merge`: land what is accepted.
     Merge {
         /// The run.
-        run_id: String,
+        run_id: RunId,
         /// The branch to land on, when not the run's.
         into: Option<String>,
     },
@@ -82,7 +83,7 @@ impl JobRequest {
     }
 
     /// The run it acts on.
-    pub fn run_id(&self) -> &str {
+    pub fn run_id(&self) -> &RunId {
         match self {
             JobRequest::Run { run_id, .. }
             | JobRequest::Rework { run_id, .. }
@@ -94,12 +95,12 @@ impl JobRequest {
     }
 
     /// The task it acts on, if one.
-    pub fn task_id(&self) -> Option<&str> {
+    pub fn task_id(&self) -> Option<&TaskId> {
         match self {
             JobRequest::Rework { task_id, .. }
             | JobRequest::Retry { task_id, .. }
             | JobRequest::Accept { task_id, .. } => Some(task_id),
-            JobRequest::Rollback { task_id, .. } => task_id.as_deref(),
+            JobRequest::Rollback { task_id, .. } => task_id.as_ref(),
             JobRequest::Run { .. } | JobRequest::Merge { .. } => None,
         }
     }
@@ -126,19 +127,19 @@ mod tests {
         let requests = [
             JobRequest::Run {
                 tasks_file: "/t.toml".into(),
-                run_id: "r1".into(),
+                run_id: "r1".parse().unwrap(),
                 no_merge: true,
                 base: None,
                 into: Some("main".into()),
                 jobs: Some(2),
             },
             JobRequest::Rework {
-                run_id: "r1".into(),
-                task_id: "t".into(),
+                run_id: "r1".parse().unwrap(),
+                task_id: "t".parse().unwrap(),
                 note: "keep the API".into(),
             },
             JobRequest::Rollback {
-                run_id: "r1".into(),
+                run_id: "r1".parse().unwrap(),
                 task_id: None,
             },
         ];
@@ -156,5 +157,15 @@ mod tests {
         .unwrap();
         let error = JobRequest::read(&path).unwrap_err();
         assert!(error.message.contains("unknown field `task`"), "{error}");
+        std::fs::write(
+            &path,
+            r#"{"operation": "retry", "run_id": "r1", "task_id": "../../etc"}"#,
+        )
+        .unwrap();
+        let error = JobRequest::read(&path).unwrap_err();
+        assert!(
+            error.message.contains("task id `../../etc` is not valid"),
+            "{error}"
+        );
     }
 }

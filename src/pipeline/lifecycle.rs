@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::model::TaskState;
+use crate::model::{RunId, TaskId, TaskState};
 use crate::report::{Finding, Verdict};
 
 /// A follow-up command on one task.
@@ -39,7 +39,7 @@ pub enum Refusal {
     /// The task is still moving (queued, running, verifying, merging, …).
     InProgress {
         /// The task.
-        task: String,
+        task: TaskId,
         /// Its state.
         state: TaskState,
         /// What was asked.
@@ -48,40 +48,40 @@ pub enum Refusal {
     /// The task is merged: a rework needs a rollback first, and an accept has nothing left to do.
     Merged {
         /// The task.
-        task: String,
+        task: TaskId,
         /// What was asked.
         op: Operation,
     },
     /// Retry is for tasks that stopped short.
     NotRetryable {
         /// The task.
-        task: String,
+        task: TaskId,
         /// Its state.
         state: TaskState,
     },
     /// There is no recorded change to accept.
     NoChange {
         /// The task.
-        task: String,
+        task: TaskId,
     },
     /// The task landed no commit of its own: its change was already on the target.
     LandedNothing {
         /// The task.
-        task: String,
+        task: TaskId,
         /// The task whose landing brought the change (`None`: it was there before).
-        with: Option<String>,
+        with: Option<TaskId>,
     },
     /// A revert could not be made (the branch is gone or moved on, the revert conflicts, …).
     Revert {
         /// The task.
-        task: String,
+        task: TaskId,
         /// What git said.
         why: String,
     },
     /// Nothing carries the run: nothing to cancel.
     NotRunning {
         /// The run.
-        run: String,
+        run: RunId,
         /// Its state.
         state: String,
     },
@@ -210,9 +210,9 @@ fn phase(state: TaskState) -> Phase {
 
 /// Whether `op` may act on task `task` in `state`; the typed refusal otherwise. (A rollback of a merged task is
 /// allowed: it becomes a revert.)
-pub fn allows(op: Operation, task: &str, state: TaskState) -> Result<(), Refusal> {
+pub fn allows(op: Operation, task: &TaskId, state: TaskState) -> Result<(), Refusal> {
     let in_progress = || Refusal::InProgress {
-        task: task.to_string(),
+        task: task.clone(),
         state,
         op,
     };
@@ -222,7 +222,7 @@ pub fn allows(op: Operation, task: &str, state: TaskState) -> Result<(), Refusal
         }
         (Operation::Retry, Phase::Moving | Phase::Accepted | Phase::Merged | Phase::RolledBack) => {
             Err(Refusal::NotRetryable {
-                task: task.to_string(),
+                task: task.clone(),
                 state,
             })
         }
@@ -232,7 +232,7 @@ pub fn allows(op: Operation, task: &str, state: TaskState) -> Result<(), Refusal
         )
         | (Operation::Rollback, Phase::Conflicted) => Err(in_progress()),
         (Operation::Rework | Operation::Accept, Phase::Merged) => Err(Refusal::Merged {
-            task: task.to_string(),
+            task: task.clone(),
             op,
         }),
         (Operation::Rework | Operation::Accept, Phase::Conflicted)
@@ -290,12 +290,13 @@ pub fn after_attempt(verdict: &Verdict, cancelled: bool) -> Next {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ids::fixtures::task;
     use crate::report::Stage;
 
     #[test]
     fn every_state_and_operation_has_an_answer() {
         use Operation::{Accept, Retry, Rework, Rollback};
-        let allowed = |op, state| allows(op, "t", state).is_ok();
+        let allowed = |op, state| allows(op, &task("t"), state).is_ok();
         for state in TaskState::ALL {
             let moving = !state.is_final() && state != TaskState::Conflict;
             // Nothing acts on a task something else is working on (a task left in `rework` may be retried).
@@ -324,25 +325,25 @@ mod tests {
             assert_eq!(allowed(Retry, state), retryable, "{state}");
         }
         assert!(matches!(
-            allows(Rework, "t", TaskState::Merged),
+            allows(Rework, &task("t"), TaskState::Merged),
             Err(Refusal::Merged { .. })
         ));
         assert!(matches!(
-            allows(Retry, "t", TaskState::Accepted),
+            allows(Retry, &task("t"), TaskState::Accepted),
             Err(Refusal::NotRetryable { .. })
         ));
         assert!(matches!(
-            allows(Accept, "t", TaskState::Running),
+            allows(Accept, &task("t"), TaskState::Running),
             Err(Refusal::InProgress { .. })
         ));
         assert!(
-            allows(Retry, "t", TaskState::Accepted)
+            allows(Retry, &task("t"), TaskState::Accepted)
                 .unwrap_err()
                 .to_string()
                 .contains("`ccfan merge` lands an accepted one")
         );
         assert!(
-            allows(Rollback, "t", TaskState::Verifying)
+            allows(Rollback, &task("t"), TaskState::Verifying)
                 .unwrap_err()
                 .to_string()
                 .contains("then roll it back")

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::events::{Event, EventSink};
 use crate::git::{self, GitError, RepoPaths};
 use crate::input::InputError;
-use crate::model::{RunState, RunView};
+use crate::model::{CommitId, RunId, RunState, RunView};
 use crate::paths::StateLayout;
 use crate::sandbox;
 use crate::status;
@@ -143,7 +143,7 @@ pub struct RunRequest {
     /// `--no-merge`: stop at accepted.
     pub no_merge: bool,
     /// The run id to use (chosen by whoever started this run, e.g. the MCP server); default: a new one.
-    pub run_id: Option<String>,
+    pub run_id: Option<RunId>,
 }
 
 /// Opens the repository's state, marking runs whose ccfan died as interrupted and killing what they left running.
@@ -171,7 +171,7 @@ pub fn recover(
 ) -> Result<Vec<RecoveredAttempt>, PipelineError> {
     // A task killed mid-merge landed only if its branch holds the landing commit; on the integration branch it is
     // still only accepted.
-    let landed = |commit: &str, branch: &str| {
+    let landed = |commit: &CommitId, branch: &str| {
         !branch.starts_with("ccfan/")
             && git::ref_target(repo, &format!("refs/heads/{branch}"))
                 .ok()
@@ -206,7 +206,7 @@ pub fn run(
         tasks: resolved.plan.tasks.iter().map(|t| t.id.clone()).collect(),
         jobs: resolved.jobs,
     });
-    let cancels = cancel::Cancels::new(cancel, resolved.plan.tasks.iter().map(|t| t.id.as_str()));
+    let cancels = cancel::Cancels::new(cancel, resolved.plan.tasks.iter().map(|t| &t.id));
     let carrier = Carrier::new(carry::RunContext {
         repo: &request.repo,
         policy: &resolved.policy,
@@ -276,14 +276,14 @@ fn carry_all(
 /// reached a stored state.
 fn finish(
     carrier: Carrier<'_>,
-    run_id: &str,
+    run_id: &RunId,
     sink: &dyn EventSink,
 ) -> Result<RunView, PipelineError> {
     let Carrier { store, failure, .. } = carrier;
     let mut store = store.into_inner().unwrap_or_else(PoisonError::into_inner);
     store.finish_run(run_id, RunState::Finished, None)?;
     sink.emit(Event::RunFinished {
-        run_id: run_id.to_string(),
+        run_id: run_id.clone(),
     });
     if let Some(error) = failure.into_inner().unwrap_or_else(PoisonError::into_inner) {
         // Every task is in a final, stored state; `ccfan status` shows them. The run itself failed: exit 3.

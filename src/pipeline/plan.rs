@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use crate::input::InputError;
-use crate::model::{TaskSpec, WorkerProfile};
+use crate::model::{TaskId, TaskSpec, WorkerProfile};
 use crate::policy::{self, Policy};
 use crate::tasks_file::{TaskFields, TasksFile};
-use crate::util::is_valid_id;
 
 /// What a run will do: tasks in task-file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,36 +94,25 @@ pub fn plan(file: &TasksFile, policy: &Policy) -> Result<Plan, InputError> {
     Ok(Plan { tasks })
 }
 
-/// The id a task gets when it names none: `t1`, `t2`, … by position (the one place that spells it).
-pub fn default_task_id(index: usize) -> String {
-    format!("t{}", index + 1)
-}
-
 /// Task `index`'s id (checked, unique) and goal (not empty).
 fn identity(
     file: &TasksFile,
     index: usize,
     entry: &toml::Spanned<crate::tasks_file::TaskFields>,
-    seen: &mut HashSet<String>,
-) -> Result<(String, String), InputError> {
+    seen: &mut HashSet<TaskId>,
+) -> Result<(TaskId, String), InputError> {
     let fields = entry.get_ref();
     let key = |name: &str| format!("task[{}].{name}", index + 1);
     let id = match &fields.id {
-        Some(id) => {
-            if !is_valid_id(id.get_ref()) {
-                return Err(file
-                    .error_at(
-                        Some(id.span()),
-                        format!("`{}` is not a valid task id", id.get_ref()),
-                    )
-                    .key(key("id"))
-                    .fix(
-                        "use 1-64 letters, digits, `-`, `_` or `.`, not starting with `.` or `-`",
-                    ));
-            }
-            id.get_ref().clone()
-        }
-        None => default_task_id(index),
+        Some(id) => TaskId::parse(id.get_ref().as_str()).map_err(|_| {
+            file.error_at(
+                Some(id.span()),
+                format!("`{}` is not a valid task id", id.get_ref()),
+            )
+            .key(key("id"))
+            .fix("use 1-64 letters, digits, `-`, `_` or `.`, not starting with `.` or `-`")
+        })?,
+        None => TaskId::in_file_at(index),
     };
     if !seen.insert(id.clone()) {
         return Err(file

@@ -8,6 +8,7 @@ use super::{PipelineError, RunRequest, plan};
 use crate::events::{Event, EventSink};
 use crate::git::{self, GitError, RepoPaths};
 use crate::input::InputError;
+use crate::model::{CommitId, RunId};
 use crate::paths;
 use crate::policy::{self, Policy};
 use crate::sandbox;
@@ -26,7 +27,7 @@ pub struct Resolved {
     /// The base as given (`HEAD`, a branch, …).
     pub base_rev: String,
     /// The base commit.
-    pub base_sha: String,
+    pub base_sha: CommitId,
     /// Tasks carried at once.
     pub jobs: usize,
     /// The branch accepted tasks land on.
@@ -40,7 +41,7 @@ pub struct Resolved {
 /// The run as stored: its id, and each task's branch and worktree (in plan order).
 pub struct Registered {
     /// The run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Task branches.
     pub branches: Vec<String>,
     /// Task worktrees.
@@ -112,19 +113,19 @@ pub fn resolve(request: &RunRequest) -> Result<Resolved, PipelineError> {
 
 /// A new run id: `chosen` (by whoever starts the run, e.g. the MCP server) when it is valid and free, else a fresh
 /// one. The one place run ids are allocated.
-pub fn allocate_run_id(store: &Store, chosen: Option<&str>) -> Result<String, PipelineError> {
-    let free = |id: &str| matches!(store.run(id), Err(StoreError::NoSuchRun(_)));
+pub fn allocate_run_id(store: &Store, chosen: Option<&RunId>) -> Result<RunId, PipelineError> {
+    let free = |id: &RunId| matches!(store.run(id), Err(StoreError::NoSuchRun(_)));
     match chosen {
-        Some(chosen) if crate::util::is_valid_id(chosen) && free(chosen) => Ok(chosen.to_string()),
+        Some(chosen) if free(chosen) => Ok(chosen.clone()),
         Some(chosen) => Err(InputError::new(
             Path::new("<command line>"),
-            format!("`{chosen}` cannot be a new run id (it is taken, or not a valid id)"),
+            format!("`{chosen}` cannot be a new run id: a run of that id exists"),
         )
         .key("--run-id")
         .fix("leave --run-id out to get a fresh id")
         .into()),
         None => loop {
-            let candidate = crate::util::new_run_id();
+            let candidate = RunId::generate();
             if free(&candidate) {
                 break Ok(candidate);
             }
@@ -138,7 +139,7 @@ pub fn register(
     request: &RunRequest,
     resolved: &Resolved,
 ) -> Result<Registered, PipelineError> {
-    let run_id = allocate_run_id(store, request.run_id.as_deref())?;
+    let run_id = allocate_run_id(store, request.run_id.as_ref())?;
     let worktree_base = resolved.worktree_folder.join(&run_id);
     let tasks = &resolved.plan.tasks;
     let branches: Vec<String> = tasks

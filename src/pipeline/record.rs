@@ -7,14 +7,14 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::git::{self, FileChange, GitError, RepoPaths};
-use crate::model::ExitStatus;
+use crate::model::{CommitId, ExitStatus, RunId, TaskId};
 use crate::paths::salvage_ref;
 
 /// What recording an attempt produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recorded {
     /// The attempt commit (`None`: the worker changed nothing).
-    pub commit: Option<String>,
+    pub commit: Option<CommitId>,
     /// The salvage ref holding it.
     pub salvage_ref: Option<String>,
     /// Set when the worktree's `.git` link had been changed (ccfan restored it before committing).
@@ -28,9 +28,9 @@ pub struct Recorded {
 #[derive(Debug, Clone)]
 pub struct AttemptFacts<'a> {
     /// Run id.
-    pub run_id: &'a str,
+    pub run_id: &'a RunId,
     /// Task id.
-    pub task_id: &'a str,
+    pub task_id: &'a TaskId,
     /// Attempt number.
     pub attempt: u32,
     /// The task goal.
@@ -127,9 +127,9 @@ pub struct AttemptRecord<'a> {
     /// Schema version.
     pub schema: u32,
     /// Run id.
-    pub run_id: &'a str,
+    pub run_id: &'a RunId,
     /// Task id.
-    pub task_id: &'a str,
+    pub task_id: &'a TaskId,
     /// Attempt number.
     pub attempt: u32,
     /// Worker profile.

@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::agents::tally::{AgentSummary, Tally};
 use crate::agents::{self, Agent, probe, prompt};
-use crate::model::{AgentConfig, TaskFileDoc, TaskSpec};
+use crate::model::{AgentConfig, CommitId, RunId, TaskFileDoc, TaskSpec};
 use crate::policy::Policy;
 use crate::sandbox::{self, EventStream, Launch, Outcome, SandboxError, SandboxPolicy, Tree};
 use crate::secrets::RulePack;
@@ -19,11 +19,11 @@ use crate::secrets::RulePack;
 #[derive(Debug, Clone)]
 pub struct AttemptContext<'a> {
     /// Run id.
-    pub run_id: &'a str,
+    pub run_id: &'a RunId,
     /// Attempt number (from 1).
     pub attempt: u32,
     /// The recorded base commit.
-    pub base_sha: &'a str,
+    pub base_sha: &'a CommitId,
     /// The task's worktree.
     pub worktree: &'a Path,
     /// The attempt's artifacts folder.
@@ -86,7 +86,7 @@ pub fn run_worker(
     let lossy = |path: &Path| path.to_string_lossy().into_owned();
     let extra = [
         ("CCFAN_RUN_ID".to_string(), context.run_id.to_string()),
-        ("CCFAN_TASK_ID".to_string(), task.id.clone()),
+        ("CCFAN_TASK_ID".to_string(), task.id.to_string()),
         ("CCFAN_ATTEMPT".to_string(), context.attempt.to_string()),
         ("CCFAN_WORKTREE".to_string(), lossy(context.worktree)),
         ("CCFAN_BASE_SHA".to_string(), context.base_sha.to_string()),

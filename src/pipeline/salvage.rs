@@ -8,21 +8,22 @@ use serde::Serialize;
 use super::PipelineError;
 use crate::git::{self, FileChange, RepoPaths};
 use crate::input::InputError;
+use crate::model::{CommitId, RunId, TaskId};
 use crate::store::Store;
 
 /// One salvaged attempt (or leftover work) of a task.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SalvageEntry {
     /// Run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Task id.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The ref's last component: `attempt-<n>`, `leftover-<time>` or `branch-<sha>`.
     pub name: String,
     /// The full ref.
     pub reference: String,
     /// The commit it holds.
-    pub commit: String,
+    pub commit: CommitId,
     /// The attempt number, when the ref is an attempt's.
     pub attempt: Option<u32>,
     /// The gate's verdict on that attempt, when it had one.
@@ -45,12 +46,12 @@ pub struct SalvageDetail {
 pub fn list(
     repo: &RepoPaths,
     store: &Store,
-    run_id: &str,
-    task_id: Option<&str>,
+    run_id: &RunId,
+    task_id: Option<&TaskId>,
 ) -> Result<Vec<SalvageEntry>, PipelineError> {
     let tasks = store.tasks(run_id)?;
     if let Some(task) = task_id
-        && !tasks.iter().any(|t| t.id == task)
+        && !tasks.iter().any(|t| &t.id == task)
     {
         return Err(crate::store::StoreError::NoSuchTask {
             run: run_id.to_string(),
@@ -59,7 +60,10 @@ pub fn list(
         .into());
     }
     let mut entries = Vec::new();
-    for task in tasks.iter().filter(|t| task_id.is_none_or(|id| id == t.id)) {
+    for task in tasks
+        .iter()
+        .filter(|t| task_id.is_none_or(|id| *id == t.id))
+    {
         let attempts = store.attempts(run_id, &task.id)?;
         let prefix = format!("refs/ccfan/{run_id}/{}/", task.id);
         for (reference, commit) in git::refs_under(repo, &prefix)? {
@@ -71,7 +75,7 @@ pub fn list(
                 .and_then(|n| attempts.iter().find(|a| a.n == n))
                 .and_then(|a| a.verdict.clone());
             entries.push(SalvageEntry {
-                run_id: run_id.to_string(),
+                run_id: run_id.clone(),
                 task_id: task.id.clone(),
                 name,
                 reference,
@@ -97,7 +101,9 @@ fn find(repo: &RepoPaths, store: &Store, spec: &str) -> Result<SalvageEntry, Pip
     let (Some(run), Some(task), Some(which)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad(&format!("`{spec}` does not name an attempt")));
     };
-    let entries = list(repo, store, run, Some(task))?;
+    let run = RunId::parse(run).map_err(|error| bad(&error.to_string()))?;
+    let task = TaskId::parse(task).map_err(|error| bad(&error.to_string()))?;
+    let entries = list(repo, store, &run, Some(&task))?;
     let wanted = which.parse::<u32>().ok();
     entries
         .into_iter()

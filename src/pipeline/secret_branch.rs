@@ -4,7 +4,7 @@
 
 use super::PipelineError;
 use crate::git::{self, RepoPaths};
-use crate::model::TaskState;
+use crate::model::{CommitId, RunId, TaskId, TaskState};
 use crate::paths::{AttemptDir, salvage_ref, task_branch};
 use crate::report::{Finding, Stage, VerifyReport};
 use crate::store::AttemptRow;
@@ -31,15 +31,15 @@ pub(super) struct Chain<'a> {
     /// The repository.
     pub repo: &'a RepoPaths,
     /// Run and task.
-    pub run_id: &'a str,
+    pub run_id: &'a RunId,
     /// The task.
-    pub task_id: &'a str,
+    pub task_id: &'a TaskId,
     /// The commit the chain started from.
-    pub base: &'a str,
+    pub base: &'a CommitId,
     /// Its attempts, oldest first.
     pub attempts: &'a [AttemptRow],
     /// The chain's last commit.
-    pub tip: &'a str,
+    pub tip: &'a CommitId,
     /// The state the task ends in.
     pub state: TaskState,
 }
@@ -65,7 +65,7 @@ pub(super) fn keep_secrets_off_branch(chain: &Chain<'_>) -> Result<Option<String
             .iter()
             .rev()
             .find_map(|attempt| attempt.commit.clone())
-            .unwrap_or_else(|| chain.base.to_string());
+            .unwrap_or_else(|| chain.base.clone());
         (clean, "is back before it")
     };
     let branch = task_branch(chain.run_id, chain.task_id);

@@ -6,13 +6,14 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError, query};
 use crate::agents::tally::AgentSummary;
+use crate::model::{RunId, TaskId};
 
 impl Store {
     /// Remembers the agent session a task's next rework resumes.
     pub fn set_agent_session(
         &mut self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
         session: &str,
     ) -> Result<(), StoreError> {
         self.update(
@@ -23,11 +24,15 @@ impl Store {
     }
 
     /// The agent session a task's next rework resumes, if any.
-    pub fn agent_session(&self, run_id: &str, task_id: &str) -> Result<Option<String>, StoreError> {
+    pub fn agent_session(
+        &self,
+        run_id: &RunId,
+        task_id: &TaskId,
+    ) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row(
                 "SELECT agent_session FROM tasks WHERE run_id = ?1 AND id = ?2",
-                [run_id, task_id],
+                rusqlite::params![run_id, task_id],
                 |row| row.get::<_, Option<String>>(0),
             )
             .optional()
@@ -38,8 +43,8 @@ impl Store {
     /// Stores an attempt's agent summary (progress so far, or the final tally).
     pub fn set_attempt_agent(
         &mut self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
         n: u32,
         summary: &AgentSummary,
     ) -> Result<(), StoreError> {
@@ -54,8 +59,8 @@ impl Store {
     /// The agent summaries of a task's attempts, oldest first (attempts of other workers are left out).
     pub fn attempt_agents(
         &self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
     ) -> Result<Vec<(u32, AgentSummary)>, StoreError> {
         let mut statement = self
             .conn
@@ -65,7 +70,7 @@ impl Store {
             )
             .map_err(query("listing agent summaries"))?;
         let rows = statement
-            .query_map([run_id, task_id], |row| {
+            .query_map(rusqlite::params![run_id, task_id], |row| {
                 Ok((row.get::<_, u32>(0)?, row.get::<_, String>(1)?))
             })
             .map_err(query("listing agent summaries"))?

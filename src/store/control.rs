@@ -5,7 +5,7 @@
 use rusqlite::params;
 
 use super::{RecoveredAttempt, Store, StoreError, query};
-use crate::model::{RunState, TaskState};
+use crate::model::{CommitId, RunId, RunState, TaskId, TaskState};
 use crate::util::now_millis;
 
 impl Store {
@@ -13,7 +13,7 @@ impl Store {
     /// another live ccfan process carries it.
     pub fn claim_run(
         &mut self,
-        run_id: &str,
+        run_id: &RunId,
         owner_pid: u32,
         owner_start: &str,
         owner_alive: impl Fn(i64, &str) -> bool,
@@ -60,7 +60,7 @@ impl Store {
     }
 
     /// Points a run at another target branch (`--into`).
-    pub fn set_target_branch(&mut self, run_id: &str, branch: &str) -> Result<(), StoreError> {
+    pub fn set_target_branch(&mut self, run_id: &RunId, branch: &str) -> Result<(), StoreError> {
         self.update(
             "setting a run's target branch",
             "UPDATE runs SET target_branch = ?2 WHERE id = ?1",
@@ -71,8 +71,8 @@ impl Store {
     /// Starts a fresh rework budget for a task at attempt `from`.
     pub fn set_budget_from(
         &mut self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
         from: u32,
     ) -> Result<(), StoreError> {
         self.update(
@@ -85,9 +85,9 @@ impl Store {
     /// Records the commit a task is about to land as on `branch` (before the branch moves), or clears it.
     pub fn set_landing(
         &mut self,
-        run_id: &str,
-        task_id: &str,
-        landing: Option<(&str, &str)>,
+        run_id: &RunId,
+        task_id: &TaskId,
+        landing: Option<(&CommitId, &str)>,
     ) -> Result<(), StoreError> {
         let (commit, branch) = landing.unzip();
         self.update(
@@ -101,8 +101,8 @@ impl Store {
     /// clears it.
     pub fn set_landed_with(
         &mut self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
         with: Option<&str>,
     ) -> Result<(), StoreError> {
         self.update(
@@ -115,8 +115,8 @@ impl Store {
     /// Records that a person accepted a task over the gate's verdict (who and why), or clears it.
     pub fn set_forced(
         &mut self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
         forced: Option<&str>,
     ) -> Result<(), StoreError> {
         self.update(
@@ -129,8 +129,8 @@ impl Store {
     /// A task's transitions, oldest first: (time in ms, state, reason).
     pub fn transitions(
         &self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
     ) -> Result<Vec<(i64, TaskState, Option<String>)>, StoreError> {
         let mut statement = self
             .conn
@@ -139,7 +139,7 @@ impl Store {
             )
             .map_err(query("listing transitions"))?;
         let rows = statement
-            .query_map([run_id, task_id], |row| {
+            .query_map(rusqlite::params![run_id, task_id], |row| {
                 Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
             })
             .map_err(query("listing transitions"))?
@@ -157,8 +157,8 @@ impl Store {
     /// Asks whoever carries the run to cancel one task (or every task); returns how many tasks were asked.
     pub fn request_cancel(
         &mut self,
-        run_id: &str,
-        task_id: Option<&str>,
+        run_id: &RunId,
+        task_id: Option<&TaskId>,
     ) -> Result<usize, StoreError> {
         self.conn
             .execute(
@@ -169,7 +169,7 @@ impl Store {
     }
 
     /// Clears a task's cancel request (a later `rework` or `retry` starts afresh).
-    pub fn clear_cancel(&mut self, run_id: &str, task_id: &str) -> Result<(), StoreError> {
+    pub fn clear_cancel(&mut self, run_id: &RunId, task_id: &TaskId) -> Result<(), StoreError> {
         self.update(
             "clearing a cancel request",
             "UPDATE tasks SET cancel_requested = 0 WHERE run_id = ?1 AND id = ?2",
@@ -178,7 +178,7 @@ impl Store {
     }
 
     /// Tasks of a run that another process asked to cancel.
-    pub fn cancel_requests(&self, run_id: &str) -> Result<Vec<String>, StoreError> {
+    pub fn cancel_requests(&self, run_id: &RunId) -> Result<Vec<TaskId>, StoreError> {
         let mut statement = self
             .conn
             .prepare_cached("SELECT id FROM tasks WHERE run_id = ?1 AND cancel_requested = 1")
@@ -186,7 +186,7 @@ impl Store {
         statement
             .query_map([run_id], |row| row.get(0))
             .map_err(query("reading cancel requests"))?
-            .collect::<Result<Vec<String>, _>>()
+            .collect::<Result<Vec<TaskId>, _>>()
             .map_err(query("reading cancel requests"))
     }
 
@@ -197,7 +197,7 @@ impl Store {
     pub fn recover(
         &mut self,
         owner_alive: impl Fn(i64, &str) -> bool,
-        landed: impl Fn(&str, &str) -> bool,
+        landed: impl Fn(&CommitId, &str) -> bool,
     ) -> Result<Vec<RecoveredAttempt>, StoreError> {
         let orphaned: Vec<_> = self
             .runs()?

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use crate::model::CommitId;
+
 pub use requests::{ActiveTask, Registration, request_fingerprint, task_fingerprint};
 pub use runs::{AttemptRow, NewAttempt, NewRun, NewTask, RecoveredAttempt, RunRow, TaskRow};
 
@@ -20,18 +22,18 @@ pub use runs::{AttemptRow, NewAttempt, NewRun, NewTask, RecoveredAttempt, RunRow
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskHead<'a> {
     /// The chain's base.
-    pub base: String,
+    pub base: CommitId,
     /// The chain's newest commit.
-    pub commit: Option<String>,
+    pub commit: Option<CommitId>,
     /// The latest recorded attempt.
     pub latest: &'a AttemptRow,
 }
 
 /// The head of a task from its attempts (oldest first); `None` before any attempt was recorded.
-pub fn task_head<'a>(attempts: &'a [AttemptRow], run_base: &str) -> Option<TaskHead<'a>> {
+pub fn task_head<'a>(attempts: &'a [AttemptRow], run_base: &CommitId) -> Option<TaskHead<'a>> {
     let latest = attempts.iter().rev().find(|a| a.state == "recorded")?;
-    let base = latest.base.clone().unwrap_or_else(|| run_base.to_string());
-    let same_base = |a: &&AttemptRow| a.base.as_deref().unwrap_or(run_base) == base;
+    let base = latest.base.clone().unwrap_or_else(|| run_base.clone());
+    let same_base = |a: &&AttemptRow| a.base.as_ref().unwrap_or(run_base) == &base;
     let commit = attempts
         .iter()
         .rev()

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::{Store, StoreError, query};
-use crate::model::{RunState, TaskSpec};
+use crate::model::{RunId, RunState, TaskId, TaskSpec};
 use crate::util::now_millis;
 
 /// How long a registered delegation counts as starting before its run appears (its ccfan process then failed).
@@ -16,11 +16,11 @@ const PENDING_MS: i64 = 120_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveTask {
     /// The new task that duplicates it.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// Where the identical task is active.
-    pub active_run: String,
+    pub active_run: RunId,
     /// Its id there.
-    pub active_task: String,
+    pub active_task: TaskId,
 }
 
 /// What registering a delegation found.
@@ -34,7 +34,7 @@ pub enum Registration {
     /// The request id was seen before: its run, and whether the request was the same.
     Existing {
         /// The run it started.
-        run_id: String,
+        run_id: RunId,
         /// Whether the earlier request had the same content.
         same: bool,
     },
@@ -71,8 +71,8 @@ impl Store {
         &mut self,
         key: &str,
         fingerprint: &str,
-        run_id: &str,
-        tasks: &[(&str, &TaskSpec)],
+        run_id: &RunId,
+        tasks: &[(&TaskId, &TaskSpec)],
         owner_alive: impl Fn(i64, &str) -> bool,
     ) -> Result<Registration, StoreError> {
         let context = "registering a delegation";
@@ -80,7 +80,7 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(query(context))?;
-        let earlier: Option<(String, String)> = tx
+        let earlier: Option<(RunId, String)> = tx
             .query_row(
                 "SELECT run_id, fingerprint FROM requests WHERE key = ?1",
                 [key],
@@ -95,12 +95,12 @@ impl Store {
             });
         }
         // Active work: (fingerprint, run, task).
-        let mut active: Vec<(String, String, String)> = Vec::new();
+        let mut active: Vec<(String, RunId, TaskId)> = Vec::new();
         {
             let mut runs = tx
                 .prepare("SELECT id, owner_pid, owner_start FROM runs WHERE state = ?1")
                 .map_err(query(context))?;
-            let running: Vec<(String, i64, String)> = runs
+            let running: Vec<(RunId, i64, String)> = runs
                 .query_map([RunState::Running.as_str()], |row| {
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })
@@ -114,7 +114,7 @@ impl Store {
                 if !owner_alive(pid, &start) {
                     continue;
                 }
-                let rows: Vec<(String, String, String)> = tasks_of
+                let rows: Vec<(TaskId, String, String)> = tasks_of
                     .query_map([&run], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
                     .map_err(query(context))?
                     .collect::<Result<_, _>>()
@@ -136,7 +136,7 @@ impl Store {
                      WHERE r.created_at > ?1 AND NOT EXISTS (SELECT 1 FROM runs WHERE id = r.run_id)",
                 )
                 .map_err(query(context))?;
-            let starting: Vec<(String, String)> = pending
+            let starting: Vec<(RunId, String)> = pending
                 .query_map([now_millis() - PENDING_MS], |row| {
                     Ok((row.get(0)?, row.get(1)?))
                 })
@@ -144,7 +144,7 @@ impl Store {
                 .collect::<Result<_, _>>()
                 .map_err(query(context))?;
             for (run, list) in starting {
-                let list: Vec<(String, String)> = serde_json::from_str(&list).unwrap_or_default();
+                let list: Vec<(TaskId, String)> = serde_json::from_str(&list).unwrap_or_default();
                 active.extend(
                     list.into_iter()
                         .map(|(task, print)| (print, run.clone(), task)),
@@ -157,11 +157,11 @@ impl Store {
             let print = task_fingerprint(spec);
             match active.iter().find(|(other, _, _)| *other == print) {
                 Some((_, run, task)) => duplicates.push(ActiveTask {
-                    task_id: (*task_id).to_string(),
+                    task_id: (*task_id).clone(),
                     active_run: run.clone(),
                     active_task: task.clone(),
                 }),
-                None => starting.push(((*task_id).to_string(), print)),
+                None => starting.push(((*task_id).clone(), print)),
             }
         }
         let list = serde_json::to_string(&starting)
@@ -177,7 +177,7 @@ impl Store {
 
     /// The sequence number of a run's latest stored transition (0 if none): a follow-up command started by
     /// another process has begun once this grows.
-    pub fn last_transition(&self, run_id: &str) -> Result<i64, StoreError> {
+    pub fn last_transition(&self, run_id: &RunId) -> Result<i64, StoreError> {
         self.conn
             .query_row(
                 "SELECT COALESCE(MAX(seq), 0) FROM transitions WHERE run_id = ?1",
@@ -200,11 +200,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ids::fixtures::{run, task};
     use crate::model::{WorkerKind, WorkerProfile};
 
     fn spec(goal: &str) -> TaskSpec {
         TaskSpec {
-            id: "t".to_string(),
+            id: task("t"),
             goal: goal.to_string(),
             allowed: vec!["src/**".to_string()],
             denied: Vec::new(),
@@ -232,38 +233,60 @@ mod tests {
         let a = spec("add a test");
         let b = spec("fix the parser");
         let first = store
-            .register_delegation("req-1", "fp1", "run-1", &[("a", &a)], |_, _| true)
+            .register_delegation(
+                "req-1",
+                "fp1",
+                &run("run-1"),
+                &[(&task("a"), &a)],
+                |_, _| true,
+            )
             .unwrap();
         assert_eq!(first, Registration::New { duplicates: vec![] });
         let again = store
-            .register_delegation("req-1", "fp2", "run-9", &[("a", &a)], |_, _| true)
+            .register_delegation(
+                "req-1",
+                "fp2",
+                &run("run-9"),
+                &[(&task("a"), &a)],
+                |_, _| true,
+            )
             .unwrap();
         assert_eq!(
             again,
             Registration::Existing {
-                run_id: "run-1".to_string(),
+                run_id: run("run-1"),
                 same: false
             }
         );
         // run-1 has not appeared yet: its task counts as starting.
         let other = store
-            .register_delegation("req-2", "fp3", "run-2", &[("x", &a), ("y", &b)], |_, _| {
-                true
-            })
+            .register_delegation(
+                "req-2",
+                "fp3",
+                &run("run-2"),
+                &[(&task("x"), &a), (&task("y"), &b)],
+                |_, _| true,
+            )
             .unwrap();
         assert_eq!(
             other,
             Registration::New {
                 duplicates: vec![ActiveTask {
-                    task_id: "x".to_string(),
-                    active_run: "run-1".to_string(),
-                    active_task: "a".to_string(),
+                    task_id: task("x"),
+                    active_run: run("run-1"),
+                    active_task: task("a"),
                 }]
             }
         );
         store.forget_delegation("req-1").unwrap();
         let fresh = store
-            .register_delegation("req-1", "fp1", "run-3", &[("a", &b)], |_, _| true)
+            .register_delegation(
+                "req-1",
+                "fp1",
+                &run("run-3"),
+                &[(&task("a"), &b)],
+                |_, _| true,
+            )
             .unwrap();
         // b is starting under req-2 now.
         assert!(matches!(fresh, Registration::New { duplicates } if duplicates.len() == 1));

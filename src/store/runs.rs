@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{Store, StoreError, query};
-use crate::model::{ExitStatus, RunState, TaskSpec, TaskState};
+use crate::model::{CommitId, ExitStatus, RunId, RunState, TaskId, TaskSpec, TaskState};
 use crate::util::now_millis;
 
 /// A run about to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewRun<'a> {
     /// Run id.
-    pub id: &'a str,
+    pub id: &'a RunId,
     /// Recorded base commit.
-    pub base_sha: &'a str,
+    pub base_sha: &'a CommitId,
     /// What the user named as base.
     pub base_rev: &'a str,
     /// Branch checked out when the run started.
@@ -49,7 +49,7 @@ pub struct NewAttempt<'a> {
     /// Attempt number.
     pub n: u32,
     /// The commit its chain starts from.
-    pub base: &'a str,
+    pub base: &'a CommitId,
     /// Its artifacts folder.
     pub dir: &'a std::path::Path,
     /// Its log file.
@@ -62,13 +62,13 @@ pub struct NewAttempt<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
     /// Run id.
-    pub id: String,
+    pub id: RunId,
     /// Start time (ms).
     pub created_at: i64,
     /// State.
     pub state: RunState,
     /// Base commit.
-    pub base_sha: String,
+    pub base_sha: CommitId,
     /// Base as named.
     pub base_rev: String,
     /// Target branch.
@@ -87,7 +87,7 @@ pub struct RunRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRow {
     /// Task id.
-    pub id: String,
+    pub id: TaskId,
     /// Spec.
     pub spec: TaskSpec,
     /// State.
@@ -107,7 +107,7 @@ pub struct TaskRow {
     /// The first attempt of its current rework budget (`retry` starts a new one).
     pub budget_from: u32,
     /// The commit it lands (or landed) as, set before the branch moves.
-    pub landing: Option<String>,
+    pub landing: Option<CommitId>,
     /// The branch `landing` is meant for.
     pub landed_on: Option<String>,
     /// Another process asked for it to be cancelled.
@@ -133,7 +133,7 @@ pub struct AttemptRow {
     /// How the worker ended.
     pub exit: Option<ExitStatus>,
     /// The attempt commit.
-    pub commit: Option<String>,
+    pub commit: Option<CommitId>,
     /// The salvage ref.
     pub salvage_ref: Option<String>,
     /// Artifacts folder.
@@ -145,16 +145,16 @@ pub struct AttemptRow {
     /// The gate's verdict.
     pub verdict: Option<crate::report::Verdict>,
     /// The commit the attempt started from (`None` in old databases: the run's base).
-    pub base: Option<String>,
+    pub base: Option<CommitId>,
 }
 
 /// An attempt that was in flight when its owner died.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecoveredAttempt {
     /// Run id.
-    pub run_id: String,
+    pub run_id: RunId,
     /// Task id.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The worker's token.
     pub token: String,
 }
@@ -246,8 +246,8 @@ impl Store {
     /// Moves a task to `state`, recording the transition with its reason.
     pub fn set_task_state(
         &mut self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
         state: TaskState,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -272,8 +272,8 @@ impl Store {
     /// Records the `.git` link file content of a task's new (or re-created) worktree, marking it present.
     pub fn set_git_link(
         &mut self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
         link: &str,
     ) -> Result<(), StoreError> {
         self.update(
@@ -284,7 +284,7 @@ impl Store {
     }
 
     /// Marks a task's worktree and branch as removed by `gc`.
-    pub fn set_removed(&mut self, run_id: &str, task_id: &str) -> Result<(), StoreError> {
+    pub fn set_removed(&mut self, run_id: &RunId, task_id: &TaskId) -> Result<(), StoreError> {
         self.update(
             "marking a worktree removed",
             "UPDATE tasks SET removed = 1 WHERE run_id = ?1 AND id = ?2",
@@ -295,8 +295,8 @@ impl Store {
     /// Records the start of an attempt (before the worker is spawned).
     pub fn start_attempt(
         &mut self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
         attempt: &NewAttempt<'_>,
     ) -> Result<(), StoreError> {
         let NewAttempt {
@@ -336,8 +336,8 @@ impl Store {
     /// Records the worker's pid once it is spawned.
     pub fn set_attempt_pid(
         &mut self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
         n: u32,
         pid: u32,
     ) -> Result<(), StoreError> {
@@ -351,11 +351,11 @@ impl Store {
     /// Records how an attempt ended and where its work is kept.
     pub fn finish_attempt(
         &mut self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
         n: u32,
         exit: Option<&ExitStatus>,
-        commit: Option<&str>,
+        commit: Option<&CommitId>,
         salvage_ref: Option<&str>,
     ) -> Result<(), StoreError> {
         let exit = exit.map(|e| serde_json::to_string(e).unwrap_or_default());
@@ -370,8 +370,8 @@ impl Store {
     /// Records the gate's verdict on an attempt.
     pub fn set_verdict(
         &mut self,
-        run_id: &str,
-        task_id: &str,
+        run_id: &RunId,
+        task_id: &TaskId,
         n: u32,
         verdict: &crate::report::Verdict,
     ) -> Result<(), StoreError> {
@@ -386,7 +386,7 @@ impl Store {
     /// Marks a run finished or interrupted.
     pub fn finish_run(
         &mut self,
-        run_id: &str,
+        run_id: &RunId,
         state: RunState,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -414,7 +414,7 @@ impl Store {
     }
 
     /// One run.
-    pub fn run(&self, run_id: &str) -> Result<RunRow, StoreError> {
+    pub fn run(&self, run_id: &RunId) -> Result<RunRow, StoreError> {
         let row = self
             .conn
             .query_row(
@@ -429,7 +429,7 @@ impl Store {
     }
 
     /// A run's tasks in task-file order.
-    pub fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>, StoreError> {
+    pub fn tasks(&self, run_id: &RunId) -> Result<Vec<TaskRow>, StoreError> {
         let mut statement = self
             .conn
             .prepare_cached(
@@ -441,7 +441,7 @@ impl Store {
         let raw = statement
             .query_map([run_id], |row| {
                 Ok((
-                    row.get::<_, String>(0)?,
+                    row.get::<_, TaskId>(0)?,
                     row.get::<_, String>(1)?,
                     row.get::<_, String>(2)?,
                     row.get::<_, Option<String>>(3)?,
@@ -452,7 +452,7 @@ impl Store {
                     row.get::<_, bool>(8)?,
                     (
                         row.get::<_, u32>(9)?,
-                        row.get::<_, Option<String>>(10)?,
+                        row.get::<_, Option<CommitId>>(10)?,
                         row.get::<_, Option<String>>(11)?,
                         row.get::<_, bool>(12)?,
                         row.get::<_, Option<String>>(13)?,
@@ -502,7 +502,11 @@ impl Store {
     }
 
     /// A task's attempts, oldest first.
-    pub fn attempts(&self, run_id: &str, task_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
+    pub fn attempts(
+        &self,
+        run_id: &RunId,
+        task_id: &TaskId,
+    ) -> Result<Vec<AttemptRow>, StoreError> {
         let mut statement = self
             .conn
             .prepare_cached(
@@ -511,7 +515,7 @@ impl Store {
             )
             .map_err(query("listing attempts"))?;
         let rows = statement
-            .query_map([run_id, task_id], |row| {
+            .query_map(rusqlite::params![run_id, task_id], |row| {
                 Ok((
                     AttemptRow {
                         n: row.get(0)?,
@@ -560,11 +564,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::model::ids::fixtures::{commit, run, task};
     use crate::model::{WorkerKind, WorkerProfile};
 
     fn spec(id: &str) -> TaskSpec {
         TaskSpec {
-            id: id.to_string(),
+            id: task(id),
             goal: "g".to_string(),
             allowed: vec!["**".to_string()],
             denied: vec![],
@@ -601,9 +606,10 @@ mod tests {
                 worktree: Path::new("/w/b"),
             },
         ];
+        let (id, base) = (run("r"), commit("abc"));
         let run = NewRun {
-            id: "r",
-            base_sha: "abc",
+            id: &id,
+            base_sha: &base,
             base_rev: "HEAD",
             target_branch: Some("main"),
             tasks_file: Path::new("tasks.toml"),
@@ -621,15 +627,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = two_task_run(dir.path());
         store
-            .set_task_state("r", "a", TaskState::Running, None)
+            .set_task_state(&run("r"), &task("a"), TaskState::Running, None)
             .unwrap();
         store
             .start_attempt(
-                "r",
-                "a",
+                &run("r"),
+                &task("a"),
                 &NewAttempt {
                     n: 1,
-                    base: "abc",
+                    base: &commit("abc"),
                     dir: Path::new("/d"),
                     log_path: Path::new("/d/log"),
                     token: "tok",
@@ -637,7 +643,7 @@ mod tests {
             )
             .unwrap();
         store
-            .set_task_state("r", "b", TaskState::Accepted, None)
+            .set_task_state(&run("r"), &task("b"), TaskState::Accepted, None)
             .unwrap();
 
         // The owner is alive: nothing changes.
@@ -646,34 +652,40 @@ mod tests {
         let recovered = store.recover(|_, _| false, |_, _| false).unwrap();
         assert_eq!(recovered.len(), 1);
         assert_eq!(recovered[0].token, "tok");
-        let tasks = store.tasks("r").unwrap();
+        let tasks = store.tasks(&run("r")).unwrap();
         assert_eq!(tasks[0].state, TaskState::Interrupted);
         assert!(tasks[0].reason.as_deref().unwrap().contains("pid 1"));
         assert_eq!(tasks[1].state, TaskState::Accepted);
-        assert_eq!(store.run("r").unwrap().state, RunState::Interrupted);
-        assert_eq!(store.attempts("r", "a").unwrap()[0].state, "interrupted");
-        assert!(matches!(store.run("zzz"), Err(StoreError::NoSuchRun(_))));
+        assert_eq!(store.run(&run("r")).unwrap().state, RunState::Interrupted);
+        assert_eq!(
+            store.attempts(&run("r"), &task("a")).unwrap()[0].state,
+            "interrupted"
+        );
+        assert!(matches!(
+            store.run(&run("zzz")),
+            Err(StoreError::NoSuchRun(_))
+        ));
     }
 
     #[test]
     fn a_task_killed_mid_merge_is_settled_from_git() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = two_task_run(dir.path());
-        for (task, landing) in [("a", "on-main"), ("b", "not-on-main")] {
+        for (id, landing) in [("a", commit("a1")), ("b", commit("b2"))] {
             store
-                .set_landing("r", task, Some((landing, "main")))
+                .set_landing(&run("r"), &task(id), Some((&landing, "main")))
                 .unwrap();
             store
-                .set_task_state("r", task, TaskState::Merging, None)
+                .set_task_state(&run("r"), &task(id), TaskState::Merging, None)
                 .unwrap();
         }
         store
             .recover(
                 |_, _| false,
-                |commit, branch| commit == "on-main" && branch == "main",
+                |landing, branch| *landing == commit("a1") && branch == "main",
             )
             .unwrap();
-        let tasks = store.tasks("r").unwrap();
+        let tasks = store.tasks(&run("r")).unwrap();
         assert_eq!(tasks[0].state, TaskState::Merged);
         assert!(tasks[0].reason.as_deref().unwrap().contains("main holds"));
         assert_eq!(tasks[1].state, TaskState::Accepted);

@@ -105,7 +105,7 @@ pub fn run_view(view: &RunView) -> String {
         .iter()
         .map(|task| {
             vec![
-                task.id.clone(),
+                task.id.to_string(),
                 task.state.to_string(),
                 task.attempts.to_string(),
                 task.elapsed_secs.map(format_secs).unwrap_or_default(),
@@ -263,7 +263,7 @@ pub fn run_list(list: &RunList) -> String {
                 .map(|(state, n)| format!("{n} {state}"))
                 .collect();
             vec![
-                run.run_id.clone(),
+                run.run_id.to_string(),
                 run.state.as_str().to_string(),
                 run.created_at.clone(),
                 short(&run.base).to_string(),
@@ -297,7 +297,7 @@ pub fn gc_report(report: &GcReport) -> String {
     for skipped in &report.skipped {
         let what = match &skipped.task_id {
             Some(task) => format!("{}/{task}", skipped.run_id),
-            None => skipped.run_id.clone(),
+            None => skipped.run_id.to_string(),
         };
         text.push_str(&format!("skipped {what}: {}\n", skipped.reason));
     }
@@ -385,14 +385,14 @@ mod tests {
                     reason: Option<&str>,
                     commit: Option<&str>,
                     exit: ExitStatus| TaskView {
-            id: id.to_string(),
+            id: crate::model::ids::fixtures::task(id),
             state,
             reason: reason.map(str::to_string),
             attempts: 1,
             branch: format!("ccfan/r1/{id}"),
             worktree: format!("/wt/repo-1/r1/{id}").into(),
             worktree_present: true,
-            commit: commit.map(str::to_string),
+            commit: commit.map(crate::model::ids::fixtures::commit),
             exit_status: Some(exit),
             salvage_refs: vec![],
             log: None,
@@ -404,10 +404,10 @@ mod tests {
         };
         let view = RunView {
             schema: 1,
-            run_id: "r1".to_string(),
+            run_id: crate::model::ids::fixtures::run("r1"),
             state: RunState::Finished,
             created_at: "2026-11-21T20:00:00Z".to_string(),
-            base: "0123456789abcdef".to_string(),
+            base: crate::model::ids::fixtures::commit("0123456789abcdef"),
             base_rev: "HEAD".to_string(),
             target_branch: Some("main".to_string()),
             tasks_file: "/tasks.toml".into(),

@@ -10,14 +10,14 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{one_line, short};
 use crate::events::{Event, EventSink};
-use crate::model::TaskState;
+use crate::model::{TaskId, TaskState};
 
 /// Renders pipeline events as they come.
 pub struct Progress {
     live: Option<MultiProgress>,
-    bars: Mutex<HashMap<String, ProgressBar>>,
+    bars: Mutex<HashMap<TaskId, ProgressBar>>,
     /// The agent progress line last shown per task (plain lines repeat nothing).
-    shown: Mutex<HashMap<String, String>>,
+    shown: Mutex<HashMap<TaskId, String>>,
 }
 
 impl Progress {
@@ -31,12 +31,12 @@ impl Progress {
         }
     }
 
-    fn bar(&self, multi: &MultiProgress, task: &str) -> ProgressBar {
+    fn bar(&self, multi: &MultiProgress, task: &TaskId) -> ProgressBar {
         let mut bars = self
             .bars
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        bars.entry(task.to_string())
+        bars.entry(task.clone())
             .or_insert_with(|| {
                 let style =
                     ProgressStyle::with_template("{spinner} {prefix:<16} {msg} {elapsed:>4}")

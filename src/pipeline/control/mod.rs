@@ -16,7 +16,7 @@ use super::{PipelineError, load_policy, load_rules, open_state};
 use crate::events::{Event, EventSink};
 use crate::git::{self, RepoPaths};
 use crate::input::InputError;
-use crate::model::{RunState, RunView, TaskState};
+use crate::model::{RunId, RunState, RunView, TaskId, TaskState};
 use crate::paths::StateLayout;
 use crate::report::{Finding, Stage, VerifyReport};
 use crate::store::{Store, StoreError, TaskRow, task_head};
@@ -26,29 +26,33 @@ use crate::{sandbox, status};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// Run id.
-    pub run: String,
+    pub run: RunId,
     /// Task id, if one.
-    pub task: Option<String>,
+    pub task: Option<TaskId>,
 }
 
 impl Target {
-    /// Parses `run` or `run/task`.
-    pub fn parse(text: &str) -> Target {
-        match text.split_once('/') {
-            Some((run, task)) => Target {
-                run: run.to_string(),
-                task: Some(task.to_string()),
-            },
-            None => Target {
-                run: text.to_string(),
-                task: None,
-            },
-        }
+    /// Parses `run` or `run/task`; a malformed id is bad input naming what is wrong with it.
+    pub fn parse(text: &str) -> Result<Target, PipelineError> {
+        let bad = |error: crate::model::IdError| -> PipelineError {
+            InputError::new(Path::new("<command line>"), error.to_string())
+                .key("RUN[/TASK]")
+                .fix("give a run id as `ccfan status` lists it, and a task id of that run after a `/`")
+                .into()
+        };
+        let (run, task) = match text.split_once('/') {
+            Some((run, task)) => (run, Some(task)),
+            None => (text, None),
+        };
+        Ok(Target {
+            run: RunId::parse(run).map_err(bad)?,
+            task: task.map(TaskId::parse).transpose().map_err(bad)?,
+        })
     }
 
     /// The task, or a bad-input error saying the command needs one.
-    pub fn need_task(&self, command: &str) -> Result<&str, PipelineError> {
-        self.task.as_deref().ok_or_else(|| {
+    pub fn need_task(&self, command: &str) -> Result<&TaskId, PipelineError> {
+        self.task.as_ref().ok_or_else(|| {
             InputError::new(
                 Path::new("<command line>"),
                 format!("`ccfan {command}` needs one task: write <run>/<task>"),
@@ -87,7 +91,7 @@ impl Control<'_> {
     /// the run again.
     fn with_carrier<T>(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         into: Option<&str>,
         act: impl FnOnce(&Carrier<'_>) -> Result<T, PipelineError>,
     ) -> Result<T, PipelineError> {
@@ -104,7 +108,7 @@ impl Control<'_> {
             let policy = load_policy(self.repo, None)?;
             let rules = load_rules(&policy)?;
             let tasks = store.tasks(run_id)?;
-            let cancels = Cancels::new(self.cancel, tasks.iter().map(|t| t.id.as_str()));
+            let cancels = Cancels::new(self.cancel, tasks.iter().map(|t| &t.id));
             let carrier = Carrier::new(RunContext {
                 repo: self.repo,
                 policy: &policy,
@@ -137,7 +141,7 @@ impl Control<'_> {
 
     fn outcome(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         refused: Option<Refusal>,
     ) -> Result<ControlOutcome, PipelineError> {
         let (store, _) = open_state(self.repo)?;
@@ -151,11 +155,11 @@ impl Control<'_> {
     /// Returns the outcome and the tasks it tried to land.
     pub fn merge(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         into: Option<&str>,
-    ) -> Result<(ControlOutcome, Vec<String>), PipelineError> {
+    ) -> Result<(ControlOutcome, Vec<TaskId>), PipelineError> {
         let acted = self.with_carrier(run_id, into, |carrier| {
-            let acted: Vec<String> = carrier
+            let acted: Vec<TaskId> = carrier
                 .store()
                 .tasks(run_id)?
                 .into_iter()
@@ -257,7 +261,7 @@ impl Control<'_> {
                 Some(id) => vec![tasks.iter().find(|t| &t.id == id).ok_or_else(|| {
                     StoreError::NoSuchTask {
                         run: carrier.run_id.to_string(),
-                        task: id.clone(),
+                        task: id.to_string(),
                     }
                 })?],
                 None => tasks.iter().collect(),
@@ -310,8 +314,8 @@ impl Control<'_> {
             && !store.tasks(&target.run)?.iter().any(|t| &t.id == task)
         {
             return Err(StoreError::NoSuchTask {
-                run: target.run.clone(),
-                task: task.clone(),
+                run: target.run.to_string(),
+                task: task.to_string(),
             }
             .into());
         }
@@ -324,7 +328,7 @@ impl Control<'_> {
                 }),
             );
         }
-        store.request_cancel(&target.run, target.task.as_deref())?;
+        store.request_cancel(&target.run, target.task.as_ref())?;
         self.sink.emit(Event::Warning {
             message: format!(
                 "asked the ccfan process (pid {}) carrying run {} to cancel {}",
@@ -352,12 +356,12 @@ impl Control<'_> {
     }
 }
 
-fn find_task(carrier: &Carrier<'_>, task_id: &str) -> Result<TaskRow, PipelineError> {
+fn find_task(carrier: &Carrier<'_>, task_id: &TaskId) -> Result<TaskRow, PipelineError> {
     carrier
         .store()
         .tasks(carrier.run_id)?
         .into_iter()
-        .find(|task| task.id == task_id)
+        .find(|task| &task.id == task_id)
         .ok_or_else(|| {
             StoreError::NoSuchTask {
                 run: carrier.run_id.to_string(),

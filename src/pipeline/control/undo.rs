@@ -2,7 +2,7 @@
 //! (a revert commit for a merged task; a reset worktree, after salvaging, otherwise).
 
 use crate::git::{self, MergePreview};
-use crate::model::TaskState;
+use crate::model::{TaskId, TaskState};
 use crate::pipeline::PipelineError;
 use crate::pipeline::carry::{Carrier, Cursor};
 use crate::pipeline::integrate::{Move, move_branch};
@@ -25,7 +25,7 @@ impl Carrier<'_> {
                 let tip = head.commit.clone().unwrap_or_else(|| head.base.clone());
                 (head.base, tip)
             }
-            None => (self.base_sha.to_string(), self.base_sha.to_string()),
+            None => (self.base_sha.clone(), self.base_sha.clone()),
         };
         let next = task.attempts + 1;
         self.store().set_budget_from(self.run_id, &task.id, next)?;
@@ -70,7 +70,7 @@ impl Carrier<'_> {
         }
         let attempts = self.store().attempts(self.run_id, &task.id)?;
         let base = task_head(&attempts, self.base_sha)
-            .map_or_else(|| self.base_sha.to_string(), |head| head.base);
+            .map_or_else(|| self.base_sha.clone(), |head| head.base);
         if !task.removed && task.worktree.is_dir() {
             let tip = task_head(&attempts, self.base_sha)
                 .and_then(|head| head.commit)
@@ -100,7 +100,7 @@ impl Carrier<'_> {
         if let Some(with) = &task.landed_with {
             return Ok(Some(Refusal::LandedNothing {
                 task: task.id.clone(),
-                with: (!with.is_empty()).then(|| with.clone()),
+                with: TaskId::parse(with.as_str()).ok(),
             }));
         }
         let refuse = |why: String| {

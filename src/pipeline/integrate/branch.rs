@@ -2,6 +2,7 @@
 //! the paths it changes is dirty there; and the words a landing writes (commit message, what to run).
 
 use crate::git::{self};
+use crate::model::{RunId, TaskId};
 use crate::pipeline::PipelineError;
 use crate::util::short;
 
@@ -15,7 +16,7 @@ pub(in crate::pipeline) enum Move {
 }
 
 /// The integration branch of a run.
-pub fn integration_branch(run_id: &str) -> String {
+pub fn integration_branch(run_id: &RunId) -> String {
     format!("ccfan/{run_id}/integration")
 }
 
@@ -60,7 +61,7 @@ pub(in crate::pipeline) fn move_branch(
 }
 
 /// What to run to bring a diverted landing into the target.
-pub(super) fn catch_up(integration: &str, run_id: &str) -> String {
+pub(super) fn catch_up(integration: &str, run_id: &RunId) -> String {
     format!(
         "Stash your changes (`git stash`), run `git merge --ff-only {integration}`, then `git stash pop`; \
          or commit them and run `ccfan merge {run_id}`"
@@ -68,7 +69,7 @@ pub(super) fn catch_up(integration: &str, run_id: &str) -> String {
 }
 
 /// The message of a landing commit: the goal's first line, then where it came from.
-pub(super) fn landing_message(goal: &str, task: &str, run: &str, attempt: u32) -> String {
+pub(super) fn landing_message(goal: &str, task: &TaskId, run: &RunId, attempt: u32) -> String {
     let line = goal.lines().next().unwrap_or(task).trim();
     let title = if line.chars().count() <= 72 {
         line.to_string()
@@ -88,7 +89,12 @@ mod tests {
 
     #[test]
     fn landing_message_has_title_and_trailers() {
-        let message = landing_message("Add a farewell\nmore words", "bye", "r1", 2);
+        let message = landing_message(
+            "Add a farewell\nmore words",
+            &crate::model::ids::fixtures::task("bye"),
+            &crate::model::ids::fixtures::run("r1"),
+            2,
+        );
         assert!(message.starts_with("Add a farewell\n\n"));
         assert!(message.contains("Ccfan-Task: bye\n"));
         assert!(message.contains("attempt 2"));

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::git::{self, MergePreview};
-use crate::model::{ExitStatus, TaskState};
+use crate::model::{CommitId, ExitStatus, TaskId, TaskState};
 use crate::pipeline::PipelineError;
 use crate::pipeline::carry::Carrier;
 use crate::pipeline::gate::{self, AttemptRef};
@@ -28,8 +28,8 @@ enum Flow<T> {
 /// A landing commit ready to move the branch to: merged in memory onto `tip` and gated.
 struct Ready {
     n: u32,
-    tip: String,
-    landing: String,
+    tip: CommitId,
+    landing: CommitId,
 }
 
 impl Carrier<'_> {
@@ -37,7 +37,7 @@ impl Carrier<'_> {
     /// memory onto the tip, gate that commit, move the branch by compare-and-swap, report what the branch holds.
     pub(super) fn land(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         target: &str,
         dest: &mut Destination,
         overlap: Option<&String>,
@@ -63,7 +63,7 @@ impl Carrier<'_> {
     }
 
     /// Landed already: on the integration branch earlier, then brought into the target by the user.
-    fn found_on_target(&self, task_id: &str, target: &str) -> Result<bool, PipelineError> {
+    fn found_on_target(&self, task_id: &TaskId, target: &str) -> Result<bool, PipelineError> {
         let task = self.fresh(task_id)?;
         let Some(landing) = &task.landing else {
             return Ok(false);
@@ -177,8 +177,8 @@ impl Carrier<'_> {
         &self,
         task: &TaskRow,
         dest: &Destination,
-        tip: &str,
-        commit: &str,
+        tip: &CommitId,
+        commit: &CommitId,
         paths: &[String],
     ) -> Result<Flow<Ready>, PipelineError> {
         // Every path stored or shown is redacted (a worker names its files).
@@ -227,8 +227,8 @@ impl Carrier<'_> {
         task: &TaskRow,
         dest: &Destination,
         head: &crate::store::TaskHead<'_>,
-        tip: &str,
-        commit: &str,
+        tip: &CommitId,
+        commit: &CommitId,
         verdict: Verdict,
         report: &crate::report::VerifyReport,
     ) -> Result<Flow<Ready>, PipelineError> {
@@ -401,7 +401,7 @@ impl Carrier<'_> {
 
     /// A fresh integration branch at `tip`: `ccfan/<run>/integration`, or `…-2`, `…-3` when an earlier one
     /// exists (it may hold work the user built on; ccfan never moves it).
-    fn integration_branch(&self, tip: &str) -> Result<String, PipelineError> {
+    fn integration_branch(&self, tip: &CommitId) -> Result<String, PipelineError> {
         let base = integration_branch(self.run_id);
         for n in 1..100 {
             let name = if n == 1 {
@@ -411,7 +411,7 @@ impl Carrier<'_> {
             };
             let full = format!("refs/heads/{name}");
             match git::ref_target(self.repo, &full)? {
-                Some(existing) if existing == tip => return Ok(name),
+                Some(existing) if existing == *tip => return Ok(name),
                 Some(_) => continue,
                 None => {
                     git::set_ref(
@@ -433,8 +433,8 @@ impl Carrier<'_> {
         &self,
         task: &TaskRow,
         latest: &crate::store::AttemptRow,
-        tip: &str,
-        landing: &str,
+        tip: &CommitId,
+        landing: &CommitId,
     ) -> Result<(crate::report::VerifyReport, Verdict), PipelineError> {
         let checker = self.gate(self.cancel.of(&task.id));
         let exit = ExitStatus::Code { code: 0 };

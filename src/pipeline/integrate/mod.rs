@@ -18,7 +18,7 @@ use super::PipelineError;
 use super::carry::Carrier;
 use crate::events::Event;
 use crate::git::{self};
-use crate::model::TaskState;
+use crate::model::{TaskId, TaskState};
 use crate::store::{TaskRow, task_head};
 use crate::util::short;
 
@@ -90,9 +90,9 @@ impl Carrier<'_> {
     }
 
     /// Tasks whose actual diffs touch the same files: warned about, and noted on each.
-    fn overlaps(&self, accepted: &[&TaskRow]) -> Result<BTreeMap<String, String>, PipelineError> {
+    fn overlaps(&self, accepted: &[&TaskRow]) -> Result<BTreeMap<TaskId, String>, PipelineError> {
         let run = self.store().run(self.run_id)?;
-        let mut touched: Vec<(&str, Vec<String>)> = Vec::new();
+        let mut touched: Vec<(&TaskId, Vec<String>)> = Vec::new();
         for task in accepted {
             let attempts = self.store().attempts(self.run_id, &task.id)?;
             let Some(head) = task_head(&attempts, &run.base_sha) else {
@@ -107,7 +107,7 @@ impl Carrier<'_> {
             paths.dedup();
             touched.push((&task.id, paths));
         }
-        let mut notes: BTreeMap<String, String> = BTreeMap::new();
+        let mut notes: BTreeMap<TaskId, String> = BTreeMap::new();
         for (i, (first, first_paths)) in touched.iter().enumerate() {
             for (second, second_paths) in &touched[i + 1..] {
                 let shared: Vec<&str> = first_paths
@@ -124,9 +124,9 @@ impl Carrier<'_> {
                         "tasks {first} and {second} both change {files}: {first} lands first and {second} is merged and re-checked on top of it"
                     ),
                 });
-                notes.insert(second.to_string(), format!("overlaps {first} on {files}"));
+                notes.insert((*second).clone(), format!("overlaps {first} on {files}"));
                 notes
-                    .entry(first.to_string())
+                    .entry((*first).clone())
                     .or_insert_with(|| format!("overlaps {second} on {files}"));
             }
         }
@@ -174,11 +174,11 @@ impl Carrier<'_> {
     }
 
     /// The task as stored now.
-    pub(super) fn fresh(&self, task_id: &str) -> Result<TaskRow, PipelineError> {
+    pub(super) fn fresh(&self, task_id: &TaskId) -> Result<TaskRow, PipelineError> {
         self.store()
             .tasks(self.run_id)?
             .into_iter()
-            .find(|task| task.id == task_id)
+            .find(|task| &task.id == task_id)
             .ok_or_else(|| {
                 crate::store::StoreError::NoSuchTask {
                     run: self.run_id.to_string(),

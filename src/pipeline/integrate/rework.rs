@@ -2,7 +2,7 @@
 //! the new tip while its budget lasts, in its worktree (re-created if `gc` removed it).
 
 use crate::git::{self};
-use crate::model::TaskState;
+use crate::model::{CommitId, TaskState};
 use crate::pipeline::PipelineError;
 use crate::pipeline::carry::{Carrier, Cursor};
 use crate::report::{Finding, Verdict};
@@ -15,8 +15,8 @@ impl Carrier<'_> {
     pub(super) fn rework_on(
         &self,
         task: &TaskRow,
-        tip: &str,
-        commit: &str,
+        tip: &CommitId,
+        commit: &CommitId,
         findings: Vec<Finding>,
         state: TaskState,
         why: &str,
@@ -50,8 +50,8 @@ impl Carrier<'_> {
         )?;
         git::replay_onto(&row.worktree, tip, commit)?;
         let cursor = Cursor {
-            base: tip.to_string(),
-            tip: tip.to_string(),
+            base: tip.clone(),
+            tip: tip.clone(),
             next: row.attempts + 1,
             budget_from: row.budget_from,
             findings,

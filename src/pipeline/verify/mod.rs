@@ -82,7 +82,7 @@ impl Checkout {
             let preview = match input.commit {
                 None => Ok(input.target_tip.to_string()),
                 Some(commit) => match git::merge_preview(input.repo, input.target_tip, commit) {
-                    Ok(MergePreview::Clean { commit }) => Ok(commit),
+                    Ok(MergePreview::Clean { commit }) => Ok(commit.to_string()),
                     Ok(MergePreview::Conflicts(paths)) => {
                         Err(format!("merge-conflict:{}", paths.join(", ")))
                     }
