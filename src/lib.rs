@@ -24,6 +24,7 @@ pub mod demo;
 pub mod events;
 pub mod git;
 pub mod hooks;
+pub mod ids;
 pub mod input;
 pub mod mcp;
 pub mod model;

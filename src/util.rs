@@ -211,7 +211,7 @@ mod tests {
     fn run_ids_have_the_documented_shape() {
         let id = new_run_id();
         assert_eq!(id.len(), "20261121-195500-3fa2".len(), "{id}");
-        assert!(crate::model::ids::is_valid_name(&id));
+        assert!(crate::ids::is_valid_name(&id));
     }
 
     #[test]

@@ -130,7 +130,7 @@ mod tests {
 
     fn task() -> TaskSpec {
         TaskSpec {
-            id: crate::model::ids::fixtures::task("docs"),
+            id: crate::ids::fixtures::task("docs"),
             goal: "Write the usage section.".into(),
             allowed: vec!["docs/**".into()],
             denied: vec!["docs/private/**".into()],

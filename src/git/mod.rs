@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use git2::{IndexAddOption, Oid, Repository, Signature, StatusOptions};
 
-use crate::model::CommitId;
+use crate::ids::CommitId;
 
 /// Errors from git operations, carrying what is needed to act on them.
 #[derive(Debug, thiserror::Error)]

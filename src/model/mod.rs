@@ -2,9 +2,8 @@
 //! `--json` show. No I/O lives here, so every stage and both front ends agree on one vocabulary.
 
 pub mod agent;
-pub mod ids;
 
-pub use ids::{AttemptKey, CommitId, IdError, RunId, TaskId};
+pub use crate::ids::{AttemptKey, CommitId, IdError, RunId, TaskId};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -290,7 +290,7 @@ pub fn after_attempt(verdict: &Verdict, cancelled: bool) -> Next {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ids::fixtures::task;
+    use crate::ids::fixtures::task;
     use crate::report::Stage;
 
     #[test]

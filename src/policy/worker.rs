@@ -45,7 +45,7 @@ impl WorkerSection {
         base_dir: &Path,
     ) -> Result<WorkerProfile, InputError> {
         let key = format!("workers.{name}");
-        if !crate::model::ids::is_valid_name(name) {
+        if !crate::ids::is_valid_name(name) {
             return Err(
                 InputError::new(file, format!("`{name}` is not a valid worker name"))
                     .key(&key)

@@ -200,7 +200,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ids::fixtures::{run, task};
+    use crate::ids::fixtures::{run, task};
     use crate::model::{WorkerKind, WorkerProfile};
 
     fn spec(goal: &str) -> TaskSpec {

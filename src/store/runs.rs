@@ -564,7 +564,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::ids::fixtures::{commit, run, task};
+    use crate::ids::fixtures::{commit, run, task};
     use crate::model::{WorkerKind, WorkerProfile};
 
     fn spec(id: &str) -> TaskSpec {

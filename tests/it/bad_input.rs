@@ -283,3 +283,44 @@ fn a_relative_worktree_root_is_resolved_and_refused_inside_the_checkout() {
     assert!(!env.repo.join("wt").exists());
     assert_no_state(&env, "relative worktree root");
 }
+
+#[test]
+fn malformed_ids_are_refused_where_they_enter_with_what_a_valid_one_looks_like() {
+    let env = TestEnv::new();
+    // `run/task` targets of the follow-up commands, status and verify.
+    for args in [
+        &["status", "../etc"][..],
+        &["status", "r1/bad task"],
+        &["retry", "r1/.hidden"],
+        &["rollback", "r1/x.lock"],
+        &["verify", "r1/a..b"],
+    ] {
+        let ran = env.ccfan(args);
+        assert_eq!(ran.code, 2, "{args:?}: {ran:?}");
+        assert!(
+            ran.stderr.contains("is not valid") && ran.stderr.contains("A-Z a-z 0-9"),
+            "{args:?}: {ran:?}"
+        );
+    }
+    // Flags typed as ids are checked by the argument parser.
+    for args in [&["merge", "bad/run"][..], &["gc", "-x"]] {
+        let ran = env.ccfan(args);
+        assert_eq!(ran.code, 2, "{args:?}: {ran:?}");
+    }
+    let ran = env.ccfan(&["merge", "a b"]);
+    assert!(ran.stderr.contains("run id `a b` is not valid"), "{ran:?}");
+    // A job file (the MCP server's hand-off) with a bad id is refused before anything runs.
+    let job = env.tmp.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"operation": "retry", "run_id": "r1", "task_id": "../../x"}"#,
+    )
+    .unwrap();
+    let ran = env.ccfan(&["job", job.to_str().unwrap()]);
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(
+        ran.stderr.contains("task id `../../x` is not valid"),
+        "{ran:?}"
+    );
+    assert_no_state(&env, "malformed ids");
+}

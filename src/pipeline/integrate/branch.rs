@@ -91,8 +91,8 @@ mod tests {
     fn landing_message_has_title_and_trailers() {
         let message = landing_message(
             "Add a farewell\nmore words",
-            &crate::model::ids::fixtures::task("bye"),
-            &crate::model::ids::fixtures::run("r1"),
+            &crate::ids::fixtures::task("bye"),
+            &crate::ids::fixtures::run("r1"),
             2,
         );
         assert!(message.starts_with("Add a farewell\n\n"));
