@@ -1,6 +1,8 @@
 //! The git door, worktrees: registering, filling, recording and removing the worktrees ccfan makes for tasks and
 //! verification checkouts.
 
+use std::os::unix::ffi::OsStringExt;
+
 use super::*;
 
 /// Holds an exclusive lock on the repository's worktree records while alive (across processes).
@@ -176,14 +178,28 @@ pub struct WorktreeCommit {
 ///
 /// Where libgit2 cannot (it refuses folders nested deeper than 100 levels, for one), the attempt is recorded
 /// through the git CLI the same way, so a worker's odd but legal tree is still kept.
+///
+/// With `trust_index` (the worker could not write git's metadata), the stat data git keeps in the worktree's index
+/// is reused: files whose size, times, inode and mode are unchanged are not read again, so recording costs what
+/// changed, not the size of the tree. Entries flagged assume-unchanged or skip-worktree lose their stat data (they
+/// are read), and a repository that does not trust ctime (`core.trustctime = false`) or checks stat data only
+/// partly (`core.checkStat = minimal`) gets the full re-read.
 pub fn commit_worktree(
     worktree: &Path,
     admin: Option<&Path>,
     branch: &str,
     parent: &str,
     message: &str,
+    trust_index: bool,
 ) -> Result<WorktreeCommit> {
-    match commit_worktree_git2(worktree, admin, branch, parent, message) {
+    let target = RecordTarget {
+        worktree,
+        admin,
+        branch,
+        parent,
+        message,
+    };
+    match commit_worktree_git2(&target, trust_index) {
         Err(GitError::Git2 { context, source })
             if !crate::util::disk_full(&source) && admin.is_some() =>
         {
@@ -200,6 +216,37 @@ pub fn commit_worktree(
         }
         other => other,
     }
+}
+
+/// Whether the repository's configuration lets stat data stand for content: ctime trusted, full stat checks.
+fn stat_data_trusted(repo: &Repository) -> bool {
+    let Ok(config) = repo.config() else {
+        return false;
+    };
+    let trust_ctime = config.get_bool("core.trustctime").unwrap_or(true);
+    let check_stat = config
+        .get_string("core.checkstat")
+        .unwrap_or_else(|_| "default".to_string());
+    trust_ctime && check_stat != "minimal"
+}
+
+/// Removes the index entries flagged assume-unchanged (`VALID`) or skip-worktree, whose stat data must not be
+/// trusted: the file is then compared by content.
+fn forget_flagged_entries(index: &mut git2::Index) -> Result<()> {
+    const VALID: u16 = 0x8000;
+    const SKIP_WORKTREE: u16 = 0x4000;
+    let flagged: Vec<Vec<u8>> = index
+        .iter()
+        .filter(|entry| entry.flags & VALID != 0 || entry.flags_extended & SKIP_WORKTREE != 0)
+        .map(|entry| entry.path)
+        .collect();
+    for path in flagged {
+        let path = std::path::PathBuf::from(std::ffi::OsString::from_vec(path));
+        index
+            .remove_path(&path)
+            .map_err(git2_context("cannot reset a flagged index entry"))?;
+    }
+    Ok(())
 }
 
 /// What a worker changed of the worktree's git state before ccfan records: its HEAD not on `branch`, or the branch
@@ -293,13 +340,23 @@ fn commit_worktree_cli(
     }
 }
 
-fn commit_worktree_git2(
-    worktree: &Path,
-    admin: Option<&Path>,
-    branch: &str,
-    parent: &str,
-    message: &str,
-) -> Result<WorktreeCommit> {
+/// Where and how an attempt is recorded.
+struct RecordTarget<'a> {
+    worktree: &'a Path,
+    admin: Option<&'a Path>,
+    branch: &'a str,
+    parent: &'a str,
+    message: &'a str,
+}
+
+fn commit_worktree_git2(target: &RecordTarget<'_>, trust_index: bool) -> Result<WorktreeCommit> {
+    let RecordTarget {
+        worktree,
+        admin,
+        branch,
+        parent,
+        message,
+    } = *target;
     let context = || git2_context(format!("cannot open worktree {}", worktree.display()));
     // With the admin dir known, git's files are found from ccfan's record, never through the worktree's `.git`.
     let repo = match admin {
@@ -331,10 +388,16 @@ fn commit_worktree_git2(
     let mut index = repo
         .index()
         .map_err(git2_context("cannot read the worktree's index"))?;
-    // Cleared first: reading a tree over existing entries keeps their stat data and flags (assume-unchanged).
-    index
-        .clear()
-        .map_err(git2_context("cannot reset the index"))?;
+    if trust_index && stat_data_trusted(&repo) {
+        // Reading the parent's tree over the index keeps the stat data of entries whose content it already holds;
+        // entries a flag could hide (assume-unchanged, skip-worktree) are dropped first, so they are read again.
+        forget_flagged_entries(&mut index)?;
+    } else {
+        // Cleared: reading a tree over existing entries keeps their stat data and flags (assume-unchanged).
+        index
+            .clear()
+            .map_err(git2_context("cannot reset the index"))?;
+    }
     index
         .read_tree(&parent_tree)
         .map_err(git2_context("cannot reset the index to the parent"))?;
@@ -418,4 +481,135 @@ pub fn reset_worktree(worktree: &Path, sha: &str) -> Result<()> {
 pub fn add_detached_worktree(repo: &RepoPaths, path: &Path, sha: &str) -> Result<()> {
     register_worktree(repo, path, None, sha)?;
     checkout_worktree(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A repository with a tree of every kind of entry, and two worktrees of it made the way ccfan makes them.
+    fn two_worktrees() -> (tempfile::TempDir, RepoPaths, CommitId, [PathBuf; 2]) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        std::fs::create_dir_all(root.join("src/deep/er")).unwrap();
+        std::fs::write(root.join("src/a.txt"), "a\n").unwrap();
+        std::fs::write(root.join("src/b.txt"), "b\n").unwrap();
+        std::fs::write(root.join("src/deep/er/c.txt"), "c\n").unwrap();
+        std::fs::write(root.join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::write(root.join("keep.txt"), "same size\n").unwrap();
+        std::fs::write(root.join(".gitignore"), "*.log\n").unwrap();
+        std::os::unix::fs::symlink("src/a.txt", root.join("link")).unwrap();
+        init_with_commit(&root, "base").unwrap();
+        let repo = discover(&root).unwrap();
+        let base = resolve_commit(&repo, "HEAD").unwrap();
+        let trees = ["one", "two"].map(|name| {
+            let path = dir.path().join(name);
+            add_worktree(&repo, &path, &format!("b-{name}"), &base).unwrap();
+            checkout_worktree(&path).unwrap();
+            path
+        });
+        (dir, repo, base, trees)
+    }
+
+    /// Every kind of change a worker makes.
+    fn change(tree: &Path) {
+        std::fs::write(tree.join("src/a.txt"), "a, edited\n").unwrap();
+        std::fs::rename(tree.join("src/b.txt"), tree.join("src/b2.txt")).unwrap();
+        std::fs::remove_dir_all(tree.join("src/deep")).unwrap();
+        std::fs::set_permissions(tree.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::remove_file(tree.join("link")).unwrap();
+        std::os::unix::fs::symlink("src/b2.txt", tree.join("link")).unwrap();
+        std::fs::create_dir_all(tree.join("empty/folder")).unwrap();
+        std::fs::create_dir_all(tree.join("new/sub")).unwrap();
+        std::fs::write(tree.join("new/sub/n.txt"), "new\n").unwrap();
+        std::fs::write(tree.join("debug.log"), "ignored\n").unwrap();
+    }
+
+    fn record(
+        repo: &RepoPaths,
+        tree: &Path,
+        branch: &str,
+        base: &CommitId,
+        trust: bool,
+    ) -> CommitId {
+        let admin = admin_dir(tree, &git_link(tree).unwrap());
+        let recorded =
+            commit_worktree(tree, admin.as_deref(), branch, base, "attempt", trust).unwrap();
+        assert!(recorded.tampered.is_empty(), "{:?}", recorded.tampered);
+        let commit = recorded.commit.expect("a change");
+        let _ = repo;
+        commit
+    }
+
+    fn tree_of(repo: &RepoPaths, commit: &CommitId) -> String {
+        let git = repo.open().unwrap();
+        git.find_commit(commit.oid()).unwrap().tree_id().to_string()
+    }
+
+    #[test]
+    fn the_stat_cache_and_the_full_read_record_the_same_tree() {
+        let (_dir, repo, base, [one, two]) = two_worktrees();
+        change(&one);
+        change(&two);
+        let trusted = record(&repo, &one, "b-one", &base, true);
+        let full = record(&repo, &two, "b-two", &base, false);
+        assert_eq!(tree_of(&repo, &trusted), tree_of(&repo, &full));
+        let files = run_git(&one, ["ls-tree", "-r", "--name-only", trusted.as_str()]).unwrap();
+        assert_eq!(
+            files,
+            ".gitignore\nkeep.txt\nlink\nnew/sub/n.txt\nrun.sh\nsrc/a.txt\nsrc/b2.txt\n"
+        );
+        // A second attempt on top, read through the index the first one left.
+        std::fs::write(one.join("src/a.txt"), "again\n").unwrap();
+        std::fs::write(two.join("src/a.txt"), "again\n").unwrap();
+        let trusted = commit_worktree(&one, None, "b-one", &trusted, "2", true)
+            .unwrap()
+            .commit
+            .unwrap();
+        let full = commit_worktree(&two, None, "b-two", &full, "2", false)
+            .unwrap()
+            .commit
+            .unwrap();
+        assert_eq!(tree_of(&repo, &trusted), tree_of(&repo, &full));
+    }
+
+    #[test]
+    fn a_change_that_keeps_size_and_mtime_or_hides_behind_a_flag_is_still_recorded() {
+        let (_dir, repo, base, [one, _]) = two_worktrees();
+        let kept = one.join("keep.txt");
+        let mtime = std::fs::metadata(&kept).unwrap().modified().unwrap();
+        std::fs::write(&kept, "SAME SIZE\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&kept)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        run_git(&one, ["update-index", "--assume-unchanged", "src/a.txt"]).unwrap();
+        run_git(&one, ["update-index", "--skip-worktree", "src/b.txt"]).unwrap();
+        std::fs::write(one.join("src/a.txt"), "hidden a\n").unwrap();
+        std::fs::write(one.join("src/b.txt"), "hidden b\n").unwrap();
+        let commit = record(&repo, &one, "b-one", &base, true);
+        let changed = run_git(
+            &one,
+            ["diff", "--name-only", base.as_str(), commit.as_str()],
+        )
+        .unwrap();
+        assert_eq!(changed, "keep.txt\nsrc/a.txt\nsrc/b.txt\n");
+    }
+
+    #[test]
+    fn a_repository_that_distrusts_ctime_is_read_in_full() {
+        let (_dir, repo, _, [one, _]) = two_worktrees();
+        let git = Repository::open(&one).unwrap();
+        assert!(stat_data_trusted(&git));
+        run_git(&repo.workdir, ["config", "core.trustctime", "false"]).unwrap();
+        assert!(!stat_data_trusted(&Repository::open(&one).unwrap()));
+        run_git(&repo.workdir, ["config", "core.trustctime", "true"]).unwrap();
+        run_git(&repo.workdir, ["config", "core.checkStat", "minimal"]).unwrap();
+        assert!(!stat_data_trusted(&Repository::open(&one).unwrap()));
+    }
 }

@@ -209,6 +209,7 @@ impl Carrier<'_> {
             goal: &task.goal,
             worker: &task.worker.name,
             exit: Some(&outcome.exit),
+            index_kept: outcome.kept_git_metadata(),
         };
         let branch = crate::paths::task_branch(self.run_id, &task.id);
         let recorded = match record::record(

@@ -116,6 +116,8 @@ pub(super) fn salvage_leftovers(
         goal: &task.spec.goal,
         worker: &task.spec.worker.name,
         exit: None,
+        // Whatever was left (a worker killed with ccfan, a person's edits) is read in full.
+        index_kept: false,
     };
     let recorded = record::record(
         repo,

@@ -39,6 +39,9 @@ pub struct AttemptFacts<'a> {
     pub worker: &'a str,
     /// How the worker ended (`None`: salvaged after an interruption).
     pub exit: Option<&'a ExitStatus>,
+    /// The worker could not write git's metadata (it ran sandboxed), so the worktree index's stat cache still
+    /// describes the tree as ccfan left it and recording reads only the files that changed.
+    pub index_kept: bool,
 }
 
 /// Commits the worktree's changes and keeps them on the attempt's salvage ref. `git_link` is the `.git` file
@@ -98,7 +101,14 @@ pub fn record(
         None => Vec::new(),
     };
     let admin = git_link.and_then(|link| git::admin_dir(worktree, link));
-    let recorded = git::commit_worktree(worktree, admin.as_deref(), branch, parent, &message)?;
+    let recorded = git::commit_worktree(
+        worktree,
+        admin.as_deref(),
+        branch,
+        parent,
+        &message,
+        facts.index_kept,
+    )?;
     let commit = recorded.commit;
     tampered.extend(recorded.tampered);
     if link_tampered {

@@ -141,6 +141,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Whether the worker could not write git's metadata (the worktree's index among it): true in bubblewrap and
+    /// Landlock, which keep the git dirs read-only. Then what git recorded about the tree before the worker ran
+    /// (the index's stat cache) can be trusted when its attempt is recorded.
+    pub fn kept_git_metadata(&self) -> bool {
+        matches!(self.backend, "bubblewrap" | "landlock")
+    }
+
     /// The outcome of a worker ccfan refused to start (its binary is missing or lacks a flag ccfan needs).
     pub fn not_started(message: String) -> Outcome {
         Outcome {
