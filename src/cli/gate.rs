@@ -69,10 +69,11 @@ pub fn verify(start: &Path, args: VerifyArgs) -> Result<Exit, CliError> {
 }
 
 /// What a [`gate::Gate`] borrows besides the repository and policy: the compiled rules, where verification
-/// checkouts go, and the Ctrl-C flag.
+/// checkouts go, the ignored files they get, and the Ctrl-C flag.
 pub(super) struct GateParts {
     rules: RulePack,
     scratch: PathBuf,
+    includes: pipeline::include::Includes,
     cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -84,6 +85,7 @@ impl GateParts {
         Ok(GateParts {
             rules: pipeline::load_rules(policy).map_err(PipelineError::from)?,
             scratch: gate::scratch_root(repo, policy),
+            includes: pipeline::include::Includes::load(repo).map_err(PipelineError::from)?,
             cancel: super::cancel_flag(),
         })
     }
@@ -93,7 +95,14 @@ impl GateParts {
         repo: &'a crate::git::RepoPaths,
         policy: &'a crate::policy::Policy,
     ) -> gate::Gate<'a> {
-        gate::Gate::new(repo, policy, &self.rules, &self.scratch, &self.cancel)
+        gate::Gate::new(
+            repo,
+            policy,
+            &self.rules,
+            &self.scratch,
+            &self.includes,
+            &self.cancel,
+        )
     }
 }
 

@@ -79,6 +79,36 @@ pub fn staged_tree(repo: &RepoPaths, index_file: Option<&Path>) -> Result<String
         .map_err(git2_context("cannot write the staged tree"))
 }
 
+/// The untracked files of the user's checkout that its ignore rules exclude (`.env`, build output, …), relative.
+pub fn ignored_files(repo: &RepoPaths) -> Result<Vec<PathBuf>> {
+    use std::os::unix::ffi::OsStrExt;
+    let out = git_command(&repo.workdir)
+        .args([
+            "ls-files",
+            "-z",
+            "--others",
+            "--ignored",
+            "--exclude-standard",
+        ])
+        .output()
+        .map_err(GitError::Spawn)?;
+    if !out.status.success() {
+        return Err(GitError::Command {
+            args: "ls-files --others --ignored --exclude-standard".to_string(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let mut files: Vec<PathBuf> = out
+        .stdout
+        .split(|byte| *byte == 0)
+        .filter(|name| !name.is_empty())
+        .map(|name| PathBuf::from(OsStr::from_bytes(name)))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// The commits being merged in (`MERGE_HEAD`), while a stopped merge waits for its commit in this working tree.
 pub fn merge_heads(repo: &RepoPaths) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(repo.git_dir.join("MERGE_HEAD")) else {

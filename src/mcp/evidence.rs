@@ -107,13 +107,8 @@ pub async fn verify(
             &repo,
             policy.worktree_root.as_deref(),
         ));
-        let checker = gate::Gate {
-            repo: &repo,
-            policy: &policy,
-            rules: &rules,
-            scratch_root: &scratch,
-            cancel: &stop,
-        };
+        let includes = pipeline::include::Includes::load(&repo)?;
+        let checker = gate::Gate::new(&repo, &policy, &rules, &scratch, &includes, &stop);
         checker.reverify(&mut store, &run_id, task_id.as_ref())
     })
     .await

@@ -361,6 +361,7 @@ impl Carrier<'_> {
             self.policy,
             self.rules,
             &self.scratch_root,
+            self.includes,
             cancel,
         )
     }

@@ -27,6 +27,8 @@ pub(super) struct Carrier<'a> {
     pub(super) target_branch: Option<&'a str>,
     /// `--no-merge`: accepted is the end.
     pub(super) no_merge: bool,
+    /// The ignored files copied into every task tree.
+    pub(super) includes: &'a super::include::Includes,
     pub(super) scratch_root: PathBuf,
     pub(super) run_id: &'a RunId,
     pub(super) base_sha: &'a CommitId,
@@ -62,6 +64,7 @@ pub(super) struct RunContext<'a> {
     pub(super) target_branch: Option<&'a str>,
     /// `--no-merge`: accepted is the end.
     pub(super) no_merge: bool,
+    pub(super) includes: &'a super::include::Includes,
     pub(super) sink: &'a dyn EventSink,
     pub(super) cancel: &'a super::cancel::Cancels<'a>,
     pub(super) store: Store,
@@ -78,6 +81,7 @@ impl<'a> Carrier<'a> {
             base_sha,
             target_branch,
             no_merge,
+            includes,
             sink,
             cancel,
             store,
@@ -89,6 +93,7 @@ impl<'a> Carrier<'a> {
             rules,
             target_branch,
             no_merge,
+            includes,
             scratch_root: super::gate::scratch_root(repo, policy),
             run_id,
             base_sha,
@@ -198,7 +203,7 @@ impl Carrier<'_> {
             return Ok(None);
         }
         self.transition(&task.id, 0, TaskState::Preparing, None)?;
-        let link = fan_out::prepare(self.repo, worktree, branch, self.base_sha)?;
+        let link = fan_out::prepare(self.repo, worktree, branch, self.base_sha, self.includes)?;
         self.store().set_git_link(self.run_id, &task.id, &link)?;
         let cursor = Cursor {
             base: self.base_sha.clone(),

@@ -247,6 +247,7 @@ impl super::gate::Gate<'_> {
             policy,
             rules,
             scratch_root,
+            includes,
             cancel,
         } = *self;
         let mut judged_by = policy.clone();
@@ -312,6 +313,7 @@ impl super::gate::Gate<'_> {
                 crate::util::random_hex(4)
             )),
             final_report: None,
+            includes,
             cancel,
         };
         let mut report = verify::verify(&input).map_err(|error| match error {

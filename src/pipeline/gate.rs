@@ -69,6 +69,8 @@ pub struct Gate<'a> {
     pub rules: &'a RulePack,
     /// Where verification checkouts are made.
     pub scratch_root: &'a Path,
+    /// The ignored files copied into every verification checkout (`.worktreeinclude`).
+    pub includes: &'a super::include::Includes,
     /// Stops long stages.
     pub cancel: &'a AtomicBool,
 }
@@ -88,6 +90,7 @@ impl<'a> Gate<'a> {
         policy: &'a Policy,
         rules: &'a RulePack,
         scratch_root: &'a Path,
+        includes: &'a super::include::Includes,
         cancel: &'a AtomicBool,
     ) -> Gate<'a> {
         Gate {
@@ -95,6 +98,7 @@ impl<'a> Gate<'a> {
             policy,
             rules,
             scratch_root,
+            includes,
             cancel,
         }
     }
@@ -112,6 +116,7 @@ impl Gate<'_> {
             policy,
             rules,
             scratch_root,
+            includes,
             cancel,
         } = *self;
         let artifacts = AttemptDir::of(attempt.dir).artifacts(attempt.landing);
@@ -166,6 +171,7 @@ impl Gate<'_> {
             inline_allow: false,
             artifacts: &artifacts,
             scratch,
+            includes,
             final_report,
             cancel,
         };

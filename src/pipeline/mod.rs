@@ -8,6 +8,8 @@ pub mod plan;
 pub mod prepare;
 // stage 2
 pub mod fan_out;
+// stage 2b: the ignored files each task tree needs (`.worktreeinclude`)
+pub mod include;
 // stage 3
 pub mod run_worker;
 // stage 3b
@@ -91,6 +93,24 @@ pub enum PipelineError {
         /// Whether the disk (or a quota) was full.
         disk_full: bool,
     },
+}
+
+impl From<include::IncludeError> for PipelineError {
+    fn from(error: include::IncludeError) -> PipelineError {
+        match error {
+            include::IncludeError::Input(error) => PipelineError::Input(error),
+            include::IncludeError::Git(error) => PipelineError::Git(error),
+            copy @ include::IncludeError::Copy { .. } => PipelineError::Io {
+                context: copy.to_string(),
+                source: match copy {
+                    include::IncludeError::Copy { source, .. } => source,
+                    include::IncludeError::Input(_) | include::IncludeError::Git(_) => {
+                        std::io::Error::other("cannot copy an included file")
+                    }
+                },
+            },
+        }
+    }
 }
 
 impl PipelineError {
@@ -215,6 +235,7 @@ pub fn run(
         base_sha: &resolved.base_sha,
         target_branch: resolved.target_branch.as_deref(),
         no_merge: request.no_merge,
+        includes: &resolved.includes,
         sink,
         cancel: &cancels,
         store,

@@ -36,6 +36,8 @@ pub struct Resolved {
     pub tasks_file: PathBuf,
     /// The folder this repository's worktrees go in.
     pub worktree_folder: PathBuf,
+    /// The ignored files copied into every task tree (`.worktreeinclude`).
+    pub includes: super::include::Includes,
 }
 
 /// The run as stored: its id, and each task's branch and worktree (in plan order).
@@ -98,6 +100,7 @@ pub fn resolve(request: &RunRequest) -> Result<Resolved, PipelineError> {
         .fix("point run.worktree_root (or CCFAN_WORKTREE_ROOT) at a folder outside the repository, e.g. \"../worktrees\"")
         .into());
     }
+    let includes = super::include::Includes::load(&request.repo)?;
     Ok(Resolved {
         policy,
         plan,
@@ -108,6 +111,7 @@ pub fn resolve(request: &RunRequest) -> Result<Resolved, PipelineError> {
         target_branch,
         tasks_file,
         worktree_folder,
+        includes,
     })
 }
 

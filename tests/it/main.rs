@@ -28,3 +28,4 @@ mod sandbox;
 mod sarif;
 mod tamper;
 mod user_checkout;
+mod warm;

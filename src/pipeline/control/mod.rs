@@ -107,6 +107,7 @@ impl Control<'_> {
             let run = store.run(run_id)?;
             let policy = load_policy(self.repo, None)?;
             let rules = load_rules(&policy)?;
+            let includes = super::include::Includes::load(self.repo)?;
             let tasks = store.tasks(run_id)?;
             let cancels = Cancels::new(self.cancel, tasks.iter().map(|t| &t.id));
             let carrier = Carrier::new(RunContext {
@@ -117,6 +118,7 @@ impl Control<'_> {
                 base_sha: &run.base_sha,
                 target_branch: run.target_branch.as_deref(),
                 no_merge: false,
+                includes: &includes,
                 sink: self.sink,
                 cancel: &cancels,
                 store: Store::open(&StateLayout::of(self.repo).database())?,

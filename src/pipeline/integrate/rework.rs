@@ -93,7 +93,13 @@ impl Carrier<'_> {
             }
             git::delete_branch(self.repo, &task.branch)?;
         }
-        let link = crate::pipeline::fan_out::prepare(self.repo, &task.worktree, &task.branch, at)?;
+        let link = crate::pipeline::fan_out::prepare(
+            self.repo,
+            &task.worktree,
+            &task.branch,
+            at,
+            self.includes,
+        )?;
         self.store().set_git_link(self.run_id, &task.id, &link)?;
         Ok(link)
     }

@@ -57,6 +57,8 @@ pub struct VerifyInput<'a> {
     pub artifacts: &'a Path,
     /// A folder (not yet existing) for the verification checkout.
     pub scratch: PathBuf,
+    /// The ignored files copied into the verification checkout (`.worktreeinclude`).
+    pub includes: &'a crate::pipeline::include::Includes,
     /// The worker's final report when the completeness stage applies (`Some(None)`: it gave none).
     pub final_report: Option<Option<String>>,
     /// Stops long stages.
@@ -95,11 +97,17 @@ impl Checkout {
                         .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
                 }
                 git::add_detached_worktree(input.repo, &input.scratch, &preview)
-                    .map(|()| (input.scratch.clone(), preview))
-                    .map_err(|error| {
+                    .map_err(|error| error.to_string())
+                    .and_then(|()| {
+                        input
+                            .includes
+                            .copy_into(&input.scratch)
+                            .map_err(|error| error.to_string())
+                    })
+                    .map(|_| (input.scratch.clone(), preview))
+                    .inspect_err(|_| {
                         // Half made (registered, checkout failed): leave nothing behind.
                         let _ = git::remove_worktree(input.repo, &input.scratch);
-                        error.to_string()
                     })
             }));
         }
