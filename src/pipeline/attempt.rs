@@ -132,6 +132,7 @@ impl Carrier<'_> {
     ) -> Result<crate::sandbox::Outcome, PipelineError> {
         let n = begun.n;
         let agent_home = self.layout.agent_home(self.run_id, &task.id);
+        let resources = self.resources.env_of(self.run_id, &task.id);
         let context = run_worker::AttemptContext {
             run_id: self.run_id,
             attempt: n,
@@ -146,6 +147,7 @@ impl Carrier<'_> {
             agent_home: &agent_home,
             rules: self.rules,
             baseline: begun.baseline,
+            resources: &resources,
         };
         let mut stored: Option<crate::model::AgentView> = None;
         let mut on_progress = |summary: &crate::agents::tally::AgentSummary| {
@@ -311,6 +313,7 @@ impl Carrier<'_> {
             tampered: &kept.recorded.tampered,
             in_budget: n + 1 - cursor.budget_from,
             landing: false,
+            env: &self.resources.env_of(self.run_id, &task.id),
         };
         let (report, verdict) = self.gate(cancel).check(&reference, &target)?;
         if cancel.load(Ordering::SeqCst) {

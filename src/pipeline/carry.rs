@@ -29,6 +29,8 @@ pub(super) struct Carrier<'a> {
     pub(super) no_merge: bool,
     /// The ignored files copied into every task tree.
     pub(super) includes: &'a super::include::Includes,
+    /// Each task's index and leased ports.
+    pub(super) resources: super::resources::Resources,
     pub(super) scratch_root: PathBuf,
     pub(super) run_id: &'a RunId,
     pub(super) base_sha: &'a CommitId,
@@ -65,6 +67,7 @@ pub(super) struct RunContext<'a> {
     /// `--no-merge`: accepted is the end.
     pub(super) no_merge: bool,
     pub(super) includes: &'a super::include::Includes,
+    pub(super) resources: super::resources::Resources,
     pub(super) sink: &'a dyn EventSink,
     pub(super) cancel: &'a super::cancel::Cancels<'a>,
     pub(super) store: Store,
@@ -82,6 +85,7 @@ impl<'a> Carrier<'a> {
             target_branch,
             no_merge,
             includes,
+            resources,
             sink,
             cancel,
             store,
@@ -94,6 +98,7 @@ impl<'a> Carrier<'a> {
             target_branch,
             no_merge,
             includes,
+            resources,
             scratch_root: super::gate::scratch_root(repo, policy),
             run_id,
             base_sha,

@@ -314,6 +314,7 @@ impl super::gate::Gate<'_> {
             )),
             final_report: None,
             includes,
+            env: &[],
             cancel,
         };
         let mut report = verify::verify(&input).map_err(|error| match error {

@@ -42,6 +42,8 @@ pub struct AttemptRef<'a> {
     /// The gate on a landing commit (the merged tree): its report and logs go to `<dir>/landing/`, and the worker's
     /// logs and final report, judged already, are not read again.
     pub landing: bool,
+    /// The task's resources for the gate's commands (index, port block).
+    pub env: &'a [(String, String)],
 }
 
 /// The tip an attempt would land on: the run's target branch now, else its base.
@@ -172,6 +174,7 @@ impl Gate<'_> {
             artifacts: &artifacts,
             scratch,
             includes,
+            env: attempt.env,
             final_report,
             cancel,
         };
@@ -368,6 +371,10 @@ impl Gate<'_> {
             .into());
         }
         let tip = target_tip(repo, run.target_branch.as_deref(), &run.base_sha)?;
+        let resources = super::resources::Resources::new(
+            tasks.iter().map(|task| task.id.clone()),
+            self.policy.ports_per_task,
+        );
         let mut results = Vec::new();
         for task in tasks
             .iter()
@@ -388,6 +395,7 @@ impl Gate<'_> {
             };
             let judged = head.commit;
             let tampered = record::stored_tampering(&latest.dir);
+            let env = resources.env_of(run_id, &task.id);
             let reference = AttemptRef {
                 run_id,
                 task: &task.spec,
@@ -399,6 +407,7 @@ impl Gate<'_> {
                 tampered: &tampered,
                 in_budget: (latest.n + 1).saturating_sub(task.budget_from).max(1),
                 landing: false,
+                env: &env,
             };
             let (report, verdict) = self.check(&reference, &tip)?;
             if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {

@@ -10,6 +10,8 @@ pub mod prepare;
 pub mod fan_out;
 // stage 2b: the ignored files each task tree needs (`.worktreeinclude`)
 pub mod include;
+// stage 2c: each task's index and leased ports
+pub mod resources;
 // stage 3
 pub mod run_worker;
 // stage 3b
@@ -236,6 +238,10 @@ pub fn run(
         target_branch: resolved.target_branch.as_deref(),
         no_merge: request.no_merge,
         includes: &resolved.includes,
+        resources: resources::Resources::new(
+            resolved.plan.tasks.iter().map(|task| task.id.clone()),
+            resolved.policy.ports_per_task,
+        ),
         sink,
         cancel: &cancels,
         store,

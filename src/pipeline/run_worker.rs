@@ -28,6 +28,8 @@ pub struct AttemptContext<'a> {
     pub worktree: &'a Path,
     /// The attempt's artifacts folder.
     pub dir: &'a Path,
+    /// The task's resources (`CCFAN_TASK_INDEX`, `CCFAN_PORT_BASE`, `CCFAN_PORT_COUNT`).
+    pub resources: &'a [(String, String)],
     /// The repository's git common dir (read-only to the worker).
     pub common_dir: &'a Path,
     /// The user's checkout (read-only to the worker).
@@ -84,7 +86,7 @@ pub fn run_worker(
     let (task_file, outbox) = write_task_file(task, context)?;
     let report_file = AttemptDir::of(context.dir).report_file();
     let lossy = |path: &Path| path.to_string_lossy().into_owned();
-    let extra = [
+    let mut extra = vec![
         ("CCFAN_RUN_ID".to_string(), context.run_id.to_string()),
         ("CCFAN_TASK_ID".to_string(), task.id.to_string()),
         ("CCFAN_ATTEMPT".to_string(), context.attempt.to_string()),
@@ -93,6 +95,7 @@ pub fn run_worker(
         ("CCFAN_TASK_FILE".to_string(), lossy(&task_file)),
         ("CCFAN_REPORT_FILE".to_string(), lossy(&report_file)),
     ];
+    extra.extend(context.resources.iter().cloned());
     let mut env = sandbox::worker_env(&policy.sandbox, &task.worker, &extra);
     let mut sandbox_policy = SandboxPolicy::for_worker(
         &policy.sandbox,

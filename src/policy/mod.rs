@@ -113,6 +113,8 @@ pub struct Policy {
     pub log_limit: u64,
     /// Where worktrees live, if set.
     pub worktree_root: Option<PathBuf>,
+    /// TCP ports leased to each task (`CCFAN_PORT_BASE`, `CCFAN_PORT_COUNT`); 0 leases none.
+    pub ports_per_task: u16,
     /// Default allowed globs.
     pub allowed: Vec<String>,
     /// Globs denied for every task.
@@ -155,6 +157,7 @@ struct RunSection {
     worker: Option<String>,
     log_limit: Option<Spanned<String>>,
     worktree_root: Option<String>,
+    ports: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -422,6 +425,10 @@ fn resolve(
             .worktree_root
             .map(|root| base_dir.join(root))
             .or_else(|| base.as_ref().and_then(|b| b.worktree_root.clone())),
+        ports_per_task: run
+            .ports
+            .or(base.as_ref().map(|b| b.ports_per_task))
+            .unwrap_or(10),
         allowed,
         denied,
         tests,

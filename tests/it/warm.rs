@@ -65,3 +65,37 @@ fn a_worktreeinclude_entry_outside_the_repository_is_bad_input_naming_its_line()
         "nothing is written before the run starts"
     );
 }
+
+#[test]
+fn each_task_gets_its_index_and_its_own_ports_in_the_worker_and_the_gate() {
+    let env = TestEnv::new();
+    env.commit_policy(
+        "[run]\nports = 4\n[tests]\ncommand = [\"sh\", \"-c\", \"test \\\"$CCFAN_PORT_COUNT\\\" = 4 && grep -qx \\\"$CCFAN_TASK_INDEX $CCFAN_PORT_BASE\\\" out/res-*.txt\"]\n",
+    );
+    let worker = env.script(
+        "ports.sh",
+        "mkdir -p out && echo \"$CCFAN_TASK_INDEX $CCFAN_PORT_BASE\" > \"out/res-$CCFAN_TASK_ID.txt\"",
+    );
+    let tasks = env.tasks(&format!(
+        "[defaults]\nworker = \"w\"\nallowed = [\"out/**\"]\n[[task]]\nid = \"a\"\ngoal = \"x\"\n[[task]]\nid = \"b\"\ngoal = \"y\"\n\
+         [workers.w]\nkind = \"command\"\ncommand = [\"{}\"]\n",
+        worker.display()
+    ));
+    let ran = env.run(&tasks, &["--jobs", "2"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let view = ran.json();
+    for id in ["a", "b"] {
+        assert_eq!(task(&view, id)["state"], "merged", "{view}");
+    }
+    let read = |id: &str| -> (u32, u32) {
+        let text = std::fs::read_to_string(env.repo.join(format!("out/res-{id}.txt"))).unwrap();
+        let (index, base) = text.trim().split_once(' ').unwrap();
+        (index.parse().unwrap(), base.parse().unwrap())
+    };
+    let (a, b) = (read("a"), read("b"));
+    assert_eq!((a.0, b.0), (0, 1), "indices follow the tasks file");
+    assert!(
+        (20_000..60_000).contains(&a.1) && a.1.abs_diff(b.1) >= 4,
+        "{a:?} {b:?}"
+    );
+}

@@ -119,6 +119,10 @@ impl Control<'_> {
                 target_branch: run.target_branch.as_deref(),
                 no_merge: false,
                 includes: &includes,
+                resources: super::resources::Resources::new(
+                    tasks.iter().map(|task| task.id.clone()),
+                    policy.ports_per_task,
+                ),
                 sink: self.sink,
                 cancel: &cancels,
                 store: Store::open(&StateLayout::of(self.repo).database())?,

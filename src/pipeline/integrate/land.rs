@@ -438,6 +438,7 @@ impl Carrier<'_> {
     ) -> Result<(crate::report::VerifyReport, Verdict), PipelineError> {
         let checker = self.gate(self.cancel.of(&task.id));
         let exit = ExitStatus::Code { code: 0 };
+        let env = self.resources.env_of(self.run_id, &task.id);
         let reference = AttemptRef {
             run_id: self.run_id,
             task: &task.spec,
@@ -449,6 +450,7 @@ impl Carrier<'_> {
             tampered: &[],
             in_budget: 1,
             landing: true,
+            env: &env,
         };
         checker.check(&reference, tip)
     }

@@ -3,11 +3,9 @@
 //! the sandbox door (timeout, whole-tree kill, capped log), keeping a redacted tail of the output in the report.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::model::ExitStatus;
-use crate::policy::Policy;
 use crate::report::{Finding, Stage, StageReport, StageStatus};
 use crate::sandbox::{self, Launch, SandboxPolicy, Tree};
 
@@ -41,28 +39,24 @@ fn tail(log: &Path, raw: &[secrets::RawSecret]) -> String {
     tail
 }
 
-/// Runs `spec` in `checkout` and turns its end into a stage report; the log goes to `log_dir`.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site per stage; a struct would only rename the list"
-)]
+/// Runs `spec` in `checkout` for the gate of `input` and turns its end into a stage report; the log goes to the
+/// gate's artifacts folder. The command's environment is the policy's, plus `CCFAN_VERIFY=1` and the task's own
+/// resources (its index and port block).
 pub fn run(
     stage: Stage,
     spec: &CommandSpec<'_>,
     checkout: &Path,
-    log_dir: &Path,
-    policy: &Policy,
-    repo: &crate::git::RepoPaths,
-    rules: &crate::secrets::RulePack,
+    input: &super::VerifyInput<'_>,
     raw_secrets: &[secrets::RawSecret],
-    cancel: &AtomicBool,
 ) -> StageReport {
+    let (policy, repo, rules, cancel) = (input.policy, input.repo, input.rules, input.cancel);
     let started = std::time::Instant::now();
-    let log: PathBuf = log_dir.join(format!("{}.log", spec.name.replace(['/', ' '], "_")));
-    let env = sandbox::command_env(
-        &policy.sandbox,
-        &[("CCFAN_VERIFY".to_string(), "1".to_string())],
-    );
+    let log: PathBuf = input
+        .artifacts
+        .join(format!("{}.log", spec.name.replace(['/', ' '], "_")));
+    let mut extra = vec![("CCFAN_VERIFY".to_string(), "1".to_string())];
+    extra.extend(input.env.iter().cloned());
+    let env = sandbox::command_env(&policy.sandbox, &extra);
     let token = format!(
         "verify-{}-{}",
         spec.name.replace(['/', ' '], "_"),

@@ -59,6 +59,8 @@ pub struct VerifyInput<'a> {
     pub scratch: PathBuf,
     /// The ignored files copied into the verification checkout (`.worktreeinclude`).
     pub includes: &'a crate::pipeline::include::Includes,
+    /// Extra environment for the gate's commands: the task's resources (index, port block).
+    pub env: &'a [(String, String)],
     /// The worker's final report when the completeness stage applies (`Some(None)`: it gave none).
     pub final_report: Option<Option<String>>,
     /// Stops long stages.
@@ -377,17 +379,7 @@ fn run_command(
     };
     let mut notes = Vec::new();
     for spec in specs {
-        let report = commands::run(
-            stage,
-            spec,
-            &path,
-            input.artifacts,
-            input.policy,
-            input.repo,
-            input.rules,
-            &running.raw,
-            input.cancel,
-        );
+        let report = commands::run(stage, spec, &path, input, &running.raw);
         merged.status = match (merged.status, report.status) {
             (StageStatus::Error, _) | (_, StageStatus::Error) => StageStatus::Error,
             (StageStatus::Fail, _) | (_, StageStatus::Fail) => StageStatus::Fail,
