@@ -58,6 +58,11 @@ pub enum Event {
         /// What to say.
         message: String,
     },
+    /// Progress worth a line that belongs to no task (e.g. the base layer being prepared).
+    Note {
+        /// What to say.
+        message: String,
+    },
     /// The run ended (every task is in a final state).
     RunFinished {
         /// Run id.

@@ -73,7 +73,7 @@ pub fn verify(start: &Path, args: VerifyArgs) -> Result<Exit, CliError> {
 pub(super) struct GateParts {
     rules: RulePack,
     scratch: PathBuf,
-    includes: pipeline::include::Includes,
+    includes: pipeline::include::TreeFiles,
     cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -85,7 +85,10 @@ impl GateParts {
         Ok(GateParts {
             rules: pipeline::load_rules(policy).map_err(PipelineError::from)?,
             scratch: gate::scratch_root(repo, policy),
-            includes: pipeline::include::Includes::load(repo).map_err(PipelineError::from)?,
+            includes: pipeline::include::TreeFiles::new(
+                pipeline::include::Includes::load(repo).map_err(PipelineError::from)?,
+                pipeline::layer::ready_for(repo, policy).as_ref(),
+            ),
             cancel: super::cancel_flag(),
         })
     }

@@ -53,6 +53,9 @@ impl From<PipelineError> for CliError {
     fn from(error: PipelineError) -> Self {
         let exit = if error.is_bad_input() {
             Exit::BadInput
+        } else if matches!(error, PipelineError::SetupFailed { .. }) {
+            // Like a gate that says no: the project's own command failed, not ccfan.
+            Exit::NotAllSucceeded
         } else {
             Exit::Internal
         };

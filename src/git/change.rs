@@ -109,6 +109,72 @@ pub fn ignored_files(repo: &RepoPaths) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Writes the files of commit `commit` into `dir` (an empty or missing folder), touching no index, ref or working
+/// tree of the repository: the tracked half of a prepared base layer.
+pub fn export_commit(repo: &RepoPaths, commit: &str, dir: &Path) -> Result<()> {
+    let git = repo.open()?;
+    let tree = git
+        .find_commit(oid(commit)?)
+        .and_then(|commit| commit.tree())
+        .map_err(git2_context(format!("cannot read commit {commit}")))?;
+    std::fs::create_dir_all(dir).map_err(|source| GitError::Io {
+        context: format!("cannot create {}", dir.display()),
+        source,
+    })?;
+    let mut checkout = git2::build::CheckoutBuilder::new();
+    checkout
+        .target_dir(dir)
+        .update_index(false)
+        .force()
+        .recreate_missing(true);
+    git.checkout_tree(tree.as_object(), Some(&mut checkout))
+        .map_err(git2_context(format!(
+            "cannot write {commit} into {}",
+            dir.display()
+        )))
+}
+
+/// The files in `dir` (a folder holding commit `commit`'s files, as [`export_commit`] wrote them, plus whatever
+/// ran there since) that the repository's ignore rules exclude — dependencies, build output — relative and sorted.
+pub fn ignored_in(repo: &RepoPaths, dir: &Path, commit: &str) -> Result<Vec<PathBuf>> {
+    let git =
+        Repository::open(&repo.common_dir).map_err(git2_context("cannot open the repository"))?;
+    git.set_workdir(dir, false)
+        .map_err(git2_context(format!("cannot look at {}", dir.display())))?;
+    let tree = git
+        .find_commit(oid(commit)?)
+        .and_then(|commit| commit.tree())
+        .map_err(git2_context(format!("cannot read commit {commit}")))?;
+    let mut index = git2::Index::new().map_err(git2_context("cannot make an index"))?;
+    index
+        .read_tree(&tree)
+        .map_err(git2_context("cannot read the commit's tree"))?;
+    git.set_index(&mut index)
+        .map_err(git2_context("cannot use the commit's tree as index"))?;
+    let mut options = StatusOptions::new();
+    options
+        .include_ignored(true)
+        .recurse_ignored_dirs(true)
+        .include_untracked(false)
+        .exclude_submodules(true);
+    let statuses = git
+        .statuses(Some(&mut options))
+        .map_err(git2_context(format!(
+            "cannot list the files of {}",
+            dir.display()
+        )))?;
+    let mut files: Vec<PathBuf> = statuses
+        .iter()
+        .filter(|entry| entry.status().is_ignored())
+        .map(|entry| {
+            use std::os::unix::ffi::OsStrExt;
+            PathBuf::from(OsStr::from_bytes(entry.path_bytes()))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// The commits being merged in (`MERGE_HEAD`), while a stopped merge waits for its commit in this working tree.
 pub fn merge_heads(repo: &RepoPaths) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(repo.git_dir.join("MERGE_HEAD")) else {

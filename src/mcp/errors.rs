@@ -164,6 +164,7 @@ pub fn from_pipeline(error: PipelineError, request_file: Option<&std::path::Path
             "pass a branch, tag or commit that exists",
         ),
         PipelineError::Git(_) => ToolError::new(ErrorCode::Git, message).into(),
+        PipelineError::SetupFailed { .. } => ToolError::new(ErrorCode::StartFailed, message).into(),
         PipelineError::Store(_)
         | PipelineError::Io { .. }
         | PipelineError::Worker(_)

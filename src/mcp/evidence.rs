@@ -107,7 +107,10 @@ pub async fn verify(
             &repo,
             policy.worktree_root.as_deref(),
         ));
-        let includes = pipeline::include::Includes::load(&repo)?;
+        let includes = pipeline::include::TreeFiles::new(
+            pipeline::include::Includes::load(&repo)?,
+            pipeline::layer::ready_for(&repo, &policy).as_ref(),
+        );
         let checker = gate::Gate::new(&repo, &policy, &rules, &scratch, &includes, &stop);
         checker.reverify(&mut store, &run_id, task_id.as_ref())
     })

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::PipelineError;
-use super::include::Includes;
+use super::include::TreeFiles;
 use crate::git::{self, GitError, RepoPaths};
 
 /// Makes the task's worktree at `path` on a new `branch` at `base`, with the included ignored files; returns the
@@ -16,7 +16,7 @@ pub fn prepare(
     path: &Path,
     branch: &str,
     base: &str,
-    includes: &Includes,
+    includes: &TreeFiles,
 ) -> Result<String, PipelineError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|source| GitError::Io {

@@ -64,13 +64,19 @@ impl Includes {
         })
     }
 
+    /// Files `files` (relative, sorted) of folder `source`: e.g. what a prepared layer's setup left there.
+    pub fn of(source: PathBuf, files: Vec<PathBuf>) -> Includes {
+        Includes { source, files }
+    }
+
     /// The selected files, relative to the checkout.
     pub fn files(&self) -> &[PathBuf] {
         &self.files
     }
 
     /// Copies every selected file into `tree` (a fresh checkout of the same repository): regular files with
-    /// their mode, symlinks as symlinks (never followed). A file that vanished since it was listed is skipped; one
+    /// their mode and modification time (so a build cache keeps judging what is fresh), symlinks as symlinks
+    /// (never followed). A file that vanished since it was listed is skipped; one
     /// already present in `tree` is left alone. Returns how many were copied.
     pub fn copy_into(&self, tree: &Path) -> Result<usize, IncludeError> {
         let mut copied = 0;
@@ -96,12 +102,42 @@ impl Includes {
                 std::os::unix::fs::symlink(target, &to).map_err(failed)?;
             } else if meta.is_file() {
                 std::fs::copy(&from, &to).map_err(failed)?;
+                if let Ok(modified) = meta.modified() {
+                    std::fs::File::options()
+                        .write(true)
+                        .open(&to)
+                        .and_then(|file| file.set_modified(modified))
+                        .map_err(failed)?;
+                }
             } else {
                 continue;
             }
             copied += 1;
         }
         Ok(copied)
+    }
+}
+
+/// Everything copied into a fresh task tree or verification checkout: the `.worktreeinclude` files of the user's
+/// checkout first, then what the prepared layer's setup left there (dependencies, build caches).
+#[derive(Debug, Clone, Default)]
+pub struct TreeFiles {
+    sets: Vec<Includes>,
+}
+
+impl TreeFiles {
+    /// The user's includes, then the layer's outputs when there is a layer.
+    pub fn new(includes: Includes, layer: Option<&super::layer::Layer>) -> TreeFiles {
+        let mut sets = vec![includes];
+        sets.extend(layer.map(|layer| layer.outputs.clone()));
+        TreeFiles { sets }
+    }
+
+    /// Copies every set into `tree` (a file already there is left alone); returns how many files were copied.
+    pub fn copy_into(&self, tree: &Path) -> Result<usize, IncludeError> {
+        self.sets
+            .iter()
+            .try_fold(0, |copied, set| Ok(copied + set.copy_into(tree)?))
     }
 }
 

@@ -6,6 +6,8 @@
 pub mod plan;
 // stage 1, around the plan: the request resolved, the run registered, the warnings given
 pub mod prepare;
+// stage 1b: the prepared base layer (`[setup]` run once)
+pub mod layer;
 // stage 2
 pub mod fan_out;
 // stage 2b: the ignored files each task tree needs (`.worktreeinclude`)
@@ -86,6 +88,21 @@ pub enum PipelineError {
     /// The sandbox the policy asks for cannot run on this machine (exit code 2: install or configure it).
     #[error(transparent)]
     Sandbox(#[from] sandbox::Unavailable),
+    /// The `[setup]` command failed: no layer, no task started (exit code 1, like a gate that says no).
+    #[error(
+        "setup `{command}` failed ({exit}): the base layer was not prepared and no task started; last lines of its log:\n{tail}\nwhole log: {}",
+        log.display()
+    )]
+    SetupFailed {
+        /// The command.
+        command: String,
+        /// How it ended.
+        exit: String,
+        /// The end of its log, secrets redacted.
+        tail: String,
+        /// Where its whole log is kept.
+        log: PathBuf,
+    },
     /// An internal error that stopped a task, as kept for the end of the run: its text redacted (git errors name
     /// files a worker chose), and whether the disk was full.
     #[error("{message}")]
@@ -129,6 +146,7 @@ impl PipelineError {
             ) => true,
             PipelineError::Sandbox(_) => true,
             PipelineError::Stopped { .. }
+            | PipelineError::SetupFailed { .. }
             | PipelineError::Git(_)
             | PipelineError::Store(_)
             | PipelineError::Io { .. }
@@ -228,6 +246,7 @@ pub fn run(
         tasks: resolved.plan.tasks.iter().map(|t| t.id.clone()).collect(),
         jobs: resolved.jobs,
     });
+    let copies = prepare::prepare_layer(&mut store, &request.repo, &resolved, &run, sink, cancel)?;
     let cancels = cancel::Cancels::new(cancel, resolved.plan.tasks.iter().map(|t| &t.id));
     let carrier = Carrier::new(carry::RunContext {
         repo: &request.repo,
@@ -237,7 +256,7 @@ pub fn run(
         base_sha: &resolved.base_sha,
         target_branch: resolved.target_branch.as_deref(),
         no_merge: request.no_merge,
-        includes: &resolved.includes,
+        includes: &copies,
         resources: resources::Resources::new(
             resolved.plan.tasks.iter().map(|task| task.id.clone()),
             resolved.policy.ports_per_task,

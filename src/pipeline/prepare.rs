@@ -184,6 +184,55 @@ pub fn register(
     })
 }
 
+/// Stage 1b: the base layer for the run (prepared, or reused), and so what every task tree gets copied in. When
+/// setup fails, every task ends in `error` with the reason and the run is finished before any worker started.
+pub fn prepare_layer(
+    store: &mut Store,
+    repo: &RepoPaths,
+    resolved: &Resolved,
+    run: &Registered,
+    sink: &dyn EventSink,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<super::include::TreeFiles, PipelineError> {
+    let input = super::layer::LayerInput {
+        repo,
+        policy: &resolved.policy,
+        rules: &resolved.rules,
+        base: &resolved.base_sha,
+        includes: &resolved.includes,
+        cancel,
+    };
+    if let Some(setup) = &resolved.policy.setup {
+        sink.emit(Event::Note {
+            message: format!(
+                "base layer: `{}` runs once for these inputs (an earlier run's layer is reused)",
+                setup.argv.join(" ")
+            ),
+        });
+    }
+    match super::layer::prepare(&input) {
+        Ok(layer) => Ok(super::include::TreeFiles::new(
+            resolved.includes.clone(),
+            layer.as_ref(),
+        )),
+        Err(error) => {
+            let reason = resolved
+                .rules
+                .redact_text(&format!("no task started: {error}"));
+            for task in &resolved.plan.tasks {
+                store.set_task_state(
+                    &run.run_id,
+                    &task.id,
+                    crate::model::TaskState::Error,
+                    Some(&reason),
+                )?;
+            }
+            store.finish_run(&run.run_id, crate::model::RunState::Finished, Some(&reason))?;
+            Err(error)
+        }
+    }
+}
+
 /// Gives the warnings a person should read before workers start, and groups the tasks: one group each, or
 /// overlapping tasks together when the policy says to run them one after another.
 pub fn warn_and_group(

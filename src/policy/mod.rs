@@ -15,10 +15,12 @@ use crate::util::{parse_duration, parse_size};
 mod gate;
 mod hooks;
 mod sandbox;
+mod setup;
 mod worker;
 
 pub use hooks::HooksSettings;
 pub use sandbox::{SandboxBackend, SandboxLimits, SandboxSettings};
+pub use setup::SetupSettings;
 pub use worker::WorkerSection;
 
 /// The presets compiled into the binary: `(name, file text)`.
@@ -129,6 +131,8 @@ pub struct Policy {
     pub gate: GateSettings,
     /// The local git hooks' gate (`[hooks]`).
     pub hooks: HooksSettings,
+    /// The command that prepares the base layer once (`[setup]`), if any.
+    pub setup: Option<SetupSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +148,7 @@ struct PolicyFile {
     gate: Option<gate::GateSection>,
     checks: Option<Vec<Spanned<gate::CheckSection>>>,
     hooks: Option<hooks::HooksSection>,
+    setup: Option<setup::SetupSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -390,6 +395,13 @@ fn resolve(
         base_dir,
     )?;
     let hooks = hooks::resolve(file, source, parsed.hooks, base.as_ref().map(|b| &b.hooks))?;
+    let setup = setup::resolve(
+        file,
+        source,
+        parsed.setup,
+        base.as_ref().and_then(|b| b.setup.as_ref()),
+        base_dir,
+    )?;
     let overlap = match &run.overlap {
         Some(name) => match name.get_ref().as_str() {
             "warn" => Overlap::Warn,
@@ -442,6 +454,7 @@ fn resolve(
         workers,
         gate,
         hooks,
+        setup,
     })
 }
 

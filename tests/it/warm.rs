@@ -99,3 +99,119 @@ fn each_task_gets_its_index_and_its_own_ports_in_the_worker_and_the_gate() {
         "{a:?} {b:?}"
     );
 }
+
+/// A policy whose setup "installs" into `deps/` (ignored): a stamp saying when it ran, and which lockfile it saw.
+const SETUP_POLICY: &str = "[setup]\ncommand = [\"sh\", \"-c\", \"if [ -e slow.flag ]; then sleep 60; fi; mkdir -p deps && date +%s%N > deps/stamp && cp lock.txt deps/lock\"]\ninputs = [\"lock.txt\"]\nnetwork = false\n\
+[tests]\ncommand = [\"sh\", \"-c\", \"test -s deps/stamp\"]\n";
+
+fn setup_env() -> TestEnv {
+    let env = TestEnv::new();
+    env.write(".gitignore", "*.log\ndeps/\nslow.flag\n");
+    env.write("lock.txt", "v1\n");
+    env.git(&["add", "-A"]);
+    env.git(&["commit", "-qm", "a lockfile"]);
+    env.commit_policy(SETUP_POLICY);
+    env
+}
+
+/// Runs one task whose worker copies what setup left into a tracked file; returns that file's content.
+fn run_reading_deps(env: &TestEnv, name: &str) -> String {
+    let worker = env.script(
+        &format!("{name}.sh"),
+        &format!("cat deps/stamp deps/lock > {name}.txt || exit 9"),
+    );
+    let tasks = env.tasks(&format!(
+        "[[task]]\nid = \"{name}\"\ngoal = \"x\"\nworker = \"w\"\n[workers.w]\nkind = \"command\"\ncommand = [\"{}\"]\n",
+        worker.display()
+    ));
+    let ran = env.run(&tasks, &[]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(task(&ran.json(), name)["state"], "merged", "{ran:?}");
+    std::fs::read_to_string(env.repo.join(format!("{name}.txt"))).unwrap()
+}
+
+#[test]
+fn setup_runs_once_per_inputs_and_its_output_reaches_task_trees_and_the_gate() {
+    let env = setup_env();
+    let first = run_reading_deps(&env, "one");
+    assert!(first.ends_with("v1\n"), "{first}");
+    // The next run (on the commit the first landed) reuses the layer: setup did not run again.
+    let second = run_reading_deps(&env, "two");
+    assert_eq!(second, first);
+    // A changed input makes a new layer.
+    env.write("lock.txt", "v2\n");
+    env.git(&["commit", "-qam", "new lockfile"]);
+    let third = run_reading_deps(&env, "three");
+    assert!(third.ends_with("v2\n") && third != first, "{third}");
+    // What setup installed never lands.
+    assert!(env.git(&["ls-files", "deps"]).is_empty());
+}
+
+#[test]
+fn a_failing_setup_stops_the_run_before_any_worker_with_its_log() {
+    let env = TestEnv::new();
+    env.commit_policy(
+        "[setup]\ncommand = [\"sh\", \"-c\", \"echo resolving packages; echo 'E404 left-pad not found' >&2; exit 3\"]\n",
+    );
+    let tasks = env.tasks(
+        "[[task]]\nid = \"t\"\ngoal = \"x\"\nworker = \"w\"\n[workers.w]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo ran > ran.txt\"]\n",
+    );
+    let ran = env.run(&tasks, &[]);
+    assert_eq!(ran.code, 1, "{ran:?}");
+    assert!(
+        ran.stderr.contains("setup `sh -c") && ran.stderr.contains("E404 left-pad not found"),
+        "{ran:?}"
+    );
+    let log = ran
+        .stderr
+        .split("whole log: ")
+        .nth(1)
+        .map(|rest| rest.lines().next().unwrap().trim().to_string())
+        .expect("names the log");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("resolving packages")
+    );
+    let status = env.ccfan(&["status", "--json"]).json();
+    let run_id = status["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let view = env.ccfan(&["status", "--json", &run_id]).json();
+    let t = task(&view, "t");
+    assert_eq!(t["state"], "error", "{view}");
+    assert!(
+        t["reason"].as_str().unwrap().contains("no task started"),
+        "{t}"
+    );
+    assert_eq!(t["attempts"], 0, "no worker ran: {t}");
+}
+
+#[test]
+fn a_layer_whose_preparation_was_killed_is_prepared_again() {
+    let env = setup_env();
+    env.write(".worktreeinclude", "slow.flag\n");
+    env.write("slow.flag", "");
+    let tasks = env.tasks(
+        "[[task]]\nid = \"t\"\ngoal = \"x\"\nworker = \"w\"\n[workers.w]\nkind = \"command\"\ncommand = [\"true\"]\n",
+    );
+    let mut child = env
+        .command(&["run", "--json", "--tasks", tasks.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let layers = env.state_dir().join("layers");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_dir(&layers).is_ok_and(|mut dir| dir.next().is_some()) {
+        assert!(std::time::Instant::now() < deadline, "setup never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL, mid-setup
+    child.wait().unwrap();
+    std::fs::remove_file(env.repo.join("slow.flag")).unwrap();
+    let content = run_reading_deps(&env, "after");
+    assert!(
+        content.ends_with("v1\n"),
+        "a fresh layer was prepared: {content}"
+    );
+}

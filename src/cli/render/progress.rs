@@ -99,6 +99,9 @@ impl EventSink for Progress {
             (Some(multi), Event::Warning { message }) => {
                 let _ = multi.println(format!("warning: {message}"));
             }
+            (Some(multi), Event::Note { message }) => {
+                let _ = multi.println(message);
+            }
             (Some(_), Event::AttemptRecorded { .. }) => {}
             (
                 live,
@@ -188,6 +191,7 @@ fn plain_line(event: &Event) {
             )
         ),
         Event::Warning { message } => format!("ccfan: warning: {message}"),
+        Event::Note { message } => format!("ccfan: {message}"),
         Event::RunFinished { run_id } => format!("ccfan: run {run_id} finished"),
         Event::WorkerProgress {
             task_id, progress, ..

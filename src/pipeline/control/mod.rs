@@ -107,7 +107,16 @@ impl Control<'_> {
             let run = store.run(run_id)?;
             let policy = load_policy(self.repo, None)?;
             let rules = load_rules(&policy)?;
-            let includes = super::include::Includes::load(self.repo)?;
+            let included = super::include::Includes::load(self.repo)?;
+            let layer = super::layer::prepare(&super::layer::LayerInput {
+                repo: self.repo,
+                policy: &policy,
+                rules: &rules,
+                base: &run.base_sha,
+                includes: &included,
+                cancel: self.cancel,
+            })?;
+            let includes = super::include::TreeFiles::new(included, layer.as_ref());
             let tasks = store.tasks(run_id)?;
             let cancels = Cancels::new(self.cancel, tasks.iter().map(|t| &t.id));
             let carrier = Carrier::new(RunContext {

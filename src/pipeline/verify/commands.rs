@@ -26,7 +26,7 @@ pub struct CommandSpec<'a> {
 }
 
 /// The last `TAIL` bytes of a log, scrubbed of known secrets.
-fn tail(log: &Path, raw: &[secrets::RawSecret]) -> String {
+pub(crate) fn tail(log: &Path, raw: &[secrets::RawSecret]) -> String {
     let Ok(text) = crate::util::read_regular(log, crate::util::MAX_WORKER_FILE) else {
         return String::new();
     };

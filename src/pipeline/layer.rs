@@ -1,0 +1,228 @@
+//! Stage 1b, the prepared base layer: one export of the base commit, plus the `.worktreeinclude` files, plus the
+//! policy's `[setup]` command (`npm ci`, `uv sync`, `cargo build --tests` …) run there once, sandboxed. What setup
+//! leaves that git ignores — dependencies, build caches — is copied into every task tree and verification checkout,
+//! so each starts warm instead of paying the install per attempt.
+//!
+//! A layer is keyed by the setup command and the content of its `inputs` (lockfiles, manifests) at the base
+//! commit: a later run whose inputs did not change reuses it, whatever its base. It is prepared in a scratch folder
+//! and published by one rename once setup succeeded, so a layer whose preparation was killed is never handed to a
+//! task; the next run prepares it again.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::PipelineError;
+use super::include::Includes;
+use crate::git::{self, RepoPaths};
+use crate::ids::CommitId;
+use crate::paths::StateLayout;
+use crate::policy::{Policy, SetupSettings};
+use crate::sandbox::{self, Launch, SandboxPolicy, Tree};
+use crate::secrets::RulePack;
+
+/// The file that marks a layer complete, with what it holds.
+const READY: &str = "ready.json";
+
+/// A prepared layer: where its tree is, and the ignored files setup left there for the task trees.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Its key (hex).
+    pub key: String,
+    /// Its tree.
+    pub tree: PathBuf,
+    /// What setup left that git ignores (copied into each task tree).
+    pub outputs: Includes,
+    /// Whether an earlier run prepared it.
+    pub reused: bool,
+}
+
+/// What `ready.json` records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Ready {
+    key: String,
+    base: CommitId,
+    command: Vec<String>,
+    outputs: Vec<PathBuf>,
+}
+
+/// Where this repository's layers live.
+pub fn layers_dir(repo: &RepoPaths) -> PathBuf {
+    StateLayout::of(repo).root.join("layers")
+}
+
+/// The key of a layer: the setup command, then each input's path and blob at `base` (or that it is missing).
+fn key(repo: &RepoPaths, setup: &SetupSettings, base: &CommitId) -> Result<String, PipelineError> {
+    let mut hash = Sha256::new();
+    for word in &setup.argv {
+        hash.update(word.as_bytes());
+        hash.update([0]);
+    }
+    for input in &setup.inputs {
+        let blob = git::blob_at(repo, base, input)?;
+        hash.update(input.as_bytes());
+        hash.update([1]);
+        match blob {
+            Some(bytes) => hash.update(Sha256::digest(&bytes)),
+            None => hash.update(b"missing"),
+        }
+    }
+    let digest = hash.finalize();
+    Ok(digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
+}
+
+/// The layer ready for the repository's HEAD, if an earlier run prepared one (setup is not run here): what the
+/// hooks gate and `ccfan verify` copy into their checkouts.
+pub fn ready_for(repo: &RepoPaths, policy: &Policy) -> Option<Layer> {
+    let setup = policy.setup.as_ref()?;
+    let head = git::resolve_commit(repo, "HEAD").ok()?;
+    let key = key(repo, setup, &head).ok()?;
+    read_ready(&layers_dir(repo).join(&key), &key)
+}
+
+/// What a layer needs to be prepared.
+pub struct LayerInput<'a> {
+    /// The repository.
+    pub repo: &'a RepoPaths,
+    /// The policy (its `[setup]` and sandbox settings).
+    pub policy: &'a Policy,
+    /// The secret rules (the setup log is scrubbed).
+    pub rules: &'a RulePack,
+    /// The run's base commit.
+    pub base: &'a CommitId,
+    /// The `.worktreeinclude` files.
+    pub includes: &'a Includes,
+    /// Ctrl-C.
+    pub cancel: &'a AtomicBool,
+}
+
+/// The layer for the run's base: reused when one with the same key is ready, else prepared now (setup runs).
+/// `None` when the policy has no `[setup]`. A failing setup is [`PipelineError::SetupFailed`].
+pub fn prepare(input: &LayerInput<'_>) -> Result<Option<Layer>, PipelineError> {
+    let Some(setup) = &input.policy.setup else {
+        return Ok(None);
+    };
+    let key = key(input.repo, setup, input.base)?;
+    let dir = layers_dir(input.repo);
+    let published = dir.join(&key);
+    if let Some(layer) = read_ready(&published, &key) {
+        return Ok(Some(layer));
+    }
+    let scratch = dir.join(format!("{key}.tmp-{}", crate::util::random_hex(4)));
+    let made = build(input, setup, &key, &scratch);
+    if let Err(error) = made {
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Err(error);
+    }
+    // Published in one step; another run that published the same key first wins, and this copy goes.
+    if std::fs::rename(&scratch, &published).is_err() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    let mut layer = read_ready(&published, &key).ok_or_else(|| PipelineError::Io {
+        context: format!("the layer {} was not published", published.display()),
+        source: std::io::Error::other("missing ready.json"),
+    })?;
+    layer.reused = false;
+    Ok(Some(layer))
+}
+
+/// A published layer, if `folder` holds a complete one with this key.
+fn read_ready(folder: &Path, key: &str) -> Option<Layer> {
+    let bytes = crate::util::read_regular(&folder.join(READY), 64 << 20).ok()?;
+    let ready: Ready = serde_json::from_slice(&bytes).ok()?;
+    (ready.key == key).then(|| Layer {
+        key: ready.key,
+        tree: folder.join("tree"),
+        outputs: Includes::of(folder.join("tree"), ready.outputs),
+        reused: true,
+    })
+}
+
+/// Exports the base into `scratch/tree`, copies the includes in, runs setup there and writes `ready.json`.
+fn build(
+    input: &LayerInput<'_>,
+    setup: &SetupSettings,
+    key: &str,
+    scratch: &Path,
+) -> Result<(), PipelineError> {
+    let tree = scratch.join("tree");
+    git::export_commit(input.repo, input.base, &tree)?;
+    input.includes.copy_into(&tree)?;
+    let log = scratch.join("setup.log");
+    run_setup(input, setup, &tree, &log)?;
+    let ready = Ready {
+        key: key.to_string(),
+        base: input.base.clone(),
+        command: setup.argv.clone(),
+        outputs: git::ignored_in(input.repo, &tree, input.base)?,
+    };
+    let json = serde_json::to_vec_pretty(&ready).map_err(|error| PipelineError::Io {
+        context: "cannot write the layer's record".to_string(),
+        source: std::io::Error::other(error),
+    })?;
+    std::fs::write(scratch.join(READY), json).map_err(|source| PipelineError::Io {
+        context: format!("cannot write {}", scratch.join(READY).display()),
+        source,
+    })
+}
+
+/// Runs the setup command in `tree`, sandboxed with `tree` writable (and the profile's extra folders); a failure
+/// keeps its log beside the layers and says where.
+fn run_setup(
+    input: &LayerInput<'_>,
+    setup: &SetupSettings,
+    tree: &Path,
+    log: &Path,
+) -> Result<(), PipelineError> {
+    let settings = &input.policy.sandbox;
+    let mut policy = SandboxPolicy::for_command(
+        settings,
+        Tree {
+            worktree: tree,
+            common_dir: &input.repo.common_dir,
+            checkout: &input.repo.workdir,
+            outbox: None,
+        },
+        setup.timeout,
+        input.policy.log_limit,
+    );
+    policy.network = setup.network;
+    policy.writable.extend(setup.writable.iter().cloned());
+    let env = sandbox::command_env(settings, &[("CCFAN_SETUP".to_string(), "1".to_string())]);
+    let token = format!("setup-{}", crate::util::random_hex(6));
+    let outcome = sandbox::run(
+        Launch {
+            argv: &setup.argv,
+            cwd: tree,
+            env,
+            log_path: log,
+            token: &token,
+            cancel: input.cancel,
+            sandbox: &policy,
+            stream: None,
+        },
+        |_| {},
+    )
+    .map_err(|error| PipelineError::Io {
+        context: format!("cannot run the setup command `{}`", setup.argv.join(" ")),
+        source: std::io::Error::other(error.to_string()),
+    })?;
+    let raw = super::verify::secrets::scrub_log(input.rules, log, &[]);
+    if matches!(outcome.exit, crate::model::ExitStatus::Code { code: 0 }) {
+        return Ok(());
+    }
+    let kept =
+        layers_dir(input.repo).join(format!("setup-failed-{}.log", crate::util::random_hex(3)));
+    let _ = std::fs::copy(log, &kept);
+    Err(PipelineError::SetupFailed {
+        command: setup.argv.join(" "),
+        exit: outcome.exit.to_string(),
+        tail: super::verify::commands::tail(log, &raw),
+        log: kept,
+    })
+}
