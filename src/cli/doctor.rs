@@ -23,6 +23,25 @@ struct Report {
     /// The worker kinds: `command`, then each agent CLI (its default program, and every other program a profile
     /// of the policy names).
     workers: Vec<WorkerKindReport>,
+    /// How task trees are made, and what each one gets.
+    trees: TreesReport,
+}
+
+/// How task trees are made here: their mode, the base layer's setup, what `.worktreeinclude` selects, the ports.
+#[derive(Debug, Serialize)]
+struct TreesReport {
+    /// `checkout`: every task tree and verification checkout is a full checkout of its commit.
+    mode: &'static str,
+    /// Why not copy-on-write.
+    note: &'static str,
+    /// The `[setup]` command, if any.
+    setup: Option<String>,
+    /// Whether a layer is prepared for HEAD (setup will not run again for the next run).
+    layer_ready: bool,
+    /// Files `.worktreeinclude` selects from the checkout (`None`: no repository, or the list is invalid).
+    included_files: Option<usize>,
+    /// Ports leased to each task.
+    ports_per_task: u16,
 }
 
 /// Runs `ccfan doctor`.
@@ -36,6 +55,7 @@ pub fn doctor(start: &Path, args: DoctorArgs) -> Result<Exit, CliError> {
         policy: policy.sources.clone(),
         sandbox: doctor::report(policy.sandbox.backend),
         workers: worker_kinds(&policy),
+        trees: trees(start, &policy),
     };
     let profiles_work = report.workers.iter().all(|kind| {
         kind.profiles.is_empty() || kind.probe.as_ref().is_none_or(ProbeReport::usable)
@@ -50,6 +70,24 @@ pub fn doctor(start: &Path, args: DoctorArgs) -> Result<Exit, CliError> {
     } else {
         Exit::NotAllSucceeded
     })
+}
+
+fn trees(start: &Path, policy: &policy::Policy) -> TreesReport {
+    let repo = git::discover(start).ok();
+    TreesReport {
+        mode: "checkout",
+        note: "copy-on-write task trees are not implemented yet: each task tree is a full checkout, with the layer's ignored files copied in",
+        setup: policy.setup.as_ref().map(|setup| setup.argv.join(" ")),
+        layer_ready: repo
+            .as_ref()
+            .is_some_and(|repo| pipeline::layer::ready_for(repo, policy).is_some()),
+        included_files: repo.as_ref().and_then(|repo| {
+            pipeline::include::Includes::load(repo)
+                .ok()
+                .map(|includes| includes.files().len())
+        }),
+        ports_per_task: policy.ports_per_task,
+    }
 }
 
 fn human(report: &Report) -> String {
@@ -101,5 +139,33 @@ fn human(report: &Report) -> String {
         };
         let _ = writeln!(text, "  {line}");
     }
+    let trees = &report.trees;
+    let _ = writeln!(
+        text,
+        "\ntask trees\n  mode     {} ({})",
+        trees.mode, trees.note
+    );
+    let _ = writeln!(
+        text,
+        "  setup    {}",
+        match (&trees.setup, trees.layer_ready) {
+            (None, _) => "none ([setup] is not set)".to_string(),
+            (Some(command), true) => format!("`{command}`, layer ready for HEAD"),
+            (Some(command), false) => format!("`{command}`, runs before the next run's first task"),
+        }
+    );
+    let _ = writeln!(
+        text,
+        "  include  {}",
+        match trees.included_files {
+            Some(0) | None => "no ignored files copied in (.worktreeinclude)".to_string(),
+            Some(n) => format!("{n} ignored file(s) copied into each tree (.worktreeinclude)"),
+        }
+    );
+    let _ = writeln!(
+        text,
+        "  ports    {} per task (CCFAN_PORT_BASE)",
+        trees.ports_per_task
+    );
     text
 }

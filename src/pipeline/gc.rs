@@ -25,6 +25,8 @@ pub struct GcReport {
     pub dry_run: bool,
     /// Verification checkouts left behind by a gate that was cut short, removed.
     pub verify_checkouts_removed: usize,
+    /// Base layers removed: half-prepared ones, failed setups' logs, and every prepared layer but the last used.
+    pub layers_removed: usize,
 }
 
 /// One task's worktree and branch removed.
@@ -281,6 +283,9 @@ pub fn gc(
             }
             report.verify_checkouts_removed += 1;
         }
+    }
+    if !any_running && !dry_run {
+        report.layers_removed = super::layer::collect(repo);
     }
     if !dry_run {
         git::prune_worktrees(repo)?;

@@ -85,6 +85,37 @@ pub fn ready_for(repo: &RepoPaths, policy: &Policy) -> Option<Layer> {
     read_ready(&layers_dir(repo).join(&key), &key)
 }
 
+/// `ccfan gc`, with no run going: removes half-prepared layers, kept logs of failed setups, and every published
+/// layer but the one used last (the next run most likely reuses it). Returns how many folders and files went.
+pub fn collect(repo: &RepoPaths) -> usize {
+    let Ok(entries) = std::fs::read_dir(layers_dir(repo)) else {
+        return 0;
+    };
+    let mut published = Vec::new();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ready = path.join(READY);
+        match std::fs::metadata(&ready).and_then(|meta| meta.modified()) {
+            Ok(used) => published.push((used, path)),
+            Err(_) => {
+                let gone = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed += usize::from(gone.is_ok());
+            }
+        }
+    }
+    published.sort();
+    published.pop();
+    for (_, path) in published {
+        removed += usize::from(std::fs::remove_dir_all(&path).is_ok());
+    }
+    removed
+}
+
 /// What a layer needs to be prepared.
 pub struct LayerInput<'a> {
     /// The repository.
@@ -111,6 +142,11 @@ pub fn prepare(input: &LayerInput<'_>) -> Result<Option<Layer>, PipelineError> {
     let dir = layers_dir(input.repo);
     let published = dir.join(&key);
     if let Some(layer) = read_ready(&published, &key) {
+        // Marked used, so `gc` keeps the layer the latest run needed.
+        let _ = std::fs::File::options()
+            .write(true)
+            .open(published.join(READY))
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()));
         return Ok(Some(layer));
     }
     let scratch = dir.join(format!("{key}.tmp-{}", crate::util::random_hex(4)));

@@ -145,6 +145,14 @@ fn setup_runs_once_per_inputs_and_its_output_reaches_task_trees_and_the_gate() {
     assert!(third.ends_with("v2\n") && third != first, "{third}");
     // What setup installed never lands.
     assert!(env.git(&["ls-files", "deps"]).is_empty());
+    // gc keeps the layer used last and removes the other.
+    let gc = env.ccfan(&["gc", "--json"]).json();
+    assert_eq!(gc["layers_removed"], 1, "{gc}");
+    assert_eq!(
+        run_reading_deps(&env, "four"),
+        third,
+        "the kept layer is reused"
+    );
 }
 
 #[test]

@@ -307,9 +307,16 @@ pub fn gc_report(report: &GcReport) -> String {
             report.verify_checkouts_removed
         ));
     }
+    if report.layers_removed > 0 {
+        text.push_str(&format!(
+            "removed {} base layer(s) and setup log(s) no run needs\n",
+            report.layers_removed
+        ));
+    }
     if report.removed.is_empty()
         && report.skipped.is_empty()
         && report.verify_checkouts_removed == 0
+        && report.layers_removed == 0
     {
         text.push_str("nothing to remove\n");
     } else if !report.dry_run {
