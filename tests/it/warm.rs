@@ -153,6 +153,15 @@ fn setup_runs_once_per_inputs_and_its_output_reaches_task_trees_and_the_gate() {
         third,
         "the kept layer is reused"
     );
+    let doctor = env.ccfan(&["doctor", "--json"]).json();
+    assert_eq!(doctor["trees"]["mode"], "checkout", "{doctor}");
+    assert_eq!(doctor["trees"]["layer_ready"], true, "{doctor}");
+    assert!(
+        doctor["trees"]["setup"]
+            .as_str()
+            .unwrap()
+            .starts_with("sh -c")
+    );
 }
 
 #[test]
