@@ -26,17 +26,7 @@ mkdir -p "$HOME"
 
 repo="$root/repo"
 rm -rf "$repo" && mkdir -p "$repo"
-python3 - "$repo" "$files" <<'PY'
-import os, random, sys
-root, files = sys.argv[1], int(sys.argv[2])
-random.seed(7)
-per_dir = 100
-for n in range(files):
-    d = os.path.join(root, "src", f"mod{n // per_dir:04}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"file{n % per_dir:03}.rs"), "w") as fh:
-        fh.write("".join(f"pub fn f{i}() -> u64 {{ {random.randint(0, 10**9)} }}\n" for i in range(30)))
-PY
+python3 "$here/scripts/gen-repo.py" "$repo" "$files"
 git -C "$repo" init -q -b main && git -C "$repo" add -A && git -C "$repo" commit -qm "generated"
 tasks="$root/tasks.toml"
 {
