@@ -53,6 +53,8 @@ pub enum Command {
     /// See and bring back any recorded attempt.
     #[command(subcommand)]
     Salvage(SalvageCommand),
+    /// Print a task's worktree (made again on its branch if gc removed it), or open a shell in it.
+    Open(OpenArgs),
     /// Serve ccfan's tools over MCP (stdio by default) for an orchestrating agent.
     Mcp(McpArgs),
     /// Put the gate in front of commits, merges and pushes as local git hooks.
@@ -61,6 +63,19 @@ pub enum Command {
     /// Carry out a job request the MCP server handed over (JSON; not for people).
     #[command(hide = true)]
     Job(JobArgs),
+}
+
+/// `ccfan open`.
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// `<run>/<task>`.
+    pub target: String,
+    /// Start your shell (`$SHELL`) in the worktree instead of printing its path.
+    #[arg(long, conflicts_with = "json")]
+    pub shell: bool,
+    /// Print JSON (run, task, state, path, whether it was made again).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `ccfan job`.

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use super::args::{
-    AcceptArgs, CancelArgs, MergeArgs, ReworkArgs, SalvageCommand, TargetArgs, TaskArgs,
+    AcceptArgs, CancelArgs, MergeArgs, OpenArgs, ReworkArgs, SalvageCommand, TargetArgs, TaskArgs,
 };
 use super::{CliError, Exit, render};
 use crate::model::{TaskId, TaskState};
@@ -209,5 +209,45 @@ pub fn salvage(start: &Path, command: SalvageCommand) -> Result<Exit, CliError> 
         }
     };
     render::out(&text)?;
+    Ok(Exit::Success)
+}
+
+/// `ccfan open`: the worktree's path (made again if gc removed it), or the person's shell in it.
+pub fn open(start: &Path, args: OpenArgs) -> Result<Exit, CliError> {
+    let target = Target::parse(&args.target)?;
+    let repo = super::repo_at(start)?;
+    let cancel = super::cancel_flag();
+    let progress = render::Progress::new(false);
+    let context = Control {
+        repo: &repo,
+        sink: &progress,
+        cancel: &cancel,
+    };
+    let tree = context.open(&target)?;
+    if tree.recreated {
+        render::err(&format!(
+            "ccfan: made the worktree of {}/{} again on its branch\n",
+            tree.run_id, tree.task_id
+        ));
+    }
+    if args.shell {
+        render::err(&format!(
+            "ccfan: shell in {} (task {}, {}); exit to return\n",
+            tree.path.display(),
+            tree.task_id,
+            tree.state
+        ));
+        let code = crate::sandbox::detach::person_shell(&tree.path)?;
+        return Ok(if code == 0 {
+            Exit::Success
+        } else {
+            Exit::NotAllSucceeded
+        });
+    }
+    render::out(&if args.json {
+        render::json(&tree)
+    } else {
+        format!("{}\n", tree.path.display())
+    })?;
     Ok(Exit::Success)
 }

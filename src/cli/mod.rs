@@ -95,6 +95,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Rollback(args) => control::rollback(&start, args),
         Command::Cancel(args) => control::cancel(&start, args),
         Command::Salvage(command) => control::salvage(&start, command),
+        Command::Open(args) => control::open(&start, args),
         Command::Doctor(args) => doctor::doctor(&start, args),
         Command::Mcp(args) => mcp::serve(&start, args),
         Command::Hooks(command) => hooks::hooks(&start, command),

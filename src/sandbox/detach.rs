@@ -1,5 +1,6 @@
-//! The sandbox door, for ccfan itself: starts another ccfan process (not a worker, so no sandbox) detached in its
-//! own process group, so the MCP server can hand it long work that outlives the server.
+//! The sandbox door, for ccfan itself and the person at the terminal: starts another ccfan process (not a worker,
+//! so no sandbox) detached in its own process group, so the MCP server can hand it long work that outlives the
+//! server; and opens a person's shell in a task tree (`ccfan open --shell`), unsandboxed — it is theirs.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -34,4 +35,18 @@ pub fn spawn_ccfan(
         .stderr(stderr)
         .process_group(0);
     command.spawn()
+}
+
+/// Runs the person's shell (`$SHELL`, else `sh`) in `dir`, attached to the terminal, and waits for it; returns its
+/// exit code (1 when a signal ended it).
+pub fn person_shell(dir: &Path) -> std::io::Result<i32> {
+    let shell = std::env::var_os("SHELL")
+        .filter(|shell| !shell.is_empty())
+        .unwrap_or_else(|| OsString::from("sh"));
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the sandbox module is the one door to processes"
+    )]
+    let status = Command::new(shell).current_dir(dir).status()?;
+    Ok(status.code().unwrap_or(1))
 }

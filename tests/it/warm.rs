@@ -232,3 +232,48 @@ fn a_layer_whose_preparation_was_killed_is_prepared_again() {
         "a fresh layer was prepared: {content}"
     );
 }
+
+#[test]
+fn open_gives_the_task_tree_back_after_gc_with_its_work_and_included_files() {
+    let env = TestEnv::new();
+    include_setup(&env);
+    let tasks = env.tasks(
+        "[[task]]\nid = \"t\"\ngoal = \"x\"\nworker = \"w\"\n[workers.w]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo work > work.txt\"]\n",
+    );
+    let ran = env.run(&tasks, &["--no-merge"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let run_id = ran.json()["run_id"].as_str().unwrap().to_string();
+    let target = format!("{run_id}/t");
+    let first = env.ccfan(&["open", "--json", &target]).json();
+    assert_eq!(first["recreated"], false, "{first}");
+    let gc = env.ccfan(&["gc", "--json"]).json();
+    assert_eq!(gc["removed"].as_array().unwrap().len(), 1, "{gc}");
+    let path = std::path::PathBuf::from(first["path"].as_str().unwrap());
+    assert!(!path.exists());
+    let again = env.ccfan(&["open", "--json", &target]);
+    assert_eq!(again.code, 0, "{again:?}");
+    let again = again.json();
+    assert_eq!(again["recreated"], true, "{again}");
+    assert_eq!(again["state"], "accepted", "{again}");
+    assert_eq!(
+        std::fs::read_to_string(path.join("work.txt")).unwrap(),
+        "work\n"
+    );
+    assert!(
+        path.join(".env").is_file(),
+        "the included files are copied again"
+    );
+    // A shell in it: `$SHELL` runs there, and its exit code is the command's.
+    let shell = env.script("shell.sh", "pwd > \"$PROBE\"; exit 0");
+    let probe = env.probe().join("pwd");
+    let mut command = env.command(&["open", "--shell", &target]);
+    command.env("SHELL", &shell).env("PROBE", &probe);
+    let status = command.status().unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read_to_string(&probe).unwrap().trim(),
+        path.canonicalize().unwrap().to_str().unwrap()
+    );
+    let bad = env.ccfan(&["open", &run_id]);
+    assert_eq!(bad.code, 2, "a run alone is not a tree: {bad:?}");
+}

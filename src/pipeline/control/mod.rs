@@ -76,6 +76,21 @@ pub struct ControlOutcome {
     pub refused: Option<Refusal>,
 }
 
+/// A task tree a person asked to open: where it is, and whether it had to be made again (after `gc`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpenTree {
+    /// Run id.
+    pub run_id: RunId,
+    /// Task id.
+    pub task_id: TaskId,
+    /// The task's state.
+    pub state: TaskState,
+    /// The task's worktree: a real folder on its branch, with its latest attempt.
+    pub path: std::path::PathBuf,
+    /// Whether `gc` had removed it and it was made again from the task's branch.
+    pub recreated: bool,
+}
+
 /// What a follow-up command works with: the repository and how to report and stop.
 pub struct Control<'a> {
     /// The repository.
@@ -185,6 +200,49 @@ impl Control<'_> {
             Ok(acted)
         })?;
         Ok((self.outcome(run_id, None)?, acted))
+    }
+
+    /// `ccfan open <run>/<task>`: the task's worktree, made again on its branch (its latest attempt, with the
+    /// included and layer files) when `gc` removed it. A tree that exists is only looked up, even while a worker
+    /// runs in it.
+    pub fn open(&self, target: &Target) -> Result<OpenTree, PipelineError> {
+        let task_id = target.need_task("open")?;
+        let found = |store: &Store| -> Result<TaskRow, PipelineError> {
+            store
+                .tasks(&target.run)?
+                .into_iter()
+                .find(|task| &task.id == task_id)
+                .ok_or_else(|| {
+                    StoreError::NoSuchTask {
+                        run: target.run.to_string(),
+                        task: task_id.to_string(),
+                    }
+                    .into()
+                })
+        };
+        let (store, _) = open_state(self.repo)?;
+        let task = found(&store)?;
+        let present = !task.removed && task.worktree.join(".git").is_file();
+        if !present {
+            self.with_carrier(&target.run, None, |carrier| {
+                let task = find_task(carrier, task_id)?;
+                let attempts = carrier.store().attempts(carrier.run_id, &task.id)?;
+                let at = task_head(&attempts, carrier.base_sha).map_or_else(
+                    || carrier.base_sha.clone(),
+                    |head| head.commit.unwrap_or(head.base),
+                );
+                carrier.ensure_worktree(&task, &at).map(drop)
+            })?;
+        }
+        let (store, _) = open_state(self.repo)?;
+        let task = found(&store)?;
+        Ok(OpenTree {
+            run_id: target.run.clone(),
+            task_id: task.id,
+            state: task.state,
+            path: task.worktree,
+            recreated: !present,
+        })
     }
 
     /// `ccfan rework <run>/<task> --note "…"`: another attempt with a person's note, on a fresh budget, then
