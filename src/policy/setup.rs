@@ -96,7 +96,10 @@ pub(super) fn resolve(
         timeout,
         network: section.network.or(base.map(|b| b.network)).unwrap_or(true),
         writable: match section.writable {
-            Some(paths) => paths.iter().map(|path| base_dir.join(path)).collect(),
+            Some(paths) => paths
+                .iter()
+                .map(|path| super::sandbox::expand_path(path, base_dir))
+                .collect(),
             None => base.map(|b| b.writable.clone()).unwrap_or_default(),
         },
     }))
