@@ -15,13 +15,12 @@ reps=${3:-3}
 root=${BENCH_DIR:-$(mktemp -d /tmp/ccfan-bench.XXXXXX)}
 mkdir -p "$root"
 here=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${CCFAN_BIN:-}" ]; then
-  (cd "$here" && cargo build --release --locked --quiet)
-  CCFAN_BIN="$here/target/release/ccfan"
-fi
+# shellcheck source=scripts/bench-lib.sh
+. "$here/scripts/bench-lib.sh"
+bench_binary
 command -v sqlite3 >/dev/null || { echo "needs sqlite3 (apt-get install sqlite3)" >&2; exit 2; }
-export GIT_CONFIG_NOSYSTEM=1 HOME="$root/home" GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.invalid \
-  GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.invalid
+bench_git_identity
+export HOME="$root/home"
 mkdir -p "$HOME"
 
 repo="$root/repo"
@@ -34,17 +33,7 @@ tasks="$root/tasks.toml"
   for i in $(seq 1 "$worktrees"); do printf '[[task]]\ngoal = "noop %s"\n' "$i"; done
 } > "$tasks"
 
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2))}'; }
-cleanup() {
-  git -C "$repo" worktree list --porcelain | awk '/^worktree /{print $2}' | tail -n +2 | while read -r w; do
-    git -C "$repo" worktree remove --force --force "$w"; done
-  git -C "$repo" worktree prune
-  git -C "$repo" for-each-ref --format='%(refname)' refs/heads/loop refs/heads/ccfan refs/ccfan | while read -r r; do
-    git -C "$repo" update-ref -d "$r"; done
-  rm -rf "$root/wt-loop" "$root/wt-ccfan"
-  sync
-}
+cleanup() { remove_worktrees "$repo" "$root/wt-loop" "$root/wt-ccfan"; }
 
 loop_ms=(); prep16=(); run16=(); prep_cores=(); run_cores=()
 cores=$(nproc)
@@ -69,7 +58,6 @@ cleanup
 loop=$(printf '%s\n' "${loop_ms[@]}" | median)
 p16=$(printf '%s\n' "${prep16[@]}" | median); r16=$(printf '%s\n' "${run16[@]}" | median)
 pc=$(printf '%s\n' "${prep_cores[@]}" | median); rc=$(printf '%s\n' "${run_cores[@]}" | median)
-ratio() { python3 -c "print(f'{$1/$2:.2f}×')"; }
 fs=$(df -T "$root" | awk 'NR==2{print $2}')
 echo "files=$files worktrees=$worktrees reps=$reps filesystem=$fs cores=$cores git=$(git --version | cut -d' ' -f3) (medians; all runs: loop ${loop_ms[*]}; prep16 ${prep16[*]}; prep$cores ${prep_cores[*]})"
 echo

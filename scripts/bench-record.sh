@@ -16,13 +16,12 @@ reps=${3:-3}
 root=${BENCH_DIR:-$(mktemp -d /tmp/ccfan-bench-record.XXXXXX)}
 mkdir -p "$root"
 here=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${CCFAN_BIN:-}" ]; then
-  (cd "$here" && cargo build --release --locked --quiet)
-  CCFAN_BIN="$here/target/release/ccfan"
-fi
+# shellcheck source=scripts/bench-lib.sh
+. "$here/scripts/bench-lib.sh"
+bench_binary
 command -v sqlite3 >/dev/null || { echo "needs sqlite3 (apt-get install sqlite3)" >&2; exit 2; }
-export GIT_CONFIG_NOSYSTEM=1 HOME="$root/home" GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.invalid \
-  GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.invalid
+bench_git_identity
+export HOME="$root/home"
 mkdir -p "$HOME"
 
 repo="$root/repo"
@@ -42,16 +41,7 @@ tasks_file="$root/tasks.toml"
   for i in $(seq 1 "$tasks"); do printf '[[task]]\ngoal = "edit %s"\n' "$i"; done
 } > "$tasks_file"
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2))}'; }
-cleanup() {
-  git -C "$repo" worktree list --porcelain | awk '/^worktree /{print $2}' | tail -n +2 | while read -r w; do
-    git -C "$repo" worktree remove --force --force "$w"; done
-  git -C "$repo" worktree prune
-  git -C "$repo" for-each-ref --format='%(refname)' refs/heads/ccfan refs/ccfan | while read -r r; do
-    git -C "$repo" update-ref -d "$r"; done
-  rm -rf "$root/wt"
-  sync
-}
+cleanup() { remove_worktrees "$repo" "$root/wt"; }
 # Per-attempt milliseconds (running → completed) of one run, one line per task.
 attempts() {
   local mode=$1
