@@ -87,7 +87,7 @@ impl GateParts {
             scratch: gate::scratch_root(repo, policy),
             includes: pipeline::include::TreeFiles::new(
                 pipeline::include::Includes::load(repo).map_err(PipelineError::from)?,
-                pipeline::layer::ready_for(repo, policy).as_ref(),
+                pipeline::layer::ready_for(repo, policy).map(|layer| layer.outputs),
             ),
             cancel: super::cancel_flag(),
         })

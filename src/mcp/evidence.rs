@@ -109,7 +109,7 @@ pub async fn verify(
         ));
         let includes = pipeline::include::TreeFiles::new(
             pipeline::include::Includes::load(&repo)?,
-            pipeline::layer::ready_for(&repo, &policy).as_ref(),
+            pipeline::layer::ready_for(&repo, &policy).map(|layer| layer.outputs),
         );
         let checker = gate::Gate::new(&repo, &policy, &rules, &scratch, &includes, &stop);
         checker.reverify(&mut store, &run_id, task_id.as_ref())

@@ -126,10 +126,10 @@ pub struct TreeFiles {
 }
 
 impl TreeFiles {
-    /// The user's includes, then the layer's outputs when there is a layer.
-    pub fn new(includes: Includes, layer: Option<&super::layer::Layer>) -> TreeFiles {
+    /// The user's includes, then the layer's outputs (what setup left) when there is a layer.
+    pub fn new(includes: Includes, layer_outputs: Option<Includes>) -> TreeFiles {
         let mut sets = vec![includes];
-        sets.extend(layer.map(|layer| layer.outputs.clone()));
+        sets.extend(layer_outputs);
         TreeFiles { sets }
     }
 

@@ -213,7 +213,7 @@ pub fn prepare_layer(
     match super::layer::prepare(&input) {
         Ok(layer) => Ok(super::include::TreeFiles::new(
             resolved.includes.clone(),
-            layer.as_ref(),
+            layer.map(|layer| layer.outputs),
         )),
         Err(error) => {
             let reason = resolved

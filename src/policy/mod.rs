@@ -328,21 +328,7 @@ fn resolve(
     let missing =
         |key: &str| InputError::new(file, "the preset does not set this key").key(key.to_string());
 
-    let jobs = match run.jobs {
-        Some(jobs) => match usize::try_from(*jobs.get_ref()) {
-            Ok(value) if value > 0 => Some(value),
-            Ok(_) | Err(_) => {
-                return Err(InputError::new(
-                    file,
-                    format!("`{}` is not a job count", jobs.get_ref()),
-                )
-                .key("run.jobs")
-                .at_offset(source, Some(jobs.span().start))
-                .fix("write a whole number of at least 1, or remove the key to use all cores"));
-            }
-        },
-        None => base.as_ref().and_then(|b| b.jobs),
-    };
+    let jobs = resolve_jobs(file, source, run.jobs.as_ref(), base.as_ref())?;
     let timeout = match &run.timeout {
         Some(value) => duration(file, source, "run.timeout", value)?,
         None => base
@@ -402,22 +388,7 @@ fn resolve(
         base.as_ref().and_then(|b| b.setup.as_ref()),
         base_dir,
     )?;
-    let overlap = match &run.overlap {
-        Some(name) => match name.get_ref().as_str() {
-            "warn" => Overlap::Warn,
-            "serialize" => Overlap::Serialize,
-            other => {
-                return Err(InputError::new(
-                    file,
-                    format!("`{other}` is not an overlap setting"),
-                )
-                .key("run.overlap")
-                .at_offset(source, Some(name.span().start))
-                .fix(r#"write overlap = "warn" (report overlapping tasks) or "serialize" (run them one after another)"#));
-            }
-        },
-        None => base.as_ref().map_or(Overlap::Warn, |b| b.overlap),
-    };
+    let overlap = resolve_overlap(file, source, run.overlap.as_ref(), base.as_ref())?;
     Ok(Policy {
         sources: Vec::new(),
         overlap,
@@ -455,6 +426,55 @@ fn resolve(
         gate,
         hooks,
         setup,
+    })
+}
+
+/// `run.jobs`: a count of at least 1, else the base's (`None`: the machine's cores).
+fn resolve_jobs(
+    file: &Path,
+    source: &str,
+    jobs: Option<&Spanned<i64>>,
+    base: Option<&Policy>,
+) -> Result<Option<usize>, InputError> {
+    Ok(match jobs {
+        Some(jobs) => match usize::try_from(*jobs.get_ref()) {
+            Ok(value) if value > 0 => Some(value),
+            Ok(_) | Err(_) => {
+                return Err(InputError::new(
+                    file,
+                    format!("`{}` is not a job count", jobs.get_ref()),
+                )
+                .key("run.jobs")
+                .at_offset(source, Some(jobs.span().start))
+                .fix("write a whole number of at least 1, or remove the key to use all cores"));
+            }
+        },
+        None => base.and_then(|b| b.jobs),
+    })
+}
+
+/// `run.overlap`: `warn` or `serialize`, else the base's (`warn`).
+fn resolve_overlap(
+    file: &Path,
+    source: &str,
+    overlap: Option<&Spanned<String>>,
+    base: Option<&Policy>,
+) -> Result<Overlap, InputError> {
+    Ok(match overlap {
+        Some(name) => match name.get_ref().as_str() {
+            "warn" => Overlap::Warn,
+            "serialize" => Overlap::Serialize,
+            other => {
+                return Err(InputError::new(
+                    file,
+                    format!("`{other}` is not an overlap setting"),
+                )
+                .key("run.overlap")
+                .at_offset(source, Some(name.span().start))
+                .fix(r#"write overlap = "warn" (report overlapping tasks) or "serialize" (run them one after another)"#));
+            }
+        },
+        None => base.map_or(Overlap::Warn, |b| b.overlap),
     })
 }
 

@@ -131,7 +131,8 @@ impl Control<'_> {
                 includes: &included,
                 cancel: self.cancel,
             })?;
-            let includes = super::include::TreeFiles::new(included, layer.as_ref());
+            let includes =
+                super::include::TreeFiles::new(included, layer.map(|layer| layer.outputs));
             let tasks = store.tasks(run_id)?;
             let cancels = Cancels::new(self.cancel, tasks.iter().map(|t| &t.id));
             let carrier = Carrier::new(RunContext {
