@@ -55,6 +55,8 @@ pub enum Command {
     Salvage(SalvageCommand),
     /// Print a task's worktree (made again on its branch if gc removed it), or open a shell in it.
     Open(OpenArgs),
+    /// Write a first ccfan.toml: the detected test command and the installed agents as workers.
+    Init(InitArgs),
     /// Serve ccfan's tools over MCP (stdio by default) for an orchestrating agent.
     Mcp(McpArgs),
     /// Put the gate in front of commits, merges and pushes as local git hooks.
@@ -76,6 +78,14 @@ pub struct OpenArgs {
     /// Print JSON (run, task, state, path, whether it was made again).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `ccfan init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Print the file instead of writing it.
+    #[arg(long)]
+    pub print: bool,
 }
 
 /// `ccfan job`.

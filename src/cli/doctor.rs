@@ -1,14 +1,14 @@
 //! `ccfan doctor`: what this machine offers ccfan — which sandbox backend works and why the others do not, which
 //! one the policy picks, which limits the cgroups enforce, which agent CLIs are installed (version, and whether
 //! each has the flags ccfan drives it with). Exit 1 when the policy's backend, or an agent worker profile of the
-//! policy, cannot run here.
+//! policy, cannot run here. Also `ccfan init`, which writes a first policy from what the same probes find.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::args::DoctorArgs;
+use super::args::{DoctorArgs, InitArgs};
 use super::{CliError, Exit, render};
 use crate::agents::probe::{ProbeReport, WorkerKindReport, worker_kinds};
 use crate::sandbox::doctor::{self, SandboxReport};
@@ -168,4 +168,61 @@ fn human(report: &Report) -> String {
         trees.ports_per_task
     );
     text
+}
+
+/// `ccfan init`: writes `ccfan.toml` at the top of the repository (never over an existing one) with the detected
+/// test command and the agent CLIs that work here as worker profiles; `--print` shows it instead.
+pub fn init(start: &Path, args: InitArgs) -> Result<Exit, CliError> {
+    let repo = super::repo_at(start)?;
+    let file = repo.workdir.join(policy::POLICY_FILE);
+    let tests = policy::init::detect_tests(&repo.workdir);
+    let defaults = policy::load(None).map_err(pipeline::PipelineError::from)?;
+    let mut agents: Vec<crate::model::agent::Agent> = Vec::new();
+    for kind in worker_kinds(&defaults) {
+        if let Some(probe) = kind.probe.filter(ProbeReport::usable)
+            && !agents.contains(&probe.agent)
+        {
+            agents.push(probe.agent);
+        }
+    }
+    let text = policy::init::starter(tests.as_ref(), &agents);
+    if args.print {
+        render::out(&text)?;
+        return Ok(Exit::Success);
+    }
+    let refuse = || -> CliError {
+        pipeline::PipelineError::from(
+            crate::input::InputError::new(
+                &file,
+                "a ccfan.toml is already here: `ccfan init` never overwrites one",
+            )
+            .fix("edit it, or move it away and run `ccfan init` again (`ccfan init --print` shows what it would write)"),
+        )
+        .into()
+    };
+    let written = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&file)
+        .and_then(|mut out| std::io::Write::write_all(&mut out, text.as_bytes()));
+    match written {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return Err(refuse()),
+        Err(error) => return Err(error.into()),
+    }
+    let names: Vec<&str> = agents.iter().map(|agent| agent.name()).collect();
+    render::out(&format!(
+        "wrote {}\n  tests:   {}\n  workers: {}\n",
+        file.display(),
+        tests.map_or_else(
+            || "none found (set [tests] command)".to_string(),
+            |tests| format!("`{}` (from {})", tests.argv.join(" "), tests.because)
+        ),
+        if names.is_empty() {
+            "no agent CLI found on PATH (codex, claude)".to_string()
+        } else {
+            names.join(", ")
+        }
+    ))?;
+    Ok(Exit::Success)
 }

@@ -96,6 +96,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Cancel(args) => control::cancel(&start, args),
         Command::Salvage(command) => control::salvage(&start, command),
         Command::Open(args) => control::open(&start, args),
+        Command::Init(args) => doctor::init(&start, args),
         Command::Doctor(args) => doctor::doctor(&start, args),
         Command::Mcp(args) => mcp::serve(&start, args),
         Command::Hooks(command) => hooks::hooks(&start, command),

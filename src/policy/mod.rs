@@ -14,6 +14,7 @@ use crate::util::{parse_duration, parse_size};
 
 mod gate;
 mod hooks;
+pub mod init;
 mod sandbox;
 mod setup;
 mod worker;

@@ -277,3 +277,44 @@ fn open_gives_the_task_tree_back_after_gc_with_its_work_and_included_files() {
     let bad = env.ccfan(&["open", &run_id]);
     assert_eq!(bad.code, 2, "a run alone is not a tree: {bad:?}");
 }
+
+#[test]
+fn init_writes_a_first_policy_from_the_project_and_never_overwrites() {
+    let env = TestEnv::new();
+    env.write("Cargo.toml", "[package]\nname = \"x\"\n");
+    let printed = env.ccfan(&["init", "--print"]);
+    assert_eq!(printed.code, 0, "{printed:?}");
+    assert!(
+        printed.stdout.contains("command = [\"cargo\", \"test\"]"),
+        "{printed:?}"
+    );
+    assert!(
+        !env.repo.join("ccfan.toml").exists(),
+        "--print writes nothing"
+    );
+    let ran = env.ccfan(&["init"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(
+        ran.stdout.contains("`cargo test` (from Cargo.toml)"),
+        "{ran:?}"
+    );
+    let written = std::fs::read_to_string(env.repo.join("ccfan.toml")).unwrap();
+    assert_eq!(written, printed.stdout);
+    // The file it wrote is a policy ccfan accepts.
+    let doctor = env.ccfan(&["doctor", "--json"]).json();
+    assert!(
+        doctor["policy"].to_string().contains("ccfan.toml"),
+        "{doctor}"
+    );
+    std::fs::write(env.repo.join("ccfan.toml"), "# mine\n").unwrap();
+    let again = env.ccfan(&["init"]);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(
+        again.stderr.contains("ccfan.toml") && again.stderr.contains("never overwrites"),
+        "{again:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.repo.join("ccfan.toml")).unwrap(),
+        "# mine\n"
+    );
+}
