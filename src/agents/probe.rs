@@ -230,6 +230,20 @@ fn missing(help: &str, flags: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The agent CLIs whose default program is on ccfan's `PATH` (a lookup only, nothing is run): the agents a
+/// repository without a `ccfan.toml` gets built-in profiles for.
+pub fn installed_agents() -> Vec<Agent> {
+    let env: Vec<(OsString, OsString)> = std::env::var_os("PATH")
+        .map(|path| vec![(OsString::from("PATH"), path)])
+        .unwrap_or_default();
+    Agent::ALL
+        .into_iter()
+        .filter(|agent| {
+            sandbox::resolve_program(agent.default_program(), Path::new("/"), &env).is_some()
+        })
+        .collect()
+}
+
 /// One worker kind and whether it can run here (`ccfan doctor`, MCP `health`).
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerKindReport {

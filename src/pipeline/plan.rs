@@ -173,7 +173,14 @@ fn pick_worker(
             None => Err(file
                 .error_at(Some(entry.span()), format!("task `{id}` names no worker"))
                 .key(key)
-                .fix("set worker = \"NAME\" on the task or in [defaults], or run.worker in ccfan.toml")),
+                .fix(if workers.is_empty() {
+                    known_workers(workers)
+                } else {
+                    format!(
+                        "set worker = \"NAME\" on the task or in [defaults], or run.worker in ccfan.toml; {}",
+                        known_workers(workers)
+                    )
+                })),
         },
     }
 }
@@ -191,7 +198,7 @@ fn clamp_timeout(timeout: Duration) -> Duration {
 
 fn known_workers(workers: &BTreeMap<String, WorkerProfile>) -> String {
     if workers.is_empty() {
-        "define one with [workers.NAME] kind = \"command\", command = [...] in ccfan.toml or the tasks file".to_string()
+        "no worker profile exists: install the Codex CLI (`codex`) or Claude Code (`claude`) to get its built-in profile, or define [workers.NAME] kind = \"command\", command = [...] in ccfan.toml (`ccfan init` writes one)".to_string()
     } else {
         let names: Vec<&str> = workers.keys().map(String::as_str).collect();
         format!("use one of: {}", names.join(", "))

@@ -333,7 +333,9 @@ pub fn load_policy(repo: &RepoPaths, policy_file: Option<&Path>) -> Result<Polic
         Some(path) => path.to_path_buf(),
         None => repo.workdir.join(policy::POLICY_FILE),
     };
-    Ok(policy::load(Some(&path))?)
+    let mut policy = policy::load(Some(&path))?;
+    policy::add_installed_agents(&mut policy, &crate::agents::probe::installed_agents());
+    Ok(policy)
 }
 
 /// The policy as committed at HEAD (`ccfan.toml` at the root of HEAD's tree), for the git hooks: an uncommitted

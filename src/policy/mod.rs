@@ -22,7 +22,7 @@ mod worker;
 pub use hooks::HooksSettings;
 pub use sandbox::{SandboxBackend, SandboxLimits, SandboxSettings};
 pub use setup::SetupSettings;
-pub use worker::WorkerSection;
+pub use worker::{WorkerSection, add_installed_agents};
 
 /// The presets compiled into the binary: `(name, file text)`.
 pub const PRESETS: [(&str, &str); 2] = [

@@ -121,3 +121,28 @@ fn errors_name_key_and_line() {
     let error = load_text("[workers.w]\nkind = \"robot\"\n").unwrap_err();
     assert_eq!(error.key.as_deref(), Some("workers.w.kind"));
 }
+
+#[test]
+fn installed_agents_get_built_in_profiles_and_a_lone_one_is_the_default() {
+    use crate::agents::Agent;
+    let mut policy = super::load_source(None).unwrap();
+    super::add_installed_agents(&mut policy, &[Agent::Claude]);
+    let claude = &policy.workers["claude"];
+    assert!(matches!(claude.kind, crate::model::WorkerKind::Claude(_)));
+    assert_eq!(claude.network, Some(true), "an agent reaches its model");
+    assert_eq!(policy.default_worker.as_deref(), Some("claude"));
+    // Two agents: both profiles, no default (the task must choose).
+    let mut policy = super::load_source(None).unwrap();
+    super::add_installed_agents(&mut policy, &[Agent::Codex, Agent::Claude]);
+    assert!(policy.workers.contains_key("codex") && policy.workers.contains_key("claude"));
+    assert_eq!(policy.default_worker, None);
+    // A policy's own profiles win, and keep a task from silently going to an agent.
+    let mut policy = super::load_source(Some((
+        "ccfan.toml".into(),
+        "[workers.codex]\nkind = \"command\"\ncommand = [\"true\"]\n".to_string(),
+    )))
+    .unwrap();
+    super::add_installed_agents(&mut policy, &[Agent::Codex]);
+    assert!(policy.workers["codex"].kind.command().is_some());
+    assert_eq!(policy.default_worker, None);
+}

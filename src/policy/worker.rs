@@ -235,3 +235,33 @@ impl WorkerSection {
         })
     }
 }
+/// Adds a built-in profile for each agent CLI found on this machine that the policy does not define itself
+/// (`codex`, `claude`: the agent with its own defaults, as `[workers.codex] kind = "codex"` would), and makes the
+/// agent the default worker when it is the only one found and the policy names neither a default nor any profile
+/// of its own — so a repository with no `ccfan.toml` can delegate to whatever agent is installed.
+pub fn add_installed_agents(policy: &mut super::Policy, installed: &[Agent]) {
+    let had_profiles = !policy.workers.is_empty();
+    for agent in installed {
+        let name = agent.name();
+        if policy.workers.contains_key(name) {
+            continue;
+        }
+        let section: Result<WorkerSection, _> = toml::from_str(&format!("kind = \"{name}\""));
+        let profile = section
+            .map_err(|error| error.to_string())
+            .and_then(|section| {
+                section
+                    .resolve(name, Path::new("<built-in>"), "", Path::new("."))
+                    .map_err(|error| error.to_string())
+            });
+        match profile {
+            Ok(profile) => {
+                policy.workers.insert(name.to_string(), profile);
+            }
+            Err(error) => tracing::warn!("cannot make the built-in {name} profile: {error}"),
+        }
+    }
+    if let ([only], None, false) = (installed, &policy.default_worker, had_profiles) {
+        policy.default_worker = Some(only.name().to_string());
+    }
+}

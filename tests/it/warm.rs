@@ -318,3 +318,52 @@ fn init_writes_a_first_policy_from_the_project_and_never_overwrites() {
         "# mine\n"
     );
 }
+
+#[test]
+fn a_repository_without_ccfan_toml_delegates_to_the_one_installed_agent() {
+    let parent = crate::env::visible_tmp();
+    let env = TestEnv::new_in(&parent);
+    let bin = env.tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // A stand-in for Claude Code: answers the probe, then fails its attempt at once.
+    let fake = bin.join("claude");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\ncase \"$1\" in\n--version) echo '2.1.330 (Claude Code)';;\n\
+         --help) echo '--print --output-format --verbose --resume --permission-mode';;\n\
+         *) echo 'no model here' >&2; exit 3;;\nesac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let with_agent = |args: &[&str]| {
+        let mut command = env.command(args);
+        crate::env::path_first(&mut command, &bin);
+        let output = command.output().unwrap();
+        (
+            output.status.code().unwrap(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let tasks = env.tasks("[[task]]\nid = \"t\"\ngoal = \"x\"\n");
+    let (code, stdout, stderr) = with_agent(&["run", "--json", "--tasks", tasks.to_str().unwrap()]);
+    assert_eq!(
+        code, 1,
+        "the attempt ran (and failed), it was not bad input: {stderr}"
+    );
+    let view: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let t = task(&view, "t");
+    assert_eq!(
+        t["agent"]["agent"], "claude",
+        "the built-in profile ran: {t}"
+    );
+    assert_eq!(t["exit_status"]["code"], 3, "{t}");
+    // Without it, the error says what exists and how to get a worker.
+    let ran = env.run(&tasks, &[]);
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(
+        ran.stderr.contains("names no worker") && ran.stderr.contains("built-in profile"),
+        "{ran:?}"
+    );
+}
