@@ -1,17 +1,18 @@
-//! `ccfan mcp`: runs the MCP server (stdio, or Streamable HTTP with `--http`) on a small tokio runtime. On stdio,
-//! stdout is the protocol: nothing else is written there.
+//! `ccfan mcp`: runs the MCP server (stdio, or Streamable HTTP with `--http`) on a small tokio runtime, from any
+//! folder (each tool call names its repository, or uses the one the server started in). On stdio, stdout is the
+//! protocol: nothing else is written there.
 
 use std::path::Path;
 
 use super::args::McpArgs;
 use super::{CliError, Exit};
-use crate::mcp::{self, Shared};
+use crate::mcp::{self, Repos};
 
 /// Runs `ccfan mcp`.
 pub fn serve(start: &Path, args: McpArgs) -> Result<Exit, CliError> {
-    let repo = super::repo_at(start)?;
+    // The server starts anywhere; each tool call resolves its repository (`repo`, else this folder).
     let exe = std::env::current_exe()?;
-    let shared = Shared::new(repo, exe, Vec::new());
+    let shared = Repos::new(std::path::absolute(start)?, exe, Vec::new());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -132,6 +132,69 @@ impl Shared {
     }
 }
 
+/// The repositories one server serves: the one it was started in, if any, and any other a tool call names with
+/// `repo`. A globally registered server thus works from every folder, and a call outside any repository gets a
+/// tool error saying how to name one.
+pub struct Repos {
+    /// Where the server started (relative `repo` paths are resolved from here).
+    start: PathBuf,
+    /// The `ccfan` executable to hand work to.
+    exe: PathBuf,
+    /// Environment changes for handed-off ccfan processes.
+    child_env: Vec<(OsString, Option<OsString>)>,
+    /// Each repository's shared state, by its git common dir.
+    known: Mutex<std::collections::HashMap<PathBuf, Arc<Shared>>>,
+}
+
+impl std::fmt::Debug for Repos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repos")
+            .field("start", &self.start)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Repos {
+    /// A server started in `start`, handing work to `exe` (run with `child_env` applied).
+    pub fn new(
+        start: PathBuf,
+        exe: PathBuf,
+        child_env: Vec<(OsString, Option<OsString>)>,
+    ) -> Arc<Repos> {
+        Arc::new(Repos {
+            start,
+            exe,
+            child_env,
+            known: Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    /// The shared state of the repository `repo` names (a path inside it, relative to where the server started),
+    /// else of the one the server started in; a tool error naming the fix when that is no repository.
+    pub fn at(&self, repo: Option<&str>) -> Result<Arc<Shared>, Failure> {
+        let (folder, named) = match repo {
+            Some(path) => (self.start.join(path), true),
+            None => (self.start.clone(), false),
+        };
+        let paths = crate::git::discover(&folder).map_err(|error| {
+            let fix = if named {
+                "pass the path of a folder inside a git repository as `repo`"
+            } else {
+                "pass `repo` (the path of the repository to work in), or start the server inside a repository"
+            };
+            Failure::from(
+                ToolError::new(ErrorCode::NotFound, format!("{error}; {fix}"))
+                    .details(serde_json::json!({ "field": "repo", "fix": fix })),
+            )
+        })?;
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = known
+            .entry(paths.common_dir.clone())
+            .or_insert_with(|| Shared::new(paths, self.exe.clone(), self.child_env.clone()));
+        Ok(Arc::clone(shared))
+    }
+}
+
 /// `health`.
 async fn health(shared: &Shared) -> Result<types::HealthResult, Failure> {
     let repo = shared.repo.clone();
@@ -179,7 +242,7 @@ async fn health(shared: &Shared) -> Result<types::HealthResult, Failure> {
 }
 
 /// Serves MCP over stdin/stdout until the client closes the connection.
-pub async fn serve_stdio(shared: Arc<Shared>) -> Result<(), McpError> {
+pub async fn serve_stdio(repos: Arc<Repos>) -> Result<(), McpError> {
     let serve_error = |error: &dyn std::fmt::Display| McpError::Serve(error.to_string());
     // Client lines go through a checking filter first (broken ones are answered with a parse error there); rmcp
     // reads the rest from a pipe and writes to another, which is copied to stdout a whole line at a time.
@@ -193,7 +256,7 @@ pub async fn serve_stdio(shared: Arc<Shared>) -> Result<(), McpError> {
         stdio::MAX_MESSAGE_BYTES,
     ));
     let forward = tokio::spawn(stdio::forward_output(forward_side, stdout));
-    let service = CcfanServer::new(shared)
+    let service = CcfanServer::new(repos)
         .serve((rmcp_input, rmcp_output))
         .await
         .map_err(|error| serve_error(&error))?;
@@ -229,9 +292,9 @@ pub async fn bind_http(
 }
 
 /// Serves MCP over Streamable HTTP on `listener` (path `/mcp`) until `shutdown` resolves. A handler is built per
-/// request; they share `shared`.
+/// request; they share `repos`.
 pub async fn serve_http(
-    shared: Arc<Shared>,
+    repos: Arc<Repos>,
     listener: tokio::net::TcpListener,
     allow_remote: bool,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -246,7 +309,7 @@ pub async fn serve_http(
         config = config.disable_allowed_hosts();
     }
     let service = StreamableHttpService::new(
-        move || Ok(CcfanServer::new(Arc::clone(&shared))),
+        move || Ok(CcfanServer::new(Arc::clone(&repos))),
         Arc::new(LocalSessionManager::default()),
         config,
     );

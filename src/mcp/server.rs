@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rmcp::service::RequestContext;
 use rmcp::{Json, RoleServer, tool, tool_handler, tool_router};
 
-use super::Shared;
+use super::Repos;
 use super::errors::{ErrorCode, Failure, Parameters};
 use super::types::*;
 use super::{evidence, ops, status};
@@ -16,13 +16,13 @@ use super::{evidence, ops, status};
 /// The ccfan MCP server.
 #[derive(Clone)]
 pub struct CcfanServer {
-    shared: Arc<Shared>,
+    repos: Arc<Repos>,
 }
 
 impl CcfanServer {
-    /// A handler over shared state.
-    pub fn new(shared: Arc<Shared>) -> Self {
-        CcfanServer { shared }
+    /// A handler over the repositories a server serves.
+    pub fn new(repos: Arc<Repos>) -> Self {
+        CcfanServer { repos }
     }
 }
 
@@ -49,9 +49,8 @@ impl CcfanServer {
         Parameters(params): Parameters<DelegateParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<DelegateResult>, Failure> {
-        ops::delegate(&self.shared, params, &context)
-            .await
-            .map(Json)
+        let shared = self.repos.at(params.repo.as_deref())?;
+        ops::delegate(&shared, params, &context).await.map(Json)
     }
 
     #[tool(
@@ -65,9 +64,8 @@ impl CcfanServer {
         Parameters(params): Parameters<StatusParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<StatusResult>, Failure> {
-        status::status(&self.shared, &params, &context)
-            .await
-            .map(Json)
+        let shared = self.repos.at(params.repo.as_deref())?;
+        status::status(&shared, &params, &context).await.map(Json)
     }
 
     #[tool(
@@ -80,7 +78,8 @@ impl CcfanServer {
         Parameters(params): Parameters<VerifyParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<VerifyResult>, Failure> {
-        evidence::verify(&self.shared, params, &context.ct)
+        let shared = self.repos.at(params.repo.as_deref())?;
+        evidence::verify(&shared, params, &context.ct)
             .await
             .map(Json)
     }
@@ -94,7 +93,8 @@ impl CcfanServer {
         &self,
         Parameters(params): Parameters<DiffParams>,
     ) -> Result<Json<DiffResult>, Failure> {
-        evidence::diff(&self.shared, params).await.map(Json)
+        let shared = self.repos.at(params.repo.as_deref())?;
+        evidence::diff(&shared, params).await.map(Json)
     }
 
     #[tool(
@@ -106,7 +106,8 @@ impl CcfanServer {
         &self,
         Parameters(params): Parameters<ScanParams>,
     ) -> Result<Json<ScanResult>, Failure> {
-        evidence::scan(&self.shared, params).await.map(Json)
+        let shared = self.repos.at(params.repo.as_deref())?;
+        evidence::scan(&shared, params).await.map(Json)
     }
 
     #[tool(
@@ -118,7 +119,8 @@ impl CcfanServer {
         &self,
         Parameters(params): Parameters<CheckScopeParams>,
     ) -> Result<Json<CheckScopeResult>, Failure> {
-        evidence::check_scope(&self.shared, params).map(Json)
+        let shared = self.repos.at(params.repo.as_deref())?;
+        evidence::check_scope(&shared, params).map(Json)
     }
 
     #[tool(
@@ -131,6 +133,7 @@ impl CcfanServer {
         Parameters(params): Parameters<ReworkParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<OperationResult>, Failure> {
+        let shared = self.repos.at(params.repo.as_deref())?;
         if params.note.trim().is_empty() {
             return Err(Failure::invalid(
                 "note",
@@ -146,9 +149,7 @@ impl CcfanServer {
             },
             wait_seconds: params.wait_seconds,
         };
-        ops::follow_up(&self.shared, request, &context)
-            .await
-            .map(Json)
+        ops::follow_up(&shared, request, &context).await.map(Json)
     }
 
     #[tool(
@@ -161,6 +162,7 @@ impl CcfanServer {
         Parameters(params): Parameters<AcceptParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<OperationResult>, Failure> {
+        let shared = self.repos.at(params.repo.as_deref())?;
         if params.reason.trim().is_empty() {
             return Err(Failure::invalid(
                 "reason",
@@ -176,9 +178,7 @@ impl CcfanServer {
             },
             wait_seconds: params.wait_seconds,
         };
-        ops::follow_up(&self.shared, request, &context)
-            .await
-            .map(Json)
+        ops::follow_up(&shared, request, &context).await.map(Json)
     }
 
     #[tool(
@@ -191,6 +191,7 @@ impl CcfanServer {
         Parameters(params): Parameters<TargetParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<OperationResult>, Failure> {
+        let shared = self.repos.at(params.repo.as_deref())?;
         let request = ops::FollowUp {
             request: JobRequest::Rollback {
                 run_id: params.run_id,
@@ -198,9 +199,7 @@ impl CcfanServer {
             },
             wait_seconds: seconds(params.wait_seconds, 30),
         };
-        ops::follow_up(&self.shared, request, &context)
-            .await
-            .map(Json)
+        ops::follow_up(&shared, request, &context).await.map(Json)
     }
 
     #[tool(
@@ -213,6 +212,7 @@ impl CcfanServer {
         Parameters(params): Parameters<TaskParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<OperationResult>, Failure> {
+        let shared = self.repos.at(params.repo.as_deref())?;
         let request = ops::FollowUp {
             request: JobRequest::Retry {
                 run_id: params.run_id,
@@ -220,9 +220,7 @@ impl CcfanServer {
             },
             wait_seconds: params.wait_seconds,
         };
-        ops::follow_up(&self.shared, request, &context)
-            .await
-            .map(Json)
+        ops::follow_up(&shared, request, &context).await.map(Json)
     }
 
     #[tool(
@@ -234,8 +232,9 @@ impl CcfanServer {
         &self,
         Parameters(params): Parameters<TargetParams>,
     ) -> Result<Json<OperationResult>, Failure> {
+        let shared = self.repos.at(params.repo.as_deref())?;
         let wait = seconds(params.wait_seconds, 30);
-        ops::cancel(&self.shared, params.run_id, params.task_id, wait)
+        ops::cancel(&shared, params.run_id, params.task_id, wait)
             .await
             .map(Json)
     }
@@ -250,6 +249,7 @@ impl CcfanServer {
         Parameters(params): Parameters<MergeParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<Json<OperationResult>, Failure> {
+        let shared = self.repos.at(params.repo.as_deref())?;
         let request = ops::FollowUp {
             request: JobRequest::Merge {
                 run_id: params.run_id,
@@ -257,9 +257,7 @@ impl CcfanServer {
             },
             wait_seconds: seconds(params.wait_seconds, 60),
         };
-        ops::follow_up(&self.shared, request, &context)
-            .await
-            .map(Json)
+        ops::follow_up(&shared, request, &context).await.map(Json)
     }
 
     #[tool(
@@ -270,8 +268,9 @@ impl CcfanServer {
         &self,
         Parameters(params): Parameters<ListRunsParams>,
     ) -> Result<Json<ListRunsResult>, Failure> {
+        let shared = self.repos.at(params.repo.as_deref())?;
         let limit = params.limit.unwrap_or(20).max(1);
-        self.shared
+        shared
             .with_store(|store| status::list_runs(store, limit))
             .map(Json)
     }
@@ -281,8 +280,12 @@ impl CcfanServer {
         (command, codex, claude) can run here.",
         annotations(read_only_hint = true)
     )]
-    async fn health(&self) -> Result<Json<HealthResult>, Failure> {
-        super::health(&self.shared).await.map(Json)
+    async fn health(
+        &self,
+        Parameters(params): Parameters<RepoParams>,
+    ) -> Result<Json<HealthResult>, Failure> {
+        let shared = self.repos.at(params.repo.as_deref())?;
+        super::health(&shared).await.map(Json)
     }
 
     #[tool(
@@ -294,7 +297,8 @@ impl CcfanServer {
         &self,
         Parameters(params): Parameters<GcParams>,
     ) -> Result<Json<GcResult>, Failure> {
-        let repo = self.shared.repo.clone();
+        let shared = self.repos.at(params.repo.as_deref())?;
+        let repo = shared.repo.clone();
         tokio::task::spawn_blocking(move || -> Result<GcResult, Failure> {
             let (mut store, _) = crate::pipeline::open_state(&repo)?;
             let root = crate::pipeline::load_policy(&repo, None)

@@ -42,6 +42,9 @@ pub struct DelegateTask {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelegateParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// The tasks, run in parallel, each in its own git worktree from one base commit.
     pub tasks: Vec<DelegateTask>,
     /// Your id for this request: sending it again returns the run it started instead of starting another.
@@ -88,6 +91,9 @@ pub struct DelegateResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// The run.
     pub run_id: RunId,
     /// Only this task.
@@ -146,6 +152,9 @@ pub struct StatusResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// The run.
     pub run_id: RunId,
     /// Only this task.
@@ -199,6 +208,9 @@ pub struct VerifyResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiffParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// The run.
     pub run_id: RunId,
     /// The task.
@@ -240,6 +252,9 @@ pub struct DiffResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScanParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// Files or folders, relative to the repository root (folders honour .gitignore). Default: the whole
     /// repository's working tree.
     #[serde(default)]
@@ -260,6 +275,9 @@ pub struct ScanResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckScopeParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// Repository-relative paths to check.
     pub paths: Vec<String>,
     /// Allowed globs (as in `delegate`). Leave out to use a stored task's.
@@ -300,6 +318,9 @@ pub struct CheckScopeResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// The run.
     pub run_id: RunId,
     /// The task.
@@ -314,6 +335,9 @@ pub struct TaskParams {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReworkParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// The run.
     pub run_id: RunId,
     /// The task.
@@ -330,6 +354,9 @@ pub struct ReworkParams {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// The run.
     pub run_id: RunId,
     /// The task.
@@ -345,6 +372,9 @@ pub struct AcceptParams {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// The run.
     pub run_id: RunId,
     /// Only this task (default: every task of the run).
@@ -357,6 +387,9 @@ pub struct TargetParams {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MergeParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// The run.
     pub run_id: RunId,
     /// Land on this branch instead of the run's target.
@@ -385,6 +418,9 @@ pub struct OperationResult {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListRunsParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// At most this many runs, newest first (default 20).
     pub limit: Option<usize>,
 }
@@ -413,10 +449,14 @@ pub struct ListRunsResult {
     pub more: usize,
 }
 
-/// No arguments.
+/// Only the repository.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NoParams {}
+pub struct RepoParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+}
 
 /// One worker kind.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -460,6 +500,9 @@ pub struct HealthResult {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GcParams {
+    /// The repository (any path inside it); default: the folder the server was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// Only these runs (default: every finished run).
     #[serde(default)]
     pub runs: Vec<RunId>,

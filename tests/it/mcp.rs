@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ccfan::mcp::{CcfanServer, Shared};
+use ccfan::mcp::{CcfanServer, Repos};
 use rmcp::model::{CallToolRequestParams, ProgressNotificationParam, RequestMetaObject};
 use rmcp::service::{NotificationContext, RunningService, ServiceError};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
@@ -74,9 +74,8 @@ struct Mcp {
 
 impl Mcp {
     async fn start(env: TestEnv) -> Mcp {
-        let repo = ccfan::git::discover(&env.repo).unwrap();
-        let shared = Shared::new(
-            repo,
+        let shared = Repos::new(
+            env.repo.clone(),
             PathBuf::from(env!("CARGO_BIN_EXE_ccfan")),
             env.ccfan_env(),
         );
@@ -700,4 +699,89 @@ fn mcp_inspector_cli_lists_and_calls_tools() {
         scan["structuredContent"]["files_scanned"].as_u64().unwrap() > 0,
         "{scan}"
     );
+}
+
+#[tokio::test]
+async fn a_server_started_outside_any_repository_serves_the_repo_each_call_names() {
+    let env = TestEnv::new();
+    let outside = tempfile::tempdir().unwrap();
+    let repos = Repos::new(
+        outside.path().to_path_buf(),
+        PathBuf::from(env!("CARGO_BIN_EXE_ccfan")),
+        env.ccfan_env(),
+    );
+    let (client_io, server_io) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        if let Ok(service) = CcfanServer::new(repos).serve(server_io).await {
+            let _ = service.waiting().await;
+        }
+    });
+    let recorder = Recorder::default();
+    let client = recorder.clone().serve(client_io).await.unwrap();
+    let mcp = Mcp {
+        env,
+        client,
+        recorder,
+    };
+    assert!(!mcp.client.list_all_tools().await.unwrap().is_empty());
+    // No `repo`, and the server's folder is no repository: a tool error that says what to pass.
+    let Reply::Failed(error) = mcp.call("list_runs", json!({})).await else {
+        panic!("expected a tool error")
+    };
+    let text = error.to_string();
+    assert!(
+        text.contains("not inside a git repository") && text.contains("pass `repo`"),
+        "{text}"
+    );
+    // Naming the repository works, for reads and for a health check.
+    let repo = mcp.env.repo.to_str().unwrap().to_string();
+    let runs = mcp.call("list_runs", json!({ "repo": repo })).await.ok();
+    assert_eq!(runs["runs"], json!([]), "{runs}");
+    let health = mcp.call("health", json!({ "repo": repo })).await.ok();
+    assert!(
+        health["repository"].as_str().unwrap().ends_with("repo"),
+        "{health}"
+    );
+}
+
+#[test]
+fn the_real_binary_starts_outside_any_repository() {
+    let env = mcp_repo();
+    let outside = tempfile::tempdir().unwrap();
+    let mut server = env
+        .command(&["-C", outside.path().to_str().unwrap(), "mcp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = server.stdin.take().unwrap();
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let mut exchange = |message: Value| -> Value {
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+        if message.get("id").is_none() {
+            return Value::Null;
+        }
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON-RPC ({e}): {line:?}"))
+    };
+    let init = exchange(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}}),
+    );
+    assert_eq!(init["result"]["serverInfo"]["name"], "ccfan", "{init}");
+    exchange(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let list = exchange(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    assert_eq!(
+        list["result"]["tools"].as_array().unwrap().len(),
+        15,
+        "{list}"
+    );
+    let health = exchange(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "health", "arguments": {"repo": env.repo.to_str().unwrap()}}}));
+    assert_eq!(health["result"]["isError"], false, "{health}");
+    drop(stdin);
+    let _ = server.wait();
 }
