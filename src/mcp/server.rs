@@ -323,8 +323,46 @@ impl CcfanServer {
     }
 }
 
+/// The tools as listed to a client: full input schemas, and each output schema cut to its top level (property names
+/// and types). What a result holds is said in the tool's description; the whole list stays small enough for a
+/// client's tool search (`tools/list` under 20 KB) instead of spending ~50 KB of a model's context on nested types.
+fn listed() -> rmcp::handler::server::router::tool::ToolRouter<CcfanServer> {
+    let mut router = CcfanServer::tool_router();
+    for route in router.map.values_mut() {
+        if let Some(schema) = &route.attr.output_schema {
+            route.attr.output_schema = Some(Arc::new(top_level(schema)));
+        }
+    }
+    router
+}
+
+/// An object schema's top level: each property with its type when it has a plain one, and what is required.
+fn top_level(schema: &rmcp::model::JsonObject) -> rmcp::model::JsonObject {
+    let mut out = rmcp::model::JsonObject::new();
+    out.insert("type".to_string(), serde_json::json!("object"));
+    if let Some(serde_json::Value::Object(properties)) = schema.get("properties") {
+        let shown: serde_json::Map<String, serde_json::Value> = properties
+            .iter()
+            .map(|(name, property)| {
+                let kind = property.get("type").cloned();
+                let shape = kind.map_or_else(
+                    || serde_json::json!({}),
+                    |kind| serde_json::json!({ "type": kind }),
+                );
+                (name.clone(), shape)
+            })
+            .collect();
+        out.insert("properties".to_string(), serde_json::Value::Object(shown));
+    }
+    if let Some(required) = schema.get("required") {
+        out.insert("required".to_string(), required.clone());
+    }
+    out
+}
+
 #[tool_handler(
     name = "ccfan",
-    instructions = "ccfan fans coding tasks out to parallel workers (Codex, Claude Code or commands), each in its own git worktree and OS sandbox, and gates every attempt (scope, secrets, tests) before anything lands. Loop: delegate (returns at once), then status with wait_seconds until done, then verify and diff each task, then merge the accepted ones (or rework with a note, retry, accept over the gate, rollback). A rework or rollback verdict is a normal result; tool errors carry {code, message, retryable, details}."
+    router = listed(),
+    instructions = "ccfan: delegate coding tasks to parallel workers (Codex, Claude Code, commands), each in its own git worktree, sandboxed; a gate checks scope, secrets and tests before it lands. Loop: delegate, then status (wait_seconds) until done, then verify/diff, then merge (or rework, retry, accept, rollback). A rework or rollback verdict is a normal result, not an error; tool errors carry {code, message, retryable, details}. Every tool takes an optional repo (a path in the repository; default: where the server started)."
 )]
 impl rmcp::ServerHandler for CcfanServer {}

@@ -42,7 +42,7 @@ pub struct DelegateTask {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelegateParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The tasks, run in parallel, each in its own git worktree from one base commit.
@@ -91,7 +91,7 @@ pub struct DelegateResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -152,7 +152,7 @@ pub struct StatusResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -208,7 +208,7 @@ pub struct VerifyResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiffParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -252,7 +252,7 @@ pub struct DiffResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScanParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// Files or folders, relative to the repository root (folders honour .gitignore). Default: the whole
@@ -275,7 +275,7 @@ pub struct ScanResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckScopeParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// Repository-relative paths to check.
@@ -318,7 +318,7 @@ pub struct CheckScopeResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -335,7 +335,7 @@ pub struct TaskParams {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReworkParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -354,7 +354,7 @@ pub struct ReworkParams {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -372,7 +372,7 @@ pub struct AcceptParams {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -387,7 +387,7 @@ pub struct TargetParams {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MergeParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -418,7 +418,7 @@ pub struct OperationResult {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListRunsParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// At most this many runs, newest first (default 20).
@@ -453,7 +453,7 @@ pub struct ListRunsResult {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
 }
@@ -500,7 +500,7 @@ pub struct HealthResult {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GcParams {
-    /// The repository (any path inside it); default: the folder the server was started in.
+    /// Repository path (any folder in it); default: where the server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// Only these runs (default: every finished run).

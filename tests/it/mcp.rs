@@ -197,6 +197,24 @@ async fn tool_list_and_schemas_are_kept_under_a_snapshot() {
         })
         .collect();
     insta::assert_json_snapshot!("mcp_tools", shown);
+    // Small enough for a client's tool search, and findable by what a model searches for.
+    let listed = serde_json::to_string(&tools).unwrap();
+    assert!(
+        listed.len() < 20_000,
+        "tools/list is {} bytes",
+        listed.len()
+    );
+    let info = mcp.client.peer_info().unwrap();
+    let instructions = info.instructions.clone().unwrap();
+    let head: String = instructions.chars().take(300).collect();
+    for word in [
+        "delegate", "parallel", "worktree", "verify", "merge", "status",
+    ] {
+        assert!(
+            head.contains(word),
+            "`{word}` is not in the first 300 characters: {head}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
