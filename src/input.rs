@@ -193,12 +193,58 @@ fn key_at(source: &str, offset: usize) -> Option<String> {
     let line = source[start..].lines().next()?;
     let (key, _) = line.split_once('=')?;
     let key = key.trim();
-    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    Some(match table_at(&source[..start]) {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+/// The table the end of `before` is in: `workers.w` under `[workers.w]`, `task[2]` under the second `[[task]]`.
+fn table_at(before: &str) -> Option<String> {
+    let header = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('['))?;
+    match header
+        .strip_prefix("[[")
+        .and_then(|rest| rest.split(']').next())
+    {
+        Some(array) => {
+            let array = array.trim();
+            let nth = before
+                .lines()
+                .filter(|line| {
+                    line.trim()
+                        .strip_prefix("[[")
+                        .and_then(|rest| rest.split(']').next())
+                        .is_some_and(|name| name.trim() == array)
+                })
+                .count();
+            Some(format!("{array}[{nth}]"))
+        }
+        None => header
+            .strip_prefix('[')
+            .and_then(|rest| rest.split(']').next())
+            .map(|name| name.trim().to_string()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_table() {
+        let source = "top = 1\n[workers.w]\nkind = \"command\"\nbogus = 1\n[[task]]\na = 1\n[[task]]\ngaol = 2\n";
+        let at = |needle: &str| key_at(source, source.find(needle).unwrap());
+        assert_eq!(at("top").as_deref(), Some("top"));
+        assert_eq!(at("bogus").as_deref(), Some("workers.w.bogus"));
+        assert_eq!(at("gaol").as_deref(), Some("task[2].gaol"));
+    }
 
     #[test]
     fn line_numbers_are_one_based() {

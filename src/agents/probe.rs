@@ -256,8 +256,8 @@ pub struct WorkerKindReport {
     pub probe: Option<ProbeReport>,
 }
 
-/// Every worker kind: `command`, and each agent program the policy (or the defaults) name, probed with ccfan's
-/// own `PATH`.
+/// Every worker kind: `command`, and each agent program the policy's profiles name (the agent's default program
+/// when no profile names one), each listed once and probed with ccfan's own `PATH`.
 pub fn worker_kinds(policy: &crate::policy::Policy) -> Vec<WorkerKindReport> {
     let env: Vec<(OsString, OsString)> = ["PATH", "HOME"]
         .into_iter()
@@ -274,7 +274,8 @@ pub fn worker_kinds(policy: &crate::policy::Policy) -> Vec<WorkerKindReport> {
         probe: None,
     }];
     for agent in Agent::ALL {
-        let mut programs = vec![agent.default_program().to_string()];
+        // Each program the profiles of this agent use, once; the default program only when no profile names one.
+        let mut programs: Vec<String> = Vec::new();
         for profile in policy.workers.values() {
             if let Some((kind, config)) = profile.kind.agent()
                 && kind == agent
@@ -282,6 +283,9 @@ pub fn worker_kinds(policy: &crate::policy::Policy) -> Vec<WorkerKindReport> {
             {
                 programs.push(config.program.clone());
             }
+        }
+        if programs.is_empty() {
+            programs.push(agent.default_program().to_string());
         }
         for program in programs {
             reports.push(WorkerKindReport {

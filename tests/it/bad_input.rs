@@ -30,7 +30,7 @@ fn cases() -> Vec<Case> {
         case(
             "unknown key",
             &format!("[[task]]\ngoal = \"x\"\nworker = \"w\"\ngaol = \"y\"\n{WORKER}"),
-            &["tasks.toml:4", "`gaol`", "unknown field", "fix:"],
+            &["tasks.toml:4", "`task[1].gaol`", "unknown field", "fix:"],
         ),
         case(
             "missing goal",
