@@ -130,7 +130,7 @@ pub async fn verify(
 
 /// `diff`.
 pub async fn diff(shared: &Shared, params: DiffParams) -> Result<DiffResult, Failure> {
-    let (base, commit, attempt) = shared.with_store(|store| {
+    let (base, commit, attempt, note) = shared.with_store(|store| {
         let run = store.run(&params.run_id)?;
         if !store
             .tasks(&params.run_id)?
@@ -172,7 +172,15 @@ pub async fn diff(shared: &Shared, params: DiffParams) -> Result<DiffResult, Fai
             )
         })?;
         let base = chosen.base.clone().unwrap_or(run.base_sha);
-        Ok((base, commit, chosen.n))
+        let latest = attempts.last().map_or(chosen.n, |attempt| attempt.n);
+        let note = (params.attempt.is_none() && latest > chosen.n).then(|| {
+            format!(
+                "attempt {latest} is the latest, but attempts {}..={latest} changed nothing on top of it: this is attempt {}, the latest with a change",
+                chosen.n + 1,
+                chosen.n
+            )
+        });
+        Ok((base, commit, chosen.n, note))
     })?;
     let max = params
         .max_bytes
@@ -204,6 +212,7 @@ pub async fn diff(shared: &Shared, params: DiffParams) -> Result<DiffResult, Fai
         patch,
         truncated,
         redacted,
+        note,
     })
 }
 

@@ -246,6 +246,9 @@ pub struct DiffResult {
     pub truncated: bool,
     /// Secrets redacted in the patch.
     pub redacted: usize,
+    /// Set when the attempt shown is not the task's latest, with why (the later ones changed nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `scan` arguments.

@@ -803,3 +803,45 @@ fn the_real_binary_starts_outside_any_repository() {
     drop(stdin);
     let _ = server.wait();
 }
+
+#[tokio::test]
+async fn diff_says_which_attempt_it_shows_when_later_ones_changed_nothing() {
+    let env = mcp_repo();
+    let once = env.script(
+        "once.sh",
+        r#"if [ "$CCFAN_ATTEMPT" = 1 ]; then echo once >> src/once.txt; fi"#,
+    );
+    let policy = std::fs::read_to_string(env.repo.join("ccfan.toml")).unwrap();
+    env.commit_policy(&format!(
+        "{policy}\n[workers.once]\nkind = \"command\"\ncommand = [\"{}\"]\n",
+        once.display()
+    ));
+    let mcp = Mcp::start(env).await;
+    let started = mcp
+        .call(
+            "delegate",
+            json!({"tasks": [{"id": "o", "goal": "x", "allowed": ["src/**"], "worker": "once"}]}),
+        )
+        .await
+        .ok();
+    let run = started["run_id"].as_str().unwrap().to_string();
+    mcp.wait_until(&run, |s| s["done"] == true).await;
+    mcp.call(
+        "rework",
+        json!({"run_id": run, "task_id": "o", "note": "look again", "wait_seconds": 60}),
+    )
+    .await
+    .ok();
+    let status = mcp.wait_until(&run, |s| s["done"] == true).await;
+    assert_eq!(task(&status, "o")["attempt"], 2, "{status}");
+    let diff = mcp
+        .call("diff", json!({"run_id": run, "task_id": "o"}))
+        .await
+        .ok();
+    assert_eq!(diff["attempt"], 1, "{diff}");
+    let note = diff["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("attempt 2 is the latest") && note.contains("changed nothing"),
+        "{diff}"
+    );
+}
