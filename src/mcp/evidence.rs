@@ -15,18 +15,26 @@ use super::types::{
 use crate::model::{RunId, TaskId};
 use crate::pipeline::verify::scope::Scope;
 use crate::pipeline::{self, PipelineError, gate};
-use crate::report::{Verdict, VerifyReport};
+use crate::report::{Finding, Verdict, VerifyReport};
 use crate::store::{Store, StoreError};
 
 const DEFAULT_PATCH_BYTES: usize = 64 * 1024;
 const MAX_PATCH_BYTES: usize = 1024 * 1024;
 
+/// Findings a summary shows per task, and how much of a stage's note.
+const SUMMARY_FINDINGS: usize = 5;
+const SUMMARY_NOTE_CHARS: usize = 400;
+/// The most a `verify` result may hold, serialised; tasks past it are left out with a note.
+const VERIFY_CAP_BYTES: usize = 24 * 1024;
+
 fn evidence(task_id: TaskId, attempt: u32, verdict: Verdict, report: VerifyReport) -> TaskEvidence {
+    let findings: Vec<Finding> = report.findings().cloned().collect();
     TaskEvidence {
         task_id,
         attempt,
         verdict,
-        findings: report.findings().cloned().collect(),
+        findings_total: findings.len(),
+        findings,
         stages: report
             .stages
             .iter()
@@ -82,11 +90,7 @@ pub async fn verify(
     if !params.rerun {
         let tasks =
             shared.with_store(|store| stored(store, &params.run_id, params.task_id.as_ref()))?;
-        return Ok(VerifyResult {
-            run_id: params.run_id,
-            rerun: false,
-            tasks,
-        });
+        return Ok(sized(params.run_id, false, tasks, params.detail));
     }
     let repo = shared.repo.clone();
     let stop = Arc::new(AtomicBool::new(false));
@@ -118,14 +122,92 @@ pub async fn verify(
     .map_err(|error| Failure::tool(ErrorCode::Internal, error.to_string()));
     watcher.abort();
     let results = results??;
-    Ok(VerifyResult {
-        run_id: params.run_id,
-        rerun: true,
-        tasks: results
-            .into_iter()
-            .map(|t| evidence(t.task_id, t.attempt, t.verdict, t.report))
-            .collect(),
-    })
+    let tasks = results
+        .into_iter()
+        .map(|t| evidence(t.task_id, t.attempt, t.verdict, t.report))
+        .collect();
+    Ok(sized(params.run_id, true, tasks, params.detail))
+}
+
+/// A task's evidence as a summary: the first findings (blocking ones first), the verdict's own lists cut the same
+/// way, notes only of stages that did not pass (cut), and the diff's counts and risk without its file list.
+fn summary(mut task: TaskEvidence) -> TaskEvidence {
+    task.findings
+        .sort_by_key(|finding| std::cmp::Reverse(finding.level));
+    task.findings.truncate(SUMMARY_FINDINGS);
+    match &mut task.verdict {
+        Verdict::Accept => {}
+        Verdict::Rework { findings } => {
+            findings.sort_by_key(|finding| std::cmp::Reverse(finding.level));
+            findings.truncate(SUMMARY_FINDINGS);
+        }
+        Verdict::Rollback { reasons, .. } => reasons.truncate(SUMMARY_FINDINGS),
+    }
+    for stage in &mut task.stages {
+        stage.note = match stage.status {
+            crate::report::StageStatus::Pass | crate::report::StageStatus::Skipped => None,
+            crate::report::StageStatus::Fail | crate::report::StageStatus::Error => stage
+                .note
+                .take()
+                .map(|note| last_chars(&note, SUMMARY_NOTE_CHARS)),
+        };
+    }
+    task.diff.files.clear();
+    task
+}
+
+/// The end of `text`, at most `max` characters (a test's output says the most at its end), marked when cut.
+fn last_chars(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_string();
+    }
+    let kept: String = text.chars().skip(count - max).collect();
+    format!("…{kept}")
+}
+
+/// The `verify` result: summaries unless `detail`, and never more than [`VERIFY_CAP_BYTES`] — tasks past the cap are
+/// left out, with a note naming them and how to ask for each.
+fn sized(run_id: RunId, rerun: bool, tasks: Vec<TaskEvidence>, detail: bool) -> VerifyResult {
+    let summarised = !detail
+        && tasks
+            .iter()
+            .any(|task| task.findings_total > SUMMARY_FINDINGS);
+    let tasks: Vec<TaskEvidence> = if detail {
+        tasks
+    } else {
+        tasks.into_iter().map(summary).collect()
+    };
+    let mut kept = Vec::new();
+    let mut left_out = Vec::new();
+    let mut size = 0;
+    for task in tasks {
+        let bytes = serde_json::to_vec(&task).map_or(0, |json| json.len());
+        if size + bytes > VERIFY_CAP_BYTES && !kept.is_empty() {
+            left_out.push(task.task_id.to_string());
+            continue;
+        }
+        size += bytes;
+        kept.push(task);
+    }
+    let note = match (left_out.is_empty(), summarised) {
+        (false, _) => Some(format!(
+            "cut at {} KiB: {} task(s) left out ({}); call verify with task_id for each",
+            VERIFY_CAP_BYTES / 1024,
+            left_out.len(),
+            left_out.join(", ")
+        )),
+        (true, true) => Some(format!(
+            "summary: at most {SUMMARY_FINDINGS} findings per task (findings_total has the count); call verify with task_id and detail = true for all of a task's evidence"
+        )),
+        (true, false) => None,
+    };
+    VerifyResult {
+        run_id,
+        rerun,
+        tasks: kept,
+        note,
+    }
 }
 
 /// `diff`.
@@ -342,4 +424,83 @@ pub fn check_scope(shared: &Shared, params: CheckScopeParams) -> Result<CheckSco
         all_allowed: paths.iter().all(|p| p.allowed),
         paths,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::fixtures::{run, task};
+    use crate::report::{Level, Stage, StageStatus};
+
+    fn noisy(id: &str, findings: usize) -> TaskEvidence {
+        let mut all: Vec<Finding> = (0..findings)
+            .map(|n| {
+                let mut finding = Finding::error(
+                    Stage::Secrets,
+                    "generic-api-key",
+                    format!("hit {n} {}", "x".repeat(200)),
+                );
+                if n % 2 == 0 {
+                    finding.level = Level::Warning;
+                }
+                finding
+            })
+            .collect();
+        all.rotate_left(1);
+        TaskEvidence {
+            task_id: task(id),
+            attempt: 1,
+            verdict: Verdict::Rework {
+                findings: all.clone(),
+            },
+            findings_total: all.len(),
+            findings: all,
+            stages: vec![
+                StageOutcome {
+                    stage: "tests".to_string(),
+                    status: StageStatus::Fail,
+                    note: Some("y".repeat(2000)),
+                },
+                StageOutcome {
+                    stage: "scope".to_string(),
+                    status: StageStatus::Pass,
+                    note: Some("fine".to_string()),
+                },
+            ],
+            diff: crate::report::DiffSummary::default(),
+        }
+    }
+
+    #[test]
+    fn a_summary_keeps_the_blocking_findings_first_and_says_how_to_get_the_rest() {
+        let result = sized(run("r"), false, vec![noisy("a", 10)], false);
+        let a = &result.tasks[0];
+        assert_eq!(a.findings.len(), SUMMARY_FINDINGS);
+        assert_eq!(a.findings_total, 10);
+        assert!(
+            a.findings
+                .iter()
+                .all(|finding| finding.level == Level::Error)
+        );
+        assert_eq!(
+            a.stages[0].note.as_ref().unwrap().chars().count(),
+            SUMMARY_NOTE_CHARS + 1
+        );
+        assert_eq!(a.stages[1].note, None, "a passing stage's note is left out");
+        assert!(result.note.unwrap().contains("detail = true"));
+        let full = sized(run("r"), false, vec![noisy("a", 10)], true);
+        assert_eq!(full.tasks[0].findings.len(), 10);
+        assert_eq!(full.note, None);
+    }
+
+    #[test]
+    fn a_result_past_its_cap_leaves_tasks_out_and_names_them() {
+        let tasks: Vec<TaskEvidence> = (0..60).map(|n| noisy(&format!("t{n}"), 3)).collect();
+        let result = sized(run("r"), false, tasks, false);
+        let size = serde_json::to_vec(&result).unwrap().len();
+        assert!(size <= VERIFY_CAP_BYTES + 1024, "{size} bytes");
+        assert!(result.tasks.len() < 60);
+        let note = result.note.unwrap();
+        assert!(note.contains("t59") && note.contains("task_id"), "{note}");
+    }
 }

@@ -70,7 +70,8 @@ impl CcfanServer {
 
     #[tool(
         description = "The gate's evidence per task: verdict, findings (secrets redacted), each stage's outcome and \
-        the diff summary with risk. Returns the stored reports; rerun runs the gate again with the current policy.",
+        the diff summary with risk; a summary per task unless detail is true, at most 24 KiB. Returns the stored \
+        reports; rerun runs the gate again with the current policy.",
         annotations(read_only_hint = true)
     )]
     async fn verify(

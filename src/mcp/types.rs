@@ -163,6 +163,10 @@ pub struct VerifyParams {
     /// stored reports. Takes as long as the tests.
     #[serde(default)]
     pub rerun: bool,
+    /// Every finding, every stage's note and the per-file diff. Default: a summary per task (the first findings,
+    /// blocking ones first; notes of stages that did not pass, cut; diff counts and risk).
+    #[serde(default)]
+    pub detail: bool,
 }
 
 /// One stage's outcome.
@@ -185,8 +189,10 @@ pub struct TaskEvidence {
     pub attempt: u32,
     /// The verdict with its findings or reasons.
     pub verdict: Verdict,
-    /// Every finding (secrets shown redacted).
+    /// The findings (secrets shown redacted): all with `detail`, else the first few, blocking ones first.
     pub findings: Vec<Finding>,
+    /// How many findings there are in all.
+    pub findings_total: usize,
     /// Each stage's outcome.
     pub stages: Vec<StageOutcome>,
     /// Files changed, lines added and removed, risk.
@@ -202,6 +208,9 @@ pub struct VerifyResult {
     pub rerun: bool,
     /// Evidence per task with a recorded attempt.
     pub tasks: Vec<TaskEvidence>,
+    /// Set when the result was cut to its size cap or summarised, saying how to get the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `diff` arguments.
