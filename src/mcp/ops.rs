@@ -339,11 +339,23 @@ pub async fn follow_up(
     };
     job.detach();
     let status = shared.with_store(|store| compact(store, &run_id, task_id.as_ref(), false))?;
+    // A finished merge says where the work is, so a diverted landing is not read as done.
+    let landing = if finished && operation == "merge" {
+        Some(
+            shared
+                .with_store(|store| Ok(crate::pipeline::integrate::landing_of(store, &run_id)?))?,
+        )
+    } else {
+        None
+    };
     Ok(OperationResult {
         operation: operation.to_string(),
         run_id,
         task_id,
         finished,
+        landed: landing.as_ref().map(|landing| landing.landed),
+        landed_on: landing.as_ref().and_then(|landing| landing.branch.clone()),
+        next: landing.and_then(|landing| landing.next),
         status,
     })
 }
@@ -385,6 +397,9 @@ pub async fn cancel(
         run_id,
         task_id,
         finished,
+        landed: None,
+        landed_on: None,
+        next: None,
         status,
     })
 }

@@ -422,6 +422,16 @@ pub struct OperationResult {
     pub task_id: Option<TaskId>,
     /// True when the operation ended within the wait; false when it is still going (poll `status`).
     pub finished: bool,
+    /// For a merge that finished: whether the merged work is on the target branch. False when the target's checkout
+    /// had uncommitted changes in the way and it went to the run's integration branch instead (see `next`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub landed: Option<bool>,
+    /// The branch the merged work is on (a finished merge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub landed_on: Option<String>,
+    /// What to do to finish, when the work is not on the target yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
     /// The run afterwards (or now).
     pub status: StatusResult,
 }

@@ -845,3 +845,43 @@ async fn diff_says_which_attempt_it_shows_when_later_ones_changed_nothing() {
         "{diff}"
     );
 }
+
+#[tokio::test]
+async fn a_merge_diverted_by_the_users_changes_says_it_did_not_land_and_what_to_run() {
+    let env = mcp_repo();
+    let mcp = Mcp::start(env).await;
+    let started = mcp
+        .call(
+            "delegate",
+            json!({"tasks": [{"id": "d", "goal": "x", "allowed": ["src/**"]}]}),
+        )
+        .await
+        .ok();
+    let run = started["run_id"].as_str().unwrap().to_string();
+    let status = mcp.wait_until(&run, |s| s["done"] == true).await;
+    assert_eq!(task(&status, "d")["state"], "accepted", "{status}");
+    // The user's checkout has its own, uncommitted version of the file the task adds.
+    mcp.env.write("src/d.txt", "mine, not committed\n");
+    let merged = mcp
+        .call("merge", json!({"run_id": run, "wait_seconds": 60}))
+        .await
+        .ok();
+    assert_eq!(merged["finished"], true, "{merged}");
+    assert_eq!(merged["landed"], false, "{merged}");
+    assert_eq!(
+        merged["landed_on"],
+        format!("ccfan/{run}/integration"),
+        "{merged}"
+    );
+    assert!(
+        merged["next"]
+            .as_str()
+            .unwrap()
+            .contains("git merge --ff-only"),
+        "{merged}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mcp.env.repo.join("src/d.txt")).unwrap(),
+        "mine, not committed\n"
+    );
+}

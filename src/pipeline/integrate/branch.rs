@@ -60,6 +60,49 @@ pub(in crate::pipeline) fn move_branch(
     })
 }
 
+/// Where a run's merged tasks landed: on their target branch, or diverted to the run's integration branch because the
+/// target's checkout had uncommitted changes in the way — with what to run to bring them in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landing {
+    /// True when merged tasks are on the target branch itself (false: diverted, or nothing merged).
+    pub landed: bool,
+    /// The branch the merged tasks are on.
+    pub branch: Option<String>,
+    /// What to run next, when the work is not on the target yet.
+    pub next: Option<String>,
+}
+
+/// The landing of run `run_id`, from its stored tasks.
+pub fn landing_of(
+    store: &crate::store::Store,
+    run_id: &RunId,
+) -> Result<Landing, crate::store::StoreError> {
+    let integration = integration_branch(run_id);
+    let tasks = store.tasks(run_id)?;
+    // A diverted task stays `accepted`, its landing recorded on the integration branch.
+    let diverted = tasks
+        .iter()
+        .filter_map(|task| task.landed_on.as_ref())
+        .find(|branch| branch.starts_with(&integration));
+    let merged: Vec<&String> = tasks
+        .iter()
+        .filter(|task| task.state == crate::model::TaskState::Merged)
+        .filter_map(|task| task.landed_on.as_ref())
+        .collect();
+    Ok(match diverted {
+        Some(diverted) => Landing {
+            landed: false,
+            branch: Some(diverted.clone()),
+            next: Some(catch_up(diverted, run_id)),
+        },
+        None => Landing {
+            landed: !merged.is_empty(),
+            branch: merged.first().map(|branch| (*branch).clone()),
+            next: None,
+        },
+    })
+}
+
 /// What to run to bring a diverted landing into the target.
 pub(super) fn catch_up(integration: &str, run_id: &RunId) -> String {
     format!(

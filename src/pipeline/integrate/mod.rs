@@ -9,7 +9,7 @@ mod land;
 mod rework;
 
 use branch::catch_up;
-pub use branch::integration_branch;
+pub use branch::{Landing, integration_branch, landing_of};
 pub(super) use branch::{Move, move_branch};
 
 use std::collections::BTreeMap;
