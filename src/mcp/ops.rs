@@ -3,6 +3,7 @@
 //! same way and answered once it started, or finished within the wait) and `cancel`.
 
 use crate::pipeline::job::JobRequest;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -14,10 +15,10 @@ use super::errors::{ErrorCode, Failure, ToolError, from_pipeline};
 use super::jobs::{Job, Waited};
 use super::status::{MAX_WAIT_SECS, compact};
 use super::types::{DelegateParams, DelegateResult, Duplicate, OperationResult};
-use crate::model::{RunId, RunState, TaskId};
+use crate::model::{RunId, RunState, TaskId, TaskState};
 use crate::paths::StateLayout;
 use crate::pipeline::{self, RunRequest};
-use crate::store::{Registration, StoreError, request_fingerprint};
+use crate::store::{Registration, Store, StoreError, request_fingerprint};
 
 /// How long a handed-off operation may take to show that it started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -286,11 +287,7 @@ pub async fn follow_up(
         if run.state == RunState::Running
             && crate::sandbox::proc::owner_alive(run.owner_pid, &run.owner_start)
         {
-            return Err(StoreError::Busy {
-                run: run_id.to_string(),
-                pid: run.owner_pid,
-            }
-            .into());
+            return Err(busy(store, &run_id, run.owner_pid, operation)?);
         }
         Ok(store.last_transition(&run_id)?)
     })?;
@@ -402,6 +399,40 @@ pub async fn cancel(
         next: None,
         status,
     })
+}
+
+/// The `busy` answer for a follow-up on a run another ccfan process carries: what that process is still doing
+/// (its tasks that are not final, and accepted ones it is about to land), and when to call again.
+fn busy(store: &Store, run_id: &RunId, pid: i64, operation: &str) -> Result<Failure, Failure> {
+    let run = store.run(run_id)?;
+    let mut doing: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for task in store.tasks(run_id)? {
+        let pending =
+            !task.state.is_final() || (task.state == TaskState::Accepted && !run.no_merge);
+        if pending {
+            *doing.entry(task.state.as_str()).or_insert(0) += 1;
+        }
+    }
+    let what = if doing.is_empty() {
+        "finishing the run".to_string()
+    } else {
+        let parts: Vec<String> = doing
+            .iter()
+            .map(|(state, n)| match *state {
+                "accepted" => format!("{n} accepted to land"),
+                other => format!("{n} {other}"),
+            })
+            .collect();
+        parts.join(", ")
+    };
+    Ok(ToolError::new(
+        ErrorCode::Busy,
+        format!(
+            "run {run_id} is still carried by another ccfan process (pid {pid}): {what}; call status with wait_seconds until done, then {operation} again"
+        ),
+    )
+    .details(serde_json::json!({ "run_id": run_id, "pid": pid }))
+    .into())
 }
 
 /// A delegated task's id: its own, else `task-1`, `task-2`, … by position (as the `delegate` schema documents).

@@ -20,9 +20,11 @@ pub const MAX_WAIT_SECS: u32 = 300;
 /// How often a wait reads the store again.
 const POLL: Duration = Duration::from_millis(100);
 
-/// One task, compact.
-fn task_status(task: &TaskView) -> TaskStatus {
-    let running = !task.state.is_final();
+/// One task, compact. `landing_pending`: the run is still carried and lands what is accepted, so an accepted task
+/// is not done yet (it will move to merging and merged) — which keeps `done` of the tasks and of the run in step.
+fn task_status(task: &TaskView, landing_pending: bool) -> TaskStatus {
+    let waiting_to_land = landing_pending && task.state == crate::model::TaskState::Accepted;
+    let running = !task.state.is_final() || waiting_to_land;
     let last_event = match (&task.agent, &task.reason) {
         (Some(agent), _) if running && agent.current.is_some() => agent.current.clone(),
         (_, Some(reason)) => Some(reason.clone()),
@@ -72,7 +74,11 @@ pub fn compact(
     for task in &tasks {
         *counts.entry(task.state.as_str().to_string()).or_insert(0) += 1;
     }
-    let compact_tasks = tasks.iter().map(|task| task_status(task)).collect();
+    let landing_pending = view.state == RunState::Running && !view.no_merge;
+    let compact_tasks = tasks
+        .iter()
+        .map(|task| task_status(task, landing_pending))
+        .collect();
     let detail = if !detail {
         None
     } else if let Some(id) = task_id {
@@ -206,4 +212,39 @@ pub fn list_runs(store: &Store, limit: usize) -> Result<ListRunsResult, Failure>
         })
         .collect();
     Ok(ListRunsResult { runs, more })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TaskState;
+
+    fn view(state: TaskState) -> TaskView {
+        TaskView {
+            id: crate::ids::fixtures::task("t"),
+            state,
+            reason: None,
+            attempts: 1,
+            branch: "ccfan/r/t".to_string(),
+            worktree: "/w/t".into(),
+            worktree_present: true,
+            commit: None,
+            exit_status: None,
+            salvage_refs: Vec::new(),
+            log: None,
+            elapsed_secs: None,
+            verdict: None,
+            agent: None,
+            usage: None,
+            already_landed: None,
+        }
+    }
+
+    #[test]
+    fn an_accepted_task_is_done_only_when_nothing_will_land_it() {
+        assert!(!task_status(&view(TaskState::Accepted), true).done);
+        assert!(task_status(&view(TaskState::Accepted), false).done);
+        assert!(task_status(&view(TaskState::Merged), true).done);
+        assert!(!task_status(&view(TaskState::Running), false).done);
+    }
 }

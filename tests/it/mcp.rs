@@ -407,6 +407,13 @@ async fn delegate_wait_verify_rework_merge_rollback_over_mcp() {
         .await
         .failed("busy");
     assert_eq!(busy["retryable"], true);
+    let said = busy["message"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("still carried")
+            && said.contains("1 running")
+            && said.contains("then rework again"),
+        "{busy}"
+    );
     let cli = mcp
         .env
         .ccfan(&["rework", &format!("{run}/a"), "--note", "x"]);
