@@ -659,3 +659,80 @@ fn a_key_the_agent_wrote_and_printed_is_scrubbed_from_its_home() {
         );
     }
 }
+
+#[test]
+fn a_repository_without_ccfan_toml_delegates_to_the_built_in_profiles_over_mcp() {
+    if !agents_installed(
+        "a_repository_without_ccfan_toml_delegates_to_the_built_in_profiles_over_mcp",
+    ) {
+        return;
+    }
+    let Some(python_path) = crate::env::installed(
+        "a_repository_without_ccfan_toml_delegates_to_the_built_in_profiles_over_mcp",
+        "the Python MCP SDK (CCFAN_MCP_PYTHONPATH)",
+        crate::env::env_path("CCFAN_MCP_PYTHONPATH"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let mut steps = Vec::new();
+    for agent in ["codex", "claude"] {
+        let id = format!("{agent}-task");
+        let file = format!("docs/{agent}.md");
+        steps.push(json!({"when": id, "write": {"path": file, "content": format!("# {agent}\n")}}));
+        steps.push(json!({"when": id, "message": final_message(&[&file])}));
+    }
+    let model = FakeModel::start(dir.path(), Value::Array(steps));
+    // A fresh repository: no ccfan.toml. Only the user's Codex config points at the model, as a user's would.
+    let env = TestEnv::new_in(&visible_tmp());
+    assert!(!env.repo.join("ccfan.toml").exists());
+    let codex_home = env.tmp.path().join("user-codex");
+    std::fs::create_dir_all(&codex_home).unwrap();
+    std::fs::write(
+        codex_home.join("config.toml"),
+        format!(
+            "model = \"gpt-5.5\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\nname = \"mock\"\n\
+             base_url = \"http://127.0.0.1:{}/v1\"\nwire_api = \"responses\"\n",
+            model.port
+        ),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mcp/first_contact.py");
+    let mut command = Command::new("python3");
+    for (name, value) in env.ccfan_env() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let output = command
+        .env("PYTHONPATH", python_path)
+        .env(
+            "PATH",
+            format!("{}:/usr/local/bin:/usr/bin:/bin", agent_bin().display()),
+        )
+        .env("CODEX_HOME", &codex_home)
+        .env("CODEX_API_KEY", "sk-test-not-a-real-key")
+        .env(
+            "ANTHROPIC_BASE_URL",
+            format!("http://127.0.0.1:{}", model.port),
+        )
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
+        .arg(script)
+        .args(["--ccfan", env!("CARGO_BIN_EXE_ccfan"), "--repo"])
+        .arg(&env.repo)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("\nok\n"),
+        "--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for agent in ["codex", "claude"] {
+        assert_eq!(
+            std::fs::read_to_string(env.repo.join(format!("docs/{agent}.md"))).unwrap(),
+            format!("# {agent}\n")
+        );
+    }
+}
