@@ -17,6 +17,9 @@ use crate::store::{Store, StoreError};
 
 /// The longest wait a call may ask for.
 pub const MAX_WAIT_SECS: u32 = 300;
+/// The most a `status` detail may hold, serialised.
+const DETAIL_CAP_BYTES: usize = 24 * 1024;
+
 /// How often a wait reads the store again.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -87,6 +90,28 @@ pub fn compact(
     } else {
         serde_json::to_value(&view).ok()
     };
+    // A detail past the cap is left out with a note: one task's detail at a time is the way to read it.
+    let size = detail
+        .as_ref()
+        .and_then(|value| serde_json::to_vec(value).ok())
+        .map_or(0, |json| json.len());
+    let (detail, note) = if size > DETAIL_CAP_BYTES {
+        let how = match task_id {
+            Some(id) => format!(
+                "the history of {id} is {} KiB, past the {} KiB cap; `ccfan status {run_id}/{id} --json` in a shell shows all of it",
+                size / 1024,
+                DETAIL_CAP_BYTES / 1024
+            ),
+            None => format!(
+                "the run's detail is {} KiB, past the {} KiB cap; call status with task_id and detail for one task at a time",
+                size / 1024,
+                DETAIL_CAP_BYTES / 1024
+            ),
+        };
+        (None, Some(how))
+    } else {
+        (detail, None)
+    };
     Ok(StatusResult {
         run_id: view.run_id.clone(),
         state: view.state.as_str().to_string(),
@@ -96,6 +121,7 @@ pub fn compact(
         counts,
         tasks: compact_tasks,
         detail,
+        note,
     })
 }
 
@@ -238,6 +264,68 @@ mod tests {
             usage: None,
             already_landed: None,
         }
+    }
+
+    #[test]
+    fn a_detail_past_its_cap_is_left_out_with_how_to_read_it() {
+        use crate::ids::fixtures::{commit, run};
+        use crate::store::{NewRun, NewTask};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let spec = |n: usize| crate::model::TaskSpec {
+            id: crate::ids::fixtures::task(&format!("task-{n}")),
+            goal: "x".repeat(100),
+            allowed: vec!["src/**".to_string()],
+            denied: Vec::new(),
+            constraints: Vec::new(),
+            acceptance: Vec::new(),
+            worker: crate::model::WorkerProfile {
+                name: "w".to_string(),
+                kind: crate::model::WorkerKind::Command {
+                    argv: vec!["true".to_string()],
+                },
+                timeout: None,
+                env: Vec::new(),
+                pass_env: Vec::new(),
+                network: None,
+                writable: Vec::new(),
+            },
+            timeout: Duration::from_secs(5),
+        };
+        let specs: Vec<_> = (0..120).map(spec).collect();
+        let branches: Vec<String> = (0..120).map(|n| format!("ccfan/r/task-{n}")).collect();
+        let tasks: Vec<NewTask<'_>> = specs
+            .iter()
+            .zip(&branches)
+            .map(|(spec, branch)| NewTask {
+                spec,
+                branch,
+                worktree: std::path::Path::new("/w"),
+            })
+            .collect();
+        let (id, base) = (run("r"), commit("ab"));
+        store
+            .create_run(
+                &NewRun {
+                    id: &id,
+                    base_sha: &base,
+                    base_rev: "HEAD",
+                    target_branch: Some("main"),
+                    tasks_file: std::path::Path::new("t.toml"),
+                    jobs: 2,
+                    owner_pid: 1,
+                    owner_start: "x",
+                    no_merge: false,
+                },
+                &tasks,
+            )
+            .unwrap();
+        let whole = compact(&store, &id, None, true).unwrap();
+        assert!(whole.detail.is_none());
+        assert!(whole.note.unwrap().contains("task_id"));
+        assert_eq!(whole.tasks.len(), 120, "the compact list is always there");
+        let one = compact(&store, &id, Some(&specs[3].id), true).unwrap();
+        assert!(one.detail.is_some() && one.note.is_none());
     }
 
     #[test]

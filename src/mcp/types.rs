@@ -144,8 +144,11 @@ pub struct StatusResult {
     pub counts: BTreeMap<String, usize>,
     /// The tasks.
     pub tasks: Vec<TaskStatus>,
-    /// With `detail`: the full run view, or the task's transitions.
+    /// With `detail`: the full run view, or the task's transitions (left out past 24 KiB, see `note`).
     pub detail: Option<serde_json::Value>,
+    /// Set when `detail` was left out for its size, saying how to get it in parts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `verify` arguments.
