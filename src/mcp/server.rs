@@ -33,7 +33,7 @@ fn seconds(value: Option<u32>, default: u32) -> u32 {
 #[tool_router]
 impl CcfanServer {
     #[tool(
-        description = "Start coding tasks in parallel. Each task gets its own git worktree from one base commit and \
+        description = "Delegate coding tasks to run in parallel. Each task gets its own git worktree from one base commit and \
         a sandboxed worker; when it ends, the gate checks scope (allowed/denied globs), secrets and tests and decides \
         accept, rework (the worker gets the findings, capped) or rollback (kept on a salvage ref). Returns run_id and \
         task ids at once; poll with status. Tasks stop at `accepted` unless merge is true. Pass client_request_id to \
@@ -54,7 +54,7 @@ impl CcfanServer {
     }
 
     #[tool(
-        description = "A run's tasks, compact: state, verdict, attempt, elapsed seconds, last event. With \
+        description = "Wait for a run and see its tasks, compact: state, verdict, attempt, elapsed seconds, last event. With \
         wait_seconds (up to 300) it waits for a task to change or the run to finish, sending progress \
         notifications; `done` is true once nothing is in flight. detail adds the full view (or a task's history).",
         annotations(read_only_hint = true)
@@ -69,7 +69,7 @@ impl CcfanServer {
     }
 
     #[tool(
-        description = "The gate's evidence per task: verdict, findings (secrets redacted), each stage's outcome and \
+        description = "Verify a run: the gate's evidence per task: verdict, findings (secrets redacted), each stage's outcome and \
         the diff summary with risk; a summary per task unless detail is true, at most 24 KiB. Returns the stored \
         reports; rerun runs the gate again with the current policy.",
         annotations(read_only_hint = true)
@@ -241,7 +241,7 @@ impl CcfanServer {
     }
 
     #[tool(
-        description = "Land a run's accepted tasks on the target branch, in task order; each is checked again on the \
+        description = "Merge a run: land its accepted tasks on the target branch, in task order; each is checked again on the \
         tree that will really land. Waits up to wait_seconds (default 60).",
         annotations(destructive_hint = false)
     )]

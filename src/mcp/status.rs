@@ -78,10 +78,12 @@ pub fn compact(
         *counts.entry(task.state.as_str().to_string()).or_insert(0) += 1;
     }
     let landing_pending = view.state == RunState::Running && !view.no_merge;
-    let compact_tasks = tasks
-        .iter()
-        .map(|task| task_status(task, landing_pending))
-        .collect();
+    let (compact_tasks, listed_note) = listed(
+        tasks
+            .iter()
+            .map(|task| task_status(task, landing_pending))
+            .collect(),
+    );
     let detail = if !detail {
         None
     } else if let Some(id) = task_id {
@@ -112,6 +114,10 @@ pub fn compact(
     } else {
         (detail, None)
     };
+    let note = match (note, listed_note) {
+        (Some(first), Some(second)) => Some(format!("{first}; {second}")),
+        (first, second) => first.or(second),
+    };
     Ok(StatusResult {
         run_id: view.run_id.clone(),
         state: view.state.as_str().to_string(),
@@ -123,6 +129,34 @@ pub fn compact(
         detail,
         note,
     })
+}
+
+/// The task list as answered: all of it up to [`DETAIL_CAP_BYTES`]; past it, the tasks still in flight first, then
+/// finished ones while they fit, with a note (the counts always cover every task).
+fn listed(tasks: Vec<TaskStatus>) -> (Vec<TaskStatus>, Option<String>) {
+    let size = |task: &TaskStatus| serde_json::to_vec(task).map_or(0, |json| json.len());
+    if tasks.iter().map(size).sum::<usize>() <= DETAIL_CAP_BYTES {
+        return (tasks, None);
+    }
+    let total = tasks.len();
+    let (mut kept, mut used) = (Vec::new(), 0);
+    let (moving, done): (Vec<TaskStatus>, Vec<TaskStatus>) =
+        tasks.into_iter().partition(|task| !task.done);
+    for task in moving.into_iter().chain(done) {
+        let bytes = size(&task);
+        if used + bytes > DETAIL_CAP_BYTES {
+            continue;
+        }
+        used += bytes;
+        kept.push(task);
+    }
+    let left = total - kept.len();
+    (
+        kept,
+        Some(format!(
+            "{left} of {total} tasks left out for size (tasks in flight are listed first; counts has them all); call status with task_id for any other"
+        )),
+    )
 }
 
 /// What a wait watches: a change here ends it.
@@ -140,6 +174,8 @@ fn signature(status: &StatusResult) -> Vec<(Option<TaskId>, String, u32, Option<
         })
         .collect();
     signature.push((None, status.state.clone(), 0, None));
+    // The counts cover tasks a long list leaves out.
+    signature.push((None, format!("{:?}", status.counts), 0, None));
     signature
 }
 
@@ -323,7 +359,11 @@ mod tests {
         let whole = compact(&store, &id, None, true).unwrap();
         assert!(whole.detail.is_none());
         assert!(whole.note.unwrap().contains("task_id"));
-        assert_eq!(whole.tasks.len(), 120, "the compact list is always there");
+        assert_eq!(whole.tasks.len(), 120, "the compact list of 120 tasks fits");
+        let listed = listed(vec![task_status(&view(TaskState::Running), false); 400]);
+        assert!(listed.0.len() < 400);
+        assert!(serde_json::to_vec(&listed.0).unwrap().len() <= DETAIL_CAP_BYTES + 400);
+        assert!(listed.1.unwrap().contains("left out for size"));
         let one = compact(&store, &id, Some(&specs[3].id), true).unwrap();
         assert!(one.detail.is_some() && one.note.is_none());
     }
