@@ -367,7 +367,30 @@ pub async fn scan(shared: &Shared, params: ScanParams) -> Result<ScanResult, Fai
     })
     .await
     .map_err(|error| Failure::tool(ErrorCode::Internal, error.to_string()))??;
-    Ok(ScanResult { report })
+    Ok(capped_scan(report))
+}
+
+/// Hits, skipped and unreadable files listed in a `scan` result, at most each.
+const SCAN_LIST_CAP: usize = 200;
+
+/// A scan's result with its lists cut to [`SCAN_LIST_CAP`] entries each, saying so.
+fn capped_scan(mut report: crate::secrets::FileScanReport) -> ScanResult {
+    let hits = report.hits.len();
+    let cut = hits > SCAN_LIST_CAP
+        || report.skipped_binary.len() > SCAN_LIST_CAP
+        || report.unreadable.len() > SCAN_LIST_CAP;
+    report.hits.truncate(SCAN_LIST_CAP);
+    report.skipped_binary.truncate(SCAN_LIST_CAP);
+    report.unreadable.truncate(SCAN_LIST_CAP);
+    ScanResult {
+        report,
+        hits_total: (hits > SCAN_LIST_CAP).then_some(hits),
+        note: cut.then(|| {
+            format!(
+                "lists cut at {SCAN_LIST_CAP} entries; scan fewer paths, or run `ccfan scan --json` in a shell for all of them"
+            )
+        }),
+    }
 }
 
 /// `check_scope`.
@@ -491,6 +514,36 @@ mod tests {
         let full = sized(run("r"), false, vec![noisy("a", 10)], true);
         assert_eq!(full.tasks[0].findings.len(), 10);
         assert_eq!(full.note, None);
+    }
+
+    #[test]
+    fn a_scan_with_many_hits_lists_the_first_and_counts_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.txt");
+        // Distinct, key-like values: 16 characters of A-Z2-7 from a hash of the line number.
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        let text: String = (0u64..250)
+            .map(|n| {
+                let mut seed = crate::util::stable_hash(&n.to_le_bytes());
+                let body: String = (0..16)
+                    .map(|_| {
+                        let pick = alphabet[(seed % 32) as usize] as char;
+                        seed = seed.rotate_right(5) ^ 0x9e37_79b9_7f4a_7c15;
+                        pick
+                    })
+                    .collect();
+                format!("aws_access_key_id = AKIA{body}\n")
+            })
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        let pack = crate::secrets::RulePack::builtin("default").unwrap();
+        let report = crate::secrets::scan_files(&pack, &[(path, "keys.txt".to_string())]);
+        assert!(report.hits.len() > SCAN_LIST_CAP, "{}", report.hits.len());
+        let total = report.hits.len();
+        let result = capped_scan(report);
+        assert_eq!(result.report.hits.len(), SCAN_LIST_CAP);
+        assert_eq!(result.hits_total, Some(total));
+        assert!(result.note.unwrap().contains("ccfan scan --json"));
     }
 
     #[test]

@@ -314,8 +314,18 @@ impl CcfanServer {
                 params.dry_run,
                 Some(&verify_root),
             )?;
+            const LISTED: usize = 200;
+            let (removed, skipped) = (report.removed.len(), report.skipped.len());
+            let mut report = report;
+            report.removed.truncate(LISTED);
+            report.skipped.truncate(LISTED);
             Ok(GcResult {
                 report: serde_json::to_value(&report).unwrap_or_default(),
+                note: (removed > LISTED || skipped > LISTED).then(|| {
+                    format!(
+                        "{removed} removed and {skipped} skipped in all; the lists stop at {LISTED} (`ccfan gc --json` in a shell lists all)"
+                    )
+                }),
             })
         })
         .await

@@ -284,6 +284,12 @@ pub struct ScanResult {
     /// Secrets found are shown redacted, with fingerprints.
     #[serde(flatten)]
     pub report: FileScanReport,
+    /// Hits found in all (the list stops at 200), when more were found than listed; `ccfan scan --json` lists all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hits_total: Option<usize>,
+    /// Set when lists were cut, saying how to get the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `check_scope` arguments.
@@ -539,6 +545,9 @@ pub struct GcParams {
 /// `gc` result: the same document as `ccfan gc --json`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct GcResult {
-    /// The report.
+    /// The report (its lists of removed and skipped tasks cut at 200 entries each).
     pub report: serde_json::Value,
+    /// Set when a list was cut, with the full counts and where to see all of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
