@@ -104,10 +104,8 @@ impl Drop for FakeModel {
     }
 }
 
-/// A repository whose policy has a `codex` and a `claude` worker, with the user's Codex config pointing at the
-/// fake model.
-fn setup(model: &FakeModel, extra_policy: &str) -> TestEnv {
-    let env = TestEnv::new_in(&visible_tmp());
+/// The user's own Codex home, with its config pointing at the fake model, as a user's would point at theirs.
+fn user_codex_home(env: &TestEnv, model: &FakeModel) -> PathBuf {
     let codex_home = env.tmp.path().join("user-codex");
     std::fs::create_dir_all(&codex_home).unwrap();
     std::fs::write(
@@ -119,6 +117,14 @@ fn setup(model: &FakeModel, extra_policy: &str) -> TestEnv {
         ),
     )
     .unwrap();
+    codex_home
+}
+
+/// A repository whose policy has a `codex` and a `claude` worker, with the user's Codex config pointing at the
+/// fake model.
+fn setup(model: &FakeModel, extra_policy: &str) -> TestEnv {
+    let env = TestEnv::new_in(&visible_tmp());
+    user_codex_home(&env, model);
     env.commit_policy(&format!(
         "[run]\nmax_reworks = 2\n\n[workers.cx]\nkind = \"codex\"\nenv = {{ PROBE = \"{probe}\" }}\n\n\
          [workers.cl]\nkind = \"claude\"\nenv = {{ PROBE = \"{probe}\" }}\n{extra_policy}",
@@ -686,17 +692,7 @@ fn a_repository_without_ccfan_toml_delegates_to_the_built_in_profiles_over_mcp()
     // A fresh repository: no ccfan.toml. Only the user's Codex config points at the model, as a user's would.
     let env = TestEnv::new_in(&visible_tmp());
     assert!(!env.repo.join("ccfan.toml").exists());
-    let codex_home = env.tmp.path().join("user-codex");
-    std::fs::create_dir_all(&codex_home).unwrap();
-    std::fs::write(
-        codex_home.join("config.toml"),
-        format!(
-            "model = \"gpt-5.5\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\nname = \"mock\"\n\
-             base_url = \"http://127.0.0.1:{}/v1\"\nwire_api = \"responses\"\n",
-            model.port
-        ),
-    )
-    .unwrap();
+    let codex_home = user_codex_home(&env, &model);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mcp/first_contact.py");
     let mut command = Command::new("python3");
     for (name, value) in env.ccfan_env() {
