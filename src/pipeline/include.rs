@@ -94,6 +94,15 @@ impl Includes {
             if std::fs::symlink_metadata(&to).is_ok() {
                 continue;
             }
+            // The tree comes from a worker's commit: a folder on the way may be a symlink to anywhere.
+            if !stays_inside(tree, relative) {
+                tracing::warn!(
+                    "not copying {} into {}: a folder on its way is a symlink",
+                    relative.display(),
+                    tree.display()
+                );
+                continue;
+            }
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent).map_err(failed)?;
             }
@@ -116,6 +125,28 @@ impl Includes {
         }
         Ok(copied)
     }
+}
+
+/// Whether writing `relative` under `tree` stays in `tree`: only plain components, and no folder on the way that
+/// exists as a symlink (a committed symlink could point anywhere; folders that do not exist yet are made real).
+fn stays_inside(tree: &Path, relative: &Path) -> bool {
+    let parts: Vec<Component<'_>> = relative.components().collect();
+    if parts
+        .iter()
+        .any(|part| !matches!(part, Component::Normal(_)))
+    {
+        return false;
+    }
+    let mut at = tree.to_path_buf();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => return false,
+            Ok(_) => {}
+            Err(_) => return true,
+        }
+    }
+    true
 }
 
 /// Everything copied into a fresh task tree or verification checkout: the `.worktreeinclude` files of the user's
@@ -194,6 +225,31 @@ mod tests {
         assert!(picked("config/a.local.toml"));
         assert!(!picked("config/skip.local.toml"));
         assert!(!picked("config/a.toml") && !picked("src/main.rs"));
+    }
+
+    #[test]
+    fn nothing_is_copied_through_a_symlinked_folder_of_the_tree() {
+        let source = tempfile::tempdir().unwrap();
+        let tree = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(source.path().join("web")).unwrap();
+        std::fs::write(source.path().join("web/.env"), "KEY=1\n").unwrap();
+        std::fs::write(source.path().join(".env"), "KEY=2\n").unwrap();
+        // A worker committed `web` as a symlink out of the tree.
+        std::os::unix::fs::symlink(elsewhere.path(), tree.path().join("web")).unwrap();
+        let includes = Includes::of(
+            source.path().to_path_buf(),
+            vec![PathBuf::from("web/.env"), PathBuf::from(".env")],
+        );
+        assert_eq!(includes.copy_into(tree.path()).unwrap(), 1);
+        assert!(
+            !elsewhere.path().join(".env").exists(),
+            "written through the symlink"
+        );
+        assert_eq!(
+            std::fs::read_to_string(tree.path().join(".env")).unwrap(),
+            "KEY=2\n"
+        );
     }
 
     #[test]

@@ -191,11 +191,21 @@ fn build(
     input.includes.copy_into(&tree)?;
     let log = scratch.join("setup.log");
     run_setup(input, setup, &tree, &log)?;
+    // The included files (`.env` …) served setup; they are not the layer's to keep or hand on: every tree gets
+    // them fresh from the user's checkout, so one removed there is gone everywhere.
+    for included in input.includes.files() {
+        let _ = std::fs::remove_file(tree.join(included));
+    }
+    let included: std::collections::HashSet<&PathBuf> = input.includes.files().iter().collect();
+    let outputs = git::ignored_in(input.repo, &tree, input.base)?
+        .into_iter()
+        .filter(|path| !included.contains(path))
+        .collect();
     let ready = Ready {
         key: key.to_string(),
         base: input.base.clone(),
         command: setup.argv.clone(),
-        outputs: git::ignored_in(input.repo, &tree, input.base)?,
+        outputs,
     };
     let json = serde_json::to_vec_pretty(&ready).map_err(|error| PipelineError::Io {
         context: "cannot write the layer's record".to_string(),

@@ -11,8 +11,9 @@ use std::sync::Mutex;
 
 use crate::ids::{RunId, TaskId};
 
-/// Where port blocks are leased from.
-pub const PORT_RANGE: std::ops::Range<u32> = 20_000..60_000;
+/// Where port blocks are leased from: below Linux's default range for outgoing connections (32768–60999), so a
+/// leased port is not also handed out as some connection's local port.
+pub const PORT_RANGE: std::ops::Range<u32> = 20_000..32_000;
 
 /// One task's block of ports, held while this value lives.
 #[derive(Debug)]
@@ -112,7 +113,7 @@ fn lease_dir() -> std::io::Result<PathBuf> {
 pub fn lease_ports(count: u16, key: &str) -> std::io::Result<Option<PortLease>> {
     let dir = lease_dir()?;
     let width = u32::from(count.max(1));
-    let blocks = (PORT_RANGE.end - PORT_RANGE.start) / width;
+    let blocks = ((PORT_RANGE.end - PORT_RANGE.start) / width).max(1);
     let first =
         u32::try_from(crate::util::stable_hash(key.as_bytes()) % u64::from(blocks)).unwrap_or(0);
     for step in 0..blocks {

@@ -409,10 +409,17 @@ fn resolve(
             .worktree_root
             .map(|root| base_dir.join(root))
             .or_else(|| base.as_ref().and_then(|b| b.worktree_root.clone())),
-        ports_per_task: run
-            .ports
-            .or(base.as_ref().map(|b| b.ports_per_task))
-            .unwrap_or(10),
+        ports_per_task: match run.ports {
+            Some(ports) if ports > 1000 => {
+                return Err(
+                    InputError::new(file, format!("{ports} ports per task is too many"))
+                        .key("run.ports")
+                        .fix("lease at most 1000 ports per task (0 leases none)"),
+                );
+            }
+            Some(ports) => ports,
+            None => base.as_ref().map_or(10, |b| b.ports_per_task),
+        },
         allowed,
         denied,
         tests,

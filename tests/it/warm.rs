@@ -367,3 +367,33 @@ fn a_repository_without_ccfan_toml_delegates_to_the_one_installed_agent() {
         "{ran:?}"
     );
 }
+
+#[test]
+fn an_included_file_removed_from_the_checkout_is_not_handed_on_by_the_layer() {
+    let env = setup_env();
+    env.write(".gitignore", "*.log\ndeps/\nslow.flag\n.env\n");
+    env.git(&["commit", "-qam", "ignore .env"]);
+    env.write(".worktreeinclude", ".env\n");
+    env.write(".env", "TOKEN=local\n");
+    let run_checking = |name: &str, check: &str| {
+        let worker = env.script(
+            &format!("{name}.sh"),
+            &format!("{check} || exit 9\necho ok > {name}.txt"),
+        );
+        let tasks = env.tasks(&format!(
+            "[[task]]\nid = \"{name}\"\ngoal = \"x\"\nworker = \"w\"\n[workers.w]\nkind = \"command\"\ncommand = [\"{}\"]\n",
+            worker.display()
+        ));
+        let ran = env.run(&tasks, &[]);
+        assert_eq!(task(&ran.json(), name)["state"], "merged", "{ran:?}");
+    };
+    run_checking("with", "grep -q TOKEN .env");
+    let layers = env.state_dir().join("layers");
+    let leaked = std::fs::read_dir(&layers)
+        .unwrap()
+        .flatten()
+        .any(|layer| layer.path().join("tree/.env").exists());
+    assert!(!leaked, "the layer kept a copy of .env");
+    std::fs::remove_file(env.repo.join(".env")).unwrap();
+    run_checking("without", "test ! -e .env");
+}
