@@ -142,7 +142,8 @@ pub struct Repos {
     exe: PathBuf,
     /// Environment changes for handed-off ccfan processes.
     child_env: Vec<(OsString, Option<OsString>)>,
-    /// Each repository's shared state, by its git common dir.
+    /// Each checkout's shared state, by its working tree (linked worktrees of one repository are told apart: each
+    /// has its own HEAD, so delegating or merging there must use it).
     known: Mutex<std::collections::HashMap<PathBuf, Arc<Shared>>>,
 }
 
@@ -189,7 +190,7 @@ impl Repos {
         })?;
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         let shared = known
-            .entry(paths.common_dir.clone())
+            .entry(paths.workdir.clone())
             .or_insert_with(|| Shared::new(paths, self.exe.clone(), self.child_env.clone()));
         Ok(Arc::clone(shared))
     }

@@ -76,6 +76,13 @@ fn key(repo: &RepoPaths, setup: &SetupSettings, base: &CommitId) -> Result<Strin
         .collect())
 }
 
+/// The layer for `input`'s base if one is ready; setup is not run.
+pub fn ready(input: &LayerInput<'_>) -> Option<Layer> {
+    let setup = input.policy.setup.as_ref()?;
+    let key = key(input.repo, setup, input.base).ok()?;
+    read_ready(&layers_dir(input.repo).join(&key), &key)
+}
+
 /// The layer ready for the repository's HEAD, if an earlier run prepared one (setup is not run here): what the
 /// hooks gate and `ccfan verify` copy into their checkouts.
 pub fn ready_for(repo: &RepoPaths, policy: &Policy) -> Option<Layer> {

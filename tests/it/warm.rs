@@ -397,3 +397,31 @@ fn an_included_file_removed_from_the_checkout_is_not_handed_on_by_the_layer() {
     std::fs::remove_file(env.repo.join(".env")).unwrap();
     run_checking("without", "test ! -e .env");
 }
+
+#[test]
+fn rollback_never_waits_on_or_fails_with_a_setup() {
+    let env = setup_env();
+    let tasks = env.tasks(
+        "[[task]]\nid = \"t\"\ngoal = \"x\"\nworker = \"w\"\n[workers.w]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo x > x.txt\"]\n",
+    );
+    let ran = env.run(&tasks, &["--no-merge"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let run_id = ran.json()["run_id"].as_str().unwrap().to_string();
+    // No layer is ready any more, and setup would now fail.
+    std::fs::remove_dir_all(env.state_dir().join("layers")).unwrap();
+    env.commit_policy("[setup]\ncommand = [\"sh\", \"-c\", \"exit 5\"]\n");
+    let rolled = env.ccfan(&["rollback", "--json", &format!("{run_id}/t")]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert_eq!(task(&rolled.json()["run"], "t")["state"], "rolled_back");
+    assert!(
+        !env.state_dir().join("layers").exists(),
+        "rollback ran no setup"
+    );
+    // A follow-up that starts an attempt does prepare the layer, and says why it cannot.
+    let retried = env.ccfan(&["retry", &format!("{run_id}/t")]);
+    assert_eq!(retried.code, 1, "{retried:?}");
+    assert!(
+        retried.stderr.contains("setup `sh -c exit 5` failed"),
+        "{retried:?}"
+    );
+}

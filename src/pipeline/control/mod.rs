@@ -91,6 +91,15 @@ pub struct OpenTree {
     pub recreated: bool,
 }
 
+/// Whether a follow-up command prepares the run's base layer (running `[setup]` when no layer is ready): the ones
+/// that start attempts or land (which gates run tests) do; `rollback` and `open` only use a layer that is ready, so
+/// recovery never waits on, or fails with, a setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Prepare,
+    IfReady,
+}
+
 /// What a follow-up command works with: the repository and how to report and stop.
 pub struct Control<'a> {
     /// The repository.
@@ -108,6 +117,7 @@ impl Control<'_> {
         &self,
         run_id: &RunId,
         into: Option<&str>,
+        layer: Layer,
         act: impl FnOnce(&Carrier<'_>) -> Result<T, PipelineError>,
     ) -> Result<T, PipelineError> {
         let (mut store, _) = open_state(self.repo)?;
@@ -122,15 +132,27 @@ impl Control<'_> {
             let run = store.run(run_id)?;
             let policy = load_policy(self.repo, None)?;
             let rules = load_rules(&policy)?;
-            let included = super::include::Includes::load(self.repo)?;
-            let layer = super::layer::prepare(&super::layer::LayerInput {
+            let included = match (layer, super::include::Includes::load(self.repo)) {
+                (_, Ok(included)) => included,
+                (Layer::Prepare, Err(error)) => return Err(error.into()),
+                // Recovery is never blocked by a broken `.worktreeinclude`; it only copies less.
+                (Layer::IfReady, Err(error)) => {
+                    tracing::warn!("ignoring .worktreeinclude: {error}");
+                    super::include::Includes::default()
+                }
+            };
+            let input = super::layer::LayerInput {
                 repo: self.repo,
                 policy: &policy,
                 rules: &rules,
                 base: &run.base_sha,
                 includes: &included,
                 cancel: self.cancel,
-            })?;
+            };
+            let layer = match layer {
+                Layer::Prepare => super::layer::prepare(&input)?,
+                Layer::IfReady => super::layer::ready(&input),
+            };
             let includes =
                 super::include::TreeFiles::new(included, layer.map(|layer| layer.outputs));
             let tasks = store.tasks(run_id)?;
@@ -189,7 +211,7 @@ impl Control<'_> {
         run_id: &RunId,
         into: Option<&str>,
     ) -> Result<(ControlOutcome, Vec<TaskId>), PipelineError> {
-        let acted = self.with_carrier(run_id, into, |carrier| {
+        let acted = self.with_carrier(run_id, into, Layer::Prepare, |carrier| {
             let acted: Vec<TaskId> = carrier
                 .store()
                 .tasks(run_id)?
@@ -225,7 +247,7 @@ impl Control<'_> {
         let task = found(&store)?;
         let present = !task.removed && task.worktree.join(".git").is_file();
         if !present {
-            self.with_carrier(&target.run, None, |carrier| {
+            self.with_carrier(&target.run, None, Layer::IfReady, |carrier| {
                 let task = find_task(carrier, task_id)?;
                 let attempts = carrier.store().attempts(carrier.run_id, &task.id)?;
                 let at = task_head(&attempts, carrier.base_sha).map_or_else(
@@ -256,7 +278,7 @@ impl Control<'_> {
                 .fix("say what the worker should do differently, e.g. --note \"keep the public API\"")
                 .into());
         }
-        let refused = self.with_carrier(&target.run, None, |carrier| {
+        let refused = self.with_carrier(&target.run, None, Layer::Prepare, |carrier| {
             let task = find_task(carrier, task_id)?;
             if let Err(refusal) = lifecycle::allows(Operation::Rework, &task.id, task.state) {
                 return Ok(Some(refusal));
@@ -272,7 +294,7 @@ impl Control<'_> {
     /// and another attempt with its last findings.
     pub fn retry(&self, target: &Target) -> Result<ControlOutcome, PipelineError> {
         let task_id = target.need_task("retry")?;
-        let refused = self.with_carrier(&target.run, None, |carrier| {
+        let refused = self.with_carrier(&target.run, None, Layer::Prepare, |carrier| {
             let task = find_task(carrier, task_id)?;
             if let Err(refusal) = lifecycle::allows(Operation::Retry, &task.id, task.state) {
                 return Ok(Some(refusal));
@@ -293,7 +315,7 @@ impl Control<'_> {
         reason: &str,
     ) -> Result<ControlOutcome, PipelineError> {
         let task_id = target.need_task("accept")?;
-        let refused = self.with_carrier(&target.run, None, |carrier| {
+        let refused = self.with_carrier(&target.run, None, Layer::Prepare, |carrier| {
             let task = find_task(carrier, task_id)?;
             if let Err(refusal) = lifecycle::allows(Operation::Accept, &task.id, task.state) {
                 return Ok(Some(refusal));
@@ -329,7 +351,7 @@ impl Control<'_> {
     /// on the target (history is never rewritten); its worktree goes back to its base; every attempt stays on its
     /// salvage ref.
     pub fn rollback(&self, target: &Target) -> Result<ControlOutcome, PipelineError> {
-        let refused = self.with_carrier(&target.run, None, |carrier| {
+        let refused = self.with_carrier(&target.run, None, Layer::IfReady, |carrier| {
             let tasks = carrier.store().tasks(carrier.run_id)?;
             let chosen: Vec<&TaskRow> = match &target.task {
                 Some(id) => vec![tasks.iter().find(|t| &t.id == id).ok_or_else(|| {
