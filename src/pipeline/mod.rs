@@ -246,7 +246,11 @@ pub fn run(
         tasks: resolved.plan.tasks.iter().map(|t| t.id.clone()).collect(),
         jobs: resolved.jobs,
     });
-    let copies = prepare::prepare_layer(&mut store, &request.repo, &resolved, &run, sink, cancel)?;
+    let Some(copies) =
+        prepare::prepare_layer(&mut store, &request.repo, &resolved, &run, sink, cancel)?
+    else {
+        return Ok(status::run_view(&store, &run.run_id)?); // stopped during setup: every task cancelled
+    };
     let cancels = cancel::Cancels::new(cancel, resolved.plan.tasks.iter().map(|t| &t.id));
     let carrier = Carrier::new(carry::RunContext {
         repo: &request.repo,

@@ -185,7 +185,8 @@ pub fn register(
 }
 
 /// Stage 1b: the base layer for the run (prepared, or reused), and so what every task tree gets copied in. When
-/// setup fails, every task ends in `error` with the reason and the run is finished before any worker started.
+/// setup fails, every task ends in `error` with the reason and the run is finished before any worker started; when
+/// it was stopped by Ctrl-C, every task ends `cancelled` and the answer is `None` (the run is over).
 pub fn prepare_layer(
     store: &mut Store,
     repo: &RepoPaths,
@@ -193,7 +194,7 @@ pub fn prepare_layer(
     run: &Registered,
     sink: &dyn EventSink,
     cancel: &std::sync::atomic::AtomicBool,
-) -> Result<super::include::TreeFiles, PipelineError> {
+) -> Result<Option<super::include::TreeFiles>, PipelineError> {
     let input = super::layer::LayerInput {
         repo,
         policy: &resolved.policy,
@@ -211,23 +212,36 @@ pub fn prepare_layer(
         });
     }
     match super::layer::prepare(&input) {
-        Ok(layer) => Ok(super::include::TreeFiles::new(
+        Ok(layer) => Ok(Some(super::include::TreeFiles::new(
             resolved.includes.clone(),
             layer.map(|layer| layer.outputs),
-        )),
+        ))),
         Err(error) => {
-            let reason = resolved
-                .rules
-                .redact_text(&format!("no task started: {error}"));
-            for task in &resolved.plan.tasks {
-                store.set_task_state(
-                    &run.run_id,
-                    &task.id,
+            let stopped = cancel.load(std::sync::atomic::Ordering::SeqCst);
+            let (state, reason) = if stopped {
+                (
+                    crate::model::TaskState::Cancelled,
+                    "cancelled while the base layer was being prepared; no task started"
+                        .to_string(),
+                )
+            } else {
+                (
                     crate::model::TaskState::Error,
-                    Some(&reason),
-                )?;
+                    resolved
+                        .rules
+                        .redact_text(&format!("no task started: {error}")),
+                )
+            };
+            for task in &resolved.plan.tasks {
+                store.set_task_state(&run.run_id, &task.id, state, Some(&reason))?;
             }
             store.finish_run(&run.run_id, crate::model::RunState::Finished, Some(&reason))?;
+            if stopped {
+                sink.emit(Event::RunFinished {
+                    run_id: run.run_id.clone(),
+                });
+                return Ok(None);
+            }
             Err(error)
         }
     }

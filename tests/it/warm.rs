@@ -425,3 +425,41 @@ fn rollback_never_waits_on_or_fails_with_a_setup() {
         "{retried:?}"
     );
 }
+
+#[test]
+fn stopping_a_run_during_setup_cancels_its_tasks() {
+    let env = setup_env();
+    env.commit_policy("[setup]\ncommand = [\"sleep\", \"60\"]\n");
+    let tasks = env.tasks(
+        "[[task]]\nid = \"t\"\ngoal = \"x\"\nworker = \"w\"\n[workers.w]\nkind = \"command\"\ncommand = [\"true\"]\n",
+    );
+    let child = env
+        .command(&["run", "--json", "--tasks", tasks.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let layers = env.state_dir().join("layers");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_dir(&layers).is_ok_and(|mut dir| dir.next().is_some()) {
+        assert!(std::time::Instant::now() < deadline, "setup never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "setup was not stopped"
+    );
+    let view: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    let t = task(&view, "t");
+    assert_eq!(t["state"], "cancelled", "{view}");
+    assert_eq!(t["attempts"], 0, "{t}");
+}
