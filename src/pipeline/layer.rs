@@ -103,9 +103,17 @@ pub fn collect(repo: &RepoPaths) -> usize {
     for entry in entries.flatten() {
         let path = entry.path();
         let ready = path.join(READY);
+        // Only a folder named by a key is a published layer; half-prepared (`.tmp-`), set-aside (`.broken-`)
+        // folders and kept setup logs all go.
+        let name = entry.file_name();
+        let keyed = name.len() == 16
+            && name
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit());
         match std::fs::metadata(&ready).and_then(|meta| meta.modified()) {
-            Ok(used) => published.push((used, path)),
-            Err(_) => {
+            Ok(used) if keyed => published.push((used, path)),
+            Ok(_) | Err(_) => {
                 let gone = if path.is_dir() {
                     std::fs::remove_dir_all(&path)
                 } else {
@@ -155,6 +163,11 @@ pub fn prepare(input: &LayerInput<'_>) -> Result<Option<Layer>, PipelineError> {
             .open(published.join(READY))
             .and_then(|file| file.set_modified(std::time::SystemTime::now()));
         return Ok(Some(layer));
+    }
+    if published.exists() {
+        // A layer folder that does not read as complete (a crash mid-write): set aside for gc, and built again.
+        let aside = dir.join(format!("{key}.broken-{}", crate::util::random_hex(4)));
+        let _ = std::fs::rename(&published, &aside);
     }
     let scratch = dir.join(format!("{key}.tmp-{}", crate::util::random_hex(4)));
     let made = build(input, setup, &key, &scratch);
@@ -218,10 +231,16 @@ fn build(
         context: "cannot write the layer's record".to_string(),
         source: std::io::Error::other(error),
     })?;
-    std::fs::write(scratch.join(READY), json).map_err(|source| PipelineError::Io {
-        context: format!("cannot write {}", scratch.join(READY).display()),
-        source,
-    })
+    // On disk before the folder is published: a crash never leaves a published layer with a partial record.
+    std::fs::File::create(scratch.join(READY))
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, &json)?;
+            file.sync_all()
+        })
+        .map_err(|source| PipelineError::Io {
+            context: format!("cannot write {}", scratch.join(READY).display()),
+            source,
+        })
 }
 
 /// Runs the setup command in `tree`, sandboxed with `tree` writable (and the profile's extra folders); a failure

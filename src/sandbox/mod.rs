@@ -136,6 +136,8 @@ pub struct Outcome {
     pub leftovers_killed: usize,
     /// The sandbox backend it ran in.
     pub backend: &'static str,
+    /// Whether the process could not write git's metadata (see [`Outcome::kept_git_metadata`]).
+    pub git_protected: bool,
     /// Limits it ran into, and limits this machine could not enforce.
     pub notes: Vec<String>,
 }
@@ -145,7 +147,7 @@ impl Outcome {
     /// Landlock, which keep the git dirs read-only. Then what git recorded about the tree before the worker ran
     /// (the index's stat cache) can be trusted when its attempt is recorded.
     pub fn kept_git_metadata(&self) -> bool {
-        matches!(self.backend, "bubblewrap" | "landlock")
+        self.git_protected
     }
 
     /// The outcome of a worker ccfan refused to start (its binary is missing or lacks a flag ccfan needs).
@@ -157,6 +159,7 @@ impl Outcome {
             duration: Duration::ZERO,
             leftovers_killed: 0,
             backend: "not started",
+            git_protected: false,
             notes: Vec::new(),
         }
     }
@@ -304,6 +307,7 @@ pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome
     let started = Instant::now();
     let mut stream = launch.stream.take();
     let selected = select(launch.sandbox.backend)?.backend;
+    let git_protected = protects_git(&selected, launch.sandbox);
     let Some((program, args)) = launch.argv.split_first() else {
         return Ok(spawn_failed("the command is empty", &selected, started));
     };
@@ -506,8 +510,36 @@ pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome
         duration: started.elapsed(),
         leftovers_killed,
         backend: selected.name(),
+        git_protected,
         notes,
     })
+}
+
+/// Whether `backend` keeps git's metadata of `policy` (the common dir, where a worktree's index lives) read-only:
+/// bubblewrap always (its read-only binds go over the writable ones); Landlock only when no writable root contains
+/// it, since it cannot take back inside a writable root what it granted; no sandbox never. (A worktree's `.git`
+/// pointer is writable under Landlock; ccfan checks and restores it before any git call, so it is not counted.)
+fn protects_git(backend: &Backend, policy: &SandboxPolicy) -> bool {
+    let pointer = |kept: &std::path::Path| {
+        kept.file_name() == Some(std::ffi::OsStr::new(".git"))
+            && kept
+                .parent()
+                .is_some_and(|tree| policy.writable.iter().any(|writable| writable == tree))
+    };
+    match backend {
+        Backend::Bubblewrap(_) => true,
+        Backend::Landlock(_) => policy
+            .read_only
+            .iter()
+            .filter(|kept| !pointer(kept))
+            .all(|kept| {
+                !policy
+                    .writable
+                    .iter()
+                    .any(|writable| kept.starts_with(writable))
+            }),
+        Backend::None => false,
+    }
 }
 
 fn spawn_failed(message: &str, backend: &Backend, started: Instant) -> Outcome {
@@ -520,6 +552,7 @@ fn spawn_failed(message: &str, backend: &Backend, started: Instant) -> Outcome {
         duration: started.elapsed(),
         leftovers_killed: 0,
         backend: backend.name(),
+        git_protected: false,
         notes: Vec::new(),
     }
 }
@@ -527,4 +560,38 @@ fn spawn_failed(message: &str, backend: &Backend, started: Instant) -> Outcome {
 /// Kills every process still carrying `token` (used when recovering runs whose ccfan died). Returns how many.
 pub fn kill_leftovers(token: &str) -> usize {
     proc::kill_tree(0, token, &cgroup::Cgroups::existing(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn landlock_protects_git_only_when_no_writable_root_holds_the_common_dir() {
+        let settings = crate::policy::load_source(None).unwrap().sandbox;
+        let tree = Tree {
+            worktree: Path::new("/wt/run/t"),
+            common_dir: Path::new("/repo/.git"),
+            checkout: Path::new("/repo"),
+            outbox: Some(Path::new("/repo/.git/ccfan/runs/r/t/attempt-1/outbox")),
+        };
+        let mut policy =
+            SandboxPolicy::for_command(&settings, tree, Duration::from_secs(1), 1 << 20);
+        let landlock = Backend::Landlock(4);
+        assert!(protects_git(&landlock, &policy), "{policy:?}");
+        assert!(protects_git(
+            &Backend::Bubblewrap("/usr/bin/bwrap".into()),
+            &policy
+        ));
+        assert!(!protects_git(&Backend::None, &policy));
+        policy.writable.push("/repo".into());
+        assert!(
+            !protects_git(&landlock, &policy),
+            "a writable /repo holds .git"
+        );
+        assert!(protects_git(
+            &Backend::Bubblewrap("/usr/bin/bwrap".into()),
+            &policy
+        ));
+    }
 }
