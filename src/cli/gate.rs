@@ -86,7 +86,11 @@ impl GateParts {
             rules: pipeline::load_rules(policy).map_err(PipelineError::from)?,
             scratch: gate::scratch_root(repo, policy),
             includes: pipeline::include::TreeFiles::new(
-                pipeline::include::Includes::load(repo).map_err(PipelineError::from)?,
+                // A broken `.worktreeinclude` in the working tree never blocks a commit: it only copies less.
+                pipeline::include::Includes::load(repo).unwrap_or_else(|error| {
+                    tracing::warn!("ignoring .worktreeinclude: {error}");
+                    pipeline::include::Includes::default()
+                }),
                 pipeline::layer::ready_for(repo, policy).map(|layer| layer.outputs),
             ),
             cancel: super::cancel_flag(),

@@ -10,9 +10,15 @@ use crate::mcp::{self, Repos};
 
 /// Runs `ccfan mcp`.
 pub fn serve(start: &Path, args: McpArgs) -> Result<Exit, CliError> {
-    // The server starts anywhere; each tool call resolves its repository (`repo`, else this folder).
+    // On stdio the server starts anywhere; each tool call resolves its repository (`repo`, else this folder). Over
+    // HTTP, which other processes can reach, it serves the repository it starts in and no other.
     let exe = std::env::current_exe()?;
-    let shared = Repos::new(std::path::absolute(start)?, exe, Vec::new());
+    let start = std::path::absolute(start)?;
+    let shared = match args.http {
+        None => Repos::new(start, exe, Vec::new()),
+        Some(_) => Repos::only_start(start, exe, Vec::new())
+            .map_err(|error| CliError::from(crate::pipeline::PipelineError::from(error)))?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

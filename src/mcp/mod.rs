@@ -142,6 +142,9 @@ pub struct Repos {
     exe: PathBuf,
     /// Environment changes for handed-off ccfan processes.
     child_env: Vec<(OsString, Option<OsString>)>,
+    /// Set for a server on the network (Streamable HTTP): the one checkout it serves, so any process that reaches
+    /// the port cannot point it at another repository of this user.
+    only: Option<PathBuf>,
     /// Each checkout's shared state, by its working tree (linked worktrees of one repository are told apart: each
     /// has its own HEAD, so delegating or merging there must use it).
     known: Mutex<std::collections::HashMap<PathBuf, Arc<Shared>>>,
@@ -166,8 +169,25 @@ impl Repos {
             start,
             exe,
             child_env,
+            only: None,
             known: Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// A server that serves only the checkout `start` is in (for Streamable HTTP, reachable by other processes).
+    pub fn only_start(
+        start: PathBuf,
+        exe: PathBuf,
+        child_env: Vec<(OsString, Option<OsString>)>,
+    ) -> Result<Arc<Repos>, crate::git::GitError> {
+        let repo = crate::git::discover(&start)?;
+        Ok(Arc::new(Repos {
+            start,
+            exe,
+            child_env,
+            only: Some(repo.workdir),
+            known: Mutex::new(std::collections::HashMap::new()),
+        }))
     }
 
     /// The shared state of the repository `repo` names (a path inside it, relative to where the server started),
@@ -188,6 +208,20 @@ impl Repos {
                     .details(serde_json::json!({ "field": "repo", "fix": fix })),
             )
         })?;
+        if let Some(only) = &self.only
+            && &paths.workdir != only
+        {
+            return Err(ToolError::new(
+                ErrorCode::Refused,
+                format!(
+                    "this HTTP server serves only {}; start another (`ccfan -C DIR mcp --http ADDR`) for {}",
+                    only.display(),
+                    paths.workdir.display()
+                ),
+            )
+            .details(serde_json::json!({ "field": "repo" }))
+            .into());
+        }
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         let shared = known
             .entry(paths.workdir.clone())

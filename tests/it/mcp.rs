@@ -892,3 +892,38 @@ async fn a_merge_diverted_by_the_users_changes_says_it_did_not_land_and_what_to_
         "mine, not committed\n"
     );
 }
+
+#[tokio::test]
+async fn a_server_for_the_network_serves_only_its_own_repository() {
+    let env = TestEnv::new();
+    let other = TestEnv::new();
+    let repos = Repos::only_start(
+        env.repo.clone(),
+        PathBuf::from(env!("CARGO_BIN_EXE_ccfan")),
+        env.ccfan_env(),
+    )
+    .unwrap();
+    let (client_io, server_io) = tokio::io::duplex(1 << 20);
+    tokio::spawn(async move {
+        if let Ok(service) = CcfanServer::new(repos).serve(server_io).await {
+            let _ = service.waiting().await;
+        }
+    });
+    let recorder = Recorder::default();
+    let client = recorder.clone().serve(client_io).await.unwrap();
+    let mcp = Mcp {
+        env,
+        client,
+        recorder,
+    };
+    let own = mcp.env.repo.to_str().unwrap().to_string();
+    mcp.call("list_runs", json!({ "repo": own })).await.ok();
+    let refused = mcp
+        .call("list_runs", json!({ "repo": other.repo.to_str().unwrap() }))
+        .await
+        .failed("refused");
+    assert!(
+        refused["message"].as_str().unwrap().contains("serves only"),
+        "{refused}"
+    );
+}
