@@ -74,14 +74,19 @@ struct Mcp {
 
 impl Mcp {
     async fn start(env: TestEnv) -> Mcp {
-        let shared = Repos::new(
+        let repos = Repos::new(
             env.repo.clone(),
             PathBuf::from(env!("CARGO_BIN_EXE_ccfan")),
             env.ccfan_env(),
         );
+        Mcp::serve(env, repos).await
+    }
+
+    /// An in-process server over `repos`, and a client connected to it.
+    async fn serve(env: TestEnv, repos: std::sync::Arc<Repos>) -> Mcp {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
         tokio::spawn(async move {
-            if let Ok(service) = CcfanServer::new(shared).serve(server_io).await {
+            if let Ok(service) = CcfanServer::new(repos).serve(server_io).await {
                 let _ = service.waiting().await;
             }
         });
@@ -735,19 +740,7 @@ async fn a_server_started_outside_any_repository_serves_the_repo_each_call_names
         PathBuf::from(env!("CARGO_BIN_EXE_ccfan")),
         env.ccfan_env(),
     );
-    let (client_io, server_io) = tokio::io::duplex(1 << 20);
-    tokio::spawn(async move {
-        if let Ok(service) = CcfanServer::new(repos).serve(server_io).await {
-            let _ = service.waiting().await;
-        }
-    });
-    let recorder = Recorder::default();
-    let client = recorder.clone().serve(client_io).await.unwrap();
-    let mcp = Mcp {
-        env,
-        client,
-        recorder,
-    };
+    let mcp = Mcp::serve(env, repos).await;
     assert!(!mcp.client.list_all_tools().await.unwrap().is_empty());
     // No `repo`, and the server's folder is no repository: a tool error that says what to pass.
     let Reply::Failed(error) = mcp.call("list_runs", json!({})).await else {
@@ -903,19 +896,7 @@ async fn a_server_for_the_network_serves_only_its_own_repository() {
         env.ccfan_env(),
     )
     .unwrap();
-    let (client_io, server_io) = tokio::io::duplex(1 << 20);
-    tokio::spawn(async move {
-        if let Ok(service) = CcfanServer::new(repos).serve(server_io).await {
-            let _ = service.waiting().await;
-        }
-    });
-    let recorder = Recorder::default();
-    let client = recorder.clone().serve(client_io).await.unwrap();
-    let mcp = Mcp {
-        env,
-        client,
-        recorder,
-    };
+    let mcp = Mcp::serve(env, repos).await;
     let own = mcp.env.repo.to_str().unwrap().to_string();
     mcp.call("list_runs", json!({ "repo": own })).await.ok();
     let refused = mcp

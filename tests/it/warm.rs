@@ -100,6 +100,17 @@ fn each_task_gets_its_index_and_its_own_ports_in_the_worker_and_the_gate() {
     );
 }
 
+/// Waits until a run's setup has started (its layer folder appeared), and a little longer.
+fn wait_for_setup(env: &TestEnv) {
+    let layers = env.state_dir().join("layers");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_dir(&layers).is_ok_and(|mut dir| dir.next().is_some()) {
+        assert!(std::time::Instant::now() < deadline, "setup never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+}
+
 /// A policy whose setup "installs" into `deps/` (ignored): a stamp saying when it ran, and which lockfile it saw.
 const SETUP_POLICY: &str = "[setup]\ncommand = [\"sh\", \"-c\", \"if [ -e slow.flag ]; then sleep 60; fi; mkdir -p deps && date +%s%N > deps/stamp && cp lock.txt deps/lock\"]\ninputs = [\"lock.txt\"]\nnetwork = false\n\
 [tests]\ncommand = [\"sh\", \"-c\", \"test -s deps/stamp\"]\n";
@@ -216,13 +227,7 @@ fn a_layer_whose_preparation_was_killed_is_prepared_again() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let layers = env.state_dir().join("layers");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !std::fs::read_dir(&layers).is_ok_and(|mut dir| dir.next().is_some()) {
-        assert!(std::time::Instant::now() < deadline, "setup never started");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_for_setup(&env);
     child.kill().unwrap(); // SIGKILL, mid-setup
     child.wait().unwrap();
     std::fs::remove_file(env.repo.join("slow.flag")).unwrap();
@@ -439,13 +444,7 @@ fn stopping_a_run_during_setup_cancels_its_tasks() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let layers = env.state_dir().join("layers");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !std::fs::read_dir(&layers).is_ok_and(|mut dir| dir.next().is_some()) {
-        assert!(std::time::Instant::now() < deadline, "setup never started");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_for_setup(&env);
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
