@@ -20,7 +20,25 @@ pub struct Includes {
     source: PathBuf,
     /// Their paths, relative to it, sorted.
     files: Vec<PathBuf>,
+    /// For a prepared layer: a shared lock on it, held while any copy of this value lives.
+    hold: Hold,
 }
+
+/// A shared lock on the folder files are copied from (a prepared layer's record), held so that `gc` does not remove
+/// the layer while a tree is being filled from it. Equal to any other: it is not part of what is copied.
+#[derive(Debug, Clone, Default)]
+struct Hold(
+    #[expect(dead_code, reason = "held for its lock, never read")]
+    Option<std::sync::Arc<std::fs::File>>,
+);
+
+impl PartialEq for Hold {
+    fn eq(&self, _: &Hold) -> bool {
+        true
+    }
+}
+
+impl Eq for Hold {}
 
 /// Why the included files could not be listed or copied.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +79,26 @@ impl Includes {
         Ok(Includes {
             source: repo.workdir.clone(),
             files,
+            hold: Hold::default(),
         })
     }
 
     /// Files `files` (relative, sorted) of folder `source`: e.g. what a prepared layer's setup left there.
     pub fn of(source: PathBuf, files: Vec<PathBuf>) -> Includes {
-        Includes { source, files }
+        Includes {
+            source,
+            files,
+            hold: Hold::default(),
+        }
+    }
+
+    /// Like [`Includes::of`], holding `lock` (a shared lock on the source) for as long as any copy lives.
+    pub fn held(source: PathBuf, files: Vec<PathBuf>, lock: std::fs::File) -> Includes {
+        Includes {
+            source,
+            files,
+            hold: Hold(Some(std::sync::Arc::new(lock))),
+        }
     }
 
     /// The selected files, relative to the checkout.

@@ -126,6 +126,12 @@ pub fn collect(repo: &RepoPaths) -> usize {
     published.sort();
     published.pop();
     for (_, path) in published {
+        // A layer some process is filling a tree from holds a shared lock on its record: left for next time.
+        let in_use =
+            std::fs::File::open(path.join(READY)).map_or(true, |record| record.try_lock().is_err());
+        if in_use {
+            continue;
+        }
         removed += usize::from(std::fs::remove_dir_all(&path).is_ok());
     }
     removed
@@ -188,13 +194,17 @@ pub fn prepare(input: &LayerInput<'_>) -> Result<Option<Layer>, PipelineError> {
 }
 
 /// A published layer, if `folder` holds a complete one with this key.
+/// The layer holds a shared lock on its record while in use; `gc` removes only layers it can lock exclusively.
 fn read_ready(folder: &Path, key: &str) -> Option<Layer> {
-    let bytes = crate::util::read_regular(&folder.join(READY), 64 << 20).ok()?;
+    let record = folder.join(READY);
+    let lock = std::fs::File::open(&record).ok()?;
+    lock.try_lock_shared().ok()?;
+    let bytes = crate::util::read_regular(&record, 64 << 20).ok()?;
     let ready: Ready = serde_json::from_slice(&bytes).ok()?;
     (ready.key == key).then(|| Layer {
         key: ready.key,
         tree: folder.join("tree"),
-        outputs: Includes::of(folder.join("tree"), ready.outputs),
+        outputs: Includes::held(folder.join("tree"), ready.outputs, lock),
         reused: true,
     })
 }
@@ -297,4 +307,45 @@ fn run_setup(
         tail: super::verify::commands::tail(log, &raw),
         log: kept,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_leaves_a_layer_that_is_being_copied_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("a.txt"), "a").unwrap();
+        git::init_with_commit(&root, "base").unwrap();
+        let repo = git::discover(&root).unwrap();
+        let layers = layers_dir(&repo);
+        let base = git::resolve_commit(&repo, "HEAD").unwrap();
+        for key in ["00000000000000aa", "00000000000000bb"] {
+            let folder = layers.join(key);
+            std::fs::create_dir_all(folder.join("tree")).unwrap();
+            let ready = Ready {
+                key: key.to_string(),
+                base: base.clone(),
+                command: vec!["true".to_string()],
+                outputs: Vec::new(),
+            };
+            std::fs::write(folder.join(READY), serde_json::to_vec(&ready).unwrap()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::fs::create_dir_all(layers.join("00000000000000aa.tmp-1234")).unwrap();
+        // The older layer is in use: gc removes only the half-prepared folder.
+        let held = read_ready(&layers.join("00000000000000aa"), "00000000000000aa").unwrap();
+        assert_eq!(collect(&repo), 1);
+        assert!(
+            layers.join("00000000000000aa").exists() && layers.join("00000000000000bb").exists()
+        );
+        drop(held);
+        assert_eq!(collect(&repo), 1, "once released, the older layer goes");
+        assert!(
+            !layers.join("00000000000000aa").exists() && layers.join("00000000000000bb").exists()
+        );
+    }
 }
