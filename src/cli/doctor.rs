@@ -30,10 +30,11 @@ struct Report {
 /// How task trees are made here: their mode, the base layer's setup, what `.worktreeinclude` selects, the ports.
 #[derive(Debug, Serialize)]
 struct TreesReport {
-    /// `checkout`: every task tree and verification checkout is a full checkout of its commit.
+    /// `copy-on-write`: task trees and verification checkouts are overlay views of the base layer; `checkout`:
+    /// full checkouts of their commit.
     mode: &'static str,
-    /// Why not copy-on-write.
-    note: &'static str,
+    /// What that means, or why not copy-on-write.
+    note: String,
     /// The `[setup]` command, if any.
     setup: Option<String>,
     /// Whether a layer is prepared for HEAD (setup will not run again for the next run).
@@ -74,9 +75,32 @@ pub fn doctor(start: &Path, args: DoctorArgs) -> Result<Exit, CliError> {
 
 fn trees(start: &Path, policy: &policy::Policy) -> TreesReport {
     let repo = git::discover(start).ok();
+    let selected = repo.as_ref().map(|repo| {
+        let folder = crate::paths::worktree_base(repo, policy.worktree_root.as_deref());
+        pipeline::tree::select(repo, policy, &folder)
+    });
+    let (mode, note) = match selected {
+        None => (
+            "unknown",
+            "not in a git repository: run ccfan doctor inside one to see how its trees are made".to_string(),
+        ),
+        Some(selected) => match selected {
+        Ok(mode) if mode.copy_on_write => (
+            "copy-on-write",
+            "each task tree and verification checkout is an overlay view of the base layer; it holds only what its worker changed".to_string(),
+        ),
+        Ok(mode) => (
+            "checkout",
+            mode.fallback.unwrap_or_else(|| {
+                "run.trees (or CCFAN_TREES) = \"checkout\": each task tree is a full checkout, with the layer's ignored files copied in".to_string()
+            }),
+        ),
+        Err(error) => ("none", format!("no run can start: {error}")),
+        },
+    };
     TreesReport {
-        mode: "checkout",
-        note: "copy-on-write task trees are not implemented yet: each task tree is a full checkout, with the layer's ignored files copied in",
+        mode,
+        note,
         setup: policy.setup.as_ref().map(|setup| setup.argv.join(" ")),
         layer_ready: repo
             .as_ref()

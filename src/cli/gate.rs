@@ -91,7 +91,9 @@ impl GateParts {
                     tracing::warn!("ignoring .worktreeinclude: {error}");
                     pipeline::include::Includes::default()
                 }),
-                pipeline::layer::ready_for(repo, policy).map(|layer| layer.outputs),
+                pipeline::layer::ready_for(repo, policy),
+                pipeline::tree::select(repo, policy, &gate::scratch_root(repo, policy))
+                    .is_ok_and(|mode| mode.copy_on_write),
             ),
             cancel: super::cancel_flag(),
         })

@@ -493,14 +493,22 @@ pub fn user_identity(repo: &RepoPaths) -> String {
         .unwrap_or_else(|| "unknown user".to_string())
 }
 
+/// Runs git in `dir` (tests of other modules build repositories with it); panics on failure.
+#[cfg(test)]
+pub fn run_git_for_tests(dir: &Path, args: &[&str]) -> String {
+    run_git(dir, args).unwrap()
+}
+
 mod change;
 mod diff;
 mod merge;
+mod tree;
 mod worktree;
 
 pub use change::*;
 pub use diff::*;
 pub use merge::*;
+pub use tree::*;
 pub use worktree::*;
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ fn register_worktree(
     path: &Path,
     branch: Option<&str>,
     start: &str,
+    locked: bool,
 ) -> Result<()> {
     let _lock = lock_worktrees(repo)?;
     let mut args: Vec<&OsStr> = vec![
@@ -42,6 +43,9 @@ fn register_worktree(
         OsStr::new("--no-checkout"),
         OsStr::new("--quiet"),
     ];
+    if locked {
+        args.push(OsStr::new("--lock"));
+    }
     match branch {
         Some(branch) => args.extend([OsStr::new("-b"), OsStr::new(branch)]),
         None => args.push(OsStr::new("--detach")),
@@ -53,7 +57,7 @@ fn register_worktree(
 /// Registers a worktree at `path` on a new `branch` at `base`, without checking files out (fast; done under the
 /// worktree lock). Returns the content of the worktree's `.git` link file as git wrote it.
 pub fn add_worktree(repo: &RepoPaths, path: &Path, branch: &str, base: &str) -> Result<String> {
-    register_worktree(repo, path, Some(branch), base)?;
+    register_worktree(repo, path, Some(branch), base, false)?;
     git_link(path)
 }
 
@@ -190,7 +194,7 @@ pub fn commit_worktree(
     branch: &str,
     parent: &str,
     message: &str,
-    trust_index: bool,
+    scope: Scope<'_>,
 ) -> Result<WorktreeCommit> {
     let target = RecordTarget {
         worktree,
@@ -199,7 +203,7 @@ pub fn commit_worktree(
         parent,
         message,
     };
-    match commit_worktree_git2(&target, trust_index) {
+    match commit_worktree_git2(&target, scope) {
         Err(GitError::Git2 { context, source })
             if !crate::util::disk_full(&source) && admin.is_some() =>
         {
@@ -349,7 +353,7 @@ struct RecordTarget<'a> {
     message: &'a str,
 }
 
-fn commit_worktree_git2(target: &RecordTarget<'_>, trust_index: bool) -> Result<WorktreeCommit> {
+fn commit_worktree_git2(target: &RecordTarget<'_>, scope: Scope<'_>) -> Result<WorktreeCommit> {
     let RecordTarget {
         worktree,
         admin,
@@ -388,6 +392,17 @@ fn commit_worktree_git2(target: &RecordTarget<'_>, trust_index: bool) -> Result<
     let mut index = repo
         .index()
         .map_err(git2_context("cannot read the worktree's index"))?;
+    let scope = match scope {
+        Scope::Paths { changed, .. } if scoped::whole_tree_needed(changed) => {
+            Scope::Everything { trust_index: true }
+        }
+        other => other,
+    };
+    let trust_index = match scope {
+        Scope::Everything { trust_index } => trust_index,
+        // Only listed paths are read; the stat data of the rest is never consulted.
+        Scope::Paths { .. } => true,
+    };
     if trust_index && stat_data_trusted(&repo) {
         // Reading the parent's tree over the index keeps the stat data of entries whose content it already holds;
         // entries a flag could hide (assume-unchanged, skip-worktree) are dropped first, so they are read again.
@@ -401,11 +416,18 @@ fn commit_worktree_git2(target: &RecordTarget<'_>, trust_index: bool) -> Result<
     index
         .read_tree(&parent_tree)
         .map_err(git2_context("cannot reset the index to the parent"))?;
-    let what = format!("cannot stage the changes in {}", worktree.display());
-    index
-        .add_all(["*"], IndexAddOption::DEFAULT, None)
-        .map_err(git2_context(what.clone()))?;
-    index.update_all(["*"], None).map_err(git2_context(what))?;
+    match scope {
+        Scope::Paths { lower, changed } => {
+            scoped::stage(&repo, &mut index, worktree, lower, &parent_tree, changed)?;
+        }
+        Scope::Everything { .. } => {
+            let what = format!("cannot stage the changes in {}", worktree.display());
+            index
+                .add_all(["*"], IndexAddOption::DEFAULT, None)
+                .map_err(git2_context(what.clone()))?;
+            index.update_all(["*"], None).map_err(git2_context(what))?;
+        }
+    }
     let tree_id = index
         .write_tree()
         .map_err(git2_context("cannot write the attempt's tree"))?;
@@ -477,11 +499,29 @@ pub fn reset_worktree(worktree: &Path, sha: &str) -> Result<()> {
     run_git(worktree, ["clean", "-fd", "--quiet"]).map(drop)
 }
 
+/// Registers a worktree at `path`, on a new `branch` or detached, at `start`, with no files written (a
+/// copy-on-write tree gets its files from its layer). `locked` keeps `git worktree prune` (ccfan's, the user's,
+/// `git gc`'s) from dropping its record while its folder looks empty (a copy-on-write tree not mounted, after a
+/// reboot). Returns the `.git` link content.
+pub fn register_empty_worktree(
+    repo: &RepoPaths,
+    path: &Path,
+    branch: Option<&str>,
+    start: &str,
+    locked: bool,
+) -> Result<String> {
+    register_worktree(repo, path, branch, start, locked)?;
+    git_link(path)
+}
+
 /// Checks `sha` out, detached, into a new worktree at `path` (for verification; never the worker's worktree).
 pub fn add_detached_worktree(repo: &RepoPaths, path: &Path, sha: &str) -> Result<()> {
-    register_worktree(repo, path, None, sha)?;
+    register_worktree(repo, path, None, sha, false)?;
     checkout_worktree(path)
 }
+
+mod scoped;
+pub use scoped::Scope;
 
 #[cfg(test)]
 mod tests;

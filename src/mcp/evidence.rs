@@ -113,7 +113,8 @@ pub async fn verify(
         ));
         let includes = pipeline::include::TreeFiles::new(
             pipeline::include::Includes::load(&repo)?,
-            pipeline::layer::ready_for(&repo, &policy).map(|layer| layer.outputs),
+            pipeline::layer::ready_for(&repo, &policy),
+            pipeline::tree::select(&repo, &policy, &scratch).is_ok_and(|mode| mode.copy_on_write),
         );
         let checker = gate::Gate::new(&repo, &policy, &rules, &scratch, &includes, &stop);
         checker.reverify(&mut store, &run_id, task_id.as_ref())

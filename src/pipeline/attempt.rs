@@ -131,6 +131,8 @@ impl Carrier<'_> {
         cancel: &AtomicBool,
     ) -> Result<crate::sandbox::Outcome, PipelineError> {
         let n = begun.n;
+        // A copy-on-write tree whose mount went away (a reboot) is shown again before the worker starts.
+        super::tree::ensure(worktree)?;
         let agent_home = self.layout.agent_home(self.run_id, &task.id);
         let resources = self.resources.env_of(self.run_id, &task.id);
         let context = run_worker::AttemptContext {

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use super::lifecycle::{self, Next};
 use super::{PipelineError, fan_out};
 use crate::events::{Event, EventSink};
-use crate::git::{self, RepoPaths};
+use crate::git::RepoPaths;
 use crate::model::{CommitId, RunId, TaskId, TaskSpec, TaskState};
 use crate::paths::StateLayout;
 use crate::policy::Policy;
@@ -248,7 +248,7 @@ impl Carrier<'_> {
                 }
                 Next::RolledBack => {
                     // Not merged; every attempt stays on its salvage ref; the worktree goes back to the base.
-                    if let Err(error) = git::reset_worktree(worktree, &cursor.base) {
+                    if let Err(error) = super::tree::reset(worktree, &cursor.base) {
                         tracing::warn!(task = %task.id, "cannot reset the rolled-back worktree: {error}");
                     }
                     return Ok(Some(verdict));

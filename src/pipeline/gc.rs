@@ -64,6 +64,7 @@ pub(super) fn salvage_if_dirty(
     task: &TaskRow,
     parent: &str,
 ) -> Result<Vec<String>, PipelineError> {
+    super::tree::ensure(&task.worktree)?;
     if git::has_uncommitted_changes(&task.worktree, parent)? {
         salvage_leftovers(repo, store, run_id, task, parent)
     } else {
@@ -82,7 +83,7 @@ pub(super) fn salvage_then_reset(
     reset_to: &str,
 ) -> Result<(), PipelineError> {
     salvage_if_dirty(repo, store, run_id, task, parent)?;
-    git::reset_worktree(&task.worktree, reset_to)?;
+    super::tree::reset(&task.worktree, reset_to)?;
     Ok(())
 }
 
@@ -176,7 +177,7 @@ fn collect_task(
             salvaged.push(name);
         }
     }
-    git::remove_worktree(repo, &task.worktree)?;
+    super::tree::remove(repo, &task.worktree)?;
     git::delete_branch(repo, &task.branch)?;
     store.set_removed(&run.id, &task.id)?;
     // An agent's private home holds a copy of its credentials: it goes with the worktree.
@@ -278,14 +279,25 @@ pub fn gc(
     {
         for entry in entries.flatten() {
             let path = entry.path();
-            if git::remove_worktree(repo, &path).is_err() || path.exists() {
+            // `.cow` holds the checkouts' private layers; each goes with its checkout.
+            if entry.file_name() == ".cow" {
+                continue;
+            }
+            if super::tree::remove(repo, &path).is_err() || path.exists() {
                 let _ = std::fs::remove_dir_all(&path);
             }
             report.verify_checkouts_removed += 1;
         }
     }
     if !any_running && !dry_run {
-        report.layers_removed = super::layer::collect(repo);
+        // Layers below the copy-on-write trees of runs not collected stay.
+        let below: std::collections::HashSet<String> = runs
+            .iter()
+            .filter_map(|run| store.tasks(&run.id).ok())
+            .flatten()
+            .filter_map(|task| super::tree::layer_below(&task.worktree))
+            .collect();
+        report.layers_removed = super::layer::collect(repo, &below);
     }
     if !dry_run {
         git::prune_worktrees(repo)?;

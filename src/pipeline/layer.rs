@@ -25,6 +25,8 @@ use crate::secrets::RulePack;
 
 /// The file that marks a layer complete, with what it holds.
 const READY: &str = "ready.json";
+/// The base's index, with the stat data of the layer's tree.
+const INDEX: &str = "index";
 
 /// A prepared layer: where its tree is, and the ignored files setup left there for the task trees.
 #[derive(Debug, Clone)]
@@ -37,6 +39,11 @@ pub struct Layer {
     pub outputs: Includes,
     /// Whether an earlier run prepared it.
     pub reused: bool,
+    /// The commit whose files the tree holds (besides setup's ignored outputs).
+    pub base: CommitId,
+    /// The index of `base` with the stat data of the tree's files (layers prepared before ccfan kept one have
+    /// none, and serve checkouts only).
+    pub index: Option<PathBuf>,
 }
 
 /// What `ready.json` records.
@@ -53,9 +60,18 @@ pub fn layers_dir(repo: &RepoPaths) -> PathBuf {
     StateLayout::of(repo).root.join("layers")
 }
 
-/// The key of a layer: the setup command, then each input's path and blob at `base` (or that it is missing).
-fn key(repo: &RepoPaths, setup: &SetupSettings, base: &CommitId) -> Result<String, PipelineError> {
+/// The key of a layer: the setup command, then each input's path and blob at `base` (or that it is missing). With
+/// no setup, one key: the plain export of a base, for copy-on-write trees.
+fn key(
+    repo: &RepoPaths,
+    setup: Option<&SetupSettings>,
+    base: &CommitId,
+) -> Result<String, PipelineError> {
     let mut hash = Sha256::new();
+    let Some(setup) = setup else {
+        hash.update(b"no setup");
+        return Ok(hex(&hash.finalize()[..8]));
+    };
     for word in &setup.argv {
         hash.update(word.as_bytes());
         hash.update([0]);
@@ -69,32 +85,32 @@ fn key(repo: &RepoPaths, setup: &SetupSettings, base: &CommitId) -> Result<Strin
             None => hash.update(b"missing"),
         }
     }
-    let digest = hash.finalize();
-    Ok(digest[..8]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect())
+    Ok(hex(&hash.finalize()[..8]))
 }
 
-/// The layer for `input`'s base if one is ready; setup is not run.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The layer for `input`'s base if one is ready; setup is not run. With no `[setup]`, the plain export, when a
+/// copy-on-write run made one.
 pub fn ready(input: &LayerInput<'_>) -> Option<Layer> {
-    let setup = input.policy.setup.as_ref()?;
-    let key = key(input.repo, setup, input.base).ok()?;
+    let key = key(input.repo, input.policy.setup.as_ref(), input.base).ok()?;
     read_ready(&layers_dir(input.repo).join(&key), &key)
 }
 
 /// The layer ready for the repository's HEAD, if an earlier run prepared one (setup is not run here): what the
 /// hooks gate and `ccfan verify` copy into their checkouts.
 pub fn ready_for(repo: &RepoPaths, policy: &Policy) -> Option<Layer> {
-    let setup = policy.setup.as_ref()?;
     let head = git::resolve_commit(repo, "HEAD").ok()?;
-    let key = key(repo, setup, &head).ok()?;
+    let key = key(repo, policy.setup.as_ref(), &head).ok()?;
     read_ready(&layers_dir(repo).join(&key), &key)
 }
 
 /// `ccfan gc`, with no run going: removes half-prepared layers, kept logs of failed setups, and every published
-/// layer but the one used last (the next run most likely reuses it). Returns how many folders and files went.
-pub fn collect(repo: &RepoPaths) -> usize {
+/// layer but the one used last (the next run most likely reuses it) and those `below` copy-on-write trees still
+/// there. Returns how many folders and files went.
+pub fn collect(repo: &RepoPaths, below: &std::collections::HashSet<String>) -> usize {
     let Ok(entries) = std::fs::read_dir(layers_dir(repo)) else {
         return 0;
     };
@@ -126,6 +142,12 @@ pub fn collect(repo: &RepoPaths) -> usize {
     published.sort();
     published.pop();
     for (_, path) in published {
+        let key = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned());
+        if key.is_some_and(|key| below.contains(&key)) {
+            continue;
+        }
         // A layer some process is filling a tree from holds a shared lock on its record: left for next time.
         let in_use =
             std::fs::File::open(path.join(READY)).map_or(true, |record| record.try_lock().is_err());
@@ -154,15 +176,22 @@ pub struct LayerInput<'a> {
 }
 
 /// The layer for the run's base: reused when one with the same key is ready, else prepared now (setup runs).
-/// `None` when the policy has no `[setup]`. A failing setup is [`PipelineError::SetupFailed`].
-pub fn prepare(input: &LayerInput<'_>) -> Result<Option<Layer>, PipelineError> {
-    let Some(setup) = &input.policy.setup else {
+/// `None` when the policy has no `[setup]` and `copy_on_write` is off (a plain export serves only copy-on-write
+/// trees). A failing setup is [`PipelineError::SetupFailed`].
+pub fn prepare(
+    input: &LayerInput<'_>,
+    copy_on_write: bool,
+) -> Result<Option<Layer>, PipelineError> {
+    let setup = input.policy.setup.as_ref();
+    if setup.is_none() && !copy_on_write {
         return Ok(None);
-    };
+    }
     let key = key(input.repo, setup, input.base)?;
     let dir = layers_dir(input.repo);
     let published = dir.join(&key);
-    if let Some(layer) = read_ready(&published, &key) {
+    // A layer without an index (from before ccfan kept one) cannot carry copy-on-write trees: made again.
+    let usable = |layer: &Layer| !copy_on_write || layer.index.is_some();
+    if let Some(layer) = read_ready(&published, &key).filter(usable) {
         // Marked used, so `gc` keeps the layer the latest run needed.
         let _ = std::fs::File::options()
             .write(true)
@@ -201,30 +230,39 @@ fn read_ready(folder: &Path, key: &str) -> Option<Layer> {
     lock.try_lock_shared().ok()?;
     let bytes = crate::util::read_regular(&record, 64 << 20).ok()?;
     let ready: Ready = serde_json::from_slice(&bytes).ok()?;
+    let index = folder.join(INDEX);
     (ready.key == key).then(|| Layer {
         key: ready.key,
         tree: folder.join("tree"),
         outputs: Includes::held(folder.join("tree"), ready.outputs, lock),
         reused: true,
+        base: ready.base,
+        index: index.is_file().then_some(index),
     })
 }
 
-/// Exports the base into `scratch/tree`, copies the includes in, runs setup there and writes `ready.json`.
+/// Checks the base out into `scratch/tree` (its index, with stat data, beside it), copies the includes in, runs
+/// setup there, puts back any tracked file setup changed (the tree must show exactly the base plus what git
+/// ignores, since copy-on-write trees see it whole) and writes `ready.json`.
 fn build(
     input: &LayerInput<'_>,
-    setup: &SetupSettings,
+    setup: Option<&SetupSettings>,
     key: &str,
     scratch: &Path,
 ) -> Result<(), PipelineError> {
     let tree = scratch.join("tree");
-    git::export_commit(input.repo, input.base, &tree)?;
-    input.includes.copy_into(&tree)?;
-    let log = scratch.join("setup.log");
-    run_setup(input, setup, &tree, &log)?;
-    // The included files (`.env` …) served setup; they are not the layer's to keep or hand on: every tree gets
-    // them fresh from the user's checkout, so one removed there is gone everywhere.
-    for included in input.includes.files() {
-        let _ = std::fs::remove_file(tree.join(included));
+    let index = scratch.join(INDEX);
+    git::checkout_into(input.repo, input.base, &tree, &index)?;
+    if let Some(setup) = setup {
+        input.includes.copy_into(&tree)?;
+        let log = scratch.join("setup.log");
+        run_setup(input, setup, &tree, &log)?;
+        // The included files (`.env` …) served setup; they are not the layer's to keep or hand on: every tree
+        // gets them fresh from the user's checkout, so one removed there is gone everywhere.
+        for included in input.includes.files() {
+            let _ = std::fs::remove_file(tree.join(included));
+        }
+        git::restore_tracked(input.repo, input.base, &tree, &index)?;
     }
     let included: std::collections::HashSet<&PathBuf> = input.includes.files().iter().collect();
     let outputs = git::ignored_in(input.repo, &tree, input.base)?
@@ -234,7 +272,7 @@ fn build(
     let ready = Ready {
         key: key.to_string(),
         base: input.base.clone(),
-        command: setup.argv.clone(),
+        command: setup.map(|setup| setup.argv.clone()).unwrap_or_default(),
         outputs,
     };
     let json = serde_json::to_vec_pretty(&ready).map_err(|error| PipelineError::Io {
@@ -338,12 +376,20 @@ mod tests {
         std::fs::create_dir_all(layers.join("00000000000000aa.tmp-1234")).unwrap();
         // The older layer is in use: gc removes only the half-prepared folder.
         let held = read_ready(&layers.join("00000000000000aa"), "00000000000000aa").unwrap();
-        assert_eq!(collect(&repo), 1);
+        let none = std::collections::HashSet::new();
+        assert_eq!(collect(&repo, &none), 1);
         assert!(
             layers.join("00000000000000aa").exists() && layers.join("00000000000000bb").exists()
         );
         drop(held);
-        assert_eq!(collect(&repo), 1, "once released, the older layer goes");
+        // A layer below a copy-on-write tree stays whatever its lock says.
+        let below = std::collections::HashSet::from(["00000000000000aa".to_string()]);
+        assert_eq!(collect(&repo, &below), 0);
+        assert_eq!(
+            collect(&repo, &none),
+            1,
+            "once released, the older layer goes"
+        );
         assert!(
             !layers.join("00000000000000aa").exists() && layers.join("00000000000000bb").exists()
         );

@@ -10,6 +10,8 @@ pub mod prepare;
 pub mod layer;
 // stage 2
 pub mod fan_out;
+// stage 2, either mode: copy-on-write views of the base layer, or full checkouts
+pub mod tree;
 // stage 2b: the ignored files each task tree needs (`.worktreeinclude`)
 pub mod include;
 // stage 2c: each task's index and leased ports

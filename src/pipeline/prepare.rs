@@ -38,6 +38,8 @@ pub struct Resolved {
     pub worktree_folder: PathBuf,
     /// The ignored files copied into every task tree (`.worktreeinclude`).
     pub includes: super::include::Includes,
+    /// How task trees are made.
+    pub trees: super::tree::Mode,
 }
 
 /// The run as stored: its id, and each task's branch and worktree (in plan order).
@@ -101,7 +103,9 @@ pub fn resolve(request: &RunRequest) -> Result<Resolved, PipelineError> {
         .into());
     }
     let includes = super::include::Includes::load(&request.repo)?;
+    let trees = super::tree::select(&request.repo, &policy, &worktree_folder)?;
     Ok(Resolved {
+        trees,
         policy,
         plan,
         rules,
@@ -211,10 +215,12 @@ pub fn prepare_layer(
             ),
         });
     }
-    match super::layer::prepare(&input) {
+    let copy_on_write = resolved.trees.copy_on_write;
+    match super::layer::prepare(&input, copy_on_write) {
         Ok(layer) => Ok(Some(super::include::TreeFiles::new(
             resolved.includes.clone(),
-            layer.map(|layer| layer.outputs),
+            layer,
+            copy_on_write,
         ))),
         Err(error) => {
             let stopped = cancel.load(std::sync::atomic::Ordering::SeqCst);
@@ -256,6 +262,11 @@ pub fn warn_and_group(
     resolved: &Resolved,
 ) -> Result<Vec<Vec<usize>>, PipelineError> {
     let plan = &resolved.plan;
+    if let Some(fallback) = &resolved.trees.fallback {
+        sink.emit(Event::Warning {
+            message: fallback.clone(),
+        });
+    }
     if let Some(fallback) = &sandbox.fallback {
         sink.emit(Event::Warning {
             message: fallback.clone(),

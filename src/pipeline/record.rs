@@ -56,6 +56,8 @@ pub fn record(
     branch: &str,
     parent: &str,
 ) -> Result<Recorded, GitError> {
+    // A copy-on-write tree whose mount went away (a reboot) is shown again before anything reads it.
+    super::tree::ensure(worktree)?;
     let mut link_tampered = false;
     if let Some(expected) = git_link {
         let link = worktree.join(".git");
@@ -101,14 +103,16 @@ pub fn record(
         None => Vec::new(),
     };
     let admin = git_link.and_then(|link| git::admin_dir(worktree, link));
-    let recorded = git::commit_worktree(
-        worktree,
-        admin.as_deref(),
-        branch,
-        parent,
-        &message,
-        facts.index_kept,
-    )?;
+    // A copy-on-write tree's upper layer lists every path the worker touched: only those are read.
+    let changed = super::tree::changed_paths(worktree)?;
+    let scope = match &changed {
+        Some((lower, changed)) => git::Scope::Paths { lower, changed },
+        None => git::Scope::Everything {
+            trust_index: facts.index_kept,
+        },
+    };
+    let recorded =
+        git::commit_worktree(worktree, admin.as_deref(), branch, parent, &message, scope)?;
     let commit = recorded.commit;
     tampered.extend(recorded.tampered);
     if link_tampered {

@@ -95,6 +95,18 @@ pub enum Overlap {
     Serialize,
 }
 
+/// How task trees and verification checkouts are made (`run.trees`; `CCFAN_TREES` overrides it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trees {
+    /// Copy-on-write views of the prepared base layer where this machine can mount them, else full checkouts
+    /// (and the run says so).
+    Auto,
+    /// Copy-on-write views only: a run stops with the reason when they cannot be mounted.
+    CopyOnWrite,
+    /// Full checkouts, as `git worktree add` makes them.
+    Checkout,
+}
+
 /// A validated policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -110,6 +122,8 @@ pub struct Policy {
     pub max_reworks: u32,
     /// What to do with tasks whose allowed globs overlap.
     pub overlap: Overlap,
+    /// How task trees and verification checkouts are made.
+    pub trees: Trees,
     /// Default worker profile name.
     pub default_worker: Option<String>,
     /// Bytes of worker output kept per attempt.
@@ -164,6 +178,7 @@ struct RunSection {
     log_limit: Option<Spanned<String>>,
     worktree_root: Option<String>,
     ports: Option<u16>,
+    trees: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -389,10 +404,30 @@ fn resolve(
         base.as_ref().and_then(|b| b.setup.as_ref()),
         base_dir,
     )?;
-    let overlap = resolve_overlap(file, source, run.overlap.as_ref(), base.as_ref())?;
+    let overlap = resolve_choice(
+        (file, source),
+        run.overlap.as_ref(),
+        "run.overlap",
+        &[("warn", Overlap::Warn), ("serialize", Overlap::Serialize)],
+        r#"write overlap = "warn" (report overlapping tasks) or "serialize" (run them one after another)"#,
+        base.as_ref().map_or(Overlap::Warn, |b| b.overlap),
+    )?;
+    let trees = resolve_choice(
+        (file, source),
+        run.trees.as_ref(),
+        "run.trees",
+        &[
+            ("auto", Trees::Auto),
+            ("copy-on-write", Trees::CopyOnWrite),
+            ("checkout", Trees::Checkout),
+        ],
+        r#"write trees = "auto" (copy-on-write where this machine can mount it, else checkouts), "copy-on-write" or "checkout""#,
+        base.as_ref().map_or(Trees::Auto, |b| b.trees),
+    )?;
     Ok(Policy {
         sources: Vec::new(),
         overlap,
+        trees,
         jobs,
         base: run
             .base
@@ -461,29 +496,29 @@ fn resolve_jobs(
     })
 }
 
-/// `run.overlap`: `warn` or `serialize`, else the base's (`warn`).
-fn resolve_overlap(
-    file: &Path,
-    source: &str,
-    overlap: Option<&Spanned<String>>,
-    base: Option<&Policy>,
-) -> Result<Overlap, InputError> {
-    Ok(match overlap {
-        Some(name) => match name.get_ref().as_str() {
-            "warn" => Overlap::Warn,
-            "serialize" => Overlap::Serialize,
-            other => {
-                return Err(InputError::new(
-                    file,
-                    format!("`{other}` is not an overlap setting"),
-                )
-                .key("run.overlap")
-                .at_offset(source, Some(name.span().start))
-                .fix(r#"write overlap = "warn" (report overlapping tasks) or "serialize" (run them one after another)"#));
-            }
-        },
-        None => base.map_or(Overlap::Warn, |b| b.overlap),
-    })
+/// A setting that names one of a few `choices`: the value named, else `default`; anything else is bad input naming
+/// `key` and the `fix`.
+fn resolve_choice<T: Copy>(
+    at: (&Path, &str),
+    value: Option<&Spanned<String>>,
+    key: &str,
+    choices: &[(&str, T)],
+    fix: &str,
+    default: T,
+) -> Result<T, InputError> {
+    let Some(name) = value else {
+        return Ok(default);
+    };
+    choices
+        .iter()
+        .find(|(choice, _)| *choice == name.get_ref().as_str())
+        .map(|(_, chosen)| *chosen)
+        .ok_or_else(|| {
+            InputError::new(at.0, format!("`{}` is not a {key} setting", name.get_ref()))
+                .key(key)
+                .at_offset(at.1, Some(name.span().start))
+                .fix(fix)
+        })
 }
 
 fn resolve_tests(

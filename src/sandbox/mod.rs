@@ -10,6 +10,7 @@ pub mod detach;
 pub mod doctor;
 mod landlock;
 mod log;
+pub mod overlay;
 pub mod proc;
 mod seccomp;
 mod spec;

@@ -60,8 +60,10 @@ impl std::fmt::Debug for Ran {
 pub fn hermetic_env(home: &Path) -> Vec<(OsString, Option<OsString>)> {
     let mut changes: Vec<(OsString, Option<OsString>)> = std::env::vars_os()
         .filter(|(name, _)| {
-            name.to_string_lossy().starts_with("GIT_")
-                || name.to_string_lossy().starts_with("CCFAN_")
+            // CCFAN_TREES is the mode the whole suite runs in (scripts/test.sh runs it in both).
+            (name.to_string_lossy().starts_with("GIT_")
+                || name.to_string_lossy().starts_with("CCFAN_"))
+                && name != "CCFAN_TREES"
         })
         .map(|(name, _)| (name, None))
         .collect();
@@ -197,11 +199,20 @@ impl TestEnv {
     }
 
     pub fn ccfan(&self, args: &[&str]) -> Ran {
+        self.ccfan_with(args, &[])
+    }
+
+    /// [`TestEnv::ccfan`] with extra environment variables.
+    pub fn ccfan_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Ran {
         let Output {
             status,
             stdout,
             stderr,
-        } = self.command(args).output().unwrap();
+        } = self
+            .command(args)
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
         Ran {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -226,6 +237,13 @@ impl TestEnv {
     pub fn state_dir(&self) -> PathBuf {
         self.repo.join(".git/ccfan")
     }
+}
+
+/// Whether task trees are copy-on-write views in this test run: `CCFAN_TREES` is not `checkout` and ccfan may
+/// mount overlays (it runs as root, as in CI).
+pub fn copy_on_write() -> bool {
+    std::env::var_os("CCFAN_TREES").is_none_or(|mode| mode != "checkout")
+        && rustix::process::geteuid().is_root()
 }
 
 /// Whether bubblewrap is installed and can make namespaces here.

@@ -520,6 +520,9 @@ exit 3"#,
     raw.push(in_base);
     let mut state = Vec::new();
     all_files(&env.state_dir(), &mut state);
+    // A layer's tree is a checkout of the user's own base commit, as a task tree is (a secret committed at the
+    // base is there, as in the repository itself); what workers write never goes there.
+    state.retain(|(name, _)| !(name.contains("/ccfan/layers/") && name.contains("/tree/")));
     for secret in &raw {
         for output in [&run, &verify, &verify_json, &status, &human] {
             assert!(

@@ -12,6 +12,7 @@
 mod agents;
 mod awkward;
 mod bad_input;
+mod cow;
 mod crash;
 mod demo;
 mod env;

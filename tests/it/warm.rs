@@ -1,7 +1,7 @@
 //! Task trees that can run a real project: the ignored files `.worktreeinclude` selects are copied into every task
 //! worktree and every verification checkout, and recording an attempt reads only what changed.
 
-use crate::env::{TestEnv, task};
+use crate::env::{TestEnv, copy_on_write, task};
 
 fn include_setup(env: &TestEnv) {
     env.write(".gitignore", "*.log\n.env\nconfig/*.local\n");
@@ -165,7 +165,12 @@ fn setup_runs_once_per_inputs_and_its_output_reaches_task_trees_and_the_gate() {
         "the kept layer is reused"
     );
     let doctor = env.ccfan(&["doctor", "--json"]).json();
-    assert_eq!(doctor["trees"]["mode"], "checkout", "{doctor}");
+    let mode = if copy_on_write() {
+        "copy-on-write"
+    } else {
+        "checkout"
+    };
+    assert_eq!(doctor["trees"]["mode"], mode, "{doctor}");
     assert_eq!(doctor["trees"]["layer_ready"], true, "{doctor}");
     assert!(
         doctor["trees"]["setup"]

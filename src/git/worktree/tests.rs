@@ -43,7 +43,15 @@ fn change(tree: &Path) {
 
 fn record(repo: &RepoPaths, tree: &Path, branch: &str, base: &CommitId, trust: bool) -> CommitId {
     let admin = admin_dir(tree, &git_link(tree).unwrap());
-    let recorded = commit_worktree(tree, admin.as_deref(), branch, base, "attempt", trust).unwrap();
+    let recorded = commit_worktree(
+        tree,
+        admin.as_deref(),
+        branch,
+        base,
+        "attempt",
+        Scope::Everything { trust_index: trust },
+    )
+    .unwrap();
     assert!(recorded.tampered.is_empty(), "{:?}", recorded.tampered);
     let commit = recorded.commit.expect("a change");
     let _ = repo;
@@ -71,14 +79,28 @@ fn the_stat_cache_and_the_full_read_record_the_same_tree() {
     // A second attempt on top, read through the index the first one left.
     std::fs::write(one.join("src/a.txt"), "again\n").unwrap();
     std::fs::write(two.join("src/a.txt"), "again\n").unwrap();
-    let trusted = commit_worktree(&one, None, "b-one", &trusted, "2", true)
-        .unwrap()
-        .commit
-        .unwrap();
-    let full = commit_worktree(&two, None, "b-two", &full, "2", false)
-        .unwrap()
-        .commit
-        .unwrap();
+    let trusted = commit_worktree(
+        &one,
+        None,
+        "b-one",
+        &trusted,
+        "2",
+        Scope::Everything { trust_index: true },
+    )
+    .unwrap()
+    .commit
+    .unwrap();
+    let full = commit_worktree(
+        &two,
+        None,
+        "b-two",
+        &full,
+        "2",
+        Scope::Everything { trust_index: false },
+    )
+    .unwrap()
+    .commit
+    .unwrap();
     assert_eq!(tree_of(&repo, &trusted), tree_of(&repo, &full));
 }
 

@@ -149,12 +149,20 @@ impl Control<'_> {
                 includes: &included,
                 cancel: self.cancel,
             };
-            let layer = match layer {
-                Layer::Prepare => super::layer::prepare(&input)?,
-                Layer::IfReady => super::layer::ready(&input),
+            let folder = crate::paths::worktree_base(self.repo, policy.worktree_root.as_deref());
+            let (layer, copy_on_write) = match layer {
+                Layer::Prepare => {
+                    let cow = super::tree::select(self.repo, &policy, &folder)?.copy_on_write;
+                    (super::layer::prepare(&input, cow)?, cow)
+                }
+                // Recovery makes no new tree it cannot make: checkouts when the mode cannot be told.
+                Layer::IfReady => (
+                    super::layer::ready(&input),
+                    super::tree::select(self.repo, &policy, &folder)
+                        .is_ok_and(|mode| mode.copy_on_write),
+                ),
             };
-            let includes =
-                super::include::TreeFiles::new(included, layer.map(|layer| layer.outputs));
+            let includes = super::include::TreeFiles::new(included, layer, copy_on_write);
             let tasks = store.tasks(run_id)?;
             let cancels = Cancels::new(self.cancel, tasks.iter().map(|t| &t.id));
             let carrier = Carrier::new(RunContext {
@@ -245,6 +253,9 @@ impl Control<'_> {
         };
         let (store, _) = open_state(self.repo)?;
         let task = found(&store)?;
+        if !task.removed {
+            super::tree::ensure(&task.worktree)?;
+        }
         let present = !task.removed && task.worktree.join(".git").is_file();
         if !present {
             self.with_carrier(&target.run, None, Layer::IfReady, |carrier| {

@@ -264,7 +264,7 @@ impl Carrier<'_> {
                 Ok(Flow::Done)
             }
             Verdict::Accept | Verdict::Rollback { .. } => {
-                if let Err(error) = git::reset_worktree(&task.worktree, &head.base) {
+                if let Err(error) = crate::pipeline::tree::reset(&task.worktree, &head.base) {
                     tracing::warn!(task = %task.id, "cannot reset the rolled-back worktree: {error}");
                 }
                 self.transition(&task.id, n, TaskState::RolledBack, Some(why))?;

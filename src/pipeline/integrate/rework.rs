@@ -66,6 +66,9 @@ impl Carrier<'_> {
         task: &TaskRow,
         at: &str,
     ) -> Result<String, PipelineError> {
+        if !task.removed {
+            crate::pipeline::tree::ensure(&task.worktree)?;
+        }
         if !task.removed && task.worktree.join(".git").is_file() {
             return match &task.git_link {
                 Some(link) => Ok(link.clone()),

@@ -98,19 +98,16 @@ impl Checkout {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
                 }
-                git::add_detached_worktree(input.repo, &input.scratch, &preview)
-                    .map_err(|error| error.to_string())
-                    .and_then(|()| {
-                        input
-                            .includes
-                            .copy_into(&input.scratch)
-                            .map_err(|error| error.to_string())
-                    })
-                    .map(|_| (input.scratch.clone(), preview))
-                    .inspect_err(|_| {
-                        // Half made (registered, checkout failed): leave nothing behind.
-                        let _ = git::remove_worktree(input.repo, &input.scratch);
-                    })
+                // Half made, `make` leaves nothing behind.
+                crate::pipeline::tree::make(
+                    input.repo,
+                    &input.scratch,
+                    crate::pipeline::tree::Start::Detached,
+                    &preview,
+                    input.includes,
+                )
+                .map_err(|error| error.to_string())
+                .map(|_| (input.scratch.clone(), preview))
             }));
         }
         self.made
@@ -120,7 +117,7 @@ impl Checkout {
 
     fn remove(self, repo: &RepoPaths) {
         if let Some(Ok((path, _))) = self.made
-            && let Err(error) = git::remove_worktree(repo, &path)
+            && let Err(error) = crate::pipeline::tree::remove(repo, &path)
         {
             tracing::warn!(
                 "cannot remove the verification checkout {}: {error}",
