@@ -7,7 +7,10 @@
 #
 # "ccfan prepare" is read from ccfan's own state: from the run's start until the last task's worker started,
 # i.e. every worktree registered, checked out and recorded as running. "ccfan run" is the whole command
-# (prepare + a `true` worker + recording each attempt + state writes).
+# (prepare + a `true` worker + recording each attempt + state writes). Trees are made in the mode ccfan picks
+# (copy-on-write as root; CCFAN_TREES=checkout to measure checkouts). The very first run also prepares the base
+# layer (one checkout, reused by every later run): it is reported on its own line. "disk" is what the 16 trees
+# and the layer take (`du -sbx`, mounted views not counted twice) against one checkout of the repository.
 set -euo pipefail
 files=${1:-10000}
 worktrees=${2:-16}
@@ -35,18 +38,25 @@ tasks="$root/tasks.toml"
 
 cleanup() { remove_worktrees "$repo" "$root/wt-loop" "$root/wt-ccfan"; }
 
-loop_ms=(); prep16=(); run16=(); prep_cores=(); run_cores=()
+loop_ms=(); prep16=(); run16=(); prep_cores=(); run_cores=(); first=""; disk=""; one=0
 cores=$(nproc)
 for rep in $(seq 1 "$reps"); do
   cleanup
   start=$(now_ms)
   for i in $(seq 1 "$worktrees"); do git -C "$repo" worktree add -q -b "loop/$rep-$i" "$root/wt-loop/$i" HEAD; done
   loop_ms+=($(( $(now_ms) - start )))
+  [ "$one" != 0 ] || one=$(du -sb "$root/wt-loop/1" | cut -f1)
   for jobs in "$worktrees" "$cores"; do
     cleanup
     start=$(now_ms)
     run_json=$(CCFAN_WORKTREE_ROOT="$root/wt-ccfan" "$CCFAN_BIN" -C "$repo" run --json --jobs "$jobs" --tasks "$tasks" 2>/dev/null)
     total=$(( $(now_ms) - start ))
+    if [ -z "$first" ]; then first=$total; fi
+    if [ "$jobs" = "$worktrees" ] && [ -z "$disk" ]; then
+      trees=$(du -sbx "$root/wt-ccfan" | cut -f1)
+      layers=$(du -sb "$repo/.git/ccfan/layers" 2>/dev/null | cut -f1 || echo 0)
+      disk=$(( trees + ${layers:-0} ))
+    fi
     run_id=$(printf '%s' "$run_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
     prep=$(sqlite3 "$repo/.git/ccfan/state.db" \
       "select max(t.at) - r.created_at from transitions t join runs r on r.id = t.run_id where t.run_id = '$run_id' and t.state = 'running'")
@@ -68,4 +78,7 @@ echo "| ccfan prepare, --jobs $worktrees | $p16 | $(ratio "$p16" "$loop") |"
 echo "| ccfan whole run, --jobs $worktrees | $r16 | $(ratio "$r16" "$loop") |"
 echo "| ccfan prepare, --jobs $cores | $pc | $(ratio "$pc" "$loop") |"
 echo "| ccfan whole run, --jobs $cores | $rc | $(ratio "$rc" "$loop") |"
+echo "| ccfan first run ever (prepares the base layer), --jobs $worktrees | $first | $(ratio "$first" "$loop") |"
+echo
+echo "disk: $worktrees ccfan trees + base layer = $disk bytes; one checkout = $one bytes ($(ratio "$disk" "$one"))"
 [ -n "${BENCH_DIR:-}" ] || rm -rf "$root"

@@ -20,11 +20,18 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : int((a[NR/
 ratio() { python3 -c "print(f'{$1/$2:.2f}×')"; }
 
 # Removes every worktree but the main one, the loop and ccfan branches and salvage refs of REPO, then the
-# folders given after it, and flushes the disk so the next timed run starts clean.
+# folders given after it, and flushes the disk so the next timed run starts clean. Copy-on-write task trees are
+# overlay mounts (their .git link lives in their upper layer): they are unmounted first.
 remove_worktrees() {
   local repo=$1; shift
+  local dir
+  for dir in "$@"; do
+    findmnt -rn -o TARGET | awk -v d="$dir/" 'index($0, d) == 1' | sort -r | while read -r m; do umount "$m"; done
+  done
   git -C "$repo" worktree list --porcelain | awk '/^worktree /{print $2}' | tail -n +2 | while read -r w; do
-    git -C "$repo" worktree remove --force --force "$w"; done
+    git -C "$repo" worktree unlock "$w" 2>/dev/null || true
+    git -C "$repo" worktree remove --force --force "$w" 2>/dev/null || true; done
+  rm -rf "$@"
   git -C "$repo" worktree prune
   git -C "$repo" for-each-ref --format='%(refname)' refs/heads/loop refs/heads/ccfan refs/ccfan | while read -r r; do
     git -C "$repo" update-ref -d "$r"; done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Recording benchmark: what one attempt costs after its worker exits, on a generated repository, when ccfan reuses
-# the worktree index's stat cache (the default for sandboxed workers) against a full re-read of every file (what
-# ccfan did before, and still does where `core.trustctime = false`). Same binary, same repository, one run.
+# Recording benchmark: what one attempt costs after its worker exits, on a generated repository: a copy-on-write
+# tree read from its upper layer (the default where ccfan may mount overlays), a checkout whose index stat cache is
+# reused (checkouts, sandboxed workers), and a full re-read of every file (what ccfan did before, and still does
+# for checkouts where `core.trustctime = false`). Same binary, same repository, one run.
 #
 #   scripts/bench-record.sh [FILES=10000] [TASKS=8] [REPS=3]
 #   BENCH_DIR=/dev/shm/ccfan-bench scripts/bench-record.sh      # tmpfs instead of disk
@@ -47,28 +48,33 @@ attempts() {
   local mode=$1
   cleanup
   if [ "$mode" = full ]; then git -C "$repo" config core.trustctime false; else git -C "$repo" config --unset core.trustctime || true; fi
+  local trees=checkout
+  [ "$mode" = cow ] && trees=copy-on-write
   local run_json run_id
-  run_json=$(CCFAN_WORKTREE_ROOT="$root/wt" "$CCFAN_BIN" -C "$repo" run --json --no-merge --jobs 1 --tasks "$tasks_file" 2>/dev/null)
+  run_json=$(CCFAN_TREES=$trees CCFAN_WORKTREE_ROOT="$root/wt" "$CCFAN_BIN" -C "$repo" run --json --no-merge --jobs 1 --tasks "$tasks_file" 2>/dev/null)
   run_id=$(printf '%s' "$run_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["run_id"])')
   sqlite3 "$repo/.git/ccfan/state.db" \
     "select c.at - r.at from transitions r join transitions c on c.run_id = r.run_id and c.task_id = r.task_id
      where r.run_id = '$run_id' and r.state = 'running' and c.state = 'completed'"
 }
 
-full=(); cached=()
+full=(); cached=(); cow=()
 for rep in $(seq 1 "$reps"); do
   full+=($(attempts full))
   cached+=($(attempts cached))
+  cow+=($(attempts cow))
 done
 git -C "$repo" config --unset core.trustctime || true
 cleanup
 
 f=$(printf '%s\n' "${full[@]}" | median); c=$(printf '%s\n' "${cached[@]}" | median)
+w=$(printf '%s\n' "${cow[@]}" | median)
 fs=$(df -T "$root" | awk 'NR==2{print $2}')
-echo "files=$files tasks=$tasks reps=$reps filesystem=$fs cores=$(nproc) (all attempts ms: full ${full[*]}; stat cache ${cached[*]})"
+echo "files=$files tasks=$tasks reps=$reps filesystem=$fs cores=$(nproc) (all attempts ms: full ${full[*]}; stat cache ${cached[*]}; copy-on-write ${cow[*]})"
 echo
 echo "| recording | median ms per attempt | vs full re-read |"
 echo "|---|---:|---:|"
 echo "| full re-read of every file (\`core.trustctime = false\`) | $f | 1.00× |"
-echo "| index stat cache (default, sandboxed worker) | $c | $(python3 -c "print(f'{$c/$f:.2f}×')") |"
+echo "| checkout, index stat cache (sandboxed worker) | $c | $(python3 -c "print(f'{$c/$f:.2f}×')") |"
+echo "| copy-on-write tree, upper layer only (default as root) | $w | $(python3 -c "print(f'{$w/$f:.2f}×')") |"
 [ -n "${BENCH_DIR:-}" ] || rm -rf "$root"

@@ -51,3 +51,6 @@ export CCFAN_AGENT_BIN="$tools/npm/node_modules/.bin" CCFAN_MCP_PYTHONPATH="$too
 export CCFAN_REQUIRE_TOOLS=1
 
 cargo test --locked --all-targets "$@"
+# The integration suite again with task trees as full checkouts: the first pass ran them as copy-on-write views
+# (as root, as in CI), and both modes must pass everything, the sandbox escape battery included.
+CCFAN_TREES=checkout cargo test --locked --test it "$@"
