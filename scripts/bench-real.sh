@@ -66,8 +66,11 @@ tasks_file="$root/tasks.toml"
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2))}'; }
 reset_repo() {
+  # Copy-on-write task trees are overlay mounts (their .git link in their upper layer): unmounted first.
+  findmnt -rn -o TARGET | awk -v d="$root/" 'index($0, d) == 1' | sort -r | while read -r m; do umount "$m"; done
   git -C "$repo" worktree list --porcelain | awk '/^worktree /{print $2}' | tail -n +2 | while read -r w; do
-    git -C "$repo" worktree remove --force --force "$w"; done
+    git -C "$repo" worktree unlock "$w" 2>/dev/null || true
+    git -C "$repo" worktree remove --force --force "$w" 2>/dev/null || true; done
   git -C "$repo" worktree prune
   git -C "$repo" for-each-ref --format='%(refname)' refs/heads/loop refs/heads/ccfan refs/ccfan | while read -r r; do
     git -C "$repo" update-ref -d "$r"; done

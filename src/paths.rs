@@ -28,6 +28,11 @@ impl StateLayout {
         }
     }
 
+    /// Where the repository's prepared base layers live.
+    pub fn layers(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
     /// The SQLite database.
     pub fn database(&self) -> PathBuf {
         self.root.join("state.db")

@@ -73,7 +73,7 @@ pub fn verify(start: &Path, args: VerifyArgs) -> Result<Exit, CliError> {
 pub(super) struct GateParts {
     rules: RulePack,
     scratch: PathBuf,
-    includes: pipeline::include::TreeFiles,
+    includes: pipeline::tree::TreeFiles,
     cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -85,7 +85,7 @@ impl GateParts {
         Ok(GateParts {
             rules: pipeline::load_rules(policy).map_err(PipelineError::from)?,
             scratch: gate::scratch_root(repo, policy),
-            includes: pipeline::include::TreeFiles::new(
+            includes: pipeline::layer::tree_files(
                 // A broken `.worktreeinclude` in the working tree never blocks a commit: it only copies less.
                 pipeline::include::Includes::load(repo).unwrap_or_else(|error| {
                     tracing::warn!("ignoring .worktreeinclude: {error}");

@@ -61,3 +61,18 @@ pub fn move_tree(admin: &Path, worktree: &Path, from: &str, to: &str) -> Result<
     )
     .map(drop)
 }
+
+/// How many paths differ between commits `a` and `b` (trees compared, not files: cost grows with the difference).
+pub fn changed_paths_between(repo: &RepoPaths, a: &str, b: &str) -> Result<usize> {
+    let git = repo.open()?;
+    let tree = |rev: &str| {
+        git.find_commit(oid(rev)?)
+            .and_then(|commit| commit.tree())
+            .map_err(git2_context(format!("cannot read commit {rev}")))
+    };
+    let (from, to) = (tree(a)?, tree(b)?);
+    let diff = git
+        .diff_tree_to_tree(Some(&from), Some(&to), None)
+        .map_err(git2_context("cannot compare two commits"))?;
+    Ok(diff.deltas().len())
+}

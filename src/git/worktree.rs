@@ -393,7 +393,7 @@ fn commit_worktree_git2(target: &RecordTarget<'_>, scope: Scope<'_>) -> Result<W
         .index()
         .map_err(git2_context("cannot read the worktree's index"))?;
     let scope = match scope {
-        Scope::Paths { changed, .. } if scoped::whole_tree_needed(changed) => {
+        Scope::Paths { changed, .. } if scoped::whole_tree_needed(changed, &index) => {
             Scope::Everything { trust_index: true }
         }
         other => other,

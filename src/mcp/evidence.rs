@@ -111,7 +111,7 @@ pub async fn verify(
             &repo,
             policy.worktree_root.as_deref(),
         ));
-        let includes = pipeline::include::TreeFiles::new(
+        let includes = pipeline::layer::tree_files(
             pipeline::include::Includes::load(&repo)?,
             pipeline::layer::ready_for(&repo, &policy),
             pipeline::tree::select(&repo, &policy, &scratch).is_ok_and(|mode| mode.copy_on_write),

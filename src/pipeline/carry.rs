@@ -28,7 +28,7 @@ pub(super) struct Carrier<'a> {
     /// `--no-merge`: accepted is the end.
     pub(super) no_merge: bool,
     /// The ignored files copied into every task tree.
-    pub(super) includes: &'a super::include::TreeFiles,
+    pub(super) includes: &'a super::tree::TreeFiles,
     /// Each task's index and leased ports.
     pub(super) resources: super::resources::Resources,
     pub(super) scratch_root: PathBuf,
@@ -66,7 +66,7 @@ pub(super) struct RunContext<'a> {
     pub(super) target_branch: Option<&'a str>,
     /// `--no-merge`: accepted is the end.
     pub(super) no_merge: bool,
-    pub(super) includes: &'a super::include::TreeFiles,
+    pub(super) includes: &'a super::tree::TreeFiles,
     pub(super) resources: super::resources::Resources,
     pub(super) sink: &'a dyn EventSink,
     pub(super) cancel: &'a super::cancel::Cancels<'a>,

@@ -6,8 +6,7 @@
 use std::path::Path;
 
 use super::PipelineError;
-use super::include::TreeFiles;
-use super::tree::{self, Start};
+use super::tree::{self, Start, TreeFiles};
 use crate::git::RepoPaths;
 
 /// Makes the task's tree at `path` on a new `branch` at `base`, with the included ignored files; returns the

@@ -72,7 +72,7 @@ pub struct Gate<'a> {
     /// Where verification checkouts are made.
     pub scratch_root: &'a Path,
     /// The ignored files copied into every verification checkout (`.worktreeinclude`).
-    pub includes: &'a super::include::TreeFiles,
+    pub includes: &'a super::tree::TreeFiles,
     /// Stops long stages.
     pub cancel: &'a AtomicBool,
 }
@@ -92,7 +92,7 @@ impl<'a> Gate<'a> {
         policy: &'a Policy,
         rules: &'a RulePack,
         scratch_root: &'a Path,
-        includes: &'a super::include::TreeFiles,
+        includes: &'a super::tree::TreeFiles,
         cancel: &'a AtomicBool,
     ) -> Gate<'a> {
         Gate {

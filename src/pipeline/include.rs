@@ -181,57 +181,6 @@ fn stays_inside(tree: &Path, relative: &Path) -> bool {
     true
 }
 
-/// What a fresh task tree or verification checkout starts from beyond its commit: the `.worktreeinclude` files of
-/// the user's checkout, and the prepared layer — below the tree when trees are copy-on-write views of it, else its
-/// setup outputs (dependencies, build caches) copied in. Holding it keeps the layer from `gc`.
-#[derive(Debug, Clone, Default)]
-pub struct TreeFiles {
-    sets: Vec<Includes>,
-    cow: Option<super::tree::CowBase>,
-}
-
-impl TreeFiles {
-    /// The user's includes and the layer, if any; `copy_on_write` puts trees over the layer (when it can carry
-    /// them) instead of copying its outputs.
-    pub fn new(
-        includes: Includes,
-        layer: Option<super::layer::Layer>,
-        copy_on_write: bool,
-    ) -> TreeFiles {
-        let cow = layer
-            .as_ref()
-            .filter(|_| copy_on_write)
-            .and_then(super::tree::CowBase::of);
-        let mut sets = vec![includes];
-        sets.extend(layer.map(|layer| layer.outputs));
-        TreeFiles { sets, cow }
-    }
-
-    /// Trees over `base` (tests of copy-on-write trees).
-    #[cfg(test)]
-    pub fn set_cow_for_tests(&mut self, base: super::tree::CowBase) {
-        self.sets = vec![Includes::default()];
-        self.cow = Some(base);
-    }
-
-    /// The layer trees are copy-on-write views of, if they are.
-    pub fn cow_base(&self) -> Option<&super::tree::CowBase> {
-        self.cow.as_ref()
-    }
-
-    /// Copies the includes into `tree` (a file already there is left alone), and the layer's outputs unless the
-    /// tree is a view over the layer; returns how many files were copied.
-    pub fn copy_into(&self, tree: &Path) -> Result<usize, IncludeError> {
-        let sets = if self.cow.is_some() {
-            &self.sets[..1]
-        } else {
-            &self.sets[..]
-        };
-        sets.iter()
-            .try_fold(0, |copied, set| Ok(copied + set.copy_into(tree)?))
-    }
-}
-
 /// Compiles `.worktreeinclude`, refusing any pattern that names a path outside the repository.
 fn matcher(root: &Path, list: &Path, text: &str) -> Result<Gitignore, InputError> {
     let mut builder = GitignoreBuilder::new(root);

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::PipelineError;
 use super::include::Includes;
+use super::tree::TreeFiles;
 use crate::git::{self, RepoPaths};
 use crate::ids::CommitId;
 use crate::paths::StateLayout;
@@ -41,6 +42,8 @@ pub struct Layer {
     pub reused: bool,
     /// The commit whose files the tree holds (besides setup's ignored outputs).
     pub base: CommitId,
+    /// Whether it is a plain layer (no setup ran).
+    pub command_empty: bool,
     /// The index of `base` with the stat data of the tree's files (layers prepared before ccfan kept one have
     /// none, and serve checkouts only).
     pub index: Option<PathBuf>,
@@ -57,11 +60,46 @@ struct Ready {
 
 /// Where this repository's layers live.
 pub fn layers_dir(repo: &RepoPaths) -> PathBuf {
-    StateLayout::of(repo).root.join("layers")
+    StateLayout::of(repo).layers()
+}
+
+impl Layer {
+    /// The layer as a base for copy-on-write trees, when it keeps an index.
+    pub fn cow_base(&self) -> Option<super::tree::CowBase> {
+        Some(super::tree::CowBase::new(
+            self.tree.clone(),
+            self.index.clone()?,
+            self.base.clone(),
+            self.key.clone(),
+        ))
+    }
+}
+
+/// What every tree of a run starts from: the user's includes, and the layer — below copy-on-write trees when
+/// `copy_on_write` and it can carry them, else its outputs copied in.
+pub fn tree_files(includes: Includes, layer: Option<Layer>, copy_on_write: bool) -> TreeFiles {
+    let cow = layer
+        .as_ref()
+        .filter(|_| copy_on_write)
+        .and_then(Layer::cow_base);
+    TreeFiles::new(includes, layer.map(|layer| layer.outputs), cow)
+}
+
+/// The most paths a tree may have to write to show its commit over a plain layer of another: beyond it, a plain
+/// layer of the run's base is made (one checkout, reused by the runs after).
+const CLOSE_ENOUGH: usize = 500;
+
+/// The commit the layer tree `lower` (a published layer's `tree/`) holds, from its record.
+pub fn base_of(lower: &Path) -> Option<CommitId> {
+    let record = lower.parent()?.join(READY);
+    let bytes = crate::util::read_regular(&record, 64 << 20).ok()?;
+    serde_json::from_slice::<Ready>(&bytes)
+        .ok()
+        .map(|ready| ready.base)
 }
 
 /// The key of a layer: the setup command, then each input's path and blob at `base` (or that it is missing). With
-/// no setup, one key: the plain export of a base, for copy-on-write trees.
+/// no setup, the base itself: a plain layer of that commit, for copy-on-write trees.
 fn key(
     repo: &RepoPaths,
     setup: Option<&SetupSettings>,
@@ -70,6 +108,7 @@ fn key(
     let mut hash = Sha256::new();
     let Some(setup) = setup else {
         hash.update(b"no setup");
+        hash.update(base.as_bytes());
         return Ok(hex(&hash.finalize()[..8]));
     };
     for word in &setup.argv {
@@ -92,19 +131,43 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// The layer for `input`'s base if one is ready; setup is not run. With no `[setup]`, the plain export, when a
-/// copy-on-write run made one.
+/// The layer for `input`'s base if one is ready; setup is not run. With no `[setup]`, a plain layer close to the
+/// base, when a copy-on-write run made one.
 pub fn ready(input: &LayerInput<'_>) -> Option<Layer> {
-    let key = key(input.repo, input.policy.setup.as_ref(), input.base).ok()?;
-    read_ready(&layers_dir(input.repo).join(&key), &key)
+    find(input.repo, input.policy.setup.as_ref(), input.base)
+}
+
+/// The ready layer for `base`: the one of its key; with no setup, else the plain layer closest to it (within
+/// [`CLOSE_ENOUGH`] changed paths).
+fn find(repo: &RepoPaths, setup: Option<&SetupSettings>, base: &CommitId) -> Option<Layer> {
+    let key = key(repo, setup, base).ok()?;
+    let dir = layers_dir(repo);
+    if let Some(layer) = read_ready(&dir.join(&key), &key) {
+        return Some(layer);
+    }
+    if setup.is_some() {
+        return None;
+    }
+    let mut close: Vec<(usize, Layer)> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let layer = read_ready(&entry.path(), &name)?;
+            let plain = layer.index.is_some() && layer.command_empty;
+            let apart = git::changed_paths_between(repo, &layer.base, base).ok()?;
+            (plain && apart <= CLOSE_ENOUGH).then_some((apart, layer))
+        })
+        .collect();
+    close.sort_by_key(|(apart, _)| *apart);
+    close.into_iter().next().map(|(_, layer)| layer)
 }
 
 /// The layer ready for the repository's HEAD, if an earlier run prepared one (setup is not run here): what the
 /// hooks gate and `ccfan verify` copy into their checkouts.
 pub fn ready_for(repo: &RepoPaths, policy: &Policy) -> Option<Layer> {
     let head = git::resolve_commit(repo, "HEAD").ok()?;
-    let key = key(repo, policy.setup.as_ref(), &head).ok()?;
-    read_ready(&layers_dir(repo).join(&key), &key)
+    find(repo, policy.setup.as_ref(), &head)
 }
 
 /// `ccfan gc`, with no run going: removes half-prepared layers, kept logs of failed setups, and every published
@@ -116,8 +179,13 @@ pub fn collect(repo: &RepoPaths, below: &std::collections::HashSet<String>) -> u
     };
     let mut published = Vec::new();
     let mut removed = 0;
+    // Whatever a mounted tree stands on stays, whatever its name or record says.
+    let mounted = crate::sandbox::overlay::lowers_in_use();
     for entry in entries.flatten() {
         let path = entry.path();
+        if mounted.iter().any(|lower| lower.starts_with(&path)) {
+            continue;
+        }
         let ready = path.join(READY);
         // Only a folder named by a key is a published layer; half-prepared (`.tmp-`), set-aside (`.broken-`)
         // folders and kept setup logs all go.
@@ -148,13 +216,16 @@ pub fn collect(repo: &RepoPaths, below: &std::collections::HashSet<String>) -> u
         if key.is_some_and(|key| below.contains(&key)) {
             continue;
         }
-        // A layer some process is filling a tree from holds a shared lock on its record: left for next time.
-        let in_use =
-            std::fs::File::open(path.join(READY)).map_or(true, |record| record.try_lock().is_err());
-        if in_use {
+        // A layer some process is filling a tree from holds a shared lock on its record: left for next time. The
+        // exclusive lock is held while the layer goes, so no one starts using it meanwhile.
+        let Ok(record) = std::fs::File::open(path.join(READY)) else {
+            continue;
+        };
+        if record.try_lock().is_err() {
             continue;
         }
         removed += usize::from(std::fs::remove_dir_all(&path).is_ok());
+        drop(record);
     }
     removed
 }
@@ -191,16 +262,17 @@ pub fn prepare(
     let published = dir.join(&key);
     // A layer without an index (from before ccfan kept one) cannot carry copy-on-write trees: made again.
     let usable = |layer: &Layer| !copy_on_write || layer.index.is_some();
-    if let Some(layer) = read_ready(&published, &key).filter(usable) {
+    if let Some(layer) = find(input.repo, setup, input.base).filter(usable) {
         // Marked used, so `gc` keeps the layer the latest run needed.
         let _ = std::fs::File::options()
             .write(true)
-            .open(published.join(READY))
+            .open(layer.tree.with_file_name(READY))
             .and_then(|file| file.set_modified(std::time::SystemTime::now()));
         return Ok(Some(layer));
     }
-    if published.exists() {
+    if published.exists() && !record_parses(&published) {
         // A layer folder that does not read as complete (a crash mid-write): set aside for gc, and built again.
+        // (One that reads but cannot carry copy-on-write trees stays for the trees on it; `gc` collects it.)
         let aside = dir.join(format!("{key}.broken-{}", crate::util::random_hex(4)));
         let _ = std::fs::rename(&published, &aside);
     }
@@ -210,7 +282,13 @@ pub fn prepare(
         let _ = std::fs::remove_dir_all(&scratch);
         return Err(error);
     }
-    // Published in one step; another run that published the same key first wins, and this copy goes.
+    // Published in one step; another run that published the same key first wins, and this copy goes. An old
+    // layer of this key without an index (from before ccfan kept one) makes way: it was never below a tree.
+    if published.exists() && read_ready(&published, &key).is_some_and(|layer| layer.index.is_none())
+    {
+        let aside = dir.join(format!("{key}.broken-{}", crate::util::random_hex(4)));
+        let _ = std::fs::rename(&published, &aside);
+    }
     if std::fs::rename(&scratch, &published).is_err() {
         let _ = std::fs::remove_dir_all(&scratch);
     }
@@ -222,12 +300,34 @@ pub fn prepare(
     Ok(Some(layer))
 }
 
+/// Writes the record of a plain layer of `base` in `folder` (tests that build a layer by hand).
+#[cfg(test)]
+pub fn write_record_for_tests(folder: &Path, key: &str, base: &CommitId) {
+    let ready = Ready {
+        key: key.to_string(),
+        base: base.clone(),
+        command: Vec::new(),
+        outputs: Vec::new(),
+    };
+    std::fs::write(folder.join(READY), serde_json::to_vec(&ready).unwrap()).unwrap();
+}
+
+/// Whether `folder`'s record reads as a layer's (whoever holds it).
+fn record_parses(folder: &Path) -> bool {
+    crate::util::read_regular(&folder.join(READY), 64 << 20)
+        .is_ok_and(|bytes| serde_json::from_slice::<Ready>(&bytes).is_ok())
+}
+
 /// A published layer, if `folder` holds a complete one with this key.
-/// The layer holds a shared lock on its record while in use; `gc` removes only layers it can lock exclusively.
+/// The layer holds a shared lock on its record while in use; `gc` removes only layers it can lock exclusively
+/// (waited for here: it holds the lock only while it removes a layer, which then reads as gone).
 fn read_ready(folder: &Path, key: &str) -> Option<Layer> {
     let record = folder.join(READY);
     let lock = std::fs::File::open(&record).ok()?;
-    lock.try_lock_shared().ok()?;
+    lock.lock_shared().ok()?;
+    if !record.exists() {
+        return None;
+    }
     let bytes = crate::util::read_regular(&record, 64 << 20).ok()?;
     let ready: Ready = serde_json::from_slice(&bytes).ok()?;
     let index = folder.join(INDEX);
@@ -236,6 +336,7 @@ fn read_ready(folder: &Path, key: &str) -> Option<Layer> {
         tree: folder.join("tree"),
         outputs: Includes::held(folder.join("tree"), ready.outputs, lock),
         reused: true,
+        command_empty: ready.command.is_empty(),
         base: ready.base,
         index: index.is_file().then_some(index),
     })

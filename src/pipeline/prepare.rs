@@ -198,7 +198,7 @@ pub fn prepare_layer(
     run: &Registered,
     sink: &dyn EventSink,
     cancel: &std::sync::atomic::AtomicBool,
-) -> Result<Option<super::include::TreeFiles>, PipelineError> {
+) -> Result<Option<super::tree::TreeFiles>, PipelineError> {
     let input = super::layer::LayerInput {
         repo,
         policy: &resolved.policy,
@@ -217,7 +217,7 @@ pub fn prepare_layer(
     }
     let copy_on_write = resolved.trees.copy_on_write;
     match super::layer::prepare(&input, copy_on_write) {
-        Ok(layer) => Ok(Some(super::include::TreeFiles::new(
+        Ok(layer) => Ok(Some(super::layer::tree_files(
             resolved.includes.clone(),
             layer,
             copy_on_write,

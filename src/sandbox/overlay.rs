@@ -61,38 +61,59 @@ pub fn option_safe(path: &Path) -> Result<&Path, OverlayError> {
     Ok(path)
 }
 
-/// Mounts `overlay`. Redirects and metadata-only copy-up are off, so the upper layer always holds whole files and
-/// whole folders: what it holds is the change, nothing else has to be read to know it.
+/// Mounts `overlay`. Metadata-only copy-up is off — asked for explicitly, never left to the kernel's defaults — so
+/// the upper layer holds whole files: what it holds is the change. Folder renames are on (agents rename folders;
+/// without redirects the kernel refuses with EXDEV): a renamed folder is a redirect in the upper layer, which
+/// [`changes`] reports as unreadable, so that attempt is recorded by reading the whole view. A kernel that does not
+/// know these options cannot carry such trees.
 pub fn mount(overlay: &Overlay<'_>) -> Result<(), OverlayError> {
-    let base = format!(
-        "lowerdir={},upperdir={},workdir={}",
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},redirect_dir=on,metacopy=off,index=off",
         option_safe(overlay.lower)?.display(),
         option_safe(overlay.upper)?.display(),
         option_safe(overlay.work)?.display()
     );
-    let mut last = None;
-    // Older kernels may not know every option; the plain form still has them off by default.
-    for extra in [",redirect_dir=off,metacopy=off,index=off", ""] {
-        let data = CString::new(format!("{base}{extra}")).map_err(|_| OverlayError::Path {
-            path: overlay.lower.to_path_buf(),
-        })?;
-        let flags = MountFlags::NODEV | MountFlags::NOSUID;
-        match rustix::mount::mount("overlay", overlay.target, "overlay", flags, data.as_c_str()) {
-            Ok(()) => return Ok(()),
-            Err(error) => {
-                let einval = error == rustix::io::Errno::INVAL;
-                last = Some(std::io::Error::from(error));
-                if !einval {
-                    break;
-                }
-            }
-        }
+    let data = CString::new(data).map_err(|_| OverlayError::Path {
+        path: overlay.lower.to_path_buf(),
+    })?;
+    let flags = MountFlags::NODEV | MountFlags::NOSUID;
+    rustix::mount::mount("overlay", overlay.target, "overlay", flags, data.as_c_str()).map_err(
+        |error| OverlayError::Os {
+            what: "mount an overlay on",
+            path: overlay.target.to_path_buf(),
+            source: error.into(),
+        },
+    )
+}
+
+/// The lower folders of every overlay mounted on this machine (from `/proc/self/mountinfo`): a folder some tree
+/// stands on must not be removed, whatever any record says.
+pub fn lowers_in_use() -> Vec<PathBuf> {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    table
+        .lines()
+        .filter_map(|line| line.split_once(" - overlay "))
+        .flat_map(|(_, rest)| rest.split(',').map(str::to_string).collect::<Vec<_>>())
+        .filter_map(|option| {
+            option
+                .split_once("lowerdir=")
+                .map(|(_, dirs)| dirs.to_string())
+        })
+        .flat_map(|dirs| dirs.split(':').map(PathBuf::from).collect::<Vec<_>>())
+        .collect()
+}
+
+/// Removes a tree's private layer (`upper`, `work`). The kernel leaves `work/work` without permissions when the
+/// mounter is not root; they are given back first.
+pub fn remove_private(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let inner = dir.join("work").join("work");
+    if inner.is_dir() {
+        let _ = std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o700));
     }
-    Err(OverlayError::Os {
-        what: "mount an overlay on",
-        path: overlay.target.to_path_buf(),
-        source: last.unwrap_or_else(|| std::io::Error::other("unknown")),
-    })
+    std::fs::remove_dir_all(dir)
 }
 
 /// Whether something is mounted at `target` (its device differs from its parent's).
@@ -152,14 +173,15 @@ pub fn probe(dir: &Path) -> Result<(), String> {
         .and_then(|()| std::fs::remove_file(view.join("file")))
         .map_err(|error| format!("cannot write through an overlay: {error}"));
     let _ = unmount(&view);
-    written?;
-    match changes(&upper) {
+    let read = written.and_then(|()| match changes(&upper) {
         Ok(found) if found == vec![Change::Deleted(PathBuf::from("file"))] => Ok(()),
         Ok(found) => Err(format!(
             "an overlay's upper layer reads back wrong ({found:?})"
         )),
         Err(error) => Err(format!("cannot read an overlay's upper layer: {error}")),
-    }
+    });
+    let _ = remove_private(scratch.path());
+    read
 }
 
 /// One entry of an upper layer, relative to the tree's root.
@@ -174,7 +196,8 @@ pub enum Change {
 }
 
 /// What the upper layer holds: every written file, deletion and replaced folder, in walk order. The tree's own
-/// `.git` link at its root is ccfan's, not a change.
+/// `.git` link at its root is ccfan's, not a change. An entry the kernel marked as a redirect or a metadata-only
+/// copy (a mount not made by ccfan) is an error: such a layer does not hold the whole change.
 pub fn changes(upper: &Path) -> std::io::Result<Vec<Change>> {
     let mut found = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -189,6 +212,14 @@ pub fn changes(upper: &Path) -> std::io::Result<Vec<Change>> {
             }
             let meta = entry.metadata()?;
             let kind = meta.file_type();
+            if has_xattr(&entry.path(), "trusted.overlay.redirect")
+                || has_xattr(&entry.path(), "trusted.overlay.metacopy")
+            {
+                return Err(std::io::Error::other(format!(
+                    "{} is a redirect or a metadata-only copy",
+                    path.display()
+                )));
+            }
             if kind.is_char_device() && meta.rdev() == 0 {
                 found.push(Change::Deleted(path));
             } else if kind.is_dir() {
@@ -204,15 +235,17 @@ pub fn changes(upper: &Path) -> std::io::Result<Vec<Change>> {
     Ok(found)
 }
 
-/// Whether the kernel marked the upper folder opaque (it replaced a lower folder or file of the same name).
+/// Whether the kernel marked the upper folder opaque (it replaced a lower folder or file of the same name). Only
+/// the `trusted.` name counts: ccfan's mounts are not `userxattr` ones, and a worker can set `user.` attributes.
 fn opaque(dir: &Path) -> bool {
-    ["trusted.overlay.opaque", "user.overlay.opaque"]
-        .iter()
-        .any(|name| {
-            let mut value = [0u8; 4];
-            rustix::fs::lgetxattr(dir, *name, &mut value)
-                .is_ok_and(|len| len > 0 && value[0] == b'y')
-        })
+    let mut value = [0u8; 4];
+    rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut value)
+        .is_ok_and(|len| len > 0 && value[0] == b'y')
+}
+
+/// Whether `path` carries the extended attribute `name` (whatever its value).
+fn has_xattr(path: &Path, name: &str) -> bool {
+    rustix::fs::lgetxattr(path, name, &mut [0u8; 0][..]).is_ok()
 }
 
 #[cfg(test)]

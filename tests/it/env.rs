@@ -10,6 +10,31 @@ pub struct TestEnv {
     pub repo: PathBuf,
 }
 
+impl Drop for TestEnv {
+    /// Copy-on-write task trees are mounts that outlive ccfan by design (until `gc`): a test's go with it, so
+    /// neither the mount table nor the temp folders grow with every test run.
+    fn drop(&mut self) {
+        unmount_under(self.tmp.path());
+    }
+}
+
+/// Unmounts everything mounted under `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut targets: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|target| PathBuf::from(target.replace("\\040", " ")))
+        .filter(|target| target.starts_with(dir))
+        .collect();
+    targets.sort();
+    for target in targets.iter().rev() {
+        let _ = Command::new("umount").arg(target).status();
+    }
+}
+
 /// What a ccfan invocation did.
 pub struct Ran {
     pub code: i32,

@@ -26,14 +26,32 @@ pub enum Scope<'a> {
     },
 }
 
-/// Whether a path list cannot stand for the change: an ignore file changed (what is ignored elsewhere may differ
-/// now), or a nested repository appeared (git records it whole or not at all). Then the whole tree is read, with
-/// the index's stat data trusted (in a copy-on-write tree the worker never writes it).
-pub(super) fn whole_tree_needed(changed: &[PathBuf]) -> bool {
+/// Whether a path list cannot stand for the change: an ignore, attributes or submodules file changed (what is
+/// ignored or how files are filtered elsewhere may differ now), a nested repository appeared (git records it whole
+/// or not at all), or the index holds submodules (a write under one is judged by the whole read). Then the whole
+/// tree is read, with the index's stat data trusted (in a copy-on-write tree the worker never writes it).
+pub(super) fn whole_tree_needed(changed: &[PathBuf], index: &git2::Index) -> bool {
+    const GITLINK: u32 = 0o160000;
     changed.iter().any(|path| {
         path.components()
             .any(|part| part == Component::Normal(".git".as_ref()))
-            || path.file_name().is_some_and(|name| name == ".gitignore")
+            || path.file_name().is_some_and(|name| {
+                name == ".gitignore" || name == ".gitattributes" || name == ".gitmodules"
+            })
+    }) || index.iter().any(|entry| entry.mode == GITLINK)
+}
+
+/// Whether every folder above `path` in `worktree` is a real folder: a path under a symlink is not the tree's
+/// (a full read never follows one, and ccfan must not read through it).
+fn under_real_folders(worktree: &Path, path: &Path) -> bool {
+    let mut folder = worktree.to_path_buf();
+    let parents: Vec<_> = path
+        .parent()
+        .map(|p| p.components().collect())
+        .unwrap_or_default();
+    parents.into_iter().all(|part| {
+        folder.push(part);
+        std::fs::symlink_metadata(&folder).is_ok_and(|meta| meta.is_dir())
     })
 }
 
@@ -74,13 +92,18 @@ pub(super) fn stage(
         let tracked = parent_tree.get_path(path).is_ok();
         // Whatever the index held under this path as a folder goes; what is there now comes back below.
         let _ = index.remove_dir(path, 0);
-        match std::fs::symlink_metadata(worktree.join(path)) {
-            Ok(meta)
+        let found = if under_real_folders(worktree, path) {
+            std::fs::symlink_metadata(worktree.join(path)).ok()
+        } else {
+            None
+        };
+        match found {
+            Some(meta)
                 if !meta.is_dir() && (tracked || !repo.is_path_ignored(path).unwrap_or(false)) =>
             {
                 index.add_path(path).map_err(what())?;
             }
-            Ok(_) | Err(_) => {
+            Some(_) | None => {
                 let _ = index.remove_path(path);
             }
         }

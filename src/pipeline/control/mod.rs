@@ -162,7 +162,7 @@ impl Control<'_> {
                         .is_ok_and(|mode| mode.copy_on_write),
                 ),
             };
-            let includes = super::include::TreeFiles::new(included, layer, copy_on_write);
+            let includes = super::layer::tree_files(included, layer, copy_on_write);
             let tasks = store.tasks(run_id)?;
             let cancels = Cancels::new(self.cancel, tasks.iter().map(|t| &t.id));
             let carrier = Carrier::new(RunContext {

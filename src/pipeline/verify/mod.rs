@@ -58,7 +58,7 @@ pub struct VerifyInput<'a> {
     /// A folder (not yet existing) for the verification checkout.
     pub scratch: PathBuf,
     /// The ignored files copied into the verification checkout (`.worktreeinclude`).
-    pub includes: &'a crate::pipeline::include::TreeFiles,
+    pub includes: &'a crate::pipeline::tree::TreeFiles,
     /// Extra environment for the gate's commands: the task's resources (index, port block).
     pub env: &'a [(String, String)],
     /// The worker's final report when the completeness stage applies (`Some(None)`: it gave none).
