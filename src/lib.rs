@@ -20,6 +20,7 @@
 
 pub mod agents;
 pub mod cli;
+pub mod cost;
 pub mod demo;
 pub mod events;
 pub mod git;

@@ -59,11 +59,28 @@ pub fn list_runs(store: &Store) -> Result<RunList, StoreError> {
 /// The full view of one run.
 pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
     let run = store.run(run_id)?;
+    let prices = crate::cost::PriceTable::load().unwrap_or_else(|error| {
+        tracing::warn!("{error}; costs use the built-in price table");
+        crate::cost::PriceTable::builtin()
+    });
+    let mut ledger = crate::model::ledger::Ledger::default();
     let mut tasks = Vec::new();
     for task in store.tasks(run_id)? {
         let attempts = store.attempts(run_id, &task.id)?;
         let latest = attempts.last();
         let agents = store.attempt_agents(run_id, &task.id)?;
+        let mut task_cost = None;
+        for (n, summary) in &agents {
+            let cost = prices.cost(summary.agent, summary.model.as_deref(), &summary.usage);
+            let started = attempts.iter().find(|attempt| attempt.n == *n);
+            let day = started.map_or_else(String::new, |attempt| {
+                format_millis(attempt.started_at).chars().take(10).collect()
+            });
+            ledger.add(&task.spec.worker.name, &day, &summary.usage, cost.as_ref());
+            if let Some(cost) = &cost {
+                *task_cost.get_or_insert(0.0) += cost.usd;
+            }
+        }
         let agent = agents
             .last()
             .filter(|(n, _)| latest.is_some_and(|attempt| attempt.n == *n))
@@ -104,6 +121,7 @@ pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
             verdict: latest.and_then(|attempt| attempt.verdict.clone()),
             agent,
             usage,
+            cost_usd: task_cost,
         });
     }
     let usage = tasks
@@ -122,6 +140,7 @@ pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
         no_merge: run.no_merge,
         tasks,
         usage,
+        ledger: (ledger.total.attempts > 0).then_some(ledger),
     })
 }
 

@@ -50,7 +50,11 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
     };
     match kind.as_str() {
         "system" => match text(&event, "subtype").as_deref() {
-            Some("init") => session(&event, "session_id"),
+            Some("init") => {
+                let mut events = session(&event, "session_id");
+                events.extend(text(&event, "model").map(|name| AgentEvent::Model { name }));
+                events
+            }
             Some("api_retry") => vec![api_retry(&event)],
             _ => Vec::new(),
         },
@@ -168,6 +172,7 @@ fn result(event: &Value) -> ResultEvent {
         usage: Usage {
             input_tokens: count(usage, "input_tokens") + cache_read + cache_write,
             cached_input_tokens: cache_read,
+            cache_write_tokens: cache_write,
             output_tokens: count(usage, "output_tokens"),
             reasoning_output_tokens: usage
                 .pointer("/output_tokens_details/thinking_tokens")

@@ -155,6 +155,7 @@ fn usage(value: &Value) -> Usage {
     Usage {
         input_tokens: count(value, "input_tokens"),
         cached_input_tokens: count(value, "cached_input_tokens"),
+        cache_write_tokens: count(value, "cache_write_input_tokens"),
         output_tokens: count(value, "output_tokens"),
         reasoning_output_tokens: count(value, "reasoning_output_tokens"),
         cost_usd: None,

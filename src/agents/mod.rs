@@ -42,6 +42,11 @@ pub enum AgentEvent {
         /// The id.
         id: String,
     },
+    /// The model the agent runs (Claude's `system/init`): what its tokens are priced by.
+    Model {
+        /// The model's name, e.g. `claude-sonnet-4-5-20250929`.
+        name: String,
+    },
     /// A turn began (Codex).
     TurnStarted,
     /// Text from the agent (the last one is its final message).

@@ -78,6 +78,7 @@ impl Tally {
                 files_changed_count: 0,
                 final_message: None,
                 usage: Usage::default(),
+                model: None,
                 finished: false,
                 failure: None,
                 errors: Vec::new(),
@@ -114,6 +115,7 @@ impl Tally {
             | AgentEvent::Result(_)
             | AgentEvent::Unparsable => {}
             AgentEvent::Session { .. }
+            | AgentEvent::Model { .. }
             | AgentEvent::TurnStarted
             | AgentEvent::Message { .. }
             | AgentEvent::Command { .. }
@@ -148,6 +150,7 @@ impl Tally {
                 return self.check_at(now);
             }
             AgentEvent::Session { id } => summary.session_id = Some(id),
+            AgentEvent::Model { name } => summary.model = Some(name),
             AgentEvent::TurnStarted => summary.current = Some("thinking".to_string()),
             AgentEvent::Message { text } => {
                 self.steps += 1;
@@ -606,6 +609,7 @@ mod tests {
         let earlier = Usage {
             input_tokens: 3006,
             cached_input_tokens: 300,
+            cache_write_tokens: 0,
             output_tokens: 156,
             reasoning_output_tokens: 30,
             cost_usd: None,

@@ -125,6 +125,12 @@ pub fn compact(
         changed: false,
         waited_secs: 0.0,
         counts,
+        cost_usd: view.ledger.as_ref().map(|ledger| ledger.total.cost_usd),
+        unpriced_attempts: view
+            .ledger
+            .as_ref()
+            .map(|ledger| ledger.total.unpriced)
+            .filter(|unpriced| *unpriced > 0),
         tasks: compact_tasks,
         detail,
         note,
@@ -298,6 +304,7 @@ mod tests {
             verdict: None,
             agent: None,
             usage: None,
+            cost_usd: None,
             already_landed: None,
         }
     }

@@ -73,6 +73,9 @@ pub struct Usage {
     pub input_tokens: u64,
     /// Input tokens served from a cache.
     pub cached_input_tokens: u64,
+    /// Input tokens written to the provider's prompt cache (Anthropic prices them apart).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     /// Output tokens, reasoning included.
     pub output_tokens: u64,
     /// Output tokens spent on reasoning.
@@ -87,6 +90,7 @@ impl Usage {
         Usage {
             input_tokens: self.input_tokens + other.input_tokens,
             cached_input_tokens: self.cached_input_tokens + other.cached_input_tokens,
+            cache_write_tokens: self.cache_write_tokens + other.cache_write_tokens,
             output_tokens: self.output_tokens + other.output_tokens,
             reasoning_output_tokens: self.reasoning_output_tokens + other.reasoning_output_tokens,
             cost_usd: match (self.cost_usd, other.cost_usd) {
@@ -103,6 +107,9 @@ impl Usage {
             cached_input_tokens: self
                 .cached_input_tokens
                 .saturating_sub(earlier.cached_input_tokens),
+            cache_write_tokens: self
+                .cache_write_tokens
+                .saturating_sub(earlier.cache_write_tokens),
             output_tokens: self.output_tokens.saturating_sub(earlier.output_tokens),
             reasoning_output_tokens: self
                 .reasoning_output_tokens
@@ -205,6 +212,9 @@ pub struct AgentSummary {
     pub final_message: Option<String>,
     /// Tokens and cost.
     pub usage: Usage,
+    /// The model, as the agent reported it or the worker profile names it (what the price table prices).
+    #[serde(default)]
+    pub model: Option<String>,
     /// Whether the stream reached its end (`turn.completed`, `turn.failed` or `result`).
     pub finished: bool,
     /// What went wrong, as the agent reported it.

@@ -2,6 +2,7 @@
 //! `--json` show. No I/O lives here, so every stage and both front ends agree on one vocabulary.
 
 pub mod agent;
+pub mod ledger;
 
 pub use crate::ids::{AttemptKey, CommitId, IdError, RunId, TaskId};
 
@@ -422,6 +423,10 @@ pub struct TaskView {
     /// Tokens and cost of all its attempts (agent workers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<agent::Usage>,
+    /// What its attempts cost, summed: the agent's own figures, else tokens priced from the price table (see
+    /// `ledger` on the run for where each figure came from). `None` when no attempt's cost is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
     /// Set for a merged task whose change was already on the target: it landed no commit of its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub already_landed: Option<AlreadyLanded>,
@@ -497,6 +502,9 @@ pub struct RunView {
     /// Tokens and cost of every agent attempt in the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<agent::Usage>,
+    /// The run's cost ledger — total, per worker profile and per day — when any agent attempt ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<ledger::Ledger>,
 }
 
 impl RunView {

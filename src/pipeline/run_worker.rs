@@ -212,6 +212,14 @@ fn finish_agent(
     }
     let mut summary = reader.tally.finish();
     summary.redact(|text| context.rules.redact_text(text));
+    // The agent names its model (Claude); else the profile does (Codex reports none): what its tokens are priced by.
+    if summary.model.is_none() {
+        summary.model = task
+            .worker
+            .kind
+            .agent()
+            .and_then(|(_, config)| config.model.clone());
+    }
     write(
         &files.agent(),
         &serde_json::to_vec_pretty(&summary).unwrap_or_default(),

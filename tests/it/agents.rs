@@ -190,6 +190,8 @@ fn codex_good_edit_is_accepted_and_merged_with_usage_and_progress() {
             {"when": "codex-good", "shell": "ls"},
             {"when": "codex-good", "write": {"path": "docs/usage.md", "content": "# Usage\nRun ccfan."}},
             {"when": "codex-good", "message": final_message(&["docs/usage.md"])},
+            {"when": "codex-priced", "write": {"path": "docs/priced.md", "content": "# Priced\n"}},
+            {"when": "codex-priced", "message": final_message(&["docs/priced.md"])},
         ]),
     );
     let env = setup(&model, "");
@@ -206,6 +208,13 @@ fn codex_good_edit_is_accepted_and_merged_with_usage_and_progress() {
         view["usage"]["output_tokens"].as_u64().unwrap() > 0,
         "{view}"
     );
+    // Codex reports no cost and the profile names no model: the ledger counts the attempt as unpriced, and says so.
+    let ledger = &view["ledger"];
+    assert_eq!(ledger["total"]["attempts"], 1, "{view}");
+    assert_eq!(ledger["total"]["unpriced"], 1, "{view}");
+    assert_eq!(ledger["by_profile"]["cx"]["attempts"], 1, "{view}");
+    let human = agent_ccfan(&env, &model, &["status", view["run_id"].as_str().unwrap()]);
+    assert!(human.stdout.contains("1 attempt(s) unpriced"), "{human:?}");
     assert_eq!(
         std::fs::read_to_string(env.repo.join("docs/usage.md")).unwrap(),
         "# Usage\nRun ccfan.\n"
@@ -240,6 +249,19 @@ fn codex_good_edit_is_accepted_and_merged_with_usage_and_progress() {
         attempt["session_id"], conversation[0]["headers"]["session-id"],
         "{attempt}"
     );
+    // Named in the profile, the model prices the same tokens from the price table.
+    let priced = setup(&model, "");
+    priced.commit_policy(&format!(
+        "[workers.cx]\nkind = \"codex\"\nmodel = \"gpt-5-codex\"\nenv = {{ PROBE = \"{}\" }}\n",
+        priced.probe().display()
+    ));
+    let ran = run_task(&priced, &model, "codex-priced", "cx", "");
+    let view = ran.json();
+    let cost = task(&view, "codex-priced")["cost_usd"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(cost > 0.0, "{view}");
+    assert_eq!(view["ledger"]["total"]["unpriced"], 0, "{view}");
 }
 
 /// The out-of-scope edit, the rework in the same session, the fix: shared by both agents.

@@ -138,6 +138,9 @@ pub fn run_view(view: &RunView) -> String {
             usage.short()
         ));
     }
+    if let Some(ledger) = &view.ledger {
+        text.push_str(&cost_line(ledger));
+    }
     let count = |state: TaskState| view.tasks.iter().filter(|t| t.state == state).count();
     let mut next = Vec::new();
     if count(TaskState::Accepted) > 0 && !view.no_merge {
@@ -165,6 +168,27 @@ pub fn run_view(view: &RunView) -> String {
 }
 
 /// The human history of one task.
+/// `cost:      $0.4210 (codex $0.31, claude $0.11); 1 attempt unpriced (no model or price)`.
+fn cost_line(ledger: &crate::model::ledger::Ledger) -> String {
+    let profiles: Vec<String> = ledger
+        .by_profile
+        .iter()
+        .map(|(profile, totals)| format!("{profile} ${:.2}", totals.cost_usd))
+        .collect();
+    let mut line = format!("cost:      ${:.4}", ledger.total.cost_usd);
+    if profiles.len() > 1 {
+        line.push_str(&format!(" ({})", profiles.join(", ")));
+    }
+    if ledger.total.unpriced > 0 {
+        line.push_str(&format!(
+            "; {} attempt(s) unpriced: no model known or no price for it (set `model` in the worker profile, or add it to $XDG_CONFIG_HOME/ccfan/prices.toml)",
+            ledger.total.unpriced
+        ));
+    }
+    line.push('\n');
+    line
+}
+
 pub fn task_history(history: &crate::status::TaskHistory) -> String {
     let task = &history.task;
     let mut text = format!(
@@ -407,6 +431,7 @@ mod tests {
             verdict: None,
             agent: None,
             usage: None,
+            cost_usd: None,
             already_landed: None,
         };
         let view = RunView {
@@ -420,6 +445,7 @@ mod tests {
             tasks_file: "/tasks.toml".into(),
             no_merge: false,
             usage: None,
+            ledger: None,
             tasks: vec![
                 task(
                     "good",
