@@ -126,11 +126,6 @@ pub fn compact(
         waited_secs: 0.0,
         counts,
         cost_usd: view.ledger.as_ref().map(|ledger| ledger.total.cost_usd),
-        unpriced_attempts: view
-            .ledger
-            .as_ref()
-            .map(|ledger| ledger.total.unpriced)
-            .filter(|unpriced| *unpriced > 0),
         tasks: compact_tasks,
         detail,
         note,

@@ -142,13 +142,9 @@ pub struct StatusResult {
     pub waited_secs: f64,
     /// Tasks per state.
     pub counts: BTreeMap<String, usize>,
-    /// What the run's agent attempts cost so far, in US dollars (their own figures, else tokens priced from the
-    /// price table); `detail` has the ledger per worker profile and day.
+    /// US dollars the run's agent attempts cost so far (`detail`: the ledger, with unpriced attempts).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
-    /// Agent attempts with tokens but no known cost (no model, or no price for it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unpriced_attempts: Option<u32>,
     /// The tasks.
     pub tasks: Vec<TaskStatus>,
     /// With `detail`: the full run view, or the task's transitions (left out past 24 KiB, see `note`).

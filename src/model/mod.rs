@@ -48,6 +48,9 @@ pub enum TaskState {
     TimedOut,
     /// The user cancelled the run (Ctrl-C or a cancel command) and the worker was killed.
     Cancelled,
+    /// A `[budget]` cap (the task's or the run's cost or tokens) was crossed: no further attempt started, a running
+    /// one was stopped; its work is kept like any other.
+    OverBudget,
     /// The ccfan process that owned the task ended while the task was in flight.
     Interrupted,
     /// ccfan itself could not carry the task (e.g. the worktree could not be created).
@@ -56,7 +59,7 @@ pub enum TaskState {
 
 impl TaskState {
     /// Every state, in life-cycle order.
-    pub const ALL: [TaskState; 17] = [
+    pub const ALL: [TaskState; 18] = [
         TaskState::Queued,
         TaskState::Preparing,
         TaskState::Running,
@@ -72,6 +75,7 @@ impl TaskState {
         TaskState::Failed,
         TaskState::TimedOut,
         TaskState::Cancelled,
+        TaskState::OverBudget,
         TaskState::Interrupted,
         TaskState::Error,
     ];
@@ -94,6 +98,7 @@ impl TaskState {
             TaskState::Failed => "failed",
             TaskState::TimedOut => "timed_out",
             TaskState::Cancelled => "cancelled",
+            TaskState::OverBudget => "over_budget",
             TaskState::Interrupted => "interrupted",
             TaskState::Error => "error",
         }
@@ -124,6 +129,7 @@ impl TaskState {
             | TaskState::Failed
             | TaskState::TimedOut
             | TaskState::Cancelled
+            | TaskState::OverBudget
             | TaskState::Interrupted
             | TaskState::Error => true,
         }
@@ -147,6 +153,7 @@ impl TaskState {
             | TaskState::Failed
             | TaskState::TimedOut
             | TaskState::Cancelled
+            | TaskState::OverBudget
             | TaskState::Interrupted
             | TaskState::Error => false,
         }

@@ -163,6 +163,8 @@ impl Carrier<'_> {
                 {
                     tracing::warn!("cannot record agent progress: {error}");
                 }
+                // What it spent so far may cross a `[budget]` cap: the worker is then stopped.
+                self.check_budget(&task.id, true);
             }
             self.sink.emit(Event::WorkerProgress {
                 task_id: task.id.clone(),

@@ -39,6 +39,18 @@ impl<'a> Cancels<'a> {
         self.tasks.get(task).unwrap_or(self.global)
     }
 
+    /// Stops `task` (its worker is killed; a task not started never starts).
+    pub fn stop(&self, task: &TaskId) {
+        if let Some(flag) = self.tasks.get(task) {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Every task's id.
+    pub fn task_ids(&self) -> impl Iterator<Item = &TaskId> {
+        self.tasks.keys()
+    }
+
     /// Whether everything is being stopped (Ctrl-C).
     pub fn all(&self) -> bool {
         self.global.load(Ordering::SeqCst)

@@ -38,6 +38,12 @@ pub(super) struct Carrier<'a> {
     pub(super) sink: &'a dyn EventSink,
     pub(super) cancel: &'a super::cancel::Cancels<'a>,
     pub(super) failure: Mutex<Option<PipelineError>>,
+    /// What prices the run's attempts for `[budget]`.
+    pub(super) prices: crate::cost::PriceTable,
+    /// Tasks stopped by `[budget]`, with why: their `cancelled` is stored as `over_budget`.
+    pub(super) budget_stops: Mutex<std::collections::HashMap<TaskId, String>>,
+    /// When each task's spending was last checked while its worker ran.
+    pub(super) budget_checked: Mutex<std::collections::HashMap<TaskId, std::time::Instant>>,
 }
 
 /// Where a task's attempts continue from.
@@ -106,6 +112,12 @@ impl<'a> Carrier<'a> {
             sink,
             cancel,
             failure: Mutex::new(None),
+            prices: crate::cost::PriceTable::load().unwrap_or_else(|error| {
+                tracing::warn!("{error}; costs use the built-in price table");
+                crate::cost::PriceTable::builtin()
+            }),
+            budget_stops: Mutex::default(),
+            budget_checked: Mutex::default(),
         }
     }
 }
@@ -115,7 +127,8 @@ impl Carrier<'_> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Stores the transition first, then tells the sink.
+    /// Stores the transition first, then tells the sink. A task `[budget]` stopped ends `over_budget`, not
+    /// `cancelled`.
     pub(super) fn transition(
         &self,
         task: &TaskId,
@@ -123,6 +136,19 @@ impl Carrier<'_> {
         state: TaskState,
         reason: Option<String>,
     ) -> Result<(), PipelineError> {
+        let stopped = (state == TaskState::Cancelled)
+            .then(|| {
+                self.budget_stops
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(task)
+                    .cloned()
+            })
+            .flatten();
+        let (state, reason) = match stopped {
+            Some(why) => (TaskState::OverBudget, Some(format!("over budget: {why}"))),
+            None => (state, reason),
+        };
         self.store()
             .set_task_state(self.run_id, task, state, reason.as_deref())?;
         self.sink.emit(Event::TaskState {
@@ -198,6 +224,7 @@ impl Carrier<'_> {
         branch: &str,
         worktree: &Path,
     ) -> Result<Option<Verdict>, PipelineError> {
+        self.check_budget(&task.id, false);
         if self.cancel.of(&task.id).load(Ordering::SeqCst) {
             self.transition(
                 &task.id,
@@ -235,6 +262,8 @@ impl Carrier<'_> {
             };
             cursor.tip = next_tip;
             cursor.next += 1;
+            // What the attempt spent may stop the next one (this task's cap) or every task (the run's).
+            self.check_budget(&task.id, false);
             match lifecycle::after_attempt(&verdict, cancel.load(Ordering::SeqCst)) {
                 Next::Rework(findings) => cursor.findings = findings,
                 Next::CancelledBeforeRework => {

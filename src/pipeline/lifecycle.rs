@@ -203,6 +203,7 @@ fn phase(state: TaskState) -> Phase {
         | TaskState::Failed
         | TaskState::TimedOut
         | TaskState::Cancelled
+        | TaskState::OverBudget
         | TaskState::Interrupted
         | TaskState::Error => Phase::StoppedShort,
     }
@@ -318,6 +319,7 @@ mod tests {
                     | TaskState::TimedOut
                     | TaskState::Interrupted
                     | TaskState::Cancelled
+                    | TaskState::OverBudget
                     | TaskState::Error
                     | TaskState::Conflict
                     | TaskState::Rework

@@ -44,6 +44,8 @@ pub mod control;
 pub mod salvage;
 // stopping tasks (Ctrl-C, `ccfan cancel`)
 mod cancel;
+// beside the stages: spending caps (`[budget]`)
+pub mod budget;
 // housekeeping (not a stage): remove finished worktrees after salvaging
 pub mod gc;
 // the typed hand-off of long work to a detached ccfan process (MCP)

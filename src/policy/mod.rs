@@ -12,6 +12,7 @@ use crate::input::InputError;
 use crate::model::WorkerProfile;
 use crate::util::{parse_duration, parse_size};
 
+mod budget;
 mod gate;
 mod hooks;
 pub mod init;
@@ -19,6 +20,7 @@ mod sandbox;
 mod setup;
 mod worker;
 
+pub use budget::BudgetSettings;
 pub use hooks::HooksSettings;
 pub use sandbox::{SandboxBackend, SandboxLimits, SandboxSettings};
 pub use setup::SetupSettings;
@@ -148,6 +150,8 @@ pub struct Policy {
     pub hooks: HooksSettings,
     /// The command that prepares the base layer once (`[setup]`), if any.
     pub setup: Option<SetupSettings>,
+    /// Spending caps (`[budget]`).
+    pub budget: BudgetSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +168,7 @@ struct PolicyFile {
     checks: Option<Vec<Spanned<gate::CheckSection>>>,
     hooks: Option<hooks::HooksSection>,
     setup: Option<setup::SetupSection>,
+    budget: Option<budget::BudgetSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -397,6 +402,12 @@ fn resolve(
         base_dir,
     )?;
     let hooks = hooks::resolve(file, source, parsed.hooks, base.as_ref().map(|b| &b.hooks))?;
+    let budget = budget::resolve(
+        file,
+        source,
+        parsed.budget,
+        base.as_ref().map(|b| &b.budget),
+    )?;
     let setup = setup::resolve(
         file,
         source,
@@ -469,6 +480,7 @@ fn resolve(
         gate,
         hooks,
         setup,
+        budget,
     })
 }
 

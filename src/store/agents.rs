@@ -56,6 +56,30 @@ impl Store {
         )
     }
 
+    /// Every agent summary of a run's attempts, live ones included, with its task (what `[budget]` weighs).
+    pub fn run_attempt_agents(
+        &self,
+        run_id: &RunId,
+    ) -> Result<Vec<(TaskId, AgentSummary)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT task_id, agent FROM attempts WHERE run_id = ?1 AND agent IS NOT NULL",
+            )
+            .map_err(query("listing a run's agent summaries"))?;
+        let rows = statement
+            .query_map(rusqlite::params![run_id], |row| {
+                Ok((row.get::<_, TaskId>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(query("listing a run's agent summaries"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query("listing a run's agent summaries"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(task, json)| serde_json::from_str(&json).ok().map(|s| (task, s)))
+            .collect())
+    }
+
     /// The agent summaries of a task's attempts, oldest first (attempts of other workers are left out).
     pub fn attempt_agents(
         &self,

@@ -249,10 +249,11 @@ fn codex_good_edit_is_accepted_and_merged_with_usage_and_progress() {
         attempt["session_id"], conversation[0]["headers"]["session-id"],
         "{attempt}"
     );
-    // Named in the profile, the model prices the same tokens from the price table.
+    // Named in the profile, the model prices the same tokens from the price table (the user's, here).
     let priced = setup(&model, "");
+    price_fake_model(&priced);
     priced.commit_policy(&format!(
-        "[workers.cx]\nkind = \"codex\"\nmodel = \"gpt-5-codex\"\nenv = {{ PROBE = \"{}\" }}\n",
+        "[workers.cx]\nkind = \"codex\"\nmodel = \"fake-model-1\"\nenv = {{ PROBE = \"{}\" }}\n",
         priced.probe().display()
     ));
     let ran = run_task(&priced, &model, "codex-priced", "cx", "");
@@ -753,4 +754,104 @@ fn a_repository_without_ccfan_toml_delegates_to_the_built_in_profiles_over_mcp()
             format!("# {agent}\n")
         );
     }
+}
+
+/// The user's price table (`$XDG_CONFIG_HOME/ccfan/prices.toml`) pricing the model the tests name. (A real model
+/// name would make Codex speak that model's tool dialect, which the fake model server does not.)
+fn price_fake_model(env: &TestEnv) {
+    let folder = env.home().join(".config/ccfan");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("prices.toml"),
+        "date = \"2026-12-01\"\n[[price]]\nprovider = \"openai\"\nmodel = \"fake-model\"\ninput = 1.0\ncached_input = 0.1\noutput = 4.0\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_budget_crossed_mid_run_stops_the_right_tasks_with_their_work_kept() {
+    if !agents_installed("a_budget_crossed_mid_run_stops_the_right_tasks_with_their_work_kept") {
+        return;
+    }
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let model = FakeModel::start(
+        dir.path(),
+        json!([
+            {"when": "budget-a", "write": {"path": "docs/a.md", "content": "# A\n"}},
+            {"when": "budget-a", "message": final_message(&["docs/a.md"])},
+            {"when": "budget-b", "write": {"path": "docs/b.md", "content": "# B\n"}},
+            {"when": "budget-b", "message": final_message(&["docs/b.md"])},
+            // No report sections: the gate asks for a rework, which the task's cap then stops.
+            {"when": "budget-c", "write": {"path": "docs/c.md", "content": "# C\n"}},
+            {"when": "budget-c", "message": "done"},
+        ]),
+    );
+    // Token caps: the profile names no model (one would make Codex speak that model's tool dialect, which the fake
+    // model server does not), so no dollars are known, while every token counts.
+    let profile = |env: &TestEnv, budget: &str| {
+        env.commit_policy(&format!(
+            "[run]\nmax_reworks = 2\n[workers.cx]\nkind = \"codex\"\nenv = {{ PROBE = \"{}\" }}\n{budget}",
+            env.probe().display()
+        ));
+    };
+    // The task's cap: its first attempt is kept on its salvage ref; the rework it earned does not start.
+    let env = setup(&model, "");
+    profile(&env, "[budget]\ntask_tokens = 100\n");
+    let ran = run_task(&env, &model, "budget-c", "cx", "");
+    let view = ran.json();
+    let c = task(&view, "budget-c");
+    assert_eq!(c["state"], "over_budget", "{ran:?}");
+    assert_eq!(c["attempts"], 1, "{c}");
+    assert!(
+        c["reason"].as_str().unwrap().contains("budget.task_tokens"),
+        "{c}"
+    );
+    assert!(
+        c["salvage_refs"]
+            .as_array()
+            .is_some_and(|refs| !refs.is_empty()),
+        "{c}"
+    );
+    // The run's cap: the first task's attempt crosses it; the second never starts.
+    let env = setup(&model, "");
+    profile(&env, "[budget]\nrun_tokens = 100\n");
+    let tasks = env.tasks(
+        "[[task]]\nid = \"budget-a\"\ngoal = \"Write a (budget-a)\"\nallowed = [\"docs/**\"]\nworker = \"cx\"\n\
+         [[task]]\nid = \"budget-b\"\ngoal = \"Write b (budget-b)\"\nallowed = [\"docs/**\"]\nworker = \"cx\"\n",
+    );
+    let ran = agent_ccfan(
+        &env,
+        &model,
+        &[
+            "run",
+            "--json",
+            "--jobs",
+            "1",
+            "--tasks",
+            tasks.to_str().unwrap(),
+        ],
+    );
+    let view = ran.json();
+    // The first task's usage arrives with its last event: it crossed the cap as it ended (merged), or while its
+    // worker was still running (stopped, its attempt kept).
+    let a = task(&view, "budget-a");
+    assert!(
+        a["state"] == "merged" || a["state"] == "over_budget",
+        "{ran:?}"
+    );
+    assert_eq!(a["attempts"], 1, "{a}");
+    let b = task(&view, "budget-b");
+    assert_eq!(b["state"], "over_budget", "{ran:?}");
+    assert_eq!(b["attempts"], 0, "{b}");
+    assert!(
+        b["reason"].as_str().unwrap().contains("budget.run_tokens"),
+        "{b}"
+    );
+    assert!(
+        view["ledger"]["total"]["usage"]["input_tokens"]
+            .as_u64()
+            .unwrap()
+            > 100,
+        "{view}"
+    );
 }
