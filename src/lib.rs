@@ -34,6 +34,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod report;
 pub mod sandbox;
+pub mod scorecard;
 pub mod secrets;
 pub mod status;
 pub mod store;

@@ -30,6 +30,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Remove finished runs' worktrees and branches, after keeping all their work on salvage refs.
     Gc(GcArgs),
+    /// How each worker profile and model did across runs: acceptance, reworks, findings, time, cost.
+    Scorecard(ScorecardArgs),
     /// Build a demo repository with fixture workers and run it (needs no repository and no API key).
     Demo(DemoArgs),
     /// Re-run the gate on a run's stored attempts (diff, scope, secrets, tests, completeness, checks).
@@ -348,6 +350,17 @@ pub struct DoctorArgs {
     /// The policy file (default: ccfan.toml at the repository root, else the default preset).
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ccfan scorecard`.
+#[derive(Debug, Args)]
+pub struct ScorecardArgs {
+    /// Only runs since then: a date (`2026-12-01`) or a time ago (`7d`, `24h`).
+    #[arg(long)]
+    pub since: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

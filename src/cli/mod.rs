@@ -9,6 +9,7 @@ mod hooks;
 mod mcp;
 pub mod render;
 mod sarif;
+mod scorecard;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Run(args) => run_tasks(&start, args),
         Command::Status(args) => show_status(&start, args),
         Command::Gc(args) => collect_garbage(&start, args),
+        Command::Scorecard(args) => scorecard::scorecard(&start, args),
         Command::Demo(args) => run_demo(args),
         Command::Verify(args) => gate::verify(&start, args),
         Command::Scan(args) => gate::scan(&start, args),

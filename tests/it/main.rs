@@ -17,6 +17,7 @@ mod crash;
 mod demo;
 mod env;
 mod fan_out;
+mod fleet;
 mod gate;
 mod hardening;
 mod hooks;

@@ -1,0 +1,93 @@
+//! `ccfan scorecard`: the library's scorecard of the repository's runs, as a table or JSON.
+
+use std::path::Path;
+
+use super::args::ScorecardArgs;
+use super::{CliError, Exit, render, repo_at};
+use crate::input::InputError;
+use crate::pipeline::{self, PipelineError};
+
+/// Runs `ccfan scorecard`.
+pub fn scorecard(start: &Path, args: ScorecardArgs) -> Result<Exit, CliError> {
+    let repo = repo_at(start)?;
+    let since = args.since.as_deref().map(since_millis).transpose()?;
+    let (store, _) = pipeline::open_state(&repo)?;
+    let prices = crate::cost::PriceTable::load().map_err(PipelineError::from)?;
+    let card = crate::scorecard::scorecard(&store, &prices, since).map_err(PipelineError::from)?;
+    render::out(&if args.json {
+        render::json(&card)
+    } else {
+        table(&card)
+    })?;
+    Ok(Exit::Success)
+}
+
+/// `--since`: a date (`YYYY-MM-DD`, UTC midnight) or a time ago (`7d`), as milliseconds since the epoch.
+fn since_millis(text: &str) -> Result<i64, PipelineError> {
+    let at = humantime::parse_duration(text)
+        .ok()
+        .and_then(|ago| std::time::SystemTime::now().checked_sub(ago))
+        .or_else(|| humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).ok());
+    at.and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|since| since.as_millis() as i64)
+        .ok_or_else(|| {
+            InputError::new(
+                Path::new("<command line>"),
+                format!("`{text}` is not a date or a time ago"),
+            )
+            .key("--since")
+            .fix("give a date like 2026-12-01 or a time ago like 7d or 24h")
+            .into()
+        })
+}
+
+fn table(card: &crate::scorecard::Scorecard) -> String {
+    if card.rows.is_empty() {
+        return format!("no task ran in the {} run(s) counted\n", card.runs);
+    }
+    let money = |usd: Option<f64>| usd.map_or_else(|| "-".to_string(), |usd| format!("${usd:.4}"));
+    let rows: Vec<Vec<String>> = card
+        .rows
+        .iter()
+        .map(|row| {
+            vec![
+                row.profile.clone(),
+                row.model.clone(),
+                row.tasks.to_string(),
+                format!("{}/{}", row.accepted_first_attempt, row.accepted),
+                format!("{:.2}", row.mean_reworks),
+                row.scope_violations.to_string(),
+                row.secrets_caught.to_string(),
+                row.tests_failed.to_string(),
+                row.median_secs
+                    .map_or_else(|| "-".into(), |secs| format!("{secs:.1}s")),
+                money(Some(row.cost_usd)),
+                money(row.cost_per_accepted_usd),
+            ]
+        })
+        .collect();
+    let mut text = format!("{} run(s)\n\n", card.runs);
+    text.push_str(&render::table(
+        &[
+            "PROFILE",
+            "MODEL",
+            "TASKS",
+            "1ST/ACCEPTED",
+            "REWORKS",
+            "SCOPE",
+            "SECRETS",
+            "TESTS-FAILED",
+            "MEDIAN",
+            "COST",
+            "PER-ACCEPTED",
+        ],
+        &rows,
+    ));
+    let unpriced: u32 = card.rows.iter().map(|row| row.unpriced_attempts).sum();
+    if unpriced > 0 {
+        text.push_str(&format!(
+            "\n{unpriced} attempt(s) unpriced (no model or no price known): their cost is not in COST\n"
+        ));
+    }
+    text
+}
