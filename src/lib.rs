@@ -33,6 +33,7 @@ pub mod paths;
 pub mod pipeline;
 pub mod policy;
 pub mod report;
+pub mod run_report;
 pub mod sandbox;
 pub mod scorecard;
 pub mod secrets;

@@ -205,6 +205,16 @@ pub fn task_history(
             run: run_id.to_string(),
             task: task_id.to_string(),
         })?;
+    history_of(store, run_id, task)
+}
+
+/// The history of `task` (a task of the run's view), its attempts and transitions read from `store`.
+pub fn history_of(
+    store: &Store,
+    run_id: &RunId,
+    task: TaskView,
+) -> Result<TaskHistory, StoreError> {
+    let task_id = &task.id.clone();
     let mut agents = store.attempt_agents(run_id, task_id)?;
     let attempts = store
         .attempts(run_id, task_id)?

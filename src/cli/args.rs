@@ -32,6 +32,8 @@ pub enum Command {
     Gc(GcArgs),
     /// How each worker profile and model did across runs: acceptance, reworks, findings, time, cost.
     Scorecard(ScorecardArgs),
+    /// A run as one self-contained HTML file (a CI artifact) or a Markdown summary (a pull-request comment).
+    Report(ReportArgs),
     /// Build a demo repository with fixture workers and run it (needs no repository and no API key).
     Demo(DemoArgs),
     /// Re-run the gate on a run's stored attempts (diff, scope, secrets, tests, completeness, checks).
@@ -329,6 +331,9 @@ pub struct RunArgs {
     /// Use this id for the new run (the MCP server picks it so it can answer at once).
     #[arg(long, value_name = "ID", hide = true)]
     pub run_id: Option<crate::model::RunId>,
+    /// When the run ends, write its report here (HTML, or Markdown for a `.md` file).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -353,6 +358,19 @@ pub struct DoctorArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `ccfan report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run.
+    pub run: crate::model::RunId,
+    /// Write it here (default: print it).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// `html` or `md` (default: from --out's extension; `md` when printed).
+    #[arg(long, value_parser = ["html", "md"])]
+    pub format: Option<String>,
 }
 
 /// `ccfan scorecard`.

@@ -87,6 +87,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Status(args) => show_status(&start, args),
         Command::Gc(args) => collect_garbage(&start, args),
         Command::Scorecard(args) => scorecard::scorecard(&start, args),
+        Command::Report(args) => scorecard::report(&start, args),
         Command::Demo(args) => run_demo(args),
         Command::Verify(args) => gate::verify(&start, args),
         Command::Scan(args) => gate::scan(&start, args),
@@ -158,6 +159,7 @@ fn run_job(start: &Path, args: JobArgs) -> Result<Exit, CliError> {
                 no_merge,
                 run_id: Some(run_id),
                 json: true,
+                report: None,
             },
         ),
         JobRequest::Rework { note, .. } => control::rework(
@@ -234,8 +236,10 @@ fn run_tasks(start: &Path, args: RunArgs) -> Result<Exit, CliError> {
         no_merge,
         run_id,
         json,
+        report,
     } = args;
     let repo = repo_at(start)?;
+    let report_repo = repo.clone();
     let request = RunRequest {
         repo,
         tasks_file: absolute(start, &tasks),
@@ -247,6 +251,14 @@ fn run_tasks(start: &Path, args: RunArgs) -> Result<Exit, CliError> {
         run_id,
     };
     let view = execute(&request, json)?;
+    if let Some(out) = &report {
+        scorecard::write_report(
+            &report_repo,
+            &view.run_id,
+            Some(&absolute(start, out)),
+            None,
+        )?;
+    }
     render::out(&if json {
         render::json(&view)
     } else {

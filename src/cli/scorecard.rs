@@ -91,3 +91,47 @@ fn table(card: &crate::scorecard::Scorecard) -> String {
     }
     text
 }
+
+/// Runs `ccfan report`.
+pub fn report(start: &Path, args: super::args::ReportArgs) -> Result<Exit, CliError> {
+    let repo = repo_at(start)?;
+    write_report(
+        &repo,
+        &args.run,
+        args.out.as_deref(),
+        args.format.as_deref(),
+    )?;
+    Ok(Exit::Success)
+}
+
+/// Writes the run's report to `out` (or prints it): HTML, or Markdown when asked or `out` ends in `.md`.
+pub(super) fn write_report(
+    repo: &crate::git::RepoPaths,
+    run_id: &crate::model::RunId,
+    out: Option<&Path>,
+    format: Option<&str>,
+) -> Result<(), CliError> {
+    let (store, _) = pipeline::open_state(repo)?;
+    let rules = pipeline::display_rules(repo).map_err(PipelineError::from)?;
+    let gathered =
+        crate::run_report::gather(repo, &store, &rules, run_id).map_err(PipelineError::from)?;
+    let markdown = match (format, out) {
+        (Some(format), _) => format == "md",
+        (None, Some(out)) => out.extension().is_some_and(|ext| ext == "md"),
+        (None, None) => true,
+    };
+    let text = if markdown {
+        crate::run_report::markdown(&gathered, &rules)
+    } else {
+        crate::run_report::html(&gathered, &rules)
+    };
+    match out {
+        Some(out) => std::fs::write(out, text).map_err(|source| {
+            CliError::from(PipelineError::Io {
+                context: format!("cannot write the report to {}", out.display()),
+                source,
+            })
+        }),
+        None => render::out(&text).map_err(CliError::from),
+    }
+}
