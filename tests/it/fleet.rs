@@ -1,35 +1,12 @@
-//! Seeing the fleet: the scorecard across runs, per worker profile, from what the gate really found.
+//! Seeing the fleet: the scorecard across runs, per worker profile, from what the gate really found; the run
+//! report as HTML and Markdown.
 
 use crate::env::TestEnv;
 
 #[test]
 fn the_scorecard_counts_first_attempt_acceptance_reworks_scope_and_secrets_per_profile() {
     let env = TestEnv::new();
-    env.commit_policy("[run]\nmax_reworks = 1\n");
-    let good = env.script("good.sh", "echo ok >> src.txt");
-    // Out of scope on the first attempt, inside it on the second.
-    let stray = env.script(
-        "stray.sh",
-        "if [ \"$CCFAN_ATTEMPT\" = 1 ]; then echo x > outside.txt; else rm outside.txt; echo y > docs.txt; fi",
-    );
-    let leak = env.script(
-        "leak.sh",
-        r#"key="AKIA$(LC_ALL=C tr -dc 'A-Z2-7' </dev/urandom | head -c 16)"
-printf 'AWS_ACCESS_KEY_ID=%s\n' "$key" > deploy.env"#,
-    );
-    let tasks = env.tasks(&format!(
-        "[workers.good]\nkind = \"command\"\ncommand = [\"{}\"]\n\
-         [workers.stray]\nkind = \"command\"\ncommand = [\"{}\"]\n\
-         [workers.leak]\nkind = \"command\"\ncommand = [\"{}\"]\n\
-         [[task]]\nid = \"g1\"\ngoal = \"x\"\nworker = \"good\"\nallowed = [\"src.txt\"]\n\
-         [[task]]\nid = \"s1\"\ngoal = \"x\"\nworker = \"stray\"\nallowed = [\"docs.txt\"]\n\
-         [[task]]\nid = \"l1\"\ngoal = \"x\"\nworker = \"leak\"\n",
-        good.display(),
-        stray.display(),
-        leak.display()
-    ));
-    let ran = env.run(&tasks, &["--no-merge"]);
-    assert_eq!(ran.code, 1, "{ran:?}");
+    three_endings(&env);
     let card = env.ccfan(&["scorecard", "--json"]);
     assert_eq!(card.code, 0, "{card:?}");
     let card = card.json();
