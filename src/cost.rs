@@ -114,13 +114,13 @@ impl PriceTable {
         Ok(())
     }
 
-    /// The price of `agent`'s `model`: the longest table model the reported one starts with.
+    /// The price of `agent`'s `model`: the table entry of that name, or of that name less a date suffix
+    /// (`claude-sonnet-4-5-20250929`, `gpt-5-2025-08-07`): never a longer name's (`gpt-5-nano` is not `gpt-5`).
     fn find(&self, agent: Agent, model: &str) -> Option<&(Price, String)> {
         let provider = provider(agent);
         self.prices
             .iter()
-            .filter(|(price, _)| price.provider == provider && model.starts_with(&price.model))
-            .max_by_key(|(price, _)| price.model.len())
+            .find(|(price, _)| price.provider == provider && names(model, &price.model))
     }
 
     /// What an attempt cost: the agent's figure, else its tokens priced for `model`; `None` when neither is known.
@@ -150,6 +150,23 @@ impl PriceTable {
                 model: price.model.clone(),
             },
         })
+    }
+}
+
+/// Whether the reported `model` is the table's `name`, exactly or with a date suffix.
+fn names(model: &str, name: &str) -> bool {
+    let Some(rest) = model.strip_prefix(name) else {
+        return false;
+    };
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    match rest.strip_prefix('-') {
+        None => rest.is_empty(),
+        Some(date) => {
+            (date.len() == 8 && digits(date))
+                || (date.len() == 10
+                    && date.split('-').map(str::len).eq([4, 2, 2])
+                    && date.split('-').all(digits))
+        }
     }
 }
 
@@ -214,6 +231,22 @@ mod tests {
                 date: "2025-10-15".into(),
                 model: "claude-sonnet-4-5".into()
             }
+        );
+    }
+
+    #[test]
+    fn a_model_is_its_table_name_or_that_name_with_a_date() {
+        assert!(names("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"));
+        assert!(names("gpt-5-2025-08-07", "gpt-5"));
+        assert!(names("gpt-5", "gpt-5"));
+        assert!(!names("gpt-5-nano", "gpt-5"));
+        assert!(!names("gpt-5-pro", "gpt-5"));
+        assert!(!names("gpt-50", "gpt-5"));
+        let table = PriceTable::builtin();
+        assert!(
+            table
+                .cost(Agent::Codex, Some("gpt-5-nano"), &usage(10, 0, 0, 10))
+                .is_none()
         );
     }
 

@@ -139,19 +139,32 @@ fn cost(view: &RunView) -> String {
     }
 }
 
-/// One line for a Markdown table cell: no pipes, no newlines, at most 120 characters.
-fn cell(text: &str) -> String {
-    let line = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .replace('|', "\\|");
-    if line.chars().count() <= 120 {
-        return line;
+/// Text as Markdown shows it literally: HTML escaped, and every character Markdown (or a pull-request page) gives a
+/// meaning to — code spans, emphasis, links, table cells, mentions — written as an entity.
+fn md(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in escape(text).chars() {
+        match ch {
+            '`' | '*' | '_' | '[' | ']' | '|' | '@' | '\\' | '~' => {
+                let _ = write!(out, "&#{};", u32::from(ch));
+            }
+            other => out.push(other),
+        }
     }
-    let mut cut: String = line.chars().take(119).collect();
-    cut.push('…');
-    cut
+    out
+}
+
+/// One line for a Markdown table cell: literal text, no newlines, at most 120 characters.
+fn cell(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = if line.chars().count() <= 120 {
+        line
+    } else {
+        let mut cut: String = line.chars().take(119).collect();
+        cut.push('…');
+        cut
+    };
+    md(&line)
 }
 
 /// The Markdown summary: a table of the tasks, then the blocking findings of those that did not land.
@@ -162,10 +175,13 @@ pub fn markdown(report: &RunReport, rules: &RulePack) -> String {
         view.run_id,
         counts(view),
         short(&view.base),
-        view.base_rev,
+        md(&view.base_rev),
         view.target_branch
             .as_ref()
-            .map_or_else(String::new, |branch| format!(" → `{branch}`")),
+            .map_or_else(String::new, |branch| format!(
+                " → <code>{}</code>",
+                md(branch)
+            )),
         cost(view),
     );
     for part in &report.tasks {
@@ -197,14 +213,17 @@ pub fn markdown(report: &RunReport, rules: &RulePack) -> String {
             .take(10)
             .map(|finding| {
                 format!(
-                    "- **{}** `{}`{}: {}",
+                    "- **{}** <code>{}</code>{}: {}",
                     finding.stage.as_str(),
-                    finding.rule,
+                    md(&finding.rule),
                     finding
                         .path
                         .as_ref()
-                        .map_or_else(String::new, |path| format!(" at `{path}`")),
-                    rules.redact_text(&finding.message)
+                        .map_or_else(String::new, |path| format!(
+                            " at <code>{}</code>",
+                            md(&rules.redact_text(path))
+                        )),
+                    md(&rules.redact_text(&finding.message))
                 )
             })
             .collect();
@@ -422,6 +441,10 @@ mod tests {
             diff_counts("--- a/x\n+++ b/x\n@@ -1 +1,2 @@\n-old\n+new\n+more\n"),
             "+2 −1"
         );
-        assert_eq!(cell("a | b\nc"), "a \\| b c");
+        assert_eq!(cell("a | b\nc"), "a &#124; b c");
+        assert_eq!(
+            md("`x` @you [a](b) <i>"),
+            "&#96;x&#96; &#64;you &#91;a&#93;(b) &lt;i&gt;"
+        );
     }
 }

@@ -27,9 +27,9 @@ pub struct Row {
     pub accepted_first_attempt: u32,
     /// Reworks the gate asked for, per task.
     pub mean_reworks: f64,
-    /// Blocking scope findings (writes outside the allowed paths).
+    /// Paths written outside the allowed globs (each once per task).
     pub scope_violations: u32,
-    /// Secrets the gate caught.
+    /// Secrets the gate caught (each once per task, by fingerprint).
     pub secrets_caught: u32,
     /// Attempts whose tests failed.
     pub tests_failed: u32,
@@ -60,31 +60,35 @@ pub struct Scorecard {
     pub rows: Vec<Row>,
 }
 
-/// What one attempt's gate report says, counted.
+/// What a task's gate reports found, each thing once: the gate judges all of a task's commits at every attempt,
+/// and a secret is found both where it was written and where it was printed.
 #[derive(Debug, Default)]
 struct Caught {
-    scope: u32,
-    secrets: u32,
-    tests_failed: bool,
+    /// Paths written outside the allowed globs.
+    scope: std::collections::BTreeSet<String>,
+    /// Secrets, by fingerprint (else rule and path).
+    secrets: std::collections::BTreeSet<String>,
+    /// Attempts whose tests failed.
+    tests_failed: u32,
 }
 
-fn caught(report: Option<VerifyReport>) -> Caught {
-    let Some(report) = report else {
-        return Caught::default();
-    };
-    let blocking = |stage: Stage| {
-        report
-            .findings()
-            .filter(move |finding| finding.stage == stage && finding.level == Level::Error)
-            .count() as u32
-    };
-    Caught {
-        scope: blocking(Stage::Scope),
-        secrets: report
-            .findings()
-            .filter(|finding| finding.stage == Stage::Secrets)
-            .count() as u32,
-        tests_failed: blocking(Stage::Tests) > 0,
+impl Caught {
+    fn add(&mut self, report: &VerifyReport) {
+        let blocking = |stage: Stage| {
+            report
+                .findings()
+                .filter(move |finding| finding.stage == stage && finding.level == Level::Error)
+        };
+        self.scope.extend(
+            blocking(Stage::Scope)
+                .map(|finding| finding.path.clone().unwrap_or_else(|| finding.rule.clone())),
+        );
+        self.secrets.extend(blocking(Stage::Secrets).map(|finding| {
+            finding.fingerprint.clone().unwrap_or_else(|| {
+                format!("{}:{}", finding.rule, finding.path.as_deref().unwrap_or(""))
+            })
+        }));
+        self.tests_failed += u32::from(blocking(Stage::Tests).next().is_some());
     }
 }
 
@@ -124,13 +128,16 @@ pub fn scorecard(
                     ..Row::default()
                 });
             row.tasks += 1;
-            let accepted = matches!(task.state, TaskState::Accepted | TaskState::Merged);
+            // Accepted by the gate: a person's `accept --force` over it does not count.
+            let accepted = matches!(task.state, TaskState::Accepted | TaskState::Merged)
+                && task.forced.is_none();
             row.accepted += u32::from(accepted);
             let first_accepted = attempts
                 .first()
                 .and_then(|attempt| attempt.verdict.as_ref())
                 == Some(&Verdict::Accept);
             row.accepted_first_attempt += u32::from(accepted && first_accepted);
+            let mut found = Caught::default();
             for attempt in &attempts {
                 row.reworks += u32::from(matches!(attempt.verdict, Some(Verdict::Rework { .. })));
                 let report = crate::util::read_regular(
@@ -139,11 +146,13 @@ pub fn scorecard(
                 )
                 .ok()
                 .and_then(|bytes| serde_json::from_slice::<VerifyReport>(&bytes).ok());
-                let found = caught(report);
-                row.scope_violations += found.scope;
-                row.secrets_caught += found.secrets;
-                row.tests_failed += u32::from(found.tests_failed);
+                if let Some(report) = &report {
+                    found.add(report);
+                }
             }
+            row.scope_violations += found.scope.len() as u32;
+            row.secrets_caught += found.secrets.len() as u32;
+            row.tests_failed += found.tests_failed;
             let start = attempts.iter().map(|attempt| attempt.started_at).min();
             let end = attempts
                 .iter()

@@ -44,7 +44,8 @@ pub enum Command {
     Merge(MergeArgs),
     /// Ask for another attempt of a task with a person's note (fresh rework budget).
     Rework(ReworkArgs),
-    /// Give a blocked, failed, interrupted or cancelled task a fresh rework budget and another attempt.
+    /// Give a blocked, failed, interrupted, cancelled or over-budget task a fresh rework budget and another
+    /// attempt (an over-budget one starts only once its `[budget]` cap was raised).
     Retry(TaskArgs),
     /// Accept a task over the gate's verdict (recorded with who and why), then land it.
     Accept(AcceptArgs),

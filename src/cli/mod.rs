@@ -251,13 +251,19 @@ fn run_tasks(start: &Path, args: RunArgs) -> Result<Exit, CliError> {
         run_id,
     };
     let view = execute(&request, json)?;
-    if let Some(out) = &report {
-        scorecard::write_report(
+    if let Some(out) = &report
+        && let Err(error) = scorecard::write_report(
             &report_repo,
             &view.run_id,
             Some(&absolute(start, out)),
             None,
-        )?;
+        )
+    {
+        // The run's own result still shows, with its exit code; only the report is missing.
+        render::err(&format!(
+            "ccfan: warning: no report written: {error}; `ccfan report {}` writes it again",
+            view.run_id
+        ));
     }
     render::out(&if json {
         render::json(&view)

@@ -204,8 +204,8 @@ impl CcfanServer {
     }
 
     #[tool(
-        description = "Another attempt of a blocked, failed, timed-out, interrupted or cancelled task, with a fresh \
-        rework budget and its last findings.",
+        description = "Another attempt of a blocked, failed, timed-out, interrupted, cancelled or over-budget task, \
+        with a fresh rework budget and its last findings.",
         annotations(destructive_hint = false)
     )]
     async fn retry(

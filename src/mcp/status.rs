@@ -125,7 +125,12 @@ pub fn compact(
         changed: false,
         waited_secs: 0.0,
         counts,
-        cost_usd: view.ledger.as_ref().map(|ledger| ledger.total.cost_usd),
+        // Unknown, not zero, while no attempt could be priced.
+        cost_usd: view
+            .ledger
+            .as_ref()
+            .filter(|ledger| ledger.total.attempts > ledger.total.unpriced)
+            .map(|ledger| ledger.total.cost_usd),
         tasks: compact_tasks,
         detail,
         note,

@@ -163,8 +163,11 @@ impl Carrier<'_> {
                 {
                     tracing::warn!("cannot record agent progress: {error}");
                 }
-                // What it spent so far may cross a `[budget]` cap: the worker is then stopped.
-                self.check_budget(&task.id, true);
+                // What it spent so far may cross a `[budget]` cap: the worker is then stopped — unless its stream
+                // already ended (the usage of most agents arrives with their last event): that attempt is judged.
+                if !summary.finished {
+                    self.check_budget(&task.id, super::budget::Check::Live);
+                }
             }
             self.sink.emit(Event::WorkerProgress {
                 task_id: task.id.clone(),

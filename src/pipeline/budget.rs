@@ -5,9 +5,20 @@
 use std::collections::HashMap;
 
 use crate::cost::PriceTable;
-use crate::model::TaskId;
 use crate::model::agent::AgentSummary;
+use crate::model::{TaskId, TaskState};
 use crate::policy::BudgetSettings;
+
+/// When a task's spending is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Before it starts an attempt.
+    Starting,
+    /// While its worker reports progress.
+    Live,
+    /// After an attempt.
+    Ended,
+}
 
 /// Dollars and tokens spent.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -88,9 +99,11 @@ pub fn check(budget: &BudgetSettings, task: Spend, run: Spend) -> Option<Over> {
 
 impl super::carry::Carrier<'_> {
     /// Checks `[budget]` for `task` and its run; stops what a crossed cap names (only `task` for its own cap; every
-    /// task of the run for the run's), remembering why. `throttled`: at most once a second per task (live checks
-    /// while a worker reports progress).
-    pub(super) fn check_budget(&self, task: &TaskId, throttled: bool) {
+    /// task of the run for the run's), remembering why. `when` says whether `task` is about to start an attempt
+    /// (it then stops whatever its state), has a worker reporting progress (checked at most once a second), or
+    /// just finished one.
+    pub(super) fn check_budget(&self, task: &TaskId, when: Check) {
+        let throttled = when == Check::Live;
         let budget = &self.policy.budget;
         if !budget.is_set() {
             return;
@@ -121,22 +134,39 @@ impl super::carry::Carrier<'_> {
             summaries.iter().map(|(task, summary)| (task, summary)),
         );
         let spent = tasks.get(task).copied().unwrap_or_default();
-        let (stopping, why): (Vec<TaskId>, String) = match check(budget, spent, run) {
-            None => return,
-            Some(Over::Task(why)) => (vec![task.clone()], why),
-            // Every task still moving (or not started); an accepted or finished one keeps its state.
-            Some(Over::Run(why)) => {
-                let moving = self.store().tasks(self.run_id).map_or_else(
-                    |_| self.cancel.task_ids().cloned().collect(),
-                    |rows| {
-                        rows.into_iter()
-                            .filter(|row| !row.state.is_final())
-                            .map(|row| row.id)
-                            .collect()
-                    },
-                );
-                (moving, why)
-            }
+        let over = check(budget, spent, run);
+        let Some(over) = over else {
+            return;
+        };
+        // Only what has yet to spend stops: a task not started, a worker still running, a task between attempts.
+        // A finished worker's attempt is still judged, a gate is never cut short, and an accepted task lands.
+        let stoppable = |state: TaskState| {
+            matches!(
+                state,
+                TaskState::Queued | TaskState::Preparing | TaskState::Running | TaskState::Rework
+            )
+        };
+        let states: HashMap<TaskId, TaskState> = self
+            .store()
+            .tasks(self.run_id)
+            .map(|rows| rows.into_iter().map(|row| (row.id, row.state)).collect())
+            .unwrap_or_default();
+        let can_stop = |id: &TaskId| {
+            (when == Check::Starting && id == task)
+                || states.get(id).copied().is_some_and(stoppable)
+        };
+        let (stopping, why): (Vec<TaskId>, String) = match over {
+            Over::Task(why) => (
+                vec![task.clone()]
+                    .into_iter()
+                    .filter(|id| can_stop(id))
+                    .collect(),
+                why,
+            ),
+            Over::Run(why) => (
+                states.keys().filter(|id| can_stop(id)).cloned().collect(),
+                why,
+            ),
         };
         let mut stops = self
             .budget_stops

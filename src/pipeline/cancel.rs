@@ -46,11 +46,6 @@ impl<'a> Cancels<'a> {
         }
     }
 
-    /// Every task's id.
-    pub fn task_ids(&self) -> impl Iterator<Item = &TaskId> {
-        self.tasks.keys()
-    }
-
     /// Whether everything is being stopped (Ctrl-C).
     pub fn all(&self) -> bool {
         self.global.load(Ordering::SeqCst)

@@ -224,7 +224,7 @@ impl Carrier<'_> {
         branch: &str,
         worktree: &Path,
     ) -> Result<Option<Verdict>, PipelineError> {
-        self.check_budget(&task.id, false);
+        self.check_budget(&task.id, super::budget::Check::Starting);
         if self.cancel.of(&task.id).load(Ordering::SeqCst) {
             self.transition(
                 &task.id,
@@ -257,13 +257,24 @@ impl Carrier<'_> {
     ) -> Result<Option<Verdict>, PipelineError> {
         let cancel = self.cancel.of(&task.id);
         loop {
+            // A cap already crossed (a retry of an `over_budget` task, say) starts no worker.
+            self.check_budget(&task.id, super::budget::Check::Starting);
+            if cancel.load(Ordering::SeqCst) {
+                self.transition(
+                    &task.id,
+                    cursor.next - 1,
+                    TaskState::Cancelled,
+                    Some("cancelled before its next attempt".into()),
+                )?;
+                return Ok(None);
+            }
             let Some((verdict, next_tip)) = self.attempt(task, worktree, link, &cursor)? else {
                 return Ok(None); // cancelled
             };
             cursor.tip = next_tip;
             cursor.next += 1;
             // What the attempt spent may stop the next one (this task's cap) or every task (the run's).
-            self.check_budget(&task.id, false);
+            self.check_budget(&task.id, super::budget::Check::Ended);
             match lifecycle::after_attempt(&verdict, cancel.load(Ordering::SeqCst)) {
                 Next::Rework(findings) => cursor.findings = findings,
                 Next::CancelledBeforeRework => {

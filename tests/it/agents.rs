@@ -763,7 +763,7 @@ fn price_fake_model(env: &TestEnv) {
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(
         folder.join("prices.toml"),
-        "date = \"2026-12-01\"\n[[price]]\nprovider = \"openai\"\nmodel = \"fake-model\"\ninput = 1.0\ncached_input = 0.1\noutput = 4.0\n",
+        "date = \"2026-12-01\"\n[[price]]\nprovider = \"openai\"\nmodel = \"fake-model-1\"\ninput = 1.0\ncached_input = 0.1\noutput = 4.0\n",
     )
     .unwrap();
 }
@@ -812,6 +812,13 @@ fn a_budget_crossed_mid_run_stops_the_right_tasks_with_their_work_kept() {
             .is_some_and(|refs| !refs.is_empty()),
         "{c}"
     );
+    // A retry under the same cap starts no worker: the task is over budget again at once, with the same attempts.
+    let run_id = view["run_id"].as_str().unwrap();
+    let retried = agent_ccfan(&env, &model, &["retry", &format!("{run_id}/budget-c")]);
+    let status = agent_ccfan(&env, &model, &["status", run_id, "--json"]).json();
+    let c = task(&status, "budget-c");
+    assert_eq!(c["state"], "over_budget", "{retried:?} {c}");
+    assert_eq!(c["attempts"], 1, "{c}");
     // The run's cap: the first task's attempt crosses it; the second never starts.
     let env = setup(&model, "");
     profile(&env, "[budget]\nrun_tokens = 100\n");
@@ -832,13 +839,10 @@ fn a_budget_crossed_mid_run_stops_the_right_tasks_with_their_work_kept() {
         ],
     );
     let view = ran.json();
-    // The first task's usage arrives with its last event: it crossed the cap as it ended (merged), or while its
-    // worker was still running (stopped, its attempt kept).
+    // The first task's usage arrives with its last event: the attempt that crossed the cap is still judged, and
+    // lands; only what has yet to spend stops.
     let a = task(&view, "budget-a");
-    assert!(
-        a["state"] == "merged" || a["state"] == "over_budget",
-        "{ran:?}"
-    );
+    assert_eq!(a["state"], "merged", "{ran:?}");
     assert_eq!(a["attempts"], 1, "{a}");
     let b = task(&view, "budget-b");
     assert_eq!(b["state"], "over_budget", "{ran:?}");
