@@ -222,6 +222,54 @@ pub fn commit_worktree(
     }
 }
 
+/// Resets `index` to `parent_tree` (keeping the stat data it can trust) and stages the worktree's files as `scope`
+/// says: the listed paths, or every file.
+fn stage_attempt(
+    repo: &Repository,
+    index: &mut git2::Index,
+    worktree: &Path,
+    parent_tree: &git2::Tree<'_>,
+    scope: Scope<'_>,
+) -> Result<()> {
+    let scope = match scope {
+        Scope::Paths { changed, .. } if scoped::whole_tree_needed(changed, index) => {
+            Scope::Everything { trust_index: true }
+        }
+        other => other,
+    };
+    let trust_index = match scope {
+        Scope::Everything { trust_index } => trust_index,
+        // Only listed paths are read; the stat data of the rest is never consulted.
+        Scope::Paths { .. } => true,
+    };
+    if trust_index && stat_data_trusted(repo) {
+        // Reading the parent's tree over the index keeps the stat data of entries whose content it already holds;
+        // entries a flag could hide (assume-unchanged, skip-worktree) are dropped first, so they are read again.
+        forget_flagged_entries(index)?;
+    } else {
+        // Cleared: reading a tree over existing entries keeps their stat data and flags (assume-unchanged).
+        index
+            .clear()
+            .map_err(git2_context("cannot reset the index"))?;
+    }
+    index
+        .read_tree(parent_tree)
+        .map_err(git2_context("cannot reset the index to the parent"))?;
+    match scope {
+        Scope::Paths { lower, changed } => {
+            scoped::stage(repo, index, worktree, lower, parent_tree, changed)?;
+        }
+        Scope::Everything { .. } => {
+            let what = format!("cannot stage the changes in {}", worktree.display());
+            index
+                .add_all(["*"], IndexAddOption::DEFAULT, None)
+                .map_err(git2_context(what.clone()))?;
+            index.update_all(["*"], None).map_err(git2_context(what))?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether the repository's configuration lets stat data stand for content: ctime trusted, full stat checks.
 fn stat_data_trusted(repo: &Repository) -> bool {
     let Ok(config) = repo.config() else {
@@ -392,42 +440,7 @@ fn commit_worktree_git2(target: &RecordTarget<'_>, scope: Scope<'_>) -> Result<W
     let mut index = repo
         .index()
         .map_err(git2_context("cannot read the worktree's index"))?;
-    let scope = match scope {
-        Scope::Paths { changed, .. } if scoped::whole_tree_needed(changed, &index) => {
-            Scope::Everything { trust_index: true }
-        }
-        other => other,
-    };
-    let trust_index = match scope {
-        Scope::Everything { trust_index } => trust_index,
-        // Only listed paths are read; the stat data of the rest is never consulted.
-        Scope::Paths { .. } => true,
-    };
-    if trust_index && stat_data_trusted(&repo) {
-        // Reading the parent's tree over the index keeps the stat data of entries whose content it already holds;
-        // entries a flag could hide (assume-unchanged, skip-worktree) are dropped first, so they are read again.
-        forget_flagged_entries(&mut index)?;
-    } else {
-        // Cleared: reading a tree over existing entries keeps their stat data and flags (assume-unchanged).
-        index
-            .clear()
-            .map_err(git2_context("cannot reset the index"))?;
-    }
-    index
-        .read_tree(&parent_tree)
-        .map_err(git2_context("cannot reset the index to the parent"))?;
-    match scope {
-        Scope::Paths { lower, changed } => {
-            scoped::stage(&repo, &mut index, worktree, lower, &parent_tree, changed)?;
-        }
-        Scope::Everything { .. } => {
-            let what = format!("cannot stage the changes in {}", worktree.display());
-            index
-                .add_all(["*"], IndexAddOption::DEFAULT, None)
-                .map_err(git2_context(what.clone()))?;
-            index.update_all(["*"], None).map_err(git2_context(what))?;
-        }
-    }
+    stage_attempt(&repo, &mut index, worktree, &parent_tree, scope)?;
     let tree_id = index
         .write_tree()
         .map_err(git2_context("cannot write the attempt's tree"))?;

@@ -1,5 +1,5 @@
 //! The cost ledger's values: what an attempt cost and where the figure came from, and usage and cost summed per
-//! task, run, worker profile and day. Pricing itself is `crate::cost`'s.
+//! task, run, worker profile and day. Pricing itself lives in the cost module.
 
 use std::collections::BTreeMap;
 

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use crate::cost::PriceTable;
+use crate::model::TaskId;
 use crate::model::agent::AgentSummary;
-use crate::model::{TaskId, TaskState};
 use crate::policy::BudgetSettings;
 
 /// When a task's spending is checked.
@@ -95,88 +95,6 @@ pub fn check(budget: &BudgetSettings, task: Spend, run: Spend) -> Option<Over> {
         )));
     }
     None
-}
-
-impl super::carry::Carrier<'_> {
-    /// Checks `[budget]` for `task` and its run; stops what a crossed cap names (only `task` for its own cap; every
-    /// task of the run for the run's), remembering why. `when` says whether `task` is about to start an attempt
-    /// (it then stops whatever its state), has a worker reporting progress (checked at most once a second), or
-    /// just finished one.
-    pub(super) fn check_budget(&self, task: &TaskId, when: Check) {
-        let throttled = when == Check::Live;
-        let budget = &self.policy.budget;
-        if !budget.is_set() {
-            return;
-        }
-        if throttled {
-            let mut checked = self
-                .budget_checked
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let now = std::time::Instant::now();
-            if checked
-                .get(task)
-                .is_some_and(|at| now.duration_since(*at) < std::time::Duration::from_secs(1))
-            {
-                return;
-            }
-            checked.insert(task.clone(), now);
-        }
-        let summaries = match self.store().run_attempt_agents(self.run_id) {
-            Ok(summaries) => summaries,
-            Err(error) => {
-                tracing::warn!("cannot read what the run spent: {error}");
-                return;
-            }
-        };
-        let (tasks, run) = spend_of(
-            &self.prices,
-            summaries.iter().map(|(task, summary)| (task, summary)),
-        );
-        let spent = tasks.get(task).copied().unwrap_or_default();
-        let over = check(budget, spent, run);
-        let Some(over) = over else {
-            return;
-        };
-        // Only what has yet to spend stops: a task not started, a worker still running, a task between attempts.
-        // A finished worker's attempt is still judged, a gate is never cut short, and an accepted task lands.
-        let stoppable = |state: TaskState| {
-            matches!(
-                state,
-                TaskState::Queued | TaskState::Preparing | TaskState::Running | TaskState::Rework
-            )
-        };
-        let states: HashMap<TaskId, TaskState> = self
-            .store()
-            .tasks(self.run_id)
-            .map(|rows| rows.into_iter().map(|row| (row.id, row.state)).collect())
-            .unwrap_or_default();
-        let can_stop = |id: &TaskId| {
-            (when == Check::Starting && id == task)
-                || states.get(id).copied().is_some_and(stoppable)
-        };
-        let (stopping, why): (Vec<TaskId>, String) = match over {
-            Over::Task(why) => (
-                vec![task.clone()]
-                    .into_iter()
-                    .filter(|id| can_stop(id))
-                    .collect(),
-                why,
-            ),
-            Over::Run(why) => (
-                states.keys().filter(|id| can_stop(id)).cloned().collect(),
-                why,
-            ),
-        };
-        let mut stops = self
-            .budget_stops
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for stopped in stopping {
-            stops.entry(stopped.clone()).or_insert_with(|| why.clone());
-            self.cancel.stop(&stopped);
-        }
-    }
 }
 
 #[cfg(test)]

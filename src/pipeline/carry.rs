@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::lifecycle::{self, Next};
-use super::{PipelineError, fan_out};
+use super::{PipelineError, budget, fan_out};
 use crate::events::{Event, EventSink};
 use crate::git::RepoPaths;
 use crate::model::{CommitId, RunId, TaskId, TaskSpec, TaskState};
@@ -224,7 +224,7 @@ impl Carrier<'_> {
         branch: &str,
         worktree: &Path,
     ) -> Result<Option<Verdict>, PipelineError> {
-        self.check_budget(&task.id, super::budget::Check::Starting);
+        self.check_budget(&task.id, budget::Check::Starting);
         if self.cancel.of(&task.id).load(Ordering::SeqCst) {
             self.transition(
                 &task.id,
@@ -258,7 +258,7 @@ impl Carrier<'_> {
         let cancel = self.cancel.of(&task.id);
         loop {
             // A cap already crossed (a retry of an `over_budget` task, say) starts no worker.
-            self.check_budget(&task.id, super::budget::Check::Starting);
+            self.check_budget(&task.id, budget::Check::Starting);
             if cancel.load(Ordering::SeqCst) {
                 self.transition(
                     &task.id,
@@ -274,7 +274,7 @@ impl Carrier<'_> {
             cursor.tip = next_tip;
             cursor.next += 1;
             // What the attempt spent may stop the next one (this task's cap) or every task (the run's).
-            self.check_budget(&task.id, super::budget::Check::Ended);
+            self.check_budget(&task.id, budget::Check::Ended);
             match lifecycle::after_attempt(&verdict, cancel.load(Ordering::SeqCst)) {
                 Next::Rework(findings) => cursor.findings = findings,
                 Next::CancelledBeforeRework => {
@@ -295,6 +295,88 @@ impl Carrier<'_> {
                 }
                 Next::Settled => return Ok(Some(verdict)),
             }
+        }
+    }
+}
+
+impl Carrier<'_> {
+    /// Checks `[budget]` for `task` and its run; stops what a crossed cap names (only `task` for its own cap; every
+    /// task of the run for the run's), remembering why. `when` says whether `task` is about to start an attempt
+    /// (it then stops whatever its state), has a worker reporting progress (checked at most once a second), or
+    /// just finished one.
+    pub(super) fn check_budget(&self, task: &TaskId, when: budget::Check) {
+        let throttled = when == budget::Check::Live;
+        let budget = &self.policy.budget;
+        if !budget.is_set() {
+            return;
+        }
+        if throttled {
+            let mut checked = self
+                .budget_checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if checked
+                .get(task)
+                .is_some_and(|at| now.duration_since(*at) < std::time::Duration::from_secs(1))
+            {
+                return;
+            }
+            checked.insert(task.clone(), now);
+        }
+        let summaries = match self.store().run_attempt_agents(self.run_id) {
+            Ok(summaries) => summaries,
+            Err(error) => {
+                tracing::warn!("cannot read what the run spent: {error}");
+                return;
+            }
+        };
+        let (tasks, run) = budget::spend_of(
+            &self.prices,
+            summaries.iter().map(|(task, summary)| (task, summary)),
+        );
+        let spent = tasks.get(task).copied().unwrap_or_default();
+        let over = budget::check(budget, spent, run);
+        let Some(over) = over else {
+            return;
+        };
+        // Only what has yet to spend stops: a task not started, a worker still running, a task between attempts.
+        // A finished worker's attempt is still judged, a gate is never cut short, and an accepted task lands.
+        let stoppable = |state: TaskState| {
+            matches!(
+                state,
+                TaskState::Queued | TaskState::Preparing | TaskState::Running | TaskState::Rework
+            )
+        };
+        let states: std::collections::HashMap<TaskId, TaskState> = self
+            .store()
+            .tasks(self.run_id)
+            .map(|rows| rows.into_iter().map(|row| (row.id, row.state)).collect())
+            .unwrap_or_default();
+        let can_stop = |id: &TaskId| {
+            (when == budget::Check::Starting && id == task)
+                || states.get(id).copied().is_some_and(stoppable)
+        };
+        let (stopping, why): (Vec<TaskId>, String) = match over {
+            budget::Over::Task(why) => (
+                vec![task.clone()]
+                    .into_iter()
+                    .filter(|id| can_stop(id))
+                    .collect(),
+                why,
+            ),
+            budget::Over::Run(why) => (
+                states.keys().filter(|id| can_stop(id)).cloned().collect(),
+                why,
+            ),
+        };
+        let mut stops = self
+            .budget_stops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for stopped in stopping {
+            stops.entry(stopped.clone()).or_insert_with(|| why.clone());
+            self.cancel.stop(&stopped);
         }
     }
 }

@@ -274,35 +274,46 @@ pub fn gc(
     }
     // Verification checkouts are scratch: when no run is going, any that is left was abandoned by a gate cut short.
     let any_running = runs.iter().any(|run| run.state == RunState::Running);
-    if let (Some(root), false, false) = (verify_root, any_running, dry_run)
-        && let Ok(entries) = std::fs::read_dir(root)
-    {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            // `.cow` holds the checkouts' private layers; each goes with its checkout.
-            if entry.file_name() == ".cow" {
-                continue;
-            }
-            if super::tree::remove(repo, &path).is_err() || path.exists() {
-                let _ = std::fs::remove_dir_all(&path);
-            }
-            report.verify_checkouts_removed += 1;
-        }
+    if let (Some(root), false, false) = (verify_root, any_running, dry_run) {
+        report.verify_checkouts_removed = remove_verify_checkouts(repo, root);
     }
     if !any_running && !dry_run {
         // Layers below the copy-on-write trees of runs not collected stay.
-        let below: std::collections::HashSet<String> = runs
-            .iter()
-            .filter_map(|run| store.tasks(&run.id).ok())
-            .flatten()
-            .filter_map(|task| super::tree::layer_below(&task.worktree))
-            .collect();
-        report.layers_removed = super::layer::collect(repo, &below);
+        report.layers_removed = super::layer::collect(repo, &layers_below(store, &runs));
     }
     if !dry_run {
         git::prune_worktrees(repo)?;
     }
     Ok(report)
+}
+
+/// Removes the verification checkouts under `root` (with their private layers); returns how many went.
+fn remove_verify_checkouts(repo: &RepoPaths, root: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        // `.cow` holds the checkouts' private layers; each goes with its checkout.
+        if entry.file_name() == ".cow" {
+            continue;
+        }
+        if super::tree::remove(repo, &path).is_err() || path.exists() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+        removed += 1;
+    }
+    removed
+}
+
+/// The keys of the layers the copy-on-write trees of `runs` stand on.
+fn layers_below(store: &Store, runs: &[crate::store::RunRow]) -> std::collections::HashSet<String> {
+    runs.iter()
+        .filter_map(|run| store.tasks(&run.id).ok())
+        .flatten()
+        .filter_map(|task| super::tree::layer_below(&task.worktree))
+        .collect()
 }
 
 /// The files of operations the MCP server handed off for a collected run (its tasks file, each process's output

@@ -346,29 +346,9 @@ fn resolve(
     let run = parsed.run.unwrap_or_default();
     let scope = parsed.scope.unwrap_or_default();
     let base_dir = file.parent().unwrap_or(Path::new("."));
-    let missing =
-        |key: &str| InputError::new(file, "the preset does not set this key").key(key.to_string());
-
     let jobs = resolve_jobs(file, source, run.jobs.as_ref(), base.as_ref())?;
-    let timeout = match &run.timeout {
-        Some(value) => duration(file, source, "run.timeout", value)?,
-        None => base
-            .as_ref()
-            .map(|b| b.timeout)
-            .ok_or_else(|| missing("run.timeout"))?,
-    };
-    let log_limit = match &run.log_limit {
-        Some(value) => parse_size(value.get_ref()).map_err(|message| {
-            InputError::new(file, message)
-                .key("run.log_limit")
-                .at_offset(source, Some(value.span().start))
-                .fix(r#"write e.g. "8MiB""#)
-        })?,
-        None => base
-            .as_ref()
-            .map(|b| b.log_limit)
-            .ok_or_else(|| missing("run.log_limit"))?,
-    };
+    let (timeout, log_limit) = run_limits(file, source, &run, base.as_ref())?;
+    let (overlap, trees, ports_per_task) = run_choices(file, source, &run, base.as_ref())?;
     let allowed = match &scope.allowed {
         Some(globs) => check_globs(file, source, "scope.allowed", globs)?,
         None => base.as_ref().map(|b| b.allowed.clone()).unwrap_or_default(),
@@ -415,26 +395,6 @@ fn resolve(
         base.as_ref().and_then(|b| b.setup.as_ref()),
         base_dir,
     )?;
-    let overlap = resolve_choice(
-        (file, source),
-        run.overlap.as_ref(),
-        "run.overlap",
-        &[("warn", Overlap::Warn), ("serialize", Overlap::Serialize)],
-        r#"write overlap = "warn" (report overlapping tasks) or "serialize" (run them one after another)"#,
-        base.as_ref().map_or(Overlap::Warn, |b| b.overlap),
-    )?;
-    let trees = resolve_choice(
-        (file, source),
-        run.trees.as_ref(),
-        "run.trees",
-        &[
-            ("auto", Trees::Auto),
-            ("copy-on-write", Trees::CopyOnWrite),
-            ("checkout", Trees::Checkout),
-        ],
-        r#"write trees = "auto" (copy-on-write where this machine can mount it, else checkouts), "copy-on-write" or "checkout""#,
-        base.as_ref().map_or(Trees::Auto, |b| b.trees),
-    )?;
     Ok(Policy {
         sources: Vec::new(),
         overlap,
@@ -455,17 +415,7 @@ fn resolve(
             .worktree_root
             .map(|root| base_dir.join(root))
             .or_else(|| base.as_ref().and_then(|b| b.worktree_root.clone())),
-        ports_per_task: match run.ports {
-            Some(ports) if ports > 1000 => {
-                return Err(
-                    InputError::new(file, format!("{ports} ports per task is too many"))
-                        .key("run.ports")
-                        .fix("lease at most 1000 ports per task (0 leases none)"),
-                );
-            }
-            Some(ports) => ports,
-            None => base.as_ref().map_or(10, |b| b.ports_per_task),
-        },
+        ports_per_task,
         allowed,
         denied,
         tests,
@@ -482,6 +432,76 @@ fn resolve(
         setup,
         budget,
     })
+}
+
+/// `run.timeout` and `run.log_limit`, else the base's.
+fn run_limits(
+    file: &Path,
+    source: &str,
+    run: &RunSection,
+    base: Option<&Policy>,
+) -> Result<(Duration, u64), InputError> {
+    let missing =
+        |key: &str| InputError::new(file, "the preset does not set this key").key(key.to_string());
+    let timeout = match &run.timeout {
+        Some(value) => duration(file, source, "run.timeout", value)?,
+        None => base
+            .map(|b| b.timeout)
+            .ok_or_else(|| missing("run.timeout"))?,
+    };
+    let log_limit = match &run.log_limit {
+        Some(value) => parse_size(value.get_ref()).map_err(|message| {
+            InputError::new(file, message)
+                .key("run.log_limit")
+                .at_offset(source, Some(value.span().start))
+                .fix(r#"write e.g. "8MiB""#)
+        })?,
+        None => base
+            .map(|b| b.log_limit)
+            .ok_or_else(|| missing("run.log_limit"))?,
+    };
+    Ok((timeout, log_limit))
+}
+
+/// `run.overlap`, `run.trees` and `run.ports`, else the base's.
+fn run_choices(
+    file: &Path,
+    source: &str,
+    run: &RunSection,
+    base: Option<&Policy>,
+) -> Result<(Overlap, Trees, u16), InputError> {
+    let overlap = resolve_choice(
+        (file, source),
+        run.overlap.as_ref(),
+        "run.overlap",
+        &[("warn", Overlap::Warn), ("serialize", Overlap::Serialize)],
+        r#"write overlap = "warn" (report overlapping tasks) or "serialize" (run them one after another)"#,
+        base.map_or(Overlap::Warn, |b| b.overlap),
+    )?;
+    let trees = resolve_choice(
+        (file, source),
+        run.trees.as_ref(),
+        "run.trees",
+        &[
+            ("auto", Trees::Auto),
+            ("copy-on-write", Trees::CopyOnWrite),
+            ("checkout", Trees::Checkout),
+        ],
+        r#"write trees = "auto" (copy-on-write where this machine can mount it, else checkouts), "copy-on-write" or "checkout""#,
+        base.map_or(Trees::Auto, |b| b.trees),
+    )?;
+    let ports = match run.ports {
+        Some(ports) if ports > 1000 => {
+            return Err(
+                InputError::new(file, format!("{ports} ports per task is too many"))
+                    .key("run.ports")
+                    .fix("lease at most 1000 ports per task (0 leases none)"),
+            );
+        }
+        Some(ports) => ports,
+        None => base.map_or(10, |b| b.ports_per_task),
+    };
+    Ok((overlap, trees, ports))
 }
 
 /// `run.jobs`: a count of at least 1, else the base's (`None`: the machine's cores).
