@@ -353,6 +353,13 @@ impl Tally {
         &self.summary
     }
 
+    /// Starts from the model the worker profile names (what its tokens are priced by while it runs); an agent that
+    /// names its own (Claude's `system/init`) replaces it.
+    pub fn with_model(mut self, model: Option<String>) -> Tally {
+        self.summary.model = model;
+        self
+    }
+
     /// The summary, once the stream ended.
     pub fn finish(mut self) -> AgentSummary {
         if let Some((_, command)) = self.running.last() {

@@ -25,6 +25,31 @@ struct Report {
     workers: Vec<WorkerKindReport>,
     /// How task trees are made, and what each one gets.
     trees: TreesReport,
+    /// The price table that costs agent attempts.
+    prices: PricesReport,
+}
+
+/// The price table: the built-in one's date, and the user's table if there is one (with its error, if broken).
+#[derive(Debug, Serialize)]
+struct PricesReport {
+    /// Where the user's table would be.
+    user_table: Option<std::path::PathBuf>,
+    /// Whether it exists.
+    user_table_present: bool,
+    /// Why it cannot be used, when it is broken.
+    problem: Option<String>,
+}
+
+fn prices() -> PricesReport {
+    let user_table = crate::cost::user_table();
+    let present = user_table.as_ref().is_some_and(|path| path.exists());
+    PricesReport {
+        user_table,
+        user_table_present: present,
+        problem: crate::cost::PriceTable::load()
+            .err()
+            .map(|error| error.to_string()),
+    }
 }
 
 /// How task trees are made here: their mode, the base layer's setup, what `.worktreeinclude` selects, the ports.
@@ -57,6 +82,7 @@ pub fn doctor(start: &Path, args: DoctorArgs) -> Result<Exit, CliError> {
         sandbox: doctor::report(policy.sandbox.backend),
         workers: worker_kinds(&policy),
         trees: trees(start, &policy),
+        prices: prices(),
     };
     let profiles_work = report.workers.iter().all(|kind| {
         kind.profiles.is_empty() || kind.probe.as_ref().is_none_or(ProbeReport::usable)
@@ -190,6 +216,17 @@ fn human(report: &Report) -> String {
         text,
         "  ports    {} per task (CCFAN_PORT_BASE)",
         trees.ports_per_task
+    );
+    let prices = &report.prices;
+    let _ = writeln!(
+        text,
+        "\nprices
+  {}",
+        match (&prices.problem, prices.user_table_present, &prices.user_table) {
+            (Some(problem), _, _) => format!("your table is broken, the built-in one is used: {problem}"),
+            (None, true, Some(path)) => format!("your table {} over the built-in one (data/prices.toml)", path.display()),
+            (None, _, _) => "the built-in table (data/prices.toml); put your own in $XDG_CONFIG_HOME/ccfan/prices.toml".to_string(),
+        }
     );
     text
 }

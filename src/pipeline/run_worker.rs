@@ -212,14 +212,6 @@ fn finish_agent(
     }
     let mut summary = reader.tally.finish();
     summary.redact(|text| context.rules.redact_text(text));
-    // The agent names its model (Claude); else the profile does (Codex reports none): what its tokens are priced by.
-    if summary.model.is_none() {
-        summary.model = task
-            .worker
-            .kind
-            .agent()
-            .and_then(|(_, config)| config.model.clone());
-    }
     write(
         &files.agent(),
         &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
@@ -312,7 +304,8 @@ fn prepare_agent<'a, 'p>(
             context.resume.is_some(),
             context.baseline,
             config.api_retry,
-        ),
+        )
+        .with_model(config.model.clone()),
         rules: context.rules,
         on_progress,
         shown_at: None,

@@ -179,3 +179,22 @@ fn the_html_report_is_one_file_that_renders_offline_with_secrets_redacted() {
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(dom.contains("ccfan run") && dom.contains("t-l1"), "{dom}");
 }
+
+#[test]
+fn a_broken_price_table_is_named_by_doctor_and_never_blocks_status() {
+    let env = TestEnv::new();
+    let run_id = three_endings(&env);
+    let folder = env.home().join(".config/ccfan");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("prices.toml"), "date = 3\n").unwrap();
+    let doctor = env.ccfan(&["doctor", "--json"]).json();
+    let problem = doctor["prices"]["problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("prices.toml"), "{doctor}");
+    let status = env.ccfan(&["status", &run_id, "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert_eq!(status.json()["run_id"], run_id.as_str());
+    // The scorecard prices with it, so it says what is wrong.
+    let card = env.ccfan(&["scorecard"]);
+    assert_eq!(card.code, 2, "{card:?}");
+    assert!(card.stderr.contains("prices.toml"), "{card:?}");
+}
