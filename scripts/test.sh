@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in git sh setsid python3 npm; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in git sh setsid python3 npm chromium; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "scripts/test.sh: missing ${missing[*]} (Debian: apt-get install -y git util-linux python3 python3-pip npm)" >&2
+  echo "scripts/test.sh: missing ${missing[*]} (Debian: apt-get install -y git util-linux python3 python3-pip npm chromium)" >&2
   exit 2
 fi
 tools="$PWD/.tools"

@@ -305,8 +305,7 @@ fn an_accepted_task_whose_history_held_a_secret_gets_a_clean_branch() {
     let worker = env.script(
         "three.sh",
         &format!(
-            "set -eu\nn=$(cat \"$PROBE/n\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$PROBE/n\"\n\
-             case $n in\n1) echo 'k = \"{}\"' > src/k.txt;;\n2) rm src/k.txt; echo out > README.md;;\n\
+            "set -eu\necho \"$CCFAN_ATTEMPT\" >> \"$PROBE/calls\"\ncase $CCFAN_ATTEMPT in\n1) echo 'k = \"{}\"' > src/k.txt;;\n2) rm src/k.txt; echo out > README.md;;\n\
              *) git checkout -- README.md 2>/dev/null || printf '# test repo\\n' > README.md; echo ok > src/ok.txt;;\nesac",
             fakes.github
         ),
@@ -315,8 +314,13 @@ fn an_accepted_task_whose_history_held_a_secret_gets_a_clean_branch() {
     let run = env.run(&tasks, &["--no-merge"]);
     let view = run.json();
     let t = task(&view, "w");
-    assert_eq!(t["state"], "accepted", "{run:?}");
+    let calls = std::fs::read_to_string(env.probe().join("calls")).unwrap_or_default();
+    assert_eq!(
+        t["state"], "accepted",
+        "{run:?}\nworker starts (attempt numbers): {calls}"
+    );
     assert_eq!(t["attempts"], 3, "{t}");
+    assert_eq!(calls, "1\n2\n3\n", "one worker start per attempt");
     let run_id = view["run_id"].as_str().unwrap();
     let branch = format!("ccfan/{run_id}/w");
     let base = env.git(&["rev-parse", "main"]).trim().to_string();
