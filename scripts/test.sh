@@ -26,13 +26,15 @@ if ! PYTHONPATH="$tools/py" python3 -c 'import jsonschema' 2>/dev/null; then
 fi
 # The real agent CLIs the agent-worker tests drive against the fake model server (pinned; no API key needed).
 # The MCP Inspector (its CLI mode) for the MCP conformance test; 0.15.0 runs on Node 20.
-codex_version=0.169.0 claude_version=2.1.330 inspector_version=0.15.0
+# puppeteer-core drives the system's Chromium in the dashboard test (24.x runs on Node 20; it downloads no browser).
+codex_version=0.169.0 claude_version=2.1.330 inspector_version=0.15.0 puppeteer_version=24.40.0
 if [ "$("$tools/npm/node_modules/.bin/codex" --version 2>/dev/null)" != "codex-cli $codex_version" ] ||
    ! "$tools/npm/node_modules/.bin/claude" --version 2>/dev/null | grep -q "^$claude_version " ||
    ! grep -q "\"version\": \"$inspector_version\"" \
-     "$tools/npm/node_modules/@modelcontextprotocol/inspector/package.json" 2>/dev/null; then
+     "$tools/npm/node_modules/@modelcontextprotocol/inspector/package.json" 2>/dev/null ||
+   ! grep -q "\"version\": \"$puppeteer_version\"" "$tools/npm/node_modules/puppeteer-core/package.json" 2>/dev/null; then
   packages=("@openai/codex@$codex_version" "@anthropic-ai/claude-code@$claude_version"
-            "@modelcontextprotocol/inspector@$inspector_version")
+            "@modelcontextprotocol/inspector@$inspector_version" "puppeteer-core@$puppeteer_version")
   npm install --silent --no-audit --no-fund --prefix "$tools/npm" "${packages[@]}" >/dev/null 2>&1 ||
   npm install --no-audit --no-fund --prefix "$tools/npm" "${packages[@]}"
 fi

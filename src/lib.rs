@@ -21,6 +21,7 @@
 pub mod agents;
 pub mod cli;
 pub mod cost;
+pub mod dashboard;
 pub mod demo;
 pub mod events;
 pub mod git;

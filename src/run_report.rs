@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::git::{self, RepoPaths};
-use crate::model::{RunId, RunView, TaskState};
+use crate::model::{RunId, RunView, TaskState, TaskView};
 use crate::paths::AttemptDir;
 use crate::report::{StageReport, VerifyReport};
 use crate::secrets::RulePack;
@@ -49,47 +49,68 @@ pub fn gather(
     let view = crate::status::run_view(store, run_id)?;
     let mut tasks = Vec::new();
     for task in view.tasks.clone() {
-        let history = crate::status::history_of(store, run_id, task)?;
-        let rows = store.attempts(run_id, &history.task.id)?;
-        let latest = rows.last();
-        let stages = rows
-            .iter()
-            .rev()
-            .find_map(|attempt| {
-                let dir = AttemptDir::of(&attempt.dir);
-                let bytes = crate::util::read_regular(
-                    &AttemptDir::verify_report(&dir.artifacts(false)),
-                    crate::util::MAX_WORKER_FILE,
-                )
-                .ok()?;
-                serde_json::from_slice::<VerifyReport>(&bytes).ok()
-            })
-            .map(|report| report.stages)
-            .unwrap_or_default();
-        let base = latest
-            .and_then(|attempt| attempt.base.clone())
-            .unwrap_or_else(|| view.base.clone());
-        let diff = history.task.commit.as_ref().and_then(|commit| {
-            git::patch_text(repo, &base, commit, DIFF_CAP)
-                .ok()
-                .map(|(text, cut)| (rules.redact_text(&text), cut))
-        });
-        let log_tail = latest.and_then(|attempt| {
-            let bytes =
-                crate::util::read_regular(&attempt.log_path, crate::util::MAX_WORKER_FILE).ok()?;
-            let text = String::from_utf8_lossy(&bytes);
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
-            (!tail.trim().is_empty()).then(|| rules.redact_text(&tail))
-        });
-        tasks.push(TaskPart {
-            history,
-            stages,
-            diff,
-            log_tail,
-        });
+        tasks.push(task_part(repo, store, rules, &view, task, None)?);
     }
     Ok(RunReport { view, tasks })
+}
+
+/// One task of `view` as the report shows it: its latest attempt, or attempt `pick` (its gate stages, its change
+/// from its own base, its log), every worker text redacted by `rules`.
+pub fn task_part(
+    repo: &RepoPaths,
+    store: &Store,
+    rules: &RulePack,
+    view: &RunView,
+    task: TaskView,
+    pick: Option<u32>,
+) -> Result<TaskPart, StoreError> {
+    let run_id = &view.run_id;
+    let history = crate::status::history_of(store, run_id, task)?;
+    let mut rows = store.attempts(run_id, &history.task.id)?;
+    if let Some(n) = pick {
+        rows.retain(|attempt| attempt.n <= n);
+    }
+    let latest = rows.last();
+    let stages = rows
+        .iter()
+        .rev()
+        .find_map(|attempt| {
+            let dir = AttemptDir::of(&attempt.dir);
+            let bytes = crate::util::read_regular(
+                &AttemptDir::verify_report(&dir.artifacts(false)),
+                crate::util::MAX_WORKER_FILE,
+            )
+            .ok()?;
+            serde_json::from_slice::<VerifyReport>(&bytes).ok()
+        })
+        .map(|report| report.stages)
+        .unwrap_or_default();
+    let base = latest
+        .and_then(|attempt| attempt.base.clone())
+        .unwrap_or_else(|| view.base.clone());
+    let commit = match pick {
+        Some(_) => rows.iter().rev().find_map(|attempt| attempt.commit.clone()),
+        None => history.task.commit.clone(),
+    };
+    let diff = commit.as_ref().and_then(|commit| {
+        git::patch_text(repo, &base, commit, DIFF_CAP)
+            .ok()
+            .map(|(text, cut)| (rules.redact_text(&text), cut))
+    });
+    let log_tail = latest.and_then(|attempt| {
+        let bytes =
+            crate::util::read_regular(&attempt.log_path, crate::util::MAX_WORKER_FILE).ok()?;
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+        (!tail.trim().is_empty()).then(|| rules.redact_text(&tail))
+    });
+    Ok(TaskPart {
+        history,
+        stages,
+        diff,
+        log_tail,
+    })
 }
 
 fn mark(state: TaskState) -> &'static str {
@@ -326,6 +347,13 @@ pub fn html(report: &RunReport, rules: &RulePack) -> String {
         task_section(&mut page, part, rules);
     }
     page.push_str("<p class=\"meta\">Made by <code>ccfan report</code>; secrets are shown redacted.</p>\n</body></html>\n");
+    page
+}
+
+/// One task's section (timeline, gate stages, diff, log tail) as an HTML fragment, for the dashboard's detail view.
+pub fn task_html(part: &TaskPart, rules: &RulePack) -> String {
+    let mut page = String::new();
+    task_section(&mut page, part, rules);
     page
 }
 

@@ -34,6 +34,8 @@ pub enum Command {
     Scorecard(ScorecardArgs),
     /// A run as one self-contained HTML file (a CI artifact) or a Markdown summary (a pull-request comment).
     Report(ReportArgs),
+    /// A live web page of every run on loopback: what needs you, what is working, what is done, with actions.
+    Dashboard(DashboardArgs),
     /// Build a demo repository with fixture workers and run it (needs no repository and no API key).
     Demo(DemoArgs),
     /// Re-run the gate on a run's stored attempts (diff, scope, secrets, tests, completeness, checks).
@@ -372,6 +374,17 @@ pub struct ReportArgs {
     /// `html` or `md` (default: from --out's extension; `md` when printed).
     #[arg(long, value_parser = ["html", "md"])]
     pub format: Option<String>,
+}
+
+/// `ccfan dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// The port on 127.0.0.1 (default: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Open the page in the browser (`$BROWSER`, else `xdg-open`).
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// `ccfan scorecard`.

@@ -3,6 +3,7 @@
 
 pub mod args;
 mod control;
+mod dashboard;
 mod doctor;
 mod gate;
 mod hooks;
@@ -88,6 +89,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Gc(args) => collect_garbage(&start, args),
         Command::Scorecard(args) => scorecard::scorecard(&start, args),
         Command::Report(args) => scorecard::report(&start, args),
+        Command::Dashboard(args) => dashboard::serve(&start, args),
         Command::Demo(args) => run_demo(args),
         Command::Verify(args) => gate::verify(&start, args),
         Command::Scan(args) => gate::scan(&start, args),

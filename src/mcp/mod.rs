@@ -6,7 +6,7 @@
 mod errors;
 mod evidence;
 mod jobs;
-mod ops;
+pub(crate) mod ops;
 mod server;
 mod status;
 pub mod stdio;

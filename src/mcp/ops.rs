@@ -265,7 +265,7 @@ pub struct FollowUp {
 pub async fn follow_up(
     shared: &Shared,
     request: FollowUp,
-    context: &RequestContext<RoleServer>,
+    cancelled: &tokio_util::sync::CancellationToken,
 ) -> Result<OperationResult, Failure> {
     let FollowUp {
         request,
@@ -311,12 +311,10 @@ pub async fn follow_up(
             })
             .unwrap_or(false)
     };
-    let mut waited = job
-        .wait(spawned + START_TIMEOUT, &context.ct, started)
-        .await;
+    let mut waited = job.wait(spawned + START_TIMEOUT, cancelled, started).await;
     if matches!(waited, Waited::Met | Waited::TimedOut) && wait_seconds > 0 {
         let deadline = spawned + Duration::from_secs(u64::from(wait_seconds.min(MAX_WAIT_SECS)));
-        waited = job.wait(deadline, &context.ct, || false).await;
+        waited = job.wait(deadline, cancelled, || false).await;
     }
     let finished = match waited {
         Waited::Exited(status) => {

@@ -150,7 +150,9 @@ impl CcfanServer {
             },
             wait_seconds: params.wait_seconds,
         };
-        ops::follow_up(&shared, request, &context).await.map(Json)
+        ops::follow_up(&shared, request, &context.ct)
+            .await
+            .map(Json)
     }
 
     #[tool(
@@ -179,7 +181,9 @@ impl CcfanServer {
             },
             wait_seconds: params.wait_seconds,
         };
-        ops::follow_up(&shared, request, &context).await.map(Json)
+        ops::follow_up(&shared, request, &context.ct)
+            .await
+            .map(Json)
     }
 
     #[tool(
@@ -200,7 +204,9 @@ impl CcfanServer {
             },
             wait_seconds: seconds(params.wait_seconds, 30),
         };
-        ops::follow_up(&shared, request, &context).await.map(Json)
+        ops::follow_up(&shared, request, &context.ct)
+            .await
+            .map(Json)
     }
 
     #[tool(
@@ -221,7 +227,9 @@ impl CcfanServer {
             },
             wait_seconds: params.wait_seconds,
         };
-        ops::follow_up(&shared, request, &context).await.map(Json)
+        ops::follow_up(&shared, request, &context.ct)
+            .await
+            .map(Json)
     }
 
     #[tool(
@@ -258,7 +266,9 @@ impl CcfanServer {
             },
             wait_seconds: seconds(params.wait_seconds, 60),
         };
-        ops::follow_up(&shared, request, &context).await.map(Json)
+        ops::follow_up(&shared, request, &context.ct)
+            .await
+            .map(Json)
     }
 
     #[tool(

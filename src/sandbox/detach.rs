@@ -50,3 +50,24 @@ pub fn person_shell(dir: &Path) -> std::io::Result<i32> {
     let status = Command::new(shell).current_dir(dir).status()?;
     Ok(status.code().unwrap_or(1))
 }
+
+/// Opens `url` in the person's browser (`$BROWSER`, else `xdg-open`), detached from ccfan, its output dropped.
+pub fn open_browser(url: &str) -> std::io::Result<()> {
+    let program = std::env::var_os("BROWSER")
+        .filter(|value| !value.is_empty())
+        .unwrap_or_else(|| "xdg-open".into());
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the sandbox module is the one door to processes; a browser is the person's own program"
+    )]
+    let mut child = std::process::Command::new(&program)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    // Reaped in the background: xdg-open returns once the browser has the page.
+    std::thread::spawn(move || child.wait());
+    Ok(())
+}

@@ -154,6 +154,56 @@ impl Store {
             .collect()
     }
 
+    /// When each task of a run last changed state (ms since the epoch), by task id.
+    pub fn last_changes(
+        &self,
+        run_id: &RunId,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT task_id, MAX(at) FROM transitions WHERE run_id = ?1 AND task_id IS NOT NULL GROUP BY task_id")
+            .map_err(query("listing transitions"))?;
+        statement
+            .query_map([run_id], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(query("listing transitions"))?
+            .collect::<Result<_, _>>()
+            .map_err(query("listing transitions"))
+    }
+
+    /// When each task's latest attempt started and (if it did) finished, in ms since the epoch, by task id.
+    pub fn latest_attempt_times(
+        &self,
+        run_id: &RunId,
+    ) -> Result<std::collections::BTreeMap<String, (i64, Option<i64>)>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached(
+                "SELECT task_id, started_at, finished_at FROM attempts a WHERE run_id = ?1 AND n = \
+                 (SELECT MAX(n) FROM attempts b WHERE b.run_id = a.run_id AND b.task_id = a.task_id)",
+            )
+            .map_err(query("listing attempts"))?;
+        statement
+            .query_map([run_id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    (row.get::<_, i64>(1)?, row.get(2)?),
+                ))
+            })
+            .map_err(query("listing attempts"))?
+            .collect::<Result<_, _>>()
+            .map_err(query("listing attempts"))
+    }
+
+    /// A number that changes whenever another connection committed a change to the database (SQLite's
+    /// `data_version`): a watcher looks again only then.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .pragma_query_value(None, "data_version", |row| row.get(0))
+            .map_err(query("reading the data version"))
+    }
+
     /// Asks whoever carries the run to cancel one task (or every task); returns how many tasks were asked.
     pub fn request_cancel(
         &mut self,

@@ -93,15 +93,15 @@ fn mcp_session(env: &TestEnv, calls: &[(&str, Value)]) -> Vec<String> {
 }
 
 /// Fresh fake secrets of four kinds, in the shapes a worker would write them.
-struct Fakes {
+pub(crate) struct Fakes {
     aws: String,
-    github: String,
+    pub(crate) github: String,
     slack: String,
     pem_body: Vec<String>,
 }
 
 impl Fakes {
-    fn new() -> Fakes {
+    pub(crate) fn new() -> Fakes {
         let random = |alphabet: &[u8], n: usize| -> String {
             let mut state = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -14,6 +14,7 @@ mod awkward;
 mod bad_input;
 mod cow;
 mod crash;
+mod dashboard;
 mod demo;
 mod env;
 mod fan_out;

@@ -1,0 +1,163 @@
+//! The dashboard's actions — rework with a note, retry, accept with a reason, rollback, cancel, merge — as the
+//! same operations MCP runs: long ones handed to their own ccfan process (so they outlive the page), cancel asked
+//! of the process carrying the run. Each needs the session cookie, this server's host, a same-origin request and
+//! the page's anti-forgery token; the page asks before anything destructive.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{App, CSRF_HEADER, Refused, harden, same};
+use crate::mcp::Failure;
+use crate::mcp::ops::{self, FollowUp};
+use crate::model::{RunId, TaskId};
+use crate::pipeline::job::JobRequest;
+
+/// What the page asks for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Action {
+    /// rework, retry, accept, rollback, cancel or merge.
+    action: String,
+    /// The task (rework, retry and accept need one; rollback and cancel act on the whole run without).
+    task: Option<String>,
+    /// The note a rework sends the worker.
+    note: Option<String>,
+    /// Why a task is accepted over the gate.
+    reason: Option<String>,
+}
+
+/// A write is allowed only from this dashboard's own page: own host, signed in, same origin, and the
+/// anti-forgery token that only the page knows in a header that no cross-site form or request can set unasked.
+fn guard_write(app: &App, headers: &HeaderMap) -> Result<(), Refused> {
+    app.guard(headers)?;
+    let origin_ok = headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+        .is_none_or(|origin| {
+            origin == format!("http://127.0.0.1:{}", app.port)
+                || origin == format!("http://localhost:{}", app.port)
+        });
+    let site_ok = headers
+        .get("sec-fetch-site")
+        .and_then(|value| value.to_str().ok())
+        .is_none_or(|site| site == "same-origin");
+    let token_ok = headers
+        .get(CSRF_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|token| same(token, &app.csrf));
+    if origin_ok && site_ok && token_ok {
+        Ok(())
+    } else {
+        Err(Refused::CrossSite)
+    }
+}
+
+/// The request `action` stands for, or what is missing.
+fn request(run_id: RunId, action: &Action) -> Result<Option<JobRequest>, String> {
+    let task = action
+        .task
+        .as_deref()
+        .map(TaskId::parse)
+        .transpose()
+        .map_err(|error| format!("task: {error}"))?;
+    let needs_task = |task: Option<TaskId>| {
+        task.ok_or_else(|| format!("{}: name the task it acts on", action.action))
+    };
+    let text = |value: &Option<String>, field: &str| {
+        value
+            .as_deref()
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| format!("{}: {field} is required", action.action))
+    };
+    Ok(Some(match action.action.as_str() {
+        "rework" => JobRequest::Rework {
+            run_id,
+            task_id: needs_task(task)?,
+            note: text(&action.note, "a note for the worker")?,
+        },
+        "retry" => JobRequest::Retry {
+            run_id,
+            task_id: needs_task(task)?,
+        },
+        "accept" => JobRequest::Accept {
+            run_id,
+            task_id: needs_task(task)?,
+            reason: text(&action.reason, "a reason")?,
+        },
+        "rollback" => JobRequest::Rollback {
+            run_id,
+            task_id: task,
+        },
+        "merge" => JobRequest::Merge { run_id, into: None },
+        "cancel" => return Ok(None),
+        other => {
+            return Err(format!(
+                "unknown action `{other}`: use rework, retry, accept, rollback, cancel or merge"
+            ));
+        }
+    }))
+}
+
+fn failed(status: StatusCode, message: String) -> Response {
+    harden(
+        (
+            status,
+            Json(serde_json::json!({ "ok": false, "error": message })),
+        )
+            .into_response(),
+    )
+}
+
+/// `POST /api/runs/{run}/actions`.
+pub(super) async fn act(
+    State(app): State<Arc<App>>,
+    Path(run): Path<String>,
+    headers: HeaderMap,
+    Json(action): Json<Action>,
+) -> Response {
+    if let Err(refused) = guard_write(&app, &headers) {
+        return refused.into_response();
+    }
+    let run_id = match RunId::parse(run) {
+        Ok(run_id) => run_id,
+        Err(error) => return failed(StatusCode::BAD_REQUEST, format!("run: {error}")),
+    };
+    let request = match request(run_id.clone(), &action) {
+        Ok(request) => request,
+        Err(message) => return failed(StatusCode::BAD_REQUEST, message),
+    };
+    let never = tokio_util::sync::CancellationToken::new();
+    let done = match request {
+        Some(request) => {
+            ops::follow_up(
+                &app.shared,
+                FollowUp {
+                    request,
+                    wait_seconds: 0,
+                },
+                &never,
+            )
+            .await
+        }
+        None => {
+            let task = action.task.as_deref().and_then(|id| TaskId::parse(id).ok());
+            ops::cancel(&app.shared, run_id, task, 0).await
+        }
+    };
+    match done {
+        Ok(result) => {
+            harden(Json(serde_json::json!({ "ok": true, "result": result })).into_response())
+        }
+        Err(Failure::Tool(error)) => {
+            failed(StatusCode::CONFLICT, app.rules.redact_text(&error.message))
+        }
+        Err(Failure::Invalid(error)) => failed(StatusCode::BAD_REQUEST, error.message.to_string()),
+    }
+}
