@@ -148,7 +148,7 @@ function renderRun() {
     section.append(
       el("h3", {}, title + " ", el("span", { class: "count", id: "n-" + group })),
       el("table", { class: "g-" + group },
-        el("thead", {}, el("tr", {}, ...["task", "state", "try", "time", "doing / needs", "verdict", "tokens", "cost"].map((h) => el("th", { text: h })))),
+        el("thead", {}, el("tr", {}, ...["task", "state", "try", "time", "doing / needs", "verdict", "spend"].map((h) => el("th", { text: h })))),
         body));
   }
   for (const row of known.rows.values()) placeRow(row);
@@ -185,8 +185,7 @@ function rowCells(row) {
       : el("td", { class: "elapsed", text: secs(row.elapsed_secs) }),
     el("td", {}, doing),
     verdict,
-    el("td", { text: tokens(row.tokens) }),
-    el("td", { text: money(row.cost_usd) }),
+    el("td", { class: "spend", text: row.tokens == null && row.cost_usd == null ? "–" : `${tokens(row.tokens)} tok · ${money(row.cost_usd)}` }),
   ];
 }
 
