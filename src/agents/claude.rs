@@ -58,7 +58,18 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
             Some("api_retry") => vec![api_retry(&event)],
             _ => Vec::new(),
         },
-        "assistant" => blocks(&event).iter().filter_map(assistant_block).collect(),
+        "assistant" => {
+            let mut events: Vec<AgentEvent> =
+                blocks(&event).iter().filter_map(assistant_block).collect();
+            let message = event.get("message").unwrap_or(&Value::Null);
+            if let (Some(id), Some(usage)) = (text(message, "id"), message.get("usage")) {
+                events.push(AgentEvent::MessageUsage {
+                    id,
+                    usage: usage_of(usage, None),
+                });
+            }
+            events
+        }
         "user" => blocks(&event)
             .iter()
             .filter(|block| text(block, "type").as_deref() == Some("tool_result"))
@@ -139,10 +150,24 @@ fn assistant_block(block: &Value) -> Option<AgentEvent> {
     }
 }
 
-fn result(event: &Value) -> ResultEvent {
-    let usage = event.get("usage").unwrap_or(&Value::Null);
+/// Claude's `usage` object (input counted with cache reads and writes, which it reports apart) and `cost`.
+fn usage_of(usage: &Value, cost: Option<f64>) -> Usage {
     let cache_read = count(usage, "cache_read_input_tokens");
     let cache_write = count(usage, "cache_creation_input_tokens");
+    Usage {
+        input_tokens: count(usage, "input_tokens") + cache_read + cache_write,
+        cached_input_tokens: cache_read,
+        cache_write_tokens: cache_write,
+        output_tokens: count(usage, "output_tokens"),
+        reasoning_output_tokens: usage
+            .pointer("/output_tokens_details/thinking_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        cost_usd: cost,
+    }
+}
+
+fn result(event: &Value) -> ResultEvent {
     ResultEvent {
         is_error: event
             .get("is_error")
@@ -169,17 +194,10 @@ fn result(event: &Value) -> ResultEvent {
             .get("num_turns")
             .and_then(Value::as_u64)
             .and_then(|n| u32::try_from(n).ok()),
-        usage: Usage {
-            input_tokens: count(usage, "input_tokens") + cache_read + cache_write,
-            cached_input_tokens: cache_read,
-            cache_write_tokens: cache_write,
-            output_tokens: count(usage, "output_tokens"),
-            reasoning_output_tokens: usage
-                .pointer("/output_tokens_details/thinking_tokens")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-            cost_usd: event.get("total_cost_usd").and_then(Value::as_f64),
-        },
+        usage: usage_of(
+            event.get("usage").unwrap_or(&Value::Null),
+            event.get("total_cost_usd").and_then(Value::as_f64),
+        ),
         permission_denials: event
             .get("permission_denials")
             .and_then(Value::as_array)

@@ -75,6 +75,14 @@ pub enum AgentEvent {
         /// The tool's name.
         name: String,
     },
+    /// What one model message used so far, as Claude Code streams it: a live estimate (its output count grows
+    /// while the message streams), replaced by the total in its result.
+    MessageUsage {
+        /// The message's id (one message arrives as several events).
+        id: String,
+        /// Its usage.
+        usage: Usage,
+    },
     /// A turn ended normally, with what it used (Codex).
     TurnCompleted {
         /// Usage of the turn.

@@ -44,6 +44,8 @@ pub struct Tally {
     retrying: Option<Retrying>,
     /// The last retry seen in the attempt (a failure after it is the API's, not the task's).
     last_retry: Option<(String, Option<u16>)>,
+    /// Usage per model message while the agent streams (Claude Code), until its result gives the total.
+    live: std::collections::BTreeMap<String, Usage>,
 }
 
 /// An agent retrying its model API since `since`.
@@ -96,6 +98,7 @@ impl Tally {
             api_retry,
             retrying: None,
             last_retry: None,
+            live: std::collections::BTreeMap::new(),
         }
     }
 
@@ -122,6 +125,7 @@ impl Tally {
             | AgentEvent::FileChange { .. }
             | AgentEvent::Tool { .. }
             | AgentEvent::TurnCompleted { .. }
+            | AgentEvent::MessageUsage { .. }
             | AgentEvent::Unknown { .. } => self.activity(),
         }
         let summary = &mut self.summary;
@@ -209,6 +213,7 @@ impl Tally {
                 self.steps += 1;
                 summary.current = Some(format!("using {name}"));
             }
+            AgentEvent::MessageUsage { id, usage } => self.message_usage(id, usage),
             AgentEvent::TurnCompleted { usage } => {
                 let own = usage.minus(Usage {
                     cost_usd: None,
@@ -297,8 +302,28 @@ impl Tally {
         ))
     }
 
+    /// A message's usage so far: the attempt's usage is the sum over its messages until the result says.
+    fn message_usage(&mut self, id: String, usage: Usage) {
+        if self.summary.finished {
+            return;
+        }
+        let before = self.live_sum();
+        self.live.insert(id, usage);
+        self.summary.usage = self.summary.usage.minus(before).plus(self.live_sum());
+    }
+
+    fn live_sum(&self) -> Usage {
+        self.live
+            .values()
+            .fold(Usage::default(), |sum, usage| sum.plus(*usage))
+    }
+
     fn result(&mut self, result: ResultEvent) {
+        // The result's total replaces the live estimate.
+        let estimate = self.live_sum();
+        self.live.clear();
         let summary = &mut self.summary;
+        summary.usage = summary.usage.minus(estimate);
         summary.finished = true;
         let own_cost = result.usage.minus(Usage {
             cost_usd: self.baseline.cost_usd,
@@ -590,6 +615,42 @@ mod tests {
             Some("c976309a-16b6-4047-b788-de0ed3a02673")
         );
         assert!(summary.final_message.unwrap().contains("## Summary"));
+    }
+
+    #[test]
+    fn a_claude_run_counts_its_usage_live_until_its_result_gives_the_total() {
+        let path = format!(
+            "{}/fixtures/transcripts/claude-2.1.330-edit.jsonl",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut tally = Tally::new(
+            Agent::Claude,
+            Path::new("/root/fm/repo"),
+            None,
+            false,
+            Usage::default(),
+            ApiRetryLimit::default(),
+        );
+        let mut seen = Vec::new();
+        for line in text.lines() {
+            for event in Agent::Claude.parse_line(line) {
+                tally.observe(event);
+            }
+            seen.push(tally.summary.usage);
+        }
+        // Three messages of 1001, 1002 and 1003 input tokens, each reported once per event it came in.
+        let before_result = seen[seen.len() - 2];
+        assert_eq!(
+            (before_result.input_tokens, before_result.output_tokens),
+            (3006, 3)
+        );
+        assert_eq!(before_result.cost_usd, None);
+        assert!(seen[1].input_tokens == 1001 && seen[1].output_tokens == 1);
+        // The result's total replaces the estimate; it is not added to it.
+        let last = tally.finish().usage;
+        assert_eq!((last.input_tokens, last.output_tokens), (3006, 126));
+        assert_eq!(last.cost_usd, Some(0.014544));
     }
 
     fn replay_resumed(agent: Agent, name: &str, earlier: Usage) -> Usage {
