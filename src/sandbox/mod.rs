@@ -302,11 +302,53 @@ fn bwrap_error(log: &Path) -> String {
         .unwrap_or_else(|| "bubblewrap exited before starting the program".to_string())
 }
 
+/// Times bubblewrap is started again when the host's mount table changed under it while it set up.
+const MOUNT_RACE_TRIES: u32 = 3;
+
+/// Whether bubblewrap failed before starting the program because a mount it was copying went away meanwhile
+/// (another task's tree unmounted): nothing ran, so starting again is safe.
+fn lost_a_mount_race(outcome: &Outcome) -> bool {
+    match &outcome.exit {
+        ExitStatus::SpawnFailed { message } => {
+            message.contains("No such file or directory")
+                && (message.contains("Unable to apply mount flags")
+                    || message.contains("Can't bind mount")
+                    || message.contains("Failed to make"))
+        }
+        _ => false,
+    }
+}
+
 /// Runs `launch` to its end (exit, timeout, output limit or cancel) inside the sandbox its policy asks for,
-/// then makes sure no process of its tree survives. Fails closed when that sandbox cannot run here.
+/// then makes sure no process of its tree survives. Fails closed when that sandbox cannot run here. Copy-on-write
+/// task trees are mounts that come and go while other sandboxes start: bubblewrap copies the host's mount table,
+/// and one that vanished mid-copy fails its start before anything ran; such a start is tried again.
 pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, SandboxError> {
-    let started = Instant::now();
+    let mut on_spawn = Some(on_spawn);
     let mut stream = launch.stream.take();
+    let mut tries = 1;
+    loop {
+        let outcome = run_once(&launch, &mut stream, &mut |pid| {
+            if let Some(tell) = on_spawn.take() {
+                tell(pid);
+            }
+        })?;
+        if tries < MOUNT_RACE_TRIES && lost_a_mount_race(&outcome) {
+            tracing::debug!("bubblewrap lost a race with a mount going away; starting it again");
+            std::thread::sleep(Duration::from_millis(20 * u64::from(tries)));
+            tries += 1;
+            continue;
+        }
+        return Ok(outcome);
+    }
+}
+
+fn run_once(
+    launch: &Launch<'_>,
+    stream: &mut Option<EventStream<'_>>,
+    on_spawn: &mut dyn FnMut(u32),
+) -> Result<Outcome, SandboxError> {
+    let started = Instant::now();
     let selected = select(launch.sandbox.backend)?.backend;
     let git_protected = protects_git(&selected, launch.sandbox);
     let Some((program, args)) = launch.argv.split_first() else {
@@ -330,7 +372,7 @@ pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome
         })?;
     let (reader, writer_err) = std::io::pipe().map_err(SandboxError::Pipe)?;
     // stdout: the log too, or the event stream's own pipe and file.
-    let (stream_io, writer) = match &stream {
+    let (stream_io, writer) = match &*stream {
         None => (None, writer_err.try_clone().map_err(SandboxError::Pipe)?),
         Some(events) => {
             let file = log::CappedLog::create(events.path, launch.sandbox.log_limit).map_err(
@@ -431,7 +473,7 @@ pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome
                 return Err(SandboxError::Wait { pid, source });
             }
         }
-        take_lines(&mut stream, &mut limit_hit);
+        take_lines(stream, &mut limit_hit);
         if stopped.is_none() {
             let output = pump.bytes() + stream_pump.as_ref().map_or(0, log::Pump::bytes);
             if launch.cancel.load(Ordering::SeqCst) {
@@ -566,6 +608,19 @@ pub fn kill_leftovers(token: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_mount_that_vanished_under_bubblewrap_is_a_race_worth_another_start() {
+        let failed = |message: &str| spawn_failed(message, &Backend::None, Instant::now());
+        assert!(lost_a_mount_race(&failed(
+            "the sandbox could not start: bwrap: Can't bind mount /oldroot/ on /newroot/: Unable to apply mount \
+             flags: remount \"/newroot/w/t\": No such file or directory"
+        )));
+        assert!(!lost_a_mount_race(&failed(
+            "the sandbox could not start: bwrap: Can't find source path /x: No such file or directory"
+        )));
+        assert!(!lost_a_mount_race(&failed("x: no such executable")));
+    }
 
     #[test]
     fn landlock_protects_git_only_when_no_writable_root_holds_the_common_dir() {
