@@ -404,7 +404,7 @@ fn run_once(
         keep,
         info,
         _tmp,
-    } = match prepare(&selected, &launch, &resolved, args, &mut env) {
+    } = match prepare(&selected, launch, &resolved, args, &mut env) {
         Ok(prepared) => prepared,
         Err(error) => {
             cgroups.remove();
