@@ -16,7 +16,7 @@ const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.
   const page = await browser.newPage();
   await page.setViewport({ width: 1400, height: 900 });
   await page.goto(url); // signs in (the token for the cookie), then the page
-  const base = url.replace(/\?token=.*/, "");
+  const base = url.replace(/#token=.*/, "");
   const drawn = () => page.waitForFunction((n) => document.querySelectorAll("tr.task").length === n && window.ccfanStats.snapshotAt,
     { timeout: 60000, polling: 20 }, Number(tasks));
   await drawn();

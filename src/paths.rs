@@ -70,6 +70,13 @@ impl StateLayout {
         self.root.join("mcp")
     }
 
+    /// The file `ccfan dashboard --open` hands the browser: a redirect to the link, readable only by its owner.
+    pub fn dashboard_link(&self, port: u16) -> PathBuf {
+        self.root
+            .join("dashboard")
+            .join(format!("open-{port}.html"))
+    }
+
     /// Artifacts of one attempt (log, task file, events).
     pub fn attempt_dir(&self, run_id: &RunId, task_id: &TaskId, attempt: u32) -> PathBuf {
         self.root

@@ -18,6 +18,8 @@ const DIFF_CAP: usize = 200 << 10;
 const DIFF_OPEN_LINES: usize = 400;
 /// Lines of a worker's log kept.
 const LOG_TAIL_LINES: usize = 40;
+/// How much of a log's end is read (and redacted as a whole) to show its last lines.
+const LOG_WINDOW: u64 = 1 << 20;
 
 /// One task, as the report shows it.
 pub struct TaskPart {
@@ -68,7 +70,7 @@ pub fn task_part(
     let history = crate::status::history_of(store, run_id, task)?;
     let mut rows = store.attempts(run_id, &history.task.id)?;
     if let Some(n) = pick {
-        rows.retain(|attempt| attempt.n <= n);
+        rows.retain(|attempt| attempt.n == n);
     }
     let latest = rows.last();
     let stages = rows
@@ -97,20 +99,23 @@ pub fn task_part(
             .ok()
             .map(|(text, cut)| (rules.redact_text(&text), cut))
     });
-    let log_tail = latest.and_then(|attempt| {
-        let bytes =
-            crate::util::read_regular(&attempt.log_path, crate::util::MAX_WORKER_FILE).ok()?;
-        let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
-        (!tail.trim().is_empty()).then(|| rules.redact_text(&tail))
-    });
+    let log_tail = latest.and_then(|attempt| log_tail(&attempt.log_path, rules));
     Ok(TaskPart {
         history,
         stages,
         diff,
         log_tail,
     })
+}
+
+/// The end of a worker's log, redacted: a window well before the last lines is redacted first, so a secret that
+/// spans the cut (a private key whose header is above it) is still recognised.
+fn log_tail(path: &std::path::Path, rules: &RulePack) -> Option<String> {
+    let bytes = crate::util::read_regular_tail(path, LOG_WINDOW).ok()?;
+    let text = rules.redact_text(&String::from_utf8_lossy(&bytes));
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+    (!tail.trim().is_empty()).then_some(tail)
 }
 
 fn mark(state: TaskState) -> &'static str {
@@ -414,6 +419,9 @@ fn task_section(page: &mut String, part: &TaskPart, rules: &RulePack) {
             );
         }
         page.push_str("</table></details>\n");
+    }
+    if part.diff.is_none() {
+        page.push_str("<p class=\"meta\">no change recorded</p>\n");
     }
     if let Some((patch, cut)) = &part.diff {
         let lines = patch.lines().count();

@@ -113,6 +113,29 @@ pub fn read_regular(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>
     Ok(bytes)
 }
 
+/// The last `max` bytes of the regular file at `path` (the whole file when it is smaller), opened like
+/// [`read_regular`]: no symlink followed, no FIFO waited on.
+pub fn read_regular_tail(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let mut file = std::fs::File::options()
+        .read(true)
+        .custom_flags(i32::try_from(flags.bits()).unwrap_or(0))
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    file.seek(SeekFrom::Start(meta.len().saturating_sub(max)))?;
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Whether `error` or any of its sources says the disk (or a quota) is full: ENOSPC or EDQUOT from the kernel,
 /// SQLite's `SQLITE_FULL`, or a libgit2 OS error ending in the kernel's words for them. (Never a match anywhere in
 /// a message: git errors quote file names, and a worker chooses those.)

@@ -1,9 +1,11 @@
 //! The dashboard's live feed: one thread watches the state database (SQLite's `data_version` moves whenever any
 //! ccfan process commits), rebuilds the panels of the runs that may have changed, and broadcasts only the rows
-//! that differ. A page gets a snapshot when it connects and the deltas after it, so it never polls. Every payload
-//! is redacted once more before it leaves (the store holds redacted text already; this is the last fence).
+//! that differ. A page gets a snapshot when it connects and the deltas after it, so it never polls. Every text in a
+//! panel is redacted field by field before it leaves (the store holds redacted text already; this is the last
+//! fence).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -11,17 +13,20 @@ use tokio::sync::broadcast;
 
 use super::view::{self, RunPanel};
 use crate::git::RepoPaths;
-use crate::model::{RunId, RunState};
+use crate::model::RunState;
 use crate::paths::StateLayout;
 use crate::secrets::RulePack;
-use crate::store::{Store, StoreError};
+use crate::store::{RunRow, Store, StoreError};
 
 /// How often the watcher looks at the database's change counter.
 const LOOK_EVERY: Duration = Duration::from_millis(25);
-/// How often a run in progress is rebuilt even with no change stored (its owner may have died).
+/// How often a run in progress is rebuilt even with no change stored (its owner may have died), and the
+/// database's file is checked for having been replaced.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
 /// Deltas a slow page may fall behind by before it is told to reload.
 const BACKLOG: usize = 256;
+/// The longest a page's first request waits for the first look at the database.
+const FIRST_LOOK_WAIT: Duration = Duration::from_secs(30);
 
 /// The latest panels, and the channel their changes go out on.
 pub struct Feed {
@@ -47,42 +52,48 @@ impl Feed {
         })
     }
 
-    /// Waits (a few seconds at most) until the first look at the database is done.
+    /// Waits (for a while at most) until the first look at the database is done.
     pub async fn ready(&self) {
         let mut ready = self.ready.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|done| *done)).await;
+        let _ = tokio::time::timeout(FIRST_LOOK_WAIT, ready.wait_for(|done| *done)).await;
     }
 
     /// Every run's panel (newest first) as one JSON document, and a receiver of every change after it.
     pub fn subscribe(&self) -> (String, broadcast::Receiver<Arc<str>>) {
-        let panels = self.panels.lock().unwrap_or_else(PoisonError::into_inner);
-        let receiver = self.sender.subscribe();
-        let runs: Vec<&RunPanel> = panels.values().rev().collect();
-        let snapshot = serde_json::json!({ "runs": runs }).to_string();
-        (self.rules.redact_text(&snapshot), receiver)
+        let (runs, receiver) = {
+            let panels = self.panels.lock().unwrap_or_else(PoisonError::into_inner);
+            let runs: Vec<RunPanel> = panels.values().rev().cloned().collect();
+            (runs, self.sender.subscribe())
+        };
+        (serde_json::json!({ "runs": runs }).to_string(), receiver)
     }
 
-    /// Looks at the database once: rebuilds the runs in `marks` that changed (or are carried and `refresh` is
-    /// due), stores their panels, and sends what differs.
+    /// Looks at the database once: rebuilds the runs that changed (or are in progress, when their agents may have
+    /// reported, or `refresh` is due), stores their panels, and sends what differs. A run that cannot be read is
+    /// skipped and tried again on the next look; the others go on.
     fn look(
         &self,
         store: &Store,
         marks: &mut BTreeMap<String, Mark>,
         refresh: bool,
     ) -> Result<(), StoreError> {
+        let newest = store.newest_transitions()?;
         let mut deltas = Vec::new();
         for run in store.runs()? {
             let key = run.id.to_string();
-            let mark = (run.state, store.last_transition(&run.id)?);
+            let mark = (run.state, newest.get(&key).copied().unwrap_or(0));
             let changed = marks.get(&key) != Some(&mark);
-            if !changed && !(run.state == RunState::Running) {
+            if !changed && (run.state != RunState::Running || !(refresh || self.busy(&key))) {
                 continue;
             }
-            if !changed && !refresh && !self.busy(&key) {
-                continue;
-            }
+            let panel = match build(store, &self.rules, &run) {
+                Ok(panel) => panel,
+                Err(error) => {
+                    tracing::warn!("dashboard: cannot read run {key}: {error}");
+                    continue;
+                }
+            };
             marks.insert(key.clone(), mark);
-            let panel = build(store, &run.id, run.state, run.owner_pid, &run.owner_start)?;
             let mut panels = self.panels.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(delta) = view::delta(panels.get(&key), &panel) {
                 deltas.push(delta);
@@ -90,12 +101,11 @@ impl Feed {
             panels.insert(key, panel);
         }
         if !deltas.is_empty() {
+            // Under the lock, so a page subscribing meanwhile gets each change in its snapshot or as a delta.
             let _held = self.panels.lock().unwrap_or_else(PoisonError::into_inner);
             let payload = serde_json::json!({ "deltas": deltas }).to_string();
             // No page connected is fine.
-            let _ = self
-                .sender
-                .send(Arc::from(self.rules.redact_text(&payload)));
+            let _ = self.sender.send(Arc::from(payload));
         }
         Ok(())
     }
@@ -115,64 +125,94 @@ impl Feed {
     }
 }
 
-/// The panel of one run, read now.
-pub fn build(
-    store: &Store,
-    run_id: &RunId,
-    state: RunState,
-    owner_pid: i64,
-    owner_start: &str,
-) -> Result<RunPanel, StoreError> {
-    let view = crate::status::run_view(store, run_id)?;
-    let carried =
-        state == RunState::Running && crate::sandbox::proc::owner_alive(owner_pid, owner_start);
+/// The panel of one run, read now, every text in it redacted.
+pub fn build(store: &Store, rules: &RulePack, run: &RunRow) -> Result<RunPanel, StoreError> {
+    let view = crate::status::run_view(store, &run.id)?;
+    let carried = run.state == RunState::Running
+        && crate::sandbox::proc::owner_alive(run.owner_pid, &run.owner_start);
     let mut times: BTreeMap<String, view::Timing> = BTreeMap::new();
-    for (task, at) in store.last_changes(run_id)? {
+    for (task, at) in store.last_changes(&run.id)? {
         times.entry(task).or_default().since_ms = Some(at);
     }
-    for (task, (started, finished)) in store.latest_attempt_times(run_id)? {
+    for (task, (started, finished)) in store.latest_attempt_times(&run.id)? {
         let timing = times.entry(task).or_default();
         timing.started_ms = Some(started);
         timing.finished_ms = finished;
     }
-    Ok(view::panel(&view, carried, &times))
+    let mut panel = view::panel(&view, carried, &times);
+    for row in &mut panel.rows {
+        let texts = row
+            .reason
+            .iter_mut()
+            .chain(row.action.iter_mut())
+            .chain(row.findings.iter_mut());
+        for text in texts {
+            *text = rules.redact_text(text);
+        }
+    }
+    Ok(panel)
+}
+
+/// The device and inode of the file at `path`.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
+}
+
+/// The watcher's hold on the database: the connection, the file it opened, what it saw last.
+#[derive(Default)]
+struct Watch {
+    store: Option<Store>,
+    file: Option<(u64, u64)>,
+    version: Option<i64>,
+    marks: BTreeMap<String, Mark>,
+}
+
+impl Watch {
+    /// One look: opens the database when there is one (again, when it was replaced), then reads what changed.
+    fn once(&mut self, feed: &Feed, database: &Path, refresh: bool) {
+        if self.store.is_some() && refresh && identity(database) != self.file {
+            // Removed, or made anew at its path: the connection reads a file nobody writes.
+            *self = Watch::default();
+        }
+        if self.store.is_none() && database.exists() {
+            // A run may be creating it right now: tried again on the next look.
+            self.store = Store::open(database)
+                .inspect_err(|error| tracing::debug!("dashboard: {error}; trying again"))
+                .ok();
+            self.file = identity(database);
+        }
+        let Some(store) = &self.store else {
+            return;
+        };
+        let Ok(now) = store.data_version() else {
+            self.store = None;
+            return;
+        };
+        if self.version != Some(now) || refresh {
+            self.version = Some(now);
+            if let Err(error) = feed.look(store, &mut self.marks, refresh) {
+                tracing::warn!("dashboard: cannot read the state database: {error}");
+            }
+        }
+    }
 }
 
 /// Watches the repository's state database until `stop` is set: the first look fills the feed, later ones only
 /// when the database changed (or a refresh of runs in progress is due).
 pub fn watch(feed: &Feed, repo: &RepoPaths, stop: &std::sync::atomic::AtomicBool) {
     let database = StateLayout::of(repo).database();
-    let mut store: Option<Store> = None;
-    let mut marks = BTreeMap::new();
-    let mut version = None;
+    let mut watch = Watch::default();
     let mut refreshed = Instant::now();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if store.is_none() && database.exists() {
-            // A run may be creating it right now: try again on the next look.
-            store = Store::open(&database)
-                .inspect_err(|error| tracing::debug!("dashboard: {error}; trying again"))
-                .ok();
+        let refresh = refreshed.elapsed() >= REFRESH_EVERY;
+        if refresh {
+            refreshed = Instant::now();
         }
-        let mut lost = false;
-        if let Some(opened) = &store {
-            let now = opened.data_version().ok();
-            let refresh = refreshed.elapsed() >= REFRESH_EVERY;
-            if now.is_none() {
-                lost = true;
-            } else if version != now || refresh {
-                version = now;
-                if refresh {
-                    refreshed = Instant::now();
-                }
-                if let Err(error) = feed.look(opened, &mut marks, refresh) {
-                    tracing::warn!("dashboard: cannot read the state database: {error}");
-                }
-            }
-        }
-        if lost {
-            store = None;
-        }
-        if !*feed.ready.borrow() && (store.is_some() || !database.exists()) {
+        watch.once(feed, &database, refresh);
+        if !*feed.ready.borrow() && (watch.store.is_some() || !database.exists()) {
             feed.ready.send_replace(true);
         }
         std::thread::sleep(LOOK_EVERY);

@@ -1,41 +1,32 @@
 //! `ccfan dashboard`: the fleet as a live web page on loopback. The page is embedded in the binary (no CDN, works
 //! offline) and kept live by server-sent events from the state database ([`feed`]); its actions call the same
-//! operations as the CLI and MCP ([`actions`]). Only the person holding the printed link gets in: the link's token
-//! is exchanged for a same-site, HTTP-only cookie, every request must name this server's own host (no DNS
-//! rebinding), and every action also needs the page's anti-forgery token in a header no other site can set.
+//! operations as the CLI and MCP ([`actions`]). Only the holder of the printed link gets in: the link carries a
+//! one-time token in its fragment (never sent in a request line, a referrer or a log), which the page trades once
+//! for this start's session secret; every data request carries that secret in an `Authorization` header — no
+//! cookie, so neither another site nor another local port can borrow it — and must name this server's own host
+//! (no DNS rebinding).
 
 mod actions;
 pub mod feed;
+mod reads;
 pub mod view;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
-use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::git::RepoPaths;
 use crate::mcp::Shared;
-use crate::model::{RunId, TaskId};
 use crate::secrets::RulePack;
-
-const PAGE: &str = include_str!("assets/index.html");
-const SCRIPT: &str = include_str!("assets/app.js");
-const STYLE: &str = include_str!("assets/app.css");
-/// The cookie a valid link is exchanged for.
-const COOKIE: &str = "ccfan_dashboard";
-/// The header every action carries with the page's anti-forgery token.
-const CSRF_HEADER: &str = "x-ccfan-csrf";
 
 /// Why the dashboard could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -69,15 +60,26 @@ pub struct Options {
     pub child_env: Vec<(OsString, Option<OsString>)>,
 }
 
+/// The link to give the person: the page's address with the one-time token in its fragment.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// `http://127.0.0.1:PORT/#token=…`.
+    pub url: String,
+    /// The port served.
+    pub port: u16,
+}
+
 /// Everything a request needs.
 struct App {
     shared: Arc<Shared>,
     feed: Arc<feed::Feed>,
     rules: RulePack,
-    token: String,
+    /// The link's token until the page trades it for the session; `None` once spent.
+    token: Mutex<Option<String>>,
     session: String,
-    csrf: String,
     port: u16,
+    /// Cancelled when the server stops: open event streams end, so stopping never waits on a page.
+    stopping: CancellationToken,
 }
 
 /// An unguessable token (128 bits from the kernel).
@@ -90,13 +92,13 @@ fn secret() -> Result<String, DashboardError> {
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
-/// Serves the dashboard of `repo` until `shutdown` resolves; `ready` gets the link to open (with its token)
-/// once the port is bound.
+/// Serves the dashboard of `repo` until `shutdown` resolves; `ready` gets the link to open once the port is
+/// bound.
 pub async fn serve(
     repo: RepoPaths,
     rules: RulePack,
     options: Options,
-    ready: impl FnOnce(&str),
+    ready: impl FnOnce(&Link),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DashboardError> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], options.port)))
@@ -113,14 +115,16 @@ pub async fn serve(
         })?
         .port();
     let feed = feed::Feed::new(rules.clone());
+    let token = secret()?;
+    let stopping = CancellationToken::new();
     let app = Arc::new(App {
         shared: Shared::new(repo.clone(), options.exe, options.child_env),
         feed: feed.clone(),
         rules,
-        token: secret()?,
+        token: Mutex::new(Some(token.clone())),
         session: secret()?,
-        csrf: secret()?,
         port,
+        stopping: stopping.clone(),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
@@ -130,28 +134,43 @@ pub async fn serve(
             .spawn(move || feed::watch(&feed, &repo, &stop))
             .map_err(DashboardError::Serve)?
     };
-    ready(&format!("http://127.0.0.1:{port}/?token={}", app.token));
+    ready(&Link {
+        url: format!("http://127.0.0.1:{port}/#token={token}"),
+        port,
+    });
     let router = Router::new()
-        .route("/", get(index))
+        .route("/", get(reads::index))
         .route(
             "/app.js",
-            get(|| async { asset(SCRIPT, "text/javascript") }),
+            get(|| async { reads::asset(reads::SCRIPT, "text/javascript") }),
         )
-        .route("/app.css", get(|| async { asset(STYLE, "text/css") }))
+        .route(
+            "/app.css",
+            get(|| async { reads::asset(reads::STYLE, "text/css") }),
+        )
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
-        .route("/api/state", get(state))
-        .route("/api/events", get(events))
-        .route("/api/scorecard", get(scorecard))
-        .route("/api/runs/{run}/tasks/{task}", get(task_detail))
+        .route("/api/session", post(session))
+        .route("/api/state", get(reads::state))
+        .route("/api/events", get(reads::events))
+        .route("/api/scorecard", get(reads::scorecard))
+        .route("/api/runs/{run}/tasks/{task}", get(reads::task_detail))
         .route("/api/runs/{run}/actions", post(actions::act))
+        .layer(axum::middleware::map_response(harden_all))
         .with_state(app);
     let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stopping.cancel();
+        })
         .await
         .map_err(DashboardError::Serve);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.join();
     served
+}
+
+async fn harden_all(response: Response) -> Response {
+    harden(response)
 }
 
 /// Headers every answer carries: no framing, no sniffing, no referrer (the link holds the token), and only this
@@ -173,10 +192,6 @@ fn harden(mut response: Response) -> Response {
     response
 }
 
-fn asset(body: &'static str, kind: &'static str) -> Response {
-    harden(([(header::CONTENT_TYPE, kind)], body).into_response())
-}
-
 fn refuse(status: StatusCode, why: &str) -> Response {
     harden((status, why.to_string()).into_response())
 }
@@ -193,15 +208,13 @@ impl App {
         })
     }
 
-    /// Whether the request carries the session cookie.
+    /// Whether the request carries this start's session secret (`Authorization: Bearer …`).
     fn signed_in(&self, headers: &HeaderMap) -> bool {
         headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .any(|(name, value)| name == COOKIE && same(value, &self.session))
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .is_some_and(|given| same(given.trim(), &self.session))
     }
 
     /// Checks a read: own host and signed in.
@@ -221,10 +234,12 @@ impl App {
 enum Refused {
     /// It names another host (DNS rebinding).
     WrongHost,
-    /// It carries no valid session cookie.
+    /// It carries no valid session secret.
     SignedOut,
-    /// A write without this page's origin and anti-forgery token.
+    /// A write from another origin.
     CrossSite,
+    /// The link's token was wrong or already traded.
+    Spent,
 }
 
 impl IntoResponse for Refused {
@@ -233,13 +248,46 @@ impl IntoResponse for Refused {
             Refused::WrongHost => refuse(StatusCode::FORBIDDEN, "wrong host"),
             Refused::SignedOut => refuse(
                 StatusCode::UNAUTHORIZED,
-                "open the link `ccfan dashboard` printed (it holds this session's token)",
+                "signed out: open the link `ccfan dashboard` printed (restart it for a new link)",
+            ),
+            Refused::Spent => refuse(
+                StatusCode::UNAUTHORIZED,
+                "this link was already used, or is not this dashboard's: restart `ccfan dashboard` for a new one",
             ),
             Refused::CrossSite => refuse(
                 StatusCode::FORBIDDEN,
                 "cross-site request refused: actions come only from the dashboard's own page",
             ),
         }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Trade {
+    token: String,
+}
+
+/// `POST /api/session {"token": …}`: trades the link's one-time token for this start's session secret. The token
+/// works once: a link seen later (in a terminal's scrollback, a process list, a shell history) opens nothing.
+async fn session(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !app.own_host(&headers) {
+        return Refused::WrongHost.into_response();
+    }
+    let Ok(Trade { token }) = serde_json::from_slice::<Trade>(&body) else {
+        return Refused::Spent.into_response();
+    };
+    let mut slot = app.token.lock().unwrap_or_else(PoisonError::into_inner);
+    match slot.as_deref() {
+        Some(expected) if same(&token, expected) => {
+            *slot = None;
+            axum::Json(serde_json::json!({ "session": app.session })).into_response()
+        }
+        _ => Refused::Spent.into_response(),
     }
 }
 
@@ -251,159 +299,4 @@ fn same(given: &str, expected: &str) -> bool {
             .zip(expected.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
-}
-
-#[derive(Deserialize)]
-struct TokenQuery {
-    token: Option<String>,
-}
-
-/// The page; the link's token is exchanged for the session cookie and dropped from the address bar.
-async fn index(
-    State(app): State<Arc<App>>,
-    Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Response {
-    if !app.own_host(&headers) {
-        return Refused::WrongHost.into_response();
-    }
-    if let Some(token) = query.token {
-        if !same(&token, &app.token) {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "this link's token is not this dashboard's: open the link `ccfan dashboard` printed",
-            );
-        }
-        let mut response = Redirect::to("/").into_response();
-        let cookie = format!(
-            "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-            app.session
-        );
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().insert(header::SET_COOKIE, value);
-        }
-        return harden(response);
-    }
-    if let Err(refused) = app.guard(&headers) {
-        return refused.into_response();
-    }
-    let page = PAGE.replace("{{CSRF}}", &app.csrf).replace(
-        "{{REPO}}",
-        &html_escape(&app.shared.repo.workdir.display().to_string()),
-    );
-    harden(Html(page).into_response())
-}
-
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Every run's panel now, as JSON (the page gets the same as its first event).
-async fn state(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = app.guard(&headers) {
-        return refused.into_response();
-    }
-    app.feed.ready().await;
-    let (snapshot, _) = app.feed.subscribe();
-    harden(([(header::CONTENT_TYPE, "application/json")], snapshot).into_response())
-}
-
-/// The live feed: a snapshot, then the deltas, as server-sent events.
-async fn events(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = app.guard(&headers) {
-        return refused.into_response();
-    }
-    app.feed.ready().await;
-    let (snapshot, receiver) = app.feed.subscribe();
-    let first = tokio_stream::once(Ok::<Event, std::convert::Infallible>(
-        Event::default().event("snapshot").data(snapshot),
-    ));
-    let rest = BroadcastStream::new(receiver).map(|item| {
-        Ok(match item {
-            Ok(payload) => Event::default().event("delta").data(payload.as_ref()),
-            // Fell behind: the page reloads its snapshot.
-            Err(_) => Event::default().event("stale").data("{}"),
-        })
-    });
-    harden(
-        Sse::new(first.chain(rest))
-            .keep_alive(KeepAlive::default())
-            .into_response(),
-    )
-}
-
-#[derive(Deserialize)]
-struct AttemptQuery {
-    attempt: Option<u32>,
-}
-
-/// One task's detail (timeline, gate stages, diff of the asked attempt, log tail) as an HTML fragment rendered
-/// by the same code as the report, every worker text redacted.
-async fn task_detail(
-    State(app): State<Arc<App>>,
-    Path((run, task)): Path<(String, String)>,
-    Query(query): Query<AttemptQuery>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = app.guard(&headers) {
-        return refused.into_response();
-    }
-    let (Ok(run), Ok(task)) = (RunId::parse(run), TaskId::parse(task)) else {
-        return refuse(StatusCode::BAD_REQUEST, "not a run or task id");
-    };
-    let worker = app.clone();
-    let fragment = tokio::task::spawn_blocking(move || {
-        worker.shared.with_store(|store| {
-            let view = crate::status::run_view(store, &run)?;
-            let Some(found) = view.tasks.iter().find(|t| t.id == task).cloned() else {
-                return Ok(None);
-            };
-            let part = crate::run_report::task_part(
-                &worker.shared.repo,
-                store,
-                &worker.rules,
-                &view,
-                found,
-                query.attempt,
-            )?;
-            Ok(Some(crate::run_report::task_html(&part, &worker.rules)))
-        })
-    })
-    .await;
-    match fragment {
-        Ok(Ok(Some(html))) => harden(Html(app.rules.redact_text(&html)).into_response()),
-        Ok(Ok(None)) => refuse(StatusCode::NOT_FOUND, "no such task in that run"),
-        Ok(Err(_)) | Err(_) => refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot read that task from the state database",
-        ),
-    }
-}
-
-/// The scorecard across runs, as JSON.
-async fn scorecard(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = app.guard(&headers) {
-        return refused.into_response();
-    }
-    let worker = app.clone();
-    let card = tokio::task::spawn_blocking(move || {
-        let prices = crate::cost::PriceTable::load().unwrap_or_else(|error| {
-            tracing::warn!("{error}; costs use the built-in price table");
-            crate::cost::PriceTable::builtin()
-        });
-        worker
-            .shared
-            .with_store(|store| Ok(crate::scorecard::scorecard(store, &prices, None)?))
-    })
-    .await;
-    match card {
-        Ok(Ok(card)) => harden(axum::Json(card).into_response()),
-        Ok(Err(_)) | Err(_) => refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot read the scorecard from the state database",
-        ),
-    }
 }

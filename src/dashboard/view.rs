@@ -22,14 +22,32 @@ pub enum Group {
 }
 
 /// The group of a task in `state`, and what it needs when it needs you. `carried`: a live ccfan process owns the
-/// run (so an accepted task is about to land); `no_merge`: the run stops at accepted.
+/// run (so a task in flight moves on, and an accepted one is about to land); `no_merge`: the run stops at
+/// accepted.
 pub fn group(state: TaskState, carried: bool, no_merge: bool) -> (Group, Option<&'static str>) {
     use TaskState as S;
     match state {
-        S::Queued | S::Preparing | S::Running | S::Completed | S::Verifying | S::Rework => {
+        S::Queued
+        | S::Preparing
+        | S::Running
+        | S::Completed
+        | S::Verifying
+        | S::Rework
+        | S::Merging
+            if carried =>
+        {
             (Group::Working, None)
         }
-        S::Merging => (Group::Working, None),
+        S::Queued
+        | S::Preparing
+        | S::Running
+        | S::Completed
+        | S::Verifying
+        | S::Rework
+        | S::Merging => (
+            Group::NeedsYou,
+            Some("no ccfan process carries it any more: retry or roll back"),
+        ),
         S::Accepted if carried && !no_merge => (Group::Working, None),
         S::Accepted if no_merge => (Group::NeedsYou, Some("accepted, not landed: merge it")),
         S::Accepted => (
@@ -218,17 +236,13 @@ pub fn delta(before: Option<&RunPanel>, after: &RunPanel) -> Option<Delta> {
         Some(old) if facts(old) == facts(after) => None,
         _ => Some(facts(after)),
     };
+    let seen: std::collections::HashMap<&str, &Row> = before
+        .map(|old| old.rows.iter().map(|row| (row.id.as_str(), row)).collect())
+        .unwrap_or_default();
     let rows: Vec<Row> = after
         .rows
         .iter()
-        .filter(|row| {
-            before.is_none_or(|old| {
-                old.rows
-                    .iter()
-                    .find(|seen| seen.id == row.id)
-                    .is_none_or(|seen| seen != *row)
-            })
-        })
+        .filter(|row| seen.get(row.id.as_str()).is_none_or(|old| *old != *row))
         .cloned()
         .collect();
     (run.is_some() || !rows.is_empty()).then(|| Delta {
@@ -253,7 +267,9 @@ mod tests {
         assert_eq!(group(TaskState::Accepted, false, false).0, Group::NeedsYou);
         assert_eq!(group(TaskState::Blocked, true, false).0, Group::NeedsYou);
         assert_eq!(group(TaskState::Merged, false, false).0, Group::Done);
-        assert_eq!(group(TaskState::Running, false, false).0, Group::Working);
+        assert_eq!(group(TaskState::Running, true, false).0, Group::Working);
+        // Its process died: nothing will move it, so it needs you.
+        assert_eq!(group(TaskState::Running, false, false).0, Group::NeedsYou);
     }
 
     fn sample(rows: &[(&str, TaskState)]) -> RunPanel {

@@ -154,6 +154,24 @@ impl Store {
             .collect()
     }
 
+    /// Each run's newest transition (its sequence number), by run id: one query for every run, so a watcher can
+    /// tell which runs changed.
+    pub fn newest_transitions(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT run_id, MAX(seq) FROM transitions GROUP BY run_id")
+            .map_err(query("listing transitions"))?;
+        statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(query("listing transitions"))?
+            .collect::<Result<_, _>>()
+            .map_err(query("listing transitions"))
+    }
+
     /// When each task of a run last changed state (ms since the epoch), by task id.
     pub fn last_changes(
         &self,

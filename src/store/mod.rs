@@ -120,7 +120,7 @@ pub(crate) fn query(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError
     }
 }
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -194,6 +194,7 @@ CREATE TABLE IF NOT EXISTS transitions (
     state   TEXT NOT NULL,
     reason  TEXT
 );
+CREATE INDEX IF NOT EXISTS transitions_by_run ON transitions (run_id, seq);
 ";
 
 /// Version 3: per-attempt bases (a task re-created on a moved target), rework budgets that `retry` renews, the

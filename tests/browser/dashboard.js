@@ -2,7 +2,8 @@
 // `dashboard::the_dashboard_shows_a_run_live_and_a_rework_click_starts_the_next_attempt`.
 // Usage: node dashboard.js URL GO_FILE OUT_DIR [SCREENSHOT_DIR]
 // It checks the page updates without a reload while a run goes on, reworks a blocked task through the page, and
-// writes every page it saw to OUT_DIR for the test to search for raw secrets.
+// writes every page it saw, and every event of the page's feed (tapped from inside the page, with its session),
+// to OUT_DIR for the test to search for raw secrets.
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -45,20 +46,42 @@ async function state(page, task, wanted, timeout = 60000) {
   step("the page loads and shows the run in progress");
   await page.goto(url);
   await page.waitForSelector("tr.task");
+  if ((await page.evaluate(() => location.href)).includes("token")) throw new Error("the token stayed in the address bar");
+  // A second reader of the feed, inside the page (same origin, same session), keeps every event for the test.
+  await page.evaluate(() => {
+    window.tapped = "";
+    const session = localStorage.getItem("ccfan-dashboard-session");
+    fetch("/api/events", { headers: { authorization: "Bearer " + session } }).then(async (response) => {
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        window.tapped += value;
+      }
+    });
+  });
   await state(page, "slow", ["running"]);
   await page.evaluate(() => { window.loadedOnce = true; });
+  // A running worker's log, read while it is written (it printed a private key longer than the tail shown).
+  await page.$eval("#task-slow", (row) => row.click());
+  await page.waitForFunction(() => {
+    const body = document.getElementById("detail-body");
+    return body && body.textContent.includes("worker log");
+  }, { timeout: 30000, polling: 50 });
+  await page.$$eval("#detail-body details", (all) => all.forEach((d) => { d.open = true; }));
   await dump(page, "running");
   if (shots) await page.screenshot({ path: path.join(shots, "dashboard.png") });
 
   step("a task that finishes shows up without a reload");
   fs.writeFileSync(goFile, "go");
-  await state(page, "slow", ["accepted"]);
+  // It printed a key, so the gate holds it: blocked (the policy allows no rework).
+  await state(page, "slow", ["blocked", "rolled_back"]);
   await page.waitForSelector('button.run[data-run-state="finished"]', { timeout: 60000 });
   if (!(await page.evaluate(() => window.loadedOnce === true))) throw new Error("the page reloaded");
 
   step("the blocked task is reworked from the page");
   await state(page, "fix", ["blocked"]);
-  await page.click("#task-fix");
+  await page.$eval("#task-fix", (row) => row.click());
   await page.waitForSelector('#detail button[data-action="rework"]');
   await page.click('#detail button[data-action="rework"]');
   await page.waitForSelector("#ask-input:not([hidden])");
@@ -70,11 +93,13 @@ async function state(page, task, wanted, timeout = 60000) {
   await dump(page, "reworked");
 
   step("the leaked key's task shows its diff, redacted");
-  await page.click("#task-leak");
+  await page.$eval("#task-leak", (row) => row.click());
   await page.waitForFunction(() => {
     const body = document.getElementById("detail-body");
-    return body && body.textContent.includes("src/k.txt");
+    return body && body.textContent.includes("src/k.txt") && body.textContent.includes("worker log");
   }, { timeout: 30000, polling: 50 });
+  // The log is folded: open it, so the page holds what a person would read.
+  await page.$$eval("#detail-body details", (all) => all.forEach((d) => { d.open = true; }));
   await dump(page, "leak-detail");
   if (shots) await page.screenshot({ path: path.join(shots, "dashboard-task.png") });
 
@@ -82,6 +107,7 @@ async function state(page, task, wanted, timeout = 60000) {
   await page.click("#tab-score");
   await page.waitForSelector("#score table");
   await dump(page, "scorecard");
+  fs.writeFileSync(path.join(outDir, "events.txt"), await page.evaluate(() => window.tapped));
   if (problems.length) throw new Error(problems.join("\n"));
   await browser.close();
   step("done");

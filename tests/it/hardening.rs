@@ -97,7 +97,7 @@ pub(crate) struct Fakes {
     aws: String,
     pub(crate) github: String,
     slack: String,
-    pem_body: Vec<String>,
+    pub(crate) pem_body: Vec<String>,
 }
 
 impl Fakes {
@@ -134,7 +134,7 @@ impl Fakes {
     }
 
     /// What must never appear raw: each secret, and each line of the key's body.
-    fn raw(&self) -> Vec<String> {
+    pub(crate) fn raw(&self) -> Vec<String> {
         let mut raw = vec![self.aws.clone(), self.github.clone(), self.slack.clone()];
         raw.extend(self.pem_body.iter().map(|line| line[..40].to_string()));
         raw

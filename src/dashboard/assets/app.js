@@ -1,14 +1,19 @@
 // ccfan dashboard: one live view of every run, kept current by the server's events (no polling). Text from
 // the state database is always set as text, never parsed as HTML; the task detail is HTML the server rendered
-// and escaped (the same code as `ccfan report`).
+// and escaped (the same code as `ccfan report`). Sign-in: the printed link carries a one-time token in its
+// fragment; the page trades it for this start's session secret, kept in this origin's storage and sent as a
+// header (no cookie, so no other site or local port can borrow it).
 "use strict";
 
-const csrf = document.querySelector('meta[name="ccfan-csrf"]').content;
+const SESSION = "ccfan-dashboard-session";
+let session = null;
 const GROUPS = [["needs_you", "Needs you"], ["working", "Working"], ["done", "Done"]];
 const runs = new Map(); // run id -> {run facts, rows: Map(task id -> row)}
 let selectedRun = null;
 let selectedTask = null;
 let selectedAttempt = null;
+let detailAsked = 0; // the newest detail request: older answers are dropped
+let detailReloaded = 0;
 // How fresh the page is: milliseconds from a stored state change to the page showing it (benchmarks read it).
 window.ccfanStats = { latencies: [], snapshotAt: null };
 
@@ -41,7 +46,7 @@ function tokens(n) { return n == null ? "–" : n >= 1e6 ? (n / 1e6).toFixed(1) 
 
 function store(panel) {
   const rows = new Map();
-  for (const row of panel.rows) rows.set(row.id, row);
+  panel.rows.forEach((row, index) => { row.order = index; rows.set(row.id, row); });
   runs.set(panel.run_id, { run: { ...panel, rows: undefined }, rows });
 }
 
@@ -72,10 +77,15 @@ function onDelta(data) {
     }
     for (const row of delta.rows) {
       const old = known.rows.get(row.id);
+      row.order = old ? old.order : known.rows.size;
       known.rows.set(row.id, row);
       if (delta.run_id === selectedRun) placeRow(row);
       if (old && old.state !== row.state && row.since_ms) window.ccfanStats.latencies.push(now - row.since_ms);
-      if (delta.run_id === selectedRun && row.id === selectedTask && (!old || old.state !== row.state || old.attempt !== row.attempt)) loadDetail();
+      if (delta.run_id === selectedRun && row.id === selectedTask) {
+        const moved = !old || old.state !== row.state || old.attempt !== row.attempt;
+        // Its log and its agent's progress change as it runs: the detail follows, at most once a second.
+        if (moved || Date.now() - detailReloaded > 1000) loadDetail();
+      }
     }
   }
   if (newRun && !selectedRun) selectedRun = data.deltas[0].run_id;
@@ -84,14 +94,75 @@ function onDelta(data) {
   countGroups();
 }
 
-function connect() {
+function auth(extra) {
+  return { ...(extra || {}), authorization: "Bearer " + session };
+}
+
+function signedOut() {
+  localStorage.removeItem(SESSION);
   const live = document.getElementById("live");
-  const source = new EventSource("/api/events");
-  source.addEventListener("snapshot", (e) => onSnapshot(JSON.parse(e.data)));
-  source.addEventListener("delta", (e) => onDelta(JSON.parse(e.data)));
-  source.addEventListener("stale", () => { source.close(); connect(); });
-  source.onopen = () => { live.textContent = "live"; live.className = "live on"; };
-  source.onerror = () => { live.textContent = "reconnecting…"; live.className = "live off"; };
+  live.textContent = "signed out";
+  live.className = "live off";
+  document.getElementById("run").replaceChildren(el("p", { class: "needs",
+    text: "Signed out: open the link `ccfan dashboard` printed. A link works once; restart `ccfan dashboard` for a new one." }));
+}
+
+async function signIn() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (token) {
+    // Out of the address bar and this history entry at once.
+    history.replaceState(null, "", "/");
+    const response = await fetch("/api/session", {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token }),
+    });
+    if (response.ok) localStorage.setItem(SESSION, (await response.json()).session);
+  }
+  session = localStorage.getItem(SESSION);
+  return session != null;
+}
+
+// Server-sent events over fetch (EventSource cannot send the session header).
+async function connect() {
+  const live = document.getElementById("live");
+  for (;;) {
+    try {
+      const response = await fetch("/api/events", { headers: auth() });
+      if (response.status === 401) { signedOut(); return; }
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      live.textContent = "live"; live.className = "live on";
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          dispatch(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    } catch (error) {
+      // The server went away or restarted: try again shortly.
+    }
+    live.textContent = "reconnecting…"; live.className = "live off";
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+function dispatch(block) {
+  let kind = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) kind = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  }
+  if (!data.length) return;
+  let parsed;
+  try { parsed = JSON.parse(data.join("\n")); } catch (error) { return; }
+  if (kind === "snapshot") onSnapshot(parsed);
+  else if (kind === "delta") onDelta(parsed);
+  else if (kind === "stale") throw new Error("fell behind"); // reconnects: a fresh snapshot
 }
 
 // ---- rendering ----
@@ -118,9 +189,9 @@ function renderRuns() {
   }
 }
 
-function action(label, act, opts) {
+function action(run, label, act, opts) {
   return el("button", { type: "button", class: "act" + (opts && opts.danger ? " danger" : ""), "data-action": act.action, text: label,
-    onclick: () => ask(label, opts && opts.confirm, opts && opts.input, act) });
+    onclick: () => ask(label, opts && opts.confirm, opts && opts.input, run, act) });
 }
 
 function renderHead() {
@@ -132,9 +203,9 @@ function renderHead() {
     el("h2", {}, "Run ", el("code", { text: run.run_id })),
     el("p", { class: "meta", text: `${run.state}${run.carried ? " (carried by a live ccfan process)" : ""} · base ${run.base.slice(0, 10)} · ${run.no_merge ? "stops at accepted" : "lands on " + (run.target || "its branch")} · started ${run.created_at} · cost ${money(run.cost_usd)}` }),
     el("div", { class: "actions" },
-      action("Merge accepted", { action: "merge" }, { confirm: "Land every accepted task of this run on its target branch?" }),
-      action("Cancel run", { action: "cancel" }, { danger: true, confirm: "Stop every running worker of this run? Their work is kept on salvage refs." }),
-      action("Roll back run", { action: "rollback" }, { danger: true, confirm: "Roll back every task of this run (merged ones are reverted)? Every attempt stays salvaged." })));
+      action(run.run_id, "Merge accepted", { action: "merge" }, { confirm: "Land every accepted task of this run on its target branch?" }),
+      action(run.run_id, "Cancel run", { action: "cancel" }, { danger: true, confirm: "Stop every running worker of this run? Their work is kept on salvage refs." }),
+      action(run.run_id, "Roll back run", { action: "rollback" }, { danger: true, confirm: "Roll back every task of this run (merged ones are reverted)? Every attempt stays salvaged." })));
 }
 
 function renderRun() {
@@ -199,8 +270,13 @@ function placeRow(row) {
   tr.dataset.state = row.state;
   tr.dataset.attempt = String(row.attempt);
   tr.classList.toggle("on", row.id === selectedTask);
+  tr.dataset.order = String(row.order);
   tr.replaceChildren(...rowCells(row));
-  if (tr.parentNode !== body) body.append(tr);
+  if (tr.parentNode !== body) {
+    // Task-file order within its group.
+    const next = [...body.children].find((other) => Number(other.dataset.order) > row.order);
+    body.insertBefore(tr, next || null);
+  }
 }
 
 // ---- a task's detail and its actions ----
@@ -214,12 +290,18 @@ function selectTask(id) {
 
 async function loadDetail() {
   const detail = document.getElementById("detail");
-  const known = runs.get(selectedRun);
+  const run = selectedRun;
+  const known = runs.get(run);
   const row = known && known.rows.get(selectedTask);
   if (!row) { detail.hidden = true; return; }
+  const asked = ++detailAsked;
+  detailReloaded = Date.now();
   const query = selectedAttempt ? `?attempt=${selectedAttempt}` : "";
-  const response = await fetch(`/api/runs/${encodeURIComponent(selectedRun)}/tasks/${encodeURIComponent(row.id)}${query}`);
+  const response = await fetch(`/api/runs/${encodeURIComponent(run)}/tasks/${encodeURIComponent(row.id)}${query}`, { headers: auth() });
+  if (response.status === 401) { signedOut(); return; }
   const html = response.ok ? await response.text() : "";
+  // Another task or run was picked meanwhile: this answer is not for what is shown.
+  if (asked !== detailAsked || run !== selectedRun || row.id !== selectedTask) return;
   const attempts = el("p", { class: "attempts" }, "diff of attempt: ");
   for (let n = 1; n <= row.attempt; n++) {
     attempts.append(el("button", { type: "button", class: (selectedAttempt || row.attempt) === n ? "on" : "", text: String(n),
@@ -230,17 +312,17 @@ async function loadDetail() {
   body.innerHTML = html; // rendered and escaped by the server, secrets redacted
   detail.replaceChildren(
     el("div", { class: "actions" },
-      action("Rework…", { ...task, action: "rework" }, { input: "note", confirm: `Send ${row.id} back to its worker with this note:` }),
-      action("Retry", { ...task, action: "retry" }, { confirm: `Give ${row.id} a fresh rework budget and another attempt?` }),
-      action("Accept…", { ...task, action: "accept" }, { input: "reason", danger: true, confirm: `Accept ${row.id} over the gate's verdict? Say why (recorded with your name):` }),
-      action("Roll back", { ...task, action: "rollback" }, { danger: true, confirm: `Roll ${row.id} back? Its attempts stay on salvage refs.` }),
-      action("Cancel", { ...task, action: "cancel" }, { danger: true, confirm: `Stop ${row.id}'s worker? Its work is kept.` })),
+      action(run, "Rework…", { ...task, action: "rework" }, { input: "note", confirm: `Send ${row.id} back to its worker with this note:` }),
+      action(run, "Retry", { ...task, action: "retry" }, { confirm: `Give ${row.id} a fresh rework budget and another attempt?` }),
+      action(run, "Accept…", { ...task, action: "accept" }, { input: "reason", danger: true, confirm: `Accept ${row.id} over the gate's verdict${known.run.no_merge ? "" : " and land it on " + (known.run.target || "its branch") + " now"}? Say why (recorded with your name):` }),
+      action(run, "Roll back", { ...task, action: "rollback" }, { danger: true, confirm: `Roll ${row.id} back? Its attempts stay on salvage refs.` }),
+      action(run, "Cancel", { ...task, action: "cancel" }, { danger: true, confirm: `Stop ${row.id}'s worker? Its work is kept.` })),
     row.attempt > 1 ? attempts : "",
     body);
   detail.hidden = false;
 }
 
-function ask(title, text, input, act) {
+function ask(title, text, input, run, act) {
   const modal = document.getElementById("ask");
   const field = document.getElementById("ask-input");
   document.getElementById("ask-title").textContent = title;
@@ -259,17 +341,18 @@ function ask(title, text, input, act) {
     const body = { ...act };
     if (input) body[input] = field.value.trim();
     close();
-    send(body);
+    send(run, body);
   };
 }
 
-async function send(body) {
+async function send(run, body) {
   try {
-    const response = await fetch(`/api/runs/${encodeURIComponent(selectedRun)}/actions`, {
+    const response = await fetch(`/api/runs/${encodeURIComponent(run)}/actions`, {
       method: "POST",
-      headers: { "content-type": "application/json", "x-ccfan-csrf": csrf },
+      headers: auth({ "content-type": "application/json" }),
       body: JSON.stringify(body),
     });
+    if (response.status === 401) { signedOut(); return; }
     const answer = await response.json().catch(() => ({ ok: false, error: `HTTP ${response.status}` }));
     if (answer.ok) flash(`${body.action}${body.task ? " " + body.task : ""}: ${answer.result.finished ? "done" : "started"}`);
     else flash(`${body.action}: ${answer.error}`, true);
@@ -282,7 +365,7 @@ async function send(body) {
 
 async function loadScorecard() {
   const section = document.getElementById("score");
-  const response = await fetch("/api/scorecard");
+  const response = await fetch("/api/scorecard", { headers: auth() });
   if (!response.ok) { section.textContent = "cannot read the scorecard"; return; }
   const card = await response.json();
   const heads = ["profile", "model", "tasks", "accepted", "first try", "mean reworks", "scope", "secrets", "tests failed", "median time", "cost", "per accepted"];
@@ -313,4 +396,4 @@ setInterval(() => {
 
 document.getElementById("tab-runs").addEventListener("click", () => tab("runs"));
 document.getElementById("tab-score").addEventListener("click", () => tab("score"));
-connect();
+signIn().then((ok) => (ok ? connect() : signedOut()));
