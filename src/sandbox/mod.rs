@@ -306,14 +306,26 @@ fn bwrap_error(log: &Path) -> String {
 const MOUNT_RACE_TRIES: u32 = 3;
 
 /// Whether bubblewrap failed before starting the program because a mount it was copying went away meanwhile
-/// (another task's tree unmounted): nothing ran, so starting again is safe.
-fn lost_a_mount_race(outcome: &Outcome) -> bool {
+/// (another task's tree unmounted): nothing ran, so starting again is safe. Bubblewrap reports the child's pid
+/// before the child sets up its mounts, so such a failure can also look like the program exiting 1: then the log
+/// holds bubblewrap's one line and nothing else.
+fn lost_a_mount_race(outcome: &Outcome, log: &Path) -> bool {
+    let race = |text: &str| {
+        text.starts_with("bwrap: ")
+            && text.contains("No such file or directory")
+            && (text.contains("Unable to apply mount flags")
+                || text.contains("Can't bind mount")
+                || text.contains("Failed to make"))
+    };
     match &outcome.exit {
         ExitStatus::SpawnFailed { message } => {
-            message.contains("No such file or directory")
-                && (message.contains("Unable to apply mount flags")
-                    || message.contains("Can't bind mount")
-                    || message.contains("Failed to make"))
+            race(message.trim_start_matches("the sandbox could not start: "))
+        }
+        ExitStatus::Code { code: 1 } if outcome.output_bytes < 4096 => {
+            crate::util::read_regular(log, 4096).is_ok_and(|bytes| {
+                let text = String::from_utf8_lossy(&bytes);
+                text.trim().lines().count() == 1 && race(text.trim())
+            })
         }
         _ => false,
     }
@@ -333,7 +345,7 @@ pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome
                 tell(pid);
             }
         })?;
-        if tries < MOUNT_RACE_TRIES && lost_a_mount_race(&outcome) {
+        if tries < MOUNT_RACE_TRIES && lost_a_mount_race(&outcome, launch.log_path) {
             tracing::debug!("bubblewrap lost a race with a mount going away; starting it again");
             std::thread::sleep(Duration::from_millis(20 * u64::from(tries)));
             tries += 1;
@@ -611,15 +623,33 @@ mod tests {
 
     #[test]
     fn only_a_mount_that_vanished_under_bubblewrap_is_a_race_worth_another_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let race = "bwrap: Can't bind mount /oldroot/ on /newroot/: Unable to apply mount flags: remount \
+                    \"/newroot/w/t\": No such file or directory";
         let failed = |message: &str| spawn_failed(message, &Backend::None, Instant::now());
-        assert!(lost_a_mount_race(&failed(
-            "the sandbox could not start: bwrap: Can't bind mount /oldroot/ on /newroot/: Unable to apply mount \
-             flags: remount \"/newroot/w/t\": No such file or directory"
-        )));
-        assert!(!lost_a_mount_race(&failed(
-            "the sandbox could not start: bwrap: Can't find source path /x: No such file or directory"
-        )));
-        assert!(!lost_a_mount_race(&failed("x: no such executable")));
+        assert!(lost_a_mount_race(
+            &failed(&format!("the sandbox could not start: {race}")),
+            &log
+        ));
+        assert!(!lost_a_mount_race(
+            &failed(
+                "the sandbox could not start: bwrap: Can't find source path /x: No such file or directory"
+            ),
+            &log
+        ));
+        assert!(!lost_a_mount_race(&failed("x: no such executable"), &log));
+        // Reported as the program's exit 1, with bubblewrap's line as the whole log.
+        let exited = |output: &str| {
+            std::fs::write(&log, output).unwrap();
+            let mut outcome = failed("");
+            outcome.exit = ExitStatus::Code { code: 1 };
+            outcome.output_bytes = output.len() as u64;
+            lost_a_mount_race(&outcome, &log)
+        };
+        assert!(exited(&format!("{race}\n")));
+        assert!(!exited(&format!("the program ran\n{race}\n")));
+        assert!(!exited("bwrap: something else\n"));
     }
 
     #[test]
