@@ -80,7 +80,7 @@ pub fn run_worker(
     policy: &Policy,
     context: &AttemptContext<'_>,
     cancel: &AtomicBool,
-    on_spawn: impl FnOnce(u32),
+    on_spawn: impl FnMut(u32),
     on_progress: &mut dyn FnMut(&AgentSummary),
 ) -> Result<WorkerRun, RunWorkerError> {
     let (task_file, outbox) = write_task_file(task, context)?;

@@ -97,28 +97,41 @@ fn probe_bwrap() -> Result<(PathBuf, String), String> {
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
         .map_err(|error| format!("{}: {error}", path.display()))?;
-    // The same namespaces and binds a worker gets, on a trivial program.
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the sandbox is the one door to processes"
-    )]
-    let mut command = Command::new(&path);
-    let output = command
-        .args(super::bwrap::ISOLATION)
-        .args([
-            "--unshare-net",
-            "--size",
-            "1048576",
-            "--tmpfs",
-            "/tmp",
-            "--bind-try",
-            "/tmp",
-            "/tmp",
-        ])
-        .args(["--", "true"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| format!("{}: {error}", path.display()))?;
+    // The same namespaces and binds a worker gets, on a trivial program; started again when it only lost a race
+    // with a task tree being unmounted (a machine with runs going must not conclude bubblewrap is broken).
+    let mut tries = 1;
+    let output = loop {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the sandbox is the one door to processes"
+        )]
+        let mut command = Command::new(&path);
+        let output = command
+            .args(super::bwrap::ISOLATION)
+            .args([
+                "--unshare-net",
+                "--size",
+                "1048576",
+                "--tmpfs",
+                "/tmp",
+                "--bind-try",
+                "/tmp",
+                "/tmp",
+            ])
+            .args(["--", "true"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success()
+            || tries >= super::MOUNT_RACE_TRIES
+            || !super::mount_race(stderr.trim())
+        {
+            break output;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25 * u64::from(tries)));
+        tries += 1;
+    };
     if output.status.success() {
         Ok((path, version))
     } else {

@@ -303,20 +303,14 @@ fn bwrap_error(log: &Path) -> String {
 }
 
 /// Times bubblewrap is started again when the host's mount table changed under it while it set up.
-const MOUNT_RACE_TRIES: u32 = 3;
+pub(crate) const MOUNT_RACE_TRIES: u32 = 6;
 
 /// Whether bubblewrap failed before starting the program because a mount it was copying went away meanwhile
 /// (another task's tree unmounted): nothing ran, so starting again is safe. Bubblewrap reports the child's pid
 /// before the child sets up its mounts, so such a failure can also look like the program exiting 1: then the log
 /// holds bubblewrap's one line and nothing else.
 fn lost_a_mount_race(outcome: &Outcome, log: &Path) -> bool {
-    let race = |text: &str| {
-        text.starts_with("bwrap: ")
-            && text.contains("No such file or directory")
-            && (text.contains("Unable to apply mount flags")
-                || text.contains("Can't bind mount")
-                || text.contains("Failed to make"))
-    };
+    let race = mount_race;
     match &outcome.exit {
         ExitStatus::SpawnFailed { message } => {
             race(message.trim_start_matches("the sandbox could not start: "))
@@ -331,25 +325,36 @@ fn lost_a_mount_race(outcome: &Outcome, log: &Path) -> bool {
     }
 }
 
+/// Whether bubblewrap's message says a mount it was copying went away meanwhile: remounting a submount of the
+/// host's root failed (ENOENT when it is gone, EINVAL while it is being taken down), or a bind found its mount
+/// point gone.
+pub(crate) fn mount_race(text: &str) -> bool {
+    text.starts_with("bwrap: ")
+        && (text.contains("Unable to apply mount flags: remount")
+            || (text.contains("No such file or directory")
+                && (text.contains("Can't bind mount") || text.contains("Failed to make"))))
+}
+
 /// Runs `launch` to its end (exit, timeout, output limit or cancel) inside the sandbox its policy asks for,
 /// then makes sure no process of its tree survives. Fails closed when that sandbox cannot run here. Copy-on-write
 /// task trees are mounts that come and go while other sandboxes start: bubblewrap copies the host's mount table,
-/// and one that vanished mid-copy fails its start before anything ran; such a start is tried again.
-pub fn run(mut launch: Launch<'_>, on_spawn: impl FnOnce(u32)) -> Result<Outcome, SandboxError> {
-    let mut on_spawn = Some(on_spawn);
+/// and one that vanished mid-copy fails its start before anything ran; such a start is tried again (6 times at most).
+/// `on_spawn` hears every process started (a start tried again has a new pid).
+pub fn run(mut launch: Launch<'_>, mut on_spawn: impl FnMut(u32)) -> Result<Outcome, SandboxError> {
     let mut stream = launch.stream.take();
     let mut tries = 1;
     loop {
-        let outcome = run_once(&launch, &mut stream, &mut |pid| {
-            if let Some(tell) = on_spawn.take() {
-                tell(pid);
-            }
-        })?;
+        let mut outcome = run_once(&launch, &mut stream, &mut on_spawn)?;
         if tries < MOUNT_RACE_TRIES && lost_a_mount_race(&outcome, launch.log_path) {
             tracing::debug!("bubblewrap lost a race with a mount going away; starting it again");
-            std::thread::sleep(Duration::from_millis(20 * u64::from(tries)));
+            std::thread::sleep(Duration::from_millis(25 * u64::from(tries)));
             tries += 1;
             continue;
+        }
+        if tries > 1 {
+            outcome.notes.push(format!(
+                "the sandbox was started {tries} times: a mount went away while it started"
+            ));
         }
         return Ok(outcome);
     }
@@ -648,6 +653,10 @@ mod tests {
             lost_a_mount_race(&outcome, &log)
         };
         assert!(exited(&format!("{race}\n")));
+        assert!(exited(
+            "bwrap: Can't bind mount /oldroot/ on /newroot/: Unable to apply mount flags: remount \"/newroot/t/w\": \
+             Invalid argument\n"
+        ));
         assert!(!exited(&format!("the program ran\n{race}\n")));
         assert!(!exited("bwrap: something else\n"));
     }

@@ -66,7 +66,8 @@ async function state(page, task, wanted, timeout = 60000) {
   await page.$eval("#task-slow", (row) => row.click());
   await page.waitForFunction(() => {
     const body = document.getElementById("detail-body");
-    return body && body.textContent.includes("worker log");
+    const shows = document.getElementById("detail").dataset.shows || "";
+    return shows.endsWith("/slow") && body && body.textContent.includes("worker log");
   }, { timeout: 30000, polling: 50 });
   await page.$$eval("#detail-body details", (all) => all.forEach((d) => { d.open = true; }));
   await dump(page, "running");
@@ -82,11 +83,11 @@ async function state(page, task, wanted, timeout = 60000) {
   step("the blocked task is reworked from the page");
   await state(page, "fix", ["blocked"]);
   await page.$eval("#task-fix", (row) => row.click());
-  await page.waitForSelector('#detail button[data-action="rework"]');
-  await page.click('#detail button[data-action="rework"]');
+  await page.waitForSelector('#detail[data-shows$="/fix"] button[data-action="rework"]');
+  await page.$eval('#detail[data-shows$="/fix"] button[data-action="rework"]', (button) => button.click());
   await page.waitForSelector("#ask-input:not([hidden])");
   await page.type("#ask-input", "Keep to src/: put the greeting in src/fix.txt and leave README.md alone.");
-  await page.click("#ask-yes");
+  await page.$eval("#ask-yes", (button) => button.click());
   await page.waitForFunction(() => document.getElementById("task-fix").dataset.attempt === "2", { timeout: 60000, polling: 50 });
   await state(page, "fix", ["accepted"]);
   if (!(await page.evaluate(() => window.loadedOnce === true))) throw new Error("the page reloaded");
@@ -96,7 +97,8 @@ async function state(page, task, wanted, timeout = 60000) {
   await page.$eval("#task-leak", (row) => row.click());
   await page.waitForFunction(() => {
     const body = document.getElementById("detail-body");
-    return body && body.textContent.includes("src/k.txt") && body.textContent.includes("worker log");
+    const shows = document.getElementById("detail").dataset.shows || "";
+    return shows.endsWith("/leak") && body && body.textContent.includes("src/k.txt") && body.textContent.includes("worker log");
   }, { timeout: 30000, polling: 50 });
   // The log is folded: open it, so the page holds what a person would read.
   await page.$$eval("#detail-body details", (all) => all.forEach((d) => { d.open = true; }));
@@ -104,7 +106,7 @@ async function state(page, task, wanted, timeout = 60000) {
   if (shots) await page.screenshot({ path: path.join(shots, "dashboard-task.png") });
 
   step("the scorecard tab");
-  await page.click("#tab-score");
+  await page.$eval("#tab-score", (button) => button.click());
   await page.waitForSelector("#score table");
   await dump(page, "scorecard");
   fs.writeFileSync(path.join(outDir, "events.txt"), await page.evaluate(() => window.tapped));

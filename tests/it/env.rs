@@ -273,11 +273,17 @@ pub fn copy_on_write() -> bool {
 
 /// Whether bubblewrap is installed and can make namespaces here.
 pub fn bwrap_works() -> bool {
-    Command::new("bwrap")
-        .args(["--ro-bind", "/", "/", "--unshare-pid", "--", "true"])
-        .stdin(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
+    // Other tests mount and unmount task trees meanwhile; bubblewrap fails its start when one goes away while it
+    // copies the mount table (ccfan starts it again in that case, and so does this probe).
+    (0..6).any(|tries| {
+        std::thread::sleep(std::time::Duration::from_millis(25 * tries));
+        Command::new("bwrap")
+            .args(["--ro-bind", "/", "/", "--unshare-pid", "--", "true"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    })
 }
 
 /// Waits (up to a minute) until `path` exists; `what` names what failed to happen.

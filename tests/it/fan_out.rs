@@ -71,7 +71,7 @@ echo "end $(date +%s%N)" >> "$PROBE/$CCFAN_TASK_ID.times""#,
         let id = format!("task-{i}");
         let view = task(&run, &id);
         assert_eq!(view["state"], "merged", "{view}");
-        assert_eq!(view["attempts"], 1);
+        assert_eq!(view["attempts"], 1, "{view}");
         assert_eq!(
             view["exit_status"],
             serde_json::json!({"kind": "code", "code": 0})

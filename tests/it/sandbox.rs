@@ -305,7 +305,17 @@ fn escape_battery_is_contained_by_bubblewrap() {
             }
         ));
         if !held {
-            failures.push(format!("{name}: {report} {record}"));
+            // What the worker's log says when it did not run at all.
+            let log = std::fs::read_to_string(
+                env.repo
+                    .join(".git/ccfan/runs")
+                    .join(&run_id)
+                    .join(name)
+                    .join("attempt-1/worker.log"),
+            )
+            .unwrap_or_default();
+            let head: String = log.chars().take(400).collect();
+            failures.push(format!("{name}: {report} {record} log: {head}"));
         }
     }
     // Whatever an attempt started is gone, and the user's git runs nothing planted.

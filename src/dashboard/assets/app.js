@@ -284,6 +284,11 @@ function placeRow(row) {
 function selectTask(id) {
   selectedTask = id;
   selectedAttempt = null;
+  // The previous task's buttons go at once: no click may land on the task that was shown before.
+  const detail = document.getElementById("detail");
+  detail.dataset.shows = "";
+  detail.replaceChildren(el("p", { class: "meta", text: `loading ${id}…` }));
+  detail.hidden = false;
   for (const tr of document.querySelectorAll("tr.task")) tr.classList.toggle("on", tr.id === "task-" + id);
   loadDetail();
 }
@@ -308,8 +313,22 @@ async function loadDetail() {
       onclick: () => { selectedAttempt = n; loadDetail(); } }));
   }
   const task = { task: row.id };
+  const shown = detail.dataset.shows === `${run}/${row.id}`;
   const body = el("div", { id: "detail-body" });
   body.innerHTML = html; // rendered and escaped by the server, secrets redacted
+  if (shown) {
+    // The same task again (it moved on, or its log grew): its buttons stay where they are, and the sections the
+    // person opened or closed stay so.
+    const before = [...detail.querySelectorAll("#detail-body details")].map((d) => d.open);
+    [...body.querySelectorAll("details")].forEach((d, i) => { if (i < before.length) d.open = before[i]; });
+    document.getElementById("detail-body").replaceWith(body);
+    const bar = detail.querySelector(".attempts");
+    if (bar) bar.replaceWith(row.attempt > 1 ? attempts : el("span", { class: "attempts" }));
+    else if (row.attempt > 1) body.before(attempts);
+    detail.hidden = false;
+    return;
+  }
+  detail.dataset.shows = `${run}/${row.id}`;
   detail.replaceChildren(
     el("div", { class: "actions" },
       action(run, "Rework…", { ...task, action: "rework" }, { input: "note", confirm: `Send ${row.id} back to its worker with this note:` }),
@@ -317,7 +336,7 @@ async function loadDetail() {
       action(run, "Accept…", { ...task, action: "accept" }, { input: "reason", danger: true, confirm: `Accept ${row.id} over the gate's verdict${known.run.no_merge ? "" : " and land it on " + (known.run.target || "its branch") + " now"}? Say why (recorded with your name):` }),
       action(run, "Roll back", { ...task, action: "rollback" }, { danger: true, confirm: `Roll ${row.id} back? Its attempts stay on salvage refs.` }),
       action(run, "Cancel", { ...task, action: "cancel" }, { danger: true, confirm: `Stop ${row.id}'s worker? Its work is kept.` })),
-    row.attempt > 1 ? attempts : "",
+    row.attempt > 1 ? attempts : el("span", { class: "attempts" }),
     body);
   detail.hidden = false;
 }
