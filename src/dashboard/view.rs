@@ -33,21 +33,13 @@ pub fn group(state: TaskState, carried: bool, no_merge: bool) -> (Group, Option<
         | S::Completed
         | S::Verifying
         | S::Rework
-        | S::Merging
-            if carried =>
-        {
-            (Group::Working, None)
-        }
-        S::Queued
-        | S::Preparing
-        | S::Running
-        | S::Completed
-        | S::Verifying
-        | S::Rework
-        | S::Merging => (
-            Group::NeedsYou,
-            Some("no ccfan process carries it any more: retry or roll back"),
-        ),
+        | S::Merging => match carried {
+            true => (Group::Working, None),
+            false => (
+                Group::NeedsYou,
+                Some("no ccfan process carries it any more: retry or roll back"),
+            ),
+        },
         S::Accepted if carried && !no_merge => (Group::Working, None),
         S::Accepted if no_merge => (Group::NeedsYou, Some("accepted, not landed: merge it")),
         S::Accepted => (
