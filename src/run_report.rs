@@ -127,8 +127,12 @@ fn mark(state: TaskState) -> &'static str {
         | TaskState::Error
         | TaskState::OverBudget
         | TaskState::Conflict => "⛔",
-        TaskState::RolledBack | TaskState::Cancelled | TaskState::Interrupted => "↩️",
+        TaskState::RolledBack
+        | TaskState::Cancelled
+        | TaskState::Interrupted
+        | TaskState::Skipped => "↩️",
         TaskState::Queued
+        | TaskState::Waiting
         | TaskState::Preparing
         | TaskState::Running
         | TaskState::Completed

@@ -65,7 +65,29 @@ pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
     });
     let mut ledger = crate::model::ledger::Ledger::default();
     let mut tasks = Vec::new();
-    for task in store.tasks(run_id)? {
+    let rows = store.tasks(run_id)?;
+    let stops_at_accepted = run.no_merge || run.target_branch.is_none();
+    // What dependants may start from: landed work (with `--no-merge`, accepted work).
+    let landed: Vec<TaskId> = rows
+        .iter()
+        .filter(|row| {
+            row.state == TaskState::Merged
+                || (row.state == TaskState::Accepted
+                    && (row.landing.is_some() || stops_at_accepted))
+        })
+        .map(|row| row.id.clone())
+        .collect();
+    for task in rows {
+        let waits_for = match task.state {
+            TaskState::Waiting => task
+                .spec
+                .after
+                .iter()
+                .filter(|id| !landed.contains(id))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
         let attempts = store.attempts(run_id, &task.id)?;
         let latest = attempts.last();
         let agents = store.attempt_agents(run_id, &task.id)?;
@@ -101,6 +123,8 @@ pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
                     by_task: (!with.is_empty()).then(|| with.clone()),
                 }),
             worktree_present: !task.removed && task.worktree.exists(),
+            after: task.spec.after.clone(),
+            waits_for,
             id: task.id,
             state: task.state,
             reason: task.reason,

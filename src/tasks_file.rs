@@ -50,6 +50,8 @@ pub struct TaskFields {
     pub worker: Option<Spanned<String>>,
     /// Attempt timeout.
     pub timeout: Option<Spanned<String>>,
+    /// Ids of tasks that must land first.
+    pub after: Option<Spanned<StringList>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

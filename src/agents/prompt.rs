@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::TaskSpec;
+use crate::model::{Handoff, TaskSpec};
 use crate::report::Finding;
 
 /// The sections the final message must hold (the completeness stage checks them).
@@ -18,8 +18,8 @@ The commands you ran to check your work and what they showed (or why you could n
 ## Files Changed
 One line per file you changed, as `- path/relative/to/the/repository`.";
 
-/// The prompt of a new session: the whole task.
-pub fn first(task: &TaskSpec, attempt: u32, findings: &[Finding]) -> String {
+/// The prompt of a new session: the whole task, and what the tasks it waited for changed.
+pub fn first(task: &TaskSpec, attempt: u32, findings: &[Finding], handoffs: &[Handoff]) -> String {
     let mut prompt = format!(
         "You are a worker agent run by ccfan. Your working directory is a git worktree made for this one task; \
          work only inside it.\n\n## Task `{}`\n{}\n",
@@ -27,6 +27,7 @@ pub fn first(task: &TaskSpec, attempt: u32, findings: &[Finding]) -> String {
         task.goal.trim()
     );
     prompt.push_str(&scope(task));
+    builds_on(&mut prompt, handoffs);
     list(&mut prompt, "Constraints", &task.constraints);
     list(&mut prompt, "Acceptance criteria", &task.acceptance);
     if !findings.is_empty() {
@@ -74,6 +75,43 @@ fn scope(task: &TaskSpec) -> String {
          written into a file.\n",
     );
     text
+}
+
+/// The prerequisites' work the worktree already holds.
+fn builds_on(prompt: &mut String, handoffs: &[Handoff]) {
+    if handoffs.is_empty() {
+        return;
+    }
+    prompt.push_str(
+        "\n## Builds on\nThis task waited for the tasks below; your working directory already holds their work. \
+         Build on it; do not redo or undo it.\n",
+    );
+    for handoff in handoffs {
+        let place = match &handoff.landed_on {
+            Some(branch) => format!(
+                "landed on {branch} as {}",
+                crate::util::short(&handoff.commit)
+            ),
+            None => format!("accepted as {}", crate::util::short(&handoff.commit)),
+        };
+        let _ = writeln!(
+            prompt,
+            "- `{}` ({place}): {}\n  changed: {}{}",
+            handoff.task,
+            handoff.goal.lines().next().unwrap_or_default(),
+            handoff
+                .files
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if handoff.more_files > 0 {
+                format!(" and {} more", handoff.more_files)
+            } else {
+                String::new()
+            }
+        );
+    }
 }
 
 fn list(prompt: &mut String, title: &str, items: &[String]) {
@@ -146,12 +184,13 @@ mod tests {
                 writable: vec![],
             },
             timeout: std::time::Duration::from_secs(60),
+            after: Vec::new(),
         }
     }
 
     #[test]
     fn a_first_prompt_holds_the_whole_task() {
-        let prompt = first(&task(), 1, &[]);
+        let prompt = first(&task(), 1, &[], &[]);
         for part in [
             "## Task `docs`",
             "Write the usage section.",
@@ -163,7 +202,26 @@ mod tests {
         ] {
             assert!(prompt.contains(part), "{part} missing from {prompt}");
         }
-        assert!(!prompt.contains("## Rework"));
+        assert!(!prompt.contains("## Rework") && !prompt.contains("## Builds on"));
+    }
+
+    #[test]
+    fn a_task_that_waited_is_told_what_its_prerequisites_changed() {
+        let handoff = Handoff {
+            task: crate::ids::fixtures::task("design"),
+            goal: "Write the API design.\nIn detail.".into(),
+            commit: crate::model::CommitId::parse("0123456789abcdef0123456789abcdef01234567")
+                .unwrap(),
+            landed_on: Some("main".into()),
+            files: vec!["docs/api.md".into()],
+            more_files: 2,
+        };
+        let prompt = first(&task(), 1, &[], &[handoff]);
+        assert!(prompt.contains("## Builds on"), "{prompt}");
+        assert!(
+            prompt.contains("- `design` (landed on main as 0123456789): Write the API design.\n  changed: `docs/api.md` and 2 more"),
+            "{prompt}"
+        );
     }
 
     #[test]
@@ -180,7 +238,7 @@ mod tests {
         );
         assert!(prompt.contains("2. [secrets aws-access-key] at `a.txt:3`: AKIA…[REDACTED]…3F"));
         assert!(prompt.contains("attempt 2") && prompt.contains("`docs/**`"));
-        let fresh = first(&task(), 2, &findings);
+        let fresh = first(&task(), 2, &findings, &[]);
         assert!(fresh.contains("## Rework") && fresh.contains("scope-denied"));
     }
 }

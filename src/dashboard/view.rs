@@ -28,6 +28,7 @@ pub fn group(state: TaskState, carried: bool, no_merge: bool) -> (Group, Option<
     use TaskState as S;
     match state {
         S::Queued
+        | S::Waiting
         | S::Preparing
         | S::Running
         | S::Completed
@@ -57,6 +58,10 @@ pub fn group(state: TaskState, carried: bool, no_merge: bool) -> (Group, Option<
         S::Failed | S::TimedOut | S::OverBudget | S::Interrupted | S::Error => {
             (Group::NeedsYou, Some("did not finish: retry or roll back"))
         }
+        S::Skipped => (
+            Group::NeedsYou,
+            Some("skipped: a prerequisite did not land; settle it, then retry this one"),
+        ),
         S::Merged | S::RolledBack | S::Cancelled => (Group::Done, None),
     }
 }

@@ -83,6 +83,23 @@ fn write_tasks_file(
     Ok((path, ids))
 }
 
+/// A task starting that waits for one not started (it duplicates an active task elsewhere): refused, since
+/// that work will never land in this run.
+fn waits_for_a_duplicate(params: &DelegateParams, starting: &[TaskId]) -> Option<Failure> {
+    let (index, task, needed) = params.tasks.iter().enumerate().find_map(|(index, task)| {
+        let id = delegated_task_id(task.id.as_ref(), index);
+        let needed = task.after.iter().find(|after| !starting.contains(after))?;
+        starting.contains(&id).then(|| (index, id, needed.clone()))
+    })?;
+    Some(Failure::invalid(
+        &format!("tasks[{index}].after"),
+        format!(
+            "task `{task}` waits for `{needed}`, which is not started: an identical task is active in another run (see duplicates)"
+        ),
+        "delegate it again once that run's task has landed, without the after, or drop the duplicate",
+    ))
+}
+
 /// `delegate`.
 pub async fn delegate(
     shared: &Shared,
@@ -198,6 +215,11 @@ pub async fn delegate(
                 .to_string(),
             duplicates,
         });
+    }
+    if let Some(failure) = waits_for_a_duplicate(&params, &starting) {
+        let _ = std::fs::remove_file(&tasks_file);
+        shared.with_store(|store| Ok(store.forget_delegation(&key)?))?;
+        return Err(failure);
     }
     if !duplicates.is_empty() {
         let mut kept = params.clone();

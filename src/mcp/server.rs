@@ -36,8 +36,8 @@ impl CcfanServer {
         description = "Delegate coding tasks to run in parallel. Each task gets its own git worktree from one base commit and \
         a sandboxed worker; when it ends, the gate checks scope (allowed/denied globs), secrets and tests and decides \
         accept, rework (the worker gets the findings, capped) or rollback (kept on a salvage ref). Returns run_id and \
-        task ids at once; poll with status. Tasks stop at `accepted` unless merge is true. Pass client_request_id to \
-        make a retried call safe; an identical task already active is reported in duplicates, not started again.",
+        task ids at once; poll with status. Tasks stop at `accepted` unless merge is true. A task with `after` waits \
+        for those to land. client_request_id makes a retry safe; an identical active task is not rerun (duplicates).",
         annotations(
             destructive_hint = false,
             idempotent_hint = true,
@@ -55,8 +55,8 @@ impl CcfanServer {
 
     #[tool(
         description = "Wait for a run and see its tasks, compact: state, verdict, attempt, elapsed seconds, last event. With \
-        wait_seconds (up to 300) it waits for a task to change or the run to finish, sending progress \
-        notifications; `done` is true once nothing is in flight. detail adds the full view (or a task's history).",
+        wait_seconds (up to 300) it waits for a change or the end, sending progress; `done` is true once nothing is \
+        in flight. detail adds the full view (or a task's history).",
         annotations(read_only_hint = true)
     )]
     async fn status(
@@ -69,9 +69,9 @@ impl CcfanServer {
     }
 
     #[tool(
-        description = "Verify a run: the gate's evidence per task: verdict, findings (secrets redacted), each stage's outcome and \
-        the diff summary with risk; a summary per task unless detail is true, at most 24 KiB. Returns the stored \
-        reports; rerun runs the gate again with the current policy.",
+        description = "Verify a run: the gate's evidence per task (verdict, findings with secrets redacted, stage outcomes, \
+        diff summary with risk); a summary per task unless detail, at most 24 KiB. Stored reports; rerun runs the \
+        gate again with the current policy.",
         annotations(read_only_hint = true)
     )]
     async fn verify(
@@ -112,8 +112,8 @@ impl CcfanServer {
     }
 
     #[tool(
-        description = "Preflight a scope before delegating: which of these paths a task with these allowed and \
-        denied globs (or a stored task's) may change, and the gate's reason for each that it may not.",
+        description = "Preflight a scope before delegating: which of these paths a task with these allowed/denied \
+        globs (or a stored task's) may change, and the gate's reason for each it may not.",
         annotations(read_only_hint = true)
     )]
     async fn check_scope(
@@ -233,8 +233,8 @@ impl CcfanServer {
     }
 
     #[tool(
-        description = "Stop a run's (or one task's) workers, whole process trees; they end `cancelled` with their \
-        partial work salvaged. Waits up to wait_seconds (default 30) for them to stop.",
+        description = "Stop a run's (or one task's) workers, whole process trees: they end `cancelled`, partial work \
+        salvaged. Waits up to wait_seconds (default 30).",
         annotations(destructive_hint = true)
     )]
     async fn cancel(

@@ -41,6 +41,7 @@ fn task_status(task: &TaskView, landing_pending: bool) -> TaskStatus {
         elapsed_secs: task.elapsed_secs.map(|secs| (secs * 10.0).round() / 10.0),
         last_event: last_event.map(|text| clip(&text, 300)),
         done: !running,
+        waits_for: task.waits_for.clone(),
     }
 }
 
@@ -292,6 +293,8 @@ mod tests {
             id: crate::ids::fixtures::task("t"),
             state,
             reason: None,
+            after: Vec::new(),
+            waits_for: Vec::new(),
             attempts: 1,
             branch: "ccfan/r/t".to_string(),
             worktree: "/w/t".into(),
@@ -334,6 +337,7 @@ mod tests {
                 writable: Vec::new(),
             },
             timeout: Duration::from_secs(5),
+            after: Vec::new(),
         };
         let specs: Vec<_> = (0..120).map(spec).collect();
         let branches: Vec<String> = (0..120).map(|n| format!("ccfan/r/task-{n}")).collect();

@@ -36,6 +36,9 @@ pub struct DelegateTask {
     /// The attempt timeout, e.g. `20m` (default: the policy's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Tasks of this call to wait for: it starts from their work once they land (skipped if one does not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<TaskId>,
 }
 
 /// `delegate` arguments.
@@ -98,8 +101,8 @@ pub struct StatusParams {
     pub run_id: RunId,
     /// Only this task.
     pub task_id: Option<TaskId>,
-    /// Wait up to this many seconds (at most 300) for a task to change state, attempt or verdict, or for the run
-    /// to finish; progress notifications are sent meanwhile. 0 (default) answers at once.
+    /// Wait up to this many seconds (at most 300) for a task to change or the run to finish, with progress
+    /// notifications. 0 (default) answers at once.
     #[serde(default)]
     pub wait_seconds: u32,
     /// Add the full run view (`ccfan status --json`) or, with `task_id`, the task's every transition.
@@ -112,8 +115,8 @@ pub struct StatusParams {
 pub struct TaskStatus {
     /// Task id.
     pub id: TaskId,
-    /// queued, preparing, running, verifying, rework, accepted, merging, merged, blocked, rolled_back, failed,
-    /// timed_out, conflict, cancelled, interrupted, error, …
+    /// queued, waiting, preparing, running, verifying, rework, accepted, merging, merged, blocked, rolled_back,
+    /// failed, timed_out, conflict, cancelled, skipped, interrupted, error, …
     pub state: String,
     /// The latest gate verdict: accept, rework or rollback.
     pub verdict: Option<String>,
@@ -125,6 +128,9 @@ pub struct TaskStatus {
     pub last_event: Option<String>,
     /// Whether the task reached a final state.
     pub done: bool,
+    /// While `waiting`: the tasks it still waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waits_for: Vec<TaskId>,
 }
 
 /// `status` result.
@@ -169,8 +175,8 @@ pub struct VerifyParams {
     /// stored reports. Takes as long as the tests.
     #[serde(default)]
     pub rerun: bool,
-    /// Every finding, every stage's note and the per-file diff. Default: a summary per task (the first findings,
-    /// blocking ones first; notes of stages that did not pass, cut; diff counts and risk).
+    /// Every finding, stage note and per-file diff. Default: a summary per task (first findings, blocking first;
+    /// notes of failed stages, cut; diff counts and risk).
     #[serde(default)]
     pub detail: bool,
 }

@@ -3,8 +3,10 @@
 
 pub mod agent;
 pub mod ledger;
+mod task_file;
 
 pub use crate::ids::{AttemptKey, CommitId, IdError, RunId, TaskId};
+pub use task_file::{Handoff, TaskFileDoc};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +22,8 @@ pub const JSON_SCHEMA_VERSION: u32 = 1;
 pub enum TaskState {
     /// Waiting for a free job slot.
     Queued,
+    /// Waiting for its prerequisites (`after`) to land before it can start.
+    Waiting,
     /// Its worktree and branch are being created.
     Preparing,
     /// Its worker is running.
@@ -55,12 +59,15 @@ pub enum TaskState {
     Interrupted,
     /// ccfan itself could not carry the task (e.g. the worktree could not be created).
     Error,
+    /// Never started: a prerequisite (`after`) ended without landing, so its work is not there to build on.
+    Skipped,
 }
 
 impl TaskState {
     /// Every state, in life-cycle order.
-    pub const ALL: [TaskState; 18] = [
+    pub const ALL: [TaskState; 20] = [
         TaskState::Queued,
+        TaskState::Waiting,
         TaskState::Preparing,
         TaskState::Running,
         TaskState::Completed,
@@ -78,12 +85,14 @@ impl TaskState {
         TaskState::OverBudget,
         TaskState::Interrupted,
         TaskState::Error,
+        TaskState::Skipped,
     ];
 
     /// The name stored in the database and shown to users.
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Queued => "queued",
+            TaskState::Waiting => "waiting",
             TaskState::Preparing => "preparing",
             TaskState::Running => "running",
             TaskState::Completed => "completed",
@@ -101,6 +110,7 @@ impl TaskState {
             TaskState::OverBudget => "over_budget",
             TaskState::Interrupted => "interrupted",
             TaskState::Error => "error",
+            TaskState::Skipped => "skipped",
         }
     }
 
@@ -115,6 +125,7 @@ impl TaskState {
     pub fn is_final(self) -> bool {
         match self {
             TaskState::Queued
+            | TaskState::Waiting
             | TaskState::Preparing
             | TaskState::Running
             | TaskState::Completed
@@ -131,7 +142,8 @@ impl TaskState {
             | TaskState::Cancelled
             | TaskState::OverBudget
             | TaskState::Interrupted
-            | TaskState::Error => true,
+            | TaskState::Error
+            | TaskState::Skipped => true,
         }
     }
 
@@ -140,6 +152,8 @@ impl TaskState {
         match self {
             TaskState::Merged => true,
             TaskState::Queued
+            | TaskState::Waiting
+            | TaskState::Skipped
             | TaskState::Preparing
             | TaskState::Running
             | TaskState::Completed
@@ -325,31 +339,10 @@ pub struct TaskSpec {
     pub worker: WorkerProfile,
     /// Wall-clock limit for one attempt.
     pub timeout: Duration,
-}
-
-/// The JSON handed to a worker in `CCFAN_TASK_FILE`.
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskFileDoc<'a> {
-    /// Schema version of this document.
-    pub schema: u32,
-    /// Run id.
-    pub run_id: &'a RunId,
-    /// Task id.
-    pub task_id: &'a TaskId,
-    /// Attempt number, starting at 1.
-    pub attempt: u32,
-    /// What to achieve.
-    pub goal: &'a str,
-    /// Allowed globs.
-    pub allowed: &'a [String],
-    /// Denied globs.
-    pub denied: &'a [String],
-    /// Constraints.
-    pub constraints: &'a [String],
-    /// Acceptance criteria.
-    pub acceptance: &'a [String],
-    /// Findings to fix on a rework (empty on a first attempt).
-    pub rework: Vec<serde_json::Value>,
+    /// Tasks of the same run that must land (or, with `--no-merge`, be accepted) before this one starts; it then
+    /// starts from the tip that holds their work.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<TaskId>,
 }
 
 /// How a worker process ended.
@@ -404,6 +397,12 @@ pub struct TaskView {
     pub state: TaskState,
     /// Why it is in that state, when there is something to say.
     pub reason: Option<String>,
+    /// The tasks it waits for (`after`): it starts from the tip that holds their work.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<TaskId>,
+    /// While it is `waiting`: those of them that have not landed (with `--no-merge`: not been accepted) yet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waits_for: Vec<TaskId>,
     /// Number of attempts started.
     pub attempts: u32,
     /// The task branch.

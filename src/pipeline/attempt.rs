@@ -135,6 +135,7 @@ impl Carrier<'_> {
         super::tree::ensure(worktree)?;
         let agent_home = self.layout.agent_home(self.run_id, &task.id);
         let resources = self.resources.env_of(self.run_id, &task.id);
+        let handoffs = self.handoffs(task)?;
         let context = run_worker::AttemptContext {
             run_id: self.run_id,
             attempt: n,
@@ -150,6 +151,7 @@ impl Carrier<'_> {
             rules: self.rules,
             baseline: begun.baseline,
             resources: &resources,
+            handoffs: &handoffs,
         };
         let mut stored: Option<crate::model::AgentView> = None;
         let mut on_progress = |summary: &crate::agents::tally::AgentSummary| {

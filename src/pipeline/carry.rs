@@ -44,6 +44,8 @@ pub(super) struct Carrier<'a> {
     pub(super) budget_stops: Mutex<std::collections::HashMap<TaskId, String>>,
     /// When each task's spending was last checked while its worker ran.
     pub(super) budget_checked: Mutex<std::collections::HashMap<TaskId, std::time::Instant>>,
+    /// Where the run's landings go (set by the first one).
+    pub(super) destination: Mutex<Option<super::integrate::Destination>>,
 }
 
 /// Where a task's attempts continue from.
@@ -118,6 +120,7 @@ impl<'a> Carrier<'a> {
             }),
             budget_stops: Mutex::default(),
             budget_checked: Mutex::default(),
+            destination: Mutex::default(),
         }
     }
 }
@@ -161,7 +164,7 @@ impl Carrier<'_> {
     }
 
     /// Keeps the first internal error (the run then exits 3; every task is still in a stored state).
-    fn fail(&self, task: Option<&TaskId>, error: PipelineError) {
+    pub(super) fn fail(&self, task: Option<&TaskId>, error: PipelineError) {
         let full = error.is_disk_full();
         if full {
             // The reserve goes, so that the store can still say why the task stopped.
@@ -194,9 +197,19 @@ impl Carrier<'_> {
             });
     }
 
-    /// [`Carrier::carry`], turning an internal error into the task's `error` state.
+    /// [`Carrier::carry`] from where the task's prerequisites left their work (skipped when that cannot be
+    /// found), turning an internal error into the task's `error` state.
     pub(super) fn carry_or_fail(&self, task: &TaskSpec, branch: &str, worktree: &Path) {
-        if let Err(error) = self.carry(task, branch, worktree) {
+        let carried = self.start_of(task).and_then(|start| match start {
+            Ok(start) => self.carry(task, branch, worktree, &start).map(drop),
+            Err(why) => self.transition(
+                &task.id,
+                0,
+                TaskState::Skipped,
+                Some(format!("not started: {why}")),
+            ),
+        });
+        if let Err(error) = carried {
             self.fail(Some(&task.id), error);
         }
     }
@@ -217,12 +230,13 @@ impl Carrier<'_> {
             .take()
     }
 
-    /// Fans the task out and carries it through attempts to a verdict.
+    /// Fans the task out from `start` and carries it through attempts to a verdict.
     pub(super) fn carry(
         &self,
         task: &TaskSpec,
         branch: &str,
         worktree: &Path,
+        start: &CommitId,
     ) -> Result<Option<Verdict>, PipelineError> {
         self.check_budget(&task.id, budget::Check::Starting);
         if self.cancel.of(&task.id).load(Ordering::SeqCst) {
@@ -235,11 +249,11 @@ impl Carrier<'_> {
             return Ok(None);
         }
         self.transition(&task.id, 0, TaskState::Preparing, None)?;
-        let link = fan_out::prepare(self.repo, worktree, branch, self.base_sha, self.includes)?;
+        let link = fan_out::prepare(self.repo, worktree, branch, start, self.includes)?;
         self.store().set_git_link(self.run_id, &task.id, &link)?;
         let cursor = Cursor {
-            base: self.base_sha.clone(),
-            tip: self.base_sha.clone(),
+            base: start.clone(),
+            tip: start.clone(),
             next: 1,
             budget_from: 1,
             findings: Vec::new(),
@@ -345,7 +359,11 @@ impl Carrier<'_> {
         let stoppable = |state: TaskState| {
             matches!(
                 state,
-                TaskState::Queued | TaskState::Preparing | TaskState::Running | TaskState::Rework
+                TaskState::Queued
+                    | TaskState::Waiting
+                    | TaskState::Preparing
+                    | TaskState::Running
+                    | TaskState::Rework
             )
         };
         let states: std::collections::HashMap<TaskId, TaskState> = self

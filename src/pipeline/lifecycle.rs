@@ -90,6 +90,13 @@ pub enum Refusal {
         /// How long ccfan waited.
         waited: Duration,
     },
+    /// A task that waits for others (`after`) cannot start: their work is not where it would start from.
+    Prerequisites {
+        /// The task.
+        task: TaskId,
+        /// Why (which prerequisite, in which state).
+        why: String,
+    },
     /// Several tasks refused (a rollback of a whole run).
     Several(Vec<Refusal>),
 }
@@ -148,6 +155,10 @@ impl std::fmt::Display for Refusal {
                 )
             }
             Refusal::Revert { task: _, why } => f.write_str(why),
+            Refusal::Prerequisites { task, why } => write!(
+                f,
+                "task {task} cannot start: {why}; settle its prerequisites first (retry, rework or accept them)"
+            ),
             Refusal::NotRunning { run, state } => {
                 write!(
                     f,
@@ -189,6 +200,7 @@ enum Phase {
 fn phase(state: TaskState) -> Phase {
     match state {
         TaskState::Queued
+        | TaskState::Waiting
         | TaskState::Preparing
         | TaskState::Running
         | TaskState::Completed
@@ -205,7 +217,8 @@ fn phase(state: TaskState) -> Phase {
         | TaskState::Cancelled
         | TaskState::OverBudget
         | TaskState::Interrupted
-        | TaskState::Error => Phase::StoppedShort,
+        | TaskState::Error
+        | TaskState::Skipped => Phase::StoppedShort,
     }
 }
 
@@ -321,6 +334,7 @@ mod tests {
                     | TaskState::Cancelled
                     | TaskState::OverBudget
                     | TaskState::Error
+                    | TaskState::Skipped
                     | TaskState::Conflict
                     | TaskState::Rework
             );

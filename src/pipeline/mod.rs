@@ -4,6 +4,8 @@
 //! cancel, salvage) that act on a stored run.
 
 pub mod plan;
+// stages 1-2: the order prerequisites (`after`) impose, and which task starts next (pure)
+pub mod order;
 // stage 1, around the plan: the request resolved, the run registered, the warnings given
 pub mod prepare;
 // stage 1b: the prepared base layer (`[setup]` run once)
@@ -32,6 +34,8 @@ pub mod change;
 mod carry;
 // stages 3-5 for one attempt: begin → run the worker → keep → judge
 mod attempt;
+// stages 2, 3 and 6 for tasks that wait for others: land early, start from their tip, say what they changed
+mod handoff;
 // after the verdict: no task branch reaches a secret-bearing attempt
 mod secret_branch;
 // what each verdict leads to, and which follow-up each task state allows (pure)
@@ -53,17 +57,18 @@ pub mod job;
 
 use std::path::PathBuf;
 use std::sync::PoisonError;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::events::{Event, EventSink};
 use crate::git::{self, GitError, RepoPaths};
 use crate::input::InputError;
-use crate::model::{CommitId, RunId, RunState, RunView};
+use crate::model::{self, CommitId, RunId, RunState, RunView};
 use crate::paths::StateLayout;
 use crate::sandbox;
 use crate::status;
 use crate::store::{RecoveredAttempt, Store, StoreError};
 use carry::Carrier;
+use handoff::Picker;
 
 /// Errors that stop a command (a worker failing is a task state, not this).
 #[derive(Debug, thiserror::Error)]
@@ -285,8 +290,9 @@ pub fn run(
     finish(carrier, &run.run_id, sink)
 }
 
-/// Stages 2 to 5 for every task on `jobs` threads (a group of overlapping tasks runs on one, in order), while a
-/// watcher passes on cancel requests from other processes; then stage 6, unless the run stops at accepted.
+/// Stages 2 to 5 for every task on `jobs` threads, each task once its prerequisites landed (and a group of
+/// overlapping tasks one at a time), while a watcher passes on cancel requests from other processes; then stage 6,
+/// unless the run stops at accepted.
 fn carry_all(
     carrier: &Carrier<'_>,
     resolved: &prepare::Resolved,
@@ -295,26 +301,50 @@ fn carry_all(
     cancels: &cancel::Cancels<'_>,
     no_merge: bool,
 ) {
-    let next = AtomicUsize::new(0);
+    let tasks = &resolved.plan.tasks;
+    let prerequisites = order::prerequisites(tasks);
+    let waited_for: Vec<bool> = (0..tasks.len())
+        .map(|index| prerequisites.iter().any(|needs| needs.contains(&index)))
+        .collect();
+    let schedule = Picker::new(order::Schedule::new(prerequisites, groups));
+    for task in tasks.iter().filter(|task| !task.after.is_empty()) {
+        let names: Vec<&model::TaskId> = task.after.iter().collect();
+        if let Err(error) = carrier.wait_for(&task.id, &names) {
+            tracing::warn!(task = %task.id, "cannot record that it waits: {error}");
+        }
+    }
     let done = AtomicBool::new(false);
     let database = carrier.layout.database();
     std::thread::scope(|scope| {
         let watcher = scope.spawn(|| cancels.watch(&database, &run.run_id, &done));
-        let workers: Vec<_> = (0..resolved.jobs.min(groups.len()))
+        let workers: Vec<_> = (0..resolved.jobs.min(tasks.len()))
             .map(|_| {
                 scope.spawn(|| {
-                    while let Some(group) = groups.get(next.fetch_add(1, Ordering::SeqCst)) {
-                        for &index in group {
-                            carrier.carry_or_fail(
-                                &resolved.plan.tasks[index],
-                                &run.branches[index],
-                                &run.worktrees[index],
-                            );
-                        }
+                    while let Some(index) = schedule.next(carrier, tasks) {
+                        // A panic below still settles the task, so nothing waits for it forever.
+                        let guard = handoff::Unsettled::new(&schedule, index);
+                        carrier.carry_or_fail(
+                            &tasks[index],
+                            &run.branches[index],
+                            &run.worktrees[index],
+                        );
+                        let settled = carrier
+                            .settle_for_dependants(&tasks[index].id, waited_for[index])
+                            .unwrap_or_else(|error| {
+                                carrier.fail(None, error);
+                                order::Settled::NotLanded("with an internal error".into())
+                            });
+                        guard.disarm();
+                        schedule.settle(carrier, tasks, index, settled);
                     }
                 })
             })
             .collect();
+        // Meanwhile, a task cancelled while it waits is cancelled at once, however busy the job threads are.
+        while workers.iter().any(|worker| !worker.is_finished()) {
+            schedule.sweep(carrier, tasks);
+            std::thread::sleep(handoff::WAIT_POLL);
+        }
         for worker in workers {
             let _ = worker.join();
         }

@@ -89,8 +89,10 @@ pub fn plan(file: &TasksFile, policy: &Policy) -> Result<Plan, InputError> {
             ),
             worker,
             timeout: clamp_timeout(timeout),
+            after: Vec::new(),
         });
     }
+    super::order::resolve_after(file, &mut tasks)?;
     Ok(Plan { tasks })
 }
 
@@ -206,7 +208,15 @@ fn known_workers(workers: &BTreeMap<String, WorkerProfile>) -> String {
 }
 
 fn check_defaults(file: &TasksFile) -> Result<(), InputError> {
-    let TaskFields { id, goal, .. } = &file.defaults;
+    let TaskFields {
+        id, goal, after, ..
+    } = &file.defaults;
+    if let Some(after) = after {
+        return Err(file
+            .error_at(Some(after.span()), "[defaults] cannot set after")
+            .key("defaults.after")
+            .fix("set after on each [[task]] that waits for another"));
+    }
     if let Some(id) = id {
         return Err(file
             .error_at(Some(id.span()), "[defaults] cannot set an id")

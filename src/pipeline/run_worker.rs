@@ -46,6 +46,8 @@ pub struct AttemptContext<'a> {
     pub rules: &'a RulePack,
     /// What earlier attempts in the resumed session already used (the agents report some counts per session).
     pub baseline: agents::Usage,
+    /// What the tasks it waited for (`after`) changed.
+    pub handoffs: &'a [crate::model::Handoff],
 }
 
 /// How a worker's attempt ended, with what its agent reported (agent workers).
@@ -176,6 +178,7 @@ fn write_task_file(
             .iter()
             .filter_map(|finding| serde_json::to_value(finding).ok())
             .collect(),
+        after: context.handoffs,
     };
     let json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     write(&task_file, &json)?;
@@ -289,7 +292,7 @@ fn prepare_agent<'a, 'p>(
     sandbox_policy.read_only.push(probe::install_root(program));
     let text = match context.resume {
         Some(_) => prompt::rework(task, context.attempt, context.rework),
-        None => prompt::first(task, context.attempt, context.rework),
+        None => prompt::first(task, context.attempt, context.rework, context.handoffs),
     };
     let resolved = AgentConfig {
         program: program.to_string_lossy().into_owned(),

@@ -307,10 +307,16 @@ impl Store {
                     self.set_task_state(&run.id, &task.id, state, Some(&reason))?;
                     continue;
                 }
-                let reason = format!(
-                    "{why} while the task was {}; its worktree and partial work are kept",
-                    task.state
-                );
+                let reason = match task.state {
+                    TaskState::Queued | TaskState::Waiting => format!(
+                        "{why} while the task was {} (it never started); `ccfan retry {}/{}` starts it",
+                        task.state, run.id, task.id
+                    ),
+                    _ => format!(
+                        "{why} while the task was {}; its worktree and partial work are kept",
+                        task.state
+                    ),
+                };
                 for attempt in self.attempts(&run.id, &task.id)? {
                     if attempt.state == "running" {
                         recovered.push(RecoveredAttempt {

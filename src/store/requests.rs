@@ -40,9 +40,10 @@ pub enum Registration {
     },
 }
 
-/// What identifies a task's work: goal, scope, constraints, acceptance and worker (not its id or timeout).
+/// What identifies a task's work: goal, scope, constraints, acceptance, worker and prerequisites (not its id or
+/// timeout).
 pub fn task_fingerprint(spec: &TaskSpec) -> String {
-    let key = serde_json::json!([
+    let mut key = serde_json::json!([
         spec.goal.trim(),
         spec.allowed,
         spec.denied,
@@ -50,6 +51,12 @@ pub fn task_fingerprint(spec: &TaskSpec) -> String {
         spec.acceptance,
         spec.worker.name,
     ]);
+    // Only when set, so the fingerprints of tasks without prerequisites stay what they were.
+    if !spec.after.is_empty()
+        && let Some(parts) = key.as_array_mut()
+    {
+        parts.push(serde_json::json!(spec.after));
+    }
     hex(&Sha256::digest(key.to_string().as_bytes()))
 }
 
@@ -223,6 +230,7 @@ mod tests {
                 writable: Vec::new(),
             },
             timeout: std::time::Duration::from_secs(60),
+            after: Vec::new(),
         }
     }
 

@@ -587,6 +587,7 @@ mod tests {
                 writable: vec![],
             },
             timeout: Duration::from_secs(5),
+            after: Vec::new(),
         }
     }
 

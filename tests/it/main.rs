@@ -20,6 +20,7 @@ mod env;
 mod fan_out;
 mod fleet;
 mod gate;
+mod handoff;
 mod hardening;
 mod hooks;
 mod hooks_install;

@@ -521,6 +521,51 @@ async fn delegate_wait_verify_rework_merge_rollback_over_mcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegated_phases_wait_for_each_other_and_say_what_for() {
+    let mcp = Mcp::start(mcp_repo()).await;
+    let cycle = mcp
+        .call(
+            "delegate",
+            json!({"tasks": [
+                {"id": "x", "goal": "x", "allowed": ["src/**"], "after": ["y"]},
+                {"id": "y", "goal": "y", "allowed": ["src/**"], "after": ["x"]},
+            ]}),
+        )
+        .await
+        .invalid();
+    assert!(cycle.contains("cycle: x → y → x"), "{cycle}");
+    let started = mcp
+        .call(
+            "delegate",
+            json!({"tasks": [
+                {"id": "later", "goal": "append after the first", "allowed": ["src/**"], "after": ["first"]},
+                {"id": "first", "goal": "append slowly, first", "allowed": ["src/**"], "worker": "slow"},
+            ], "merge": true}),
+        )
+        .await
+        .ok();
+    let run = started["run_id"].as_str().unwrap().to_string();
+    let status = mcp
+        .wait_until(&run, |s| {
+            task(s, "first")["state"] == "running" && task(s, "later")["state"] == "waiting"
+        })
+        .await;
+    insta::assert_json_snapshot!("mcp_waiting_task", task(&status, "later"));
+    std::fs::write(mcp.env.probe().join("go-first"), "").unwrap();
+    let status = mcp.wait_until(&run, |s| s["done"] == true).await;
+    for id in ["first", "later"] {
+        assert_eq!(task(&status, id)["state"], "merged", "{status}");
+    }
+    assert!(
+        task(&status, "later").get("waits_for").is_none(),
+        "{status}"
+    );
+    // `later` started from the tip holding `first`'s work: it appended to its own file on top of it.
+    mcp.env.git(&["cat-file", "-e", "main:src/first.txt"]);
+    mcp.env.git(&["cat-file", "-e", "main:src/later.txt"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_task_is_a_normal_result_then_accepted_over_the_gate() {
     let mcp = Mcp::start(mcp_repo()).await;
     let started = mcp

@@ -159,6 +159,12 @@ pub fn run_view(view: &RunView) -> String {
             view.run_id
         ));
     }
+    if count(TaskState::Skipped) > 0 {
+        next.push(format!(
+            "ccfan retry {}/<task>      start a skipped task once its prerequisites landed",
+            view.run_id
+        ));
+    }
     if !next.is_empty() {
         text.push_str("next:      ");
         text.push_str(&next.join("\n           "));
@@ -419,6 +425,8 @@ mod tests {
             id: crate::ids::fixtures::task(id),
             state,
             reason: reason.map(str::to_string),
+            after: Vec::new(),
+            waits_for: Vec::new(),
             attempts: 1,
             branch: format!("ccfan/r1/{id}"),
             worktree: format!("/wt/repo-1/r1/{id}").into(),

@@ -295,8 +295,7 @@ impl Control<'_> {
                 return Ok(Some(refusal));
             }
             let finding = Finding::error(Stage::Worker, "reviewer-note", note.to_string());
-            carrier.again(&task, vec![finding])?;
-            Ok(None)
+            carrier.again(&task, vec![finding])
         })?;
         self.outcome(&target.run, refused)
     }
@@ -311,8 +310,7 @@ impl Control<'_> {
                 return Ok(Some(refusal));
             }
             let findings = last_findings(carrier, &task)?;
-            carrier.again(&task, findings)?;
-            Ok(None)
+            carrier.again(&task, findings)
         })?;
         self.outcome(&target.run, refused)
     }

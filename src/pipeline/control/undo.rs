@@ -14,18 +14,27 @@ use crate::util::short;
 impl Carrier<'_> {
     /// Another attempt of a finished task with `findings`, on a fresh rework budget, in its worktree as it was
     /// left (re-created if `gc` removed it); then landing, unless the run was made with `--no-merge`.
+    /// A task that never ran starts where its prerequisites' work is, and is refused while that is not there.
     pub(super) fn again(
         &self,
         task: &TaskRow,
         findings: Vec<Finding>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Option<Refusal>, PipelineError> {
         let attempts = self.store().attempts(self.run_id, &task.id)?;
         let (base, tip) = match task_head(&attempts, self.base_sha) {
             Some(head) => {
                 let tip = head.commit.clone().unwrap_or_else(|| head.base.clone());
                 (head.base, tip)
             }
-            None => (self.base_sha.clone(), self.base_sha.clone()),
+            None => match self.start_of(&task.spec)? {
+                Ok(start) => (start.clone(), start),
+                Err(why) => {
+                    return Ok(Some(Refusal::Prerequisites {
+                        task: task.id.clone(),
+                        why,
+                    }));
+                }
+            },
         };
         let next = task.attempts + 1;
         self.store().set_budget_from(self.run_id, &task.id, next)?;
@@ -55,7 +64,7 @@ impl Carrier<'_> {
         if settled.is_some() && !run.no_merge {
             self.integrate()?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Rolls one task back; returns why not, if it refused.

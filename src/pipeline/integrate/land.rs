@@ -35,7 +35,7 @@ struct Ready {
 impl Carrier<'_> {
     /// Lands one accepted task (reworking it on the new tip after a conflict, while its budget lasts): merge in
     /// memory onto the tip, gate that commit, move the branch by compare-and-swap, report what the branch holds.
-    pub(super) fn land(
+    pub(in crate::pipeline) fn land(
         &self,
         task_id: &TaskId,
         target: &str,

@@ -33,8 +33,19 @@ pub(super) struct Destination {
     pub(super) diverted: Option<(std::path::PathBuf, Vec<String>)>,
 }
 
+impl Destination {
+    /// Landings onto `target` itself, until the user's checkout is in the way.
+    pub(super) fn to(target: &str) -> Destination {
+        Destination {
+            branch: target.to_string(),
+            diverted: None,
+        }
+    }
+}
+
 impl Carrier<'_> {
-    /// Lands every accepted task of the run that has not landed yet, in task-file order.
+    /// Lands every accepted task of the run that has not landed yet: prerequisites first, otherwise in task-file
+    /// order.
     pub(super) fn integrate(&self) -> Result<(), PipelineError> {
         for task in self.store().tasks(self.run_id)? {
             if task.state == TaskState::Merging {
@@ -42,13 +53,14 @@ impl Carrier<'_> {
             }
         }
         let tasks = self.store().tasks(self.run_id)?;
-        let accepted: Vec<&TaskRow> = tasks
-            .iter()
-            .filter(|task| task.state == TaskState::Accepted)
-            .collect();
-        if accepted.is_empty() {
-            return Ok(());
-        }
+        let specs: Vec<crate::model::TaskSpec> =
+            tasks.iter().map(|task| task.spec.clone()).collect();
+        let accepted: Vec<&TaskRow> =
+            crate::pipeline::order::topological(&crate::pipeline::order::prerequisites(&specs))
+                .into_iter()
+                .map(|index| &tasks[index])
+                .filter(|task| task.state == TaskState::Accepted)
+                .collect();
         let Some(target) = self.target_branch else {
             for task in accepted {
                 self.transition(
@@ -64,15 +76,30 @@ impl Carrier<'_> {
             return Ok(());
         };
         let overlaps = self.overlaps(&accepted)?;
-        let mut dest = Destination {
-            branch: target.to_string(),
-            diverted: None,
-        };
+        let mut dest = self.destination();
+        if accepted.is_empty() && dest.is_none() {
+            return Ok(());
+        }
+        let dest = dest.get_or_insert_with(|| Destination::to(target));
         for task in accepted {
             if self.cancel.all() {
                 break;
             }
-            self.land(&task.id, target, &mut dest, overlaps.get(&task.id))?;
+            // A dependant lands only on its prerequisites' landed work (one rolled back or reworked since must
+            // not come along inside it).
+            if let Some(why) = self.unlanded_prerequisite(&task.spec)? {
+                self.transition(
+                    &task.id,
+                    task.attempts,
+                    TaskState::Accepted,
+                    Some(format!(
+                        "not merged: {why}; land it first, then `ccfan merge {}`",
+                        self.run_id
+                    )),
+                )?;
+                continue;
+            }
+            self.land(&task.id, target, dest, overlaps.get(&task.id))?;
         }
         if let Some((checkout, dirty)) = &dest.diverted {
             self.sink.emit(Event::Warning {
