@@ -123,6 +123,11 @@ impl<'a> AttemptDir<'a> {
         self.0.join("agent.json")
     }
 
+    /// Plan mode: the plan a planning attempt wrote (secrets redacted).
+    pub fn plan(self) -> PathBuf {
+        self.0.join("plan.md")
+    }
+
     /// The task file the worker reads (`CCFAN_TASK_FILE`).
     pub fn task_file(self) -> PathBuf {
         self.0.join("task.json")

@@ -130,7 +130,9 @@ fn mark(state: TaskState) -> &'static str {
         TaskState::RolledBack
         | TaskState::Cancelled
         | TaskState::Interrupted
-        | TaskState::Skipped => "↩️",
+        | TaskState::Skipped
+        | TaskState::Rejected => "↩️",
+        TaskState::Planned => "📝",
         TaskState::Queued
         | TaskState::Waiting
         | TaskState::Preparing
@@ -366,6 +368,31 @@ pub fn task_html(part: &TaskPart, rules: &RulePack) -> String {
     page
 }
 
+/// Plan mode: the task's plan, and who approved it when (its evidence).
+fn plan_section(page: &mut String, history: &crate::status::TaskHistory, rules: &RulePack) {
+    let Some(plan) = &history.plan else { return };
+    let approved = match history.task.plan.as_ref().and_then(|p| p.approval.as_ref()) {
+        Some(approval) => format!(
+            "approved by {} at {} (plan {}){}",
+            approval.by,
+            approval.at,
+            approval.plan_sha256.get(..12).unwrap_or_default(),
+            approval
+                .note
+                .as_ref()
+                .map(|note| format!(", note: {note}"))
+                .unwrap_or_default()
+        ),
+        None => "not approved".to_string(),
+    };
+    let _ = writeln!(
+        page,
+        "<details open><summary>plan — {}</summary><pre>{}</pre></details>",
+        escape(&rules.redact_text(&approved)),
+        escape(&rules.redact_text(plan))
+    );
+}
+
 fn task_section(page: &mut String, part: &TaskPart, rules: &RulePack) {
     let task = &part.history.task;
     let _ = writeln!(
@@ -386,6 +413,7 @@ fn task_section(page: &mut String, part: &TaskPart, rules: &RulePack) {
         );
     }
     page.push_str("</table></details>\n");
+    plan_section(page, &part.history, rules);
     if !part.stages.is_empty() {
         page.push_str("<details open><summary>gate</summary><table><tr><th>stage</th><th>outcome</th><th>ms</th><th>findings</th></tr>\n");
         for stage in &part.stages {

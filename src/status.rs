@@ -125,6 +125,11 @@ pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
             worktree_present: !task.removed && task.worktree.exists(),
             after: task.spec.after.clone(),
             waits_for,
+            plan: if run.plan_mode {
+                crate::pipeline::planning::plan_view(store, run_id, &task)?
+            } else {
+                None
+            },
             id: task.id,
             state: task.state,
             reason: task.reason,
@@ -162,6 +167,7 @@ pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
         target_branch: run.target_branch,
         tasks_file: run.tasks_file,
         no_merge: run.no_merge,
+        plan_mode: run.plan_mode,
         tasks,
         usage,
         ledger: (ledger.total.attempts > 0).then_some(ledger),
@@ -212,6 +218,9 @@ pub struct TaskHistory {
     pub attempts: Vec<AttemptView>,
     /// Its transitions, oldest first.
     pub transitions: Vec<TransitionView>,
+    /// Plan mode: the text of its latest plan (secrets redacted when it was stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 /// The history of one task.
@@ -265,11 +274,16 @@ pub fn history_of(
             reason,
         })
         .collect();
+    let plan = task
+        .plan
+        .as_ref()
+        .and_then(|plan| std::fs::read_to_string(&plan.path).ok());
     Ok(TaskHistory {
         schema: JSON_SCHEMA_VERSION,
         run_id: run_id.clone(),
         task,
         attempts,
         transitions,
+        plan,
     })
 }

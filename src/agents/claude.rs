@@ -13,8 +13,14 @@ use crate::model::AgentConfig;
 /// Tools that write files (their `file_path` is the file changed).
 const EDIT_TOOLS: [&str; 4] = ["Write", "Edit", "MultiEdit", "NotebookEdit"];
 
-/// `claude -p … PROMPT`, with `--resume SESSION` for a rework.
-pub fn argv(config: &AgentConfig, prompt: &str, resume: Option<&str>) -> Vec<String> {
+/// `claude -p … PROMPT`, with `--resume SESSION` for a rework; `planning`: in Claude Code's plan permission mode,
+/// where it reads and writes no file.
+pub fn argv(
+    config: &AgentConfig,
+    prompt: &str,
+    resume: Option<&str>,
+    planning: bool,
+) -> Vec<String> {
     let mut argv = vec![config.program.clone()];
     argv.extend(
         [
@@ -23,10 +29,18 @@ pub fn argv(config: &AgentConfig, prompt: &str, resume: Option<&str>) -> Vec<Str
             "stream-json",
             "--verbose",
             "--permission-mode",
-            "bypassPermissions",
+            if planning {
+                "plan"
+            } else {
+                "bypassPermissions"
+            },
         ]
         .map(String::from),
     );
+    if planning {
+        // In print mode its plan tool is refused and the plan would be lost: it writes the plan as its answer.
+        argv.extend(["--disallowedTools".to_string(), "ExitPlanMode".to_string()]);
+    }
     if let Some(model) = &config.model {
         argv.extend(["--model".to_string(), model.clone()]);
     }
@@ -314,10 +328,25 @@ mod tests {
             args: Vec::new(),
             max_turns: Some(7),
         };
-        let argv = argv(&config, "fix", Some("sess"));
+        let argv = argv(&config, "fix", Some("sess"), false);
         assert_eq!(argv[0], "/opt/claude");
-        for pair in [["--max-turns", "7"], ["--resume", "sess"], ["--", "fix"]] {
+        for pair in [
+            ["--max-turns", "7"],
+            ["--resume", "sess"],
+            ["--", "fix"],
+            ["--permission-mode", "bypassPermissions"],
+        ] {
             assert!(argv.windows(2).any(|w| w == pair), "{argv:?}");
         }
+        let planning = super::argv(&config, "plan it", None, true);
+        assert!(
+            planning
+                .windows(2)
+                .any(|w| w == ["--permission-mode", "plan"])
+                && planning
+                    .windows(2)
+                    .any(|w| w == ["--disallowedTools", "ExitPlanMode"]),
+            "{planning:?}"
+        );
     }
 }

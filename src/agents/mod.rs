@@ -25,11 +25,19 @@ impl Agent {
         }
     }
 
-    /// The command line of one attempt: a new session with `prompt`, or `resume` of an earlier one.
-    pub fn argv(self, config: &AgentConfig, prompt: &str, resume: Option<&str>) -> Vec<String> {
+    /// The command line of one attempt: a new session with `prompt`, or `resume` of an earlier one; `planning`:
+    /// the agent only plans (Claude Code in its plan permission mode; ccfan's sandbox makes the tree read-only for
+    /// both).
+    pub fn argv(
+        self,
+        config: &AgentConfig,
+        prompt: &str,
+        resume: Option<&str>,
+        planning: bool,
+    ) -> Vec<String> {
         match self {
             Agent::Codex => codex::argv(config, prompt, resume),
-            Agent::Claude => claude::argv(config, prompt, resume),
+            Agent::Claude => claude::argv(config, prompt, resume, planning),
         }
     }
 }

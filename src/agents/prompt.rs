@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Handoff, TaskSpec};
+use crate::model::{Handoff, PlanStep, TaskSpec};
 use crate::report::Finding;
 
 /// The sections the final message must hold (the completeness stage checks them).
@@ -18,8 +18,42 @@ The commands you ran to check your work and what they showed (or why you could n
 ## Files Changed
 One line per file you changed, as `- path/relative/to/the/repository`.";
 
-/// The prompt of a new session: the whole task, and what the tasks it waited for changed.
-pub fn first(task: &TaskSpec, attempt: u32, findings: &[Finding], handoffs: &[Handoff]) -> String {
+/// The final message a planning agent ends with (ccfan stores it as the plan).
+const PLAN_FINISH: &str = "This is the planning step: do not change, create or delete any file (the working directory
+is read-only to you) and do not run commands that write. Read what you need, then end with a final message that
+is the plan a person will approve before you carry it out:
+## Plan
+The steps, in order, each naming the files it changes and how.
+## Risks
+What could go wrong, and what you are unsure of.
+## Tests
+How you will check the work.";
+
+/// The prompt of a planning session (plan mode): the whole task, and a plan as the only output.
+pub fn plan(task: &TaskSpec, handoffs: &[Handoff]) -> String {
+    let mut prompt = format!(
+        "You are a worker agent run by ccfan, asked for a plan first. Your working directory is a git worktree made \
+         for this one task.\n\n## Task `{}`\n{}\n",
+        task.id,
+        task.goal.trim()
+    );
+    prompt.push_str(&scope(task));
+    builds_on(&mut prompt, handoffs);
+    list(&mut prompt, "Constraints", &task.constraints);
+    list(&mut prompt, "Acceptance criteria", &task.acceptance);
+    let _ = write!(prompt, "\n## How to finish\n{PLAN_FINISH}\n");
+    prompt
+}
+
+/// The prompt of a new session: the whole task, what the tasks it waited for changed, and (plan mode) the plan
+/// a person approved.
+pub fn first(
+    task: &TaskSpec,
+    attempt: u32,
+    findings: &[Finding],
+    handoffs: &[Handoff],
+    plan: PlanStep<'_>,
+) -> String {
     let mut prompt = format!(
         "You are a worker agent run by ccfan. Your working directory is a git worktree made for this one task; \
          work only inside it.\n\n## Task `{}`\n{}\n",
@@ -30,6 +64,7 @@ pub fn first(task: &TaskSpec, attempt: u32, findings: &[Finding], handoffs: &[Ha
     builds_on(&mut prompt, handoffs);
     list(&mut prompt, "Constraints", &task.constraints);
     list(&mut prompt, "Acceptance criteria", &task.acceptance);
+    approved_plan(&mut prompt, plan);
     if !findings.is_empty() {
         let _ = write!(
             prompt,
@@ -43,7 +78,7 @@ pub fn first(task: &TaskSpec, attempt: u32, findings: &[Finding], handoffs: &[Ha
 }
 
 /// The prompt sent into the resumed session of a rework: the findings to fix.
-pub fn rework(task: &TaskSpec, attempt: u32, findings: &[Finding]) -> String {
+pub fn rework(task: &TaskSpec, attempt: u32, findings: &[Finding], plan: PlanStep<'_>) -> String {
     let mut prompt = format!(
         "ccfan's gate checked your work on task `{}` and sent it back (this is attempt {attempt}). Your changes so \
          far are still in your working directory. Fix every finding below and change nothing else.\n\n## Findings\n",
@@ -51,6 +86,7 @@ pub fn rework(task: &TaskSpec, attempt: u32, findings: &[Finding]) -> String {
     );
     prompt.push_str(&numbered(findings));
     prompt.push_str(&scope(task));
+    approved_plan(&mut prompt, plan);
     let _ = write!(prompt, "\n## How to finish\n{FINISH}\n");
     prompt
 }
@@ -75,6 +111,21 @@ fn scope(task: &TaskSpec) -> String {
          written into a file.\n",
     );
     text
+}
+
+/// Plan mode: the plan a person approved, and their note.
+fn approved_plan(prompt: &mut String, plan: PlanStep<'_>) {
+    if let PlanStep::Approved { plan, note } = plan {
+        let _ = write!(
+            prompt,
+            "\n## Approved plan\nA person approved this plan for the task; carry it out (the working directory is \
+             yours to change now):\n\n{}\n",
+            plan.trim()
+        );
+        if let Some(note) = note {
+            let _ = writeln!(prompt, "\nTheir note: {}", note.trim());
+        }
+    }
 }
 
 /// The prerequisites' work the worktree already holds.
@@ -190,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_first_prompt_holds_the_whole_task() {
-        let prompt = first(&task(), 1, &[], &[]);
+        let prompt = first(&task(), 1, &[], &[], PlanStep::None);
         for part in [
             "## Task `docs`",
             "Write the usage section.",
@@ -216,11 +267,38 @@ mod tests {
             files: vec!["docs/api.md".into()],
             more_files: 2,
         };
-        let prompt = first(&task(), 1, &[], &[handoff]);
+        let prompt = first(&task(), 1, &[], &[handoff], PlanStep::None);
         assert!(prompt.contains("## Builds on"), "{prompt}");
         assert!(
             prompt.contains("- `design` (landed on main as 0123456789): Write the API design.\n  changed: `docs/api.md` and 2 more"),
             "{prompt}"
+        );
+    }
+
+    #[test]
+    fn a_plan_is_asked_for_first_and_the_approved_plan_is_handed_on() {
+        let planning = plan(&task(), &[]);
+        assert!(planning.contains("Write the usage section.") && planning.contains("## Plan"));
+        assert!(
+            planning.contains("do not change, create or delete any file"),
+            "{planning}"
+        );
+        assert!(!planning.contains("## Files Changed"));
+        let executing = first(
+            &task(),
+            2,
+            &[],
+            &[],
+            PlanStep::Approved {
+                plan: "1. add docs/usage.md",
+                note: Some("keep it short"),
+            },
+        );
+        assert!(
+            executing.contains("## Approved plan\nA person approved this plan")
+                && executing.contains("1. add docs/usage.md")
+                && executing.contains("Their note: keep it short"),
+            "{executing}"
         );
     }
 
@@ -232,13 +310,13 @@ mod tests {
             Finding::error(Stage::Secrets, "aws-access-key", "AKIA…[REDACTED]…3F")
                 .at("a.txt", Some(3)),
         ];
-        let prompt = rework(&task(), 2, &findings);
+        let prompt = rework(&task(), 2, &findings, PlanStep::None);
         assert!(
             prompt.contains("1. [scope scope-denied] at `src/x.rs`: outside the allowed paths")
         );
         assert!(prompt.contains("2. [secrets aws-access-key] at `a.txt:3`: AKIA…[REDACTED]…3F"));
         assert!(prompt.contains("attempt 2") && prompt.contains("`docs/**`"));
-        let fresh = first(&task(), 2, &findings, &[]);
+        let fresh = first(&task(), 2, &findings, &[], PlanStep::None);
         assert!(fresh.contains("## Rework") && fresh.contains("scope-denied"));
     }
 }

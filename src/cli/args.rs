@@ -46,6 +46,10 @@ pub enum Command {
     Merge(MergeArgs),
     /// Ask for another attempt of a task with a person's note (fresh rework budget).
     Rework(ReworkArgs),
+    /// Plan mode: approve a task's plan (or every planned task of a run), recording who and when, and run it.
+    Approve(DecisionArgs),
+    /// Plan mode: reject a task's plan (or every planned task of a run); the task ends without running.
+    Reject(DecisionArgs),
     /// Give a blocked, failed, interrupted, cancelled or over-budget task a fresh rework budget and another
     /// attempt (an over-budget one starts only once its `[budget]` cap was raised).
     Retry(TaskArgs),
@@ -204,6 +208,23 @@ pub struct ReworkArgs {
     pub json: bool,
 }
 
+/// `ccfan approve`, `ccfan reject`.
+#[derive(Debug, Args)]
+pub struct DecisionArgs {
+    /// `<run>/<task>`, or `<run>` for every task whose plan waits.
+    pub target: String,
+    /// A note recorded with the decision (handed to the worker with an approved plan).
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+    /// Approve only if the stored plan is this one: its SHA-256, or a prefix of 8+ digits (`ccfan status
+    /// <run>/<task> --json` shows it as plan.sha256).
+    #[arg(long, value_name = "SHA")]
+    pub plan: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `ccfan accept`.
 #[derive(Debug, Args)]
 pub struct AcceptArgs {
@@ -331,6 +352,10 @@ pub struct RunArgs {
     /// Stop at accepted: merge nothing (land later with `ccfan merge <run>`).
     #[arg(long)]
     pub no_merge: bool,
+    /// Plan first: each worker writes a plan on a read-only tree and the task waits `planned` until
+    /// `ccfan approve` (or `ccfan reject`).
+    #[arg(long)]
+    pub plan: bool,
     /// Use this id for the new run (the MCP server picks it so it can answer at once).
     #[arg(long, value_name = "ID", hide = true)]
     pub run_id: Option<crate::model::RunId>,

@@ -6,7 +6,8 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use super::args::{
-    AcceptArgs, CancelArgs, MergeArgs, OpenArgs, ReworkArgs, SalvageCommand, TargetArgs, TaskArgs,
+    AcceptArgs, CancelArgs, DecisionArgs, MergeArgs, OpenArgs, ReworkArgs, SalvageCommand,
+    TargetArgs, TaskArgs,
 };
 use super::{CliError, Exit, render};
 use crate::model::{TaskId, TaskState};
@@ -128,6 +129,53 @@ pub fn accept(start: &Path, args: AcceptArgs) -> Result<Exit, CliError> {
     control(start, args.json, Wanted::Task(task.as_ref()), |c| {
         c.accept(&target, &who, &args.reason)
     })
+}
+
+/// `ccfan approve` (done when what it approved landed, or with `--no-merge` was accepted) and `ccfan reject`
+/// (done when nothing was refused), as `by` (default: git's user).
+pub fn decide(
+    start: &Path,
+    args: DecisionArgs,
+    by: Option<String>,
+    approve: bool,
+) -> Result<Exit, CliError> {
+    let target = Target::parse(&args.target)?;
+    let who = match by {
+        Some(by) => by,
+        None => crate::git::user_identity(&super::repo_at(start)?),
+    };
+    let note = args.note.as_deref();
+    if approve {
+        let mut approved = Vec::new();
+        let exit = control(start, args.json, Wanted::NotRefused, |c| {
+            let (outcome, ids) = c.approve(&target, &who, note, args.plan.as_deref())?;
+            approved = ids;
+            Ok(outcome)
+        })?;
+        if exit != Exit::Success {
+            return Ok(exit);
+        }
+        // Done when what it approved landed (or, in a `--no-merge` run, was accepted).
+        let repo = super::repo_at(start)?;
+        let (store, _) = pipeline::open_state(&repo)?;
+        let view = crate::status::run_view(&store, &target.run).map_err(PipelineError::from)?;
+        Ok(
+            if view
+                .tasks
+                .iter()
+                .filter(|t| approved.contains(&t.id))
+                .all(|t| view.succeeded(t.state))
+            {
+                Exit::Success
+            } else {
+                Exit::NotAllSucceeded
+            },
+        )
+    } else {
+        control(start, args.json, Wanted::NotRefused, |c| {
+            c.reject(&target, &who, note)
+        })
+    }
 }
 
 /// `ccfan rollback`: success when nothing was refused.

@@ -23,8 +23,8 @@ use crate::model::{RunId, TaskId};
 use crate::pipeline::{self, PipelineError, RunRequest, gc};
 use crate::status;
 use args::{
-    AcceptArgs, Cli, Command, DemoArgs, GcArgs, JobArgs, MergeArgs, ReworkArgs, RunArgs,
-    StatusArgs, TargetArgs, TaskArgs,
+    AcceptArgs, Cli, Command, DecisionArgs, DemoArgs, GcArgs, JobArgs, MergeArgs, ReworkArgs,
+    RunArgs, StatusArgs, TargetArgs, TaskArgs,
 };
 
 /// How the process ends.
@@ -97,6 +97,8 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Rework(args) => control::rework(&start, args),
         Command::Retry(args) => control::retry(&start, args),
         Command::Accept(args) => control::accept(&start, args),
+        Command::Approve(args) => control::decide(&start, args, None, true),
+        Command::Reject(args) => control::decide(&start, args, None, false),
         Command::Rollback(args) => control::rollback(&start, args),
         Command::Cancel(args) => control::cancel(&start, args),
         Command::Salvage(command) => control::salvage(&start, command),
@@ -147,6 +149,7 @@ fn run_job(start: &Path, args: JobArgs) -> Result<Exit, CliError> {
             tasks_file,
             run_id,
             no_merge,
+            plan,
             base,
             into,
             jobs,
@@ -159,6 +162,7 @@ fn run_job(start: &Path, args: JobArgs) -> Result<Exit, CliError> {
                 jobs,
                 into,
                 no_merge,
+                plan,
                 run_id: Some(run_id),
                 json: true,
                 report: None,
@@ -178,6 +182,28 @@ fn run_job(start: &Path, args: JobArgs) -> Result<Exit, CliError> {
                 target: on,
                 json: true,
             },
+        ),
+        JobRequest::Approve { note, plan, by, .. } => control::decide(
+            start,
+            DecisionArgs {
+                target: on,
+                note,
+                plan,
+                json: true,
+            },
+            by,
+            true,
+        ),
+        JobRequest::Reject { note, by, .. } => control::decide(
+            start,
+            DecisionArgs {
+                target: on,
+                note,
+                plan: None,
+                json: true,
+            },
+            by,
+            false,
         ),
         JobRequest::Accept { reason, .. } => control::accept(
             start,
@@ -236,6 +262,7 @@ fn run_tasks(start: &Path, args: RunArgs) -> Result<Exit, CliError> {
         jobs,
         into,
         no_merge,
+        plan,
         run_id,
         json,
         report,
@@ -250,6 +277,7 @@ fn run_tasks(start: &Path, args: RunArgs) -> Result<Exit, CliError> {
         jobs: jobs.map(usize::from),
         into,
         no_merge,
+        plan,
         run_id,
     };
     let view = execute(&request, json)?;
@@ -371,6 +399,7 @@ fn run_demo(args: DemoArgs) -> Result<Exit, CliError> {
         jobs: jobs.map(usize::from),
         into: None,
         no_merge: false,
+        plan: false,
         run_id: None,
     };
     let view = execute(&request, json)?;

@@ -22,7 +22,7 @@ use crate::pipeline::job::JobRequest;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Action {
-    /// rework, retry, accept, rollback, cancel or merge.
+    /// rework, retry, accept, rollback, cancel, merge, approve or reject.
     action: String,
     /// The task (rework, retry and accept need one; rollback and cancel act on the whole run without).
     task: Option<String>,
@@ -30,6 +30,8 @@ pub(super) struct Action {
     note: Option<String>,
     /// Why a task is accepted over the gate.
     reason: Option<String>,
+    /// The SHA-256 of the plan the person approves (the one the page showed).
+    plan: Option<String>,
 }
 
 /// A write is allowed only from this dashboard's own page: own host, signed in (the secret travels in a header
@@ -93,10 +95,23 @@ fn request(run_id: RunId, action: &Action) -> Result<Option<JobRequest>, String>
             task_id: task,
         },
         "merge" => JobRequest::Merge { run_id, into: None },
+        "approve" => JobRequest::Approve {
+            run_id,
+            task_id: Some(needs_task(task)?),
+            note: action.note.clone().filter(|note| !note.trim().is_empty()),
+            plan: Some(text(&action.plan, "the plan's SHA-256 (as shown)")?),
+            by: None,
+        },
+        "reject" => JobRequest::Reject {
+            run_id,
+            task_id: Some(needs_task(task)?),
+            note: action.note.clone().filter(|note| !note.trim().is_empty()),
+            by: None,
+        },
         "cancel" => return Ok(None),
         other => {
             return Err(format!(
-                "unknown action `{other}`: use rework, retry, accept, rollback, cancel or merge"
+                "unknown action `{other}`: use rework, retry, accept, rollback, cancel, merge, approve or reject"
             ));
         }
     }))

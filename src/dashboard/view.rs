@@ -58,6 +58,11 @@ pub fn group(state: TaskState, carried: bool, no_merge: bool) -> (Group, Option<
         S::Failed | S::TimedOut | S::OverBudget | S::Interrupted | S::Error => {
             (Group::NeedsYou, Some("did not finish: retry or roll back"))
         }
+        S::Planned => (
+            Group::NeedsYou,
+            Some("its plan waits for you: approve or reject it"),
+        ),
+        S::Rejected => (Group::Done, None),
         S::Skipped => (
             Group::NeedsYou,
             Some("skipped: a prerequisite did not land; settle it, then retry this one"),
@@ -109,6 +114,8 @@ pub struct Row {
     pub cost_usd: Option<f64>,
     /// Why it is where it is.
     pub reason: Option<String>,
+    /// Plan mode: the SHA-256 of its latest plan (what an approval from the page names).
+    pub plan_sha256: Option<String>,
 }
 
 /// The row of `task`, with its `timing`.
@@ -153,6 +160,7 @@ pub fn row(task: &TaskView, timing: Timing, carried: bool, no_merge: bool) -> Ro
             .map(|usage| usage.input_tokens + usage.output_tokens),
         cost_usd: task.cost_usd,
         reason: task.reason.clone(),
+        plan_sha256: task.plan.as_ref().map(|plan| plan.sha256.clone()),
     }
 }
 
@@ -293,6 +301,7 @@ mod tests {
                     action: None,
                     verdict: None,
                     findings: Vec::new(),
+                    plan_sha256: None,
                     tokens: None,
                     cost_usd: None,
                     reason: None,

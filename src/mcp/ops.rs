@@ -118,6 +118,7 @@ pub async fn delegate(
         jobs: params.jobs.map(usize::from),
         into: params.into.clone(),
         no_merge: !params.merge,
+        plan: params.plan,
         run_id: Some(run_id.clone()),
     };
     // Everything the run's process would reject at once is checked here, so it comes back as this call's error.
@@ -240,6 +241,7 @@ pub async fn delegate(
         tasks_file,
         run_id: run_id.clone(),
         no_merge: !params.merge,
+        plan: params.plan,
         base: params.base.clone(),
         into: params.into.clone(),
         jobs: params.jobs,

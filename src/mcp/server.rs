@@ -187,6 +187,50 @@ impl CcfanServer {
     }
 
     #[tool(
+        description = "Plan mode (delegate with plan: true): approve a planned task's plan (or every one of the run), \
+        recorded with your note, and run it; reject: true ends it instead. Read plans with status task_id + detail.",
+        annotations(destructive_hint = true)
+    )]
+    async fn approve(
+        &self,
+        Parameters(params): Parameters<ApproveParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<Json<OperationResult>, Failure> {
+        let shared = self.repos.at(params.repo.as_deref())?;
+        let client = context.peer.peer_info().map_or_else(
+            || "an MCP client".to_string(),
+            |info| info.client_info.name.clone(),
+        );
+        // The client decided: it is named as the approver, with the person it runs for.
+        let by = Some(format!(
+            "MCP client {client} (for {})",
+            crate::git::user_identity(&shared.repo)
+        ));
+        let (run_id, task_id, note) = (params.run_id, params.task_id, params.note);
+        let request = ops::FollowUp {
+            request: match params.reject {
+                false => JobRequest::Approve {
+                    run_id,
+                    task_id,
+                    note,
+                    plan: params.plan_sha256,
+                    by,
+                },
+                true => JobRequest::Reject {
+                    run_id,
+                    task_id,
+                    note,
+                    by,
+                },
+            },
+            wait_seconds: params.wait_seconds,
+        };
+        ops::follow_up(&shared, request, &context.ct)
+            .await
+            .map(Json)
+    }
+
+    #[tool(
         description = "Roll a task (or every task of a run) back: not merged, or reverted by a new commit if merged. \
         Every attempt stays on its salvage ref; nothing is lost.",
         annotations(destructive_hint = true)

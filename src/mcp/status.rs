@@ -295,6 +295,7 @@ mod tests {
             reason: None,
             after: Vec::new(),
             waits_for: Vec::new(),
+            plan: None,
             attempts: 1,
             branch: "ccfan/r/t".to_string(),
             worktree: "/w/t".into(),
@@ -363,6 +364,7 @@ mod tests {
                     owner_pid: 1,
                     owner_start: "x",
                     no_merge: false,
+                    plan_mode: false,
                 },
                 &tasks,
             )

@@ -45,7 +45,7 @@ pub struct DelegateTask {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DelegateParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The tasks, run in parallel, each in its own git worktree from one base commit.
@@ -62,6 +62,10 @@ pub struct DelegateParams {
     pub merge: bool,
     /// Tasks at a time (default: the policy's `run.jobs`, else the machine's cores).
     pub jobs: Option<u16>,
+    /// Plan first: each worker writes a plan without changing anything and the task waits `planned` for
+    /// `approve` (or `reject`).
+    #[serde(default)]
+    pub plan: bool,
 }
 
 /// A delegated task that was not started because an identical one is active.
@@ -94,7 +98,7 @@ pub struct DelegateResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -164,7 +168,7 @@ pub struct StatusResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -229,7 +233,7 @@ pub struct VerifyResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiffParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -276,7 +280,7 @@ pub struct DiffResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScanParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// Files or folders, relative to the repository root (folders honour .gitignore). Default: the whole
@@ -305,7 +309,7 @@ pub struct ScanResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckScopeParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// Repository-relative paths to check.
@@ -348,15 +352,14 @@ pub struct CheckScopeResult {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
     pub run_id: RunId,
     /// The task.
     pub task_id: TaskId,
-    /// Wait up to this many seconds (at most 300) for the operation to finish; 0 (default) answers once it
-    /// started.
+    /// Seconds (≤ 300) to wait for it to finish; 0 (default): answer once started.
     #[serde(default)]
     pub wait_seconds: u32,
 }
@@ -365,7 +368,7 @@ pub struct TaskParams {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReworkParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -374,8 +377,7 @@ pub struct ReworkParams {
     pub task_id: TaskId,
     /// What the worker must do differently (handed to it as a finding, with its earlier findings).
     pub note: String,
-    /// Wait up to this many seconds (at most 300) for the new attempt to finish; 0 (default) answers once it
-    /// started.
+    /// Seconds (≤ 300) to wait for the attempt to finish; 0 (default): answer once started.
     #[serde(default)]
     pub wait_seconds: u32,
 }
@@ -384,7 +386,7 @@ pub struct ReworkParams {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
@@ -393,7 +395,7 @@ pub struct AcceptParams {
     pub task_id: TaskId,
     /// Why the gate's verdict is overridden (recorded with the repository user's name).
     pub reason: String,
-    /// Wait up to this many seconds (at most 300) for the landing to finish.
+    /// Seconds (≤ 300) to wait for the landing to finish.
     #[serde(default)]
     pub wait_seconds: u32,
 }
@@ -402,29 +404,52 @@ pub struct AcceptParams {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
     pub run_id: RunId,
     /// Only this task (default: every task of the run).
     pub task_id: Option<TaskId>,
-    /// Wait up to this many seconds (at most 300) for the operation to finish (default 30).
+    /// Seconds (≤ 300) to wait for it to finish (default 30).
     pub wait_seconds: Option<u32>,
+}
+
+/// `approve` arguments.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveParams {
+    /// Repository path (any folder in it; default: the server's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The run.
+    pub run_id: RunId,
+    /// Only this task (default: every planned task).
+    pub task_id: Option<TaskId>,
+    /// Recorded with the decision; given to the worker with the plan.
+    pub note: Option<String>,
+    /// The SHA-256 (or 8+ digit prefix) of the plan you read: refused if the stored plan is another.
+    pub plan_sha256: Option<String>,
+    /// Reject instead: the task ends without running.
+    #[serde(default)]
+    pub reject: bool,
+    /// Seconds (≤ 300) to wait for the tasks to finish (default 0).
+    #[serde(default)]
+    pub wait_seconds: u32,
 }
 
 /// `merge` arguments.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MergeParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// The run.
     pub run_id: RunId,
     /// Land on this branch instead of the run's target.
     pub into: Option<String>,
-    /// Wait up to this many seconds (at most 300) for the landing (which re-runs the gate on the merged tree).
+    /// Seconds (≤ 300) to wait for the landing (which re-runs the gate on the merged tree).
     /// Default 60.
     pub wait_seconds: Option<u32>,
 }
@@ -458,7 +483,7 @@ pub struct OperationResult {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListRunsParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// At most this many runs, newest first (default 20).
@@ -493,7 +518,7 @@ pub struct ListRunsResult {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
 }
@@ -540,7 +565,7 @@ pub struct HealthResult {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GcParams {
-    /// Repository path (any folder in it); default: where the server started.
+    /// Repository path (any folder in it; default: the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// Only these runs (default: every finished run).

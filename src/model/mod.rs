@@ -3,10 +3,11 @@
 
 pub mod agent;
 pub mod ledger;
+pub mod plan;
 mod task_file;
 
 pub use crate::ids::{AttemptKey, CommitId, IdError, RunId, TaskId};
-pub use task_file::{Handoff, TaskFileDoc};
+pub use task_file::{Handoff, PlanStep, TaskFileDoc};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -61,13 +62,19 @@ pub enum TaskState {
     Error,
     /// Never started: a prerequisite (`after`) ended without landing, so its work is not there to build on.
     Skipped,
+    /// Plan mode: its worker wrote a plan without changing anything; it waits for a person to approve or reject
+    /// it (`ccfan approve`, `ccfan reject`).
+    Planned,
+    /// Plan mode: a person rejected its plan; it never ran.
+    Rejected,
 }
 
 impl TaskState {
     /// Every state, in life-cycle order.
-    pub const ALL: [TaskState; 20] = [
+    pub const ALL: [TaskState; 22] = [
         TaskState::Queued,
         TaskState::Waiting,
+        TaskState::Planned,
         TaskState::Preparing,
         TaskState::Running,
         TaskState::Completed,
@@ -86,6 +93,7 @@ impl TaskState {
         TaskState::Interrupted,
         TaskState::Error,
         TaskState::Skipped,
+        TaskState::Rejected,
     ];
 
     /// The name stored in the database and shown to users.
@@ -111,6 +119,8 @@ impl TaskState {
             TaskState::Interrupted => "interrupted",
             TaskState::Error => "error",
             TaskState::Skipped => "skipped",
+            TaskState::Planned => "planned",
+            TaskState::Rejected => "rejected",
         }
     }
 
@@ -143,7 +153,9 @@ impl TaskState {
             | TaskState::OverBudget
             | TaskState::Interrupted
             | TaskState::Error
-            | TaskState::Skipped => true,
+            | TaskState::Skipped
+            | TaskState::Planned
+            | TaskState::Rejected => true,
         }
     }
 
@@ -154,6 +166,8 @@ impl TaskState {
             TaskState::Queued
             | TaskState::Waiting
             | TaskState::Skipped
+            | TaskState::Planned
+            | TaskState::Rejected
             | TaskState::Preparing
             | TaskState::Running
             | TaskState::Completed
@@ -403,6 +417,9 @@ pub struct TaskView {
     /// While it is `waiting`: those of them that have not landed (with `--no-merge`: not been accepted) yet.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub waits_for: Vec<TaskId>,
+    /// Plan mode: its latest plan, and who approved it when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<plan::PlanView>,
     /// Number of attempts started.
     pub attempts: u32,
     /// The task branch.
@@ -503,6 +520,9 @@ pub struct RunView {
     pub tasks_file: PathBuf,
     /// Made with `--no-merge`: accepted is the end.
     pub no_merge: bool,
+    /// Made with `--plan`: tasks plan first and run once a person approved.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub plan_mode: bool,
     /// Tasks in task-file order.
     pub tasks: Vec<TaskView>,
     /// Tokens and cost of every agent attempt in the run.
@@ -521,7 +541,10 @@ impl RunView {
 
     /// Whether a task in `state` ended the way the user wants, in this run.
     pub fn succeeded(&self, state: TaskState) -> bool {
-        if self.no_merge {
+        if self.plan_mode && state == TaskState::Planned {
+            // A plan waiting for a person is what `run --plan` is for.
+            true
+        } else if self.no_merge {
             state.is_landed_or_accepted()
         } else {
             state.is_success()

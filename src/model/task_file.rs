@@ -31,6 +31,32 @@ pub struct TaskFileDoc<'a> {
     /// What the tasks it waited for (`after`) changed; its tree already holds their work.
     #[serde(skip_serializing_if = "<[Handoff]>::is_empty")]
     pub after: &'a [Handoff],
+    /// Plan mode: `plan` while the worker only plans (its tree is read-only), `execute` once a person approved
+    /// its plan (then in `plan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    /// Plan mode, executing: the approved plan to follow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<&'a str>,
+    /// Plan mode, executing: the approver's note.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_note: Option<&'a str>,
+}
+
+/// Where an attempt stands in plan mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanStep<'a> {
+    /// Not a plan-mode task.
+    None,
+    /// It only plans: its tree is read-only, and what it writes is its plan.
+    Planning,
+    /// It executes the plan a person approved, with their note.
+    Approved {
+        /// The plan.
+        plan: &'a str,
+        /// The note.
+        note: Option<&'a str>,
+    },
 }
 
 /// What a prerequisite changed, as told to the task that waited for it (`after`).

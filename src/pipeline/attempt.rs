@@ -10,14 +10,14 @@ use super::carry::{Carrier, Cursor};
 use super::{PipelineError, gate, record, run_worker};
 use crate::events::Event;
 use crate::git;
-use crate::model::{CommitId, ExitStatus, TaskSpec, TaskState};
+use crate::model::{CommitId, ExitStatus, PlanStep, TaskSpec, TaskState};
 use crate::paths::AttemptDir;
 use crate::report::Verdict;
 
 /// An attempt that has begun: its number, folder, process token and the agent session it resumes.
-struct Begun {
-    n: u32,
-    dir: PathBuf,
+pub(super) struct Begun {
+    pub(super) n: u32,
+    pub(super) dir: PathBuf,
     token: String,
     resume: Option<String>,
     baseline: crate::agents::Usage,
@@ -43,8 +43,17 @@ impl Carrier<'_> {
         cursor: &Cursor,
     ) -> Result<Option<(Verdict, CommitId)>, PipelineError> {
         let cancel = self.cancel.of(&task.id);
-        let begun = self.begin(task, cursor)?;
-        let outcome = self.work(task, worktree, cursor, &begun, cancel)?;
+        // Plan mode: the plan a person approved goes to the worker with the task.
+        let approved = self.approved_plan(&task.id)?;
+        let step = match &approved {
+            Some((plan, note)) => PlanStep::Approved {
+                plan,
+                note: note.as_deref(),
+            },
+            None => PlanStep::None,
+        };
+        let begun = self.begin(task, cursor, step)?;
+        let outcome = self.work(task, worktree, cursor, &begun, cancel, step)?;
         let kept = match self.keep(task, worktree, link, cursor, &begun, outcome)? {
             Ok(kept) => kept,
             Err(unrecorded) => return Ok(Some((unrecorded, cursor.tip.clone()))),
@@ -61,7 +70,12 @@ impl Carrier<'_> {
     }
 
     /// Makes the attempt's folder and stored row, finds the agent session a rework resumes, and marks it running.
-    fn begin(&self, task: &TaskSpec, cursor: &Cursor) -> Result<Begun, PipelineError> {
+    pub(super) fn begin(
+        &self,
+        task: &TaskSpec,
+        cursor: &Cursor,
+        step: PlanStep<'_>,
+    ) -> Result<Begun, PipelineError> {
         let (n, rework) = (cursor.next, &cursor.findings);
         let dir = self.layout.attempt_dir(self.run_id, &task.id, n);
         std::fs::create_dir_all(&dir).map_err(|source| PipelineError::Io {
@@ -104,13 +118,20 @@ impl Carrier<'_> {
             }
             _ => (None, crate::agents::Usage::default()),
         };
-        let why = (n > 1).then(|| match &resume {
-            Some(_) => format!(
+        let why = match (step, &resume) {
+            (PlanStep::Planning, _) => Some(format!(
+                "attempt {n}: planning; the tree is read-only to the worker"
+            )),
+            (PlanStep::Approved { .. }, _) if rework.is_empty() => {
+                Some(format!("attempt {n}: carrying out the approved plan"))
+            }
+            _ if n == 1 => None,
+            (_, Some(_)) => Some(format!(
                 "attempt {n}: {} finding(s) to fix, in the agent's same session",
                 rework.len()
-            ),
-            None => format!("attempt {n}: {} finding(s) to fix", rework.len()),
-        });
+            )),
+            (_, None) => Some(format!("attempt {n}: {} finding(s) to fix", rework.len())),
+        };
         self.transition(&task.id, n, TaskState::Running, why)?;
         Ok(Begun {
             n,
@@ -122,13 +143,14 @@ impl Carrier<'_> {
     }
 
     /// Runs the worker to its end, storing its pid and (agents) its live progress as they come.
-    fn work(
+    pub(super) fn work(
         &self,
         task: &TaskSpec,
         worktree: &Path,
         cursor: &Cursor,
         begun: &Begun,
         cancel: &AtomicBool,
+        plan: PlanStep<'_>,
     ) -> Result<crate::sandbox::Outcome, PipelineError> {
         let n = begun.n;
         // A copy-on-write tree whose mount went away (a reboot) is shown again before the worker starts.
@@ -152,6 +174,7 @@ impl Carrier<'_> {
             baseline: begun.baseline,
             resources: &resources,
             handoffs: &handoffs,
+            plan,
         };
         let mut stored: Option<crate::model::AgentView> = None;
         let mut on_progress = |summary: &crate::agents::tally::AgentSummary| {
@@ -434,7 +457,7 @@ fn worker_notes(
 }
 
 /// The task state (and reason) that a worker's exit leads to, before the gate.
-fn outcome_state(exit: &ExitStatus, task: &TaskSpec) -> (TaskState, Option<String>) {
+pub(super) fn outcome_state(exit: &ExitStatus, task: &TaskSpec) -> (TaskState, Option<String>) {
     match exit {
         ExitStatus::Code { code: 0 } => (TaskState::Completed, None),
         ExitStatus::Code { code } => (

@@ -102,7 +102,9 @@ impl Carrier<'_> {
             | TaskState::OverBudget
             | TaskState::Interrupted
             | TaskState::Error
-            | TaskState::Skipped => false,
+            | TaskState::Skipped
+            | TaskState::Planned
+            | TaskState::Rejected => false,
         };
         if landed {
             Settled::Landed

@@ -21,6 +21,9 @@ pub enum JobRequest {
         run_id: RunId,
         /// Stop at accepted.
         no_merge: bool,
+        /// Plan mode: plan first, run once approved.
+        #[serde(default)]
+        plan: bool,
         /// The base revision, when not the policy's.
         base: Option<String>,
         /// The branch to land on, when not the current one.
@@ -60,6 +63,31 @@ pub enum JobRequest {
         /// The task (`None`: every task).
         task_id: Option<TaskId>,
     },
+    /// `ccfan approve`: plan mode, approve a task's plan (or every planned task's) and run it.
+    Approve {
+        /// The run.
+        run_id: RunId,
+        /// The task (`None`: every planned task).
+        task_id: Option<TaskId>,
+        /// The approver's note.
+        note: Option<String>,
+        /// The SHA-256 (or a prefix of 8+ digits) of the plan the approver read.
+        #[serde(default)]
+        plan: Option<String>,
+        /// Who approved (default: git's user).
+        by: Option<String>,
+    },
+    /// `ccfan reject`: plan mode, end a planned task (or every one) without running it.
+    Reject {
+        /// The run.
+        run_id: RunId,
+        /// The task (`None`: every planned task).
+        task_id: Option<TaskId>,
+        /// Why.
+        note: Option<String>,
+        /// Who rejected (default: git's user).
+        by: Option<String>,
+    },
     /// `ccfan merge`: land what is accepted.
     Merge {
         /// The run.
@@ -79,6 +107,8 @@ impl JobRequest {
             JobRequest::Accept { .. } => "accept",
             JobRequest::Rollback { .. } => "rollback",
             JobRequest::Merge { .. } => "merge",
+            JobRequest::Approve { .. } => "approve",
+            JobRequest::Reject { .. } => "reject",
         }
     }
 
@@ -90,7 +120,9 @@ impl JobRequest {
             | JobRequest::Retry { run_id, .. }
             | JobRequest::Accept { run_id, .. }
             | JobRequest::Rollback { run_id, .. }
-            | JobRequest::Merge { run_id, .. } => run_id,
+            | JobRequest::Merge { run_id, .. }
+            | JobRequest::Approve { run_id, .. }
+            | JobRequest::Reject { run_id, .. } => run_id,
         }
     }
 
@@ -100,7 +132,9 @@ impl JobRequest {
             JobRequest::Rework { task_id, .. }
             | JobRequest::Retry { task_id, .. }
             | JobRequest::Accept { task_id, .. } => Some(task_id),
-            JobRequest::Rollback { task_id, .. } => task_id.as_ref(),
+            JobRequest::Rollback { task_id, .. }
+            | JobRequest::Approve { task_id, .. }
+            | JobRequest::Reject { task_id, .. } => task_id.as_ref(),
             JobRequest::Run { .. } | JobRequest::Merge { .. } => None,
         }
     }
@@ -129,6 +163,7 @@ mod tests {
                 tasks_file: "/t.toml".into(),
                 run_id: "r1".parse().unwrap(),
                 no_merge: true,
+                plan: false,
                 base: None,
                 into: Some("main".into()),
                 jobs: Some(2),

@@ -19,9 +19,25 @@ pub enum Operation {
     Accept,
     /// `ccfan rollback`: not merged (a merged task is reverted).
     Rollback,
+    /// `ccfan approve`: plan mode, run the task with its approved plan.
+    Approve,
+    /// `ccfan reject`: plan mode, end the task without running it.
+    Reject,
 }
 
 impl Operation {
+    /// What the operation does to a task, as in "cannot be …".
+    fn past(self) -> &'static str {
+        match self {
+            Operation::Rework => "reworked",
+            Operation::Retry => "retried",
+            Operation::Accept => "accepted",
+            Operation::Rollback => "rolled back",
+            Operation::Approve => "approved",
+            Operation::Reject => "rejected",
+        }
+    }
+
     /// The command's name.
     pub fn name(self) -> &'static str {
         match self {
@@ -29,6 +45,8 @@ impl Operation {
             Operation::Retry => "retry",
             Operation::Accept => "accept",
             Operation::Rollback => "rollback",
+            Operation::Approve => "approve",
+            Operation::Reject => "reject",
         }
     }
 }
@@ -97,6 +115,39 @@ pub enum Refusal {
         /// Why (which prerequisite, in which state).
         why: String,
     },
+    /// Plan mode: the task's plan waits for approval (or was rejected), so it cannot be reworked, retried or
+    /// accepted.
+    PlanOnly {
+        /// The task.
+        task: TaskId,
+        /// Its state (planned or rejected).
+        state: TaskState,
+        /// What was asked.
+        op: Operation,
+    },
+    /// Approve and reject act only on a task whose plan waits for a person.
+    NotPlanned {
+        /// The task.
+        task: TaskId,
+        /// Its state.
+        state: TaskState,
+        /// What was asked.
+        op: Operation,
+    },
+    /// The plan the person read is not the stored one (it was made again since): nothing was approved.
+    PlanChanged {
+        /// The task.
+        task: TaskId,
+        /// The SHA-256 (or prefix) the person gave.
+        shown: String,
+        /// The stored plan's.
+        stored: String,
+    },
+    /// Approve or reject of a whole run in which no task's plan waits for a person.
+    NothingPlanned {
+        /// The run.
+        run: RunId,
+    },
     /// Several tasks refused (a rollback of a whole run).
     Several(Vec<Refusal>),
 }
@@ -115,7 +166,12 @@ impl std::fmt::Display for Refusal {
             Refusal::InProgress {
                 task,
                 state,
-                op: Operation::Rework | Operation::Retry | Operation::Accept,
+                op:
+                    Operation::Rework
+                    | Operation::Retry
+                    | Operation::Accept
+                    | Operation::Approve
+                    | Operation::Reject,
             } => write!(
                 f,
                 "task {task} is {state}: wait for it to finish, or `ccfan cancel` it first"
@@ -129,7 +185,12 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::Merged {
                 task,
-                op: Operation::Accept | Operation::Retry | Operation::Rollback,
+                op:
+                    Operation::Accept
+                    | Operation::Retry
+                    | Operation::Rollback
+                    | Operation::Approve
+                    | Operation::Reject,
             } => write!(f, "task {task} is merged already"),
             Refusal::NotRetryable { task, state } => {
                 let hint = match state {
@@ -155,6 +216,38 @@ impl std::fmt::Display for Refusal {
                 )
             }
             Refusal::Revert { task: _, why } => f.write_str(why),
+            Refusal::PlanOnly {
+                task,
+                state: TaskState::Planned,
+                op,
+            } => write!(
+                f,
+                "task {task} has a plan waiting for approval, so it cannot be {}: `ccfan approve <run>/{task}` runs it, `ccfan reject` ends it",
+                op.past()
+            ),
+            Refusal::PlanOnly { task, state, op } => write!(
+                f,
+                "task {task} is {state}: its plan was rejected, so it is never {}; delegate it again",
+                op.past()
+            ),
+            Refusal::NotPlanned { task, state, op } => write!(
+                f,
+                "task {task} is {state}: {} is for a task whose plan waits for approval (run with --plan)",
+                op.name()
+            ),
+            Refusal::PlanChanged {
+                task,
+                shown,
+                stored,
+            } => write!(
+                f,
+                "task {task}'s plan is {}, not the {shown} you read (it was planned again, or the prefix is under 8 digits): read it again (`ccfan status <run>/{task}`) and approve that",
+                &stored[..12.min(stored.len())]
+            ),
+            Refusal::NothingPlanned { run } => write!(
+                f,
+                "run {run} has no task whose plan waits for approval (`ccfan status {run}` shows where they are)"
+            ),
             Refusal::Prerequisites { task, why } => write!(
                 f,
                 "task {task} cannot start: {why}; settle its prerequisites first (retry, rework or accept them)"
@@ -195,6 +288,10 @@ enum Phase {
     RolledBack,
     /// Stopped short: blocked, failed, timed out, cancelled, interrupted, or ccfan's own error.
     StoppedShort,
+    /// Plan mode: its plan waits for a person.
+    Planned,
+    /// Plan mode: its plan was rejected; it never runs.
+    Rejected,
 }
 
 fn phase(state: TaskState) -> Phase {
@@ -219,6 +316,8 @@ fn phase(state: TaskState) -> Phase {
         | TaskState::Interrupted
         | TaskState::Error
         | TaskState::Skipped => Phase::StoppedShort,
+        TaskState::Planned => Phase::Planned,
+        TaskState::Rejected => Phase::Rejected,
     }
 }
 
@@ -230,7 +329,25 @@ pub fn allows(op: Operation, task: &TaskId, state: TaskState) -> Result<(), Refu
         state,
         op,
     };
+    let plan_only = || Refusal::PlanOnly {
+        task: task.clone(),
+        state,
+        op,
+    };
+    let not_planned = || Refusal::NotPlanned {
+        task: task.clone(),
+        state,
+        op,
+    };
     match (op, phase(state)) {
+        (Operation::Approve | Operation::Reject, Phase::Planned) => Ok(()),
+        (Operation::Approve | Operation::Reject, _) => Err(not_planned()),
+        (
+            Operation::Retry | Operation::Rework | Operation::Accept,
+            Phase::Planned | Phase::Rejected,
+        ) => Err(plan_only()),
+        // A plan is decided by approve or reject, never by a rollback (which a rework could follow).
+        (Operation::Rollback, Phase::Planned | Phase::Rejected) => Err(plan_only()),
         (Operation::Retry, Phase::StoppedShort | Phase::Conflicted | Phase::BetweenAttempts) => {
             Ok(())
         }
@@ -309,9 +426,22 @@ mod tests {
 
     #[test]
     fn every_state_and_operation_has_an_answer() {
-        use Operation::{Accept, Retry, Rework, Rollback};
+        use Operation::{Accept, Approve, Reject, Retry, Rework, Rollback};
         let allowed = |op, state| allows(op, &task("t"), state).is_ok();
         for state in TaskState::ALL {
+            let planned = state == TaskState::Planned;
+            // A plan waiting for a person is only approved or rejected; a rejected one never runs.
+            assert_eq!(allowed(Approve, state), planned, "{state}");
+            assert_eq!(allowed(Reject, state), planned, "{state}");
+            if matches!(state, TaskState::Planned | TaskState::Rejected) {
+                for op in [Rework, Retry, Accept, Rollback] {
+                    assert!(
+                        matches!(allows(op, &task("t"), state), Err(Refusal::PlanOnly { .. })),
+                        "{state} {op:?}"
+                    );
+                }
+                continue;
+            }
             let moving = !state.is_final() && state != TaskState::Conflict;
             // Nothing acts on a task something else is working on (a task left in `rework` may be retried).
             assert_eq!(

@@ -34,6 +34,8 @@ pub mod change;
 mod carry;
 // stages 3-5 for one attempt: begin → run the worker → keep → judge
 mod attempt;
+// plan mode: stage 3 first on a read-only tree, then approval before the real attempt
+pub mod planning;
 // stages 2, 3 and 6 for tasks that wait for others: land early, start from their tip, say what they changed
 mod handoff;
 // after the verdict: no task branch reaches a secret-bearing attempt
@@ -191,6 +193,8 @@ pub struct RunRequest {
     pub into: Option<String>,
     /// `--no-merge`: stop at accepted.
     pub no_merge: bool,
+    /// `--plan`: every task's worker plans first, changing nothing; the task then waits for `ccfan approve`.
+    pub plan: bool,
     /// The run id to use (chosen by whoever started this run, e.g. the MCP server); default: a new one.
     pub run_id: Option<RunId>,
 }
@@ -279,14 +283,7 @@ pub fn run(
         store,
     });
     // 2-5: each task fanned out to its worktree and carried through its attempts, `jobs` at a time; then 6.
-    carry_all(
-        &carrier,
-        &resolved,
-        &run,
-        &groups,
-        &cancels,
-        request.no_merge,
-    );
+    carry_all(&carrier, &resolved, &run, &groups, &cancels, request);
     finish(carrier, &run.run_id, sink)
 }
 
@@ -299,10 +296,14 @@ fn carry_all(
     run: &prepare::Registered,
     groups: &[Vec<usize>],
     cancels: &cancel::Cancels<'_>,
-    no_merge: bool,
+    request: &RunRequest,
 ) {
     let tasks = &resolved.plan.tasks;
-    let prerequisites = order::prerequisites(tasks);
+    // Plan mode only plans (no task waits for another's plan), and lands nothing.
+    let prerequisites = match request.plan {
+        true => vec![Vec::new(); tasks.len()],
+        false => order::prerequisites(tasks),
+    };
     let waited_for: Vec<bool> = (0..tasks.len())
         .map(|index| prerequisites.iter().any(|needs| needs.contains(&index)))
         .collect();
@@ -323,11 +324,14 @@ fn carry_all(
                     while let Some(index) = schedule.next(carrier, tasks) {
                         // A panic below still settles the task, so nothing waits for it forever.
                         let guard = handoff::Unsettled::new(&schedule, index);
-                        carrier.carry_or_fail(
-                            &tasks[index],
-                            &run.branches[index],
-                            &run.worktrees[index],
-                        );
+                        let (branch, worktree) = (&run.branches[index], &run.worktrees[index]);
+                        if request.plan {
+                            carrier.plan_or_fail(&tasks[index], branch, worktree);
+                            guard.disarm();
+                            schedule.settle(carrier, tasks, index, order::Settled::Landed);
+                            continue;
+                        }
+                        carrier.carry_or_fail(&tasks[index], branch, worktree);
                         let settled = carrier
                             .settle_for_dependants(&tasks[index].id, waited_for[index])
                             .unwrap_or_else(|error| {
@@ -348,7 +352,7 @@ fn carry_all(
         for worker in workers {
             let _ = worker.join();
         }
-        if !no_merge {
+        if !request.no_merge && !request.plan {
             carrier.integrate_or_fail();
         }
         done.store(true, Ordering::SeqCst);

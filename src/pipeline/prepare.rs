@@ -178,6 +178,7 @@ pub fn register(
             owner_pid,
             owner_start: &owner_start,
             no_merge: request.no_merge,
+            plan_mode: request.plan,
         },
         &new_tasks,
     )?;
@@ -324,8 +325,43 @@ pub fn load_plan(request: &RunRequest) -> Result<(Policy, plan::Plan, RulePack),
     let policy = load_policy(&request.repo, request.policy_file.as_deref())?;
     let tasks = tasks_file::read(&request.tasks_file)?;
     let plan = plan::plan(&tasks, &policy)?;
+    if request.plan {
+        check_plan_mode(request, &policy, &plan)?;
+    }
     let rules = load_rules(&policy)?;
     Ok((policy, plan, rules))
+}
+
+/// Plan mode needs a sandbox (it is what makes a planning worker's tree read-only) and, for now, independent tasks.
+fn check_plan_mode(
+    request: &RunRequest,
+    policy: &Policy,
+    plan: &plan::Plan,
+) -> Result<(), InputError> {
+    if policy.sandbox.backend == policy::SandboxBackend::None {
+        return Err(InputError::new(
+            &request
+                .policy_file
+                .clone()
+                .unwrap_or_else(|| request.repo.workdir.join(policy::POLICY_FILE)),
+            "plan mode needs a sandbox: it is what keeps a planning worker from writing, and the policy says \
+             sandbox.backend = \"none\"",
+        )
+        .key("sandbox.backend")
+        .fix("set sandbox.backend = \"auto\", or run without --plan"));
+    }
+    if let Some(task) = plan.tasks.iter().find(|task| !task.after.is_empty()) {
+        return Err(InputError::new(
+            &request.tasks_file,
+            format!(
+                "task `{}` waits for other tasks (after), which plan mode does not combine with yet",
+                task.id
+            ),
+        )
+        .key("after")
+        .fix("plan and approve the phases in separate runs, or run without --plan"));
+    }
+    Ok(())
 }
 
 /// Loads the policy's secret rule pack (a built-in name or a rules file).

@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::agents::tally::{AgentSummary, Tally};
 use crate::agents::{self, Agent, probe, prompt};
-use crate::model::{AgentConfig, CommitId, RunId, TaskFileDoc, TaskSpec};
+use crate::model::{AgentConfig, CommitId, PlanStep, RunId, TaskFileDoc, TaskSpec};
 use crate::policy::Policy;
 use crate::sandbox::{self, EventStream, Launch, Outcome, SandboxError, SandboxPolicy, Tree};
 use crate::secrets::RulePack;
@@ -48,6 +48,8 @@ pub struct AttemptContext<'a> {
     pub baseline: agents::Usage,
     /// What the tasks it waited for (`after`) changed.
     pub handoffs: &'a [crate::model::Handoff],
+    /// Plan mode: planning (read-only), or executing an approved plan.
+    pub plan: crate::model::PlanStep<'a>,
 }
 
 /// How a worker's attempt ended, with what its agent reported (agent workers).
@@ -98,6 +100,9 @@ pub fn run_worker(
         ("CCFAN_REPORT_FILE".to_string(), lossy(&report_file)),
     ];
     extra.extend(context.resources.iter().cloned());
+    if context.plan == PlanStep::Planning {
+        extra.push(("CCFAN_PLAN".to_string(), "1".to_string()));
+    }
     let mut env = sandbox::worker_env(&policy.sandbox, &task.worker, &extra);
     let mut sandbox_policy = SandboxPolicy::for_worker(
         &policy.sandbox,
@@ -112,6 +117,13 @@ pub fn run_worker(
         policy.log_limit,
     );
     let log = AttemptDir::of(context.dir).log();
+    if context.plan == PlanStep::Planning {
+        // A planning worker reads the tree and changes nothing: ccfan's sandbox makes the tree read-only.
+        sandbox_policy.read_only_tree(context.worktree);
+        if let Some(why) = not_read_only(policy, &sandbox_policy, context.worktree) {
+            return not_started(&log, why);
+        }
+    }
     let mut reader = None;
     let argv = match task.worker.kind.agent() {
         None => task.worker.kind.command().unwrap_or_default().to_vec(),
@@ -179,6 +191,19 @@ fn write_task_file(
             .filter_map(|finding| serde_json::to_value(finding).ok())
             .collect(),
         after: context.handoffs,
+        mode: match context.plan {
+            PlanStep::None => None,
+            PlanStep::Planning => Some("plan"),
+            PlanStep::Approved { .. } => Some("execute"),
+        },
+        plan: match context.plan {
+            PlanStep::Approved { plan, .. } => Some(plan),
+            PlanStep::None | PlanStep::Planning => None,
+        },
+        plan_note: match context.plan {
+            PlanStep::Approved { note, .. } => note,
+            PlanStep::None | PlanStep::Planning => None,
+        },
     };
     let json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     write(&task_file, &json)?;
@@ -290,9 +315,16 @@ fn prepare_agent<'a, 'p>(
     // The agent's installation stays visible (read-only) even where the sandbox hides a folder (an npm prefix
     // under /tmp): the whole `node_modules` tree, since `codex` is a script that starts a platform binary there.
     sandbox_policy.read_only.push(probe::install_root(program));
-    let text = match context.resume {
-        Some(_) => prompt::rework(task, context.attempt, context.rework),
-        None => prompt::first(task, context.attempt, context.rework, context.handoffs),
+    let text = match (context.resume, context.plan) {
+        (_, PlanStep::Planning) => prompt::plan(task, context.handoffs),
+        (Some(_), plan) => prompt::rework(task, context.attempt, context.rework, plan),
+        (None, plan) => prompt::first(
+            task,
+            context.attempt,
+            context.rework,
+            context.handoffs,
+            plan,
+        ),
     };
     let resolved = AgentConfig {
         program: program.to_string_lossy().into_owned(),
@@ -314,7 +346,36 @@ fn prepare_agent<'a, 'p>(
         shown_at: None,
         pending: false,
     });
-    Ok(Ok(agent.argv(&resolved, &text, context.resume)))
+    Ok(Ok(agent.argv(
+        &resolved,
+        &text,
+        context.resume,
+        context.plan == PlanStep::Planning,
+    )))
+}
+
+/// Why a planning worker's tree would not be read-only, if it would not: no sandbox, or a writable root (the
+/// policy's or the profile's) that holds it.
+fn not_read_only(policy: &Policy, sandbox: &SandboxPolicy, worktree: &Path) -> Option<String> {
+    if policy.sandbox.backend == crate::policy::SandboxBackend::None {
+        return Some(
+            "plan mode needs a sandbox to keep the planning worker's tree read-only, and the policy says \
+             sandbox.backend = \"none\""
+                .to_string(),
+        );
+    }
+    let tree = crate::paths::real_path(worktree);
+    sandbox
+        .writable
+        .iter()
+        .find(|root| tree.starts_with(root))
+        .map(|root| {
+            format!(
+                "plan mode cannot keep the tree read-only: the writable root {} holds it (sandbox.writable or the \
+                 profile's writable)",
+                root.display()
+            )
+        })
 }
 
 /// A worker ccfan refused to start, with the reason in its log.

@@ -87,6 +87,13 @@ impl SandboxPolicy {
         policy
     }
 
+    /// Keeps `worktree` visible but read-only (plan mode: the worker reads the tree and changes nothing).
+    pub fn read_only_tree(&mut self, worktree: &Path) {
+        let tree = real(worktree);
+        self.writable.retain(|path| *path != tree);
+        self.read_only.push(tree);
+    }
+
     /// A probe's policy (`codex --version`, `claude --help`): no network, nothing writable but `scratch`, and
     /// `install` (the program's installation) visible read-only even in a folder the sandbox hides.
     pub fn for_probe(

@@ -4,6 +4,7 @@
 
 mod agents;
 mod control;
+mod plans;
 mod requests;
 mod runs;
 
@@ -120,7 +121,7 @@ pub(crate) fn query(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError
     }
 }
 
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -136,7 +137,8 @@ CREATE TABLE IF NOT EXISTS runs (
     owner_pid     INTEGER NOT NULL,
     owner_start   TEXT NOT NULL,
     reason        TEXT,
-    no_merge      INTEGER NOT NULL DEFAULT 0
+    no_merge      INTEGER NOT NULL DEFAULT 0,
+    plan_mode     INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tasks (
     run_id      TEXT NOT NULL REFERENCES runs(id),
@@ -158,6 +160,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     forced      TEXT,
     agent_session TEXT,
     landed_with TEXT,
+    approval    TEXT,
     PRIMARY KEY (run_id, id)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -224,6 +227,12 @@ const MIGRATE_TO_6: &str = "
 ALTER TABLE tasks ADD COLUMN landed_with TEXT;
 ";
 
+/// Version 8: plan mode — runs made with `--plan`, and who approved which task's plan, when.
+const MIGRATE_TO_8: &str = "
+ALTER TABLE runs ADD COLUMN plan_mode INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN approval TEXT;
+";
+
 /// Why a migration stopped.
 enum Migration {
     /// The database is newer than this ccfan.
@@ -249,6 +258,9 @@ fn migrate(conn: &Connection, version: i64) -> Result<(), Migration> {
     }
     if (1..=5).contains(&version) {
         run(MIGRATE_TO_6)?;
+    }
+    if (1..=7).contains(&version) {
+        run(MIGRATE_TO_8)?;
     }
     if version < SCHEMA_VERSION {
         run(SCHEMA)?;

@@ -30,6 +30,8 @@ pub struct NewRun<'a> {
     pub owner_start: &'a str,
     /// `--no-merge`: accepted is the end of this run.
     pub no_merge: bool,
+    /// `--plan`: each task plans first and runs only once a person approved its plan.
+    pub plan_mode: bool,
 }
 
 /// A task about to be recorded.
@@ -81,6 +83,8 @@ pub struct RunRow {
     pub owner_start: String,
     /// Made with `--no-merge`.
     pub no_merge: bool,
+    /// Made with `--plan`.
+    pub plan_mode: bool,
 }
 
 /// A stored task.
@@ -177,12 +181,13 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<(RunRow, String)> {
             owner_pid: row.get(7)?,
             owner_start: row.get(8)?,
             no_merge: row.get(9)?,
+            plan_mode: row.get(10)?,
         },
         state,
     ))
 }
 
-const RUN_COLUMNS: &str = "id, created_at, state, base_sha, base_rev, target_branch, tasks_file, owner_pid, owner_start, no_merge";
+const RUN_COLUMNS: &str = "id, created_at, state, base_sha, base_rev, target_branch, tasks_file, owner_pid, owner_start, no_merge, plan_mode";
 
 fn finish_run_row((mut run, state): (RunRow, String)) -> Result<RunRow, StoreError> {
     run.state = RunState::parse(&state).ok_or_else(|| corrupt(format!("run state `{state}`")))?;
@@ -202,8 +207,8 @@ impl Store {
             .transaction()
             .map_err(query("starting a transaction"))?;
         tx.execute(
-            "INSERT INTO runs (id, created_at, state, base_sha, base_rev, target_branch, tasks_file, jobs, owner_pid, owner_start, no_merge)
-             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO runs (id, created_at, state, base_sha, base_rev, target_branch, tasks_file, jobs, owner_pid, owner_start, no_merge, plan_mode)
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 run.id,
                 now,
@@ -214,7 +219,8 @@ impl Store {
                 i64::try_from(run.jobs).unwrap_or(i64::MAX),
                 i64::from(run.owner_pid),
                 run.owner_start,
-                run.no_merge
+                run.no_merge,
+                run.plan_mode
             ],
         )
         .map_err(query("recording the run"))?;
@@ -559,7 +565,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::path::Path;
     use std::time::Duration;
 
@@ -592,7 +598,7 @@ mod tests {
     }
 
     /// A store holding run `r` with queued tasks `a` and `b`.
-    fn two_task_run(dir: &Path) -> Store {
+    pub(in crate::store) fn two_task_run(dir: &Path) -> Store {
         let mut store = Store::open(&dir.join("state.db")).unwrap();
         let (a, b) = (spec("a"), spec("b"));
         let tasks = [
@@ -618,6 +624,7 @@ mod tests {
             owner_pid: 1,
             owner_start: "x",
             no_merge: false,
+            plan_mode: false,
         };
         store.create_run(&run, &tasks).unwrap();
         store

@@ -859,3 +859,112 @@ fn a_budget_crossed_mid_run_stops_the_right_tasks_with_their_work_kept() {
         "{view}"
     );
 }
+
+/// Plan mode with a real agent: it plans on a read-only tree (its attempt to write fails), the plan is stored,
+/// and once approved the agent gets the plan in its prompt and carries it out.
+fn plan_then_approve(worker: &str, id: &str) {
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let plan =
+        "## Plan\nWrite docs/usage.md with one line.\n## Risks\nNone.\n## Tests\nNone for docs.";
+    let model = FakeModel::start(
+        dir.path(),
+        json!([
+            {"when": "asked for a plan first", "write": {"path": "docs/sneaky.md", "content": "written while planning"}},
+            {"when": "asked for a plan first", "message": plan},
+            {"when": "## Approved plan", "write": {"path": "docs/usage.md", "content": "# Usage\n"}},
+            {"when": "## Approved plan", "message": final_message(&["docs/usage.md"])},
+        ]),
+    );
+    let env = setup(&model, "");
+    let tasks = env.tasks(&format!(
+        "[[task]]\nid = \"{id}\"\ngoal = \"Write the usage guide ({id})\"\nallowed = [\"docs/**\"]\nworker = \"{worker}\"\n"
+    ));
+    let ran = agent_ccfan(
+        &env,
+        &model,
+        &[
+            "run",
+            "--plan",
+            "--json",
+            "--tasks",
+            tasks.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let view = ran.json();
+    let t = task(&view, id);
+    assert_eq!(t["state"], "planned", "{ran:?}");
+    let worktree = PathBuf::from(t["worktree"].as_str().unwrap());
+    assert!(
+        !worktree.join("docs/sneaky.md").exists(),
+        "the planning agent wrote its tree"
+    );
+    let run_id = view["run_id"].as_str().unwrap().to_string();
+    let history = agent_ccfan(
+        &env,
+        &model,
+        &["status", "--json", &format!("{run_id}/{id}")],
+    )
+    .json();
+    assert!(
+        history["plan"]
+            .as_str()
+            .unwrap()
+            .contains("Write docs/usage.md with one line."),
+        "{history}"
+    );
+    assert!(
+        history["attempts"][0]["agent"]["usage"]["input_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let approved = agent_ccfan(
+        &env,
+        &model,
+        &["approve", &format!("{run_id}/{id}"), "--json"],
+    );
+    assert_eq!(approved.code, 0, "{approved:?}");
+    assert_eq!(
+        task(&approved.json()["run"], id)["state"],
+        "merged",
+        "{approved:?}"
+    );
+    assert!(env.repo.join("docs/usage.md").exists());
+    assert!(!env.repo.join("docs/sneaky.md").exists());
+    let conversation = model.conversation();
+    assert_eq!(conversation.len(), 4, "{conversation:#?}");
+    // The write the planning agent tried came back to it as a failure.
+    let after_write = conversation[1]["body"].to_string();
+    assert!(
+        after_write.contains("Failed to create parent directories")
+            || after_write.contains("while in plan mode"),
+        "the planning write did not fail: {after_write}"
+    );
+    let executing = conversation
+        .iter()
+        .find(|request| request["body"].to_string().contains("## Approved plan"))
+        .expect("the execution prompt");
+    assert!(
+        executing["body"]
+            .to_string()
+            .contains("Write docs/usage.md with one line."),
+        "the approved plan is in the prompt"
+    );
+}
+
+#[test]
+fn codex_plans_read_only_then_carries_out_the_approved_plan() {
+    if !agents_installed("codex_plans_read_only_then_carries_out_the_approved_plan") {
+        return;
+    }
+    plan_then_approve("cx", "codex-plan");
+}
+
+#[test]
+fn claude_plans_in_plan_mode_then_carries_out_the_approved_plan() {
+    if !agents_installed("claude_plans_in_plan_mode_then_carries_out_the_approved_plan") {
+        return;
+    }
+    plan_then_approve("cl", "claude-plan");
+}

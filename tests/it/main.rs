@@ -28,6 +28,7 @@ mod kill;
 mod landing;
 mod mcp;
 mod merge_loop;
+mod plan_mode;
 mod sandbox;
 mod sarif;
 mod tamper;

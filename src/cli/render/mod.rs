@@ -159,6 +159,16 @@ pub fn run_view(view: &RunView) -> String {
             view.run_id
         ));
     }
+    if count(TaskState::Planned) > 0 {
+        next.push(format!(
+            "ccfan status {}/<task>     read a task's plan",
+            view.run_id
+        ));
+        next.push(format!(
+            "ccfan approve {}[/<task>]  run it with its plan (or `ccfan reject` to end it)",
+            view.run_id
+        ));
+    }
     if count(TaskState::Skipped) > 0 {
         next.push(format!(
             "ccfan retry {}/<task>      start a skipped task once its prerequisites landed",
@@ -240,6 +250,22 @@ pub fn task_history(history: &crate::status::TaskHistory) -> String {
     }
     text.push('\n');
     text.push_str(&table(&header, &attempts));
+    if let Some(plan) = &history.plan {
+        let approved = match task.plan.as_ref().and_then(|p| p.approval.as_ref()) {
+            Some(approval) => format!(
+                "approved by {} at {}{}",
+                approval.by,
+                approval.at,
+                approval
+                    .note
+                    .as_ref()
+                    .map(|note| format!(" (note: {note})"))
+                    .unwrap_or_default()
+            ),
+            None => "not approved".to_string(),
+        };
+        text.push_str(&format!("\nplan ({approved}):\n{}\n", plan.trim_end()));
+    }
     if let Some(agent) = history.attempts.iter().rev().find_map(|a| a.agent.as_ref()) {
         text.push_str(&format!(
             "\n{} session {}{}\n",
@@ -427,6 +453,7 @@ mod tests {
             reason: reason.map(str::to_string),
             after: Vec::new(),
             waits_for: Vec::new(),
+            plan: None,
             attempts: 1,
             branch: format!("ccfan/r1/{id}"),
             worktree: format!("/wt/repo-1/r1/{id}").into(),
@@ -452,6 +479,7 @@ mod tests {
             target_branch: Some("main".to_string()),
             tasks_file: "/tasks.toml".into(),
             no_merge: false,
+            plan_mode: false,
             usage: None,
             ledger: None,
             tasks: vec![

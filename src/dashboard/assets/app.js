@@ -329,8 +329,13 @@ async function loadDetail() {
     return;
   }
   detail.dataset.shows = `${run}/${row.id}`;
+  const planned = row.state === "planned" ? [
+    action(run, "Approve plan", { ...task, action: "approve", plan: row.plan_sha256 }, { confirm: `Approve ${row.id}'s plan (${(row.plan_sha256 || "").slice(0, 12)}) and run it now? (recorded with your name)` }),
+    action(run, "Reject plan…", { ...task, action: "reject" }, { input: "note", danger: true, confirm: `Reject ${row.id}'s plan? It ends without running. Say why:` }),
+  ] : [];
   detail.replaceChildren(
     el("div", { class: "actions" },
+      ...planned,
       action(run, "Rework…", { ...task, action: "rework" }, { input: "note", confirm: `Send ${row.id} back to its worker with this note:` }),
       action(run, "Retry", { ...task, action: "retry" }, { confirm: `Give ${row.id} a fresh rework budget and another attempt?` }),
       action(run, "Accept…", { ...task, action: "accept" }, { input: "reason", danger: true, confirm: `Accept ${row.id} over the gate's verdict${known.run.no_merge ? "" : " and land it on " + (known.run.target || "its branch") + " now"}? Say why (recorded with your name):` }),

@@ -3,6 +3,7 @@
 //! revert commit), cancel. Each claims the run first, so two ccfan processes never carry the same task at once,
 //! and each stores every transition before it takes effect, exactly like `run`.
 
+mod plans;
 mod undo;
 
 use std::path::Path;

@@ -20,6 +20,19 @@ impl Carrier<'_> {
         task: &TaskRow,
         findings: Vec<Finding>,
     ) -> Result<Option<Refusal>, PipelineError> {
+        // Plan mode: a task nobody approved plans again; it never runs unapproved.
+        if self.store().run(self.run_id)?.plan_mode
+            && self.store().approval(self.run_id, &task.id)?.is_none()
+        {
+            let planned = self
+                .ensure_worktree(task, self.base_sha)
+                .and_then(|_| Ok(self.store().clear_cancel(self.run_id, &task.id)?))
+                .and_then(|()| self.plan_attempt(&task.spec, &task.worktree, task.attempts + 1));
+            if let Err(error) = planned {
+                self.fail(Some(&task.id), error);
+            }
+            return Ok(None);
+        }
         let attempts = self.store().attempts(self.run_id, &task.id)?;
         let (base, tip) = match task_head(&attempts, self.base_sha) {
             Some(head) => {
