@@ -56,6 +56,31 @@ pub fn list_runs(store: &Store) -> Result<RunList, StoreError> {
     })
 }
 
+/// The tasks whose work dependants may start from: landed (with `--no-merge`, or HEAD detached, accepted).
+fn landed(rows: &[crate::store::TaskRow], stops_at_accepted: bool) -> Vec<TaskId> {
+    rows.iter()
+        .filter(|row| {
+            row.state == TaskState::Merged
+                || (row.state == TaskState::Accepted
+                    && (row.landing.is_some() || stops_at_accepted))
+        })
+        .map(|row| row.id.clone())
+        .collect()
+}
+
+/// While `task` waits: its prerequisites not `landed` yet.
+fn waits_for(task: &crate::store::TaskRow, landed: &[TaskId]) -> Vec<TaskId> {
+    if task.state != TaskState::Waiting {
+        return Vec::new();
+    }
+    task.spec
+        .after
+        .iter()
+        .filter(|id| !landed.contains(id))
+        .cloned()
+        .collect()
+}
+
 /// The full view of one run.
 pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
     let run = store.run(run_id)?;
@@ -66,28 +91,9 @@ pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
     let mut ledger = crate::model::ledger::Ledger::default();
     let mut tasks = Vec::new();
     let rows = store.tasks(run_id)?;
-    let stops_at_accepted = run.no_merge || run.target_branch.is_none();
-    // What dependants may start from: landed work (with `--no-merge`, accepted work).
-    let landed: Vec<TaskId> = rows
-        .iter()
-        .filter(|row| {
-            row.state == TaskState::Merged
-                || (row.state == TaskState::Accepted
-                    && (row.landing.is_some() || stops_at_accepted))
-        })
-        .map(|row| row.id.clone())
-        .collect();
+    let landed = landed(&rows, run.no_merge || run.target_branch.is_none());
     for task in rows {
-        let waits_for = match task.state {
-            TaskState::Waiting => task
-                .spec
-                .after
-                .iter()
-                .filter(|id| !landed.contains(id))
-                .cloned()
-                .collect(),
-            _ => Vec::new(),
-        };
+        let waits_for = waits_for(&task, &landed);
         let attempts = store.attempts(run_id, &task.id)?;
         let latest = attempts.last();
         let agents = store.attempt_agents(run_id, &task.id)?;
@@ -126,7 +132,7 @@ pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
             after: task.spec.after.clone(),
             waits_for,
             plan: if run.plan_mode {
-                crate::pipeline::planning::plan_view(store, run_id, &task)?
+                store.plan(run_id, &task.id)?
             } else {
                 None
             },

@@ -45,7 +45,25 @@ pub(super) struct Carrier<'a> {
     /// When each task's spending was last checked while its worker ran.
     pub(super) budget_checked: Mutex<std::collections::HashMap<TaskId, std::time::Instant>>,
     /// Where the run's landings go (set by the first one).
-    pub(super) destination: Mutex<Option<super::integrate::Destination>>,
+    pub(super) destination: Mutex<Option<Destination>>,
+}
+
+/// Where landings go: the target branch, or the integration branch once the user's checkout was in the way.
+#[derive(Debug, Clone)]
+pub(in crate::pipeline) struct Destination {
+    pub(in crate::pipeline) branch: String,
+    /// Set once diverted: the user's checkout and the dirty paths that were in the way.
+    pub(in crate::pipeline) diverted: Option<(std::path::PathBuf, Vec<String>)>,
+}
+
+impl Destination {
+    /// Landings onto `target` itself, until the user's checkout is in the way.
+    pub(in crate::pipeline) fn to(target: &str) -> Destination {
+        Destination {
+            branch: target.to_string(),
+            diverted: None,
+        }
+    }
 }
 
 /// Where a task's attempts continue from.

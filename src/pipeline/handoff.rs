@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::PipelineError;
 use super::carry::Carrier;
-use super::integrate::Destination;
+use super::carry::Destination;
 use super::order::{Pick, Schedule, Settled};
 use crate::git::{self, MergePreview};
 use crate::model::{CommitId, Handoff, TaskId, TaskSpec, TaskState};

@@ -115,7 +115,17 @@ pub enum Refusal {
         /// Why (which prerequisite, in which state).
         why: String,
     },
-    /// Plan mode: the task's plan waits for approval (or was rejected), so it cannot be reworked, retried or
+    /// Plan mode: why a decision on a plan (or an operation on a task with one) did nothing.
+    Plan(PlanRefusal),
+    /// Several tasks refused (a rollback of a whole run).
+    Several(Vec<Refusal>),
+}
+
+/// Why plan mode refused: a task whose plan waits for a person (or was rejected) is only approved or rejected,
+/// and an approval names the plan it approves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanRefusal {
+    /// The task's plan waits for approval (or was rejected), so it cannot be reworked, retried or
     /// accepted.
     PlanOnly {
         /// The task.
@@ -148,8 +158,45 @@ pub enum Refusal {
         /// The run.
         run: RunId,
     },
-    /// Several tasks refused (a rollback of a whole run).
-    Several(Vec<Refusal>),
+}
+
+impl std::fmt::Display for PlanRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanRefusal::PlanOnly {
+                task,
+                state: TaskState::Planned,
+                op,
+            } => write!(
+                f,
+                "task {task} has a plan waiting for approval, so it cannot be {}: `ccfan approve <run>/{task}` runs it, `ccfan reject` ends it",
+                op.past()
+            ),
+            PlanRefusal::PlanOnly { task, state, op } => write!(
+                f,
+                "task {task} is {state}: its plan was rejected, so it is never {}; delegate it again",
+                op.past()
+            ),
+            PlanRefusal::NotPlanned { task, state, op } => write!(
+                f,
+                "task {task} is {state}: {} is for a task whose plan waits for approval (run with --plan)",
+                op.name()
+            ),
+            PlanRefusal::PlanChanged {
+                task,
+                shown,
+                stored,
+            } => write!(
+                f,
+                "task {task}'s plan is {}, not the {shown} you read (it was planned again, or the prefix is under 8 digits): read it again (`ccfan status <run>/{task}`) and approve that",
+                &stored[..12.min(stored.len())]
+            ),
+            PlanRefusal::NothingPlanned { run } => write!(
+                f,
+                "run {run} has no task whose plan waits for approval (`ccfan status {run}` shows where they are)"
+            ),
+        }
+    }
 }
 
 impl std::fmt::Display for Refusal {
@@ -216,38 +263,7 @@ impl std::fmt::Display for Refusal {
                 )
             }
             Refusal::Revert { task: _, why } => f.write_str(why),
-            Refusal::PlanOnly {
-                task,
-                state: TaskState::Planned,
-                op,
-            } => write!(
-                f,
-                "task {task} has a plan waiting for approval, so it cannot be {}: `ccfan approve <run>/{task}` runs it, `ccfan reject` ends it",
-                op.past()
-            ),
-            Refusal::PlanOnly { task, state, op } => write!(
-                f,
-                "task {task} is {state}: its plan was rejected, so it is never {}; delegate it again",
-                op.past()
-            ),
-            Refusal::NotPlanned { task, state, op } => write!(
-                f,
-                "task {task} is {state}: {} is for a task whose plan waits for approval (run with --plan)",
-                op.name()
-            ),
-            Refusal::PlanChanged {
-                task,
-                shown,
-                stored,
-            } => write!(
-                f,
-                "task {task}'s plan is {}, not the {shown} you read (it was planned again, or the prefix is under 8 digits): read it again (`ccfan status <run>/{task}`) and approve that",
-                &stored[..12.min(stored.len())]
-            ),
-            Refusal::NothingPlanned { run } => write!(
-                f,
-                "run {run} has no task whose plan waits for approval (`ccfan status {run}` shows where they are)"
-            ),
+            Refusal::Plan(refusal) => refusal.fmt(f),
             Refusal::Prerequisites { task, why } => write!(
                 f,
                 "task {task} cannot start: {why}; settle its prerequisites first (retry, rework or accept them)"
@@ -329,15 +345,19 @@ pub fn allows(op: Operation, task: &TaskId, state: TaskState) -> Result<(), Refu
         state,
         op,
     };
-    let plan_only = || Refusal::PlanOnly {
-        task: task.clone(),
-        state,
-        op,
+    let plan_only = || {
+        Refusal::Plan(PlanRefusal::PlanOnly {
+            task: task.clone(),
+            state,
+            op,
+        })
     };
-    let not_planned = || Refusal::NotPlanned {
-        task: task.clone(),
-        state,
-        op,
+    let not_planned = || {
+        Refusal::Plan(PlanRefusal::NotPlanned {
+            task: task.clone(),
+            state,
+            op,
+        })
     };
     match (op, phase(state)) {
         (Operation::Approve | Operation::Reject, Phase::Planned) => Ok(()),
@@ -436,7 +456,10 @@ mod tests {
             if matches!(state, TaskState::Planned | TaskState::Rejected) {
                 for op in [Rework, Retry, Accept, Rollback] {
                     assert!(
-                        matches!(allows(op, &task("t"), state), Err(Refusal::PlanOnly { .. })),
+                        matches!(
+                            allows(op, &task("t"), state),
+                            Err(Refusal::Plan(PlanRefusal::PlanOnly { .. }))
+                        ),
                         "{state} {op:?}"
                     );
                 }

@@ -6,15 +6,13 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use sha2::{Digest, Sha256};
-
 use super::PipelineError;
 use super::carry::{Carrier, Cursor};
 use super::fan_out;
-use crate::model::plan::{Approval, PlanView};
+use crate::model::plan::Approval;
 use crate::model::{ExitStatus, PlanStep, TaskSpec, TaskState};
 use crate::paths::AttemptDir;
-use crate::pipeline::lifecycle::{Operation, Refusal};
+use crate::pipeline::lifecycle::{Operation, PlanRefusal, Refusal};
 use crate::store::TaskRow;
 
 /// The most of a plan kept: what fits an MCP answer (24 KiB) with room to spare, and the prompt that carries it.
@@ -192,7 +190,7 @@ impl Carrier<'_> {
             context: format!("cannot read the approved plan {}", path.display()),
             source,
         })?;
-        if sha256(&plan) != approval.plan_sha256 {
+        if crate::store::plan_sha256(&plan) != approval.plan_sha256 {
             return Err(PipelineError::Io {
                 context: format!(
                     "the approved plan {} changed since it was approved (SHA-256 {}): nothing runs; plan again with `ccfan retry`",
@@ -218,21 +216,21 @@ impl Carrier<'_> {
         note: Option<&str>,
         shown: Option<&str>,
     ) -> Result<Option<Refusal>, PipelineError> {
-        let Some(plan) = plan_view(&self.store(), self.run_id, task)? else {
-            return Ok(Some(Refusal::NotPlanned {
+        let Some(plan) = self.store().plan(self.run_id, &task.id)? else {
+            return Ok(Some(Refusal::Plan(PlanRefusal::NotPlanned {
                 task: task.id.clone(),
                 state: task.state,
                 op: Operation::Approve,
-            }));
+            })));
         };
         if let Some(shown) = shown
             && (shown.len() < 8 || !plan.sha256.starts_with(&shown.to_ascii_lowercase()))
         {
-            return Ok(Some(Refusal::PlanChanged {
+            return Ok(Some(Refusal::Plan(PlanRefusal::PlanChanged {
                 task: task.id.clone(),
                 shown: shown.to_string(),
                 stored: plan.sha256,
-            }));
+            })));
         }
         let approval = Approval {
             by: by.to_string(),
@@ -279,35 +277,4 @@ impl Carrier<'_> {
         });
         Ok(())
     }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A task's latest plan (plan mode), with its approval once given.
-pub fn plan_view(
-    store: &crate::store::Store,
-    run_id: &crate::model::RunId,
-    task: &TaskRow,
-) -> Result<Option<PlanView>, crate::store::StoreError> {
-    let attempts = store.attempts(run_id, &task.id)?;
-    let Some((attempt, path)) = attempts.iter().rev().find_map(|attempt| {
-        let path = AttemptDir::of(&attempt.dir).plan();
-        path.is_file().then_some((attempt.n, path))
-    }) else {
-        return Ok(None);
-    };
-    let Ok(text) = std::fs::read(&path) else {
-        return Ok(None);
-    };
-    Ok(Some(PlanView {
-        attempt,
-        path,
-        sha256: sha256(&text),
-        approval: store.approval(run_id, &task.id)?,
-    }))
 }

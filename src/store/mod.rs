@@ -15,6 +15,7 @@ use rusqlite::Connection;
 
 use crate::model::CommitId;
 
+pub use plans::plan_sha256;
 pub use requests::{ActiveTask, Registration, request_fingerprint, task_fingerprint};
 pub use runs::{AttemptRow, NewAttempt, NewRun, NewTask, RecoveredAttempt, RunRow, TaskRow};
 

@@ -4,9 +4,19 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError, query};
-use crate::model::plan::Approval;
+use crate::model::plan::{Approval, PlanView};
 use crate::model::{RunId, TaskId, TaskState};
+use crate::paths::AttemptDir;
 use crate::util::now_millis;
+
+/// The SHA-256 of a plan's text, in lower-case hex: what an approval names.
+pub fn plan_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 impl Store {
     /// Records (or, with `None`, clears) the approval of a task's plan.
@@ -58,6 +68,26 @@ impl Store {
         .map_err(query("recording a transition"))?;
         tx.commit()
             .map_err(query("committing a decision on a plan"))
+    }
+
+    /// A task's latest plan (plan mode: the last attempt that stored one), with its approval once given.
+    pub fn plan(&self, run_id: &RunId, task_id: &TaskId) -> Result<Option<PlanView>, StoreError> {
+        let attempts = self.attempts(run_id, task_id)?;
+        let Some((attempt, path)) = attempts.iter().rev().find_map(|attempt| {
+            let path = AttemptDir::of(&attempt.dir).plan();
+            path.is_file().then_some((attempt.n, path))
+        }) else {
+            return Ok(None);
+        };
+        let Ok(text) = std::fs::read(&path) else {
+            return Ok(None);
+        };
+        Ok(Some(PlanView {
+            attempt,
+            path,
+            sha256: plan_sha256(&text),
+            approval: self.approval(run_id, task_id)?,
+        }))
     }
 
     /// The approval of a task's plan, if a person gave one.

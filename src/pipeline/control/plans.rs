@@ -7,7 +7,7 @@ use super::{Control, ControlOutcome, Layer, Refusal, Target, find_task};
 use crate::model::{TaskId, TaskState};
 use crate::pipeline::PipelineError;
 use crate::pipeline::carry::{Carrier, Cursor};
-use crate::pipeline::lifecycle::{self, Operation};
+use crate::pipeline::lifecycle::{self, Operation, PlanRefusal};
 use crate::store::TaskRow;
 
 impl Control<'_> {
@@ -82,9 +82,9 @@ fn decide(
     if tasks.is_empty() {
         return Ok((
             Vec::new(),
-            Some(Refusal::NothingPlanned {
+            Some(Refusal::Plan(PlanRefusal::NothingPlanned {
                 run: carrier.run_id.clone(),
-            }),
+            })),
         ));
     }
     let mut picked = Vec::new();

@@ -13,7 +13,8 @@ use crate::store::{TaskRow, task_head};
 use crate::util::short;
 
 use super::branch::{catch_up, landing_message};
-use super::{Destination, MAX_RACES, Move, integration_branch, move_branch};
+use super::{MAX_RACES, Move, integration_branch, move_branch};
+use crate::pipeline::carry::Destination;
 
 /// How a step of a landing went on.
 enum Flow<T> {

@@ -15,7 +15,7 @@ pub(super) use branch::{Move, move_branch};
 use std::collections::BTreeMap;
 
 use super::PipelineError;
-use super::carry::Carrier;
+use super::carry::{Carrier, Destination};
 use crate::events::Event;
 use crate::git::{self};
 use crate::model::{TaskId, TaskState};
@@ -24,24 +24,6 @@ use crate::util::short;
 
 /// How many times a landing is retried when the target moves under it.
 pub(super) const MAX_RACES: u32 = 5;
-
-/// Where landings go: the target branch, or the integration branch once the user's checkout was in the way.
-#[derive(Debug, Clone)]
-pub(super) struct Destination {
-    pub(super) branch: String,
-    /// Set once diverted: the user's checkout and the dirty paths that were in the way.
-    pub(super) diverted: Option<(std::path::PathBuf, Vec<String>)>,
-}
-
-impl Destination {
-    /// Landings onto `target` itself, until the user's checkout is in the way.
-    pub(super) fn to(target: &str) -> Destination {
-        Destination {
-            branch: target.to_string(),
-            diverted: None,
-        }
-    }
-}
 
 impl Carrier<'_> {
     /// Lands every accepted task of the run that has not landed yet: prerequisites first, otherwise in task-file
