@@ -131,7 +131,8 @@ fn mark(state: TaskState) -> &'static str {
         | TaskState::Cancelled
         | TaskState::Interrupted
         | TaskState::Skipped
-        | TaskState::Rejected => "↩️",
+        | TaskState::Rejected
+        | TaskState::NotChosen => "↩️",
         TaskState::Planned => "📝",
         TaskState::Queued
         | TaskState::Waiting

@@ -130,6 +130,7 @@ pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
                 }),
             worktree_present: !task.removed && task.worktree.exists(),
             after: task.spec.after.clone(),
+            candidate: task.spec.candidate.clone(),
             waits_for,
             plan: if run.plan_mode {
                 store.plan(run_id, &task.id)?

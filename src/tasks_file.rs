@@ -52,6 +52,10 @@ pub struct TaskFields {
     pub timeout: Option<Spanned<String>>,
     /// Ids of tasks that must land first.
     pub after: Option<Spanned<StringList>>,
+    /// Best-of-N: run the task as this many candidates.
+    pub candidates: Option<Spanned<u32>>,
+    /// Best-of-N: one candidate per worker profile named.
+    pub workers: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -33,7 +33,7 @@ impl Wanted<'_> {
                 .tasks
                 .iter()
                 .filter(|task| only.is_none_or(|id| *id == task.id))
-                .all(|task| view.succeeded(task.state)),
+                .all(|task| view.task_succeeded(task)),
             Wanted::Tasks(ids) => view
                 .tasks
                 .iter()
@@ -164,7 +164,7 @@ pub fn decide(
                 .tasks
                 .iter()
                 .filter(|t| approved.contains(&t.id))
-                .all(|t| view.succeeded(t.state))
+                .all(|t| view.task_succeeded(t))
             {
                 Exit::Success
             } else {

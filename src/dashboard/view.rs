@@ -62,7 +62,7 @@ pub fn group(state: TaskState, carried: bool, no_merge: bool) -> (Group, Option<
             Group::NeedsYou,
             Some("its plan waits for you: approve or reject it"),
         ),
-        S::Rejected => (Group::Done, None),
+        S::Rejected | S::NotChosen => (Group::Done, None),
         S::Skipped => (
             Group::NeedsYou,
             Some("skipped: a prerequisite did not land; settle it, then retry this one"),

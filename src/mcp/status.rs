@@ -294,6 +294,7 @@ mod tests {
             state,
             reason: None,
             after: Vec::new(),
+            candidate: None,
             waits_for: Vec::new(),
             plan: None,
             attempts: 1,
@@ -339,6 +340,7 @@ mod tests {
             },
             timeout: Duration::from_secs(5),
             after: Vec::new(),
+            candidate: None,
         };
         let specs: Vec<_> = (0..120).map(spec).collect();
         let branches: Vec<String> = (0..120).map(|n| format!("ccfan/r/task-{n}")).collect();

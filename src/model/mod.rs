@@ -67,11 +67,14 @@ pub enum TaskState {
     Planned,
     /// Plan mode: a person rejected its plan; it never ran.
     Rejected,
+    /// Best-of-N: the gate accepted it, but another candidate of its task was chosen to land; its work is kept on
+    /// its salvage refs.
+    NotChosen,
 }
 
 impl TaskState {
     /// Every state, in life-cycle order.
-    pub const ALL: [TaskState; 22] = [
+    pub const ALL: [TaskState; 23] = [
         TaskState::Queued,
         TaskState::Waiting,
         TaskState::Planned,
@@ -94,6 +97,7 @@ impl TaskState {
         TaskState::Error,
         TaskState::Skipped,
         TaskState::Rejected,
+        TaskState::NotChosen,
     ];
 
     /// The name stored in the database and shown to users.
@@ -121,6 +125,7 @@ impl TaskState {
             TaskState::Skipped => "skipped",
             TaskState::Planned => "planned",
             TaskState::Rejected => "rejected",
+            TaskState::NotChosen => "not_chosen",
         }
     }
 
@@ -155,7 +160,8 @@ impl TaskState {
             | TaskState::Error
             | TaskState::Skipped
             | TaskState::Planned
-            | TaskState::Rejected => true,
+            | TaskState::Rejected
+            | TaskState::NotChosen => true,
         }
     }
 
@@ -168,6 +174,7 @@ impl TaskState {
             | TaskState::Skipped
             | TaskState::Planned
             | TaskState::Rejected
+            | TaskState::NotChosen
             | TaskState::Preparing
             | TaskState::Running
             | TaskState::Completed
@@ -357,6 +364,20 @@ pub struct TaskSpec {
     /// starts from the tip that holds their work.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<TaskId>,
+    /// Best-of-N: which task of the tasks file this is a candidate of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<Candidate>,
+}
+
+/// One candidate of a best-of-N task (`candidates = N` or `workers = [...]` in the tasks file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Candidate {
+    /// The task of the tasks file it is a candidate of.
+    pub of: TaskId,
+    /// Its number, from 1.
+    pub n: u32,
+    /// How many candidates the task runs as.
+    pub total: u32,
 }
 
 /// How a worker process ended.
@@ -414,6 +435,9 @@ pub struct TaskView {
     /// The tasks it waits for (`after`): it starts from the tip that holds their work.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<TaskId>,
+    /// Best-of-N: the task of the tasks file it is a candidate of, its number and how many there are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<Candidate>,
     /// While it is `waiting`: those of them that have not landed (with `--no-merge`: not been accepted) yet.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub waits_for: Vec<TaskId>,
@@ -536,7 +560,22 @@ pub struct RunView {
 impl RunView {
     /// Whether every task ended the way the user wants: merged (or accepted, in a `--no-merge` run).
     pub fn all_succeeded(&self) -> bool {
-        self.tasks.iter().all(|task| self.succeeded(task.state))
+        self.tasks.iter().all(|task| self.task_succeeded(task))
+    }
+
+    /// Whether `task` ended the way the user wants, in this run: a best-of-N candidate did when one candidate of
+    /// its task did (the others losing is the point).
+    pub fn task_succeeded(&self, task: &TaskView) -> bool {
+        match &task.candidate {
+            Some(candidate) => self.tasks.iter().any(|other| {
+                other
+                    .candidate
+                    .as_ref()
+                    .is_some_and(|c| c.of == candidate.of)
+                    && self.succeeded(other.state)
+            }),
+            None => self.succeeded(task.state),
+        }
     }
 
     /// Whether a task in `state` ended the way the user wants, in this run.

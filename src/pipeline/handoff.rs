@@ -104,7 +104,8 @@ impl Carrier<'_> {
             | TaskState::Error
             | TaskState::Skipped
             | TaskState::Planned
-            | TaskState::Rejected => false,
+            | TaskState::Rejected
+            | TaskState::NotChosen => false,
         };
         if landed {
             Settled::Landed

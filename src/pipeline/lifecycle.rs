@@ -323,7 +323,8 @@ fn phase(state: TaskState) -> Phase {
         TaskState::Conflict => Phase::Conflicted,
         TaskState::Accepted => Phase::Accepted,
         TaskState::Merged => Phase::Merged,
-        TaskState::RolledBack => Phase::RolledBack,
+        // Not chosen is not merged, its work kept: like a rollback, a rework or an accept may follow.
+        TaskState::RolledBack | TaskState::NotChosen => Phase::RolledBack,
         TaskState::Blocked
         | TaskState::Failed
         | TaskState::TimedOut

@@ -6,6 +6,8 @@
 pub mod plan;
 // stages 1-2: the order prerequisites (`after`) impose, and which task starts next (pure)
 pub mod order;
+// stage 1 and before stage 6: best-of-N — a task as several candidates, and the one that lands
+pub mod candidates;
 // stage 1, around the plan: the request resolved, the run registered, the warnings given
 pub mod prepare;
 // stage 1b: the prepared base layer (`[setup]` run once)
@@ -354,6 +356,8 @@ fn carry_all(
         }
         if !request.no_merge && !request.plan {
             carrier.integrate_or_fail();
+        } else if let Err(error) = carrier.pick_candidates() {
+            carrier.fail(None, error);
         }
         done.store(true, Ordering::SeqCst);
         let _ = watcher.join();

@@ -90,9 +90,11 @@ pub fn plan(file: &TasksFile, policy: &Policy) -> Result<Plan, InputError> {
             worker,
             timeout: clamp_timeout(timeout),
             after: Vec::new(),
+            candidate: None,
         });
     }
     super::order::resolve_after(file, &mut tasks)?;
+    let tasks = super::candidates::expand_all(file, tasks, &workers)?;
     Ok(Plan { tasks })
 }
 
@@ -154,6 +156,12 @@ fn pick_worker(
 ) -> Result<WorkerProfile, InputError> {
     let key = format!("task[{}].worker", index + 1);
     let fields = entry.get_ref();
+    // Best-of-N with `workers`: each candidate gets its own (checked where they are made); the first stands in.
+    if let (None, Some(names)) = (&fields.worker, &fields.workers)
+        && let Some(profile) = names.get_ref().first().and_then(|name| workers.get(name))
+    {
+        return Ok(profile.clone());
+    }
     match fields.worker.as_ref().or(file.defaults.worker.as_ref()) {
         Some(name) => workers.get(name.get_ref()).cloned().ok_or_else(|| {
             file.error_at(
@@ -209,8 +217,20 @@ fn known_workers(workers: &BTreeMap<String, WorkerProfile>) -> String {
 
 fn check_defaults(file: &TasksFile) -> Result<(), InputError> {
     let TaskFields {
-        id, goal, after, ..
+        id,
+        goal,
+        after,
+        candidates,
+        workers,
+        ..
     } = &file.defaults;
+    if candidates.is_some() || workers.is_some() {
+        return Err(
+            InputError::new(&file.path, "[defaults] cannot set candidates or workers")
+                .key("defaults.candidates")
+                .fix("set candidates or workers on each [[task]] to run as several candidates"),
+        );
+    }
     if let Some(after) = after {
         return Err(file
             .error_at(Some(after.span()), "[defaults] cannot set after")
@@ -274,6 +294,12 @@ pub fn overlaps(tasks: &[TaskSpec]) -> Vec<GlobOverlap> {
     let mut found = Vec::new();
     for (first, a) in tasks.iter().enumerate() {
         for (offset, b) in tasks[first + 1..].iter().enumerate() {
+            // Candidates of one task change the same files by design, each in its own tree; one of them lands.
+            if a.candidate.is_some()
+                && a.candidate.as_ref().map(|c| &c.of) == b.candidate.as_ref().map(|c| &c.of)
+            {
+                continue;
+            }
             let pair = a.allowed.iter().find_map(|ga| {
                 b.allowed
                     .iter()

@@ -350,6 +350,17 @@ fn check_plan_mode(
         .key("sandbox.backend")
         .fix("set sandbox.backend = \"auto\", or run without --plan"));
     }
+    if let Some(task) = plan.tasks.iter().find(|task| task.candidate.is_some()) {
+        return Err(InputError::new(
+            &request.tasks_file,
+            format!(
+                "task `{}` runs as candidates (best-of-N), which plan mode does not combine with yet",
+                task.id
+            ),
+        )
+        .key("candidates")
+        .fix("run the candidates without --plan, or plan one worker"));
+    }
     if let Some(task) = plan.tasks.iter().find(|task| !task.after.is_empty()) {
         return Err(InputError::new(
             &request.tasks_file,

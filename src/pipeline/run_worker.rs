@@ -103,6 +103,10 @@ pub fn run_worker(
     if context.plan == PlanStep::Planning {
         extra.push(("CCFAN_PLAN".to_string(), "1".to_string()));
     }
+    if let Some(candidate) = &task.candidate {
+        extra.push(("CCFAN_CANDIDATE".to_string(), candidate.n.to_string()));
+        extra.push(("CCFAN_CANDIDATES".to_string(), candidate.total.to_string()));
+    }
     let mut env = sandbox::worker_env(&policy.sandbox, &task.worker, &extra);
     let mut sandbox_policy = SandboxPolicy::for_worker(
         &policy.sandbox,

@@ -594,6 +594,7 @@ pub(super) mod tests {
             },
             timeout: Duration::from_secs(5),
             after: Vec::new(),
+            candidate: None,
         }
     }
 

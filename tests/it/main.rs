@@ -12,6 +12,7 @@
 mod agents;
 mod awkward;
 mod bad_input;
+mod best_of_n;
 mod cow;
 mod crash;
 mod dashboard;

@@ -452,6 +452,7 @@ mod tests {
             state,
             reason: reason.map(str::to_string),
             after: Vec::new(),
+            candidate: None,
             waits_for: Vec::new(),
             plan: None,
             attempts: 1,

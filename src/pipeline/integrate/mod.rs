@@ -29,6 +29,8 @@ impl Carrier<'_> {
     /// Lands every accepted task of the run that has not landed yet: prerequisites first, otherwise in task-file
     /// order.
     pub(super) fn integrate(&self) -> Result<(), PipelineError> {
+        // Best-of-N: only the chosen candidate of a task is left accepted.
+        self.pick_candidates()?;
         for task in self.store().tasks(self.run_id)? {
             if task.state == TaskState::Merging {
                 self.settle_merging(&task, "an earlier landing did not finish")?;
@@ -69,7 +71,10 @@ impl Carrier<'_> {
             }
             // A dependant lands only on its prerequisites' landed work (one rolled back or reworked since must
             // not come along inside it).
-            if let Some(why) = self.unlanded_prerequisite(&task.spec)? {
+            if let Some(why) = self
+                .unlanded_prerequisite(&task.spec)?
+                .or(self.outpicked(&task.spec)?)
+            {
                 self.transition(
                     &task.id,
                     task.attempts,
