@@ -129,8 +129,11 @@ pub fn scorecard(
                 });
             row.tasks += 1;
             // Accepted by the gate: a person's `accept --force` over it does not count.
-            let accepted = matches!(task.state, TaskState::Accepted | TaskState::Merged)
-                && task.forced.is_none();
+            // A best-of-N candidate the gate accepted but another won counts as accepted too.
+            let accepted = matches!(
+                task.state,
+                TaskState::Accepted | TaskState::Merged | TaskState::NotChosen
+            ) && task.forced.is_none();
             row.accepted += u32::from(accepted);
             let first_accepted = attempts
                 .first()

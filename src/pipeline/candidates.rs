@@ -3,6 +3,7 @@
 //! Once they all settled, [`pick`] chooses the winner by a documented rule and only the winner lands; every other
 //! candidate keeps its work on its salvage refs and says why it lost.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use super::PipelineError;
@@ -20,13 +21,18 @@ pub fn candidate_id(of: &TaskId, n: u32) -> Result<TaskId, crate::ids::IdError> 
     TaskId::parse(format!("{of}-c{n}"))
 }
 
-/// `task` as its candidates: one spec per worker (`workers`), or `count` copies of it.
-pub fn expand(task: TaskSpec, workers: Vec<WorkerProfile>, count: u32) -> Vec<TaskSpec> {
+/// `task` as its candidates: one spec per worker (`workers`), or `count` copies of it. `Err`: a candidate's id
+/// would not be valid (the task's id is too long to take `-cN`).
+pub fn expand(
+    task: TaskSpec,
+    workers: Vec<WorkerProfile>,
+    count: u32,
+) -> Result<Vec<TaskSpec>, crate::ids::IdError> {
     let total = count.max(u32::try_from(workers.len()).unwrap_or(u32::MAX));
     (1..=total)
-        .filter_map(|n| {
+        .map(|n| {
             let mut spec = task.clone();
-            spec.id = candidate_id(&task.id, n).ok()?;
+            spec.id = candidate_id(&task.id, n)?;
             if let Some(worker) = workers.get(n as usize - 1) {
                 spec.worker = worker.clone();
             }
@@ -35,7 +41,7 @@ pub fn expand(task: TaskSpec, workers: Vec<WorkerProfile>, count: u32) -> Vec<Ta
                 n,
                 total,
             });
-            Some(spec)
+            Ok(spec)
         })
         .collect()
 }
@@ -119,7 +125,16 @@ pub fn expand_all(
             ));
         }
         expanded.push(task.id.clone());
-        all.extend(expand(task, profiles, count));
+        let id = task.id.clone();
+        let candidates = expand(task, profiles, count).map_err(|_| {
+            located(
+                span,
+                key,
+                format!("task id `{id}` is too long to name its candidates `{id}-c1`, …"),
+                "use an id of at most 60 characters for a task with candidates",
+            )
+        })?;
+        all.extend(candidates);
     }
     check_expanded(file, &all, &expanded)?;
     Ok(all)
@@ -166,8 +181,10 @@ pub struct Contender {
     pub id: TaskId,
     /// Its number.
     pub n: u32,
-    /// Whether the gate accepted it.
+    /// Whether the gate accepted it (or a person did: see `forced`).
     pub accepted: bool,
+    /// A person accepted it over the gate, or chose it over the rule (`accept --force`): that choice comes first.
+    pub forced: bool,
     /// Attempts it took.
     pub attempts: u32,
     /// Lines its change adds and removes.
@@ -178,66 +195,95 @@ pub struct Contender {
     pub tokens: u64,
 }
 
-/// The winner of a best-of-N group and why each other accepted candidate lost: among the candidates the gate
-/// accepted, the one with the fewest attempts (reworks), then the smallest diff, then the lowest cost (US
-/// dollars when both are known, else tokens), then the lowest number. `None` when the gate accepted none.
+/// How `a` compares with `b` under the rule (`Less`: `a` is better), and the criterion that decided.
+fn compare(a: &Contender, b: &Contender) -> (Ordering, String) {
+    if a.forced != b.forced {
+        let by = "chosen by a person (accept --force)".to_string();
+        return (
+            if a.forced {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            },
+            by,
+        );
+    }
+    if a.attempts != b.attempts {
+        let by = format!(
+            "fewer attempts: {} against {}",
+            a.attempts.min(b.attempts),
+            a.attempts.max(b.attempts)
+        );
+        return (a.attempts.cmp(&b.attempts), by);
+    }
+    if a.diff_lines != b.diff_lines {
+        let (small, large) = (
+            a.diff_lines.min(b.diff_lines),
+            a.diff_lines.max(b.diff_lines),
+        );
+        return (
+            a.diff_lines.cmp(&b.diff_lines),
+            format!("a smaller change: {small} lines against {large}"),
+        );
+    }
+    if let (Some(x), Some(y)) = (a.cost_usd, b.cost_usd)
+        && x != y
+    {
+        let by = format!("a lower cost: ${:.4} against ${:.4}", x.min(y), x.max(y));
+        return (x.total_cmp(&y), by);
+    }
+    if a.tokens != b.tokens {
+        let by = format!(
+            "fewer tokens: {} against {}",
+            a.tokens.min(b.tokens),
+            a.tokens.max(b.tokens)
+        );
+        return (a.tokens.cmp(&b.tokens), by);
+    }
+    (
+        a.n.cmp(&b.n),
+        "a tie, broken by candidate number".to_string(),
+    )
+}
+
+/// The winner of a best-of-N group and why each other accepted candidate lost. Among the accepted candidates: one
+/// a person chose (`accept --force`) first; then the fewest attempts (reworks); then the smallest change; then
+/// the lowest cost (US dollars when both are priced, else tokens); then the lowest number. `None` when none was
+/// accepted.
 pub fn pick(contenders: &[Contender]) -> Option<(usize, Vec<(usize, String)>)> {
-    let key = |c: &Contender| {
-        (
-            c.attempts,
-            c.diff_lines,
-            (c.cost_usd.unwrap_or(f64::MAX) * 1e6) as u64,
-            c.tokens,
-            c.n,
-        )
-    };
-    let winner = contenders
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.accepted)
-        .min_by_key(|(_, c)| key(c))?
-        .0;
+    let accepted: Vec<usize> = (0..contenders.len())
+        .filter(|&i| contenders[i].accepted)
+        .collect();
+    let winner = accepted.iter().copied().reduce(|best, next| {
+        match compare(&contenders[next], &contenders[best]).0 {
+            Ordering::Less => next,
+            Ordering::Equal | Ordering::Greater => best,
+        }
+    })?;
     let best = &contenders[winner];
-    let losers = contenders
-        .iter()
-        .enumerate()
-        .filter(|(index, c)| c.accepted && *index != winner)
-        .map(|(index, c)| (index, why_lost(best, c)))
+    let losers = accepted
+        .into_iter()
+        .filter(|&index| index != winner)
+        .map(|index| {
+            let by = compare(best, &contenders[index]).1;
+            (
+                index,
+                format!(
+                    "not chosen: {} won ({by}); its work stays on its salvage refs",
+                    best.id
+                ),
+            )
+        })
         .collect();
     Some((winner, losers))
 }
 
-/// The first criterion of the rule that put `loser` behind `best`.
-fn why_lost(best: &Contender, loser: &Contender) -> String {
-    let by = if loser.attempts != best.attempts {
-        format!(
-            "fewer attempts: {} against {}",
-            best.attempts, loser.attempts
-        )
-    } else if loser.diff_lines != best.diff_lines {
-        format!(
-            "a smaller change: {} lines against {}",
-            best.diff_lines, loser.diff_lines
-        )
-    } else if let (Some(b), Some(l)) = (best.cost_usd, loser.cost_usd)
-        && b != l
-    {
-        format!("a lower cost: ${b:.4} against ${l:.4}")
-    } else if loser.tokens != best.tokens {
-        format!("fewer tokens: {} against {}", best.tokens, loser.tokens)
-    } else {
-        "a tie, broken by candidate number".to_string()
-    };
-    format!(
-        "not chosen: {} won ({by}); its work stays on its salvage refs",
-        best.id
-    )
-}
-
 impl Carrier<'_> {
-    /// Chooses the winner of every best-of-N group whose candidates all settled: the winner stays accepted (it
-    /// lands), the other accepted ones end `not_chosen` with why. A group whose winner was chosen before keeps it.
-    pub(super) fn pick_candidates(&self) -> Result<(), PipelineError> {
+    /// Chooses the winner of every best-of-N group whose candidates all settled and none of which landed, among
+    /// the candidates the gate accepted (those left `not_chosen` before included, so a winner that failed its
+    /// landing gives way to the next best): the winner is left accepted, the others end `not_chosen` with why.
+    /// Returns the groups whose winner changed.
+    pub(super) fn pick_candidates(&self) -> Result<Vec<TaskId>, PipelineError> {
         let tasks = self.store().tasks(self.run_id)?;
         let mut groups: BTreeMap<TaskId, Vec<&crate::store::TaskRow>> = BTreeMap::new();
         for task in &tasks {
@@ -246,66 +292,68 @@ impl Carrier<'_> {
             }
         }
         let spent = self.spent_by_task()?;
+        let mut changed = Vec::new();
         for (of, members) in groups {
-            let decided = members.iter().any(|t| {
-                matches!(
-                    t.state,
-                    TaskState::NotChosen | TaskState::Merged | TaskState::Merging
-                )
-            });
-            if decided || members.iter().any(|t| !t.state.is_final()) {
+            let landed = members.iter().any(|t| t.state == TaskState::Merged);
+            if landed || members.iter().any(|t| !t.state.is_final()) {
                 continue;
             }
-            let mut contenders = Vec::new();
-            for task in &members {
-                let attempts = self.store().attempts(self.run_id, &task.id)?;
-                let diff_lines = match task_head(&attempts, self.base_sha) {
-                    Some(head) => match &head.commit {
-                        Some(commit) => crate::git::diff_files(self.repo, &head.base, commit)?
-                            .iter()
-                            .map(|change| change.added + change.removed)
-                            .sum(),
-                        None => 0,
-                    },
-                    None => 0,
-                };
-                let (cost_usd, tokens) = spent.get(&task.id).copied().unwrap_or((None, 0));
-                contenders.push(Contender {
-                    id: task.id.clone(),
-                    n: task.spec.candidate.as_ref().map_or(0, |c| c.n),
-                    accepted: task.state == TaskState::Accepted,
-                    attempts: task.attempts,
-                    diff_lines,
-                    cost_usd,
-                    tokens,
-                });
-            }
+            let contenders = members
+                .iter()
+                .map(|task| self.contender(task, &spent))
+                .collect::<Result<Vec<_>, _>>()?;
             let Some((winner, losers)) = pick(&contenders) else {
                 continue;
             };
+            let mut decided = false;
             for (index, why) in losers {
                 let task = members[index];
-                self.transition(&task.id, task.attempts, TaskState::NotChosen, Some(why))?;
+                if task.state != TaskState::NotChosen || task.reason.as_deref() != Some(&why) {
+                    self.transition(&task.id, task.attempts, TaskState::NotChosen, Some(why))?;
+                    decided = true;
+                }
             }
             let won = members[winner];
-            if won
-                .reason
-                .as_deref()
-                .is_some_and(|why| why.starts_with("chosen from"))
-            {
-                continue;
+            // Told once, when it is chosen (a later reason, such as why its landing failed, is kept).
+            if decided || won.state != TaskState::Accepted {
+                let chosen = format!("chosen from {} candidates of {of}", members.len());
+                self.transition(&won.id, won.attempts, TaskState::Accepted, Some(chosen))?;
             }
-            self.transition(
-                &won.id,
-                won.attempts,
-                TaskState::Accepted,
-                Some(format!(
-                    "chosen from {} candidates of {of}: it lands",
-                    members.len()
-                )),
-            )?;
+            if won.state != TaskState::Accepted {
+                changed.push(of);
+            }
         }
-        Ok(())
+        Ok(changed)
+    }
+
+    /// `task` as the rule sees it.
+    fn contender(
+        &self,
+        task: &crate::store::TaskRow,
+        spent: &BTreeMap<TaskId, (Option<f64>, u64)>,
+    ) -> Result<Contender, PipelineError> {
+        let attempts = self.store().attempts(self.run_id, &task.id)?;
+        let diff_lines = match task_head(&attempts, self.base_sha)
+            .and_then(|head| head.commit.map(|commit| (head.base, commit)))
+        {
+            Some((base, commit)) => crate::git::diff_files(self.repo, &base, &commit)?
+                .iter()
+                .map(|change| change.added + change.removed)
+                .sum(),
+            None => 0,
+        };
+        let (cost_usd, tokens) = spent.get(&task.id).copied().unwrap_or((None, 0));
+        Ok(Contender {
+            id: task.id.clone(),
+            n: task.spec.candidate.as_ref().map_or(0, |c| c.n),
+            // Left `not_chosen` before, it was accepted by the gate.
+            accepted: matches!(task.state, TaskState::Accepted | TaskState::NotChosen),
+            forced: task.forced.is_some(),
+            attempts: task.attempts,
+            diff_lines,
+            cost_usd,
+            tokens,
+        })
     }
 
     /// What each task of the run spent: US dollars when every attempt is priced, and tokens.
@@ -323,7 +371,7 @@ impl Carrier<'_> {
         Ok(spent)
     }
 
-    /// Why an accepted candidate must not land: another candidate of its group landed (or is the one chosen).
+    /// Why an accepted candidate must not land: another candidate of its task landed (roll that one back first).
     pub(super) fn outpicked(&self, task: &TaskSpec) -> Result<Option<String>, PipelineError> {
         let Some(candidate) = &task.candidate else {
             return Ok(None);
@@ -336,7 +384,7 @@ impl Carrier<'_> {
             .find(|other| matches!(other.state, TaskState::Merged | TaskState::Merging))
             .map(|other| {
                 format!(
-                    "not merged: {} already landed for {}; roll it back first to land this candidate instead",
+                    "not chosen: {} already landed for {}; roll it back, then accept this one, to land it instead",
                     other.id, candidate.of
                 )
             }))
@@ -353,6 +401,7 @@ mod tests {
             id: task(&format!("t-c{n}")),
             n,
             accepted,
+            forced: false,
             attempts,
             diff_lines,
             cost_usd: None,
@@ -428,5 +477,20 @@ mod tests {
         let (winner, losers) = pick(&[contender(2, true, 1, 3), contender(1, true, 1, 3)]).unwrap();
         assert_eq!(winner, 1);
         assert!(losers[0].1.contains("tie"), "{losers:?}");
+        // Tokens decide only when the cost is not known for both; a person's choice comes before the rule.
+        let mut priced = contender(1, true, 1, 3);
+        priced.cost_usd = Some(0.5);
+        priced.tokens = 900;
+        let (winner, losers) = pick(&[priced.clone(), contender(2, true, 1, 3)]).unwrap();
+        assert_eq!(winner, 1);
+        assert!(
+            losers[0].1.contains("fewer tokens: 100 against 900"),
+            "{losers:?}"
+        );
+        let mut chosen = contender(3, true, 4, 300);
+        chosen.forced = true;
+        let (winner, losers) = pick(&[contender(1, true, 1, 1), chosen]).unwrap();
+        assert_eq!(winner, 1);
+        assert!(losers[0].1.contains("chosen by a person"), "{losers:?}");
     }
 }

@@ -158,9 +158,16 @@ fn pick_worker(
     let fields = entry.get_ref();
     // Best-of-N with `workers`: each candidate gets its own (checked where they are made); the first stands in.
     if let (None, Some(names)) = (&fields.worker, &fields.workers)
-        && let Some(profile) = names.get_ref().first().and_then(|name| workers.get(name))
+        && let Some(name) = names.get_ref().first()
     {
-        return Ok(profile.clone());
+        return workers.get(name).cloned().ok_or_else(|| {
+            file.error_at(
+                Some(names.span()),
+                format!("no worker profile named `{name}`"),
+            )
+            .key(format!("task[{}].workers", index + 1))
+            .fix(known_workers(workers))
+        });
     }
     match fields.worker.as_ref().or(file.defaults.worker.as_ref()) {
         Some(name) => workers.get(name.get_ref()).cloned().ok_or_else(|| {

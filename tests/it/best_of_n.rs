@@ -107,6 +107,27 @@ fn two_good_candidates_the_rule_picks_one_and_the_other_is_not_chosen() {
     let view = merged.json();
     assert_eq!(task(&view["run"], "f-c2")["state"], "merged");
     assert_eq!(task(&view["run"], "f-c1")["state"], "not_chosen");
+    // A second candidate never lands on top of the first, even when a person accepts it.
+    let run_id = run["run_id"].as_str().unwrap();
+    let forced = env.ccfan(&[
+        "accept",
+        &format!("{run_id}/f-c1"),
+        "--force",
+        "--reason",
+        "I prefer this one",
+    ]);
+    assert_eq!(forced.code, 0, "{forced:?}");
+    let again = env.ccfan(&["merge", run_id, "--json"]);
+    let loser = task(&again.json()["run"], "f-c1").clone();
+    assert_eq!(loser["state"], "not_chosen", "{loser}");
+    assert!(
+        loser["reason"]
+            .as_str()
+            .unwrap()
+            .contains("f-c2 already landed for f"),
+        "{loser}"
+    );
+    assert_eq!(env.git(&["show", "main:src/f.txt"]).trim(), "one");
 }
 
 #[test]

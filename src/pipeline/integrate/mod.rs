@@ -65,28 +65,25 @@ impl Carrier<'_> {
             return Ok(());
         }
         let dest = dest.get_or_insert_with(|| Destination::to(target));
-        for task in accepted {
-            if self.cancel.all() {
+        self.land_each(&accepted, target, dest, &overlaps)?;
+        // Best-of-N: a chosen candidate that did not land gives way to the next best, which lands in turn.
+        for _ in 0..crate::pipeline::candidates::MAX_CANDIDATES {
+            let changed = self.pick_candidates()?;
+            if changed.is_empty() || self.cancel.all() {
                 break;
             }
-            // A dependant lands only on its prerequisites' landed work (one rolled back or reworked since must
-            // not come along inside it).
-            if let Some(why) = self
-                .unlanded_prerequisite(&task.spec)?
-                .or(self.outpicked(&task.spec)?)
-            {
-                self.transition(
-                    &task.id,
-                    task.attempts,
-                    TaskState::Accepted,
-                    Some(format!(
-                        "not merged: {why}; land it first, then `ccfan merge {}`",
-                        self.run_id
-                    )),
-                )?;
-                continue;
-            }
-            self.land(&task.id, target, dest, overlaps.get(&task.id))?;
+            let tasks = self.store().tasks(self.run_id)?;
+            let next: Vec<&TaskRow> = tasks
+                .iter()
+                .filter(|task| task.state == TaskState::Accepted)
+                .filter(|task| {
+                    task.spec
+                        .candidate
+                        .as_ref()
+                        .is_some_and(|c| changed.contains(&c.of))
+                })
+                .collect();
+            self.land_each(&next, target, dest, &BTreeMap::new())?;
         }
         if let Some((checkout, dirty)) = &dest.diverted {
             self.sink.emit(Event::Warning {
@@ -99,6 +96,40 @@ impl Carrier<'_> {
                     catch_up(&dest.branch, self.run_id)
                 ),
             });
+        }
+        Ok(())
+    }
+
+    /// Lands `accepted` in order: a dependant only on its prerequisites' landed work (one rolled back or reworked
+    /// since must not come along inside it), and no second candidate of a best-of-N task.
+    fn land_each(
+        &self,
+        accepted: &[&TaskRow],
+        target: &str,
+        dest: &mut Destination,
+        overlaps: &BTreeMap<TaskId, String>,
+    ) -> Result<(), PipelineError> {
+        for task in accepted {
+            if self.cancel.all() {
+                break;
+            }
+            if let Some(why) = self.outpicked(&task.spec)? {
+                self.transition(&task.id, task.attempts, TaskState::NotChosen, Some(why))?;
+                continue;
+            }
+            if let Some(why) = self.unlanded_prerequisite(&task.spec)? {
+                self.transition(
+                    &task.id,
+                    task.attempts,
+                    TaskState::Accepted,
+                    Some(format!(
+                        "not merged: {why}; land it first, then `ccfan merge {}`",
+                        self.run_id
+                    )),
+                )?;
+                continue;
+            }
+            self.land(&task.id, target, dest, overlaps.get(&task.id))?;
         }
         Ok(())
     }
