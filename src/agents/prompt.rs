@@ -37,10 +37,7 @@ pub fn plan(task: &TaskSpec, handoffs: &[Handoff]) -> String {
         task.id,
         task.goal.trim()
     );
-    prompt.push_str(&scope(task));
-    builds_on(&mut prompt, handoffs);
-    list(&mut prompt, "Constraints", &task.constraints);
-    list(&mut prompt, "Acceptance criteria", &task.acceptance);
+    task_body(&mut prompt, task, handoffs);
     let _ = write!(prompt, "\n## How to finish\n{PLAN_FINISH}\n");
     prompt
 }
@@ -60,10 +57,7 @@ pub fn first(
         task.id,
         task.goal.trim()
     );
-    prompt.push_str(&scope(task));
-    builds_on(&mut prompt, handoffs);
-    list(&mut prompt, "Constraints", &task.constraints);
-    list(&mut prompt, "Acceptance criteria", &task.acceptance);
+    task_body(&mut prompt, task, handoffs);
     approved_plan(&mut prompt, plan);
     if !findings.is_empty() {
         let _ = write!(
@@ -111,6 +105,14 @@ fn scope(task: &TaskSpec) -> String {
          written into a file.\n",
     );
     text
+}
+
+/// The task as a worker needs it: its scope, what it builds on, its constraints and acceptance criteria.
+fn task_body(prompt: &mut String, task: &TaskSpec, handoffs: &[Handoff]) {
+    prompt.push_str(&scope(task));
+    builds_on(prompt, handoffs);
+    list(prompt, "Constraints", &task.constraints);
+    list(prompt, "Acceptance criteria", &task.acceptance);
 }
 
 /// Plan mode: the plan a person approved, and their note.

@@ -23,6 +23,8 @@ enum Wanted<'a> {
     Task(Option<&'a TaskId>),
     /// These tasks ended merged (or accepted, in a `--no-merge` run).
     Tasks(Vec<TaskId>),
+    /// These tasks ended as wanted in this run (a best-of-N candidate: when one of its task's did).
+    Succeeded(Vec<TaskId>),
 }
 
 impl Wanted<'_> {
@@ -39,6 +41,11 @@ impl Wanted<'_> {
                 .iter()
                 .filter(|task| ids.contains(&task.id))
                 .all(|task| task.state == TaskState::Merged),
+            Wanted::Succeeded(ids) => view
+                .tasks
+                .iter()
+                .filter(|task| ids.contains(&task.id))
+                .all(|task| view.task_succeeded(task)),
         }
     }
 }
@@ -88,14 +95,24 @@ pub fn merge(start: &Path, args: MergeArgs) -> Result<Exit, CliError> {
         acted = tried;
         Ok(outcome)
     })?;
+    judge_after(start, exit, &run, &Wanted::Tasks(acted))
+}
+
+/// A command's exit once it ran: what `control` said, unless that was success and the run's tasks as stored now
+/// are not as `wanted`.
+fn judge_after(
+    start: &Path,
+    exit: Exit,
+    run: &crate::model::RunId,
+    wanted: &Wanted<'_>,
+) -> Result<Exit, CliError> {
     if exit != Exit::Success {
         return Ok(exit);
     }
     let repo = super::repo_at(start)?;
     let (store, _) = pipeline::open_state(&repo)?;
-    let view = crate::status::run_view(&store, &run).map_err(PipelineError::from)?;
-    let judged = Wanted::Tasks(acted);
-    Ok(if judged.met(&view) {
+    let view = crate::status::run_view(&store, run).map_err(PipelineError::from)?;
+    Ok(if wanted.met(&view) {
         Exit::Success
     } else {
         Exit::NotAllSucceeded
@@ -152,25 +169,8 @@ pub fn decide(
             approved = ids;
             Ok(outcome)
         })?;
-        if exit != Exit::Success {
-            return Ok(exit);
-        }
         // Done when what it approved landed (or, in a `--no-merge` run, was accepted).
-        let repo = super::repo_at(start)?;
-        let (store, _) = pipeline::open_state(&repo)?;
-        let view = crate::status::run_view(&store, &target.run).map_err(PipelineError::from)?;
-        Ok(
-            if view
-                .tasks
-                .iter()
-                .filter(|t| approved.contains(&t.id))
-                .all(|t| view.task_succeeded(t))
-            {
-                Exit::Success
-            } else {
-                Exit::NotAllSucceeded
-            },
-        )
+        judge_after(start, exit, &target.run, &Wanted::Succeeded(approved))
     } else {
         control(start, args.json, Wanted::NotRefused, |c| {
             c.reject(&target, &who, note)

@@ -109,7 +109,7 @@ pub async fn delegate(
     let repo = shared.repo.clone();
     let handoff = StateLayout::of(&repo).handoff_dir();
     let run_id = shared.with_store(|store| Ok(crate::pipeline::allocate_run_id(store, None)?))?;
-    let (tasks_file, ids) = write_tasks_file(&params, &handoff, &run_id)?;
+    let (tasks_file, _) = write_tasks_file(&params, &handoff, &run_id)?;
     let request = RunRequest {
         repo: repo.clone(),
         tasks_file: tasks_file.clone(),
@@ -201,8 +201,18 @@ pub async fn delegate(
             active_task: d.active_task,
         })
         .collect();
-    let starting: Vec<TaskId> = ids
-        .into_iter()
+    // The tasks as they run (a best-of-N task as its candidates), and which task of the call each one is.
+    let origin: Vec<(TaskId, TaskId)> = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            let of = t.candidate.as_ref().map_or(&t.id, |c| &c.of);
+            (t.id.clone(), of.clone())
+        })
+        .collect();
+    let starting: Vec<TaskId> = origin
+        .iter()
+        .map(|(id, _)| id.clone())
         .filter(|id| !duplicates.iter().any(|d| &d.task_id == id))
         .collect();
     if starting.is_empty() {
@@ -228,7 +238,12 @@ pub async fn delegate(
             .tasks
             .iter()
             .enumerate()
-            .filter(|(index, task)| starting.contains(&delegated_task_id(task.id.as_ref(), *index)))
+            .filter(|(index, task)| {
+                let id = delegated_task_id(task.id.as_ref(), *index);
+                origin
+                    .iter()
+                    .any(|(runs, of)| *of == id && starting.contains(runs))
+            })
             .map(|(index, task)| {
                 let mut task = task.clone();
                 task.id = Some(delegated_task_id(task.id.as_ref(), index));

@@ -33,11 +33,11 @@ fn seconds(value: Option<u32>, default: u32) -> u32 {
 #[tool_router]
 impl CcfanServer {
     #[tool(
-        description = "Delegate coding tasks to run in parallel. Each task gets its own git worktree from one base commit and \
-        a sandboxed worker; when it ends, the gate checks scope (allowed/denied globs), secrets and tests and decides \
-        accept, rework (the worker gets the findings, capped) or rollback (kept on a salvage ref). Returns run_id and \
-        task ids at once; poll with status. Tasks stop at `accepted` unless merge is true. A task with `after` waits \
-        for those to land. client_request_id makes a retry safe; an identical active task is not rerun (duplicates).",
+        description = "Delegate coding tasks to run in parallel, each in its own git worktree from one base commit with a \
+        sandboxed worker; the gate checks scope, secrets and tests and decides accept, rework (findings sent back, \
+        capped) or rollback (kept on a salvage ref). Returns run_id and task ids at once; poll with status. Tasks \
+        stop at `accepted` unless merge is true; `after` waits for other tasks to land; `candidates` runs best-of-N. \
+        client_request_id makes a retry safe; an identical active task is not rerun (duplicates).",
         annotations(
             destructive_hint = false,
             idempotent_hint = true,

@@ -39,6 +39,12 @@ pub struct DelegateTask {
     /// Tasks of this call to wait for: it starts from their work once they land (skipped if one does not).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<TaskId>,
+    /// Run as 2-8 candidates `<id>-cN`; the best one the gate accepts lands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<u32>,
+    /// One candidate per worker profile named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Vec<String>>,
 }
 
 /// `delegate` arguments.

@@ -85,6 +85,22 @@ fn nanos(probe: &Path, name: &str) -> u128 {
         .unwrap()
 }
 
+/// `ccfan run --json --jobs JOBS` of `tasks`, in the background, its output captured.
+fn spawn_run(env: &TestEnv, tasks: &Path, jobs: &str) -> std::process::Child {
+    env.command(&[
+        "run",
+        "--json",
+        "--jobs",
+        jobs,
+        "--tasks",
+        tasks.to_str().unwrap(),
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
 /// The newest run's id and its `status --json`, once a run exists.
 fn current_run(env: &TestEnv) -> Option<(String, serde_json::Value)> {
     let list = env.ccfan(&["status", "--json"]);
@@ -100,19 +116,7 @@ fn a_chain_runs_in_order_on_each_landed_tip_beside_an_independent_task() {
     let env = TestEnv::new();
     let probe = env.probe();
     let tasks = chain_tasks(&env, "");
-    let child = env
-        .command(&[
-            "run",
-            "--json",
-            "--jobs",
-            "2",
-            "--tasks",
-            tasks.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&env, &tasks, "2");
     // While the design runs, the later phases wait and say for what; the independent task is not held back.
     wait_for_file(
         &probe.join("design.start"),
@@ -355,19 +359,7 @@ fn a_task_cancelled_while_it_waits_ends_at_once_and_its_dependants_are_skipped()
     let probe = env.probe();
     let tasks = chain_tasks(&env, "");
     // One job slot, held by the design phase until the test says go.
-    let child = env
-        .command(&[
-            "run",
-            "--json",
-            "--jobs",
-            "1",
-            "--tasks",
-            tasks.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&env, &tasks, "1");
     wait_for_file(
         &probe.join("design.start"),
         "the design phase never started",
