@@ -100,6 +100,43 @@ fn waits_for_a_duplicate(params: &DelegateParams, starting: &[TaskId]) -> Option
     ))
 }
 
+/// Each task as it runs (a best-of-N task as its candidates), with the task of the call it comes from.
+fn origins(plan: &crate::pipeline::plan::Plan) -> Vec<(TaskId, TaskId)> {
+    plan.tasks
+        .iter()
+        .map(|t| {
+            let of = t.candidate.as_ref().map_or(&t.id, |c| &c.of);
+            (t.id.clone(), of.clone())
+        })
+        .collect()
+}
+
+/// The call's tasks less those not starting (identical to a task active elsewhere), each with its id set.
+fn without_duplicates(
+    params: &DelegateParams,
+    origin: &[(TaskId, TaskId)],
+    starting: &[TaskId],
+) -> DelegateParams {
+    let mut kept = params.clone();
+    kept.tasks = params
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(index, task)| {
+            let id = delegated_task_id(task.id.as_ref(), *index);
+            origin
+                .iter()
+                .any(|(runs, of)| *of == id && starting.contains(runs))
+        })
+        .map(|(index, task)| {
+            let mut task = task.clone();
+            task.id = Some(delegated_task_id(task.id.as_ref(), index));
+            task
+        })
+        .collect();
+    kept
+}
+
 /// `delegate`.
 pub async fn delegate(
     shared: &Shared,
@@ -201,15 +238,7 @@ pub async fn delegate(
             active_task: d.active_task,
         })
         .collect();
-    // The tasks as they run (a best-of-N task as its candidates), and which task of the call each one is.
-    let origin: Vec<(TaskId, TaskId)> = plan
-        .tasks
-        .iter()
-        .map(|t| {
-            let of = t.candidate.as_ref().map_or(&t.id, |c| &c.of);
-            (t.id.clone(), of.clone())
-        })
-        .collect();
+    let origin = origins(&plan);
     let starting: Vec<TaskId> = origin
         .iter()
         .map(|(id, _)| id.clone())
@@ -233,24 +262,11 @@ pub async fn delegate(
         return Err(failure);
     }
     if !duplicates.is_empty() {
-        let mut kept = params.clone();
-        kept.tasks = params
-            .tasks
-            .iter()
-            .enumerate()
-            .filter(|(index, task)| {
-                let id = delegated_task_id(task.id.as_ref(), *index);
-                origin
-                    .iter()
-                    .any(|(runs, of)| *of == id && starting.contains(runs))
-            })
-            .map(|(index, task)| {
-                let mut task = task.clone();
-                task.id = Some(delegated_task_id(task.id.as_ref(), index));
-                task
-            })
-            .collect();
-        write_tasks_file(&kept, &handoff, &run_id)?;
+        write_tasks_file(
+            &without_duplicates(&params, &origin, &starting),
+            &handoff,
+            &run_id,
+        )?;
     }
     let request = JobRequest::Run {
         tasks_file,
