@@ -27,6 +27,9 @@ pub enum Stage {
     Completeness,
     /// Custom `[[checks]]` commands.
     Checks,
+    /// A reviewer's verdict on the change (not configurable: it runs last, when the task has a reviewer and the
+    /// stages before it passed).
+    Review,
 }
 
 impl Stage {
@@ -50,6 +53,7 @@ impl Stage {
             Stage::Tests => "tests",
             Stage::Completeness => "completeness",
             Stage::Checks => "checks",
+            Stage::Review => "review",
         }
     }
 

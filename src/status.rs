@@ -81,6 +81,46 @@ fn waits_for(task: &crate::store::TaskRow, landed: &[TaskId]) -> Vec<TaskId> {
         .collect()
 }
 
+/// A task's reviews as `status` shows them, their usage and cost added to the run's ledger (as the reviewer's
+/// profile, marked `(review)`). `None` for a task without a review stage.
+fn review_view(
+    spec: &crate::model::TaskSpec,
+    rows: &[crate::store::ReviewRow],
+    prices: &crate::cost::PriceTable,
+    ledger: &mut crate::model::ledger::Ledger,
+) -> Option<crate::model::review::ReviewView> {
+    let review = spec.review.as_ref()?;
+    let mut cost_usd = None;
+    for row in rows {
+        let Some(summary) = &row.agent else {
+            continue;
+        };
+        let cost = prices.cost(summary.agent, summary.model.as_deref(), &summary.usage);
+        let day: String = format_millis(row.at).chars().take(10).collect();
+        ledger.add(
+            &format!("{} (review)", row.reviewer),
+            &day,
+            &summary.usage,
+            cost.as_ref(),
+        );
+        if let Some(cost) = cost {
+            *cost_usd.get_or_insert(0.0) += cost.usd;
+        }
+    }
+    Some(crate::model::review::ReviewView {
+        reviewer: review.profile.name.clone(),
+        mode: review.mode,
+        cross: review.cross,
+        reviews: u32::try_from(rows.len()).unwrap_or(u32::MAX),
+        latest: rows.last().map(|row| row.outcome),
+        usage: rows
+            .iter()
+            .filter_map(|row| row.agent.as_ref().map(|summary| summary.usage))
+            .reduce(crate::agents::Usage::plus),
+        cost_usd,
+    })
+}
+
 /// The full view of one run.
 pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
     let run = store.run(run_id)?;
@@ -113,9 +153,19 @@ pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
             .last()
             .filter(|(n, _)| latest.is_some_and(|attempt| attempt.n == *n))
             .map(|(_, summary)| crate::model::AgentView::of(summary));
+        let review = review_view(
+            &task.spec,
+            &store.reviews(run_id, &task.id)?,
+            &prices,
+            &mut ledger,
+        );
+        if let Some(cost) = review.as_ref().and_then(|review| review.cost_usd) {
+            *task_cost.get_or_insert(0.0) += cost;
+        }
         let usage = agents
             .iter()
             .map(|(_, summary)| summary.usage)
+            .chain(review.as_ref().and_then(|review| review.usage))
             .reduce(crate::agents::Usage::plus);
         let elapsed_secs = latest.map(|attempt| {
             let end = attempt.finished_at.unwrap_or_else(now_millis);
@@ -158,6 +208,7 @@ pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
             agent,
             usage,
             cost_usd: task_cost,
+            review,
         });
     }
     let usage = tasks

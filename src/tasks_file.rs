@@ -56,6 +56,26 @@ pub struct TaskFields {
     pub candidates: Option<Spanned<u32>>,
     /// Best-of-N: one candidate per worker profile named.
     pub workers: Option<Spanned<Vec<String>>>,
+    /// The review stage for this task: `false` (none), `true` (the policy's `[review]`), a worker profile name, or
+    /// `{ worker = "NAME", mode = "required" | "advisory" }`.
+    pub review: Option<Spanned<ReviewField>>,
+}
+
+/// A task's `review` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ReviewField {
+    /// `review = false` turns the policy's review off for the task; `true` asks for it.
+    Switch(bool),
+    /// `review = "NAME"`: this worker profile reviews.
+    Worker(String),
+    /// `review = { worker = "NAME", mode = "advisory" }`.
+    Table {
+        /// The worker profile (`None`: the policy's).
+        worker: Option<String>,
+        /// `required` or `advisory` (`None`: the policy's, else required).
+        mode: Option<String>,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Handoff, PlanStep, TaskSpec};
+use crate::model::{AttemptMode, Handoff, TaskSpec};
 use crate::report::Finding;
 
 /// The sections the final message must hold (the completeness stage checks them).
@@ -29,6 +29,72 @@ What could go wrong, and what you are unsure of.
 ## Tests
 How you will check the work.";
 
+/// What a reviewer must end with.
+const REVIEW_FINISH: &str = "Do not change, create or delete any file (the working directory is read-only to you) and
+do not run commands that write. Judge whether the change does what the task asks, within its constraints and
+acceptance criteria: look for wrong or missing behaviour, tests deleted or weakened to pass, hacks that only satisfy
+the checks, and changes the task did not ask for. Then end with a final message that is only this JSON object:";
+
+/// What a reviewer is shown of the change: the parts of a review prompt that are not the task.
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewShown<'a> {
+    /// The whole diff as a file.
+    pub diff_file: &'a std::path::Path,
+    /// The diff, or its head.
+    pub diff: &'a str,
+    /// Whether `diff` is all of it.
+    pub whole: bool,
+    /// The files changed.
+    pub changed: &'a [String],
+    /// The gate's findings so far.
+    pub findings: &'a [Finding],
+    /// The answer's format.
+    pub answer_format: &'a str,
+}
+
+/// The prompt of a reviewer: the task as its author got it, the exact change, what the gate found so far, and the
+/// answer's format.
+pub fn review(task: &TaskSpec, shown: &ReviewShown<'_>) -> String {
+    let mut prompt = format!(
+        "You are a code reviewer run by ccfan. Another worker made a change for the task below; your working \
+         directory is a read-only checkout of the repository with that change applied (as it would land). Review \
+         the change itself, not the rest of the repository.\n\n## Task `{}`\n{}\n",
+        task.id,
+        task.goal.trim()
+    );
+    task_body(&mut prompt, task, &[]);
+    let _ = write!(
+        prompt,
+        "\n## The change\n{} file(s) changed: {}.\nThe whole diff from the task's base is in `{}`{}.\n\n```diff\n{}\n```\n",
+        shown.changed.len(),
+        shown
+            .changed
+            .iter()
+            .take(200)
+            .map(|path| format!("`{path}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        shown.diff_file.display(),
+        if shown.whole {
+            " (all of it is below)"
+        } else {
+            "; only its beginning is below: read the file for the rest"
+        },
+        shown.diff.trim_end()
+    );
+    if !shown.findings.is_empty() {
+        prompt.push_str("\n## What ccfan's gate found so far (none of it blocking)\n");
+        prompt.push_str(&numbered(shown.findings));
+    }
+    let _ = write!(
+        prompt,
+        "\n## How to answer\n{REVIEW_FINISH}\n{}\nUse \"request_changes\" only for what must change before the \
+         change can land, each comment naming the file (relative to the repository) and line where it can.\n",
+        shown.answer_format
+    );
+    prompt
+}
+
 /// The prompt of a planning session (plan mode): the whole task, and a plan as the only output.
 pub fn plan(task: &TaskSpec, handoffs: &[Handoff]) -> String {
     let mut prompt = format!(
@@ -49,7 +115,7 @@ pub fn first(
     attempt: u32,
     findings: &[Finding],
     handoffs: &[Handoff],
-    plan: PlanStep<'_>,
+    plan: AttemptMode<'_>,
 ) -> String {
     let mut prompt = format!(
         "You are a worker agent run by ccfan. Your working directory is a git worktree made for this one task; \
@@ -72,7 +138,12 @@ pub fn first(
 }
 
 /// The prompt sent into the resumed session of a rework: the findings to fix.
-pub fn rework(task: &TaskSpec, attempt: u32, findings: &[Finding], plan: PlanStep<'_>) -> String {
+pub fn rework(
+    task: &TaskSpec,
+    attempt: u32,
+    findings: &[Finding],
+    plan: AttemptMode<'_>,
+) -> String {
     let mut prompt = format!(
         "ccfan's gate checked your work on task `{}` and sent it back (this is attempt {attempt}). Your changes so \
          far are still in your working directory. Fix every finding below and change nothing else.\n\n## Findings\n",
@@ -116,8 +187,8 @@ fn task_body(prompt: &mut String, task: &TaskSpec, handoffs: &[Handoff]) {
 }
 
 /// Plan mode: the plan a person approved, and their note.
-fn approved_plan(prompt: &mut String, plan: PlanStep<'_>) {
-    if let PlanStep::Approved { plan, note } = plan {
+fn approved_plan(prompt: &mut String, plan: AttemptMode<'_>) {
+    if let AttemptMode::Approved { plan, note } = plan {
         let _ = write!(
             prompt,
             "\n## Approved plan\nA person approved this plan for the task; carry it out (the working directory is \
@@ -239,12 +310,13 @@ mod tests {
             timeout: std::time::Duration::from_secs(60),
             after: Vec::new(),
             candidate: None,
+            review: None,
         }
     }
 
     #[test]
     fn a_first_prompt_holds_the_whole_task() {
-        let prompt = first(&task(), 1, &[], &[], PlanStep::None);
+        let prompt = first(&task(), 1, &[], &[], AttemptMode::Work);
         for part in [
             "## Task `docs`",
             "Write the usage section.",
@@ -270,7 +342,7 @@ mod tests {
             files: vec!["docs/api.md".into()],
             more_files: 2,
         };
-        let prompt = first(&task(), 1, &[], &[handoff], PlanStep::None);
+        let prompt = first(&task(), 1, &[], &[handoff], AttemptMode::Work);
         assert!(prompt.contains("## Builds on"), "{prompt}");
         assert!(
             prompt.contains("- `design` (landed on main as 0123456789): Write the API design.\n  changed: `docs/api.md` and 2 more"),
@@ -292,7 +364,7 @@ mod tests {
             2,
             &[],
             &[],
-            PlanStep::Approved {
+            AttemptMode::Approved {
                 plan: "1. add docs/usage.md",
                 note: Some("keep it short"),
             },
@@ -313,13 +385,13 @@ mod tests {
             Finding::error(Stage::Secrets, "aws-access-key", "AKIA…[REDACTED]…3F")
                 .at("a.txt", Some(3)),
         ];
-        let prompt = rework(&task(), 2, &findings, PlanStep::None);
+        let prompt = rework(&task(), 2, &findings, AttemptMode::Work);
         assert!(
             prompt.contains("1. [scope scope-denied] at `src/x.rs`: outside the allowed paths")
         );
         assert!(prompt.contains("2. [secrets aws-access-key] at `a.txt:3`: AKIA…[REDACTED]…3F"));
         assert!(prompt.contains("attempt 2") && prompt.contains("`docs/**`"));
-        let fresh = first(&task(), 2, &findings, &[], PlanStep::None);
+        let fresh = first(&task(), 2, &findings, &[], AttemptMode::Work);
         assert!(fresh.contains("## Rework") && fresh.contains("scope-denied"));
     }
 }

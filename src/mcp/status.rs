@@ -295,6 +295,7 @@ mod tests {
             reason: None,
             after: Vec::new(),
             candidate: None,
+            review: None,
             waits_for: Vec::new(),
             plan: None,
             attempts: 1,
@@ -341,6 +342,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             after: Vec::new(),
             candidate: None,
+            review: None,
         };
         let specs: Vec<_> = (0..120).map(spec).collect();
         let branches: Vec<String> = (0..120).map(|n| format!("ccfan/r/task-{n}")).collect();

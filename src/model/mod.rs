@@ -4,12 +4,13 @@
 pub mod agent;
 pub mod ledger;
 pub mod plan;
+pub mod review;
 mod state;
 mod task_file;
 
 pub use crate::ids::{AttemptKey, CommitId, IdError, RunId, TaskId};
 pub use state::{RunState, TaskState};
-pub use task_file::{Handoff, PlanStep, TaskFileDoc};
+pub use task_file::{AttemptMode, Handoff, ReviewBrief, TaskFileDoc};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -150,6 +151,9 @@ pub struct TaskSpec {
     /// Best-of-N: which task of the tasks file this is a candidate of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate: Option<Candidate>,
+    /// Who reviews its change once the mechanical stages passed (`[review]`, or the task's `review`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<review::ReviewSpec>,
 }
 
 /// One candidate of a best-of-N task (`candidates = N` or `workers = [...]` in the tasks file).
@@ -257,6 +261,9 @@ pub struct TaskView {
     /// `ledger` on the run for where each figure came from). `None` when no attempt's cost is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// Its reviewer and what the reviews cost (tasks with a review stage); included in `usage` and `cost_usd`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<review::ReviewView>,
     /// Set for a merged task whose change was already on the target: it landed no commit of its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub already_landed: Option<AlreadyLanded>,

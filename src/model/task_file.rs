@@ -32,7 +32,7 @@ pub struct TaskFileDoc<'a> {
     #[serde(skip_serializing_if = "<[Handoff]>::is_empty")]
     pub after: &'a [Handoff],
     /// Plan mode: `plan` while the worker only plans (its tree is read-only), `execute` once a person approved
-    /// its plan (then in `plan`).
+    /// its plan (then in `plan`); `review` for a reviewer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<&'static str>,
     /// Plan mode, executing: the approved plan to follow.
@@ -41,13 +41,16 @@ pub struct TaskFileDoc<'a> {
     /// Plan mode, executing: the approver's note.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan_note: Option<&'a str>,
+    /// A review (`mode` is `review`): what to review; the answer goes to `CCFAN_REPORT_FILE` (or stdout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<&'a ReviewBrief>,
 }
 
-/// Where an attempt stands in plan mode.
+/// What a worker run is for: the task's work, plan mode's two steps, or a review of another worker's change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlanStep<'a> {
-    /// Not a plan-mode task.
-    None,
+pub enum AttemptMode<'a> {
+    /// The task's work (not a plan-mode task).
+    Work,
     /// It only plans: its tree is read-only, and what it writes is its plan.
     Planning,
     /// It executes the plan a person approved, with their note.
@@ -57,6 +60,25 @@ pub enum PlanStep<'a> {
         /// The note.
         note: Option<&'a str>,
     },
+    /// It reviews a change, read-only, and answers with a verdict.
+    Review(&'a ReviewBrief),
+}
+
+/// What a reviewer is handed: the prompt (agents), the diff as a file, the files changed and the gate's findings so
+/// far (in `CCFAN_TASK_FILE` as `review`, for command reviewers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReviewBrief {
+    /// The agent reviewer's prompt.
+    #[serde(skip)]
+    pub prompt: String,
+    /// The whole diff from base to attempt (secrets redacted).
+    pub diff_file: std::path::PathBuf,
+    /// The files the change touches.
+    pub changed: Vec<String>,
+    /// The gate's findings so far (none blocking: the review runs once the mechanical stages passed).
+    pub findings: Vec<crate::report::Finding>,
+    /// The answer's JSON format.
+    pub answer_format: &'static str,
 }
 
 /// What a prerequisite changed, as told to the task that waited for it (`after`).

@@ -10,7 +10,7 @@ use super::carry::{Carrier, Cursor};
 use super::{PipelineError, gate, record, run_worker};
 use crate::events::Event;
 use crate::git;
-use crate::model::{CommitId, ExitStatus, PlanStep, TaskSpec, TaskState};
+use crate::model::{AttemptMode, CommitId, ExitStatus, TaskSpec, TaskState};
 use crate::paths::AttemptDir;
 use crate::report::Verdict;
 
@@ -46,11 +46,11 @@ impl Carrier<'_> {
         // Plan mode: the plan a person approved goes to the worker with the task.
         let approved = self.approved_plan(&task.id)?;
         let step = match &approved {
-            Some((plan, note)) => PlanStep::Approved {
+            Some((plan, note)) => AttemptMode::Approved {
                 plan,
                 note: note.as_deref(),
             },
-            None => PlanStep::None,
+            None => AttemptMode::Work,
         };
         let begun = self.begin(task, cursor, step)?;
         let outcome = self.work(task, worktree, cursor, &begun, cancel, step)?;
@@ -74,7 +74,7 @@ impl Carrier<'_> {
         &self,
         task: &TaskSpec,
         cursor: &Cursor,
-        step: PlanStep<'_>,
+        step: AttemptMode<'_>,
     ) -> Result<Begun, PipelineError> {
         let (n, rework) = (cursor.next, &cursor.findings);
         let dir = self.layout.attempt_dir(self.run_id, &task.id, n);
@@ -119,10 +119,10 @@ impl Carrier<'_> {
             _ => (None, crate::agents::Usage::default()),
         };
         let why = match (step, &resume) {
-            (PlanStep::Planning, _) => Some(format!(
+            (AttemptMode::Planning, _) => Some(format!(
                 "attempt {n}: planning; the tree is read-only to the worker"
             )),
-            (PlanStep::Approved { .. }, _) if rework.is_empty() => {
+            (AttemptMode::Approved { .. }, _) if rework.is_empty() => {
                 Some(format!("attempt {n}: carrying out the approved plan"))
             }
             _ if n == 1 => None,
@@ -150,7 +150,7 @@ impl Carrier<'_> {
         cursor: &Cursor,
         begun: &Begun,
         cancel: &AtomicBool,
-        plan: PlanStep<'_>,
+        plan: AttemptMode<'_>,
     ) -> Result<crate::sandbox::Outcome, PipelineError> {
         let n = begun.n;
         // A copy-on-write tree whose mount went away (a reboot) is shown again before the worker starts.
@@ -347,7 +347,18 @@ impl Carrier<'_> {
             landing: false,
             env: &self.resources.env_of(self.run_id, &task.id),
         };
-        let (report, verdict) = self.gate(cancel).check(&reference, &target)?;
+        let (report, verdict, review) = self.gate(cancel).check_reviewed(&reference, &target)?;
+        // A review's usage is the task's, whatever the verdict (and even when cancelled: it was spent).
+        if let Some(review) = review {
+            self.store().add_review(
+                self.run_id,
+                &task.id,
+                n,
+                &review.reviewer,
+                review.outcome,
+                review.agent.as_ref(),
+            )?;
+        }
         if cancel.load(Ordering::SeqCst) {
             // A verdict reached while stopping may rest on a stage that was cut short: store none.
             self.transition(

@@ -316,6 +316,9 @@ impl super::gate::Gate<'_> {
             includes,
             env: &[],
             cancel,
+            // The hooks' gate checks a person's change, which has no task for a reviewer to judge it against.
+            worker_stage: None,
+            review: verify::review::ReviewStep::None,
         };
         let mut report = verify::verify(&input).map_err(|error| match error {
             verify::VerifyError::Git(git) => PipelineError::Git(git),

@@ -8,6 +8,8 @@ use std::sync::atomic::AtomicBool;
 use super::PipelineError;
 use super::decide::decide;
 use super::record;
+use super::reviewer::{ReviewRecord, TaskReviewer};
+use super::verify::review::ReviewStep;
 use super::verify::{self, VerifyInput};
 use crate::git::{self, RepoPaths};
 use crate::model::ExitStatus;
@@ -113,6 +115,16 @@ impl Gate<'_> {
         attempt: &AttemptRef<'_>,
         target_tip: &str,
     ) -> Result<(VerifyReport, Verdict), PipelineError> {
+        self.check_reviewed(attempt, target_tip)
+            .map(|(report, verdict, _)| (report, verdict))
+    }
+
+    /// [`Gate::check`], with how its review ended when the task has a reviewer and one ran (for the store).
+    pub fn check_reviewed(
+        &self,
+        attempt: &AttemptRef<'_>,
+        target_tip: &str,
+    ) -> Result<(VerifyReport, Verdict, Option<ReviewRecord>), PipelineError> {
         let Gate {
             repo,
             policy,
@@ -139,6 +151,27 @@ impl Gate<'_> {
                 .ok()
                 .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
             ),
+        };
+        let reviewer = attempt.task.review.as_ref().map(|spec| TaskReviewer {
+            task: attempt.task,
+            spec,
+            run_id: attempt.run_id,
+            attempt: attempt.attempt,
+            base: attempt.base,
+            repo,
+            policy,
+            rules,
+            dir: artifacts.join("review"),
+            env: attempt.env,
+            cancel,
+            record: std::sync::Mutex::new(None),
+        });
+        let review = match &reviewer {
+            None => ReviewStep::None,
+            Some(_) if attempt.landing => ReviewStep::Skip(
+                "reviewed before landing: the change is the same, only the tip it lands on moved",
+            ),
+            Some(reviewer) => ReviewStep::Run(reviewer),
         };
         let scratch: PathBuf = scratch_root.join(format!(
             "{}-{}-{}-{}",
@@ -177,14 +210,12 @@ impl Gate<'_> {
             env: attempt.env,
             final_report,
             cancel,
+            worker_stage: Some(worker_stage(attempt.exit, attempt.tampered, agent.as_ref())),
+            review,
         };
         let mut report = verify::verify(&input).map_err(|error| match error {
             verify::VerifyError::Git(git) => PipelineError::Git(git),
         })?;
-        report.stages.insert(
-            0,
-            worker_stage(attempt.exit, attempt.tampered, agent.as_ref()),
-        );
         scrub_report(&mut report, rules);
         let path = AttemptDir::verify_report(&artifacts);
         let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
@@ -197,7 +228,8 @@ impl Gate<'_> {
             max_reworks: policy.max_reworks,
         };
         let verdict = decide(&report, policy, budget);
-        Ok((report, verdict))
+        let record = reviewer.and_then(|reviewer| reviewer.take_record());
+        Ok((report, verdict, record))
     }
 }
 
@@ -409,7 +441,17 @@ impl Gate<'_> {
                 landing: false,
                 env: &env,
             };
-            let (report, verdict) = self.check(&reference, &tip)?;
+            let (report, verdict, review) = self.check_reviewed(&reference, &tip)?;
+            if let Some(review) = review {
+                store.add_review(
+                    run_id,
+                    &task.id,
+                    latest.n,
+                    &review.reviewer,
+                    review.outcome,
+                    review.agent.as_ref(),
+                )?;
+            }
             if self.cancel.load(std::sync::atomic::Ordering::SeqCst) {
                 break; // cut short: keep the stored verdicts as they were
             }

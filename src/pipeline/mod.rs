@@ -6,6 +6,8 @@
 pub mod plan;
 // stages 1-2: the order prerequisites (`after`) impose, and which task starts next (pure)
 pub mod order;
+// stage 1: who reviews each task (`[review]`, a task's `review`, `cross`)
+pub mod reviewers;
 // stage 1 and before stage 6: best-of-N — a task as several candidates, and the one that lands
 pub mod candidates;
 // stage 1, around the plan: the request resolved, the run registered, the warnings given
@@ -26,6 +28,8 @@ pub mod run_worker;
 pub mod record;
 // stage 4
 pub mod verify;
+// stage 4g's worker: a task's reviewer, run read-only on the merge preview
+pub mod reviewer;
 // stage 5
 pub mod decide;
 // stages 4 + 5 for one stored attempt

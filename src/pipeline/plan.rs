@@ -70,6 +70,8 @@ pub fn plan(file: &TasksFile, policy: &Policy) -> Result<Plan, InputError> {
                 .map_err(located)?,
             None => worker.timeout.unwrap_or(policy.timeout),
         };
+        let review = super::reviewers::wanted(file, policy, &workers, index, fields, &worker)
+            .map_err(located)?;
         tasks.push(TaskSpec {
             id,
             goal,
@@ -91,10 +93,12 @@ pub fn plan(file: &TasksFile, policy: &Policy) -> Result<Plan, InputError> {
             timeout: clamp_timeout(timeout),
             after: Vec::new(),
             candidate: None,
+            review,
         });
     }
     super::order::resolve_after(file, &mut tasks)?;
-    let tasks = super::candidates::expand_all(file, tasks, &workers)?;
+    let mut tasks = super::candidates::expand_all(file, tasks, &workers)?;
+    super::reviewers::cross(file, &mut tasks)?;
     Ok(Plan { tasks })
 }
 

@@ -10,7 +10,7 @@ use super::PipelineError;
 use super::carry::{Carrier, Cursor};
 use super::fan_out;
 use crate::model::plan::Approval;
-use crate::model::{ExitStatus, PlanStep, TaskSpec, TaskState};
+use crate::model::{AttemptMode, ExitStatus, TaskSpec, TaskState};
 use crate::paths::AttemptDir;
 use crate::pipeline::lifecycle::{Operation, PlanRefusal, Refusal};
 use crate::store::TaskRow;
@@ -70,8 +70,15 @@ impl Carrier<'_> {
             findings: Vec::new(),
         };
         self.store().set_budget_from(self.run_id, &task.id, n)?;
-        let begun = self.begin(task, &cursor, PlanStep::Planning)?;
-        let outcome = self.work(task, worktree, &cursor, &begun, cancel, PlanStep::Planning)?;
+        let begun = self.begin(task, &cursor, AttemptMode::Planning)?;
+        let outcome = self.work(
+            task,
+            worktree,
+            &cursor,
+            &begun,
+            cancel,
+            AttemptMode::Planning,
+        )?;
         self.store()
             .finish_attempt(self.run_id, &task.id, n, Some(&outcome.exit), None, None)?;
         let files = AttemptDir::of(&begun.dir);

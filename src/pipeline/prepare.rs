@@ -328,6 +328,24 @@ pub fn load_plan(request: &RunRequest) -> Result<(Policy, plan::Plan, RulePack),
     if request.plan {
         check_plan_mode(request, &policy, &plan)?;
     }
+    if policy.sandbox.backend == policy::SandboxBackend::None
+        && let Some(task) = plan.tasks.iter().find(|task| task.review.is_some())
+    {
+        return Err(InputError::new(
+            &request
+                .policy_file
+                .clone()
+                .unwrap_or_else(|| request.repo.workdir.join(policy::POLICY_FILE)),
+            format!(
+                "task `{}` has a review stage, which needs a sandbox: it is what keeps the reviewer from writing, \
+                 and the policy says sandbox.backend = \"none\"",
+                task.id
+            ),
+        )
+        .key("sandbox.backend")
+        .fix("set sandbox.backend = \"auto\", or turn the review off ([review] enabled = false)")
+        .into());
+    }
     let rules = load_rules(&policy)?;
     Ok((policy, plan, rules))
 }

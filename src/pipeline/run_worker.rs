@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::agents::tally::{AgentSummary, Tally};
 use crate::agents::{self, Agent, probe, prompt};
-use crate::model::{AgentConfig, CommitId, PlanStep, RunId, TaskFileDoc, TaskSpec};
+use crate::model::{AgentConfig, AttemptMode, CommitId, RunId, TaskFileDoc, TaskSpec};
 use crate::policy::Policy;
 use crate::sandbox::{self, EventStream, Launch, Outcome, SandboxError, SandboxPolicy, Tree};
 use crate::secrets::RulePack;
@@ -49,7 +49,7 @@ pub struct AttemptContext<'a> {
     /// What the tasks it waited for (`after`) changed.
     pub handoffs: &'a [crate::model::Handoff],
     /// Plan mode: planning (read-only), or executing an approved plan.
-    pub plan: crate::model::PlanStep<'a>,
+    pub plan: crate::model::AttemptMode<'a>,
 }
 
 /// How a worker's attempt ended, with what its agent reported (agent workers).
@@ -100,8 +100,13 @@ pub fn run_worker(
         ("CCFAN_REPORT_FILE".to_string(), lossy(&report_file)),
     ];
     extra.extend(context.resources.iter().cloned());
-    if context.plan == PlanStep::Planning {
-        extra.push(("CCFAN_PLAN".to_string(), "1".to_string()));
+    match context.plan {
+        AttemptMode::Planning => extra.push(("CCFAN_PLAN".to_string(), "1".to_string())),
+        AttemptMode::Review(brief) => {
+            extra.push(("CCFAN_REVIEW".to_string(), "1".to_string()));
+            extra.push(("CCFAN_REVIEW_DIFF".to_string(), lossy(&brief.diff_file)));
+        }
+        AttemptMode::Work | AttemptMode::Approved { .. } => {}
     }
     if let Some(candidate) = &task.candidate {
         extra.push(("CCFAN_CANDIDATE".to_string(), candidate.n.to_string()));
@@ -121,8 +126,8 @@ pub fn run_worker(
         policy.log_limit,
     );
     let log = AttemptDir::of(context.dir).log();
-    if context.plan == PlanStep::Planning {
-        // A planning worker reads the tree and changes nothing: ccfan's sandbox makes the tree read-only.
+    if matches!(context.plan, AttemptMode::Planning | AttemptMode::Review(_)) {
+        // A planning worker or a reviewer reads the tree and changes nothing: ccfan's sandbox makes it read-only.
         sandbox_policy.read_only_tree(context.worktree);
         if let Some(why) = not_read_only(policy, &sandbox_policy, context.worktree) {
             return not_started(&log, why);
@@ -196,17 +201,22 @@ fn write_task_file(
             .collect(),
         after: context.handoffs,
         mode: match context.plan {
-            PlanStep::None => None,
-            PlanStep::Planning => Some("plan"),
-            PlanStep::Approved { .. } => Some("execute"),
+            AttemptMode::Work => None,
+            AttemptMode::Planning => Some("plan"),
+            AttemptMode::Approved { .. } => Some("execute"),
+            AttemptMode::Review(_) => Some("review"),
         },
         plan: match context.plan {
-            PlanStep::Approved { plan, .. } => Some(plan),
-            PlanStep::None | PlanStep::Planning => None,
+            AttemptMode::Approved { plan, .. } => Some(plan),
+            AttemptMode::Work | AttemptMode::Planning | AttemptMode::Review(_) => None,
         },
         plan_note: match context.plan {
-            PlanStep::Approved { note, .. } => note,
-            PlanStep::None | PlanStep::Planning => None,
+            AttemptMode::Approved { note, .. } => note,
+            AttemptMode::Work | AttemptMode::Planning | AttemptMode::Review(_) => None,
+        },
+        review: match context.plan {
+            AttemptMode::Review(brief) => Some(brief),
+            AttemptMode::Work | AttemptMode::Planning | AttemptMode::Approved { .. } => None,
         },
     };
     let json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
@@ -320,7 +330,8 @@ fn prepare_agent<'a, 'p>(
     // under /tmp): the whole `node_modules` tree, since `codex` is a script that starts a platform binary there.
     sandbox_policy.read_only.push(probe::install_root(program));
     let text = match (context.resume, context.plan) {
-        (_, PlanStep::Planning) => prompt::plan(task, context.handoffs),
+        (_, AttemptMode::Planning) => prompt::plan(task, context.handoffs),
+        (_, AttemptMode::Review(brief)) => brief.prompt.clone(),
         (Some(_), plan) => prompt::rework(task, context.attempt, context.rework, plan),
         (None, plan) => prompt::first(
             task,
@@ -354,17 +365,17 @@ fn prepare_agent<'a, 'p>(
         &resolved,
         &text,
         context.resume,
-        context.plan == PlanStep::Planning,
+        context.plan == AttemptMode::Planning,
     )))
 }
 
-/// Why a planning worker's tree would not be read-only, if it would not: no sandbox, or a writable root (the
-/// policy's or the profile's) that holds it.
+/// Why a planning worker's or a reviewer's tree would not be read-only, if it would not: no sandbox, or a writable
+/// root (the policy's or the profile's) that holds it.
 fn not_read_only(policy: &Policy, sandbox: &SandboxPolicy, worktree: &Path) -> Option<String> {
     if policy.sandbox.backend == crate::policy::SandboxBackend::None {
         return Some(
-            "plan mode needs a sandbox to keep the planning worker's tree read-only, and the policy says \
-             sandbox.backend = \"none\""
+            "plan mode needs a sandbox to keep the planning worker's (or the reviewer's) tree read-only, and the \
+             policy says sandbox.backend = \"none\""
                 .to_string(),
         );
     }
@@ -375,8 +386,8 @@ fn not_read_only(policy: &Policy, sandbox: &SandboxPolicy, worktree: &Path) -> O
         .find(|root| tree.starts_with(root))
         .map(|root| {
             format!(
-                "plan mode cannot keep the tree read-only: the writable root {} holds it (sandbox.writable or the \
-                 profile's writable)",
+                "cannot keep the tree read-only (plan mode, review): the writable root {} holds it \
+                 (sandbox.writable or the profile's writable)",
                 root.display()
             )
         })

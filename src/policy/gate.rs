@@ -45,10 +45,15 @@ pub(super) fn resolve(
             .map(|name| {
                 Stage::parse(name.get_ref()).ok_or_else(|| {
                     let known: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+                    let review = if name.get_ref() == "review" {
+                        " (the review stage is set by [review] and always runs last)"
+                    } else {
+                        ""
+                    };
                     InputError::new(file, format!("unknown stage `{}`", name.get_ref()))
                         .key("gate.stages")
                         .at_offset(source, Some(name.span().start))
-                        .fix(format!("use some of: {}", known.join(", ")))
+                        .fix(format!("use some of: {}{review}", known.join(", ")))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?,

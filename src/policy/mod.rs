@@ -16,12 +16,14 @@ mod budget;
 mod gate;
 mod hooks;
 pub mod init;
+pub mod review;
 mod sandbox;
 mod setup;
 mod worker;
 
 pub use budget::BudgetSettings;
 pub use hooks::HooksSettings;
+pub use review::ReviewSettings;
 pub use sandbox::{SandboxBackend, SandboxLimits, SandboxSettings};
 pub use setup::SetupSettings;
 pub use worker::{WorkerSection, add_installed_agents};
@@ -152,6 +154,8 @@ pub struct Policy {
     pub setup: Option<SetupSettings>,
     /// Spending caps (`[budget]`).
     pub budget: BudgetSettings,
+    /// The review stage (`[review]`), when set.
+    pub review: Option<ReviewSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +173,7 @@ struct PolicyFile {
     hooks: Option<hooks::HooksSection>,
     setup: Option<setup::SetupSection>,
     budget: Option<budget::BudgetSection>,
+    review: Option<review::ReviewSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -388,6 +393,12 @@ fn resolve(
         parsed.budget,
         base.as_ref().map(|b| &b.budget),
     )?;
+    let review = review::resolve(
+        file,
+        source,
+        parsed.review,
+        base.as_ref().and_then(|b| b.review.as_ref()),
+    )?;
     let setup = setup::resolve(
         file,
         source,
@@ -431,6 +442,7 @@ fn resolve(
         hooks,
         setup,
         budget,
+        review,
     })
 }
 

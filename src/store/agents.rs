@@ -56,7 +56,8 @@ impl Store {
         )
     }
 
-    /// Every agent summary of a run's attempts, live ones included, with its task (what `[budget]` weighs).
+    /// Every agent summary of a run's attempts, live ones included, and of its reviews, with its task (what
+    /// `[budget]` weighs).
     pub fn run_attempt_agents(
         &self,
         run_id: &RunId,
@@ -64,7 +65,8 @@ impl Store {
         let mut statement = self
             .conn
             .prepare_cached(
-                "SELECT task_id, agent FROM attempts WHERE run_id = ?1 AND agent IS NOT NULL",
+                "SELECT task_id, agent FROM attempts WHERE run_id = ?1 AND agent IS NOT NULL
+                 UNION ALL SELECT task_id, agent FROM reviews WHERE run_id = ?1 AND agent IS NOT NULL",
             )
             .map_err(query("listing a run's agent summaries"))?;
         let rows = statement

@@ -6,6 +6,7 @@ mod agents;
 mod control;
 mod plans;
 mod requests;
+mod reviews;
 mod runs;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use crate::model::CommitId;
 
 pub use plans::plan_sha256;
 pub use requests::{ActiveTask, Registration, request_fingerprint, task_fingerprint};
+pub use reviews::ReviewRow;
 pub use runs::{AttemptRow, NewAttempt, NewRun, NewTask, RecoveredAttempt, RunRow, TaskRow};
 
 /// Where a task's work stands: the base its latest chain of attempts started from, that chain's newest commit
@@ -122,7 +124,7 @@ pub(crate) fn query(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError
     }
 }
 
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -199,6 +201,17 @@ CREATE TABLE IF NOT EXISTS transitions (
     reason  TEXT
 );
 CREATE INDEX IF NOT EXISTS transitions_by_run ON transitions (run_id, seq);
+CREATE TABLE IF NOT EXISTS reviews (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id   TEXT NOT NULL,
+    task_id  TEXT NOT NULL,
+    attempt  INTEGER NOT NULL,
+    at       INTEGER NOT NULL,
+    reviewer TEXT NOT NULL,
+    outcome  TEXT NOT NULL,
+    agent    TEXT
+);
+CREATE INDEX IF NOT EXISTS reviews_by_task ON reviews (run_id, task_id, seq);
 ";
 
 /// Version 3: per-attempt bases (a task re-created on a moved target), rework budgets that `retry` renews, the
@@ -233,6 +246,8 @@ const MIGRATE_TO_8: &str = "
 ALTER TABLE runs ADD COLUMN plan_mode INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN approval TEXT;
 ";
+
+// Version 9 adds the `reviews` table (each review of an attempt, with its usage); `SCHEMA` creates it.
 
 /// Why a migration stopped.
 enum Migration {

@@ -232,6 +232,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(60),
             after: Vec::new(),
             candidate: None,
+            review: None,
         }
     }
 

@@ -595,6 +595,7 @@ pub(super) mod tests {
             timeout: Duration::from_secs(5),
             after: Vec::new(),
             candidate: None,
+            review: None,
         }
     }
 

@@ -968,3 +968,166 @@ fn claude_plans_in_plan_mode_then_carries_out_the_approved_plan() {
     }
     plan_then_approve("cl", "claude-plan");
 }
+
+/// The review stage with real agents: one writes, the other reviews read-only on the merge preview. The reviewer
+/// sees the whole change in its prompt and its diff file, its write fails, and its `request_changes` goes back
+/// into the author's same session; the second attempt lands once the reviewer approves.
+fn review_sends_changes_back_into_the_same_session(
+    author: &str,
+    reviewer: &str,
+    id: &str,
+    session_header: &str,
+) {
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let request_changes = json!({
+        "verdict": "request_changes",
+        "summary": "the guide is a draft",
+        "comments": [{"path": "docs/guide.md", "line": 1, "severity": "error", "message": "replace the draft with the real guide"}]
+    })
+    .to_string();
+    let approve = json!({"verdict": "approve", "summary": "the guide is complete"}).to_string();
+    let twelve = "mkdir -p docs/many && for i in $(seq 1 12); do echo \"page $i\" > docs/many/page$i.md; done";
+    let pages: Vec<String> = (1..=12).map(|i| format!("docs/many/page{i}.md")).collect();
+    let mut all: Vec<&str> = pages.iter().map(String::as_str).collect();
+    all.push("docs/guide.md");
+    let model = FakeModel::start(
+        dir.path(),
+        json!([
+            {"when": "code reviewer run by ccfan", "write": {"path": "docs/reviewer-wrote.md", "content": "sneaky"}},
+            {"when": "code reviewer run by ccfan", "shell": "cat \"$CCFAN_REVIEW_DIFF\" | grep -c '^+++ '"},
+            {"when": "code reviewer run by ccfan", "message": format!("Here is my review.\n```json\n{request_changes}\n```")},
+            {"when": "code reviewer run by ccfan", "message": approve},
+            {"when": id, "shell": twelve},
+            {"when": id, "write": {"path": "docs/guide.md", "content": "draft"}},
+            {"when": id, "message": final_message(&all)},
+            {"when": "ccfan's gate checked your work", "write": {"path": "docs/guide.md", "content": "# Guide\nThe real guide."}},
+            {"when": "ccfan's gate checked your work", "message": final_message(&all)},
+        ]),
+    );
+    let env = setup(&model, &format!("\n[review]\nworker = \"{reviewer}\"\n"));
+    let ran = run_task(&env, &model, id, author, "");
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let view = ran.json();
+    let t = task(&view, id);
+    assert_eq!(t["state"], "merged", "{ran:?}");
+    assert_eq!(t["attempts"], 2);
+    assert_eq!(
+        std::fs::read_to_string(env.repo.join("docs/guide.md"))
+            .unwrap()
+            .trim_end(),
+        "# Guide\nThe real guide."
+    );
+    assert!(!env.repo.join("docs/reviewer-wrote.md").exists());
+    assert_eq!(t["review"]["reviewer"], reviewer, "{t}");
+    assert_eq!(t["review"]["reviews"], 2, "{t}");
+    assert_eq!(t["review"]["latest"], "approve", "{t}");
+    // The reviews' tokens count toward the task, and are shown on their own.
+    let review_tokens = t["review"]["usage"]["input_tokens"].as_u64().unwrap();
+    assert!(review_tokens > 0, "{t}");
+    assert!(
+        t["usage"]["input_tokens"].as_u64().unwrap() > review_tokens,
+        "{t}"
+    );
+    let conversation = model.conversation();
+    let bodies: Vec<String> = conversation.iter().map(|r| r["body"].to_string()).collect();
+    let reviews: Vec<&String> = bodies
+        .iter()
+        .filter(|body| body.contains("code reviewer run by ccfan"))
+        .collect();
+    // The first review saw all thirteen files in its prompt, its write failed, and its diff file held them all.
+    let first = reviews[0];
+    for i in 1..=12 {
+        assert!(
+            first.contains(&format!("docs/many/page{i}.md")),
+            "page{i} not shown"
+        );
+    }
+    assert!(first.contains("+draft"), "{first}");
+    assert!(
+        first.contains("Acceptance") || first.contains("## Task"),
+        "{first}"
+    );
+    let after_write = reviews[1].to_lowercase();
+    assert!(
+        after_write.contains("read-only") || after_write.contains("failed to create"),
+        "the reviewer's write did not fail: {after_write}"
+    );
+    assert!(
+        reviews[2].contains("13"),
+        "the diff file did not hold 13 files: {}",
+        reviews[2]
+    );
+    // The author's rework continued its own session, with the reviewer's comment to fix.
+    let rework = bodies
+        .iter()
+        .find(|body| body.contains("ccfan's gate checked your work"))
+        .expect("the rework request");
+    assert!(
+        rework.contains("replace the draft with the real guide"),
+        "{rework}"
+    );
+    assert!(rework.contains("the guide is a draft"), "{rework}");
+    let authors: Vec<&Value> = conversation
+        .iter()
+        .filter(|r| !r["body"].to_string().contains("code reviewer run by ccfan"))
+        .collect();
+    let session = &authors[0]["headers"][session_header];
+    assert!(session.is_string(), "no {session_header} header");
+    assert!(
+        authors
+            .iter()
+            .all(|r| &r["headers"][session_header] == session)
+    );
+}
+
+#[test]
+fn codex_writes_claude_reviews_and_the_requested_change_lands_in_the_same_session() {
+    if !agents_installed(
+        "codex_writes_claude_reviews_and_the_requested_change_lands_in_the_same_session",
+    ) {
+        return;
+    }
+    review_sends_changes_back_into_the_same_session("cx", "cl", "codex-reviewed", "session-id");
+}
+
+#[test]
+fn claude_writes_codex_reviews_and_the_requested_change_lands_in_the_same_session() {
+    if !agents_installed(
+        "claude_writes_codex_reviews_and_the_requested_change_lands_in_the_same_session",
+    ) {
+        return;
+    }
+    review_sends_changes_back_into_the_same_session(
+        "cl",
+        "cx",
+        "claude-reviewed",
+        "x-claude-code-session-id",
+    );
+}
+
+#[test]
+fn a_reviewer_that_answers_garbage_does_not_approve() {
+    if !agents_installed("a_reviewer_that_answers_garbage_does_not_approve") {
+        return;
+    }
+    let dir = tempfile::tempdir_in(visible_tmp()).unwrap();
+    let model = FakeModel::start(
+        dir.path(),
+        json!([
+            {"when": "code reviewer run by ccfan", "repeat": true, "message": "Looks great to me, ship it!"},
+            {"when": "garbage-reviewed", "write": {"path": "docs/guide.md", "content": "# Guide\n"}},
+            {"when": "garbage-reviewed", "message": final_message(&["docs/guide.md"])},
+        ]),
+    );
+    let env = setup(&model, "\n[review]\nworker = \"cl\"\n");
+    let ran = run_task(&env, &model, "garbage-reviewed", "cx", "");
+    assert_ne!(ran.code, 0, "{ran:?}");
+    let t = task(&ran.json(), "garbage-reviewed").clone();
+    assert_eq!(t["state"], "rolled_back", "{t}");
+    assert_eq!(t["review"]["latest"], "invalid", "{t}");
+    assert!(
+        t["reason"].as_str().unwrap().contains("no valid answer"),
+        "{t}"
+    );
+    assert!(!env.repo.join("docs/guide.md").exists());
+}

@@ -96,10 +96,12 @@ pub fn human_verify(judged: &[Judged<'_>]) -> String {
                 stage.stage.as_str(),
                 stage.duration_ms
             ));
-            if let (StageStatus::Skipped | StageStatus::Error, Some(note)) =
-                (stage.status, &stage.note)
+            // A skipped or failed-to-run stage says why; the review stage always says what the reviewer concluded.
+            if let Some(note) = &stage.note
+                && (matches!(stage.status, StageStatus::Skipped | StageStatus::Error)
+                    || stage.stage == crate::report::Stage::Review)
             {
-                text.push_str(&format!("  {note}"));
+                text.push_str(&format!("  {}", note.lines().next().unwrap_or_default()));
             }
             text.push('\n');
             for finding in &stage.findings {

@@ -129,7 +129,7 @@ pub fn blocked_message(hook: HookName, results: &[ChangeVerification]) -> String
             Stage::Tests | Stage::Checks => {
                 "make the tests and checks pass (their logs are under <git-common-dir>/ccfan/verify/)"
             }
-            Stage::Worker | Stage::Completeness => "see the findings above",
+            Stage::Worker | Stage::Completeness | Stage::Review => "see the findings above",
         };
         text.push_str(&format!("  - {hint}\n"));
     }

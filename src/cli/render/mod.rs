@@ -205,6 +205,50 @@ fn cost_line(ledger: &crate::model::ledger::Ledger) -> String {
     line
 }
 
+/// A reviewed task's reviewer, its reviews and their cost, and the review findings the latest verdict sent back.
+fn review_lines(text: &mut String, history: &crate::status::TaskHistory) {
+    let Some(review) = &history.task.review else {
+        return;
+    };
+    text.push_str(&format!(
+        "\nreview: {} by `{}`{} · {} review(s){}{}{}\n",
+        review.mode.as_str(),
+        review.reviewer,
+        if review.cross { " (cross)" } else { "" },
+        review.reviews,
+        review
+            .latest
+            .map(|latest| format!(", latest {}", latest.as_str()))
+            .unwrap_or_default(),
+        review
+            .usage
+            .map(|usage| format!(" · {}", usage.short()))
+            .unwrap_or_default(),
+        review
+            .cost_usd
+            .map(|cost| format!(" · ${cost:.4}"))
+            .unwrap_or_default(),
+    ));
+    let latest = history
+        .attempts
+        .iter()
+        .rev()
+        .find_map(|a| a.verdict.as_ref());
+    if let Some(crate::report::Verdict::Rework { findings }) = latest {
+        for finding in findings
+            .iter()
+            .filter(|f| f.stage == crate::report::Stage::Review)
+        {
+            let place = match (&finding.path, finding.line) {
+                (Some(path), Some(line)) => format!("{path}:{line}: "),
+                (Some(path), None) => format!("{path}: "),
+                (None, _) => String::new(),
+            };
+            text.push_str(&format!("  {} {place}{}\n", finding.rule, finding.message));
+        }
+    }
+}
+
 pub fn task_history(history: &crate::status::TaskHistory) -> String {
     let task = &history.task;
     let mut text = format!(
@@ -250,6 +294,7 @@ pub fn task_history(history: &crate::status::TaskHistory) -> String {
     }
     text.push('\n');
     text.push_str(&table(&header, &attempts));
+    review_lines(&mut text, history);
     if let Some(plan) = &history.plan {
         let approved = match task.plan.as_ref().and_then(|p| p.approval.as_ref()) {
             Some(approval) => format!(
@@ -453,6 +498,7 @@ mod tests {
             reason: reason.map(str::to_string),
             after: Vec::new(),
             candidate: None,
+            review: None,
             waits_for: Vec::new(),
             plan: None,
             attempts: 1,

@@ -93,7 +93,8 @@ pub fn run(
         | Stage::Scope
         | Stage::Secrets
         | Stage::Completeness
-        | Stage::Checks => {
+        | Stage::Checks
+        | Stage::Review => {
             format!("check-{}", spec.name)
         }
     };

@@ -13,6 +13,8 @@ pub mod agent_home;
 pub mod commands;
 // 4e
 pub mod completeness;
+// 4g: last, once the others passed
+pub mod review;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -65,6 +67,10 @@ pub struct VerifyInput<'a> {
     pub final_report: Option<Option<String>>,
     /// Stops long stages.
     pub cancel: &'a AtomicBool,
+    /// The worker stage, judged by the caller: first in the report, and counted by the review's "did the rest pass".
+    pub worker_stage: Option<StageReport>,
+    /// Whether a reviewer reviews the change once every other stage passed.
+    pub review: review::ReviewStep<'a>,
 }
 
 /// Errors that stop verification altogether (a failing stage is a report, not this).
@@ -220,7 +226,7 @@ pub fn verify(input: &VerifyInput<'_>) -> Result<VerifyReport, VerifyError> {
         checkout: Checkout { made: None },
         preview: None,
     };
-    let mut stages = Vec::new();
+    let mut stages: Vec<StageReport> = input.worker_stage.iter().cloned().collect();
     let mut stopped_by: Option<Stage> = None;
     for &stage in &gate.stages {
         if let Some(failed) = stopped_by {
@@ -237,6 +243,16 @@ pub fn verify(input: &VerifyInput<'_>) -> Result<VerifyReport, VerifyError> {
             stopped_by = Some(stage);
         }
         stages.push(report);
+    }
+    match input.review {
+        review::ReviewStep::None => {}
+        review::ReviewStep::Skip(why) => stages.push(skipped(Stage::Review, why)),
+        review::ReviewStep::Run(reviewer) => {
+            let started = Instant::now();
+            let mut report = review::run(reviewer, input, &diff_summary, &stages, &mut running);
+            report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            stages.push(report);
+        }
     }
     running.checkout.remove(input.repo);
     Ok(VerifyReport {
@@ -322,6 +338,10 @@ fn run_stage(
                 None,
             ),
         },
+        Stage::Review => skipped(
+            stage,
+            "the review stage runs last, when the task has a reviewer",
+        ),
         Stage::Checks if gate.checks.is_empty() => skipped(stage, "no [[checks]] in the policy"),
         Stage::Checks => {
             let specs: Vec<commands::CommandSpec<'_>> = gate
@@ -338,14 +358,18 @@ fn run_stage(
     })
 }
 
-fn run_command(
+/// The merge-preview checkout (made on first use) and its commit; else the stage's report: a conflict is a
+/// finding, anything else an error.
+fn preview_tree(
     stage: Stage,
-    specs: &[commands::CommandSpec<'_>],
     input: &VerifyInput<'_>,
     running: &mut Running,
-) -> StageReport {
-    let (path, commit) = match running.checkout.get(input) {
-        Ok(made) => made,
+) -> Result<(PathBuf, String), StageReport> {
+    match running.checkout.get(input) {
+        Ok((path, commit)) => {
+            running.preview = Some(commit.clone());
+            Ok((path, commit))
+        }
         Err(error) => {
             if let Some(paths) = error.strip_prefix("merge-conflict:") {
                 let finding = Finding::error(
@@ -355,18 +379,29 @@ fn run_command(
                         "the attempt does not merge cleanly onto the target: conflicts in {paths}"
                     ),
                 );
-                return judged(stage, vec![finding], None);
+                return Err(judged(stage, vec![finding], None));
             }
-            return StageReport {
+            Err(StageReport {
                 stage,
                 status: StageStatus::Error,
                 findings: vec![],
                 duration_ms: 0,
                 note: Some(error),
-            };
+            })
         }
+    }
+}
+
+fn run_command(
+    stage: Stage,
+    specs: &[commands::CommandSpec<'_>],
+    input: &VerifyInput<'_>,
+    running: &mut Running,
+) -> StageReport {
+    let path = match preview_tree(stage, input, running) {
+        Ok((path, _)) => path,
+        Err(report) => return report,
     };
-    running.preview = Some(commit);
     let mut merged = StageReport {
         stage,
         status: StageStatus::Pass,
