@@ -369,8 +369,12 @@ pub fn task_html(part: &TaskPart, rules: &RulePack) -> String {
     page
 }
 
-/// Plan mode: the task's plan, and who approved it when (its evidence).
+/// Plan mode: the task's plan, and who approved it when (its evidence); and who reviews it, how the latest review
+/// ended, and what the reviews cost (part of the task's cost).
 fn plan_section(page: &mut String, history: &crate::status::TaskHistory, rules: &RulePack) {
+    if let Some(review) = &history.task.review {
+        let _ = writeln!(page, "<p>{}</p>", escape(&review.line()));
+    }
     let Some(plan) = &history.plan else { return };
     let approved = match history.task.plan.as_ref().and_then(|p| p.approval.as_ref()) {
         Some(approval) => format!(

@@ -116,6 +116,8 @@ pub struct Row {
     pub reason: Option<String>,
     /// Plan mode: the SHA-256 of its latest plan (what an approval from the page names).
     pub plan_sha256: Option<String>,
+    /// With a review stage: who reviews, how the latest review ended, what the reviews cost.
+    pub review: Option<String>,
 }
 
 /// The row of `task`, with its `timing`.
@@ -128,9 +130,14 @@ pub fn row(task: &TaskView, timing: Timing, carried: bool, no_merge: bool) -> Ro
             Some("rework"),
             findings
                 .iter()
-                .map(|finding| match &finding.path {
-                    Some(path) => format!("{} at {path}: {}", finding.rule, finding.message),
-                    None => format!("{}: {}", finding.rule, finding.message),
+                .map(|finding| match (&finding.path, finding.line) {
+                    (Some(path), Some(line)) => {
+                        format!("{} at {path}:{line}: {}", finding.rule, finding.message)
+                    }
+                    (Some(path), None) => {
+                        format!("{} at {path}: {}", finding.rule, finding.message)
+                    }
+                    (None, _) => format!("{}: {}", finding.rule, finding.message),
                 })
                 .collect(),
         ),
@@ -161,6 +168,10 @@ pub fn row(task: &TaskView, timing: Timing, carried: bool, no_merge: bool) -> Ro
         cost_usd: task.cost_usd,
         reason: task.reason.clone(),
         plan_sha256: task.plan.as_ref().map(|plan| plan.sha256.clone()),
+        review: task
+            .review
+            .as_ref()
+            .map(crate::model::review::ReviewView::line),
     }
 }
 
@@ -302,6 +313,7 @@ mod tests {
                     verdict: None,
                     findings: Vec::new(),
                     plan_sha256: None,
+                    review: None,
                     tokens: None,
                     cost_usd: None,
                     reason: None,

@@ -42,6 +42,10 @@ fn task_status(task: &TaskView, landing_pending: bool) -> TaskStatus {
         last_event: last_event.map(|text| clip(&text, 300)),
         done: !running,
         waits_for: task.waits_for.clone(),
+        review: task
+            .review
+            .as_ref()
+            .map(crate::model::review::ReviewView::line),
     }
 }
 

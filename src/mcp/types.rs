@@ -141,6 +141,9 @@ pub struct TaskStatus {
     /// While `waiting`: the tasks it still waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waits_for: Vec<TaskId>,
+    /// With a review stage: who reviews, how the latest review ended, and what the reviews cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
 }
 
 /// `status` result.

@@ -138,6 +138,25 @@ pub struct ReviewView {
     pub cost_usd: Option<f64>,
 }
 
+impl ReviewView {
+    /// The reviews in one line: `required review by cl: request_changes (2 review(s), $0.0123)`.
+    pub fn line(&self) -> String {
+        let mut spent = vec![format!("{} review(s)", self.reviews)];
+        if let Some(cost) = self.cost_usd {
+            spent.push(format!("${cost:.4}"));
+        }
+        format!(
+            "{} review by {}{}: {} ({})",
+            self.mode.as_str(),
+            self.reviewer,
+            if self.cross { " (cross)" } else { "" },
+            self.latest
+                .map_or("not reviewed yet", |latest| latest.as_str()),
+            spent.join(", ")
+        )
+    }
+}
+
 /// The most comments kept from one answer.
 pub const MAX_COMMENTS: usize = 50;
 /// The most characters kept of one comment or of the summary.
@@ -379,6 +398,23 @@ mod tests {
             let error = parse(text).expect_err(text);
             assert!(error.contains(why), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn a_view_reads_as_one_line() {
+        let view = ReviewView {
+            reviewer: "cl".into(),
+            mode: ReviewMode::Required,
+            cross: true,
+            reviews: 2,
+            latest: Some(ReviewOutcome::RequestChanges),
+            usage: None,
+            cost_usd: Some(0.0123),
+        };
+        assert_eq!(
+            view.line(),
+            "required review by cl (cross): request_changes (2 review(s), $0.0123)"
+        );
     }
 
     #[test]

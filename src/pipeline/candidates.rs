@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use super::PipelineError;
 use super::carry::Carrier;
 use crate::input::InputError;
+use crate::model::review::ReviewOutcome;
 use crate::model::{Candidate, TaskId, TaskSpec, TaskState, WorkerProfile};
 use crate::store::task_head;
 use crate::tasks_file::TasksFile;
@@ -193,6 +194,31 @@ pub struct Contender {
     pub cost_usd: Option<f64>,
     /// Tokens its attempts used.
     pub tokens: u64,
+    /// What its reviewer said of its latest attempt, and how many of its comments were more than notes (`None`:
+    /// not reviewed).
+    pub review: Option<(ReviewOutcome, usize)>,
+}
+
+/// How much a reviewer preferred a candidate (lower is better): approved (fewer comments first), not reviewed,
+/// changes requested by an advisory reviewer (fewer first), no valid answer.
+fn review_rank(review: Option<(ReviewOutcome, usize)>) -> (u8, usize) {
+    match review {
+        Some((ReviewOutcome::Approve, comments)) => (0, comments),
+        None => (1, 0),
+        Some((ReviewOutcome::RequestChanges, comments)) => (2, comments),
+        Some((ReviewOutcome::Invalid | ReviewOutcome::Failed, _)) => (3, 0),
+    }
+}
+
+fn describe_review(review: Option<(ReviewOutcome, usize)>) -> String {
+    match review {
+        Some((ReviewOutcome::Approve, comments)) => format!("approved with {comments} comment(s)"),
+        None => "not reviewed".to_string(),
+        Some((ReviewOutcome::RequestChanges, comments)) => {
+            format!("changes requested with {comments} comment(s)")
+        }
+        Some((ReviewOutcome::Invalid | ReviewOutcome::Failed, _)) => "no valid review".to_string(),
+    }
 }
 
 /// How `a` compares with `b` under the rule (`Less`: `a` is better), and the criterion that decided.
@@ -207,6 +233,15 @@ fn compare(a: &Contender, b: &Contender) -> (Ordering, String) {
             },
             by,
         );
+    }
+    let (x, y) = (review_rank(a.review), review_rank(b.review));
+    if x != y {
+        let by = format!(
+            "the reviewer's preference: {} against {}",
+            describe_review(if x < y { a.review } else { b.review }),
+            describe_review(if x < y { b.review } else { a.review })
+        );
+        return (x.cmp(&y), by);
     }
     if a.attempts != b.attempts {
         let by = format!(
@@ -247,7 +282,9 @@ fn compare(a: &Contender, b: &Contender) -> (Ordering, String) {
 }
 
 /// The winner of a best-of-N group and why each other accepted candidate lost. Among the accepted candidates: one
-/// a person chose (`accept --force`) first; then the fewest attempts (reworks); then the smallest change; then
+/// a person chose (`accept --force`) first; then the reviewer's preference (approved with the fewest comments, then
+/// not reviewed, then an advisory request for changes); then the fewest attempts (reworks); then the smallest
+/// change; then
 /// the lowest cost (US dollars when both are priced, else tokens); then the lowest number. `None` when none was
 /// accepted.
 pub fn pick(contenders: &[Contender]) -> Option<(usize, Vec<(usize, String)>)> {
@@ -353,7 +390,37 @@ impl Carrier<'_> {
             diff_lines,
             cost_usd,
             tokens,
+            review: self.review_of(task, &attempts)?,
         })
+    }
+
+    /// What the reviewer said of a task's latest reviewed attempt: its outcome, and its comments that were more than
+    /// notes (from that attempt's gate report).
+    fn review_of(
+        &self,
+        task: &crate::store::TaskRow,
+        attempts: &[crate::store::AttemptRow],
+    ) -> Result<Option<(ReviewOutcome, usize)>, PipelineError> {
+        let Some(latest) = attempts.iter().rev().find(|a| a.state == "recorded") else {
+            return Ok(None);
+        };
+        let reviews = self.store().reviews(self.run_id, &task.id)?;
+        let Some(review) = reviews.iter().rev().find(|r| r.attempt == latest.n) else {
+            return Ok(None);
+        };
+        let comments = crate::paths::AttemptDir::of(&latest.dir)
+            .latest_report()
+            .and_then(|bytes| serde_json::from_slice::<crate::report::VerifyReport>(&bytes).ok())
+            .map_or(0, |report| {
+                report
+                    .findings()
+                    .filter(|f| {
+                        f.stage == crate::report::Stage::Review && f.rule == "review-comment"
+                    })
+                    .filter(|f| f.level != crate::report::Level::Info)
+                    .count()
+            });
+        Ok(Some((review.outcome, comments)))
     }
 
     /// What each task of the run spent: US dollars when every attempt is priced, and tokens.
@@ -406,6 +473,7 @@ mod tests {
             diff_lines,
             cost_usd: None,
             tokens: 100,
+            review: None,
         }
     }
 
@@ -492,5 +560,38 @@ mod tests {
         let (winner, losers) = pick(&[contender(1, true, 1, 1), chosen]).unwrap();
         assert_eq!(winner, 1);
         assert!(losers[0].1.contains("chosen by a person"), "{losers:?}");
+    }
+
+    #[test]
+    fn the_reviewer_s_preference_comes_before_attempts_and_size() {
+        let mut approved = contender(1, true, 3, 90);
+        approved.review = Some((ReviewOutcome::Approve, 1));
+        let mut cleaner = contender(2, true, 3, 90);
+        cleaner.review = Some((ReviewOutcome::Approve, 0));
+        let mut advised_against = contender(3, true, 1, 1);
+        advised_against.review = Some((ReviewOutcome::RequestChanges, 2));
+        let unreviewed = contender(4, true, 1, 1);
+        let (winner, losers) = pick(&[
+            approved.clone(),
+            advised_against.clone(),
+            unreviewed.clone(),
+            cleaner,
+        ])
+        .unwrap();
+        assert_eq!(winner, 3);
+        assert!(
+            losers[0].1.contains(
+                "the reviewer's preference: approved with 0 comment(s) against approved with 1 comment(s)"
+            ),
+            "{losers:?}"
+        );
+        let (winner, losers) = pick(&[advised_against, unreviewed]).unwrap();
+        assert_eq!(winner, 1);
+        assert!(
+            losers[0]
+                .1
+                .contains("not reviewed against changes requested"),
+            "{losers:?}"
+        );
     }
 }

@@ -117,6 +117,24 @@ fn a_request_for_changes_goes_back_to_the_author_and_the_second_attempt_lands() 
     let history = status.json();
     let first = &history["attempts"][0];
     assert_eq!(first["verdict"]["verdict"], "rework", "{first}");
+    insta::assert_json_snapshot!("review_rework_verdict", first["verdict"]);
+    insta::assert_json_snapshot!("review_view", feature["review"]);
+    // The person's view says the same.
+    let human = env.ccfan(&["status", &format!("{run_id}/feature")]);
+    assert!(
+        human
+            .stdout
+            .contains("review: required by `reviewer` · 2 review(s), latest approve"),
+        "{human:?}"
+    );
+    let page = env.tmp.path().join("report.html");
+    let made = env.ccfan(&["report", run_id, "--out", page.to_str().unwrap()]);
+    assert_eq!(made.code, 0, "{made:?}");
+    let page = std::fs::read_to_string(page).unwrap();
+    assert!(
+        page.contains("required review by reviewer: approve (2 review(s))"),
+        "the report does not show the reviews"
+    );
 }
 
 #[test]
@@ -149,6 +167,8 @@ fn a_malformed_answer_never_approves_and_an_advisory_one_never_blocks() {
     let text = report.to_string();
     assert!(text.contains("review-invalid"), "{text}");
     assert!(text.contains("holds no JSON object"), "{text}");
+    let sarif = env.ccfan(&["verify", run_id, "--sarif"]);
+    assert!(sarif.stdout.contains("review-invalid"), "{sarif:?}");
 
     // The same answer from an advisory reviewer is a warning: the change lands.
     let env = TestEnv::new();
@@ -275,4 +295,48 @@ fn bad_review_settings_are_named() {
     let ran = env.run(&tasks, &[]);
     assert_eq!(ran.code, 2, "{ran:?}");
     assert!(ran.stderr.contains("review.mode"), "{ran:?}");
+}
+
+#[test]
+fn best_of_n_prefers_the_candidate_its_reviewer_approved() {
+    let env = TestEnv::new();
+    env.commit_policy("[review]\nworker = \"reviewer\"\nmode = \"advisory\"\n");
+    let small = env.script("small.sh", "mkdir -p src && echo hack > src/f.txt");
+    let large = env.script(
+        "large.sh",
+        "mkdir -p src && printf 'one\\ntwo\\nthree\\n' > src/f.txt",
+    );
+    let reviewer = env.script(
+        "reviewer.sh",
+        r#"if grep -q hack src/f.txt; then
+  echo '{"verdict": "request_changes", "comments": [{"path": "src/f.txt", "line": 1, "severity": "error", "message": "this only satisfies the check"}]}'
+else
+  echo '{"verdict": "approve", "summary": "does the job"}'
+fi"#,
+    );
+    let tasks = env.tasks(&format!(
+        "[workers.small]\nkind = \"command\"\ncommand = [\"{}\"]\n[workers.large]\nkind = \"command\"\ncommand = [\"{}\"]\n\
+         [workers.reviewer]\nkind = \"command\"\ncommand = [\"{}\"]\n\n\
+         [[task]]\nid = \"f\"\ngoal = \"write src/f.txt\"\nallowed = [\"src/**\"]\nworkers = [\"small\", \"large\"]\n",
+        small.display(),
+        large.display(),
+        reviewer.display()
+    ));
+    let ran = env.run(&tasks, &["--jobs", "2"]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let run = ran.json();
+    assert_eq!(task(&run, "f-c2")["state"], "merged", "{run}");
+    let lost = task(&run, "f-c1");
+    assert_eq!(lost["state"], "not_chosen", "{lost}");
+    assert!(
+        lost["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the reviewer's preference: approved with 0 comment(s) against changes requested with 1 comment(s)"),
+        "{lost}"
+    );
+    assert_eq!(
+        env.git(&["show", "main:src/f.txt"]).trim(),
+        "one\ntwo\nthree"
+    );
 }

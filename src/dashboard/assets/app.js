@@ -247,6 +247,7 @@ function rowCells(row) {
     if (row.findings.length > 3) list.append(el("li", { text: `… ${row.findings.length - 3} more` }));
     verdict.append(list);
   }
+  if (row.review) verdict.append(el("div", { class: "review", text: row.review, title: row.review }));
   return [
     el("td", {}, el("code", { text: row.id })),
     el("td", {}, el("span", { class: "state", text: row.state })),
