@@ -168,9 +168,7 @@ impl Gate<'_> {
         });
         let review = match &reviewer {
             None => ReviewStep::None,
-            Some(_) if attempt.landing => ReviewStep::Skip(
-                "reviewed before landing: the change is the same, only the tip it lands on moved",
-            ),
+            Some(_) if attempt.landing => carried_review(attempt.dir),
             Some(reviewer) => ReviewStep::Run(reviewer),
         };
         let scratch: PathBuf = scratch_root.join(format!(
@@ -230,6 +228,32 @@ impl Gate<'_> {
         let verdict = decide(&report, policy, budget);
         let record = reviewer.and_then(|reviewer| reviewer.take_record());
         Ok((report, verdict, record))
+    }
+}
+
+/// The landing gate's review stage: the review of the accepted attempt, which judged the same change (only the tip
+/// it lands on moved), carried over with its comments; else a skipped stage saying so.
+fn carried_review(dir: &Path) -> ReviewStep<'static> {
+    let path = AttemptDir::verify_report(&AttemptDir::of(dir).artifacts(false));
+    let reviewed = crate::util::read_regular(&path, crate::util::MAX_WORKER_FILE)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<VerifyReport>(&bytes).ok())
+        .and_then(|report| {
+            report
+                .stages
+                .into_iter()
+                .find(|stage| stage.stage == Stage::Review)
+        });
+    match reviewed {
+        Some(mut stage) => {
+            stage.note = Some(format!(
+                "reviewed before landing (the same change): {}",
+                stage.note.as_deref().unwrap_or("no note")
+            ));
+            stage.duration_ms = 0;
+            ReviewStep::Carried(stage)
+        }
+        None => ReviewStep::Skip("no review of the accepted attempt was found"),
     }
 }
 

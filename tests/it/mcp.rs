@@ -1065,3 +1065,47 @@ async fn a_server_for_the_network_serves_only_its_own_repository() {
         "{refused}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegated_task_is_reviewed_and_status_says_by_whom() {
+    let env = mcp_repo();
+    let reviewer = env.script(
+        "reviewer.sh",
+        r#"echo '{"verdict": "approve", "summary": "fine", "comments": [{"path": "src/t.txt", "line": 1, "severity": "warning", "message": "say more"}]}'"#,
+    );
+    let policy = std::fs::read_to_string(env.repo.join("ccfan.toml")).unwrap();
+    env.commit_policy(&format!(
+        "{policy}\n[workers.rev]\nkind = \"command\"\ncommand = [\"{}\"]\n\n[review]\nworker = \"rev\"\n",
+        reviewer.display()
+    ));
+    let mcp = Mcp::start(env).await;
+    let started = mcp
+        .call(
+            "delegate",
+            json!({"tasks": [{"id": "t", "goal": "append", "allowed": ["src/**"]}], "merge": true}),
+        )
+        .await
+        .ok();
+    let run = started["run_id"].as_str().unwrap().to_string();
+    let status = mcp.wait_until(&run, |s| s["done"] == true).await;
+    let mut shown = task(&status, "t").clone();
+    shown["elapsed_secs"] = Value::Null;
+    assert!(
+        shown["last_event"]
+            .as_str()
+            .unwrap()
+            .starts_with("merged into main as ")
+    );
+    shown["last_event"] = Value::Null;
+    insta::assert_json_snapshot!("mcp_reviewed_task", shown);
+    // The reviewer's comment is evidence like any finding.
+    let evidence = mcp
+        .call("verify", json!({"run_id": run, "detail": true}))
+        .await
+        .ok();
+    let text = evidence.to_string();
+    assert!(
+        text.contains("review-comment") && text.contains("say more"),
+        "{text}"
+    );
+}

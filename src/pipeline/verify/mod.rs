@@ -244,12 +244,13 @@ pub fn verify(input: &VerifyInput<'_>) -> Result<VerifyReport, VerifyError> {
         }
         stages.push(report);
     }
-    match input.review {
+    match &input.review {
         review::ReviewStep::None => {}
         review::ReviewStep::Skip(why) => stages.push(skipped(Stage::Review, why)),
+        review::ReviewStep::Carried(report) => stages.push(report.clone()),
         review::ReviewStep::Run(reviewer) => {
             let started = Instant::now();
-            let mut report = review::run(reviewer, input, &diff_summary, &stages, &mut running);
+            let mut report = review::run(*reviewer, input, &diff_summary, &stages, &mut running);
             report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             stages.push(report);
         }

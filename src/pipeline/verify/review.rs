@@ -49,12 +49,15 @@ pub trait Reviewer: Sync {
 }
 
 /// Whether and how an attempt is reviewed.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub enum ReviewStep<'a> {
     /// The task has no reviewer (or this is the hooks' gate): no review stage at all.
     None,
-    /// Shown as skipped, with why (the landing gate: the same change was reviewed before).
+    /// Shown as skipped, with why.
     Skip(&'a str),
+    /// The landing gate: the same change was reviewed before it was accepted; that review stands, with its
+    /// comments, in the landing's report.
+    Carried(StageReport),
     /// Reviewed by this reviewer.
     Run(&'a dyn Reviewer),
 }
@@ -64,6 +67,7 @@ impl std::fmt::Debug for ReviewStep<'_> {
         match self {
             ReviewStep::None => f.write_str("None"),
             ReviewStep::Skip(why) => write!(f, "Skip({why:?})"),
+            ReviewStep::Carried(report) => write!(f, "Carried({:?})", report.status),
             ReviewStep::Run(reviewer) => write!(f, "Run({})", reviewer.name()),
         }
     }
