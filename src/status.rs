@@ -81,6 +81,29 @@ fn waits_for(task: &crate::store::TaskRow, landed: &[TaskId]) -> Vec<TaskId> {
         .collect()
 }
 
+/// What a task's attempts cost (`None`: no attempt's cost is known), each added to the run's ledger.
+fn attempts_cost(
+    task: &crate::store::TaskRow,
+    attempts: &[crate::store::AttemptRow],
+    agents: &[(u32, crate::agents::tally::AgentSummary)],
+    prices: &crate::cost::PriceTable,
+    ledger: &mut crate::model::ledger::Ledger,
+) -> Option<f64> {
+    let mut task_cost = None;
+    for (n, summary) in agents {
+        let cost = prices.cost(summary.agent, summary.model.as_deref(), &summary.usage);
+        let started = attempts.iter().find(|attempt| attempt.n == *n);
+        let day = started.map_or_else(String::new, |attempt| {
+            format_millis(attempt.started_at).chars().take(10).collect()
+        });
+        ledger.add(&task.spec.worker.name, &day, &summary.usage, cost.as_ref());
+        if let Some(cost) = &cost {
+            *task_cost.get_or_insert(0.0) += cost.usd;
+        }
+    }
+    task_cost
+}
+
 /// A task's reviews as `status` shows them, their usage and cost added to the run's ledger (as the reviewer's
 /// profile, marked `(review)`). `None` for a task without a review stage.
 fn review_view(
@@ -137,18 +160,7 @@ pub fn run_view(store: &Store, run_id: &RunId) -> Result<RunView, StoreError> {
         let attempts = store.attempts(run_id, &task.id)?;
         let latest = attempts.last();
         let agents = store.attempt_agents(run_id, &task.id)?;
-        let mut task_cost = None;
-        for (n, summary) in &agents {
-            let cost = prices.cost(summary.agent, summary.model.as_deref(), &summary.usage);
-            let started = attempts.iter().find(|attempt| attempt.n == *n);
-            let day = started.map_or_else(String::new, |attempt| {
-                format_millis(attempt.started_at).chars().take(10).collect()
-            });
-            ledger.add(&task.spec.worker.name, &day, &summary.usage, cost.as_ref());
-            if let Some(cost) = &cost {
-                *task_cost.get_or_insert(0.0) += cost.usd;
-            }
-        }
+        let mut task_cost = attempts_cost(&task, &attempts, &agents, &prices, &mut ledger);
         let agent = agents
             .last()
             .filter(|(n, _)| latest.is_some_and(|attempt| attempt.n == *n))

@@ -9,7 +9,7 @@ mod state;
 mod task_file;
 
 pub use crate::ids::{AttemptKey, CommitId, IdError, RunId, TaskId};
-pub use state::{RunState, TaskState};
+pub use state::{RunState, TaskState, outcome_state};
 pub use task_file::{AttemptMode, Handoff, ReviewBrief, TaskFileDoc};
 
 use std::path::PathBuf;

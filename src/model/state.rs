@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ExitStatus;
+
 /// Where a task is in its life cycle. Transitions are stored before they take effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -220,5 +222,44 @@ impl RunState {
         [RunState::Running, RunState::Finished, RunState::Interrupted]
             .into_iter()
             .find(|state| state.as_str() == name)
+    }
+}
+
+/// The task state (and reason) that a worker's exit leads to, before the gate.
+pub fn outcome_state(
+    exit: &ExitStatus,
+    timeout: std::time::Duration,
+) -> (TaskState, Option<String>) {
+    match exit {
+        ExitStatus::Code { code: 0 } => (TaskState::Completed, None),
+        ExitStatus::Code { code } => (
+            TaskState::Failed,
+            Some(format!("the worker exited with code {code}")),
+        ),
+        ExitStatus::Signal { signal } => (
+            TaskState::Failed,
+            Some(format!("the worker was killed by signal {signal}")),
+        ),
+        ExitStatus::TimedOut => (
+            TaskState::TimedOut,
+            Some(format!(
+                "the worker ran past its timeout of {} and its process tree was killed",
+                humantime::format_duration(timeout)
+            )),
+        ),
+        ExitStatus::Cancelled => (
+            TaskState::Cancelled,
+            Some("cancelled; its process tree was killed".to_string()),
+        ),
+        ExitStatus::OverLimit { limit } => (
+            TaskState::Failed,
+            Some(format!(
+                "the worker went past its {limit} limit and its process tree was killed"
+            )),
+        ),
+        ExitStatus::SpawnFailed { message } => (
+            TaskState::Failed,
+            Some(format!("the worker could not be started: {message}")),
+        ),
     }
 }

@@ -307,7 +307,7 @@ impl Carrier<'_> {
             commit: recorded.commit.clone(),
             log: AttemptDir::of(&begun.dir).log(),
         });
-        let (state, reason) = outcome_state(&outcome.exit, task);
+        let (state, reason) = crate::model::outcome_state(&outcome.exit, task.timeout);
         let notes = worker_notes(reason, &outcome, &recorded);
         Ok(Ok(Kept {
             tip,
@@ -465,40 +465,4 @@ fn worker_notes(
         notes.push("it changed the worktree's .git link (restored before committing)".to_string());
     }
     (!notes.is_empty()).then(|| notes.join("; "))
-}
-
-/// The task state (and reason) that a worker's exit leads to, before the gate.
-pub(super) fn outcome_state(exit: &ExitStatus, task: &TaskSpec) -> (TaskState, Option<String>) {
-    match exit {
-        ExitStatus::Code { code: 0 } => (TaskState::Completed, None),
-        ExitStatus::Code { code } => (
-            TaskState::Failed,
-            Some(format!("the worker exited with code {code}")),
-        ),
-        ExitStatus::Signal { signal } => (
-            TaskState::Failed,
-            Some(format!("the worker was killed by signal {signal}")),
-        ),
-        ExitStatus::TimedOut => (
-            TaskState::TimedOut,
-            Some(format!(
-                "the worker ran past its timeout of {} and its process tree was killed",
-                humantime::format_duration(task.timeout)
-            )),
-        ),
-        ExitStatus::Cancelled => (
-            TaskState::Cancelled,
-            Some("cancelled; its process tree was killed".to_string()),
-        ),
-        ExitStatus::OverLimit { limit } => (
-            TaskState::Failed,
-            Some(format!(
-                "the worker went past its {limit} limit and its process tree was killed"
-            )),
-        ),
-        ExitStatus::SpawnFailed { message } => (
-            TaskState::Failed,
-            Some(format!("the worker could not be started: {message}")),
-        ),
-    }
 }

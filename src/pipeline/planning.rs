@@ -89,7 +89,7 @@ impl Carrier<'_> {
             return self.transition(&task.id, n, TaskState::Failed, Some(why));
         }
         if outcome.exit != (ExitStatus::Code { code: 0 }) {
-            let (state, reason) = super::attempt::outcome_state(&outcome.exit, task);
+            let (state, reason) = crate::model::outcome_state(&outcome.exit, task.timeout);
             let why = reason.unwrap_or_else(|| "it did not finish".into());
             return self.transition(&task.id, n, state, Some(format!("planning: {why}")));
         }

@@ -175,7 +175,7 @@ impl Reviewer for TaskReviewer<'_> {
             });
         }
         if ran.outcome.exit != (ExitStatus::Code { code: 0 }) {
-            let (_, reason) = super::attempt::outcome_state(&ran.outcome.exit, &task);
+            let (_, reason) = crate::model::outcome_state(&ran.outcome.exit, task.timeout);
             return Err(format!(
                 "the reviewer did not finish: {} (its log: {})",
                 reason.unwrap_or_else(|| ran.outcome.exit.to_string()),

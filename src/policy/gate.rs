@@ -29,6 +29,27 @@ pub(super) struct CheckSection {
     timeout: Option<Spanned<String>>,
 }
 
+/// One name of `gate.stages`.
+fn stage(
+    file: &Path,
+    source: &str,
+    name: &Spanned<String>,
+) -> Result<crate::report::Stage, InputError> {
+    use crate::report::Stage;
+    Stage::parse(name.get_ref()).ok_or_else(|| {
+        let known: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+        let review = if name.get_ref() == "review" {
+            " (the review stage is set by [review] and always runs last)"
+        } else {
+            ""
+        };
+        InputError::new(file, format!("unknown stage `{}`", name.get_ref()))
+            .key("gate.stages")
+            .at_offset(source, Some(name.span().start))
+            .fix(format!("use some of: {}{review}", known.join(", ")))
+    })
+}
+
 pub(super) fn resolve(
     file: &Path,
     source: &str,
@@ -42,20 +63,7 @@ pub(super) fn resolve(
     let stages = match &section.stages {
         Some(names) => names
             .iter()
-            .map(|name| {
-                Stage::parse(name.get_ref()).ok_or_else(|| {
-                    let known: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
-                    let review = if name.get_ref() == "review" {
-                        " (the review stage is set by [review] and always runs last)"
-                    } else {
-                        ""
-                    };
-                    InputError::new(file, format!("unknown stage `{}`", name.get_ref()))
-                        .key("gate.stages")
-                        .at_offset(source, Some(name.span().start))
-                        .fix(format!("use some of: {}{review}", known.join(", ")))
-                })
-            })
+            .map(|name| stage(file, source, name))
             .collect::<Result<Vec<_>, _>>()?,
         None => base.map_or_else(|| Stage::ALL.to_vec(), |b| b.stages.clone()),
     };

@@ -393,12 +393,8 @@ fn resolve(
         parsed.budget,
         base.as_ref().map(|b| &b.budget),
     )?;
-    let review = review::resolve(
-        file,
-        source,
-        parsed.review,
-        base.as_ref().and_then(|b| b.review.as_ref()),
-    )?;
+    let base_review = base.as_ref().and_then(|b| b.review.as_ref());
+    let review = review::resolve(file, source, parsed.review, base_review)?;
     let setup = setup::resolve(
         file,
         source,
