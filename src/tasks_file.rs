@@ -70,12 +70,17 @@ pub enum ReviewField {
     /// `review = "NAME"`: this worker profile reviews.
     Worker(String),
     /// `review = { worker = "NAME", mode = "advisory" }`.
-    Table {
-        /// The worker profile (`None`: the policy's).
-        worker: Option<String>,
-        /// `required` or `advisory` (`None`: the policy's, else required).
-        mode: Option<String>,
-    },
+    Table(ReviewTable),
+}
+
+/// `review = { … }` in a task.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewTable {
+    /// The worker profile (`None`: the policy's).
+    pub worker: Option<String>,
+    /// `required` or `advisory` (`None`: the policy's, else required).
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -48,6 +48,8 @@ pub struct ReviewShown<'a> {
     pub changed: &'a [String],
     /// The gate's findings so far.
     pub findings: &'a [Finding],
+    /// What this reviewer said of the previous attempt (its comments), when it reviewed one.
+    pub earlier: &'a [Finding],
     /// The answer's format.
     pub answer_format: &'a str,
 }
@@ -63,36 +65,82 @@ pub fn review(task: &TaskSpec, shown: &ReviewShown<'_>) -> String {
         task.goal.trim()
     );
     task_body(&mut prompt, task, &[]);
-    let _ = write!(
-        prompt,
-        "\n## The change\n{} file(s) changed: {}.\nThe whole diff from the task's base is in `{}`{}.\n\n```diff\n{}\n```\n",
-        shown.changed.len(),
-        shown
-            .changed
-            .iter()
-            .take(200)
-            .map(|path| format!("`{path}`"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        shown.diff_file.display(),
-        if shown.whole {
-            " (all of it is below)"
-        } else {
-            "; only its beginning is below: read the file for the rest"
-        },
-        shown.diff.trim_end()
-    );
-    if !shown.findings.is_empty() {
-        prompt.push_str("\n## What ccfan's gate found so far (none of it blocking)\n");
-        prompt.push_str(&numbered(shown.findings));
+    let mut listed = String::new();
+    for path in shown.changed {
+        if listed.len() > MAX_LISTED {
+            let _ = write!(listed, ", … (the diff file has them all)");
+            break;
+        }
+        let _ = write!(
+            listed,
+            "{}`{path}`",
+            if listed.is_empty() { "" } else { ", " }
+        );
     }
     let _ = write!(
         prompt,
+        "\n## The change\n{} file(s) changed: {listed}.\n",
+        shown.changed.len()
+    );
+    let mut tail = String::new();
+    if !shown.earlier.is_empty() {
+        tail.push_str(
+            "\n## Your review of the previous attempt\nThe author reworked the change after these comments; check \
+             whether they are addressed rather than starting over:\n",
+        );
+        tail.push_str(&numbered(shown.earlier));
+    }
+    if !shown.findings.is_empty() {
+        tail.push_str("\n## What ccfan's gate found so far (none of it blocking)\n");
+        tail.push_str(&numbered(shown.findings));
+    }
+    let _ = write!(
+        tail,
         "\n## How to answer\n{REVIEW_FINISH}\n{}\nUse \"request_changes\" only for what must change before the \
          change can land, each comment naming the file (relative to the repository) and line where it can.\n",
         shown.answer_format
     );
+    // The prompt is one argument (Linux caps one at 128 KiB): the diff gets what the rest leaves.
+    let room = MAX_REVIEW_PROMPT.saturating_sub(prompt.len() + tail.len() + 512);
+    let (diff, whole) = head_on_a_line(shown.diff, room);
+    let whole = whole && shown.whole;
+    let fence = "`".repeat(longest_backtick_run(diff).max(2) + 1);
+    let _ = write!(
+        prompt,
+        "The whole diff from the task's base is in `{}`{}.\n\n{fence}diff\n{}\n{fence}\n",
+        shown.diff_file.display(),
+        if whole {
+            " (all of it is below)"
+        } else {
+            "; only its beginning is below: read the file for the rest"
+        },
+        diff.trim_end()
+    );
+    prompt.push_str(&tail);
     prompt
+}
+
+/// The most bytes of a reviewer's prompt (one argument of at most 128 KiB on Linux).
+const MAX_REVIEW_PROMPT: usize = 120 * 1024;
+/// The most bytes of changed paths listed in a reviewer's prompt.
+const MAX_LISTED: usize = 8 * 1024;
+
+/// The first `max` bytes of `text` ending on a line end, and whether that is all of it.
+fn head_on_a_line(text: &str, max: usize) -> (&str, bool) {
+    if text.len() <= max {
+        return (text, true);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let end = text[..end].rfind('\n').map_or(0, |at| at + 1);
+    (&text[..end], false)
+}
+
+/// The longest run of backticks in `text` (a code fence around it must be longer).
+fn longest_backtick_run(text: &str) -> usize {
+    text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
 }
 
 /// The prompt of a planning session (plan mode): the whole task, and a plan as the only output.
@@ -393,5 +441,40 @@ mod tests {
         assert!(prompt.contains("attempt 2") && prompt.contains("`docs/**`"));
         let fresh = first(&task(), 2, &findings, &[], AttemptMode::Work);
         assert!(fresh.contains("## Rework") && fresh.contains("scope-denied"));
+    }
+
+    #[test]
+    fn a_review_prompt_fits_one_argument_and_fences_the_diff_safely() {
+        let huge = "+x\n".repeat(100_000) + "+```\n";
+        let findings = vec![Finding::warning(
+            crate::report::Stage::Review,
+            "review-comment",
+            "name the constant",
+        )];
+        let changed = vec!["src/a.rs".to_string()];
+        let shown = ReviewShown {
+            diff_file: std::path::Path::new("/tmp/diff.patch"),
+            diff: &huge,
+            whole: true,
+            changed: &changed,
+            findings: &[],
+            earlier: &findings,
+            answer_format: "{}",
+        };
+        let prompt = review(&task(), &shown);
+        assert!(prompt.len() <= MAX_REVIEW_PROMPT, "{}", prompt.len());
+        assert!(prompt.contains("only its beginning is below"));
+        assert!(prompt.contains("## Your review of the previous attempt"));
+        assert!(prompt.contains("name the constant"));
+        let small = "+a\n+```\n+b\n";
+        let prompt = review(
+            &task(),
+            &ReviewShown {
+                diff: small,
+                ..shown
+            },
+        );
+        assert!(prompt.contains("````diff\n+a\n+```\n+b\n````"), "{prompt}");
+        assert!(prompt.contains("(all of it is below)"));
     }
 }

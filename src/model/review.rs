@@ -173,28 +173,40 @@ struct Raw {
     comments: Option<serde_json::Value>,
 }
 
-/// Reads a reviewer's answer from its final message (or report file): the JSON object alone, or the last fenced
-/// block or `{…}` span that is one. `tree`: the folder it reviewed, stripped from absolute paths it gives.
-/// `Err` says what is wrong, for the finding that replaces the approval.
+/// Reads a reviewer's answer from its final message (or report file): every JSON object in it that has a
+/// `verdict` (alone, fenced, or in prose) is found; they must agree, and the last one is the answer. `tree`: the
+/// folder it reviewed, stripped from absolute paths it gives. `Err` says what is wrong, for the finding that
+/// replaces the approval.
 pub fn parse_answer(text: &str, tree: &Path) -> Result<ReviewAnswer, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("the reviewer gave no answer".to_string());
     }
-    let raw = json_candidates(text)
-        .into_iter()
-        .find_map(|candidate| {
-            serde_json::from_str::<serde_json::Value>(candidate)
-                .ok()
-                .filter(serde_json::Value::is_object)
+    let found = verdict_objects(text);
+    let verdicts: Vec<String> = found
+        .iter()
+        .map(|object| {
+            object
+                .get("verdict")
+                .map(ToString::to_string)
+                .unwrap_or_default()
         })
-        .ok_or_else(|| {
-            format!(
-                "the reviewer's answer holds no JSON object (it began: {:?})",
-                clip(text, 80)
-            )
-        })?;
-    let raw: Raw = serde_json::from_value(raw).map_err(|error| error.to_string())?;
+        .collect();
+    if verdicts.windows(2).any(|pair| pair[0] != pair[1]) {
+        return Err(format!(
+            "the answer holds {} JSON objects whose verdicts disagree ({}): give one",
+            found.len(),
+            verdicts.join(", ")
+        ));
+    }
+    let raw = found.into_iter().last().ok_or_else(|| {
+        format!(
+            "the reviewer's answer holds no JSON object with a \"verdict\" (it began: {:?})",
+            clip(text, 80)
+        )
+    })?;
+    let raw: Raw = serde_json::from_value(serde_json::Value::Object(raw))
+        .map_err(|error| error.to_string())?;
     let verdict = match raw.verdict.as_ref().and_then(serde_json::Value::as_str) {
         Some("approve") => ReviewVerdict::Approve,
         Some("request_changes") => ReviewVerdict::RequestChanges,
@@ -235,25 +247,32 @@ pub fn parse_answer(text: &str, tree: &Path) -> Result<ReviewAnswer, String> {
     })
 }
 
-/// Where JSON may be in the text, most likely first: all of it, the fenced blocks (last first), the span from the
-/// first `{` to the last `}`.
-fn json_candidates(text: &str) -> Vec<&str> {
-    let mut candidates = vec![text];
-    let fences: Vec<(usize, &str)> = text.match_indices("```").collect();
-    for pair in fences.chunks(2).rev() {
-        if let [(open, _), (close, _)] = pair {
-            let inner = &text[open + 3..*close];
-            // The info string (`json`) ends at the first line break.
-            let body = inner.split_once('\n').map_or(inner, |(_, body)| body);
-            candidates.push(body.trim());
+/// The most places a JSON object is tried from (a bound on the work a long, brace-heavy answer can cause).
+const MAX_TRIES: usize = 512;
+
+/// Every JSON object in `text` that has a `verdict` key, in order: each `{` is tried as the start of one; an
+/// object without a verdict is looked into (an answer may be wrapped), one with a verdict is skipped past.
+fn verdict_objects(text: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let mut found = Vec::new();
+    let mut at = 0;
+    let mut tries = 0;
+    while let Some(offset) = text[at..].find('{') {
+        let start = at + offset;
+        tries += 1;
+        if tries > MAX_TRIES {
+            break;
+        }
+        let mut stream =
+            serde_json::Deserializer::from_str(&text[start..]).into_iter::<serde_json::Value>();
+        match stream.next() {
+            Some(Ok(serde_json::Value::Object(object))) if object.contains_key("verdict") => {
+                at = start + stream.byte_offset();
+                found.push(object);
+            }
+            _ => at = start + 1,
         }
     }
-    if let (Some(start), Some(end)) = (text.find('{'), text.rfind('}'))
-        && start < end
-    {
-        candidates.push(&text[start..=end]);
-    }
-    candidates
+    found
 }
 
 fn comment(item: &serde_json::Value, tree: &Path) -> Result<ReviewComment, String> {
@@ -319,10 +338,15 @@ fn relative(path: &str, tree: &Path) -> Result<String, String> {
     Ok(text)
 }
 
+/// `text` cut to `max` characters, without control characters (terminal escapes) other than line breaks and tabs.
 fn clip(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_string(),
+    let clean: String = text
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .collect();
+    match clean.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &clean[..end]),
+        None => clean,
     }
 }
 
@@ -356,6 +380,13 @@ mod tests {
         );
         let spanned = parse("Verdict below {\"verdict\":\"approve\"} thanks").unwrap();
         assert_eq!(spanned.verdict, ReviewVerdict::Approve);
+        // A fixture object before the answer, braces in prose, and a wrapped answer are all read right.
+        let noisy = parse(
+            "The test uses ```json\n{\"name\": \"x\"}\n``` and a {brace}. Answer: {\"review\":              {\"verdict\": \"request_changes\", \"summary\": \"fix it\"}}",
+        )
+        .unwrap();
+        assert_eq!(noisy.verdict, ReviewVerdict::RequestChanges);
+        assert_eq!(noisy.summary, "fix it");
     }
 
     #[test]
@@ -364,7 +395,11 @@ mod tests {
             ("", "no answer"),
             ("LGTM!", "no JSON object"),
             ("[1, 2]", "no JSON object"),
-            (r#"{"summary":"ok"}"#, "no string \"verdict\""),
+            (r#"{"summary":"ok"}"#, "no JSON object with a"),
+            (
+                "If fixed I would say ```{\"verdict\": \"approve\"}``` but: {\"verdict\": \"request_changes\", \"summary\": \"x\"}",
+                "disagree",
+            ),
             (r#"{"verdict":"lgtm"}"#, "neither"),
             (r#"{"verdict":true}"#, "no string \"verdict\""),
             (r#"{"verdict":"approve","comments":"none"}"#, "not a list"),

@@ -77,6 +77,8 @@ pub struct ReviewBrief {
     pub changed: Vec<String>,
     /// The gate's findings so far (none blocking: the review runs once the mechanical stages passed).
     pub findings: Vec<crate::report::Finding>,
+    /// What the review of the previous attempt said, when there was one.
+    pub earlier: Vec<crate::report::Finding>,
     /// The answer's JSON format.
     pub answer_format: &'static str,
 }

@@ -346,6 +346,7 @@ impl Carrier<'_> {
             in_budget: n + 1 - cursor.budget_from,
             landing: false,
             env: &self.resources.env_of(self.run_id, &task.id),
+            token: &begun.token,
         };
         let (report, verdict, review) = self.gate(cancel).check_reviewed(&reference, &target)?;
         // A review's usage is the task's, whatever the verdict (and even when cancelled: it was spent).

@@ -239,7 +239,9 @@ pub fn recover(
     };
     let recovered = store.recover(sandbox::proc::owner_alive, landed)?;
     for attempt in &recovered {
-        let killed = sandbox::kill_leftovers(&attempt.token);
+        // The attempt's worker, and its reviewer if the crash came while it reviewed.
+        let killed = sandbox::kill_leftovers(&attempt.token)
+            + sandbox::kill_leftovers(&reviewer::review_token(&attempt.token));
         if killed > 0 {
             tracing::warn!(run = %attempt.run_id, task = %attempt.task_id, killed, "killed processes left by an interrupted task");
         }

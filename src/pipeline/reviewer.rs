@@ -16,6 +16,11 @@ use crate::paths::AttemptDir;
 use crate::policy::Policy;
 use crate::secrets::RulePack;
 
+/// The process token a reviewer of the attempt with process token `token` runs under (recovery kills both).
+pub fn review_token(token: &str) -> String {
+    format!("{token}-review")
+}
+
 /// The most of a reviewer's answer read.
 const MAX_ANSWER: u64 = 256 * 1024;
 
@@ -52,6 +57,8 @@ pub struct TaskReviewer<'a> {
     pub dir: PathBuf,
     /// The task's resources (its ports), for a reviewer that runs the code.
     pub env: &'a [(String, String)],
+    /// The attempt's process token (the reviewer runs as `<token>-review`).
+    pub token: &'a str,
     /// Stops the reviewer.
     pub cancel: &'a AtomicBool,
     /// Filled as the review ends.
@@ -74,8 +81,36 @@ impl TaskReviewer<'_> {
         self.record.lock().ok().and_then(|mut record| record.take())
     }
 
+    /// What the review of the previous attempt said (its findings), when there was one: the reviewer checks that
+    /// its comments were addressed instead of starting over.
+    fn earlier(&self) -> Vec<crate::report::Finding> {
+        let attempt_dir = self.dir.parent();
+        let previous = attempt_dir
+            .and_then(Path::parent)
+            .filter(|_| self.attempt > 1)
+            .map(|task_dir| task_dir.join(format!("attempt-{}", self.attempt - 1)));
+        let Some(previous) = previous else {
+            return Vec::new();
+        };
+        let path = AttemptDir::verify_report(&AttemptDir::of(&previous).artifacts(false));
+        crate::util::read_regular(&path, crate::util::MAX_WORKER_FILE)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<crate::report::VerifyReport>(&bytes).ok())
+            .map(|report| {
+                report
+                    .findings()
+                    .filter(|f| f.stage == crate::report::Stage::Review)
+                    .filter(|f| f.rule == "review-comment" || f.rule == "changes-requested")
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn brief(&self, request: &ReviewRequest<'_>) -> ReviewBrief {
+        let earlier = self.earlier();
         let shown = crate::agents::prompt::ReviewShown {
+            earlier: &earlier,
             diff_file: request.diff_file,
             diff: request.diff_excerpt,
             whole: request.diff_whole,
@@ -88,22 +123,23 @@ impl TaskReviewer<'_> {
             diff_file: request.diff_file.to_path_buf(),
             changed: request.changed.to_vec(),
             findings: request.findings.to_vec(),
+            earlier,
             answer_format: ANSWER_FORMAT,
         }
     }
 
-    /// What the reviewer answered: its report file, else its agent's last message, else (a command) its output.
-    fn answer(&self, files: AttemptDir<'_>) -> Option<String> {
-        let read = |path: &Path| {
-            crate::util::read_regular(path, MAX_ANSWER)
+    /// What the reviewer answered. An agent: only its last message, as ccfan read it from its stream (a file in its
+    /// outbox could be written by anything the reviewed tree makes it run). A command: its report file, else the
+    /// end of its output (where a verdict printed last is).
+    fn answer(&self, files: AttemptDir<'_>, agent: Option<&AgentSummary>) -> Option<String> {
+        let text = match self.spec.profile.kind.agent() {
+            Some(_) => agent.and_then(|agent| agent.final_message.clone()),
+            None => crate::util::read_regular(&files.report_file(), MAX_ANSWER)
+                .or_else(|_| crate::util::read_regular_tail(&files.log(), MAX_ANSWER))
                 .ok()
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                .filter(|text| !text.trim().is_empty())
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
         };
-        read(&files.final_report()).or_else(|| match self.spec.profile.kind.agent() {
-            Some(_) => None,
-            None => read(&files.log()),
-        })
+        text.filter(|text| !text.trim().is_empty())
     }
 }
 
@@ -128,13 +164,7 @@ impl Reviewer for TaskReviewer<'_> {
             timeout: self.spec.timeout,
             ..self.task.clone()
         };
-        let token = format!(
-            "{}-{}-{}-review-{}",
-            self.run_id,
-            self.task.id,
-            self.attempt,
-            crate::util::random_hex(4)
-        );
+        let token = review_token(self.token);
         let agent_home = self.dir.join("agent-home");
         let context = AttemptContext {
             run_id: self.run_id,
@@ -190,7 +220,7 @@ impl Reviewer for TaskReviewer<'_> {
         }) {
             return Err(format!("the reviewer did not finish: {}", problem.message));
         }
-        self.answer(files)
+        self.answer(files, ran.agent.as_ref())
             .map(|text| self.rules.redact_text(&text))
             .ok_or_else(|| {
                 "the reviewer wrote no answer (to $CCFAN_REPORT_FILE, or as its last message)"

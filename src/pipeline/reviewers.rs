@@ -22,20 +22,50 @@ pub fn wanted(
 ) -> Result<Option<ReviewSpec>, InputError> {
     let key = format!("task[{}].review", index + 1);
     let settings = policy.review.as_ref();
-    let timeout = settings.map_or(DEFAULT_REVIEW_TIMEOUT, |settings| settings.timeout);
-    let policy_mode = settings.map_or(ReviewMode::Required, |settings| settings.mode);
-    let profile = |name: &str, span: Option<std::ops::Range<usize>>| {
-        workers.get(name).cloned().ok_or_else(|| {
-            file.error_at(span, format!("no worker profile named `{name}` to review"))
-                .key(&key)
-                .fix(known(workers))
-        })
-    };
     let field = fields.review.as_ref().or(file.defaults.review.as_ref());
     let Some(field) = field else {
         return from_policy(policy, workers, author);
     };
     let span = Some(field.span());
+    let asked = asked(file, policy, workers, author, &key, field)?;
+    // A repository's required review is a floor: a tasks file (often an agent's) may name another reviewer, but not
+    // turn the review off or make it advisory.
+    if let Some(settings) = settings.filter(|settings| settings.mode == ReviewMode::Required)
+        && asked
+            .as_ref()
+            .is_none_or(|review| review.mode == ReviewMode::Advisory)
+    {
+        return Err(file
+            .error_at(span, "this task turns off a review the policy requires")
+            .key(&key)
+            .fix(format!(
+                "remove the task's review, or change [review] in {} (mode = \"advisory\" lets tasks choose)",
+                settings.declared_in.display()
+            )));
+    }
+    Ok(asked)
+}
+
+/// The review a task's own `review` asks for.
+fn asked(
+    file: &TasksFile,
+    policy: &Policy,
+    workers: &BTreeMap<String, WorkerProfile>,
+    author: &WorkerProfile,
+    key: &str,
+    field: &toml::Spanned<ReviewField>,
+) -> Result<Option<ReviewSpec>, InputError> {
+    let settings = policy.review.as_ref();
+    let timeout = settings.map_or(DEFAULT_REVIEW_TIMEOUT, |settings| settings.timeout);
+    let policy_mode = settings.map_or(ReviewMode::Required, |settings| settings.mode);
+    let span = Some(field.span());
+    let profile = |name: &str, span: Option<std::ops::Range<usize>>| {
+        workers.get(name).cloned().ok_or_else(|| {
+            file.error_at(span, format!("no worker profile named `{name}` to review"))
+                .key(key)
+                .fix(known(workers))
+        })
+    };
     let spec = |profile: WorkerProfile, mode: ReviewMode| ReviewSpec {
         profile,
         mode,
@@ -48,11 +78,11 @@ pub fn wanted(
             Some(review) => Ok(Some(review)),
             None => Err(file
                 .error_at(span, "review = true, but the policy has no [review]")
-                .key(&key)
+                .key(key)
                 .fix("name the reviewer: review = \"NAME\", or add [review] worker = \"NAME\" to ccfan.toml")),
         },
         ReviewField::Worker(name) => Ok(Some(spec(profile(name, span)?, policy_mode))),
-        ReviewField::Table { worker, mode } => {
+        ReviewField::Table(crate::tasks_file::ReviewTable { worker, mode }) => {
             let mode = match mode.as_deref() {
                 None => policy_mode,
                 Some("required") => ReviewMode::Required,

@@ -341,10 +341,16 @@ fn prepare_agent<'a, 'p>(
             plan,
         ),
     };
-    let resolved = AgentConfig {
+    let mut resolved = AgentConfig {
         program: program.to_string_lossy().into_owned(),
         ..config.clone()
     };
+    if agent == Agent::Claude && matches!(context.plan, AttemptMode::Review(_)) {
+        // The tree under review is the author's: its project settings (hooks, permissions) never run in its reviewer.
+        resolved
+            .args
+            .extend(["--setting-sources".to_string(), "user".to_string()]);
+    }
     *reader = Some(Reader {
         agent,
         tally: Tally::new(

@@ -317,7 +317,19 @@ impl Store {
                         task.state
                     ),
                 };
-                for attempt in self.attempts(&run.id, &task.id)? {
+                let attempts = self.attempts(&run.id, &task.id)?;
+                // A task killed while verifying may have left its tests or its reviewer running under its latest
+                // recorded attempt's token: that attempt is named too (and stays recorded).
+                if task.state == TaskState::Verifying
+                    && let Some(attempt) = attempts.iter().rev().find(|a| a.state == "recorded")
+                {
+                    recovered.push(RecoveredAttempt {
+                        run_id: run.id.clone(),
+                        task_id: task.id.clone(),
+                        token: attempt.token.clone(),
+                    });
+                }
+                for attempt in attempts {
                     if attempt.state == "running" {
                         recovered.push(RecoveredAttempt {
                             run_id: run.id.clone(),

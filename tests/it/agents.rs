@@ -1057,6 +1057,13 @@ fn review_sends_changes_back_into_the_same_session(
         "the diff file did not hold 13 files: {}",
         reviews[2]
     );
+    // The second review was shown what the first asked for.
+    let second = reviews.last().unwrap();
+    assert!(
+        second.contains("Your review of the previous attempt")
+            && second.contains("replace the draft with the real guide"),
+        "{second}"
+    );
     // The author's rework continued its own session, with the reviewer's comment to fix.
     let rework = bodies
         .iter()

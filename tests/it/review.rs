@@ -295,6 +295,28 @@ fn bad_review_settings_are_named() {
     let ran = env.run(&tasks, &[]);
     assert_eq!(ran.code, 2, "{ran:?}");
     assert!(ran.stderr.contains("review.mode"), "{ran:?}");
+    // A review the policy requires is a floor a tasks file cannot lower.
+    env.commit_policy(
+        "[workers.w]\nkind = \"command\"\ncommand = [\"true\"]\n\n[review]\nworker = \"w\"\n",
+    );
+    for weaker in ["review = false", "review = { mode = \"advisory\" }"] {
+        let tasks = env.tasks(&format!(
+            "[[task]]\nid = \"t\"\ngoal = \"x\"\nworker = \"w\"\n{weaker}\n"
+        ));
+        let ran = env.run(&tasks, &[]);
+        assert_eq!(ran.code, 2, "{weaker}: {ran:?}");
+        assert!(
+            ran.stderr
+                .contains("turns off a review the policy requires"),
+            "{ran:?}"
+        );
+    }
+    let tasks = env.tasks(
+        "[[task]]\nid = \"t\"\ngoal = \"x\"\nworker = \"w\"\nreview = { mod = \"advisory\" }\n",
+    );
+    let ran = env.run(&tasks, &[]);
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(ran.stderr.contains("review"), "{ran:?}");
 }
 
 #[test]
@@ -339,4 +361,31 @@ fi"#,
         env.git(&["show", "main:src/f.txt"]).trim(),
         "one\ntwo\nthree"
     );
+}
+
+#[test]
+fn verify_carries_a_valid_review_instead_of_asking_again_until_it_approves() {
+    let env = TestEnv::new();
+    env.commit_policy("[run]\nmax_reworks = 0\n\n[review]\nworker = \"reviewer\"\n");
+    let tasks = feature_task(&env, REVIEWER, "");
+    let ran = env.run(&tasks, &[]);
+    let run = ran.json();
+    let feature = task(&run, "feature");
+    assert_eq!(feature["state"], "blocked", "{feature}");
+    assert_eq!(feature["review"]["reviews"], 1);
+    // A reviewer that would now approve anything is not asked: the earlier answer on the same change stands.
+    env.script(
+        "reviewer.sh",
+        r#"echo x > "$PROBE/asked-again"; echo '{"verdict": "approve"}'"#,
+    );
+    let run_id = run["run_id"].as_str().unwrap();
+    let verify = env.ccfan(&["verify", run_id, "--json"]);
+    let text = verify.json().to_string();
+    assert!(text.contains("reviewed before (the same change)"), "{text}");
+    assert!(text.contains("changes-requested"), "{text}");
+    assert!(!env.probe().join("asked-again").exists());
+    let status = env.ccfan(&["status", "--json", run_id]).json();
+    let feature = task(&status, "feature");
+    assert_ne!(feature["state"], "accepted", "{feature}");
+    assert_eq!(feature["review"]["reviews"], 1);
 }

@@ -50,6 +50,8 @@ pub struct AttemptRef<'a> {
     pub landing: bool,
     /// The task's resources for the gate's commands (index, port block).
     pub env: &'a [(String, String)],
+    /// The attempt's process token: its reviewer runs as `<token>-review`, so that recovery after a crash finds it.
+    pub token: &'a str,
 }
 
 /// The tip an attempt would land on: the run's target branch now, else its base.
@@ -145,10 +147,11 @@ impl Gate<'_> {
         let agent = super::run_worker::read_agent(attempt.dir);
         let final_report = final_report(policy, attempt);
         let reviewer = self.reviewer(attempt, &artifacts);
+        let judged = attempt.commit.map(|commit| commit.as_str());
         let review = match &reviewer {
             None => ReviewStep::None,
-            Some(_) if attempt.landing => carried_review(attempt.dir),
-            Some(reviewer) => ReviewStep::Run(reviewer),
+            Some(reviewer) => carried_review(attempt.dir, judged, attempt.landing)
+                .unwrap_or(ReviewStep::Run(reviewer)),
         };
         let scratch: PathBuf = scratch_root.join(format!(
             "{}-{}-{}-{}",
@@ -194,12 +197,16 @@ impl Gate<'_> {
             verify::VerifyError::Git(git) => PipelineError::Git(git),
         })?;
         scrub_report(&mut report, rules);
-        let path = AttemptDir::verify_report(&artifacts);
-        let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
-        std::fs::write(&path, json).map_err(|source| PipelineError::Io {
-            context: format!("cannot write {}", path.display()),
-            source,
-        })?;
+        // A report of a gate cut short may rest on a stage that was stopped (a review, the tests): the report kept
+        // from before stands.
+        if !cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            let path = AttemptDir::verify_report(&artifacts);
+            let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
+            std::fs::write(&path, json).map_err(|source| PipelineError::Io {
+                context: format!("cannot write {}", path.display()),
+                source,
+            })?;
+        }
         let budget = super::lifecycle::Budget::Attempt {
             attempt: attempt.in_budget,
             max_reworks: policy.max_reworks,
@@ -226,6 +233,7 @@ impl Gate<'_> {
             rules: self.rules,
             dir: artifacts.join("review"),
             env: attempt.env,
+            token: attempt.token,
             cancel: self.cancel,
             record: std::sync::Mutex::new(None),
         })
@@ -367,6 +375,7 @@ impl Gate<'_> {
                 in_budget: (latest.n + 1).saturating_sub(task.budget_from).max(1),
                 landing: false,
                 env: &env,
+                token: &latest.token,
             };
             let (report, verdict, review) = self.check_reviewed(&reference, &tip)?;
             if let Some(review) = review {

@@ -9,29 +9,51 @@ use crate::pipeline::verify::review::ReviewStep;
 use crate::report::{Finding, Stage, StageReport, StageStatus, VerifyReport};
 use crate::secrets::RulePack;
 
-/// The landing gate's review stage: the review of the accepted attempt, which judged the same change (only the tip
-/// it lands on moved), carried over with its comments; else a skipped stage saying so.
-pub(super) fn carried_review(dir: &Path) -> ReviewStep<'static> {
+/// The review the attempt's own gate report holds of `commit` (`None`: of whatever the attempt judged), when it
+/// holds a valid one (the reviewer answered; not a stage that could not run, nor a review with no valid answer).
+fn earlier_review(dir: &Path, commit: Option<Option<&str>>) -> Option<StageReport> {
     let path = AttemptDir::verify_report(&AttemptDir::of(dir).artifacts(false));
-    let reviewed = crate::util::read_regular(&path, crate::util::MAX_WORKER_FILE)
+    let report = crate::util::read_regular(&path, crate::util::MAX_WORKER_FILE)
         .ok()
-        .and_then(|bytes| serde_json::from_slice::<VerifyReport>(&bytes).ok())
-        .and_then(|report| {
-            report
-                .stages
-                .into_iter()
-                .find(|stage| stage.stage == Stage::Review)
-        });
-    match reviewed {
+        .and_then(|bytes| serde_json::from_slice::<VerifyReport>(&bytes).ok())?;
+    if let Some(commit) = commit
+        && report.commit.as_deref() != commit
+    {
+        return None;
+    }
+    report.stages.into_iter().find(|stage| {
+        stage.stage == Stage::Review
+            && matches!(stage.status, StageStatus::Pass | StageStatus::Fail)
+            && !stage
+                .findings
+                .iter()
+                .any(|f| f.rule == "review-invalid" || f.rule == "review-failed")
+    })
+}
+
+/// A review judges the change, not the tip it lands on: once a reviewer gave a valid answer on an attempt, the
+/// landing gate and any re-verification (`ccfan verify`) carry that answer, comments included, instead of asking
+/// again — so a verdict cannot be re-rolled until it approves. `None`: no such review; the reviewer runs (or, on
+/// landing, the stage says so).
+pub(super) fn carried_review(
+    dir: &Path,
+    commit: Option<&str>,
+    landing: bool,
+) -> Option<ReviewStep<'static>> {
+    // The landing gate judges the landing commit; the review it carries is of the accepted attempt's change.
+    match earlier_review(dir, (!landing).then_some(commit)) {
         Some(mut stage) => {
             stage.note = Some(format!(
-                "reviewed before landing (the same change): {}",
+                "reviewed before (the same change): {}",
                 stage.note.as_deref().unwrap_or("no note")
             ));
             stage.duration_ms = 0;
-            ReviewStep::Carried(stage)
+            Some(ReviewStep::Carried(stage))
         }
-        None => ReviewStep::Skip("no review of the accepted attempt was found"),
+        None if landing => Some(ReviewStep::Skip(
+            "no valid review of the accepted attempt was found",
+        )),
+        None => None,
     }
 }
 

@@ -452,6 +452,7 @@ impl Carrier<'_> {
             in_budget: 1,
             landing: true,
             env: &env,
+            token: &latest.token,
         };
         checker.check(&reference, tip)
     }

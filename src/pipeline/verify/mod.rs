@@ -82,14 +82,19 @@ pub enum VerifyError {
 }
 
 /// The merge-preview checkout, made on first use and removed at the end.
+#[derive(Default)]
 struct Checkout {
+    preview: Option<Result<String, String>>,
     made: Option<Result<(PathBuf, String), String>>,
+    /// The reviewer's own clean checkout, when one was made.
+    clean: Option<PathBuf>,
 }
 
 impl Checkout {
-    fn get(&mut self, input: &VerifyInput<'_>) -> Result<(PathBuf, String), String> {
-        if self.made.is_none() {
-            let preview = match input.commit {
+    /// The merge-preview commit, computed once (`merge-conflict:PATHS` when it does not merge).
+    fn preview(&mut self, input: &VerifyInput<'_>) -> Result<String, String> {
+        self.preview
+            .get_or_insert_with(|| match input.commit {
                 None => Ok(input.target_tip.to_string()),
                 Some(commit) => match git::merge_preview(input.repo, input.target_tip, commit) {
                     Ok(MergePreview::Clean { commit }) => Ok(commit.to_string()),
@@ -98,37 +103,68 @@ impl Checkout {
                     }
                     Err(error) => Err(error.to_string()),
                 },
-            };
-            self.made = Some(preview.and_then(|preview| {
-                if let Some(parent) = input.scratch.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-                }
-                // Half made, `make` leaves nothing behind.
-                crate::pipeline::tree::make(
-                    input.repo,
-                    &input.scratch,
-                    crate::pipeline::tree::Start::Detached,
-                    &preview,
-                    input.includes,
-                )
-                .map_err(|error| error.to_string())
-                .map(|_| (input.scratch.clone(), preview))
-            }));
+            })
+            .clone()
+    }
+
+    /// The checkout of the preview at `path`, with `files` copied in.
+    fn make(
+        input: &VerifyInput<'_>,
+        path: &Path,
+        preview: &str,
+        files: &crate::pipeline::tree::TreeFiles,
+    ) -> Result<(), String> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        // Half made, `make` leaves nothing behind.
+        crate::pipeline::tree::make(
+            input.repo,
+            path,
+            crate::pipeline::tree::Start::Detached,
+            preview,
+            files,
+        )
+        .map(drop)
+        .map_err(|error| error.to_string())
+    }
+
+    /// The checkout the tests and checks run in (with the task tree's includes), made on first use.
+    fn get(&mut self, input: &VerifyInput<'_>) -> Result<(PathBuf, String), String> {
+        if self.made.is_none() {
+            let made = self.preview(input).and_then(|preview| {
+                Self::make(input, &input.scratch, &preview, input.includes)
+                    .map(|()| (input.scratch.clone(), preview))
+            });
+            self.made = Some(made);
         }
         self.made
             .clone()
             .unwrap_or_else(|| Err("no checkout".to_string()))
     }
 
+    /// A checkout of the preview commit only, for a reviewer: nothing a test or check wrote, no ignored files copied
+    /// in (a `.env` an include brings holds real secrets).
+    fn clean(&mut self, input: &VerifyInput<'_>) -> Result<(PathBuf, String), String> {
+        let preview = self.preview(input)?;
+        let mut path = input.scratch.clone().into_os_string();
+        path.push("-review");
+        let path = PathBuf::from(path);
+        Self::make(input, &path, &preview, &Default::default())?;
+        self.clean = Some(path.clone());
+        Ok((path, preview))
+    }
+
     fn remove(self, repo: &RepoPaths) {
-        if let Some(Ok((path, _))) = self.made
-            && let Err(error) = crate::pipeline::tree::remove(repo, &path)
-        {
-            tracing::warn!(
-                "cannot remove the verification checkout {}: {error}",
-                path.display()
-            );
+        let made = self.made.and_then(Result::ok).map(|(path, _)| path);
+        for path in made.into_iter().chain(self.clean) {
+            if let Err(error) = crate::pipeline::tree::remove(repo, &path) {
+                tracing::warn!(
+                    "cannot remove the verification checkout {}: {error}",
+                    path.display()
+                );
+            }
         }
     }
 }
@@ -223,7 +259,7 @@ pub fn verify(input: &VerifyInput<'_>) -> Result<VerifyReport, VerifyError> {
     };
     let mut running = Running {
         raw: Vec::new(),
-        checkout: Checkout { made: None },
+        checkout: Checkout::default(),
         preview: None,
     };
     let mut stages: Vec<StageReport> = input.worker_stage.iter().cloned().collect();
@@ -359,14 +395,20 @@ fn run_stage(
     })
 }
 
-/// The merge-preview checkout (made on first use) and its commit; else the stage's report: a conflict is a
-/// finding, anything else an error.
+/// The merge-preview checkout (made on first use; `clean`: the reviewer's own, with nothing else in it) and its
+/// commit; else the stage's report: a conflict is a finding, anything else an error.
 fn preview_tree(
     stage: Stage,
     input: &VerifyInput<'_>,
     running: &mut Running,
+    clean: bool,
 ) -> Result<(PathBuf, String), StageReport> {
-    match running.checkout.get(input) {
+    let made = if clean {
+        running.checkout.clean(input)
+    } else {
+        running.checkout.get(input)
+    };
+    match made {
         Ok((path, commit)) => {
             running.preview = Some(commit.clone());
             Ok((path, commit))
@@ -399,7 +441,7 @@ fn run_command(
     input: &VerifyInput<'_>,
     running: &mut Running,
 ) -> StageReport {
-    let path = match preview_tree(stage, input, running) {
+    let path = match preview_tree(stage, input, running, false) {
         Ok((path, _)) => path,
         Err(report) => return report,
     };

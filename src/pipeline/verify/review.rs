@@ -90,7 +90,7 @@ pub(super) fn run(
             "the attempt changed nothing: nothing to review",
         );
     };
-    let (tree, preview) = match super::preview_tree(Stage::Review, input, running) {
+    let (tree, preview) = match super::preview_tree(Stage::Review, input, running, true) {
         Ok(made) => made,
         Err(report) => {
             reviewer.ended(ReviewOutcome::Failed);
@@ -111,14 +111,21 @@ pub(super) fn run(
     };
     let whole = std::fs::read(&diff_file).unwrap_or_default();
     let (excerpt, diff_whole) = excerpt(&whole);
+    // What goes to the reviewer (a prompt, maybe another vendor's model) is redacted like everything shown.
+    let redact = |text: &str| input.rules.redact_text(text);
     let changed: Vec<String> = summary
         .files
         .iter()
-        .map(|file| file.change.path.clone())
+        .map(|file| redact(&file.change.path))
         .collect();
     let findings: Vec<Finding> = earlier
         .iter()
         .flat_map(|stage| stage.findings.iter().cloned())
+        .map(|mut finding| {
+            finding.message = redact(&finding.message);
+            finding.path = finding.path.as_deref().map(redact);
+            finding
+        })
         .collect();
     let request = ReviewRequest {
         tree: &tree,
