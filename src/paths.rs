@@ -93,7 +93,7 @@ impl StateLayout {
 pub struct AttemptDir<'a>(&'a Path);
 
 /// The file a worker may write its final report to (`CCFAN_REPORT_FILE`), in its outbox.
-const FINAL_REPORT: &str = "final_report.md";
+pub const FINAL_REPORT: &str = "final_report.md";
 /// The gate's report.
 const VERIFY_REPORT: &str = "verify.json";
 

@@ -76,6 +76,24 @@ pub enum Command {
     /// Carry out a job request the MCP server handed over (JSON; not for people).
     #[command(hide = true)]
     Job(JobArgs),
+    /// Run a portable attempt where the worker is (a container, a pod): check the base out of its bundle, run the
+    /// worker, record its change and bundle it back (not for people).
+    #[command(hide = true)]
+    Runner(RunnerArgs),
+}
+
+/// `ccfan runner`.
+#[derive(Debug, Args)]
+pub struct RunnerArgs {
+    /// The folder holding what the attempt was given (base.bundle, task.json, order.json).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The folder to write what comes back into (attempt.bundle, manifest.json, worker.log, outbox/).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Where the base is checked out and the worker runs (made if missing).
+    #[arg(long)]
+    pub work: PathBuf,
 }
 
 /// `ccfan open`.

@@ -108,12 +108,28 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Mcp(args) => mcp::serve(&start, args),
         Command::Hooks(command) => hooks::hooks(&start, command),
         Command::Job(args) => job(&start, args),
+        Command::Runner(args) => runner(args),
     }
 }
 
 /// `ccfan job FILE`: what the request names, exactly as its command does it, with `--json` output. When it cannot
 /// be done, stdout carries `{"schema": 1, "error": {"code", "message"}}` instead, so the MCP server reads a typed
 /// reason (`busy`: another ccfan process carries the run) rather than matching words in a log.
+/// `ccfan runner`: one portable attempt, where its worker is; the manifest goes to stdout as well.
+fn runner(args: args::RunnerArgs) -> Result<Exit, CliError> {
+    let cancel = cancel_flag();
+    let manifest = crate::pipeline::portable::run(&args.input, &args.output, &args.work, &cancel)
+        .map_err(|error| CliError {
+        exit: match error {
+            crate::pipeline::portable::PortableError::Refused(_) => Exit::BadInput,
+            _ => Exit::Internal,
+        },
+        error: error.into(),
+    })?;
+    render::out(&render::json(&manifest))?;
+    Ok(Exit::Success)
+}
+
 fn job(start: &Path, args: JobArgs) -> Result<Exit, CliError> {
     let result = run_job(start, args);
     if let Err(failure) = &result {

@@ -499,12 +499,14 @@ pub fn run_git_for_tests(dir: &Path, args: &[&str]) -> String {
     run_git(dir, args).unwrap()
 }
 
+mod bundle;
 mod change;
 mod diff;
 mod merge;
 mod tree;
 mod worktree;
 
+pub use bundle::*;
 pub use change::*;
 pub use diff::*;
 pub use merge::*;

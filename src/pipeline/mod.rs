@@ -24,6 +24,8 @@ pub mod include;
 pub mod resources;
 // stage 3
 pub mod run_worker;
+// stage 3 elsewhere: a portable attempt (its inputs and its recorded change as bundles) and the runner
+pub mod portable;
 // stage 3b
 pub mod record;
 // stage 4

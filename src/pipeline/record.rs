@@ -86,18 +86,14 @@ pub fn record(
             })?;
         }
     }
-    let exit = facts.exit.map_or_else(
-        || "interrupted (salvaged by ccfan)".to_string(),
-        ToString::to_string,
-    );
-    let goal_line = facts.goal.lines().next().unwrap_or_default();
-    let message = format!(
-        "ccfan: attempt {n} of {run}/{task}\n\n{goal_line}\n\nCcfan-Run: {run}\nCcfan-Task: {task}\nCcfan-Attempt: {n}\nCcfan-Worker: {worker}\nCcfan-Exit: {exit}\n",
-        n = facts.attempt,
-        run = facts.run_id,
-        task = facts.task_id,
-        worker = facts.worker,
-    );
+    let message = attempt_message(&MessageFacts {
+        run_id: facts.run_id.as_str(),
+        task_id: facts.task_id.as_str(),
+        attempt: facts.attempt,
+        goal: facts.goal,
+        worker: facts.worker,
+        exit: facts.exit,
+    });
     let mut tampered = match git_link {
         Some(link) => git::check_admin(repo, worktree, link)?,
         None => Vec::new(),
@@ -133,6 +129,39 @@ pub fn record(
         link_tampered,
         tampered,
     })
+}
+
+/// What an attempt commit's message says.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageFacts<'a> {
+    /// Run id.
+    pub run_id: &'a str,
+    /// Task id.
+    pub task_id: &'a str,
+    /// Attempt number.
+    pub attempt: u32,
+    /// The task goal (its first line is used).
+    pub goal: &'a str,
+    /// The worker profile.
+    pub worker: &'a str,
+    /// How the worker ended (`None`: salvaged after an interruption).
+    pub exit: Option<&'a ExitStatus>,
+}
+
+/// The message of an attempt commit, wherever it is recorded (here, or by the runner of a portable attempt).
+pub fn attempt_message(facts: &MessageFacts<'_>) -> String {
+    let exit = facts.exit.map_or_else(
+        || "interrupted (salvaged by ccfan)".to_string(),
+        ToString::to_string,
+    );
+    let goal_line = facts.goal.lines().next().unwrap_or_default();
+    format!(
+        "ccfan: attempt {n} of {run}/{task}\n\n{goal_line}\n\nCcfan-Run: {run}\nCcfan-Task: {task}\nCcfan-Attempt: {n}\nCcfan-Worker: {worker}\nCcfan-Exit: {exit}\n",
+        n = facts.attempt,
+        run = facts.run_id,
+        task = facts.task_id,
+        worker = facts.worker,
+    )
 }
 
 /// The attempt's summary, written as `attempt.json` beside its log: what ran, how it ended, what it changed.

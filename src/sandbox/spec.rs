@@ -87,6 +87,25 @@ impl SandboxPolicy {
         policy
     }
 
+    /// No sandbox of ccfan's own around a process in `tree`: for the runner of a portable attempt, inside a
+    /// container or pod that is the boundary (and already holds only what the attempt was given).
+    pub fn unconfined(tree: &Path, timeout: Duration, log_limit: u64) -> Self {
+        SandboxPolicy {
+            backend: SandboxBackend::None,
+            writable: vec![real(tree)],
+            read_only: Vec::new(),
+            network: true,
+            limits: SandboxLimits {
+                memory: None,
+                pids: None,
+                tmp_size: 1 << 30,
+                max_output: 1 << 30,
+            },
+            timeout,
+            log_limit,
+        }
+    }
+
     /// Keeps `worktree` visible but read-only (plan mode: the worker reads the tree and changes nothing).
     pub fn read_only_tree(&mut self, worktree: &Path) {
         let tree = real(worktree);

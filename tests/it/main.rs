@@ -30,6 +30,7 @@ mod landing;
 mod mcp;
 mod merge_loop;
 mod plan_mode;
+mod portable;
 mod review;
 mod sandbox;
 mod sarif;

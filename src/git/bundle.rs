@@ -1,0 +1,288 @@
+//! Git bundles without the git CLI: a portable attempt's base goes out, and the change recorded elsewhere comes
+//! back, as bundles in git's own v2 format (so `git bundle verify` reads them), written with libgit2's pack builder
+//! and read with its pack writer. Reading is bounded, checks every line, and only adds objects: refs are the
+//! caller's to set once it has checked what came back.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+
+use git2::{Oid, Repository};
+
+use super::{GitError, RepoPaths, Result, git2_context, oid};
+
+/// The first line of a v2 bundle.
+const HEADER: &str = "# v2 git bundle";
+/// The most bytes one header line may take (a ref name is at most a few hundred).
+const MAX_LINE: u64 = 4096;
+/// The most header lines (prerequisites and refs) read.
+const MAX_LINES: usize = 1024;
+
+/// What a bundle lists before its pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleHead {
+    /// Commits the reader must already have.
+    pub prerequisites: Vec<String>,
+    /// `(commit, ref name)` pairs it carries.
+    pub refs: Vec<(String, String)>,
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> GitError {
+    move |source| GitError::Io { context, source }
+}
+
+/// What a bundle of `tip` may leave out.
+#[derive(Debug, Clone, Copy)]
+pub enum BundleOf<'a> {
+    /// The commit and its whole tree, its parents listed as prerequisites (the base a portable attempt starts
+    /// from: its files, not its history).
+    Snapshot,
+    /// What `tip` adds on top of `base`, which is a prerequisite (an attempt's recorded change).
+    Since(&'a str),
+}
+
+/// Writes a bundle of commit `tip` as `ref_name` to `path`; returns its size in bytes.
+pub fn write_bundle(
+    repo: &RepoPaths,
+    tip: &str,
+    ref_name: &str,
+    of: BundleOf<'_>,
+    path: &Path,
+) -> Result<u64> {
+    let git = repo.open()?;
+    write_bundle_in(&git, tip, ref_name, of, path)
+}
+
+fn write_bundle_in(
+    git: &Repository,
+    tip: &str,
+    ref_name: &str,
+    of: BundleOf<'_>,
+    path: &Path,
+) -> Result<u64> {
+    let tip_id = oid(tip)?;
+    let commit = git
+        .find_commit(tip_id)
+        .map_err(git2_context(format!("cannot read commit {tip}")))?;
+    let mut builder = git
+        .packbuilder()
+        .map_err(git2_context("cannot start a pack"))?;
+    let prerequisites: Vec<(Oid, String)> = match of {
+        BundleOf::Snapshot => {
+            builder
+                .insert_commit(tip_id)
+                .map_err(git2_context(format!("cannot pack commit {tip}")))?;
+            commit
+                .parents()
+                .map(|parent| (parent.id(), summary(&parent)))
+                .collect()
+        }
+        BundleOf::Since(base) => {
+            let base_id = oid(base)?;
+            let base_commit = git
+                .find_commit(base_id)
+                .map_err(git2_context(format!("cannot read commit {base}")))?;
+            let mut walk = git.revwalk().map_err(git2_context("cannot walk history"))?;
+            walk.push(tip_id)
+                .and_then(|()| walk.hide(base_id))
+                .map_err(git2_context(format!("cannot walk {base}..{tip}")))?;
+            builder
+                .insert_walk(&mut walk)
+                .map_err(git2_context(format!("cannot pack {base}..{tip}")))?;
+            vec![(base_id, summary(&base_commit))]
+        }
+    };
+    let mut pack = git2::Buf::new();
+    builder
+        .write_buf(&mut pack)
+        .map_err(git2_context("cannot write the pack"))?;
+    let mut text = format!("{HEADER}\n");
+    for (id, subject) in &prerequisites {
+        text.push_str(&format!("-{id} {subject}\n"));
+    }
+    text.push_str(&format!("{tip_id} {ref_name}\n\n"));
+    let mut file =
+        std::fs::File::create(path).map_err(io(format!("cannot create {}", path.display())))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.write_all(&pack))
+        .and_then(|()| file.sync_all())
+        .map_err(io(format!("cannot write {}", path.display())))?;
+    Ok((text.len() + pack.len()) as u64)
+}
+
+/// A commit's subject as a bundle prints it beside a prerequisite (one line, no control characters).
+fn summary(commit: &git2::Commit<'_>) -> String {
+    commit
+        .summary()
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(72)
+        .collect()
+}
+
+/// Reads the bundle at `path` (at most `max_bytes`) into `repo`'s object store; returns what it lists. Refused: a
+/// file that is not a v2 bundle, a bad line, a prerequisite the repository lacks, a pack git cannot index, a ref
+/// whose commit did not arrive. No ref is set.
+pub fn read_bundle(repo: &RepoPaths, path: &Path, max_bytes: u64) -> Result<BundleHead> {
+    let git = repo.open()?;
+    read_pack(&git, path, max_bytes, true)
+}
+
+/// [`read_bundle`] into `git`; `prerequisites`: whether the commits it lists as prerequisites must be there.
+fn read_pack(
+    git: &Repository,
+    path: &Path,
+    max_bytes: u64,
+    prerequisites: bool,
+) -> Result<BundleHead> {
+    let bad = |why: String| GitError::Io {
+        context: format!("{} is not a bundle ccfan accepts: {why}", path.display()),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+    };
+    let file = std::fs::File::open(path).map_err(io(format!("cannot open {}", path.display())))?;
+    let size = file
+        .metadata()
+        .map_err(io(format!("cannot read {}", path.display())))?
+        .len();
+    if size > max_bytes {
+        return Err(bad(format!(
+            "it is {size} bytes, over the limit of {max_bytes}"
+        )));
+    }
+    let mut reader = BufReader::new(file.take(max_bytes));
+    let mut line = String::new();
+    let next_line = |reader: &mut BufReader<std::io::Take<std::fs::File>>, line: &mut String| {
+        line.clear();
+        reader
+            .by_ref()
+            .take(MAX_LINE)
+            .read_line(line)
+            .map_err(io(format!("cannot read {}", path.display())))
+    };
+    next_line(&mut reader, &mut line)?;
+    if line.trim_end() != HEADER {
+        return Err(bad(format!(
+            "its first line is {:?}, not {HEADER:?}",
+            line.trim_end()
+        )));
+    }
+    let mut head = BundleHead {
+        prerequisites: Vec::new(),
+        refs: Vec::new(),
+    };
+    for _ in 0..=MAX_LINES {
+        next_line(&mut reader, &mut line)?;
+        if !line.ends_with('\n') {
+            return Err(bad("its header ends before its pack".to_string()));
+        }
+        let text = line.trim_end_matches('\n');
+        if text.is_empty() {
+            break;
+        }
+        if let Some(rest) = text.strip_prefix('-') {
+            let sha = rest.split(' ').next().unwrap_or_default();
+            head.prerequisites
+                .push(full_id(sha).ok_or_else(|| bad(format!("bad prerequisite line {text:?}")))?);
+        } else {
+            let (sha, name) = text
+                .split_once(' ')
+                .ok_or_else(|| bad(format!("bad ref line {text:?}")))?;
+            let sha = full_id(sha).ok_or_else(|| bad(format!("bad ref line {text:?}")))?;
+            if !git2::Reference::is_valid_name(name) {
+                return Err(bad(format!("{name:?} is not a ref name")));
+            }
+            head.refs.push((sha, name.to_string()));
+        }
+        if head.prerequisites.len() + head.refs.len() > MAX_LINES {
+            return Err(bad(format!(
+                "it lists more than {MAX_LINES} refs and prerequisites"
+            )));
+        }
+    }
+    if head.refs.is_empty() {
+        return Err(bad("it carries no ref".to_string()));
+    }
+    let odb = git
+        .odb()
+        .map_err(git2_context("cannot open the object store"))?;
+    for sha in head.prerequisites.iter().filter(|_| prerequisites) {
+        if !odb.exists(oid(sha)?) {
+            return Err(bad(format!(
+                "it needs commit {sha}, which this repository does not have"
+            )));
+        }
+    }
+    let mut writer = odb
+        .packwriter()
+        .map_err(git2_context("cannot start reading a pack"))?;
+    std::io::copy(&mut reader, &mut writer)
+        .map_err(|error| bad(format!("its pack is unreadable: {error}")))?;
+    writer
+        .commit()
+        .map_err(|error| bad(format!("its pack is unreadable: {}", error.message())))?;
+    for (sha, name) in &head.refs {
+        if git.find_commit(oid(sha)?).is_err() {
+            return Err(bad(format!(
+                "its ref {name} names {sha}, which is not a commit it brought"
+            )));
+        }
+    }
+    Ok(head)
+}
+
+/// `sha` when it is a full SHA-1 object id in lower-case hex.
+fn full_id(sha: &str) -> Option<String> {
+    (sha.len() == 40
+        && sha
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then(|| sha.to_string())
+}
+
+/// Makes a repository at `dir` holding only the snapshot bundle at `bundle` (its prerequisites are left out: the
+/// runner needs the base's files, not its history), with branch `ccfan-attempt` at the base checked out; returns
+/// the base commit.
+pub fn checkout_snapshot(bundle: &Path, dir: &Path, max_bytes: u64) -> Result<String> {
+    std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    let git = Repository::init(dir).map_err(git2_context(format!(
+        "cannot make a repository in {}",
+        dir.display()
+    )))?;
+    let head = read_pack(&git, bundle, max_bytes, false)?;
+    let [(base, _)] = head.refs.as_slice() else {
+        return Err(GitError::Io {
+            context: format!(
+                "{} carries {} refs, not the one base",
+                bundle.display(),
+                head.refs.len()
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        });
+    };
+    let commit = git
+        .find_commit(oid(base)?)
+        .map_err(git2_context(format!("cannot read the base {base}")))?;
+    git.branch("ccfan-attempt", &commit, true)
+        .map_err(git2_context("cannot make the attempt's branch"))?;
+    git.set_head("refs/heads/ccfan-attempt")
+        .map_err(git2_context("cannot point HEAD at the attempt's branch"))?;
+    let mut checkout = git2::build::CheckoutBuilder::new();
+    checkout.force();
+    git.checkout_head(Some(&mut checkout))
+        .map_err(git2_context(format!(
+            "cannot check out the base in {}",
+            dir.display()
+        )))?;
+    Ok(base.clone())
+}
+
+/// The tree of commit `sha`.
+pub fn tree_of(repo: &RepoPaths, sha: &str) -> Result<String> {
+    let git = repo.open()?;
+    let commit = git
+        .find_commit(oid(sha)?)
+        .map_err(git2_context(format!("cannot read commit {sha}")))?;
+    Ok(commit.tree_id().to_string())
+}

@@ -1,0 +1,342 @@
+//! Stage 3 on another machine: a portable attempt. What a worker in a container or a pod needs goes out as files
+//! ([`pack`]: the base as a git bundle of its files, the task file, the worker's order), a small ccfan runner
+//! there ([`run`]) checks the base out, runs the worker, records what it changed the same way as at home (one
+//! commit on the base, never the worker's own commits) and bundles it; what comes back is files too. [`receive`]
+//! trusts none of it: the bundle only adds objects, its commit must sit right on the base and hold the tree the
+//! manifest names, and only then does it get a ref under `refs/ccfan/` — after which the gate runs as for any
+//! attempt.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+
+use crate::git::{self, BundleOf, GitError, RepoPaths};
+use crate::model::ExitStatus;
+
+/// The base, as a bundle of its files (`attempt in`).
+pub const BASE_BUNDLE: &str = "base.bundle";
+/// The task file the worker reads (`CCFAN_TASK_FILE`).
+pub const TASK_FILE: &str = "task.json";
+/// The worker's order: its command, environment and limits.
+pub const ORDER: &str = "order.json";
+/// The recorded change, as a bundle on top of the base (`attempt out`).
+pub const ATTEMPT_BUNDLE: &str = "attempt.bundle";
+/// What the runner recorded, and how the worker ended.
+pub const MANIFEST: &str = "manifest.json";
+/// The worker's output.
+pub const LOG: &str = "worker.log";
+/// The folder the worker hands files back in (`CCFAN_REPORT_FILE` is in it).
+pub const OUTBOX: &str = "outbox";
+/// The ref the base travels under.
+const BASE_REF: &str = "refs/heads/ccfan-base";
+/// The most bytes of a bundle read back (a change is rarely more than a few MiB; a whole base can be large).
+pub const MAX_BUNDLE: u64 = 4 << 30;
+/// The most bytes of a manifest or order read.
+const MAX_JSON: u64 = 1 << 20;
+
+/// What the worker runs, as the runner reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Schema version.
+    pub schema: u32,
+    /// Run id.
+    pub run_id: String,
+    /// Task id.
+    pub task_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// The task's goal (the first line goes into the commit message).
+    pub goal: String,
+    /// The worker profile's name.
+    pub worker: String,
+    /// The base commit.
+    pub base: String,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Variables set for the worker (the profile's and ccfan's; never a secret of the host).
+    pub env: Vec<(String, String)>,
+    /// Variables the worker gets from the runner's own environment, by name (what the engine was given to pass,
+    /// API keys among them).
+    pub pass_env: Vec<String>,
+    /// Wall-clock limit, in seconds.
+    pub timeout_secs: u64,
+    /// Bytes of output kept.
+    pub log_limit: u64,
+}
+
+/// What the runner reports back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Schema version.
+    pub schema: u32,
+    /// The base it started from.
+    pub base: String,
+    /// The commit it recorded (`None`: nothing changed).
+    pub commit: Option<String>,
+    /// That commit's tree.
+    pub tree: Option<String>,
+    /// How the worker ended.
+    pub exit: ExitStatus,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Bytes of output the worker wrote.
+    pub output_bytes: u64,
+    /// Whether its log was capped.
+    pub log_capped: bool,
+    /// Git state the worker changed that the runner put back (its own commits, a moved HEAD).
+    pub tampered: Vec<String>,
+}
+
+/// Why a portable attempt could not go out, run or come back.
+#[derive(Debug, thiserror::Error)]
+pub enum PortableError {
+    /// A git operation failed, or a bundle was refused.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// A file could not be read or written.
+    #[error("{context}")]
+    Io {
+        /// What ccfan was doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// What came back does not hold together.
+    #[error("the attempt that came back is refused: {0}")]
+    Refused(String),
+    /// The worker could not be supervised.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> PortableError {
+    move |source| PortableError::Io { context, source }
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), PortableError> {
+    let json = serde_json::to_vec_pretty(value).unwrap_or_default();
+    std::fs::write(path, json).map_err(io(format!("cannot write {}", path.display())))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, PortableError> {
+    let bytes = crate::util::read_regular(path, MAX_JSON)
+        .map_err(io(format!("cannot read {}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|error| {
+        PortableError::Refused(format!("{} is not valid: {error}", path.display()))
+    })
+}
+
+/// Writes what a worker elsewhere needs into `dir`: the base's files as a bundle, the task file and the order.
+pub fn pack(
+    repo: &RepoPaths,
+    order: &Order,
+    task_file: &[u8],
+    dir: &Path,
+) -> Result<(), PortableError> {
+    std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    git::write_bundle(
+        repo,
+        &order.base,
+        BASE_REF,
+        BundleOf::Snapshot,
+        &dir.join(BASE_BUNDLE),
+    )?;
+    std::fs::write(dir.join(TASK_FILE), task_file).map_err(io(format!(
+        "cannot write {}",
+        dir.join(TASK_FILE).display()
+    )))?;
+    write_json(&dir.join(ORDER), order)
+}
+
+/// The runner, where the worker runs: checks the base out under `work`, runs the worker there, records its change
+/// and writes the bundle, log and manifest into `output`. `Err` only when the runner itself cannot go on; how the
+/// worker ended is in the manifest.
+pub fn run(
+    input: &Path,
+    output: &Path,
+    work: &Path,
+    cancel: &AtomicBool,
+) -> Result<Manifest, PortableError> {
+    let order: Order = read_json(&input.join(ORDER))?;
+    let outbox = output.join(OUTBOX);
+    std::fs::create_dir_all(&outbox).map_err(io(format!("cannot create {}", outbox.display())))?;
+    let tree = work.join("tree");
+    let base = git::checkout_snapshot(&input.join(BASE_BUNDLE), &tree, MAX_BUNDLE)?;
+    if base != order.base {
+        return Err(PortableError::Refused(format!(
+            "the base bundle holds {base}, not the base {} the order names",
+            order.base
+        )));
+    }
+    let lossy = |path: &Path| path.to_string_lossy().into_owned();
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = order
+        .pass_env
+        .iter()
+        .filter_map(|name| std::env::var_os(name).map(|value| (name.into(), value)))
+        .collect();
+    let ccfan = [
+        ("CCFAN_RUN_ID", order.run_id.clone()),
+        ("CCFAN_TASK_ID", order.task_id.clone()),
+        ("CCFAN_ATTEMPT", order.attempt.to_string()),
+        ("CCFAN_WORKTREE", lossy(&tree)),
+        ("CCFAN_BASE_SHA", order.base.clone()),
+        ("CCFAN_TASK_FILE", lossy(&input.join(TASK_FILE))),
+        (
+            "CCFAN_REPORT_FILE",
+            lossy(&outbox.join(crate::paths::FINAL_REPORT)),
+        ),
+    ];
+    for (name, value) in order
+        .env
+        .iter()
+        .cloned()
+        .chain(ccfan.map(|(k, v)| (k.to_string(), v)))
+    {
+        env.retain(|(known, _)| known.to_str() != Some(name.as_str()));
+        env.push((name.into(), value.into()));
+    }
+    let log = output.join(LOG);
+    let policy = crate::sandbox::SandboxPolicy::unconfined(
+        &tree,
+        std::time::Duration::from_secs(order.timeout_secs),
+        order.log_limit,
+    );
+    let token = format!(
+        "{}-{}-{}-remote",
+        order.run_id, order.task_id, order.attempt
+    );
+    let outcome = crate::sandbox::run(
+        crate::sandbox::Launch {
+            argv: &order.argv,
+            cwd: &tree,
+            env,
+            log_path: &log,
+            token: &token,
+            cancel,
+            sandbox: &policy,
+            stream: None,
+        },
+        |_| {},
+    )?;
+    let message =
+        crate::pipeline::record::attempt_message(&crate::pipeline::record::MessageFacts {
+            run_id: &order.run_id,
+            task_id: &order.task_id,
+            attempt: order.attempt,
+            goal: &order.goal,
+            worker: &order.worker,
+            exit: Some(&outcome.exit),
+        });
+    let recorded = git::commit_worktree(
+        &tree,
+        None,
+        "refs/heads/ccfan-attempt",
+        &order.base,
+        &message,
+        git::Scope::Everything { trust_index: false },
+    )?;
+    let repo = git::discover(&tree)?;
+    let tree_id = match &recorded.commit {
+        Some(commit) => {
+            git::write_bundle(
+                &repo,
+                commit,
+                "refs/heads/ccfan-attempt",
+                BundleOf::Since(&order.base),
+                &output.join(ATTEMPT_BUNDLE),
+            )?;
+            Some(git::tree_of(&repo, commit)?)
+        }
+        None => None,
+    };
+    let manifest = Manifest {
+        schema: 1,
+        base: order.base.clone(),
+        commit: recorded.commit.map(|commit| commit.to_string()),
+        tree: tree_id,
+        exit: outcome.exit,
+        duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+        output_bytes: outcome.output_bytes,
+        log_capped: outcome.log_capped,
+        tampered: recorded.tampered,
+    };
+    write_json(&output.join(MANIFEST), &manifest)?;
+    Ok(manifest)
+}
+
+/// What [`receive`] took in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The manifest, checked.
+    pub manifest: Manifest,
+    /// The ref the attempt's commit is kept on (`None`: nothing changed).
+    pub kept_on: Option<String>,
+}
+
+/// Takes back what the runner wrote into `output` for an attempt on `base`: the manifest is read (bounded), the
+/// bundle is read into the object store only, and its one commit must be the manifest's, sit right on `base` and
+/// hold the manifest's tree. Only then is it kept on `ref_name` (under `refs/ccfan/`).
+pub fn receive(
+    repo: &RepoPaths,
+    output: &Path,
+    base: &str,
+    ref_name: &str,
+) -> Result<Received, PortableError> {
+    if !ref_name.starts_with("refs/ccfan/") {
+        return Err(PortableError::Refused(format!(
+            "{ref_name} is not under refs/ccfan/"
+        )));
+    }
+    let manifest: Manifest = read_json(&output.join(MANIFEST))?;
+    if manifest.base != base {
+        return Err(PortableError::Refused(format!(
+            "it started from {}, not from the base {base}",
+            manifest.base
+        )));
+    }
+    let Some(commit) = &manifest.commit else {
+        return Ok(Received {
+            manifest,
+            kept_on: None,
+        });
+    };
+    let head = git::read_bundle(repo, &output.join(ATTEMPT_BUNDLE), MAX_BUNDLE)?;
+    match head.refs.as_slice() {
+        [(sha, _)] if sha == commit => {}
+        refs => {
+            return Err(PortableError::Refused(format!(
+                "its bundle carries {} ref(s), not the one commit {commit} its manifest names",
+                refs.len()
+            )));
+        }
+    }
+    if git::first_parent(repo, commit)?.as_deref() != Some(base) {
+        return Err(PortableError::Refused(format!(
+            "its commit {commit} does not sit right on the base {base}"
+        )));
+    }
+    let tree = git::tree_of(repo, commit)?;
+    if manifest.tree.as_deref() != Some(tree.as_str()) {
+        return Err(PortableError::Refused(format!(
+            "its commit holds tree {tree}, not the tree {} the runner recorded",
+            manifest.tree.as_deref().unwrap_or("(none)")
+        )));
+    }
+    git::set_ref(
+        repo,
+        ref_name,
+        commit,
+        "ccfan: a portable attempt came back",
+    )?;
+    Ok(Received {
+        manifest,
+        kept_on: Some(ref_name.to_string()),
+    })
+}
+
+/// The folders of one portable attempt under `root`: what goes in, what comes out, and the runner's work.
+pub fn folders(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (root.join("in"), root.join("out"), root.join("work"))
+}

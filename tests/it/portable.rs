@@ -1,0 +1,271 @@
+//! A portable attempt, as a container or pod would run it: the base goes out as a bundle, the real `ccfan runner`
+//! runs the worker in a folder that knows nothing of the repository, and what comes back is taken in only after
+//! its checks. Real git reads both bundles.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ccfan::pipeline::portable::{self, Order, PortableError};
+
+use crate::env::TestEnv;
+
+/// The worker: adds a file, changes one, and commits on its own (the runner records the tree regardless).
+const WORKER: &str = r###"set -eu
+echo "$CCFAN_TASK_ID attempt $CCFAN_ATTEMPT" > src/new.txt
+echo changed >> README.md
+cat "$CCFAN_TASK_FILE" > /dev/null
+echo "## Summary" > "$CCFAN_REPORT_FILE"
+git -c user.name=w -c user.email=w@x commit -qam "the worker's own commit" || true
+echo "$SECRET_FROM_ENGINE" > passed.txt"###;
+
+struct Portable {
+    env: TestEnv,
+    repo: ccfan::git::RepoPaths,
+    base: String,
+    root: PathBuf,
+}
+
+impl Portable {
+    fn new() -> Portable {
+        let env = TestEnv::new();
+        let repo = ccfan::git::discover(&env.repo).unwrap();
+        let base = env.git(&["rev-parse", "HEAD"]).trim().to_string();
+        let root = env.tmp.path().join("remote");
+        Portable {
+            env,
+            repo,
+            base,
+            root,
+        }
+    }
+
+    fn order(&self, argv: Vec<String>) -> Order {
+        Order {
+            schema: 1,
+            run_id: "r1".into(),
+            task_id: "t".into(),
+            attempt: 1,
+            goal: "add src/new.txt".into(),
+            worker: "w".into(),
+            base: self.base.clone(),
+            argv,
+            env: vec![("MODE".into(), "remote".into())],
+            pass_env: vec!["SECRET_FROM_ENGINE".into()],
+            timeout_secs: 60,
+            log_limit: 1 << 20,
+        }
+    }
+
+    /// Packs, then runs the real `ccfan runner` with only PATH and what the engine passes in its environment, in
+    /// a folder outside the repository.
+    fn run(&self, body: &str) -> (PathBuf, std::process::Output) {
+        let worker = self.env.script("remote-worker.sh", body);
+        let order = self.order(vec![worker.to_string_lossy().into_owned()]);
+        let (input, output, work) = portable::folders(&self.root);
+        portable::pack(
+            &self.repo,
+            &order,
+            br#"{"goal": "add src/new.txt"}"#,
+            &input,
+        )
+        .unwrap();
+        let ran = Command::new(env!("CARGO_BIN_EXE_ccfan"))
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", self.env.home())
+            .env("SECRET_FROM_ENGINE", "passed by the engine")
+            .current_dir(self.env.tmp.path())
+            .args(["runner", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .arg("--work")
+            .arg(&work)
+            .output()
+            .unwrap();
+        (output, ran)
+    }
+
+    fn git_ok(&self, args: &[&str]) -> bool {
+        Command::new("git")
+            .current_dir(&self.env.repo)
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+}
+
+fn manifest(output: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(output.join(portable::MANIFEST)).unwrap()).unwrap()
+}
+
+#[test]
+fn an_attempt_goes_out_as_a_bundle_runs_elsewhere_and_comes_back_checked() {
+    let p = Portable::new();
+    let (output, ran) = p.run(WORKER);
+    assert!(ran.status.success(), "{ran:?}");
+    let printed: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let written = manifest(&output);
+    assert_eq!(printed, written);
+    assert_eq!(written["exit"]["kind"], "code", "{written}");
+    assert_eq!(written["base"], p.base.as_str());
+    assert!(
+        written["tampered"].to_string().contains("HEAD")
+            || written["tampered"].to_string().contains("branch"),
+        "the worker's own commit is reported: {written}"
+    );
+    // Real git reads both bundles in the user's repository.
+    let (input, _, _) = portable::folders(&p.root);
+    for bundle in [
+        input.join(portable::BASE_BUNDLE),
+        output.join(portable::ATTEMPT_BUNDLE),
+    ] {
+        assert!(
+            p.git_ok(&["bundle", "verify", bundle.to_str().unwrap()]),
+            "git does not accept {}",
+            bundle.display()
+        );
+    }
+    let received =
+        portable::receive(&p.repo, &output, &p.base, "refs/ccfan/r1/t/remote-1").unwrap();
+    assert_eq!(
+        received.kept_on.as_deref(),
+        Some("refs/ccfan/r1/t/remote-1")
+    );
+    let commit = written["commit"].as_str().unwrap();
+    assert_eq!(
+        p.env.git(&["rev-parse", "refs/ccfan/r1/t/remote-1"]).trim(),
+        commit
+    );
+    // One commit on the base, made by ccfan's runner, holding the tree as the worker left it.
+    assert_eq!(
+        p.env.git(&["rev-parse", &format!("{commit}^")]).trim(),
+        p.base
+    );
+    assert!(
+        p.env
+            .git(&["log", "-1", "--format=%an %s", commit])
+            .starts_with("ccfan ccfan: attempt 1 of r1/t")
+    );
+    assert_eq!(
+        p.env
+            .git(&["show", &format!("{commit}:src/new.txt")])
+            .trim(),
+        "t attempt 1"
+    );
+    assert!(
+        p.env
+            .git(&["show", &format!("{commit}:README.md")])
+            .contains("changed")
+    );
+    // The order's variables and the engine's passed ones reached the worker; nothing else of the host did.
+    assert_eq!(
+        p.env.git(&["show", &format!("{commit}:passed.txt")]).trim(),
+        "passed by the engine"
+    );
+    assert!(
+        output
+            .join(portable::OUTBOX)
+            .join("final_report.md")
+            .exists()
+    );
+}
+
+#[test]
+fn what_comes_back_is_refused_unless_it_holds_together() {
+    let p = Portable::new();
+    let (output, ran) = p.run(WORKER);
+    assert!(ran.status.success(), "{ran:?}");
+    let good = manifest(&output);
+    let refused = |manifest: &serde_json::Value, why: &str| {
+        std::fs::write(output.join(portable::MANIFEST), manifest.to_string()).unwrap();
+        let error =
+            portable::receive(&p.repo, &output, &p.base, "refs/ccfan/r1/t/remote-1").unwrap_err();
+        assert!(error.to_string().contains(why), "{error}");
+        assert!(!p.git_ok(&["rev-parse", "--verify", "-q", "refs/ccfan/r1/t/remote-1"]));
+    };
+    let mut other_tree = good.clone();
+    other_tree["tree"] = serde_json::json!(p.env.git(&["rev-parse", "HEAD^{tree}"]).trim());
+    refused(&other_tree, "not the tree");
+    let mut other_base = good.clone();
+    other_base["base"] = serde_json::json!("0".repeat(40));
+    refused(&other_base, "not from the base");
+    let mut other_commit = good.clone();
+    other_commit["commit"] = serde_json::json!(p.base);
+    refused(&other_commit, "not the one commit");
+    refused(&serde_json::json!({"schema": 1}), "is not valid");
+    // A bundle that is not one, and a ref outside ccfan's namespace, are refused too.
+    std::fs::write(output.join(portable::MANIFEST), good.to_string()).unwrap();
+    let error = portable::receive(&p.repo, &output, &p.base, "refs/heads/main").unwrap_err();
+    assert!(matches!(error, PortableError::Refused(_)), "{error}");
+    std::fs::write(
+        output.join(portable::ATTEMPT_BUNDLE),
+        "# v3 git bundle\n@object-format=sha1\n",
+    )
+    .unwrap();
+    let error =
+        portable::receive(&p.repo, &output, &p.base, "refs/ccfan/r1/t/remote-1").unwrap_err();
+    assert!(
+        error.to_string().contains("is not a bundle ccfan accepts"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_commit_that_does_not_sit_on_the_base_is_refused() {
+    let p = Portable::new();
+    // A change made on another commit than the base, bundled as if it came back.
+    p.env.write("other.txt", "x\n");
+    p.env.git(&["add", "other.txt"]);
+    p.env.git(&["commit", "-qm", "elsewhere"]);
+    let elsewhere = p.env.git(&["rev-parse", "HEAD"]).trim().to_string();
+    p.env.write("src/new.txt", "sneaked\n");
+    p.env.git(&["add", "src/new.txt"]);
+    p.env.git(&["commit", "-qm", "on top of elsewhere"]);
+    let sneaked = p.env.git(&["rev-parse", "HEAD"]).trim().to_string();
+    let output = p.root.join("forged");
+    std::fs::create_dir_all(&output).unwrap();
+    ccfan::git::write_bundle(
+        &p.repo,
+        &sneaked,
+        "refs/heads/ccfan-attempt",
+        ccfan::git::BundleOf::Since(&elsewhere),
+        &output.join(portable::ATTEMPT_BUNDLE),
+    )
+    .unwrap();
+    let tree = p
+        .env
+        .git(&["rev-parse", &format!("{sneaked}^{{tree}}")])
+        .trim()
+        .to_string();
+    std::fs::write(
+        output.join(portable::MANIFEST),
+        serde_json::json!({
+            "schema": 1, "base": p.base, "commit": sneaked, "tree": tree,
+            "exit": {"kind": "code", "code": 0}, "duration_ms": 1, "output_bytes": 0,
+            "log_capped": false, "tampered": []
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let error =
+        portable::receive(&p.repo, &output, &p.base, "refs/ccfan/r1/t/remote-1").unwrap_err();
+    assert!(
+        error.to_string().contains("does not sit right on the base"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_worker_that_changes_nothing_comes_back_empty() {
+    let p = Portable::new();
+    let (output, ran) = p.run("true");
+    assert!(ran.status.success(), "{ran:?}");
+    assert!(manifest(&output)["commit"].is_null());
+    assert!(!output.join(portable::ATTEMPT_BUNDLE).exists());
+    let received =
+        portable::receive(&p.repo, &output, &p.base, "refs/ccfan/r1/t/remote-1").unwrap();
+    assert_eq!(received.kept_on, None);
+}
