@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in git sh setsid python3 npm chromium; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in git sh setsid python3 npm chromium podman mmdebstrap; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "scripts/test.sh: missing ${missing[*]} (Debian: apt-get install -y git util-linux python3 python3-pip npm chromium)" >&2
+  echo "scripts/test.sh: missing ${missing[*]} (Debian: apt-get install -y git util-linux python3 python3-pip npm chromium podman runc mmdebstrap)" >&2
   exit 2
 fi
 tools="$PWD/.tools"
@@ -45,6 +47,12 @@ fi
 # The pre-commit framework, for the test that runs ccfan's .pre-commit-hooks.yaml through `pre-commit try-repo`.
 if ! PYTHONPATH="$tools/pre-commit-py" python3 -c 'import pre_commit' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --target "$tools/pre-commit-py" 'pre-commit==4.7.0'
+fi
+# Podman with runc: crun cannot set its rlimits on some machines (CI's kind among them), runc with these can.
+if command -v runc >/dev/null && [ -z "${CONTAINERS_CONF:-}" ]; then
+  printf '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n' \
+    > "$tools/containers.conf"
+  export CONTAINERS_CONF="$tools/containers.conf"
 fi
 export CCFAN_PRE_COMMIT_PYTHONPATH="$tools/pre-commit-py"
 export CCFAN_SARIF_SCHEMA="$tools/sarif-2.1.0.json" CCFAN_TEST_PYTHONPATH="$tools/py"

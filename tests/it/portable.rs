@@ -269,3 +269,91 @@ fn a_worker_that_changes_nothing_comes_back_empty() {
         portable::receive(&p.repo, &output, &p.base, "refs/ccfan/r1/t/remote-1").unwrap();
     assert_eq!(received.kept_on, None);
 }
+
+/// The worker inside the container: it sees only loopback, commits on its own, and reads what the engine passed.
+const IN_CONTAINER: &str = r#"set -eu
+echo "$CCFAN_TASK_ID in a container" > src/new.txt
+ls /sys/class/net > net.txt
+git -c user.name=w -c user.email=w@x commit -qam "the worker's own commit" || true
+echo "$SECRET_FROM_ENGINE" > passed.txt"#;
+
+#[test]
+fn the_runner_runs_in_a_podman_container_built_from_the_containerfile() {
+    let test = "portable::the_runner_runs_in_a_podman_container_built_from_the_containerfile";
+    let podman = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("podman"))
+            .find(|p| p.exists())
+    });
+    let Some(podman) = crate::env::installed(
+        test,
+        "podman and mmdebstrap (apt-get install -y podman runc mmdebstrap)",
+        podman,
+    ) else {
+        return;
+    };
+    let tag = format!("localhost/ccfan-worker:test-{}", std::process::id());
+    let built = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/worker-image.sh"))
+        .args([&tag, env!("CARGO_BIN_EXE_ccfan")])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let p = Portable::new();
+    let order = p.order(vec!["sh".into(), "/ccfan/in/worker.sh".into()]);
+    let (input, output, _) = portable::folders(&p.root);
+    portable::pack(&p.repo, &order, br#"{"goal": "add src/new.txt"}"#, &input).unwrap();
+    std::fs::write(input.join("worker.sh"), IN_CONTAINER).unwrap();
+    std::fs::create_dir_all(&output).unwrap();
+    let ran = Command::new(&podman)
+        .args([
+            "run",
+            "--rm",
+            "--network=none",
+            "--memory=512m",
+            "--pids-limit=256",
+        ])
+        .arg("-v")
+        .arg(format!("{}:/ccfan/in:ro", input.display()))
+        .arg("-v")
+        .arg(format!("{}:/ccfan/out", output.display()))
+        .args(["-e", "SECRET_FROM_ENGINE=passed by the engine", &tag])
+        .args([
+            "ccfan",
+            "runner",
+            "--input",
+            "/ccfan/in",
+            "--output",
+            "/ccfan/out",
+            "--work",
+            "/ccfan/work",
+        ])
+        .output()
+        .unwrap();
+    let _ = Command::new(&podman).args(["rmi", "-f", &tag]).output();
+    assert!(ran.status.success(), "{ran:?}");
+    let received =
+        portable::receive(&p.repo, &output, &p.base, "refs/ccfan/r1/t/remote-1").unwrap();
+    assert!(received.kept_on.is_some());
+    let written = manifest(&output);
+    let commit = written["commit"].as_str().unwrap();
+    assert_eq!(
+        p.env.git(&["rev-parse", &format!("{commit}^")]).trim(),
+        p.base
+    );
+    assert_eq!(
+        p.env
+            .git(&["show", &format!("{commit}:src/new.txt")])
+            .trim(),
+        "t in a container"
+    );
+    assert_eq!(
+        p.env.git(&["show", &format!("{commit}:net.txt")]).trim(),
+        "lo",
+        "the network was on"
+    );
+    assert_eq!(
+        p.env.git(&["show", &format!("{commit}:passed.txt")]).trim(),
+        "passed by the engine"
+    );
+    assert!(!received.manifest.tampered.is_empty(), "{written}");
+}
