@@ -96,6 +96,15 @@ pub fn new_run_id() -> String {
 /// reads as an error, never as a hang or a read of some other file.
 pub fn read_regular(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
+    let file = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Opens the regular file at `path` to read it: no symlink followed, no FIFO or device waited on (a file something
+/// untrusted wrote, such as a container's output).
+pub fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
     let file = std::fs::File::options()
@@ -108,9 +117,7 @@ pub fn read_regular(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>
             path.display()
         )));
     }
-    let mut bytes = Vec::new();
-    file.take(max).read_to_end(&mut bytes)?;
-    Ok(bytes)
+    Ok(file)
 }
 
 /// The last `max` bytes of the regular file at `path` (the whole file when it is smaller), opened like

@@ -112,9 +112,6 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
     }
 }
 
-/// `ccfan job FILE`: what the request names, exactly as its command does it, with `--json` output. When it cannot
-/// be done, stdout carries `{"schema": 1, "error": {"code", "message"}}` instead, so the MCP server reads a typed
-/// reason (`busy`: another ccfan process carries the run) rather than matching words in a log.
 /// `ccfan runner`: one portable attempt, where its worker is; the manifest goes to stdout as well.
 fn runner(args: args::RunnerArgs) -> Result<Exit, CliError> {
     let cancel = cancel_flag();
@@ -130,6 +127,9 @@ fn runner(args: args::RunnerArgs) -> Result<Exit, CliError> {
     Ok(Exit::Success)
 }
 
+/// `ccfan job FILE`: what the request names, exactly as its command does it, with `--json` output. When it cannot
+/// be done, stdout carries `{"schema": 1, "error": {"code", "message"}}` instead, so the MCP server reads a typed
+/// reason (`busy`: another ccfan process carries the run) rather than matching words in a log.
 fn job(start: &Path, args: JobArgs) -> Result<Exit, CliError> {
     let result = run_job(start, args);
     if let Err(failure) = &result {

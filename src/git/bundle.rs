@@ -81,20 +81,27 @@ fn write_bundle_in(
             let base_commit = git
                 .find_commit(base_id)
                 .map_err(git2_context(format!("cannot read commit {base}")))?;
-            let mut walk = git.revwalk().map_err(git2_context("cannot walk history"))?;
-            walk.push(tip_id)
-                .and_then(|()| walk.hide(base_id))
-                .map_err(git2_context(format!("cannot walk {base}..{tip}")))?;
+            if commit.parent_ids().collect::<Vec<_>>() != [base_id] {
+                return Err(GitError::Io {
+                    context: format!("commit {tip} does not sit right on {base}"),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                });
+            }
+            // No history walk: where the runner records, the base's parents are not there to walk. The commit
+            // goes with every tree and blob of its tree that the base's tree does not already hold.
+            let base_tree = base_commit
+                .tree()
+                .map_err(git2_context(format!("cannot read the tree of {base}")))?;
+            let tree = commit
+                .tree()
+                .map_err(git2_context(format!("cannot read the tree of {tip}")))?;
+            insert_new(git, &mut builder, &tree, Some(&base_tree))?;
             builder
-                .insert_walk(&mut walk)
-                .map_err(git2_context(format!("cannot pack {base}..{tip}")))?;
+                .insert_object(tip_id, None)
+                .map_err(git2_context(format!("cannot pack commit {tip}")))?;
             vec![(base_id, summary(&base_commit))]
         }
     };
-    let mut pack = git2::Buf::new();
-    builder
-        .write_buf(&mut pack)
-        .map_err(git2_context("cannot write the pack"))?;
     let mut text = format!("{HEADER}\n");
     for (id, subject) in &prerequisites {
         text.push_str(&format!("-{id} {subject}\n"));
@@ -103,10 +110,65 @@ fn write_bundle_in(
     let mut file =
         std::fs::File::create(path).map_err(io(format!("cannot create {}", path.display())))?;
     file.write_all(text.as_bytes())
-        .and_then(|()| file.write_all(&pack))
-        .and_then(|()| file.sync_all())
         .map_err(io(format!("cannot write {}", path.display())))?;
-    Ok((text.len() + pack.len()) as u64)
+    // The pack is streamed to the file, never held whole in memory (a base's snapshot can be large).
+    let mut written = text.len() as u64;
+    let mut failed = None;
+    builder
+        .foreach(|chunk| match file.write_all(chunk) {
+            Ok(()) => {
+                written += chunk.len() as u64;
+                true
+            }
+            Err(error) => {
+                failed = Some(error);
+                false
+            }
+        })
+        .map_err(git2_context("cannot write the pack"))?;
+    if let Some(error) = failed {
+        return Err(io(format!("cannot write {}", path.display()))(error));
+    }
+    file.sync_all()
+        .map_err(io(format!("cannot write {}", path.display())))?;
+    Ok(written)
+}
+
+/// Inserts every tree and blob under `tree` that `old` (the same folder in the base) does not hold.
+fn insert_new(
+    git: &Repository,
+    builder: &mut git2::PackBuilder<'_>,
+    tree: &git2::Tree<'_>,
+    old: Option<&git2::Tree<'_>>,
+) -> Result<()> {
+    if old.is_some_and(|old| old.id() == tree.id()) {
+        return Ok(());
+    }
+    builder
+        .insert_object(tree.id(), None)
+        .map_err(git2_context("cannot pack a tree"))?;
+    for entry in tree {
+        let before =
+            old.and_then(|old| old.get_name_bytes(entry.name_bytes()).map(|same| same.id()));
+        if before == Some(entry.id()) {
+            continue;
+        }
+        match entry.kind() {
+            Some(git2::ObjectType::Tree) => {
+                let sub = git
+                    .find_tree(entry.id())
+                    .map_err(git2_context("cannot read a tree"))?;
+                let old_sub = before.and_then(|id| git.find_tree(id).ok());
+                insert_new(git, builder, &sub, old_sub.as_ref())?;
+            }
+            Some(git2::ObjectType::Blob) => builder
+                .insert_object(entry.id(), None)
+                .map_err(git2_context("cannot pack a file"))?,
+            // A submodule's commit lives in its own repository.
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A commit's subject as a bundle prints it beside a prerequisite (one line, no control characters).
@@ -141,7 +203,9 @@ fn read_pack(
         context: format!("{} is not a bundle ccfan accepts: {why}", path.display()),
         source: std::io::Error::from(std::io::ErrorKind::InvalidData),
     };
-    let file = std::fs::File::open(path).map_err(io(format!("cannot open {}", path.display())))?;
+    // Never through a symlink, never waiting on a FIFO: the file may come from a container.
+    let file =
+        crate::util::open_regular(path).map_err(io(format!("cannot open {}", path.display())))?;
     let size = file
         .metadata()
         .map_err(io(format!("cannot read {}", path.display())))?
@@ -163,9 +227,9 @@ fn read_pack(
     };
     next_line(&mut reader, &mut line)?;
     if line.trim_end() != HEADER {
+        // What it says instead is not quoted: it may be any file's first line.
         return Err(bad(format!(
-            "its first line is {:?}, not {HEADER:?}",
-            line.trim_end()
+            "its first line is not {HEADER:?} (a git v2 bundle)"
         )));
     }
     let mut head = BundleHead {
@@ -232,6 +296,125 @@ fn read_pack(
     Ok(head)
 }
 
+/// What [`receive_commit`] took in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedCommit {
+    /// The commit.
+    pub commit: String,
+    /// Its tree.
+    pub tree: String,
+}
+
+/// The most tree entries looked at when checking what a bundle brought.
+const MAX_ENTRIES: usize = 2_000_000;
+
+/// Takes in a bundle that must carry exactly one commit whose only parent is `base`: it is read first into a
+/// quarantine that sees the repository's objects, and only once the commit's whole tree is there (every object
+/// the base does not already hold, no `.git` entry) is it read into the repository. No ref is set.
+pub fn receive_commit(
+    repo: &RepoPaths,
+    path: &Path,
+    max_bytes: u64,
+    base: &str,
+) -> Result<ReceivedCommit> {
+    let refused = |why: String| GitError::Io {
+        context: format!("{} is refused: {why}", path.display()),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("ccfan-quarantine-")
+        .tempdir_in(&repo.common_dir)
+        .map_err(io(format!(
+            "cannot make a quarantine in {}",
+            repo.common_dir.display()
+        )))?;
+    let quarantine = Repository::init_bare(scratch.path())
+        .map_err(git2_context("cannot make a quarantine repository"))?;
+    let objects = repo.common_dir.join("objects");
+    quarantine
+        .odb()
+        .and_then(|odb| odb.add_disk_alternate(&objects.to_string_lossy()))
+        .map_err(git2_context(
+            "cannot let the quarantine see the repository's objects",
+        ))?;
+    let head = read_pack(&quarantine, path, max_bytes, true)?;
+    let [(commit, _)] = head.refs.as_slice() else {
+        return Err(refused(format!(
+            "it carries {} refs, not one commit",
+            head.refs.len()
+        )));
+    };
+    let found = quarantine
+        .find_commit(oid(commit)?)
+        .map_err(git2_context(format!("cannot read commit {commit}")))?;
+    let base_id = oid(base)?;
+    if found.parent_ids().collect::<Vec<_>>() != [base_id] {
+        return Err(refused(format!(
+            "its commit {commit} is not one commit whose only parent is the base {base}"
+        )));
+    }
+    let base_tree = quarantine
+        .find_commit(base_id)
+        .and_then(|base| base.tree())
+        .map_err(git2_context(format!("cannot read the tree of {base}")))?;
+    let tree = found
+        .tree()
+        .map_err(|_| refused(format!("the tree of {commit} did not come with it")))?;
+    let mut budget = MAX_ENTRIES;
+    connected(&quarantine, &tree, Some(&base_tree), &mut budget).map_err(refused)?;
+    // Everything checked: the same pack, into the repository.
+    let git = repo.open()?;
+    read_pack(&git, path, max_bytes, true)?;
+    Ok(ReceivedCommit {
+        commit: commit.clone(),
+        tree: tree.id().to_string(),
+    })
+}
+
+/// Whether every object under `tree` is in `git` (what is the same as in `old`, the base's folder, is), and no
+/// entry is named `.git`.
+fn connected(
+    git: &Repository,
+    tree: &git2::Tree<'_>,
+    old: Option<&git2::Tree<'_>>,
+    budget: &mut usize,
+) -> std::result::Result<(), String> {
+    if old.is_some_and(|old| old.id() == tree.id()) {
+        return Ok(());
+    }
+    let odb = git.odb().map_err(|error| error.message().to_string())?;
+    for entry in tree {
+        *budget = budget
+            .checked_sub(1)
+            .ok_or_else(|| format!("its tree has more than {MAX_ENTRIES} entries"))?;
+        if entry.name_bytes().eq_ignore_ascii_case(b".git") {
+            return Err("its tree holds an entry named .git".to_string());
+        }
+        let before =
+            old.and_then(|old| old.get_name_bytes(entry.name_bytes()).map(|same| same.id()));
+        if before == Some(entry.id()) {
+            continue;
+        }
+        match entry.kind() {
+            Some(git2::ObjectType::Tree) => {
+                let sub = git.find_tree(entry.id()).map_err(|_| {
+                    format!("tree {} of its change did not come with it", entry.id())
+                })?;
+                let old_sub = before.and_then(|id| git.find_tree(id).ok());
+                connected(git, &sub, old_sub.as_ref(), budget)?;
+            }
+            Some(git2::ObjectType::Blob) if !odb.exists(entry.id()) => {
+                return Err(format!(
+                    "file {} of its change did not come with it",
+                    entry.id()
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// `sha` when it is a full SHA-1 object id in lower-case hex.
 fn full_id(sha: &str) -> Option<String> {
     (sha.len() == 40
@@ -241,14 +424,22 @@ fn full_id(sha: &str) -> Option<String> {
     .then(|| sha.to_string())
 }
 
-/// Makes a repository at `dir` holding only the snapshot bundle at `bundle` (its prerequisites are left out: the
-/// runner needs the base's files, not its history), with branch `ccfan-attempt` at the base checked out; returns
-/// the base commit.
-pub fn checkout_snapshot(bundle: &Path, dir: &Path, max_bytes: u64) -> Result<String> {
+/// Makes a repository whose git folder is `git_dir` and whose files are checked out in `dir` (outside it: the
+/// worker there cannot reach the git folder through its tree), holding only the snapshot bundle at `bundle` (its
+/// prerequisites are left out: the runner needs the base's files, not its history), with branch `ccfan-attempt`
+/// at the base checked out; returns the base commit.
+pub fn checkout_snapshot(
+    bundle: &Path,
+    git_dir: &Path,
+    dir: &Path,
+    max_bytes: u64,
+) -> Result<String> {
     std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
-    let git = Repository::init(dir).map_err(git2_context(format!(
+    let mut options = git2::RepositoryInitOptions::new();
+    options.workdir_path(dir).no_dotgit_dir(true);
+    let git = Repository::init_opts(git_dir, &options).map_err(git2_context(format!(
         "cannot make a repository in {}",
-        dir.display()
+        git_dir.display()
     )))?;
     let head = read_pack(&git, bundle, max_bytes, false)?;
     let [(base, _)] = head.refs.as_slice() else {
@@ -276,6 +467,26 @@ pub fn checkout_snapshot(bundle: &Path, dir: &Path, max_bytes: u64) -> Result<St
             dir.display()
         )))?;
     Ok(base.clone())
+}
+
+/// Writes a bundle of `tip` from the repository whose git folder is `git_dir` (the runner's); returns its size and
+/// the tip's tree.
+pub fn write_bundle_from(
+    git_dir: &Path,
+    tip: &str,
+    ref_name: &str,
+    of: BundleOf<'_>,
+    path: &Path,
+) -> Result<(u64, String)> {
+    let git = Repository::open(git_dir)
+        .map_err(git2_context(format!("cannot open {}", git_dir.display())))?;
+    let size = write_bundle_in(&git, tip, ref_name, of, path)?;
+    let tree = git
+        .find_commit(oid(tip)?)
+        .map_err(git2_context(format!("cannot read commit {tip}")))?
+        .tree_id()
+        .to_string();
+    Ok((size, tree))
 }
 
 /// The tree of commit `sha`.

@@ -162,63 +162,24 @@ pub fn run(
     let order: Order = read_json(&input.join(ORDER))?;
     let outbox = output.join(OUTBOX);
     std::fs::create_dir_all(&outbox).map_err(io(format!("cannot create {}", outbox.display())))?;
-    let tree = work.join("tree");
-    let base = git::checkout_snapshot(&input.join(BASE_BUNDLE), &tree, MAX_BUNDLE)?;
+    // The git folder is beside the tree, not in it: the worker cannot reach or replace it through its tree.
+    let (git_dir, tree, home) = (work.join("git"), work.join("tree"), work.join("home"));
+    std::fs::create_dir_all(&home).map_err(io(format!("cannot create {}", home.display())))?;
+    let base = git::checkout_snapshot(&input.join(BASE_BUNDLE), &git_dir, &tree, MAX_BUNDLE)?;
     if base != order.base {
         return Err(PortableError::Refused(format!(
             "the base bundle holds {base}, not the base {} the order names",
             order.base
         )));
     }
-    let lossy = |path: &Path| path.to_string_lossy().into_owned();
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = order
-        .pass_env
-        .iter()
-        .filter_map(|name| std::env::var_os(name).map(|value| (name.into(), value)))
-        .collect();
-    let ccfan = [
-        ("CCFAN_RUN_ID", order.run_id.clone()),
-        ("CCFAN_TASK_ID", order.task_id.clone()),
-        ("CCFAN_ATTEMPT", order.attempt.to_string()),
-        ("CCFAN_WORKTREE", lossy(&tree)),
-        ("CCFAN_BASE_SHA", order.base.clone()),
-        ("CCFAN_TASK_FILE", lossy(&input.join(TASK_FILE))),
-        (
-            "CCFAN_REPORT_FILE",
-            lossy(&outbox.join(crate::paths::FINAL_REPORT)),
-        ),
-    ];
-    for (name, value) in order
-        .env
-        .iter()
-        .cloned()
-        .chain(ccfan.map(|(k, v)| (k.to_string(), v)))
-    {
-        env.retain(|(known, _)| known.to_str() != Some(name.as_str()));
-        env.push((name.into(), value.into()));
-    }
-    let log = output.join(LOG);
-    let policy = crate::sandbox::SandboxPolicy::unconfined(
+    let outcome = run_worker(
+        &order,
+        input,
+        &outbox,
         &tree,
-        std::time::Duration::from_secs(order.timeout_secs),
-        order.log_limit,
-    );
-    let token = format!(
-        "{}-{}-{}-remote",
-        order.run_id, order.task_id, order.attempt
-    );
-    let outcome = crate::sandbox::run(
-        crate::sandbox::Launch {
-            argv: &order.argv,
-            cwd: &tree,
-            env,
-            log_path: &log,
-            token: &token,
-            cancel,
-            sandbox: &policy,
-            stream: None,
-        },
-        |_| {},
+        &home,
+        &output.join(LOG),
+        cancel,
     )?;
     let message =
         crate::pipeline::record::attempt_message(&crate::pipeline::record::MessageFacts {
@@ -231,24 +192,23 @@ pub fn run(
         });
     let recorded = git::commit_worktree(
         &tree,
-        None,
-        "refs/heads/ccfan-attempt",
+        Some(&git_dir),
+        ATTEMPT_BRANCH,
         &order.base,
         &message,
         git::Scope::Everything { trust_index: false },
     )?;
-    let repo = git::discover(&tree)?;
     let tree_id = match &recorded.commit {
-        Some(commit) => {
-            git::write_bundle(
-                &repo,
+        Some(commit) => Some(
+            git::write_bundle_from(
+                &git_dir,
                 commit,
-                "refs/heads/ccfan-attempt",
+                &format!("refs/heads/{ATTEMPT_BRANCH}"),
                 BundleOf::Since(&order.base),
                 &output.join(ATTEMPT_BUNDLE),
-            )?;
-            Some(git::tree_of(&repo, commit)?)
-        }
+            )?
+            .1,
+        ),
         None => None,
     };
     let manifest = Manifest {
@@ -266,74 +226,159 @@ pub fn run(
     Ok(manifest)
 }
 
+/// The branch the runner records on.
+const ATTEMPT_BRANCH: &str = "ccfan-attempt";
+
+/// Runs the order's worker in `tree`, with the runner's `PATH`, a home of its own, the order's variables, those it
+/// passes by name from the runner's environment, and the `CCFAN_*` variables of any worker.
+fn run_worker(
+    order: &Order,
+    input: &Path,
+    outbox: &Path,
+    tree: &Path,
+    home: &Path,
+    log: &Path,
+    cancel: &AtomicBool,
+) -> Result<crate::sandbox::Outcome, PortableError> {
+    let lossy = |path: &Path| path.to_string_lossy().into_owned();
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_string());
+    let mut env: Vec<(String, String)> = vec![("PATH".into(), path), ("HOME".into(), lossy(home))];
+    env.extend(
+        order
+            .pass_env
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value))),
+    );
+    env.extend(order.env.iter().cloned());
+    env.extend([
+        ("CCFAN_RUN_ID".to_string(), order.run_id.clone()),
+        ("CCFAN_TASK_ID".to_string(), order.task_id.clone()),
+        ("CCFAN_ATTEMPT".to_string(), order.attempt.to_string()),
+        ("CCFAN_WORKTREE".to_string(), lossy(tree)),
+        ("CCFAN_BASE_SHA".to_string(), order.base.clone()),
+        ("CCFAN_TASK_FILE".to_string(), lossy(&input.join(TASK_FILE))),
+        (
+            "CCFAN_REPORT_FILE".to_string(),
+            lossy(&outbox.join(crate::paths::FINAL_REPORT)),
+        ),
+    ]);
+    // Later entries win, as in a shell.
+    let mut unique: Vec<(std::ffi::OsString, std::ffi::OsString)> = Vec::new();
+    for (name, value) in env {
+        unique.retain(|(known, _)| known.to_str() != Some(name.as_str()));
+        unique.push((name.into(), value.into()));
+    }
+    let policy = crate::sandbox::SandboxPolicy::unconfined(
+        tree,
+        std::time::Duration::from_secs(order.timeout_secs),
+        order.log_limit,
+    );
+    let token = format!(
+        "{}-{}-{}-remote",
+        order.run_id, order.task_id, order.attempt
+    );
+    Ok(crate::sandbox::run(
+        crate::sandbox::Launch {
+            argv: &order.argv,
+            cwd: tree,
+            env: unique,
+            log_path: log,
+            token: &token,
+            cancel,
+            sandbox: &policy,
+            stream: None,
+        },
+        |_| {},
+    )?)
+}
+
 /// What [`receive`] took in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
-    /// The manifest, checked.
+    /// The manifest. Its base, commit and tree are checked against the bundle; the rest (the worker's exit, its
+    /// output size, what it tampered with) is what the runner reported, capped and cleaned.
     pub manifest: Manifest,
     /// The ref the attempt's commit is kept on (`None`: nothing changed).
     pub kept_on: Option<String>,
 }
 
+/// The most bytes of an attempt's bundle taken back (a change, not a base).
+pub const MAX_ATTEMPT_BUNDLE: u64 = 512 << 20;
+
 /// Takes back what the runner wrote into `output` for an attempt on `base`: the manifest is read (bounded), the
-/// bundle is read into the object store only, and its one commit must be the manifest's, sit right on `base` and
-/// hold the manifest's tree. Only then is it kept on `ref_name` (under `refs/ccfan/`).
+/// bundle goes through a quarantine ([`git::receive_commit`]: one commit right on `base`, its whole tree there),
+/// and the commit and tree must be the manifest's. Only then is it kept on `ref_name` (under `refs/ccfan/`, which
+/// must not exist yet).
 pub fn receive(
     repo: &RepoPaths,
     output: &Path,
     base: &str,
     ref_name: &str,
 ) -> Result<Received, PortableError> {
-    if !ref_name.starts_with("refs/ccfan/") {
+    if !ref_name.starts_with("refs/ccfan/") || !git2::Reference::is_valid_name(ref_name) {
         return Err(PortableError::Refused(format!(
-            "{ref_name} is not under refs/ccfan/"
+            "{ref_name} is not a ref under refs/ccfan/"
         )));
     }
-    let manifest: Manifest = read_json(&output.join(MANIFEST))?;
+    if git::ref_target(repo, ref_name)?.is_some() {
+        return Err(PortableError::Refused(format!(
+            "{ref_name} already exists; an attempt is never taken back over another"
+        )));
+    }
+    let mut manifest: Manifest = read_json(&output.join(MANIFEST))?;
+    clean(&mut manifest);
     if manifest.base != base {
         return Err(PortableError::Refused(format!(
             "it started from {}, not from the base {base}",
             manifest.base
         )));
     }
-    let Some(commit) = &manifest.commit else {
+    let Some(commit) = manifest.commit.clone() else {
         return Ok(Received {
             manifest,
             kept_on: None,
         });
     };
-    let head = git::read_bundle(repo, &output.join(ATTEMPT_BUNDLE), MAX_BUNDLE)?;
-    match head.refs.as_slice() {
-        [(sha, _)] if sha == commit => {}
-        refs => {
-            return Err(PortableError::Refused(format!(
-                "its bundle carries {} ref(s), not the one commit {commit} its manifest names",
-                refs.len()
-            )));
-        }
-    }
-    if git::first_parent(repo, commit)?.as_deref() != Some(base) {
+    let received =
+        git::receive_commit(repo, &output.join(ATTEMPT_BUNDLE), MAX_ATTEMPT_BUNDLE, base)?;
+    if received.commit != commit {
         return Err(PortableError::Refused(format!(
-            "its commit {commit} does not sit right on the base {base}"
+            "its bundle carries {}, not the one commit {commit} its manifest names",
+            received.commit
         )));
     }
-    let tree = git::tree_of(repo, commit)?;
-    if manifest.tree.as_deref() != Some(tree.as_str()) {
+    if manifest.tree.as_deref() != Some(received.tree.as_str()) {
         return Err(PortableError::Refused(format!(
-            "its commit holds tree {tree}, not the tree {} the runner recorded",
+            "its commit holds tree {}, not the tree {} the runner recorded",
+            received.tree,
             manifest.tree.as_deref().unwrap_or("(none)")
         )));
     }
     git::set_ref(
         repo,
         ref_name,
-        commit,
+        &commit,
         "ccfan: a portable attempt came back",
     )?;
     Ok(Received {
         manifest,
         kept_on: Some(ref_name.to_string()),
     })
+}
+
+/// The most entries of `tampered` kept, and characters of each.
+const MAX_TAMPERED: (usize, usize) = (20, 300);
+
+/// Caps and cleans what the runner reported as free text.
+fn clean(manifest: &mut Manifest) {
+    manifest.tampered.truncate(MAX_TAMPERED.0);
+    for line in &mut manifest.tampered {
+        *line = line
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_TAMPERED.1)
+            .collect();
+    }
 }
 
 /// The folders of one portable attempt under `root`: what goes in, what comes out, and the runner's work.

@@ -15,8 +15,9 @@ echo "$CCFAN_TASK_ID attempt $CCFAN_ATTEMPT" > src/new.txt
 echo changed >> README.md
 cat "$CCFAN_TASK_FILE" > /dev/null
 echo "## Summary" > "$CCFAN_REPORT_FILE"
-git -c user.name=w -c user.email=w@x commit -qam "the worker's own commit" || true
-echo "$SECRET_FROM_ENGINE" > passed.txt"###;
+git -c user.name=w -c user.email=w@x commit -qam "the worker's own commit"
+echo "$SECRET_FROM_ENGINE" > passed.txt
+test -z "${HOST_ONLY:-}" && test -d "$HOME" && echo "$PATH" > path.txt"###;
 
 struct Portable {
     env: TestEnv,
@@ -28,6 +29,10 @@ struct Portable {
 impl Portable {
     fn new() -> Portable {
         let env = TestEnv::new();
+        // A base with history: the runner gets its files, never its parents.
+        env.write("src/second.txt", "second\n");
+        env.git(&["add", "src/second.txt"]);
+        env.git(&["commit", "-qm", "second"]);
         let repo = ccfan::git::discover(&env.repo).unwrap();
         let base = env.git(&["rev-parse", "HEAD"]).trim().to_string();
         let root = env.tmp.path().join("remote");
@@ -74,6 +79,7 @@ impl Portable {
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", self.env.home())
             .env("SECRET_FROM_ENGINE", "passed by the engine")
+            .env("HOST_ONLY", "not for the worker")
             .current_dir(self.env.tmp.path())
             .args(["runner", "--input"])
             .arg(&input)
@@ -109,11 +115,19 @@ fn an_attempt_goes_out_as_a_bundle_runs_elsewhere_and_comes_back_checked() {
     let printed: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
     let written = manifest(&output);
     assert_eq!(printed, written);
-    assert_eq!(written["exit"]["kind"], "code", "{written}");
+    assert_eq!(
+        written["exit"],
+        serde_json::json!({"kind": "code", "code": 0}),
+        "{written}"
+    );
     assert_eq!(written["base"], p.base.as_str());
+    let tampered = written["tampered"].as_array().unwrap();
+    assert_eq!(tampered.len(), 1, "{written}");
     assert!(
-        written["tampered"].to_string().contains("HEAD")
-            || written["tampered"].to_string().contains("branch"),
+        tampered[0]
+            .as_str()
+            .unwrap()
+            .starts_with("branch ccfan-attempt had been moved to "),
         "the worker's own commit is reported: {written}"
     );
     // Real git reads both bundles in the user's repository.
@@ -253,7 +267,9 @@ fn a_commit_that_does_not_sit_on_the_base_is_refused() {
     let error =
         portable::receive(&p.repo, &output, &p.base, "refs/ccfan/r1/t/remote-1").unwrap_err();
     assert!(
-        error.to_string().contains("does not sit right on the base"),
+        error
+            .to_string()
+            .contains("is not one commit whose only parent is the base"),
         "{error}"
     );
 }
@@ -274,7 +290,7 @@ fn a_worker_that_changes_nothing_comes_back_empty() {
 const IN_CONTAINER: &str = r#"set -eu
 echo "$CCFAN_TASK_ID in a container" > src/new.txt
 ls /sys/class/net > net.txt
-git -c user.name=w -c user.email=w@x commit -qam "the worker's own commit" || true
+git add -A && git -c user.name=w -c user.email=w@x commit -qm "the worker's own commit"
 echo "$SECRET_FROM_ENGINE" > passed.txt"#;
 
 #[test]
@@ -335,6 +351,8 @@ fn the_runner_runs_in_a_podman_container_built_from_the_containerfile() {
         portable::receive(&p.repo, &output, &p.base, "refs/ccfan/r1/t/remote-1").unwrap();
     assert!(received.kept_on.is_some());
     let written = manifest(&output);
+    let log = std::fs::read_to_string(output.join(portable::LOG)).unwrap_or_default();
+    assert_eq!(written["exit"]["code"], 0, "{written} {log}");
     let commit = written["commit"].as_str().unwrap();
     assert_eq!(
         p.env.git(&["rev-parse", &format!("{commit}^")]).trim(),
@@ -355,5 +373,134 @@ fn the_runner_runs_in_a_podman_container_built_from_the_containerfile() {
         p.env.git(&["show", &format!("{commit}:passed.txt")]).trim(),
         "passed by the engine"
     );
-    assert!(!received.manifest.tampered.is_empty(), "{written}");
+    assert_eq!(received.manifest.tampered.len(), 1, "{written}");
+}
+
+/// A forged bundle: `header` then a pack of exactly `objects` (made by real git), as a container could write it.
+fn forge(p: &Portable, output: &Path, commit: &str, tree: &str, objects: &[String]) {
+    use std::io::Write;
+    let mut packer = Command::new("git")
+        .current_dir(&p.env.repo)
+        .args(["pack-objects", "--stdout"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    packer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{}\n", objects.join("\n")).as_bytes())
+        .unwrap();
+    let pack = packer.wait_with_output().unwrap().stdout;
+    std::fs::create_dir_all(output).unwrap();
+    let mut bundle = format!(
+        "# v2 git bundle\n-{} base\n{commit} refs/heads/ccfan-attempt\n\n",
+        p.base
+    )
+    .into_bytes();
+    bundle.extend_from_slice(&pack);
+    std::fs::write(output.join(portable::ATTEMPT_BUNDLE), bundle).unwrap();
+    std::fs::write(
+        output.join(portable::MANIFEST),
+        serde_json::json!({
+            "schema": 1, "base": p.base, "commit": commit, "tree": tree,
+            "exit": {"kind": "code", "code": 0}, "duration_ms": 1, "output_bytes": 0,
+            "log_capped": false, "tampered": []
+        })
+        .to_string(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_bundle_missing_objects_a_merge_or_a_link_is_refused_and_nothing_lands() {
+    let p = Portable::new();
+    // A commit right on the base whose new file's content did not come with it.
+    p.env.write("src/new.txt", "the content left out\n");
+    p.env.git(&["add", "src/new.txt"]);
+    p.env.git(&["commit", "-qm", "on the base"]);
+    let commit = p.env.git(&["rev-parse", "HEAD"]).trim().to_string();
+    let tree = p.env.git(&["rev-parse", "HEAD^{tree}"]).trim().to_string();
+    let src = p.env.git(&["rev-parse", "HEAD:src"]).trim().to_string();
+    let blob = p
+        .env
+        .git(&["rev-parse", "HEAD:src/new.txt"])
+        .trim()
+        .to_string();
+    let output = p.root.join("missing");
+    forge(
+        &p,
+        &output,
+        &commit,
+        &tree,
+        &[commit.clone(), tree.clone(), src.clone()],
+    );
+    // The repository had these objects already: they go, so the forged bundle is read where they are not.
+    p.env.git(&["reset", "-q", "--hard", &p.base]);
+    p.env.git(&["reflog", "expire", "--expire=now", "--all"]);
+    p.env.git(&["gc", "-q", "--prune=now"]);
+    let error =
+        portable::receive(&p.repo, &output, &p.base, "refs/ccfan/r1/t/remote-1").unwrap_err();
+    assert!(
+        error.to_string().contains("did not come with it"),
+        "{error}"
+    );
+    assert!(!p.git_ok(&["rev-parse", "--verify", "-q", "refs/ccfan/r1/t/remote-1"]));
+    assert!(
+        !p.git_ok(&["cat-file", "-e", &commit]),
+        "a refused bundle left its objects behind"
+    );
+    // The same with every object is taken in.
+    let whole = p.root.join("whole");
+    p.env.write("src/new.txt", "the content left out\n");
+    p.env.git(&["add", "src/new.txt"]);
+    p.env.git(&["commit", "-qm", "on the base"]);
+    let again = p.env.git(&["rev-parse", "HEAD"]).trim().to_string();
+    forge(
+        &p,
+        &whole,
+        &again,
+        &tree,
+        &[again.clone(), tree.clone(), src, blob],
+    );
+    portable::receive(&p.repo, &whole, &p.base, "refs/ccfan/r1/t/remote-2").unwrap();
+    // A merge whose second parent is history of its own.
+    p.env.git(&["checkout", "-q", "-b", "side", &p.base]);
+    p.env.write("side.txt", "side\n");
+    p.env.git(&["add", "side.txt"]);
+    p.env.git(&["commit", "-qm", "side"]);
+    p.env.git(&["checkout", "-q", "main"]);
+    p.env.git(&["reset", "-q", "--hard", &p.base]);
+    p.env
+        .git(&["merge", "-q", "--no-ff", "-m", "merge", "side"]);
+    let merge = p.env.git(&["rev-parse", "HEAD"]).trim().to_string();
+    let merged = p.root.join("merge");
+    let objects: Vec<String> = p
+        .env
+        .git(&["rev-list", "--objects", &format!("{}..{merge}", p.base)])
+        .lines()
+        .map(|line| line.split(' ').next().unwrap().to_string())
+        .collect();
+    let merge_tree = p.env.git(&["rev-parse", "HEAD^{tree}"]).trim().to_string();
+    forge(&p, &merged, &merge, &merge_tree, &objects);
+    let error =
+        portable::receive(&p.repo, &merged, &p.base, "refs/ccfan/r1/t/remote-3").unwrap_err();
+    assert!(
+        error.to_string().contains("only parent is the base"),
+        "{error}"
+    );
+    // A bundle that is a link to a file of the host is never read through.
+    let linked = p.root.join("linked");
+    forge(&p, &linked, &merge, &merge_tree, &objects);
+    std::fs::remove_file(linked.join(portable::ATTEMPT_BUNDLE)).unwrap();
+    std::os::unix::fs::symlink(
+        p.env.repo.join("README.md"),
+        linked.join(portable::ATTEMPT_BUNDLE),
+    )
+    .unwrap();
+    let error =
+        portable::receive(&p.repo, &linked, &p.base, "refs/ccfan/r1/t/remote-4").unwrap_err();
+    assert!(error.to_string().contains("cannot open"), "{error}");
+    assert!(!error.to_string().contains("test repo"), "{error}");
 }
