@@ -497,3 +497,23 @@ pub fn tree_of(repo: &RepoPaths, sha: &str) -> Result<String> {
         .map_err(git2_context(format!("cannot read commit {sha}")))?;
     Ok(commit.tree_id().to_string())
 }
+
+/// Makes the files of `worktree` those of commit `sha` (added, changed and deleted as against the tree checked
+/// out there), without moving its HEAD or branch: a change recorded elsewhere (a portable attempt) becomes the
+/// worktree's, for ccfan to record as its own.
+pub fn materialize(worktree: &Path, sha: &str) -> Result<()> {
+    let git = Repository::open(worktree).map_err(git2_context(format!(
+        "cannot open worktree {}",
+        worktree.display()
+    )))?;
+    let commit = git
+        .find_commit(oid(sha)?)
+        .map_err(git2_context(format!("cannot read commit {sha}")))?;
+    let mut checkout = git2::build::CheckoutBuilder::new();
+    checkout.force();
+    git.checkout_tree(commit.as_object(), Some(&mut checkout))
+        .map_err(git2_context(format!(
+            "cannot check the change of {sha} out into {}",
+            worktree.display()
+        )))
+}

@@ -26,6 +26,8 @@ pub mod resources;
 pub mod run_worker;
 // stage 3 elsewhere: a portable attempt (its inputs and its recorded change as bundles) and the runner
 pub mod portable;
+// stage 3 in a container: the portable attempt carried by a container engine
+mod remote;
 // stage 3b
 pub mod record;
 // stage 4

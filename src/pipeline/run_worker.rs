@@ -112,6 +112,15 @@ pub fn run_worker(
         extra.push(("CCFAN_CANDIDATE".to_string(), candidate.n.to_string()));
         extra.push(("CCFAN_CANDIDATES".to_string(), candidate.total.to_string()));
     }
+    // A container backend runs the task's own work there (planning and reviewing read the tree here).
+    if policy.sandbox.backend.is_container()
+        && matches!(
+            context.plan,
+            AttemptMode::Work | AttemptMode::Approved { .. }
+        )
+    {
+        return super::remote::run(task, policy, context, cancel, &extra);
+    }
     let mut env = sandbox::worker_env(&policy.sandbox, &task.worker, &extra);
     let mut sandbox_policy = SandboxPolicy::for_worker(
         &policy.sandbox,
@@ -179,7 +188,7 @@ pub fn run_worker(
 }
 
 /// Writes the task file the worker reads and makes its outbox; returns both paths.
-fn write_task_file(
+pub(super) fn write_task_file(
     task: &TaskSpec,
     context: &AttemptContext<'_>,
 ) -> Result<(PathBuf, PathBuf), RunWorkerError> {

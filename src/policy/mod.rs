@@ -24,7 +24,7 @@ mod worker;
 pub use budget::BudgetSettings;
 pub use hooks::HooksSettings;
 pub use review::ReviewSettings;
-pub use sandbox::{SandboxBackend, SandboxLimits, SandboxSettings};
+pub use sandbox::{ContainerSettings, SandboxBackend, SandboxLimits, SandboxSettings};
 pub use setup::SetupSettings;
 pub use worker::{WorkerSection, add_installed_agents};
 

@@ -20,6 +20,11 @@ pub enum SandboxBackend {
     Landlock,
     /// No OS isolation: a plain child with a cleaned environment and whole-tree kill. Only when asked for.
     None,
+    /// Workers run in Podman containers (its Docker-compatible API), one per attempt, as portable attempts; ccfan's
+    /// own commands (tests, checks, probes) run locally as with `auto`.
+    Podman,
+    /// Workers run in Docker containers, as with `podman`.
+    Docker,
 }
 
 impl SandboxBackend {
@@ -30,8 +35,36 @@ impl SandboxBackend {
             SandboxBackend::Bubblewrap => "bubblewrap",
             SandboxBackend::Landlock => "landlock",
             SandboxBackend::None => "none",
+            SandboxBackend::Podman => "podman",
+            SandboxBackend::Docker => "docker",
         }
     }
+
+    /// Whether workers run in containers of an engine (`podman`, `docker`).
+    pub fn is_container(self) -> bool {
+        matches!(self, SandboxBackend::Podman | SandboxBackend::Docker)
+    }
+}
+
+/// `[sandbox.container]`: the engine and image workers run in with `backend = "podman"` or `"docker"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSettings {
+    /// The worker image (it must hold ccfan, for `ccfan runner`; see the repository's `Containerfile`).
+    pub image: String,
+    /// The engine's API socket (`unix:///…` or `tcp://…`); `None`: `$DOCKER_HOST`, else the engine's default.
+    pub socket: Option<String>,
+    /// CPUs per attempt (`None`: no limit).
+    pub cpus: Option<f64>,
+}
+
+impl Eq for ContainerSettings {}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ContainerSection {
+    image: Option<Spanned<String>>,
+    socket: Option<String>,
+    cpus: Option<Spanned<f64>>,
 }
 
 /// Resource limits of one sandboxed process tree.
@@ -62,6 +95,8 @@ pub struct SandboxSettings {
     pub writable: Vec<PathBuf>,
     /// Limits.
     pub limits: SandboxLimits,
+    /// The container engine and image (`backend = "podman"` or `"docker"`).
+    pub container: Option<ContainerSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +111,7 @@ pub(super) struct SandboxSection {
     pids: Option<Spanned<i64>>,
     tmp_size: Option<Spanned<String>>,
     max_output: Option<Spanned<String>>,
+    container: Option<ContainerSection>,
 }
 
 /// Expands `~/` against `$HOME` and makes a relative path absolute against `base_dir`.
@@ -135,6 +171,8 @@ pub(super) fn resolve(
             "bubblewrap" | "bwrap" => SandboxBackend::Bubblewrap,
             "landlock" => SandboxBackend::Landlock,
             "none" => SandboxBackend::None,
+            "podman" => SandboxBackend::Podman,
+            "docker" => SandboxBackend::Docker,
             other => {
                 return Err(InputError::new(
                     file,
@@ -142,7 +180,7 @@ pub(super) fn resolve(
                 )
                 .key("sandbox.backend")
                 .at_offset(source, Some(name.span().start))
-                .fix(r#"write backend = "auto" (bubblewrap, else landlock), "bubblewrap", "landlock" or "none" (no isolation)"#));
+                .fix(r#"write backend = "auto" (bubblewrap, else landlock), "bubblewrap", "landlock", "none" (no isolation), or "podman" / "docker" (workers in containers)"#));
             }
         },
         None => base.map_or(SandboxBackend::Auto, |b| b.backend),
@@ -197,5 +235,63 @@ pub(super) fn resolve(
             tmp_size,
             max_output,
         },
+        container: container(
+            file,
+            source,
+            backend,
+            section.container,
+            base.and_then(|b| b.container.clone()),
+        )?,
     })
+}
+
+/// `[sandbox.container]` over the base's; required (with an image) when workers run in containers.
+fn container(
+    file: &Path,
+    source: &str,
+    backend: SandboxBackend,
+    section: Option<ContainerSection>,
+    base: Option<ContainerSettings>,
+) -> Result<Option<ContainerSettings>, InputError> {
+    let settings = match section {
+        None => base,
+        Some(section) => {
+            let cpus = match section.cpus {
+                Some(cpus) if cpus.get_ref().is_finite() && *cpus.get_ref() > 0.0 => {
+                    Some(*cpus.get_ref())
+                }
+                Some(cpus) => {
+                    return Err(InputError::new(
+                        file,
+                        format!("{} is not a CPU count", cpus.get_ref()),
+                    )
+                    .key("sandbox.container.cpus")
+                    .at_offset(source, Some(cpus.span().start))
+                    .fix("give a positive number, e.g. 2 or 0.5; leave it out for no limit"));
+                }
+                None => base.as_ref().and_then(|b| b.cpus),
+            };
+            let image = section
+                .image
+                .map(|image| image.into_inner())
+                .or_else(|| base.as_ref().map(|b| b.image.clone()))
+                .filter(|image| !image.trim().is_empty());
+            image.map(|image| ContainerSettings {
+                image,
+                socket: section
+                    .socket
+                    .or_else(|| base.as_ref().and_then(|b| b.socket.clone())),
+                cpus,
+            })
+        }
+    };
+    if backend.is_container() && settings.is_none() {
+        return Err(InputError::new(
+            file,
+            format!("backend = \"{}\" runs workers in containers, but names no image", backend.as_str()),
+        )
+        .key("sandbox.container.image")
+        .fix("add [sandbox.container] image = \"localhost/ccfan-worker\" (built from the repository's Containerfile; scripts/worker-image.sh builds one from local files)"));
+    }
+    Ok(settings)
 }

@@ -206,7 +206,8 @@ pub fn select(configured: SandboxBackend) -> Result<Selected, Unavailable> {
                 Err(reason) => Err(landlock_unavailable(reason)),
             }
         }
-        SandboxBackend::Auto => {
+        // Container backends run workers in containers; ccfan's own commands run here as with `auto`.
+        SandboxBackend::Auto | SandboxBackend::Podman | SandboxBackend::Docker => {
             needs_seccomp("auto")?;
             match (&probe.bubblewrap, &probe.landlock) {
                 (Ok((path, _)), _) => Ok(Selected {

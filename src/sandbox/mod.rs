@@ -6,6 +6,7 @@
 mod backend;
 mod bwrap;
 mod cgroup;
+pub mod container;
 pub mod detach;
 pub mod doctor;
 mod landlock;

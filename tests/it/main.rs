@@ -13,6 +13,7 @@ mod agents;
 mod awkward;
 mod bad_input;
 mod best_of_n;
+mod containers;
 mod cow;
 mod crash;
 mod dashboard;

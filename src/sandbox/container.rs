@@ -1,0 +1,470 @@
+//! The door to a container engine (Podman or Docker, through their Docker-compatible API with bollard): one
+//! container per portable attempt from the policy's image, the attempt's files copied in and out through the API
+//! (so the engine may be another machine), the network off unless the worker's profile says otherwise, memory,
+//! CPU and process limits, a wall-clock limit and cancellation that kill the container, and labels naming the
+//! run, task and attempt so that recovery after a crash can remove what was left.
+
+use std::io::Read;
+use std::path::{Component, Path};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, DownloadFromContainerOptions, KillContainerOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, UploadToContainerOptions,
+};
+use futures_util::StreamExt;
+
+use crate::model::ExitStatus;
+use crate::policy::{ContainerSettings, SandboxBackend, SandboxLimits};
+
+/// Where an attempt's files live inside its container.
+pub const ROOT: &str = "/ccfan";
+/// The label every container of ccfan carries: the attempt's process token.
+pub const TOKEN_LABEL: &str = "io.ccfan.token";
+/// The most bytes copied back out of a container.
+const MAX_OUT: u64 = 5 << 30;
+/// How often a running container is checked against its time limit and cancellation.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Why a container could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// The engine refused or failed a call.
+    #[error("the {engine} engine at {socket}: {what}: {message}")]
+    Engine {
+        /// `podman` or `docker`.
+        engine: &'static str,
+        /// Its socket.
+        socket: String,
+        /// What ccfan asked.
+        what: &'static str,
+        /// What the engine said.
+        message: String,
+    },
+    /// A file of the attempt could not be read or written.
+    #[error("{context}")]
+    Io {
+        /// What ccfan was doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One attempt's container.
+#[derive(Debug)]
+pub struct ContainerRun<'a> {
+    /// `podman` or `docker`.
+    pub backend: SandboxBackend,
+    /// The image and engine.
+    pub settings: &'a ContainerSettings,
+    /// The folder copied in as `/ccfan/in`.
+    pub input: &'a Path,
+    /// The folder `/ccfan/out` is copied back into.
+    pub output: &'a Path,
+    /// The container's command.
+    pub argv: Vec<String>,
+    /// Its environment (host values passed by name are in it: the engine gets them, no file does).
+    pub env: Vec<(String, String)>,
+    /// Whether it reaches the network.
+    pub network: bool,
+    /// Memory and process limits.
+    pub limits: SandboxLimits,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Stops it early.
+    pub cancel: &'a AtomicBool,
+    /// Labels (the token among them, see [`TOKEN_LABEL`]).
+    pub labels: Vec<(String, String)>,
+    /// Where the container's own output (the runner's) goes.
+    pub log: &'a Path,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerOutcome {
+    /// Its main process's end (the runner's, not the worker's: that one is in the manifest).
+    pub exit: ExitStatus,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// The engine's socket: the policy's, else `$DOCKER_HOST`, else the engine's usual one.
+pub fn socket(backend: SandboxBackend, settings: &ContainerSettings) -> String {
+    settings
+        .socket
+        .clone()
+        .or_else(|| {
+            std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|host| !host.is_empty())
+        })
+        .unwrap_or_else(|| match backend {
+            SandboxBackend::Docker => "unix:///var/run/docker.sock".to_string(),
+            _ => "unix:///run/podman/podman.sock".to_string(),
+        })
+}
+
+fn engine_name(backend: SandboxBackend) -> &'static str {
+    match backend {
+        SandboxBackend::Docker => "docker",
+        _ => "podman",
+    }
+}
+
+struct Engine {
+    docker: Docker,
+    name: &'static str,
+    socket: String,
+}
+
+impl Engine {
+    fn connect(
+        backend: SandboxBackend,
+        settings: &ContainerSettings,
+    ) -> Result<Engine, ContainerError> {
+        let socket = socket(backend, settings);
+        let name = engine_name(backend);
+        let docker = if socket.starts_with("tcp://") || socket.starts_with("http://") {
+            Docker::connect_with_http(&socket, 120, bollard::API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION)
+        }
+        .map_err(|error| ContainerError::Engine {
+            engine: name,
+            socket: socket.clone(),
+            what: "connect",
+            message: error.to_string(),
+        })?;
+        Ok(Engine {
+            docker,
+            name,
+            socket,
+        })
+    }
+
+    fn failed(
+        &self,
+        what: &'static str,
+    ) -> impl FnOnce(bollard::errors::Error) -> ContainerError + '_ {
+        move |error| ContainerError::Engine {
+            engine: self.name,
+            socket: self.socket.clone(),
+            what,
+            message: error.to_string(),
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ContainerError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ContainerError::Io {
+            context: "cannot start the container engine's client".to_string(),
+            source,
+        })
+}
+
+/// Runs one attempt's container to its end: created, its input copied in, started, waited for (killed past its
+/// time limit or when cancelled), its output copied back, and removed whatever happened.
+pub fn run(run: &ContainerRun<'_>) -> Result<ContainerOutcome, ContainerError> {
+    runtime()?.block_on(async {
+        let engine = Engine::connect(run.backend, run.settings)?;
+        let id = create(&engine, run).await?;
+        let result = carry(&engine, &id, run).await;
+        let removed = engine
+            .docker
+            .remove_container(
+                &id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        if let Err(error) = removed {
+            tracing::warn!("cannot remove container {id}: {error}");
+        }
+        result
+    })
+}
+
+async fn create(engine: &Engine, run: &ContainerRun<'_>) -> Result<String, ContainerError> {
+    let host_config = HostConfig {
+        memory: run
+            .limits
+            .memory
+            .and_then(|bytes| i64::try_from(bytes).ok()),
+        pids_limit: run.limits.pids.and_then(|pids| i64::try_from(pids).ok()),
+        nano_cpus: run.settings.cpus.map(|cpus| (cpus * 1e9) as i64),
+        network_mode: (!run.network).then(|| "none".to_string()),
+        ..Default::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(run.settings.image.clone()),
+        cmd: Some(run.argv.clone()),
+        env: Some(run.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(run.labels.iter().cloned().collect()),
+        working_dir: Some(ROOT.to_string()),
+        host_config: Some(host_config),
+        ..Default::default()
+    };
+    let created = engine
+        .docker
+        .create_container(None::<CreateContainerOptions>, body)
+        .await
+        .map_err(engine.failed("create the container"))?;
+    Ok(created.id)
+}
+
+async fn carry(
+    engine: &Engine,
+    id: &str,
+    run: &ContainerRun<'_>,
+) -> Result<ContainerOutcome, ContainerError> {
+    let tar = pack_input(run.input)?;
+    engine
+        .docker
+        .upload_to_container(
+            id,
+            Some(UploadToContainerOptions {
+                path: "/".to_string(),
+                ..Default::default()
+            }),
+            bollard::body_full(tar.into()),
+        )
+        .await
+        .map_err(engine.failed("copy the attempt's input in"))?;
+    let started = Instant::now();
+    engine
+        .docker
+        .start_container(id, None)
+        .await
+        .map_err(engine.failed("start the container"))?;
+    let exit = wait(engine, id, run, started).await?;
+    let duration = started.elapsed();
+    save_logs(engine, id, run.log).await;
+    copy_out(engine, id, run.output).await?;
+    Ok(ContainerOutcome { exit, duration })
+}
+
+/// Waits for the container's end; past its time limit, or once cancelled, it is killed.
+async fn wait(
+    engine: &Engine,
+    id: &str,
+    run: &ContainerRun<'_>,
+    started: Instant,
+) -> Result<ExitStatus, ContainerError> {
+    let mut waiting = Box::pin(engine.docker.wait_container(id, None));
+    let mut stopped: Option<ExitStatus> = None;
+    loop {
+        tokio::select! {
+            ended = waiting.next() => {
+                if let Some(stopped) = stopped {
+                    return Ok(stopped);
+                }
+                return match ended {
+                    Some(Ok(response)) => Ok(code(response.status_code)),
+                    Some(Err(bollard::errors::Error::DockerContainerWaitError { code: status, .. })) => Ok(code(status)),
+                    Some(Err(error)) => Err(engine.failed("wait for the container")(error)),
+                    None => Err(ContainerError::Engine {
+                        engine: engine.name,
+                        socket: engine.socket.clone(),
+                        what: "wait for the container",
+                        message: "the engine closed the wait without an exit".to_string(),
+                    }),
+                };
+            }
+            () = tokio::time::sleep(POLL), if stopped.is_none() => {
+                let why = if run.cancel.load(Ordering::SeqCst) {
+                    Some(ExitStatus::Cancelled)
+                } else if started.elapsed() >= run.timeout {
+                    Some(ExitStatus::TimedOut)
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    stopped = Some(why);
+                    let killed = engine
+                        .docker
+                        .kill_container(id, Some(KillContainerOptions { signal: "KILL".to_string() }))
+                        .await;
+                    if let Err(error) = killed {
+                        tracing::warn!("cannot kill container {id}: {error}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn code(status: i64) -> ExitStatus {
+    ExitStatus::Code {
+        code: i32::try_from(status).unwrap_or(i32::MAX),
+    }
+}
+
+/// The container's own output (the runner's), best effort: the worker's output comes back as a file.
+async fn save_logs(engine: &Engine, id: &str, log: &Path) {
+    let options = LogsOptions {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let mut stream = engine.docker.logs(id, Some(options));
+    let mut text = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        if text.len() < 1 << 20 {
+            text.extend_from_slice(&chunk.into_bytes());
+        }
+    }
+    if let Err(error) = std::fs::write(log, &text) {
+        tracing::warn!("cannot write {}: {error}", log.display());
+    }
+}
+
+/// `input` as a tar of `ccfan/in/…`, to be unpacked at `/`.
+fn pack_input(input: &Path) -> Result<Vec<u8>, ContainerError> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.follow_symlinks(false);
+    builder
+        .append_dir_all("ccfan/in", input)
+        .and_then(|()| builder.into_inner())
+        .map_err(|source| ContainerError::Io {
+            context: format!("cannot pack {}", input.display()),
+            source,
+        })
+}
+
+/// Copies `/ccfan/out` back into `output`: regular files and folders only, every path inside it, at most
+/// [`MAX_OUT`] bytes — what a container hands back is not trusted.
+async fn copy_out(engine: &Engine, id: &str, output: &Path) -> Result<(), ContainerError> {
+    let options = DownloadFromContainerOptions {
+        path: format!("{ROOT}/out"),
+    };
+    let mut stream = engine.docker.download_from_container(id, Some(options));
+    let mut tar = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(engine.failed("copy the attempt's output out"))?;
+        if (tar.len() + chunk.len()) as u64 > MAX_OUT {
+            return Err(ContainerError::Io {
+                context: format!("the container's output is over {MAX_OUT} bytes"),
+                source: std::io::Error::from(std::io::ErrorKind::FileTooLarge),
+            });
+        }
+        tar.extend_from_slice(&chunk);
+    }
+    unpack_output(&tar, output)
+}
+
+/// Unpacks a tar of `out/…` into `output`, refusing links, devices and any path that would leave it.
+pub fn unpack_output(tar: &[u8], output: &Path) -> Result<(), ContainerError> {
+    let io = |context: String| move |source| ContainerError::Io { context, source };
+    std::fs::create_dir_all(output).map_err(io(format!("cannot create {}", output.display())))?;
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive
+        .entries()
+        .map_err(io("cannot read the container's output".to_string()))?
+    {
+        let mut entry = entry.map_err(io("cannot read the container's output".to_string()))?;
+        let path = entry
+            .path()
+            .map_err(io("cannot read the container's output".to_string()))?
+            .into_owned();
+        let Ok(inside) = path.strip_prefix("out") else {
+            continue;
+        };
+        if inside
+            .components()
+            .any(|part| !matches!(part, Component::Normal(_)))
+        {
+            continue;
+        }
+        let target = output.join(inside);
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => {
+                std::fs::create_dir_all(&target)
+                    .map_err(io(format!("cannot create {}", target.display())))?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(io(format!("cannot create {}", parent.display())))?;
+                }
+                let mut bytes = Vec::new();
+                entry
+                    .by_ref()
+                    .take(MAX_OUT)
+                    .read_to_end(&mut bytes)
+                    .map_err(io(format!(
+                        "cannot read {} from the container",
+                        inside.display()
+                    )))?;
+                // A new file: never through a link something put there.
+                let _ = std::fs::remove_file(&target);
+                std::fs::write(&target, bytes)
+                    .map_err(io(format!("cannot write {}", target.display())))?;
+            }
+            _ => tracing::warn!(
+                "left out {} from the container's output: not a file",
+                inside.display()
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Removes the containers left with label `token` (a crash of ccfan mid-attempt); returns how many.
+pub fn remove_leftovers(
+    backend: SandboxBackend,
+    settings: &ContainerSettings,
+    token: &str,
+) -> usize {
+    let removed = runtime().and_then(|runtime| {
+        runtime.block_on(async {
+            let engine = Engine::connect(backend, settings)?;
+            let filters = std::collections::HashMap::from([(
+                "label".to_string(),
+                vec![format!("{TOKEN_LABEL}={token}")],
+            )]);
+            let listed = engine
+                .docker
+                .list_containers(Some(ListContainersOptions {
+                    all: true,
+                    filters: Some(filters),
+                    ..Default::default()
+                }))
+                .await
+                .map_err(engine.failed("list containers"))?;
+            let mut removed = 0;
+            for container in listed {
+                if let Some(id) = container.id
+                    && engine
+                        .docker
+                        .remove_container(
+                            &id,
+                            Some(RemoveContainerOptions {
+                                force: true,
+                                ..Default::default()
+                            }),
+                        )
+                        .await
+                        .is_ok()
+                {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+    });
+    removed.unwrap_or_else(|error| {
+        tracing::warn!("cannot remove containers left by {token}: {error}");
+        0
+    })
+}

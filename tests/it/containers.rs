@@ -1,0 +1,192 @@
+//! Workers in containers (`[sandbox] backend = "podman"`): the same tasks file fans out to Podman containers
+//! through its Docker-compatible API, one per attempt, and the same gate, states, reworks and landing follow.
+//! Podman here serves the API itself (`podman system service`); the image is built from local files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::env::{TestEnv, task};
+
+/// `podman system service` on a socket of its own, stopped when dropped; and the worker image, removed then.
+struct Engine {
+    podman: PathBuf,
+    service: Child,
+    socket: PathBuf,
+    image: String,
+}
+
+impl Engine {
+    fn start(test: &str, dir: &Path) -> Option<Engine> {
+        let found = std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("podman"))
+                .find(|p| p.exists())
+        });
+        let podman = crate::env::installed(
+            test,
+            "podman and mmdebstrap (apt-get install -y podman runc mmdebstrap)",
+            found,
+        )?;
+        let image = format!("localhost/ccfan-worker:it-{}", std::process::id());
+        let built =
+            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/worker-image.sh"))
+                .args([&image, env!("CARGO_BIN_EXE_ccfan")])
+                .output()
+                .unwrap();
+        assert!(built.status.success(), "{built:?}");
+        let socket = dir.join("podman.sock");
+        let service = Command::new(&podman)
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !socket.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the Podman API did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Engine {
+            podman,
+            service,
+            socket,
+            image,
+        })
+    }
+
+    fn policy(&self, extra: &str) -> String {
+        format!(
+            "[run]\nmax_reworks = 1\n\n[sandbox]\nbackend = \"podman\"\nmemory = \"512MiB\"\npids = 256\n\n\
+             [sandbox.container]\nimage = \"{}\"\nsocket = \"unix://{}\"\n{extra}",
+            self.image,
+            self.socket.display()
+        )
+    }
+
+    /// Containers of `run` still there.
+    fn left(&self, run: &str) -> String {
+        let listed = Command::new(&self.podman)
+            .args([
+                "ps",
+                "-a",
+                "-q",
+                "--filter",
+                &format!("label=io.ccfan.run={run}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&listed.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.service.kill();
+        let _ = self.service.wait();
+        let _ = Command::new(&self.podman)
+            .args(["rmi", "-f", &self.image])
+            .output();
+    }
+}
+
+/// A command worker run by `sh` in the container.
+fn worker(name: &str, script: &str) -> String {
+    let script = script.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("[workers.{name}]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"{script}\"]\n")
+}
+
+#[test]
+fn a_tasks_file_fans_out_to_podman_containers_through_the_same_gate() {
+    let env = TestEnv::new();
+    let Some(engine) = Engine::start(
+        "containers::a_tasks_file_fans_out_to_podman_containers_through_the_same_gate",
+        env.tmp.path(),
+    ) else {
+        return;
+    };
+    env.commit_policy(&engine.policy(""));
+    let key = "key=\"AKIA$(LC_ALL=C tr -dc 'A-Z2-7' </dev/urandom | head -c 16)\"; echo \"aws = $key\" > src/keys.txt";
+    let workers = [
+        worker(
+            "inside",
+            "test -f /run/.containerenv && echo \"$CCFAN_TASK_ID in a container\" > src/$CCFAN_TASK_ID.txt; ls /sys/class/net > src/net-$CCFAN_TASK_ID.txt",
+        ),
+        worker("leak", key),
+        worker("hang", "sleep 600"),
+        worker(
+            "twice",
+            "if [ \"$CCFAN_ATTEMPT\" = 1 ]; then echo stray >> README.md; else sed -i /stray/d README.md; echo fixed > src/twice.txt; fi",
+        ),
+    ]
+    .join("\n");
+    let tasks = env.tasks(&format!(
+        "{workers}\n\
+         [[task]]\nid = \"one\"\ngoal = \"one\"\nallowed = [\"src/**\"]\nworker = \"inside\"\n\
+         [[task]]\nid = \"two\"\ngoal = \"two\"\nallowed = [\"src/**\"]\nworker = \"inside\"\n\
+         [[task]]\nid = \"leak\"\ngoal = \"write keys\"\nallowed = [\"src/**\"]\nworker = \"leak\"\n\
+         [[task]]\nid = \"hang\"\ngoal = \"hang\"\nallowed = [\"src/**\"]\nworker = \"hang\"\ntimeout = \"3s\"\n\
+         [[task]]\nid = \"twice\"\ngoal = \"fix on rework\"\nallowed = [\"src/**\"]\nworker = \"twice\"\n"
+    ));
+    let ran = env.run(&tasks, &["--jobs", "2"]);
+    let run = ran.json();
+    for id in ["one", "two"] {
+        assert_eq!(task(&run, id)["state"], "merged", "{ran:?}");
+        assert_eq!(
+            env.git(&["show", &format!("main:src/{id}.txt")]).trim(),
+            format!("{id} in a container")
+        );
+        // The network was off in the container: only loopback.
+        assert_eq!(
+            env.git(&["show", &format!("main:src/net-{id}.txt")]).trim(),
+            "lo"
+        );
+    }
+    // The gate caught the key written in a container, and the reworked task landed on its second attempt.
+    let leak = task(&run, "leak");
+    assert!(
+        matches!(leak["state"].as_str(), Some("blocked" | "rolled_back")),
+        "{leak}"
+    );
+    assert!(
+        leak["reason"]
+            .as_str()
+            .unwrap()
+            .contains("aws-access-key-id"),
+        "{leak}"
+    );
+    assert!(
+        !env.git(&["ls-tree", "-r", "--name-only", "main"])
+            .contains("keys.txt")
+    );
+    let twice = task(&run, "twice");
+    assert_eq!(twice["state"], "merged", "{twice}");
+    assert_eq!(twice["attempts"], 2);
+    assert!(!env.git(&["show", "main:README.md"]).contains("stray"));
+    // The hanging worker was killed at its time limit.
+    let hang = task(&run, "hang");
+    assert!(
+        matches!(hang["state"].as_str(), Some("timed_out" | "blocked")),
+        "{hang}"
+    );
+    // Every attempt's container was removed.
+    assert_eq!(engine.left(run["run_id"].as_str().unwrap()), "");
+}
+
+#[test]
+fn a_container_backend_without_an_image_is_refused_with_the_key() {
+    let env = TestEnv::new();
+    env.commit_policy("[sandbox]\nbackend = \"podman\"\n");
+    let tasks = env.tasks(&format!(
+        "{}\n[[task]]\ngoal = \"x\"\nworker = \"w\"\n",
+        worker("w", "true")
+    ));
+    let ran = env.run(&tasks, &[]);
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(ran.stderr.contains("sandbox.container.image"), "{ran:?}");
+}
