@@ -250,7 +250,31 @@ pub fn recover(
             tracing::warn!(run = %attempt.run_id, task = %attempt.task_id, killed, "killed processes left by an interrupted task");
         }
     }
+    remove_containers(repo, &recovered);
     Ok(recovered)
+}
+
+/// With a container backend, the containers of the interrupted attempts (labelled with their tokens) are removed:
+/// their worker is stopped, as a local one would be killed.
+fn remove_containers(repo: &RepoPaths, recovered: &[RecoveredAttempt]) {
+    if recovered.is_empty() {
+        return;
+    }
+    let Ok(policy) = prepare::load_policy(repo, None) else {
+        return;
+    };
+    let (backend, Some(settings)) = (policy.sandbox.backend, &policy.sandbox.container) else {
+        return;
+    };
+    if !backend.is_container() {
+        return;
+    }
+    for attempt in recovered {
+        let removed = sandbox::container::remove_leftovers(backend, settings, &attempt.token);
+        if removed > 0 {
+            tracing::warn!(run = %attempt.run_id, task = %attempt.task_id, removed, "removed the container of an interrupted task");
+        }
+    }
 }
 
 /// Runs the whole pipeline for one tasks file; returns the final view of the run.

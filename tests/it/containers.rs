@@ -190,3 +190,54 @@ fn a_container_backend_without_an_image_is_refused_with_the_key() {
     assert_eq!(ran.code, 2, "{ran:?}");
     assert!(ran.stderr.contains("sandbox.container.image"), "{ran:?}");
 }
+
+#[test]
+fn a_killed_ccfan_leaves_no_container_behind_once_the_next_one_recovers() {
+    let env = TestEnv::new();
+    let Some(engine) = Engine::start(
+        "containers::a_killed_ccfan_leaves_no_container_behind_once_the_next_one_recovers",
+        env.tmp.path(),
+    ) else {
+        return;
+    };
+    env.commit_policy(&engine.policy(""));
+    let tasks = env.tasks(&format!(
+        "{}\n[[task]]\nid = \"slow\"\ngoal = \"take long\"\nallowed = [\"src/**\"]\nworker = \"slow\"\n",
+        worker("slow", "echo started > src/started.txt; sleep 600")
+    ));
+    let mut ccfan = env
+        .command(&["run", "--json", "--tasks", tasks.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let running = |podman: &Path| {
+        let listed = Command::new(podman)
+            .args(["ps", "-q", "--filter", "label=io.ccfan.task=slow"])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&listed.stdout).trim().is_empty()
+    };
+    while !running(&engine.podman) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no container started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ccfan.kill().unwrap();
+    ccfan.wait().unwrap();
+    // The next ccfan recovers the run: the task is interrupted and its container removed.
+    let status = env.ccfan(&["status", "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let runs = status.json();
+    let run_id = runs["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let view = env.ccfan(&["status", "--json", &run_id]).json();
+    assert_eq!(task(&view, "slow")["state"], "interrupted", "{view}");
+    assert_eq!(
+        engine.left(&run_id),
+        "",
+        "the interrupted attempt's container is still there"
+    );
+}
