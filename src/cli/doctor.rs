@@ -79,7 +79,7 @@ pub fn doctor(start: &Path, args: DoctorArgs) -> Result<Exit, CliError> {
     let report = Report {
         version: env!("CARGO_PKG_VERSION"),
         policy: policy.sources.clone(),
-        sandbox: doctor::report(policy.sandbox.backend),
+        sandbox: doctor::report(&policy.sandbox),
         workers: worker_kinds(&policy),
         trees: trees(start, &policy),
         prices: prices(),
@@ -92,11 +92,18 @@ pub fn doctor(start: &Path, args: DoctorArgs) -> Result<Exit, CliError> {
     } else {
         human(&report)
     })?;
-    Ok(if report.sandbox.selected.is_some() && profiles_work {
-        Exit::Success
-    } else {
-        Exit::NotAllSucceeded
-    })
+    let engine_works = report
+        .sandbox
+        .container
+        .as_ref()
+        .is_none_or(|engine| engine.works);
+    Ok(
+        if report.sandbox.selected.is_some() && profiles_work && engine_works {
+            Exit::Success
+        } else {
+            Exit::NotAllSucceeded
+        },
+    )
 }
 
 fn trees(start: &Path, policy: &policy::Policy) -> TreesReport {
@@ -162,6 +169,14 @@ fn human(report: &Report) -> String {
     );
     if let Some(problem) = &sandbox.problem {
         let _ = writeln!(text, "  {problem}");
+    }
+    if let Some(engine) = &sandbox.container {
+        let mark = if engine.works { "ok " } else { "no " };
+        let _ = writeln!(
+            text,
+            "  {mark} workers run in containers: {}",
+            engine.detail
+        );
     }
     text.push_str("\nlimits\n");
     for line in &sandbox.cgroups {

@@ -420,6 +420,37 @@ pub fn unpack_output(tar: &[u8], output: &Path) -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// `ccfan doctor`: whether the engine answers and holds the image (`Ok`: what it is), or why not, with the fix.
+pub fn check(backend: SandboxBackend, settings: &ContainerSettings) -> Result<String, String> {
+    let checked = runtime().map_err(|e| e.to_string())?.block_on(async {
+        let engine = Engine::connect(backend, settings).map_err(|e| e.to_string())?;
+        let version = engine.docker.version().await.map_err(|error| {
+            format!(
+                "the {} engine does not answer at {}: {error} (start it: `podman system service --time=0 {}`, or                  set [sandbox.container] socket)",
+                engine.name, engine.socket, engine.socket
+            )
+        })?;
+        engine
+            .docker
+            .inspect_image(&settings.image)
+            .await
+            .map_err(|error| {
+                format!(
+                    "the image {} is not there: {error} (build it from the repository's Containerfile;                      scripts/worker-image.sh builds one from local files)",
+                    settings.image
+                )
+            })?;
+        Ok::<_, String>(format!(
+            "{} {} at {}, image {}",
+            engine.name,
+            version.version.unwrap_or_default(),
+            engine.socket,
+            settings.image
+        ))
+    })?;
+    Ok(checked)
+}
+
 /// Removes the containers left with label `token` (a crash of ccfan mid-attempt); returns how many.
 pub fn remove_leftovers(
     backend: SandboxBackend,

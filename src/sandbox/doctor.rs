@@ -4,7 +4,6 @@
 use serde::Serialize;
 
 use super::backend::{probe, select};
-use crate::policy::SandboxBackend;
 
 /// One backend's status.
 #[derive(Debug, Clone, Serialize)]
@@ -32,10 +31,14 @@ pub struct SandboxReport {
     pub problem: Option<String>,
     /// What the cgroups can enforce here.
     pub cgroups: Vec<String>,
+    /// With a container backend: whether its engine answers and holds the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<BackendStatus>,
 }
 
-/// Probes the machine for `configured`.
-pub fn report(configured: SandboxBackend) -> SandboxReport {
+/// Probes the machine for the policy's sandbox settings.
+pub fn report(settings: &crate::policy::SandboxSettings) -> SandboxReport {
+    let configured = settings.backend;
     let probe = probe();
     let backends = vec![
         BackendStatus {
@@ -82,5 +85,17 @@ pub fn report(configured: SandboxBackend) -> SandboxReport {
         selected,
         problem,
         cgroups: super::cgroup::describe(),
+        container: settings
+            .container
+            .as_ref()
+            .filter(|_| configured.is_container())
+            .map(|container| {
+                let checked = super::container::check(configured, container);
+                BackendStatus {
+                    name: configured.as_str(),
+                    works: checked.is_ok(),
+                    detail: checked.unwrap_or_else(|why| why),
+                }
+            }),
     }
 }

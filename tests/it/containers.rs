@@ -28,7 +28,10 @@ impl Engine {
             "podman and mmdebstrap (apt-get install -y podman runc mmdebstrap)",
             found,
         )?;
-        let image = format!("localhost/ccfan-worker:it-{}", std::process::id());
+        // One image per test: each removes its own when done.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let image = format!("localhost/ccfan-worker:it-{}-{n}", std::process::id());
         let built =
             Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/worker-image.sh"))
                 .args([&image, env!("CARGO_BIN_EXE_ccfan")])
@@ -176,6 +179,14 @@ fn a_tasks_file_fans_out_to_podman_containers_through_the_same_gate() {
     );
     // Every attempt's container was removed.
     assert_eq!(engine.left(run["run_id"].as_str().unwrap()), "");
+    // `ccfan doctor` finds the engine and the image.
+    let doctor = env.ccfan(&["doctor", "--json"]).json();
+    let engine_status = &doctor["sandbox"]["container"];
+    assert_eq!(engine_status["works"], true, "{doctor}");
+    assert!(
+        engine_status["detail"].as_str().unwrap().contains("podman"),
+        "{doctor}"
+    );
 }
 
 #[test]
