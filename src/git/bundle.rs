@@ -52,7 +52,7 @@ pub fn write_bundle(
     write_bundle_in(&git, tip, ref_name, of, path)
 }
 
-fn write_bundle_in(
+pub(super) fn write_bundle_in(
     git: &Repository,
     tip: &str,
     ref_name: &str,
@@ -193,7 +193,7 @@ pub fn read_bundle(repo: &RepoPaths, path: &Path, max_bytes: u64) -> Result<Bund
 }
 
 /// [`read_bundle`] into `git`; `prerequisites`: whether the commits it lists as prerequisites must be there.
-fn read_pack(
+pub(super) fn read_pack(
     git: &Repository,
     path: &Path,
     max_bytes: u64,
@@ -216,55 +216,7 @@ fn read_pack(
         )));
     }
     let mut reader = BufReader::new(file.take(max_bytes));
-    let mut line = String::new();
-    let next_line = |reader: &mut BufReader<std::io::Take<std::fs::File>>, line: &mut String| {
-        line.clear();
-        reader
-            .by_ref()
-            .take(MAX_LINE)
-            .read_line(line)
-            .map_err(io(format!("cannot read {}", path.display())))
-    };
-    next_line(&mut reader, &mut line)?;
-    if line.trim_end() != HEADER {
-        // What it says instead is not quoted: it may be any file's first line.
-        return Err(bad(format!(
-            "its first line is not {HEADER:?} (a git v2 bundle)"
-        )));
-    }
-    let mut head = BundleHead {
-        prerequisites: Vec::new(),
-        refs: Vec::new(),
-    };
-    for _ in 0..=MAX_LINES {
-        next_line(&mut reader, &mut line)?;
-        if !line.ends_with('\n') {
-            return Err(bad("its header ends before its pack".to_string()));
-        }
-        let text = line.trim_end_matches('\n');
-        if text.is_empty() {
-            break;
-        }
-        if let Some(rest) = text.strip_prefix('-') {
-            let sha = rest.split(' ').next().unwrap_or_default();
-            head.prerequisites
-                .push(full_id(sha).ok_or_else(|| bad(format!("bad prerequisite line {text:?}")))?);
-        } else {
-            let (sha, name) = text
-                .split_once(' ')
-                .ok_or_else(|| bad(format!("bad ref line {text:?}")))?;
-            let sha = full_id(sha).ok_or_else(|| bad(format!("bad ref line {text:?}")))?;
-            if !git2::Reference::is_valid_name(name) {
-                return Err(bad(format!("{name:?} is not a ref name")));
-            }
-            head.refs.push((sha, name.to_string()));
-        }
-        if head.prerequisites.len() + head.refs.len() > MAX_LINES {
-            return Err(bad(format!(
-                "it lists more than {MAX_LINES} refs and prerequisites"
-            )));
-        }
-    }
+    let head = read_head(&mut reader, path, &bad)?;
     if head.refs.is_empty() {
         return Err(bad("it carries no ref".to_string()));
     }
@@ -415,6 +367,69 @@ fn connected(
     Ok(())
 }
 
+/// The header of a bundle, up to the blank line before its pack: its first line, prerequisites and refs.
+fn read_head(
+    reader: &mut BufReader<std::io::Take<std::fs::File>>,
+    path: &Path,
+    bad: &dyn Fn(String) -> GitError,
+) -> Result<BundleHead> {
+    let mut line = String::new();
+    let next_line = |reader: &mut BufReader<std::io::Take<std::fs::File>>, line: &mut String| {
+        line.clear();
+        reader
+            .by_ref()
+            .take(MAX_LINE)
+            .read_line(line)
+            .map_err(io(format!("cannot read {}", path.display())))
+    };
+    next_line(reader, &mut line)?;
+    if line.trim_end() != HEADER {
+        // What it says instead is not quoted: it may be any file's first line.
+        return Err(bad(format!(
+            "its first line is not {HEADER:?} (a git v2 bundle)"
+        )));
+    }
+    let mut head = BundleHead {
+        prerequisites: Vec::new(),
+        refs: Vec::new(),
+    };
+    for n in 0..=MAX_LINES {
+        next_line(reader, &mut line)?;
+        if !line.ends_with('\n') {
+            return Err(bad(
+                "its header ends before its pack, or a line of it is over 4 KiB".to_string(),
+            ));
+        }
+        let text = line.trim_end_matches('\n');
+        if text.is_empty() {
+            break;
+        }
+        if let Some(rest) = text.strip_prefix('-') {
+            let sha = rest.split(' ').next().unwrap_or_default();
+            head.prerequisites.push(
+                full_id(sha)
+                    .ok_or_else(|| bad(format!("line {} is a bad prerequisite line", n + 2)))?,
+            );
+        } else {
+            let (sha, name) = text
+                .split_once(' ')
+                .ok_or_else(|| bad(format!("line {} is a bad ref line", n + 2)))?;
+            let sha =
+                full_id(sha).ok_or_else(|| bad(format!("line {} is a bad ref line", n + 2)))?;
+            if !git2::Reference::is_valid_name(name) {
+                return Err(bad(format!("line {} names no valid ref", n + 2)));
+            }
+            head.refs.push((sha, name.to_string()));
+        }
+        if head.prerequisites.len() + head.refs.len() > MAX_LINES {
+            return Err(bad(format!(
+                "it lists more than {MAX_LINES} refs and prerequisites"
+            )));
+        }
+    }
+    Ok(head)
+}
+
 /// `sha` when it is a full SHA-1 object id in lower-case hex.
 fn full_id(sha: &str) -> Option<String> {
     (sha.len() == 40
@@ -422,98 +437,4 @@ fn full_id(sha: &str) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
     .then(|| sha.to_string())
-}
-
-/// Makes a repository whose git folder is `git_dir` and whose files are checked out in `dir` (outside it: the
-/// worker there cannot reach the git folder through its tree), holding only the snapshot bundle at `bundle` (its
-/// prerequisites are left out: the runner needs the base's files, not its history), with branch `ccfan-attempt`
-/// at the base checked out; returns the base commit.
-pub fn checkout_snapshot(
-    bundle: &Path,
-    git_dir: &Path,
-    dir: &Path,
-    max_bytes: u64,
-) -> Result<String> {
-    std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
-    let mut options = git2::RepositoryInitOptions::new();
-    options.workdir_path(dir).no_dotgit_dir(true);
-    let git = Repository::init_opts(git_dir, &options).map_err(git2_context(format!(
-        "cannot make a repository in {}",
-        git_dir.display()
-    )))?;
-    let head = read_pack(&git, bundle, max_bytes, false)?;
-    let [(base, _)] = head.refs.as_slice() else {
-        return Err(GitError::Io {
-            context: format!(
-                "{} carries {} refs, not the one base",
-                bundle.display(),
-                head.refs.len()
-            ),
-            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
-        });
-    };
-    let commit = git
-        .find_commit(oid(base)?)
-        .map_err(git2_context(format!("cannot read the base {base}")))?;
-    git.branch("ccfan-attempt", &commit, true)
-        .map_err(git2_context("cannot make the attempt's branch"))?;
-    git.set_head("refs/heads/ccfan-attempt")
-        .map_err(git2_context("cannot point HEAD at the attempt's branch"))?;
-    let mut checkout = git2::build::CheckoutBuilder::new();
-    checkout.force();
-    git.checkout_head(Some(&mut checkout))
-        .map_err(git2_context(format!(
-            "cannot check out the base in {}",
-            dir.display()
-        )))?;
-    Ok(base.clone())
-}
-
-/// Writes a bundle of `tip` from the repository whose git folder is `git_dir` (the runner's); returns its size and
-/// the tip's tree.
-pub fn write_bundle_from(
-    git_dir: &Path,
-    tip: &str,
-    ref_name: &str,
-    of: BundleOf<'_>,
-    path: &Path,
-) -> Result<(u64, String)> {
-    let git = Repository::open(git_dir)
-        .map_err(git2_context(format!("cannot open {}", git_dir.display())))?;
-    let size = write_bundle_in(&git, tip, ref_name, of, path)?;
-    let tree = git
-        .find_commit(oid(tip)?)
-        .map_err(git2_context(format!("cannot read commit {tip}")))?
-        .tree_id()
-        .to_string();
-    Ok((size, tree))
-}
-
-/// The tree of commit `sha`.
-pub fn tree_of(repo: &RepoPaths, sha: &str) -> Result<String> {
-    let git = repo.open()?;
-    let commit = git
-        .find_commit(oid(sha)?)
-        .map_err(git2_context(format!("cannot read commit {sha}")))?;
-    Ok(commit.tree_id().to_string())
-}
-
-/// Makes the files of `worktree` those of commit `sha` (added, changed and deleted as against the tree checked
-/// out there), without moving its HEAD or branch: a change recorded elsewhere (a portable attempt) becomes the
-/// worktree's, for ccfan to record as its own.
-pub fn materialize(worktree: &Path, sha: &str) -> Result<()> {
-    let git = Repository::open(worktree).map_err(git2_context(format!(
-        "cannot open worktree {}",
-        worktree.display()
-    )))?;
-    let commit = git
-        .find_commit(oid(sha)?)
-        .map_err(git2_context(format!("cannot read commit {sha}")))?;
-    let mut checkout = git2::build::CheckoutBuilder::new();
-    checkout.force();
-    git.checkout_tree(commit.as_object(), Some(&mut checkout))
-        .map_err(git2_context(format!(
-            "cannot check the change of {sha} out into {}",
-            worktree.display()
-        )))
 }

@@ -503,6 +503,7 @@ mod bundle;
 mod change;
 mod diff;
 mod merge;
+mod snapshot;
 mod tree;
 mod worktree;
 
@@ -510,6 +511,7 @@ pub use bundle::*;
 pub use change::*;
 pub use diff::*;
 pub use merge::*;
+pub use snapshot::*;
 pub use tree::*;
 pub use worktree::*;
 

@@ -9,8 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::portable::{self, Order};
-use super::run_worker::{AttemptContext, RunWorkerError, WorkerRun};
-use crate::model::{ExitStatus, TaskSpec};
+use crate::model::{ExitStatus, RunId, TaskSpec};
 use crate::paths::AttemptDir;
 use crate::policy::Policy;
 use crate::sandbox::Outcome;
@@ -19,22 +18,35 @@ use crate::sandbox::container::{self, ContainerRun};
 /// Time the container gets past the worker's own limit (the runner enforces that one; this is for the copies).
 const GRACE: Duration = Duration::from_secs(120);
 
-/// Runs `task`'s attempt in a container; `Ok` with a not-started outcome (and the reason in its log) when it cannot.
+/// Where an attempt is, on this machine.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Where<'a> {
+    /// Run id.
+    pub run_id: &'a RunId,
+    /// Attempt number.
+    pub attempt: u32,
+    /// The task's worktree (its files become the attempt's once it came back).
+    pub worktree: &'a Path,
+    /// The attempt's folder.
+    pub dir: &'a Path,
+    /// The attempt's process token (the container's label).
+    pub token: &'a str,
+}
+
+/// Runs `task`'s attempt in a container; a not-started outcome (with the reason in its log) when it cannot. `Err`:
+/// the attempt's folder could not be made (the path and why).
 pub(super) fn run(
     task: &TaskSpec,
     policy: &Policy,
-    context: &AttemptContext<'_>,
+    context: &Where<'_>,
     cancel: &AtomicBool,
     extra: &[(String, String)],
-) -> Result<WorkerRun, RunWorkerError> {
+) -> Result<Outcome, (std::path::PathBuf, std::io::Error)> {
     let log = AttemptDir::of(context.dir).log();
     let started = std::time::Instant::now();
     let not_started = |message: String| {
         let _ = std::fs::write(&log, format!("ccfan: {message}\n"));
-        Ok(WorkerRun {
-            outcome: Outcome::not_started(message),
-            agent: None,
-        })
+        Ok(Outcome::not_started(message))
     };
     let Some(settings) = &policy.sandbox.container else {
         return not_started(
@@ -54,9 +66,9 @@ pub(super) fn run(
     let remote = context.dir.join("remote");
     let (input, output, _) = portable::folders(&remote);
     if remote.exists() {
-        std::fs::remove_dir_all(&remote).map_err(|source| io(&remote, source))?;
+        std::fs::remove_dir_all(&remote).map_err(|source| (remote.clone(), source))?;
     }
-    std::fs::create_dir_all(&output).map_err(|source| io(&output, source))?;
+    std::fs::create_dir_all(&output).map_err(|source| (output.clone(), source))?;
     let steps = Steps {
         task,
         policy,
@@ -71,18 +83,11 @@ pub(super) fn run(
     }
 }
 
-fn io(path: &Path, source: std::io::Error) -> RunWorkerError {
-    RunWorkerError::TaskFile {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// One container attempt's parts.
 struct Steps<'a> {
     task: &'a TaskSpec,
     policy: &'a Policy,
-    context: &'a AttemptContext<'a>,
+    context: &'a Where<'a>,
     cancel: &'a AtomicBool,
     input: &'a Path,
     output: &'a Path,
@@ -96,7 +101,7 @@ impl Steps<'_> {
         argv: &[String],
         extra: &[(String, String)],
         started: std::time::Instant,
-    ) -> Result<WorkerRun, String> {
+    ) -> Result<Outcome, String> {
         let (task, context) = (self.task, self.context);
         let repo = crate::git::discover(context.worktree).map_err(|e| e.to_string())?;
         let base = crate::git::head_commit(&repo)
@@ -180,7 +185,7 @@ impl Steps<'_> {
         ran: container::ContainerOutcome,
         settings: &crate::policy::ContainerSettings,
         started: std::time::Instant,
-    ) -> Result<WorkerRun, String> {
+    ) -> Result<Outcome, String> {
         let context = self.context;
         let files = AttemptDir::of(context.dir);
         let mut notes = vec![format!(
@@ -235,21 +240,18 @@ impl Steps<'_> {
                 )
             }
         };
-        Ok(WorkerRun {
-            outcome: Outcome {
-                exit,
-                output_bytes,
-                log_capped,
-                duration: started.elapsed(),
-                leftovers_killed: 0,
-                backend: match self.policy.sandbox.backend {
-                    crate::policy::SandboxBackend::Docker => "docker",
-                    _ => "podman",
-                },
-                git_protected: false,
-                notes,
+        Ok(Outcome {
+            exit,
+            output_bytes,
+            log_capped,
+            duration: started.elapsed(),
+            leftovers_killed: 0,
+            backend: match self.policy.sandbox.backend {
+                crate::policy::SandboxBackend::Docker => "docker",
+                _ => "podman",
             },
-            agent: None,
+            git_protected: false,
+            notes,
         })
     }
 }

@@ -100,26 +100,13 @@ pub fn run_worker(
         ("CCFAN_REPORT_FILE".to_string(), lossy(&report_file)),
     ];
     extra.extend(context.resources.iter().cloned());
-    match context.plan {
-        AttemptMode::Planning => extra.push(("CCFAN_PLAN".to_string(), "1".to_string())),
-        AttemptMode::Review(brief) => {
-            extra.push(("CCFAN_REVIEW".to_string(), "1".to_string()));
-            extra.push(("CCFAN_REVIEW_DIFF".to_string(), lossy(&brief.diff_file)));
-        }
-        AttemptMode::Work | AttemptMode::Approved { .. } => {}
-    }
+    extra.extend(mode_env(context.plan));
     if let Some(candidate) = &task.candidate {
         extra.push(("CCFAN_CANDIDATE".to_string(), candidate.n.to_string()));
         extra.push(("CCFAN_CANDIDATES".to_string(), candidate.total.to_string()));
     }
-    // A container backend runs the task's own work there (planning and reviewing read the tree here).
-    if policy.sandbox.backend.is_container()
-        && matches!(
-            context.plan,
-            AttemptMode::Work | AttemptMode::Approved { .. }
-        )
-    {
-        return super::remote::run(task, policy, context, cancel, &extra);
+    if let Some(ran) = in_container(task, policy, context, cancel, &extra) {
+        return ran;
     }
     let mut env = sandbox::worker_env(&policy.sandbox, &task.worker, &extra);
     let mut sandbox_policy = SandboxPolicy::for_worker(
@@ -185,6 +172,55 @@ pub fn run_worker(
         outcome,
         agent: Some(summary),
     })
+}
+
+/// What a planning worker or a reviewer is told in its environment.
+fn mode_env(mode: AttemptMode<'_>) -> Vec<(String, String)> {
+    match mode {
+        AttemptMode::Planning => vec![("CCFAN_PLAN".to_string(), "1".to_string())],
+        AttemptMode::Review(brief) => vec![
+            ("CCFAN_REVIEW".to_string(), "1".to_string()),
+            (
+                "CCFAN_REVIEW_DIFF".to_string(),
+                brief.diff_file.to_string_lossy().into_owned(),
+            ),
+        ],
+        AttemptMode::Work | AttemptMode::Approved { .. } => Vec::new(),
+    }
+}
+
+/// A container backend runs the task's own work in a container (planning and reviewing read the tree here):
+/// `None` when this attempt runs here.
+fn in_container(
+    task: &TaskSpec,
+    policy: &Policy,
+    context: &AttemptContext<'_>,
+    cancel: &AtomicBool,
+    extra: &[(String, String)],
+) -> Option<Result<WorkerRun, RunWorkerError>> {
+    if !policy.sandbox.backend.is_container()
+        || !matches!(
+            context.plan,
+            AttemptMode::Work | AttemptMode::Approved { .. }
+        )
+    {
+        return None;
+    }
+    let at = super::remote::Where {
+        run_id: context.run_id,
+        attempt: context.attempt,
+        worktree: context.worktree,
+        dir: context.dir,
+        token: context.token,
+    };
+    Some(
+        super::remote::run(task, policy, &at, cancel, extra)
+            .map(|outcome| WorkerRun {
+                outcome,
+                agent: None,
+            })
+            .map_err(|(path, source)| RunWorkerError::TaskFile { path, source }),
+    )
 }
 
 /// Writes the task file the worker reads and makes its outbox; returns both paths.

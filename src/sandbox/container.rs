@@ -4,8 +4,7 @@
 //! CPU and process limits, a wall-clock limit and cancellation that kill the container, and labels naming the
 //! run, task and attempt so that recovery after a crash can remove what was left.
 
-use std::io::Read;
-use std::path::{Component, Path};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ pub const ROOT: &str = "/ccfan";
 /// The label every container of ccfan carries: the attempt's process token.
 pub const TOKEN_LABEL: &str = "io.ccfan.token";
 /// The most bytes copied back out of a container.
-const MAX_OUT: u64 = 5 << 30;
+pub(super) const MAX_OUT: u64 = 5 << 30;
 /// How often a running container is checked against its time limit and cancellation.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -227,7 +226,7 @@ async fn carry(
     id: &str,
     run: &ContainerRun<'_>,
 ) -> Result<ContainerOutcome, ContainerError> {
-    let tar = pack_input(run.input)?;
+    let tar = super::archive::pack_input(run.input)?;
     engine
         .docker
         .upload_to_container(
@@ -328,20 +327,6 @@ async fn save_logs(engine: &Engine, id: &str, log: &Path) {
     }
 }
 
-/// `input` as a tar of `ccfan/in/…`, to be unpacked at `/`.
-fn pack_input(input: &Path) -> Result<Vec<u8>, ContainerError> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.mode(tar::HeaderMode::Deterministic);
-    builder.follow_symlinks(false);
-    builder
-        .append_dir_all("ccfan/in", input)
-        .and_then(|()| builder.into_inner())
-        .map_err(|source| ContainerError::Io {
-            context: format!("cannot pack {}", input.display()),
-            source,
-        })
-}
-
 /// Copies `/ccfan/out` back into `output`: regular files and folders only, every path inside it, at most
 /// [`MAX_OUT`] bytes — what a container hands back is not trusted.
 async fn copy_out(engine: &Engine, id: &str, output: &Path) -> Result<(), ContainerError> {
@@ -360,64 +345,7 @@ async fn copy_out(engine: &Engine, id: &str, output: &Path) -> Result<(), Contai
         }
         tar.extend_from_slice(&chunk);
     }
-    unpack_output(&tar, output)
-}
-
-/// Unpacks a tar of `out/…` into `output`, refusing links, devices and any path that would leave it.
-pub fn unpack_output(tar: &[u8], output: &Path) -> Result<(), ContainerError> {
-    let io = |context: String| move |source| ContainerError::Io { context, source };
-    std::fs::create_dir_all(output).map_err(io(format!("cannot create {}", output.display())))?;
-    let mut archive = tar::Archive::new(tar);
-    for entry in archive
-        .entries()
-        .map_err(io("cannot read the container's output".to_string()))?
-    {
-        let mut entry = entry.map_err(io("cannot read the container's output".to_string()))?;
-        let path = entry
-            .path()
-            .map_err(io("cannot read the container's output".to_string()))?
-            .into_owned();
-        let Ok(inside) = path.strip_prefix("out") else {
-            continue;
-        };
-        if inside
-            .components()
-            .any(|part| !matches!(part, Component::Normal(_)))
-        {
-            continue;
-        }
-        let target = output.join(inside);
-        match entry.header().entry_type() {
-            tar::EntryType::Directory => {
-                std::fs::create_dir_all(&target)
-                    .map_err(io(format!("cannot create {}", target.display())))?;
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(io(format!("cannot create {}", parent.display())))?;
-                }
-                let mut bytes = Vec::new();
-                entry
-                    .by_ref()
-                    .take(MAX_OUT)
-                    .read_to_end(&mut bytes)
-                    .map_err(io(format!(
-                        "cannot read {} from the container",
-                        inside.display()
-                    )))?;
-                // A new file: never through a link something put there.
-                let _ = std::fs::remove_file(&target);
-                std::fs::write(&target, bytes)
-                    .map_err(io(format!("cannot write {}", target.display())))?;
-            }
-            _ => tracing::warn!(
-                "left out {} from the container's output: not a file",
-                inside.display()
-            ),
-        }
-    }
-    Ok(())
+    super::archive::unpack_output(&tar, output)
 }
 
 /// `ccfan doctor`: whether the engine answers and holds the image (`Ok`: what it is), or why not, with the fix.

@@ -3,6 +3,7 @@
 //! its own session, cgroup limits, a capped log, a timeout and a whole-tree kill. The library never spawns a
 //! process any other way.
 
+mod archive;
 mod backend;
 mod bwrap;
 mod cgroup;
