@@ -26,7 +26,16 @@ fn main() -> ExitCode {
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // The container engine's client logs its requests' bodies (a worker's variables, API keys among them) at debug
+    // and trace: never shown, whatever the level asked for.
+    let quiet = |filter: EnvFilter| {
+        filter.add_directive(
+            "bollard=info"
+                .parse()
+                .unwrap_or_else(|_| level.parse().unwrap_or_default()),
+        )
+    };
+    let filter = quiet(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)));
     // Colour only for a person at a terminal, and never when NO_COLOR is set (https://no-color.org).
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());

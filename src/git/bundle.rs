@@ -259,6 +259,16 @@ pub struct ReceivedCommit {
 
 /// The most tree entries looked at when checking what a bundle brought.
 const MAX_ENTRIES: usize = 2_000_000;
+/// The most bytes of new files a change may bring (what checking it out would write).
+const MAX_NEW_BYTES: u64 = 2 << 30;
+/// The deepest folder nesting accepted (a deeper tree is a way to exhaust a walker's stack, not a project).
+const MAX_DEPTH: usize = 256;
+
+/// What is left to look at in a received tree.
+struct Budget {
+    entries: usize,
+    bytes: u64,
+}
 
 /// Takes in a bundle that must carry exactly one commit whose only parent is `base`: it is read first into a
 /// quarantine that sees the repository's objects, and only once the commit's whole tree is there (every object
@@ -312,8 +322,11 @@ pub fn receive_commit(
     let tree = found
         .tree()
         .map_err(|_| refused(format!("the tree of {commit} did not come with it")))?;
-    let mut budget = MAX_ENTRIES;
-    connected(&quarantine, &tree, Some(&base_tree), &mut budget).map_err(refused)?;
+    let mut budget = Budget {
+        entries: MAX_ENTRIES,
+        bytes: MAX_NEW_BYTES,
+    };
+    connected(&quarantine, &tree, Some(&base_tree), &mut budget, 0).map_err(refused)?;
     // Everything checked: the same pack, into the repository.
     let git = repo.open()?;
     read_pack(&git, path, max_bytes, true)?;
@@ -329,14 +342,19 @@ fn connected(
     git: &Repository,
     tree: &git2::Tree<'_>,
     old: Option<&git2::Tree<'_>>,
-    budget: &mut usize,
+    budget: &mut Budget,
+    depth: usize,
 ) -> std::result::Result<(), String> {
     if old.is_some_and(|old| old.id() == tree.id()) {
         return Ok(());
     }
+    if depth > MAX_DEPTH {
+        return Err(format!("its tree nests folders more than {MAX_DEPTH} deep"));
+    }
     let odb = git.odb().map_err(|error| error.message().to_string())?;
     for entry in tree {
-        *budget = budget
+        budget.entries = budget
+            .entries
             .checked_sub(1)
             .ok_or_else(|| format!("its tree has more than {MAX_ENTRIES} entries"))?;
         if entry.name_bytes().eq_ignore_ascii_case(b".git") {
@@ -353,13 +371,16 @@ fn connected(
                     format!("tree {} of its change did not come with it", entry.id())
                 })?;
                 let old_sub = before.and_then(|id| git.find_tree(id).ok());
-                connected(git, &sub, old_sub.as_ref(), budget)?;
+                connected(git, &sub, old_sub.as_ref(), budget, depth + 1)?;
             }
-            Some(git2::ObjectType::Blob) if !odb.exists(entry.id()) => {
-                return Err(format!(
-                    "file {} of its change did not come with it",
-                    entry.id()
-                ));
+            Some(git2::ObjectType::Blob) => {
+                let (size, _) = odb.read_header(entry.id()).map_err(|_| {
+                    format!("file {} of its change did not come with it", entry.id())
+                })?;
+                budget.bytes = budget
+                    .bytes
+                    .checked_sub(size as u64)
+                    .ok_or_else(|| format!("its new files hold more than {MAX_NEW_BYTES} bytes"))?;
             }
             _ => {}
         }

@@ -255,7 +255,13 @@ impl Carrier<'_> {
             &branch,
             parent,
         ) {
-            Ok(recorded) => recorded,
+            // Git state the worker changed in its container is judged as if it had changed it here.
+            Ok(mut recorded) => {
+                recorded
+                    .tampered
+                    .extend(super::remote::tampered(&begun.dir));
+                recorded
+            }
             // A full disk stops the run (there is nothing more to do); anything else ends this task only.
             Err(error) if !crate::util::disk_full(&error) => {
                 return Ok(Err(self.unrecorded(

@@ -249,13 +249,14 @@ fn run_worker(
             .iter()
             .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value))),
     );
+    // The task's base, unless the order names it (at home it is the task's base, not this attempt's start).
+    env.push(("CCFAN_BASE_SHA".to_string(), order.base.clone()));
     env.extend(order.env.iter().cloned());
     env.extend([
         ("CCFAN_RUN_ID".to_string(), order.run_id.clone()),
         ("CCFAN_TASK_ID".to_string(), order.task_id.clone()),
         ("CCFAN_ATTEMPT".to_string(), order.attempt.to_string()),
         ("CCFAN_WORKTREE".to_string(), lossy(tree)),
-        ("CCFAN_BASE_SHA".to_string(), order.base.clone()),
         ("CCFAN_TASK_FILE".to_string(), lossy(&input.join(TASK_FILE))),
         (
             "CCFAN_REPORT_FILE".to_string(),

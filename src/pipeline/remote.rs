@@ -113,6 +113,13 @@ impl Steps<'_> {
                 .into_iter()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                 .filter(|(name, _)| !task.worker.env.iter().any(|(known, _)| known == name))
+                // This machine's paths and identity mean nothing there: the image and the runner set their own.
+                .filter(|(name, _)| {
+                    !matches!(
+                        name.as_str(),
+                        "PATH" | "HOME" | "SHELL" | "TMPDIR" | "USER" | "LOGNAME" | "PWD"
+                    )
+                })
                 .collect();
         let order = Order {
             schema: 1,
@@ -187,59 +194,50 @@ impl Steps<'_> {
         started: std::time::Instant,
     ) -> Result<Outcome, String> {
         let context = self.context;
-        let files = AttemptDir::of(context.dir);
         let mut notes = vec![format!(
             "ran in a {} container of {}",
             self.policy.sandbox.backend.as_str(),
             settings.image
         )];
-        let killed = matches!(ran.exit, ExitStatus::TimedOut | ExitStatus::Cancelled);
-        let came_back = (!killed)
-            .then(|| {
-                let kept = format!(
-                    "refs/ccfan/{}/{}/remote-{}",
-                    context.run_id, self.task.id, context.attempt
-                );
-                portable::receive(repo, self.output, base, &kept)
-            })
-            .transpose();
-        // The worker's log and report are the attempt's, wherever it ran.
-        let _ = std::fs::copy(self.output.join(portable::LOG), files.log());
-        let report = self
-            .output
-            .join(portable::OUTBOX)
-            .join(crate::paths::FINAL_REPORT);
-        if crate::util::read_regular(&report, crate::util::MAX_WORKER_FILE).is_ok() {
-            let _ = std::fs::create_dir_all(files.outbox());
-            let _ = std::fs::copy(&report, files.report_file());
-        }
-        let (exit, output_bytes, log_capped) = match came_back {
-            Ok(Some(received)) => {
-                if let Some(commit) = &received.manifest.commit {
-                    crate::git::materialize(context.worktree, commit).map_err(|e| e.to_string())?;
+        let (exit, output_bytes, log_capped) = match ran.exit {
+            ExitStatus::TimedOut | ExitStatus::Cancelled => (ran.exit, 0, false),
+            // The runner reports the worker's end in its manifest; its own failure is the attempt's.
+            ExitStatus::Code { code: 0 } => match self.received(repo, base) {
+                Ok((manifest, tampered)) => {
+                    notes.extend(
+                        tampered
+                            .iter()
+                            .map(|what| format!("in the container: {what}")),
+                    );
+                    write_tampered(context.dir, &tampered);
+                    (
+                        reported_exit(manifest.exit),
+                        manifest.output_bytes,
+                        manifest.log_capped,
+                    )
                 }
-                notes.extend(
-                    received
-                        .manifest
-                        .tampered
-                        .iter()
-                        .map(|what| format!("in the container: {what}")),
-                );
-                let manifest = received.manifest;
-                (manifest.exit, manifest.output_bytes, manifest.log_capped)
-            }
-            Ok(None) => (ran.exit, 0, false),
-            Err(error) => {
-                notes.push(format!("what came back was refused: {error}"));
-                (
-                    ExitStatus::SpawnFailed {
-                        message: format!("the container's attempt did not come back: {error}"),
-                    },
-                    0,
-                    false,
-                )
-            }
+                Err(error) => {
+                    notes.push(format!("what came back was refused: {error}"));
+                    (
+                        spawn_failed(format!(
+                            "the container's attempt did not come back: {error}"
+                        )),
+                        0,
+                        false,
+                    )
+                }
+            },
+            other => (
+                spawn_failed(format!(
+                    "the runner in the container ended with {other}: {}",
+                    tail(&context.dir.join("remote/container.log"))
+                )),
+                0,
+                false,
+            ),
         };
+        // Nothing of the container's is kept: what mattered is in the worktree, the log and the report now.
+        let _ = std::fs::remove_dir_all(context.dir.join("remote"));
         Ok(Outcome {
             exit,
             output_bytes,
@@ -254,6 +252,116 @@ impl Steps<'_> {
             notes,
         })
     }
+
+    /// Takes the attempt back: received through its checks, its change checked out into the worktree (put back to
+    /// the base if that fails half-way), its log and report copied as the attempt's. The manifest and what the
+    /// runner says the worker tampered with.
+    fn received(
+        &self,
+        repo: &crate::git::RepoPaths,
+        base: &str,
+    ) -> Result<(portable::Manifest, Vec<String>), String> {
+        let context = self.context;
+        let kept = format!(
+            "refs/ccfan/{}/{}/remote-{}",
+            context.run_id, self.task.id, context.attempt
+        );
+        let received =
+            portable::receive(repo, self.output, base, &kept).map_err(|e| e.to_string())?;
+        if let Some(commit) = &received.manifest.commit
+            && let Err(error) = crate::git::materialize(context.worktree, commit)
+        {
+            let _ = super::tree::reset(context.worktree, base);
+            return Err(format!("cannot check the change out: {error}"));
+        }
+        let files = AttemptDir::of(context.dir);
+        copy_capped(
+            &self.output.join(portable::LOG),
+            &files.log(),
+            self.policy.log_limit,
+        );
+        let report = self
+            .output
+            .join(portable::OUTBOX)
+            .join(crate::paths::FINAL_REPORT);
+        if report.is_file() {
+            let _ = std::fs::create_dir_all(files.outbox());
+            copy_capped(&report, &files.report_file(), crate::util::MAX_WORKER_FILE);
+        }
+        let tampered = received.manifest.tampered.clone();
+        Ok((received.manifest, tampered))
+    }
+}
+
+fn spawn_failed(message: String) -> ExitStatus {
+    ExitStatus::SpawnFailed { message }
+}
+
+/// How the worker ended, as the runner reports it: only the ends a worker can have (a runner cannot claim the
+/// attempt was cancelled or never started).
+fn reported_exit(exit: ExitStatus) -> ExitStatus {
+    match exit {
+        ExitStatus::Code { .. }
+        | ExitStatus::Signal { .. }
+        | ExitStatus::TimedOut
+        | ExitStatus::OverLimit { .. } => exit,
+        other => ExitStatus::Code {
+            code: if other == ExitStatus::Cancelled {
+                130
+            } else {
+                127
+            },
+        },
+    }
+}
+
+/// Copies at most `max` bytes of the regular file `from` to a new `to` (never through a link).
+fn copy_capped(from: &Path, to: &Path, max: u64) {
+    if let Ok(bytes) = crate::util::read_regular(from, max) {
+        let _ = std::fs::remove_file(to);
+        let _ = std::fs::write(to, bytes);
+    }
+}
+
+/// The last lines of the container's own output, for a runner that failed.
+fn tail(log: &Path) -> String {
+    let bytes = crate::util::read_regular_tail(log, 2048).unwrap_or_default();
+    let text: String = String::from_utf8_lossy(&bytes)
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n')
+        .collect();
+    let text = text.trim();
+    if text.is_empty() {
+        "it printed nothing".to_string()
+    } else {
+        text.replace('\n', " / ")
+    }
+}
+
+/// Where the runner's report of what the worker tampered with is kept for the gate (the attempt's folder).
+fn tampered_file(dir: &Path) -> std::path::PathBuf {
+    dir.join("remote-tampered.json")
+}
+
+fn write_tampered(dir: &Path, tampered: &[String]) {
+    if !tampered.is_empty() {
+        let _ = std::fs::write(
+            tampered_file(dir),
+            serde_json::to_vec(tampered).unwrap_or_default(),
+        );
+    }
+}
+
+/// What the runner of the attempt in `dir` reported the worker tampered with in its container (git state it
+/// changed): the gate judges it as it does the same thing here.
+pub(super) fn tampered(dir: &Path) -> Vec<String> {
+    crate::util::read_regular(&tampered_file(dir), 64 * 1024)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Vec<String>>(&bytes).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|what| format!("in its container: {what}"))
+        .collect()
 }
 
 /// Variables whose values are paths on this machine, which mean nothing in the container (the runner sets its own).
@@ -266,6 +374,5 @@ fn host_path(name: &str) -> bool {
             | "CCFAN_RUN_ID"
             | "CCFAN_TASK_ID"
             | "CCFAN_ATTEMPT"
-            | "CCFAN_BASE_SHA"
     )
 }

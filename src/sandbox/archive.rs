@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::{Component, Path};
 
-use super::container::{ContainerError, MAX_OUT};
+use super::container::ContainerError;
 
 /// `input` as a tar of `ccfan/in/…`, to be unpacked at `/`.
 pub(super) fn pack_input(input: &Path) -> Result<Vec<u8>, ContainerError> {
@@ -21,59 +21,116 @@ pub(super) fn pack_input(input: &Path) -> Result<Vec<u8>, ContainerError> {
         })
 }
 
-/// Unpacks a tar of `out/…` into `output`, refusing links, devices and any path that would leave it.
-pub fn unpack_output(tar: &[u8], output: &Path) -> Result<(), ContainerError> {
+/// The files taken back from a container's output, with the most bytes each may hold: nothing else is written.
+const TAKEN: [(&str, u64); 4] = [
+    ("manifest.json", 1 << 20),
+    ("attempt.bundle", 512 << 20),
+    ("worker.log", 64 << 20),
+    ("outbox/final_report.md", 4 << 20),
+];
+/// The most entries of a container's output looked at.
+const MAX_ENTRIES: usize = 10_000;
+
+/// Unpacks the files ccfan takes back ([`TAKEN`]) from a tar of `out/…` into `output`, each as a new regular file
+/// of at most its size (a longer one is an error, never a silent cut); links, devices, other names and entries
+/// past [`MAX_ENTRIES`] are left out.
+pub fn unpack_output(tar: impl Read, output: &Path) -> Result<(), ContainerError> {
     let io = |context: String| move |source| ContainerError::Io { context, source };
     std::fs::create_dir_all(output).map_err(io(format!("cannot create {}", output.display())))?;
     let mut archive = tar::Archive::new(tar);
-    for entry in archive
-        .entries()
-        .map_err(io("cannot read the container's output".to_string()))?
-    {
-        let mut entry = entry.map_err(io("cannot read the container's output".to_string()))?;
-        let path = entry
-            .path()
-            .map_err(io("cannot read the container's output".to_string()))?
-            .into_owned();
+    let unreadable = || io("cannot read the container's output".to_string());
+    for (n, entry) in archive.entries().map_err(unreadable())?.enumerate() {
+        if n >= MAX_ENTRIES {
+            tracing::warn!(
+                "the container's output has more than {MAX_ENTRIES} entries: the rest is left out"
+            );
+            break;
+        }
+        let mut entry = entry.map_err(unreadable())?;
+        let path = entry.path().map_err(unreadable())?.into_owned();
         let Ok(inside) = path.strip_prefix("out") else {
             continue;
         };
-        if inside
+        let name = inside.to_string_lossy();
+        let Some((_, max)) = TAKEN.iter().find(|(taken, _)| *taken == name) else {
+            continue;
+        };
+        if !matches!(
+            entry.header().entry_type(),
+            tar::EntryType::Regular | tar::EntryType::Continuous
+        ) || inside
             .components()
             .any(|part| !matches!(part, Component::Normal(_)))
         {
             continue;
         }
-        let target = output.join(inside);
-        match entry.header().entry_type() {
-            tar::EntryType::Directory => {
-                std::fs::create_dir_all(&target)
-                    .map_err(io(format!("cannot create {}", target.display())))?;
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(io(format!("cannot create {}", parent.display())))?;
-                }
-                let mut bytes = Vec::new();
-                entry
-                    .by_ref()
-                    .take(MAX_OUT)
-                    .read_to_end(&mut bytes)
-                    .map_err(io(format!(
-                        "cannot read {} from the container",
-                        inside.display()
-                    )))?;
-                // A new file: never through a link something put there.
-                let _ = std::fs::remove_file(&target);
-                std::fs::write(&target, bytes)
-                    .map_err(io(format!("cannot write {}", target.display())))?;
-            }
-            _ => tracing::warn!(
-                "left out {} from the container's output: not a file",
-                inside.display()
-            ),
+        if entry.header().size().unwrap_or(u64::MAX) > *max {
+            return Err(ContainerError::Io {
+                context: format!("{name} from the container is over {max} bytes"),
+                source: std::io::Error::from(std::io::ErrorKind::FileTooLarge),
+            });
         }
+        let target = output.join(inside);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(io(format!("cannot create {}", parent.display())))?;
+        }
+        // A new file: never through a link something put there.
+        let _ = std::fs::remove_file(&target);
+        let mut file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&target)
+            .map_err(io(format!("cannot write {}", target.display())))?;
+        std::io::copy(&mut entry.by_ref().take(*max), &mut file)
+            .map_err(io(format!("cannot write {}", target.display())))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, bytes) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, path, *bytes).unwrap();
+        }
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        link.set_cksum();
+        builder
+            .append_link(&mut link, "out/worker.log", "/etc/passwd")
+            .unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn only_the_files_ccfan_takes_back_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = tar_of(&[
+            ("out/manifest.json", b"{}"),
+            ("out/outbox/final_report.md", b"## Summary"),
+            ("out/other.txt", b"x"),
+            ("out/outbox/nested/final_report.md", b"x"),
+        ]);
+        unpack_output(tar.as_slice(), dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("manifest.json")).unwrap(),
+            b"{}"
+        );
+        assert!(dir.path().join("outbox/final_report.md").is_file());
+        assert!(!dir.path().join("other.txt").exists());
+        assert!(
+            !dir.path().join("worker.log").exists(),
+            "a link was followed"
+        );
+        assert!(!dir.path().join("outbox/nested").exists());
+    }
 }

@@ -24,7 +24,7 @@ pub const ROOT: &str = "/ccfan";
 /// The label every container of ccfan carries: the attempt's process token.
 pub const TOKEN_LABEL: &str = "io.ccfan.token";
 /// The most bytes copied back out of a container.
-pub(super) const MAX_OUT: u64 = 5 << 30;
+const MAX_OUT: u64 = 1 << 30;
 /// How often a running container is checked against its time limit and cancellation.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -128,17 +128,24 @@ impl Engine {
     ) -> Result<Engine, ContainerError> {
         let socket = socket(backend, settings);
         let name = engine_name(backend);
-        let docker = if socket.starts_with("tcp://") || socket.starts_with("http://") {
-            Docker::connect_with_http(&socket, 120, bollard::API_DEFAULT_VERSION)
-        } else {
-            Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION)
+        if socket.starts_with("tcp://") || socket.starts_with("http://") {
+            // Plain HTTP would carry the worker's variables (API keys) in the clear.
+            return Err(ContainerError::Engine {
+                engine: name,
+                socket,
+                what: "connect",
+                message: "engines over tcp:// are not supported yet (no TLS): use the engine's unix socket, or \
+                          forward it over ssh to a local one"
+                    .to_string(),
+            });
         }
-        .map_err(|error| ContainerError::Engine {
-            engine: name,
-            socket: socket.clone(),
-            what: "connect",
-            message: error.to_string(),
-        })?;
+        let docker = Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION)
+            .map_err(|error| ContainerError::Engine {
+                engine: name,
+                socket: socket.clone(),
+                what: "connect",
+                message: error.to_string(),
+            })?;
         Ok(Engine {
             docker,
             name,
@@ -159,20 +166,37 @@ impl Engine {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ContainerError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| ContainerError::Io {
-            context: "cannot start the container engine's client".to_string(),
-            source,
-        })
+/// Runs `work` on a runtime of its own, on a thread of its own: callers may be inside another runtime (the MCP
+/// server recovers runs from its async handlers), where blocking on a second one would panic.
+fn block_on<T: Send>(
+    work: impl std::future::Future<Output = Result<T, ContainerError>> + Send,
+) -> Result<T, ContainerError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| ContainerError::Io {
+                        context: "cannot start the container engine's client".to_string(),
+                        source,
+                    })?
+                    .block_on(work)
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(ContainerError::Io {
+                    context: "the container engine's client stopped".to_string(),
+                    source: std::io::Error::other("panicked"),
+                })
+            })
+    })
 }
 
 /// Runs one attempt's container to its end: created, its input copied in, started, waited for (killed past its
 /// time limit or when cancelled), its output copied back, and removed whatever happened.
 pub fn run(run: &ContainerRun<'_>) -> Result<ContainerOutcome, ContainerError> {
-    runtime()?.block_on(async {
+    block_on(async {
         let engine = Engine::connect(run.backend, run.settings)?;
         let id = create(&engine, run).await?;
         let result = carry(&engine, &id, run).await;
@@ -202,6 +226,7 @@ async fn create(engine: &Engine, run: &ContainerRun<'_>) -> Result<String, Conta
         pids_limit: run.limits.pids.and_then(|pids| i64::try_from(pids).ok()),
         nano_cpus: run.settings.cpus.map(|cpus| (cpus * 1e9) as i64),
         network_mode: (!run.network).then(|| "none".to_string()),
+        security_opt: Some(vec!["no-new-privileges".to_string()]),
         ..Default::default()
     };
     let body = ContainerCreateBody {
@@ -261,7 +286,14 @@ async fn wait(
 ) -> Result<ExitStatus, ContainerError> {
     let mut waiting = Box::pin(engine.docker.wait_container(id, None));
     let mut stopped: Option<ExitStatus> = None;
+    let mut stopped_at = None;
     loop {
+        // A container that does not end within a minute of its kill is left to removal.
+        if let (Some(why), Some(at)) = (&stopped, stopped_at)
+            && Instant::now().duration_since(at) > Duration::from_secs(60)
+        {
+            return Ok(why.clone());
+        }
         tokio::select! {
             ended = waiting.next() => {
                 if let Some(stopped) = stopped {
@@ -279,7 +311,10 @@ async fn wait(
                     }),
                 };
             }
-            () = tokio::time::sleep(POLL), if stopped.is_none() => {
+            () = tokio::time::sleep(POLL) => {
+                if stopped.is_some() {
+                    continue;
+                }
                 let why = if run.cancel.load(Ordering::SeqCst) {
                     Some(ExitStatus::Cancelled)
                 } else if started.elapsed() >= run.timeout {
@@ -289,6 +324,7 @@ async fn wait(
                 };
                 if let Some(why) = why {
                     stopped = Some(why);
+                    stopped_at = Some(Instant::now());
                     let killed = engine
                         .docker
                         .kill_container(id, Some(KillContainerOptions { signal: "KILL".to_string() }))
@@ -330,53 +366,78 @@ async fn save_logs(engine: &Engine, id: &str, log: &Path) {
 /// Copies `/ccfan/out` back into `output`: regular files and folders only, every path inside it, at most
 /// [`MAX_OUT`] bytes — what a container hands back is not trusted.
 async fn copy_out(engine: &Engine, id: &str, output: &Path) -> Result<(), ContainerError> {
+    use std::io::Write;
     let options = DownloadFromContainerOptions {
         path: format!("{ROOT}/out"),
     };
     let mut stream = engine.docker.download_from_container(id, Some(options));
-    let mut tar = Vec::new();
+    // Streamed to a file beside the output, never held in memory, and cut off past the limit.
+    let spooled = output.with_extension("tar");
+    let io = |source| ContainerError::Io {
+        context: format!("cannot write {}", spooled.display()),
+        source,
+    };
+    let mut file = std::fs::File::create(&spooled).map_err(io)?;
+    let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(engine.failed("copy the attempt's output out"))?;
-        if (tar.len() + chunk.len()) as u64 > MAX_OUT {
+        written += chunk.len() as u64;
+        if written > MAX_OUT {
+            let _ = std::fs::remove_file(&spooled);
             return Err(ContainerError::Io {
                 context: format!("the container's output is over {MAX_OUT} bytes"),
                 source: std::io::Error::from(std::io::ErrorKind::FileTooLarge),
             });
         }
-        tar.extend_from_slice(&chunk);
+        file.write_all(&chunk).map_err(io)?;
     }
-    super::archive::unpack_output(&tar, output)
+    drop(file);
+    let unpacked = std::fs::File::open(&spooled)
+        .map_err(io)
+        .and_then(|file| super::archive::unpack_output(file, output));
+    let _ = std::fs::remove_file(&spooled);
+    unpacked
 }
 
 /// `ccfan doctor`: whether the engine answers and holds the image (`Ok`: what it is), or why not, with the fix.
 pub fn check(backend: SandboxBackend, settings: &ContainerSettings) -> Result<String, String> {
-    let checked = runtime().map_err(|e| e.to_string())?.block_on(async {
-        let engine = Engine::connect(backend, settings).map_err(|e| e.to_string())?;
-        let version = engine.docker.version().await.map_err(|error| {
-            format!(
-                "the {} engine does not answer at {}: {error} (start it: `podman system service --time=0 {}`, or                  set [sandbox.container] socket)",
-                engine.name, engine.socket, engine.socket
-            )
-        })?;
-        engine
-            .docker
-            .inspect_image(&settings.image)
-            .await
-            .map_err(|error| {
-                format!(
-                    "the image {} is not there: {error} (build it from the repository's Containerfile;                      scripts/worker-image.sh builds one from local files)",
-                    settings.image
-                )
-            })?;
-        Ok::<_, String>(format!(
+    let start = match backend {
+        SandboxBackend::Docker => "start the Docker daemon".to_string(),
+        _ => format!(
+            "start it: `podman system service --time=0 {}`",
+            socket(backend, settings)
+        ),
+    };
+    block_on(async {
+        let engine = match Engine::connect(backend, settings) {
+            Ok(engine) => engine,
+            Err(error) => return Ok(Err(error.to_string())),
+        };
+        let version = match engine.docker.version().await {
+            Ok(version) => version,
+            Err(error) => {
+                return Ok(Err(format!(
+                    "the {} engine does not answer at {}: {error} ({start}, or set [sandbox.container] socket)",
+                    engine.name, engine.socket
+                )));
+            }
+        };
+        if let Err(error) = engine.docker.inspect_image(&settings.image).await {
+            return Ok(Err(format!(
+                "the image {} is not there: {error} (build it from the repository's Containerfile; \
+                 scripts/worker-image.sh builds one from local files)",
+                settings.image
+            )));
+        }
+        Ok(Ok(format!(
             "{} {} at {}, image {}",
             engine.name,
             version.version.unwrap_or_default(),
             engine.socket,
             settings.image
-        ))
-    })?;
-    Ok(checked)
+        )))
+    })
+    .unwrap_or_else(|error| Err(error.to_string()))
 }
 
 /// Removes the containers left with label `token` (a crash of ccfan mid-attempt); returns how many.
@@ -385,8 +446,8 @@ pub fn remove_leftovers(
     settings: &ContainerSettings,
     token: &str,
 ) -> usize {
-    let removed = runtime().and_then(|runtime| {
-        runtime.block_on(async {
+    let removed = block_on(async {
+        {
             let engine = Engine::connect(backend, settings)?;
             let filters = std::collections::HashMap::from([(
                 "label".to_string(),
@@ -420,7 +481,7 @@ pub fn remove_leftovers(
                 }
             }
             Ok(removed)
-        })
+        }
     });
     removed.unwrap_or_else(|error| {
         tracing::warn!("cannot remove containers left by {token}: {error}");

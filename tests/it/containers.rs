@@ -123,6 +123,10 @@ fn a_tasks_file_fans_out_to_podman_containers_through_the_same_gate() {
         worker("leak", key),
         worker("hang", "sleep 600"),
         worker(
+            "own",
+            "echo x > src/own.txt && git add -A && git -c user.name=w -c user.email=w@x commit -qm own",
+        ),
+        worker(
             "twice",
             "if [ \"$CCFAN_ATTEMPT\" = 1 ]; then echo stray >> README.md; else sed -i /stray/d README.md; echo fixed > src/twice.txt; fi",
         ),
@@ -134,6 +138,7 @@ fn a_tasks_file_fans_out_to_podman_containers_through_the_same_gate() {
          [[task]]\nid = \"two\"\ngoal = \"two\"\nallowed = [\"src/**\"]\nworker = \"inside\"\n\
          [[task]]\nid = \"leak\"\ngoal = \"write keys\"\nallowed = [\"src/**\"]\nworker = \"leak\"\n\
          [[task]]\nid = \"hang\"\ngoal = \"hang\"\nallowed = [\"src/**\"]\nworker = \"hang\"\ntimeout = \"3s\"\n\
+         [[task]]\nid = \"own\"\ngoal = \"commit\"\nallowed = [\"src/**\"]\nworker = \"own\"\n\
          [[task]]\nid = \"twice\"\ngoal = \"fix on rework\"\nallowed = [\"src/**\"]\nworker = \"twice\"\n"
     ));
     let ran = env.run(&tasks, &["--jobs", "2"]);
@@ -177,6 +182,13 @@ fn a_tasks_file_fans_out_to_podman_containers_through_the_same_gate() {
         matches!(hang["state"].as_str(), Some("timed_out" | "blocked")),
         "{hang}"
     );
+    // The worker's own commit in its container is judged as it would be here.
+    let own = task(&run, "own");
+    assert!(
+        own["reason"].as_str().unwrap().contains("sandbox-escape"),
+        "{own}"
+    );
+    assert_ne!(own["state"], "merged", "{own}");
     // Every attempt's container was removed.
     assert_eq!(engine.left(run["run_id"].as_str().unwrap()), "");
     // `ccfan doctor` finds the engine and the image.
