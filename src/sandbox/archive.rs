@@ -5,20 +5,14 @@
 use std::io::Read;
 use std::path::{Component, Path};
 
-use super::container::ContainerError;
-
 /// `input` as a tar of `ccfan/in/…`, to be unpacked at `/`.
-pub(super) fn pack_input(input: &Path) -> Result<Vec<u8>, ContainerError> {
+pub(super) fn pack_input(input: &Path) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.mode(tar::HeaderMode::Deterministic);
     builder.follow_symlinks(false);
     builder
         .append_dir_all("ccfan/in", input)
         .and_then(|()| builder.into_inner())
-        .map_err(|source| ContainerError::Io {
-            context: format!("cannot pack {}", input.display()),
-            source,
-        })
 }
 
 /// The files taken back from a container's output, with the most bytes each may hold: nothing else is written.
@@ -34,8 +28,12 @@ const MAX_ENTRIES: usize = 10_000;
 /// Unpacks the files ccfan takes back ([`TAKEN`]) from a tar of `out/…` into `output`, each as a new regular file
 /// of at most its size (a longer one is an error, never a silent cut); links, devices, other names and entries
 /// past [`MAX_ENTRIES`] are left out.
-pub fn unpack_output(tar: impl Read, output: &Path) -> Result<(), ContainerError> {
-    let io = |context: String| move |source| ContainerError::Io { context, source };
+pub fn unpack_output(tar: impl Read, output: &Path) -> std::io::Result<()> {
+    let io = |context: String| {
+        move |source: std::io::Error| {
+            std::io::Error::new(source.kind(), format!("{context}: {source}"))
+        }
+    };
     std::fs::create_dir_all(output).map_err(io(format!("cannot create {}", output.display())))?;
     let mut archive = tar::Archive::new(tar);
     let unreadable = || io("cannot read the container's output".to_string());
@@ -65,10 +63,10 @@ pub fn unpack_output(tar: impl Read, output: &Path) -> Result<(), ContainerError
             continue;
         }
         if entry.header().size().unwrap_or(u64::MAX) > *max {
-            return Err(ContainerError::Io {
-                context: format!("{name} from the container is over {max} bytes"),
-                source: std::io::Error::from(std::io::ErrorKind::FileTooLarge),
-            });
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("{name} from the container is over {max} bytes"),
+            ));
         }
         let target = output.join(inside);
         if let Some(parent) = target.parent() {

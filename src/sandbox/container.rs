@@ -251,7 +251,10 @@ async fn carry(
     id: &str,
     run: &ContainerRun<'_>,
 ) -> Result<ContainerOutcome, ContainerError> {
-    let tar = super::archive::pack_input(run.input)?;
+    let tar = super::archive::pack_input(run.input).map_err(|source| ContainerError::Io {
+        context: format!("cannot pack {}", run.input.display()),
+        source,
+    })?;
     engine
         .docker
         .upload_to_container(
@@ -392,9 +395,12 @@ async fn copy_out(engine: &Engine, id: &str, output: &Path) -> Result<(), Contai
         file.write_all(&chunk).map_err(io)?;
     }
     drop(file);
-    let unpacked = std::fs::File::open(&spooled)
-        .map_err(io)
-        .and_then(|file| super::archive::unpack_output(file, output));
+    let unpacked = std::fs::File::open(&spooled).map_err(io).and_then(|file| {
+        super::archive::unpack_output(file, output).map_err(|source| ContainerError::Io {
+            context: "cannot take the container's output".to_string(),
+            source,
+        })
+    });
     let _ = std::fs::remove_file(&spooled);
     unpacked
 }
