@@ -270,7 +270,7 @@ fn remove_containers(repo: &RepoPaths, recovered: &[RecoveredAttempt]) {
         return;
     }
     for attempt in recovered {
-        let removed = sandbox::container::remove_leftovers(backend, settings, &attempt.token);
+        let removed = sandbox::engine::remove_leftovers(backend, settings, &attempt.token);
         if removed > 0 {
             tracing::warn!(run = %attempt.run_id, task = %attempt.task_id, removed, "removed the container of an interrupted task");
         }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, DownloadFromContainerOptions, KillContainerOptions,
-    ListContainersOptions, LogsOptions, RemoveContainerOptions, UploadToContainerOptions,
+    CreateContainerOptions, DownloadFromContainerOptions, KillContainerOptions, LogsOptions,
+    RemoveContainerOptions, UploadToContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -115,14 +115,14 @@ fn engine_name(backend: SandboxBackend) -> &'static str {
     }
 }
 
-struct Engine {
-    docker: Docker,
-    name: &'static str,
-    socket: String,
+pub(super) struct Engine {
+    pub(super) docker: Docker,
+    pub(super) name: &'static str,
+    pub(super) socket: String,
 }
 
 impl Engine {
-    fn connect(
+    pub(super) fn connect(
         backend: SandboxBackend,
         settings: &ContainerSettings,
     ) -> Result<Engine, ContainerError> {
@@ -153,7 +153,7 @@ impl Engine {
         })
     }
 
-    fn failed(
+    pub(super) fn failed(
         &self,
         what: &'static str,
     ) -> impl FnOnce(bollard::errors::Error) -> ContainerError + '_ {
@@ -168,7 +168,7 @@ impl Engine {
 
 /// Runs `work` on a runtime of its own, on a thread of its own: callers may be inside another runtime (the MCP
 /// server recovers runs from its async handlers), where blocking on a second one would panic.
-fn block_on<T: Send>(
+pub(super) fn block_on<T: Send>(
     work: impl std::future::Future<Output = Result<T, ContainerError>> + Send,
 ) -> Result<T, ContainerError> {
     std::thread::scope(|scope| {
@@ -196,24 +196,60 @@ fn block_on<T: Send>(
 /// Runs one attempt's container to its end: created, its input copied in, started, waited for (killed past its
 /// time limit or when cancelled), its output copied back, and removed whatever happened.
 pub fn run(run: &ContainerRun<'_>) -> Result<ContainerOutcome, ContainerError> {
+    use futures_util::FutureExt;
     block_on(async {
         let engine = Engine::connect(run.backend, run.settings)?;
-        let id = create(&engine, run).await?;
-        let result = carry(&engine, &id, run).await;
-        let removed = engine
-            .docker
-            .remove_container(
-                &id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
+        let id = within(&engine, "create the container", CALL, create(&engine, run)).await?;
+        // Removed whatever happened while it ran, a panic included.
+        let result = std::panic::AssertUnwindSafe(carry(&engine, &id, run))
+            .catch_unwind()
             .await;
+        let removed = within(&engine, "remove the container", CALL, async {
+            engine
+                .docker
+                .remove_container(
+                    &id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(engine.failed("remove the container"))
+        })
+        .await;
         if let Err(error) = removed {
             tracing::warn!("cannot remove container {id}: {error}");
         }
-        result
+        result.unwrap_or_else(|_| {
+            Err(ContainerError::Io {
+                context: "the container's attempt stopped unexpectedly (its container was removed)"
+                    .to_string(),
+                source: std::io::Error::other("panicked"),
+            })
+        })
+    })
+}
+
+/// How long one call to the engine may take (a copy of the attempt's files: [`COPY`]).
+const CALL: Duration = Duration::from_secs(120);
+/// How long copying an attempt's files in or out may take.
+const COPY: Duration = Duration::from_secs(600);
+
+/// `work`, or an error naming `what` when the engine does not finish it within `limit`.
+async fn within<T>(
+    engine: &Engine,
+    what: &'static str,
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, ContainerError>>,
+) -> Result<T, ContainerError> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(ContainerError::Engine {
+            engine: engine.name,
+            socket: engine.socket.clone(),
+            what,
+            message: format!("no answer within {} s", limit.as_secs()),
+        })
     })
 }
 
@@ -255,28 +291,46 @@ async fn carry(
         context: format!("cannot pack {}", run.input.display()),
         source,
     })?;
-    engine
-        .docker
-        .upload_to_container(
-            id,
-            Some(UploadToContainerOptions {
-                path: "/".to_string(),
-                ..Default::default()
-            }),
-            bollard::body_full(tar.into()),
-        )
-        .await
-        .map_err(engine.failed("copy the attempt's input in"))?;
+    let upload = async {
+        engine
+            .docker
+            .upload_to_container(
+                id,
+                Some(UploadToContainerOptions {
+                    path: "/".to_string(),
+                    ..Default::default()
+                }),
+                bollard::body_full(tar.into()),
+            )
+            .await
+            .map_err(engine.failed("copy the attempt's input in"))
+    };
+    within(engine, "copy the attempt's input in", COPY, upload).await?;
     let started = Instant::now();
-    engine
-        .docker
-        .start_container(id, None)
-        .await
-        .map_err(engine.failed("start the container"))?;
+    let start = async {
+        engine
+            .docker
+            .start_container(id, None)
+            .await
+            .map_err(engine.failed("start the container"))
+    };
+    within(engine, "start the container", CALL, start).await?;
     let exit = wait(engine, id, run, started).await?;
     let duration = started.elapsed();
-    save_logs(engine, id, run.log).await;
-    copy_out(engine, id, run.output).await?;
+    let logs = async {
+        save_logs(engine, id, run.log).await;
+        Ok(())
+    };
+    if let Err(error) = within(engine, "read the container's output", CALL, logs).await {
+        tracing::warn!("{error}");
+    }
+    within(
+        engine,
+        "copy the attempt's output out",
+        COPY,
+        copy_out(engine, id, run.output),
+    )
+    .await?;
     Ok(ContainerOutcome { exit, duration })
 }
 
@@ -403,94 +457,4 @@ async fn copy_out(engine: &Engine, id: &str, output: &Path) -> Result<(), Contai
     });
     let _ = std::fs::remove_file(&spooled);
     unpacked
-}
-
-/// `ccfan doctor`: whether the engine answers and holds the image (`Ok`: what it is), or why not, with the fix.
-pub fn check(backend: SandboxBackend, settings: &ContainerSettings) -> Result<String, String> {
-    let start = match backend {
-        SandboxBackend::Docker => "start the Docker daemon".to_string(),
-        _ => format!(
-            "start it: `podman system service --time=0 {}`",
-            socket(backend, settings)
-        ),
-    };
-    block_on(async {
-        let engine = match Engine::connect(backend, settings) {
-            Ok(engine) => engine,
-            Err(error) => return Ok(Err(error.to_string())),
-        };
-        let version = match engine.docker.version().await {
-            Ok(version) => version,
-            Err(error) => {
-                return Ok(Err(format!(
-                    "the {} engine does not answer at {}: {error} ({start}, or set [sandbox.container] socket)",
-                    engine.name, engine.socket
-                )));
-            }
-        };
-        if let Err(error) = engine.docker.inspect_image(&settings.image).await {
-            return Ok(Err(format!(
-                "the image {} is not there: {error} (build it from the repository's Containerfile; \
-                 scripts/worker-image.sh builds one from local files)",
-                settings.image
-            )));
-        }
-        Ok(Ok(format!(
-            "{} {} at {}, image {}",
-            engine.name,
-            version.version.unwrap_or_default(),
-            engine.socket,
-            settings.image
-        )))
-    })
-    .unwrap_or_else(|error| Err(error.to_string()))
-}
-
-/// Removes the containers left with label `token` (a crash of ccfan mid-attempt); returns how many.
-pub fn remove_leftovers(
-    backend: SandboxBackend,
-    settings: &ContainerSettings,
-    token: &str,
-) -> usize {
-    let removed = block_on(async {
-        {
-            let engine = Engine::connect(backend, settings)?;
-            let filters = std::collections::HashMap::from([(
-                "label".to_string(),
-                vec![format!("{TOKEN_LABEL}={token}")],
-            )]);
-            let listed = engine
-                .docker
-                .list_containers(Some(ListContainersOptions {
-                    all: true,
-                    filters: Some(filters),
-                    ..Default::default()
-                }))
-                .await
-                .map_err(engine.failed("list containers"))?;
-            let mut removed = 0;
-            for container in listed {
-                if let Some(id) = container.id
-                    && engine
-                        .docker
-                        .remove_container(
-                            &id,
-                            Some(RemoveContainerOptions {
-                                force: true,
-                                ..Default::default()
-                            }),
-                        )
-                        .await
-                        .is_ok()
-                {
-                    removed += 1;
-                }
-            }
-            Ok(removed)
-        }
-    });
-    removed.unwrap_or_else(|error| {
-        tracing::warn!("cannot remove containers left by {token}: {error}");
-        0
-    })
 }

@@ -90,7 +90,7 @@ pub fn report(settings: &crate::policy::SandboxSettings) -> SandboxReport {
             .as_ref()
             .filter(|_| configured.is_container())
             .map(|container| {
-                let checked = super::container::check(configured, container);
+                let checked = super::engine::check(configured, container);
                 BackendStatus {
                     name: configured.as_str(),
                     works: checked.is_ok(),

@@ -10,6 +10,7 @@ mod cgroup;
 pub mod container;
 pub mod detach;
 pub mod doctor;
+pub mod engine;
 mod landlock;
 mod log;
 pub mod overlay;
