@@ -32,14 +32,15 @@ impl Engine {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let image = format!("localhost/ccfan-worker:it-{}-{n}", std::process::id());
-        let built =
-            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/worker-image.sh"))
-                .args([&image, env!("CARGO_BIN_EXE_ccfan")])
-                .output()
-                .unwrap();
+        let built = crate::env::podman_env(&mut Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/worker-image.sh"),
+        ))
+        .args([&image, env!("CARGO_BIN_EXE_ccfan")])
+        .output()
+        .unwrap();
         assert!(built.status.success(), "{built:?}");
         let socket = dir.join("podman.sock");
-        let service = Command::new(&podman)
+        let service = crate::env::podman_env(&mut Command::new(&podman))
             .args(["system", "service", "--time=0"])
             .arg(format!("unix://{}", socket.display()))
             .stdin(Stdio::null())
@@ -74,7 +75,7 @@ impl Engine {
 
     /// Containers of `run` still there.
     fn left(&self, run: &str) -> String {
-        let listed = Command::new(&self.podman)
+        let listed = crate::env::podman_env(&mut Command::new(&self.podman))
             .args([
                 "ps",
                 "-a",
@@ -92,7 +93,7 @@ impl Drop for Engine {
     fn drop(&mut self) {
         let _ = self.service.kill();
         let _ = self.service.wait();
-        let _ = Command::new(&self.podman)
+        let _ = crate::env::podman_env(&mut Command::new(&self.podman))
             .args(["rmi", "-f", &self.image])
             .output();
     }
@@ -236,7 +237,7 @@ fn a_killed_ccfan_leaves_no_container_behind_once_the_next_one_recovers() {
         .unwrap();
     let started = Instant::now();
     let running = |podman: &Path| {
-        let listed = Command::new(podman)
+        let listed = crate::env::podman_env(&mut Command::new(podman))
             .args(["ps", "-q", "--filter", "label=io.ccfan.task=slow"])
             .output()
             .unwrap();

@@ -399,3 +399,26 @@ pub fn installed(test: &str, what: &str, found: Option<PathBuf>) -> Option<PathB
 pub fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name).map(PathBuf::from)
 }
+
+/// Points `command` (podman, or a script that runs it) at a `containers.conf` that uses runc with explicit
+/// rlimits, when the environment names none and runc is installed: crun cannot set its rlimits on some machines
+/// (CI's kind among them), and plain `cargo test` must pass there as `scripts/test.sh` does.
+pub fn podman_env(command: &mut Command) -> &mut Command {
+    if std::env::var_os("CONTAINERS_CONF").is_some() {
+        return command;
+    }
+    let runc = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("runc").exists()));
+    if !runc {
+        return command;
+    }
+    let conf =
+        std::env::temp_dir().join(format!("ccfan-test-containers-{}.conf", std::process::id()));
+    if !conf.exists() {
+        let _ = std::fs::write(
+            &conf,
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n[engine]\nruntime = \"runc\"\n",
+        );
+    }
+    command.env("CONTAINERS_CONF", conf)
+}

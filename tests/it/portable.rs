@@ -309,10 +309,12 @@ fn the_runner_runs_in_a_podman_container_built_from_the_containerfile() {
         return;
     };
     let tag = format!("localhost/ccfan-worker:test-{}", std::process::id());
-    let built = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/worker-image.sh"))
-        .args([&tag, env!("CARGO_BIN_EXE_ccfan")])
-        .output()
-        .unwrap();
+    let built = crate::env::podman_env(&mut Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/worker-image.sh"),
+    ))
+    .args([&tag, env!("CARGO_BIN_EXE_ccfan")])
+    .output()
+    .unwrap();
     assert!(built.status.success(), "{built:?}");
     let p = Portable::new();
     let order = p.order(vec!["sh".into(), "/ccfan/in/worker.sh".into()]);
@@ -320,7 +322,7 @@ fn the_runner_runs_in_a_podman_container_built_from_the_containerfile() {
     portable::pack(&p.repo, &order, br#"{"goal": "add src/new.txt"}"#, &input).unwrap();
     std::fs::write(input.join("worker.sh"), IN_CONTAINER).unwrap();
     std::fs::create_dir_all(&output).unwrap();
-    let ran = Command::new(&podman)
+    let ran = crate::env::podman_env(&mut Command::new(&podman))
         .args([
             "run",
             "--rm",
@@ -345,7 +347,9 @@ fn the_runner_runs_in_a_podman_container_built_from_the_containerfile() {
         ])
         .output()
         .unwrap();
-    let _ = Command::new(&podman).args(["rmi", "-f", &tag]).output();
+    let _ = crate::env::podman_env(&mut Command::new(&podman))
+        .args(["rmi", "-f", &tag])
+        .output();
     assert!(ran.status.success(), "{ran:?}");
     let received =
         portable::receive(&p.repo, &output, &p.base, "refs/ccfan/r1/t/remote-1").unwrap();
