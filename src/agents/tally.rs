@@ -456,6 +456,7 @@ impl AgentSummary {
                 | ExitStatus::Cancelled
                 | ExitStatus::OverLimit { .. }
                 | ExitStatus::SpawnFailed { .. }
+                | ExitStatus::Lost { .. }
         );
         if !self.finished && !killed {
             problems.push(error(

@@ -86,14 +86,26 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunnerArgs {
     /// The folder holding what the attempt was given (base.bundle, task.json, order.json).
-    #[arg(long)]
-    pub input: PathBuf,
+    #[arg(long, required_unless_present_any = ["take_input", "give_output", "hold"])]
+    pub input: Option<PathBuf>,
     /// The folder to write what comes back into (attempt.bundle, manifest.json, worker.log, outbox/).
-    #[arg(long)]
-    pub output: PathBuf,
+    #[arg(long, required_unless_present_any = ["take_input", "give_output", "hold"])]
+    pub output: Option<PathBuf>,
     /// Where the base is checked out and the worker runs (made if missing).
-    #[arg(long)]
-    pub work: PathBuf,
+    #[arg(long, required_unless_present_any = ["take_input", "give_output", "hold"])]
+    pub work: Option<PathBuf>,
+    /// Wait up to this many seconds for the input folder to be marked ready (a pod's input arrives after start).
+    #[arg(long, value_name = "SECONDS")]
+    pub await_input: Option<u64>,
+    /// In a pod: unpack the attempt's input from the tar on stdin into this folder, then mark it ready.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["input", "output", "work", "give_output", "hold"])]
+    pub take_input: Option<PathBuf>,
+    /// In a pod: write this output folder to stdout as a tar.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["input", "output", "work", "hold"])]
+    pub give_output: Option<PathBuf>,
+    /// In a pod: keep the pod up this many seconds, so the runner's output can be taken once it ended.
+    #[arg(long, value_name = "SECONDS", conflicts_with_all = ["input", "output", "work"])]
+    pub hold: Option<u64>,
 }
 
 /// `ccfan open`.

@@ -113,16 +113,49 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
 }
 
 /// `ccfan runner`: one portable attempt, where its worker is; the manifest goes to stdout as well.
+/// In a pod it also takes the input in from stdin, gives the output out on stdout, or holds the pod up.
 fn runner(args: args::RunnerArgs) -> Result<Exit, CliError> {
+    use crate::pipeline::portable::PortableError;
     let cancel = cancel_flag();
-    let manifest = crate::pipeline::portable::run(&args.input, &args.output, &args.work, &cancel)
-        .map_err(|error| CliError {
+    let failed = |error: PortableError| CliError {
         exit: match error {
-            crate::pipeline::portable::PortableError::Refused(_) => Exit::BadInput,
+            PortableError::Refused(_) => Exit::BadInput,
             _ => Exit::Internal,
         },
         error: error.into(),
-    })?;
+    };
+    let io = |context: String| move |source| failed(PortableError::Io { context, source });
+    if let Some(input) = &args.take_input {
+        crate::sandbox::archive::take_input(std::io::stdin().lock(), input).map_err(io(
+            format!("cannot take the input into {}", input.display()),
+        ))?;
+        return Ok(Exit::Success);
+    }
+    if let Some(output) = &args.give_output {
+        crate::sandbox::archive::give_output(output, std::io::stdout().lock())
+            .map_err(io(format!("cannot give {} out", output.display())))?;
+        return Ok(Exit::Success);
+    }
+    if let Some(seconds) = args.hold {
+        crate::pipeline::pod::hold(std::time::Duration::from_secs(seconds), &cancel);
+        return Ok(Exit::Success);
+    }
+    let (Some(input), Some(output), Some(work)) = (&args.input, &args.output, &args.work) else {
+        return Err(failed(PortableError::Refused(
+            "give --input, --output and --work (or --take-input, --give-output or --hold)"
+                .to_string(),
+        )));
+    };
+    if let Some(seconds) = args.await_input {
+        crate::pipeline::pod::await_input(input, std::time::Duration::from_secs(seconds), &cancel)
+            .map_err(failed)?;
+    }
+    // In a pod the worker's output is echoed live: its log is how ccfan follows the attempt.
+    let live = args
+        .await_input
+        .map(|_| Box::new(std::io::stdout()) as Box<dyn std::io::Write + Send>);
+    let manifest =
+        crate::pipeline::portable::run(input, output, work, &cancel, live).map_err(failed)?;
     render::out(&render::json(&manifest))?;
     Ok(Exit::Success)
 }

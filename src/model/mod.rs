@@ -195,6 +195,11 @@ pub enum ExitStatus {
         /// Why.
         message: String,
     },
+    /// The link to where it ran (a cluster) was lost before it ended: how it ended is not known.
+    Lost {
+        /// What failed.
+        message: String,
+    },
 }
 
 impl std::fmt::Display for ExitStatus {
@@ -206,6 +211,7 @@ impl std::fmt::Display for ExitStatus {
             ExitStatus::Cancelled => f.write_str("cancelled"),
             ExitStatus::OverLimit { limit } => write!(f, "stopped past its {limit} limit"),
             ExitStatus::SpawnFailed { message } => write!(f, "could not start: {message}"),
+            ExitStatus::Lost { message } => write!(f, "lost: {message}"),
         }
     }
 }

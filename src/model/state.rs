@@ -261,5 +261,12 @@ pub fn outcome_state(
             TaskState::Failed,
             Some(format!("the worker could not be started: {message}")),
         ),
+        ExitStatus::Lost { message } => (
+            TaskState::Interrupted,
+            Some(format!(
+                "the link to where the worker ran was lost ({message}); what came back is kept — `ccfan retry` runs \
+                 it again"
+            )),
+        ),
     }
 }

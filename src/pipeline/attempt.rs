@@ -58,8 +58,9 @@ impl Carrier<'_> {
             Ok(kept) => kept,
             Err(unrecorded) => return Ok(Some((unrecorded, cursor.tip.clone()))),
         };
-        if kept.state == TaskState::Cancelled {
-            // No gate for a cancelled attempt, but what it printed is still scrubbed of secrets.
+        if matches!(kept.state, TaskState::Cancelled | TaskState::Interrupted) {
+            // No gate for a cancelled attempt, or one whose end is not known (its link was lost), but what it
+            // printed is still scrubbed of secrets.
             let files = AttemptDir::of(&begun.dir);
             super::verify::secrets::scrub_log(self.rules, &files.log(), &[]);
             super::verify::secrets::scrub_log(self.rules, &files.events(), &[]);

@@ -26,6 +26,8 @@ pub mod resources;
 pub mod run_worker;
 // stage 3 elsewhere: a portable attempt (its inputs and its recorded change as bundles) and the runner
 pub mod portable;
+// 3b. …whose files travel over a cluster's API: the runner's side in the pod.
+pub mod pod;
 // stage 3 in a container: the portable attempt carried by a container engine
 mod remote;
 // stage 3b
@@ -270,7 +272,12 @@ fn remove_containers(repo: &RepoPaths, recovered: &[RecoveredAttempt]) {
         return;
     }
     for attempt in recovered {
-        let removed = sandbox::engine::remove_leftovers(backend, settings, &attempt.token);
+        let removed = match backend {
+            crate::policy::SandboxBackend::Kubernetes => {
+                sandbox::kubernetes::remove_leftovers(&policy.sandbox.kubernetes, &attempt.token)
+            }
+            _ => sandbox::engine::remove_leftovers(backend, settings, &attempt.token),
+        };
         if removed > 0 {
             tracing::warn!(run = %attempt.run_id, task = %attempt.task_id, removed, "removed the container of an interrupted task");
         }

@@ -153,11 +153,13 @@ pub fn pack(
 /// The runner, where the worker runs: checks the base out under `work`, runs the worker there, records its change
 /// and writes the bundle, log and manifest into `output`. `Err` only when the runner itself cannot go on; how the
 /// worker ended is in the manifest.
+/// With `live`, what the worker writes is copied there as it is written (its log stays whole in `output`).
 pub fn run(
     input: &Path,
     output: &Path,
     work: &Path,
     cancel: &AtomicBool,
+    live: Option<Box<dyn std::io::Write + Send>>,
 ) -> Result<Manifest, PortableError> {
     let order: Order = read_json(&input.join(ORDER))?;
     let outbox = output.join(OUTBOX);
@@ -172,6 +174,7 @@ pub fn run(
             order.base
         )));
     }
+    let echo = live.map(|to| super::pod::Echo::start(output.join(LOG), to));
     let outcome = run_worker(
         &order,
         input,
@@ -180,7 +183,11 @@ pub fn run(
         &home,
         &output.join(LOG),
         cancel,
-    )?;
+    );
+    if let Some(echo) = echo {
+        echo.finish();
+    }
+    let outcome = outcome?;
     let message =
         crate::pipeline::record::attempt_message(&crate::pipeline::record::MessageFacts {
             run_id: &order.run_id,

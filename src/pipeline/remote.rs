@@ -147,7 +147,8 @@ impl Steps<'_> {
         )
         .map_err(|e| format!("cannot read the task file: {e}"))?;
         portable::pack(&repo, &order, &task_file, self.input).map_err(|e| e.to_string())?;
-        let ran = container::run(&ContainerRun {
+        let attempt_log = AttemptDir::of(context.dir).log();
+        let container_run = ContainerRun {
             backend: self.policy.sandbox.backend,
             settings,
             input: self.input,
@@ -179,8 +180,28 @@ impl Steps<'_> {
                 ("io.ccfan.attempt".to_string(), context.attempt.to_string()),
             ],
             log: &context.dir.join("remote/container.log"),
-        })
-        .map_err(|e| e.to_string())?;
+            // A pod's log is followed while it runs (the runner echoes the worker's output there).
+            live: Some(&attempt_log),
+        };
+        let ran = match self.policy.sandbox.backend {
+            crate::policy::SandboxBackend::Kubernetes => {
+                match crate::sandbox::kubernetes::run(
+                    &container_run,
+                    &self.policy.sandbox.kubernetes,
+                ) {
+                    Ok(ran) => ran,
+                    // The attempt ran, but how it ended is not known: interrupted, with what came back.
+                    Err(crate::sandbox::kubernetes::KubeError::Lost(message)) => {
+                        container::ContainerOutcome {
+                            exit: ExitStatus::Lost { message },
+                            duration: started.elapsed(),
+                        }
+                    }
+                    Err(error) => return Err(error.to_string()),
+                }
+            }
+            _ => container::run(&container_run).map_err(|e| e.to_string())?,
+        };
         self.back(&repo, &base, ran, settings, started)
     }
 
@@ -200,7 +221,9 @@ impl Steps<'_> {
             settings.image
         )];
         let (exit, output_bytes, log_capped) = match ran.exit {
-            ExitStatus::TimedOut | ExitStatus::Cancelled => (ran.exit, 0, false),
+            ExitStatus::TimedOut | ExitStatus::Cancelled | ExitStatus::Lost { .. } => {
+                (ran.exit, 0, false)
+            }
             // The runner reports the worker's end in its manifest; its own failure is the attempt's.
             ExitStatus::Code { code: 0 } => match self.received(repo, base) {
                 Ok((manifest, tampered)) => {
@@ -244,10 +267,7 @@ impl Steps<'_> {
             log_capped,
             duration: started.elapsed(),
             leftovers_killed: 0,
-            backend: match self.policy.sandbox.backend {
-                crate::policy::SandboxBackend::Docker => "docker",
-                _ => "podman",
-            },
+            backend: self.policy.sandbox.backend.as_str(),
             git_protected: false,
             notes,
         })

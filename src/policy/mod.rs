@@ -16,6 +16,7 @@ mod budget;
 mod gate;
 mod hooks;
 pub mod init;
+mod kubernetes;
 pub mod review;
 mod sandbox;
 mod setup;
@@ -23,6 +24,7 @@ mod worker;
 
 pub use budget::BudgetSettings;
 pub use hooks::HooksSettings;
+pub use kubernetes::KubernetesSettings;
 pub use review::ReviewSettings;
 pub use sandbox::{ContainerSettings, SandboxBackend, SandboxLimits, SandboxSettings};
 pub use setup::SetupSettings;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::kubernetes::{KubernetesSection, KubernetesSettings};
 use crate::input::InputError;
 use crate::util::parse_size;
 
@@ -25,6 +26,8 @@ pub enum SandboxBackend {
     Podman,
     /// Workers run in Docker containers, as with `podman`.
     Docker,
+    /// Workers run in Kubernetes Jobs, one per attempt, as portable attempts (`[sandbox.kubernetes]`).
+    Kubernetes,
 }
 
 impl SandboxBackend {
@@ -37,12 +40,16 @@ impl SandboxBackend {
             SandboxBackend::None => "none",
             SandboxBackend::Podman => "podman",
             SandboxBackend::Docker => "docker",
+            SandboxBackend::Kubernetes => "kubernetes",
         }
     }
 
-    /// Whether workers run in containers of an engine (`podman`, `docker`).
+    /// Whether workers run in containers elsewhere (`podman`, `docker`, `kubernetes`) as portable attempts.
     pub fn is_container(self) -> bool {
-        matches!(self, SandboxBackend::Podman | SandboxBackend::Docker)
+        matches!(
+            self,
+            SandboxBackend::Podman | SandboxBackend::Docker | SandboxBackend::Kubernetes
+        )
     }
 }
 
@@ -95,8 +102,10 @@ pub struct SandboxSettings {
     pub writable: Vec<PathBuf>,
     /// Limits.
     pub limits: SandboxLimits,
-    /// The container engine and image (`backend = "podman"` or `"docker"`).
+    /// The container engine and image (`backend = "podman"`, `"docker"` or `"kubernetes"`).
     pub container: Option<ContainerSettings>,
+    /// The cluster (`backend = "kubernetes"`).
+    pub kubernetes: KubernetesSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +121,7 @@ pub(super) struct SandboxSection {
     tmp_size: Option<Spanned<String>>,
     max_output: Option<Spanned<String>>,
     container: Option<ContainerSection>,
+    kubernetes: Option<KubernetesSection>,
 }
 
 /// Expands `~/` against `$HOME` and makes a relative path absolute against `base_dir`.
@@ -173,6 +183,7 @@ pub(super) fn resolve(
             "none" => SandboxBackend::None,
             "podman" => SandboxBackend::Podman,
             "docker" => SandboxBackend::Docker,
+            "kubernetes" | "k8s" => SandboxBackend::Kubernetes,
             other => {
                 return Err(InputError::new(
                     file,
@@ -180,7 +191,7 @@ pub(super) fn resolve(
                 )
                 .key("sandbox.backend")
                 .at_offset(source, Some(name.span().start))
-                .fix(r#"write backend = "auto" (bubblewrap, else landlock), "bubblewrap", "landlock", "none" (no isolation), or "podman" / "docker" (workers in containers)"#));
+                .fix(r#"write backend = "auto" (bubblewrap, else landlock), "bubblewrap", "landlock", "none" (no isolation), or "podman" / "docker" (workers in containers), or "kubernetes" (workers in Jobs)"#));
             }
         },
         None => base.map_or(SandboxBackend::Auto, |b| b.backend),
@@ -241,6 +252,12 @@ pub(super) fn resolve(
             backend,
             section.container,
             base.and_then(|b| b.container.clone()),
+        )?,
+        kubernetes: super::kubernetes::resolve(
+            file,
+            source,
+            section.kubernetes,
+            base.map(|b| &b.kubernetes),
         )?,
     })
 }

@@ -1,9 +1,17 @@
 //! Tar archives of a container attempt's files: its input packed to go in, and its output unpacked on the way
 //! back — files and folders only, every path inside the output folder, bounded, since a container's output is
-//! not trusted.
+//! not trusted. In a Kubernetes pod the runner does the other halves itself ([`take_input`], [`give_output`]),
+//! since what goes in and out travels over the API's exec streams.
 
 use std::io::Read;
 use std::path::{Component, Path};
+
+/// Where an attempt's input sits in the tar [`pack_input`] makes.
+const INPUT_PREFIX: &str = "ccfan/in";
+/// The most bytes of input a runner takes in (the base bundle, the task file, the order).
+const MAX_INPUT: u64 = crate::pipeline::portable::MAX_BUNDLE + (16 << 20);
+/// The file a runner's input folder gets once all of it is there.
+pub const READY: &str = ".ready";
 
 /// `input` as a tar of `ccfan/in/…`, to be unpacked at `/`.
 pub(super) fn pack_input(input: &Path) -> std::io::Result<Vec<u8>> {
@@ -86,9 +94,126 @@ pub fn unpack_output(tar: impl Read, output: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// In the pod: unpacks the `ccfan/in/…` files of the tar on `tar` into `input` (regular files and folders only,
+/// every path inside it, at most [`MAX_INPUT`] bytes), then marks the folder [`READY`]. It stops at the archive's
+/// end, so the sender need not close its side.
+pub fn take_input(tar: impl Read, input: &Path) -> std::io::Result<u64> {
+    let io = |context: String| {
+        move |source: std::io::Error| {
+            std::io::Error::new(source.kind(), format!("{context}: {source}"))
+        }
+    };
+    std::fs::create_dir_all(input).map_err(io(format!("cannot create {}", input.display())))?;
+    let mut archive = tar::Archive::new(tar);
+    let unreadable = || io("cannot read the attempt's input".to_string());
+    let mut total = 0u64;
+    for entry in archive.entries().map_err(unreadable())? {
+        let mut entry = entry.map_err(unreadable())?;
+        let path = entry.path().map_err(unreadable())?.into_owned();
+        let Ok(inside) = path.strip_prefix(INPUT_PREFIX) else {
+            continue;
+        };
+        if inside.as_os_str().is_empty()
+            || inside
+                .components()
+                .any(|part| !matches!(part, Component::Normal(_)))
+        {
+            continue;
+        }
+        let target = input.join(inside);
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => {
+                std::fs::create_dir_all(&target)
+                    .map_err(io(format!("cannot create {}", target.display())))?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                total += entry.header().size().unwrap_or(u64::MAX);
+                if total > MAX_INPUT {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::FileTooLarge,
+                        format!("the attempt's input is over {MAX_INPUT} bytes"),
+                    ));
+                }
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(io(format!("cannot create {}", parent.display())))?;
+                }
+                let mut file = std::fs::File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                    .map_err(io(format!("cannot write {}", target.display())))?;
+                std::io::copy(&mut entry, &mut file)
+                    .map_err(io(format!("cannot write {}", target.display())))?;
+            }
+            _ => {}
+        }
+    }
+    std::fs::write(input.join(READY), b"")
+        .map_err(io(format!("cannot mark {} ready", input.display())))?;
+    Ok(total)
+}
+
+/// In the pod: the runner's `output` folder as a tar of `out/…` on `to` (what [`unpack_output`] reads back).
+pub fn give_output(output: &Path, to: impl std::io::Write) -> std::io::Result<()> {
+    let mut builder = tar::Builder::new(to);
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.follow_symlinks(false);
+    builder.append_dir_all("out", output)?;
+    builder.into_inner()?.flush()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_goes_in_and_output_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::create_dir_all(input.join("sub")).unwrap();
+        std::fs::write(input.join("order.json"), b"{}").unwrap();
+        std::fs::write(input.join("sub/task.json"), b"[]").unwrap();
+        let mut tar = pack_input(&input).unwrap();
+        // Whatever follows the archive's end is not read.
+        tar.extend_from_slice(b"trailing");
+        let pod = dir.path().join("pod/in");
+        assert_eq!(take_input(tar.as_slice(), &pod).unwrap(), 4);
+        assert_eq!(std::fs::read(pod.join("sub/task.json")).unwrap(), b"[]");
+        assert!(pod.join(READY).is_file());
+
+        let out = dir.path().join("pod/out");
+        std::fs::create_dir_all(out.join("outbox")).unwrap();
+        std::fs::write(out.join("manifest.json"), b"{\"schema\":1}").unwrap();
+        std::fs::write(out.join("outbox/final_report.md"), b"done").unwrap();
+        let mut tar = Vec::new();
+        give_output(&out, &mut tar).unwrap();
+        let back = dir.path().join("back");
+        unpack_output(tar.as_slice(), &back).unwrap();
+        assert_eq!(
+            std::fs::read(back.join("outbox/final_report.md")).unwrap(),
+            b"done"
+        );
+    }
+
+    #[test]
+    fn input_outside_its_folder_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, bytes) in [("ccfan/in/order.json", b"{}"), ("etc/passwd", b"xx")] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, path, &bytes[..]).unwrap();
+        }
+        let tar = builder.into_inner().unwrap();
+        let input = dir.path().join("in");
+        take_input(tar.as_slice(), &input).unwrap();
+        assert!(input.join("order.json").is_file());
+        assert!(!dir.path().join("etc").exists());
+        assert!(!input.join("etc").exists());
+    }
 
     fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());

@@ -207,7 +207,10 @@ pub fn select(configured: SandboxBackend) -> Result<Selected, Unavailable> {
             }
         }
         // Container backends run workers in containers; ccfan's own commands run here as with `auto`.
-        SandboxBackend::Auto | SandboxBackend::Podman | SandboxBackend::Docker => {
+        SandboxBackend::Auto
+        | SandboxBackend::Podman
+        | SandboxBackend::Docker
+        | SandboxBackend::Kubernetes => {
             needs_seccomp("auto")?;
             match (&probe.bubblewrap, &probe.landlock) {
                 (Ok((path, _)), _) => Ok(Selected {

@@ -81,6 +81,8 @@ pub struct ContainerRun<'a> {
     pub labels: Vec<(String, String)>,
     /// Where the container's own output (the runner's) goes.
     pub log: &'a Path,
+    /// Where the worker's output is appended while it runs, when the backend streams it (the attempt's log).
+    pub live: Option<&'a Path>,
 }
 
 /// How a container ended.
@@ -168,29 +170,34 @@ impl Engine {
 
 /// Runs `work` on a runtime of its own, on a thread of its own: callers may be inside another runtime (the MCP
 /// server recovers runs from its async handlers), where blocking on a second one would panic.
-pub(super) fn block_on<T: Send>(
-    work: impl std::future::Future<Output = Result<T, ContainerError>> + Send,
-) -> Result<T, ContainerError> {
+pub(super) fn block_on<T: Send, E: Send + From<ClientFailed>>(
+    work: impl std::future::Future<Output = Result<T, E>> + Send,
+) -> Result<T, E> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|source| ContainerError::Io {
-                        context: "cannot start the container engine's client".to_string(),
-                        source,
-                    })?
+                    .map_err(|source| E::from(ClientFailed(source)))?
                     .block_on(work)
             })
             .join()
-            .unwrap_or_else(|_| {
-                Err(ContainerError::Io {
-                    context: "the container engine's client stopped".to_string(),
-                    source: std::io::Error::other("panicked"),
-                })
-            })
+            .unwrap_or_else(|_| Err(E::from(ClientFailed(std::io::Error::other("panicked")))))
     })
+}
+
+/// The client of an engine or a cluster could not be started, or stopped.
+#[derive(Debug)]
+pub(super) struct ClientFailed(pub std::io::Error);
+
+impl From<ClientFailed> for ContainerError {
+    fn from(failed: ClientFailed) -> Self {
+        ContainerError::Io {
+            context: "the container engine's client could not run".to_string(),
+            source: failed.0,
+        }
+    }
 }
 
 /// Runs one attempt's container to its end: created, its input copied in, started, waited for (killed past its

@@ -90,7 +90,12 @@ pub fn report(settings: &crate::policy::SandboxSettings) -> SandboxReport {
             .as_ref()
             .filter(|_| configured.is_container())
             .map(|container| {
-                let checked = super::engine::check(configured, container);
+                let checked = match configured {
+                    crate::policy::SandboxBackend::Kubernetes => {
+                        super::kubernetes::check(&settings.kubernetes, &container.image)
+                    }
+                    _ => super::engine::check(configured, container),
+                };
                 BackendStatus {
                     name: configured.as_str(),
                     works: checked.is_ok(),

@@ -44,7 +44,7 @@ pub fn check(backend: SandboxBackend, settings: &ContainerSettings) -> Result<St
             settings.image
         )))
     })
-    .unwrap_or_else(|error| Err(error.to_string()))
+    .unwrap_or_else(|error: super::container::ContainerError| Err(error.to_string()))
 }
 
 /// Removes the containers left with label `token` (a crash of ccfan mid-attempt); returns how many.
@@ -90,7 +90,7 @@ pub fn remove_leftovers(
             Ok(removed)
         }
     });
-    removed.unwrap_or_else(|error| {
+    removed.unwrap_or_else(|error: super::container::ContainerError| {
         tracing::warn!("cannot remove containers left by {token}: {error}");
         0
     })

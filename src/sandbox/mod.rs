@@ -3,7 +3,7 @@
 //! its own session, cgroup limits, a capped log, a timeout and a whole-tree kill. The library never spawns a
 //! process any other way.
 
-mod archive;
+pub mod archive;
 mod backend;
 mod bwrap;
 mod cgroup;
@@ -11,6 +11,7 @@ pub mod container;
 pub mod detach;
 pub mod doctor;
 pub mod engine;
+pub mod kubernetes;
 mod landlock;
 mod log;
 pub mod overlay;

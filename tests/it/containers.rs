@@ -16,29 +16,49 @@ struct Engine {
     image: String,
 }
 
+/// Podman and a worker image built for one test from the repository's Containerfile (`None`: podman is not
+/// installed and the tests are not required to run it). The caller removes the image.
+pub fn worker_image(test: &str) -> Option<(PathBuf, String)> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("podman"))
+            .find(|p| p.exists())
+    });
+    let podman = crate::env::installed(
+        test,
+        "podman and mmdebstrap (apt-get install -y podman runc mmdebstrap)",
+        found,
+    )?;
+    // One image per test: each removes its own when done.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let image = format!("localhost/ccfan-worker:it-{}-{n}", std::process::id());
+    let built = crate::env::podman_env(&mut Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/worker-image.sh"),
+    ))
+    .args([&image, env!("CARGO_BIN_EXE_ccfan")])
+    .output()
+    .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    Some((podman, image))
+}
+
+/// Removes a test's image.
+pub fn remove_image(podman: &Path, image: &str) {
+    let _ = crate::env::podman_env(&mut Command::new(podman))
+        .args(["rmi", "-f", image])
+        .output();
+}
+
+/// A command worker run by `sh` in the container.
+pub fn worker(name: &str, script: &str) -> String {
+    let script = script.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("[workers.{name}]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"{script}\"]\n")
+}
+
 impl Engine {
     fn start(test: &str, dir: &Path) -> Option<Engine> {
-        let found = std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("podman"))
-                .find(|p| p.exists())
-        });
-        let podman = crate::env::installed(
-            test,
-            "podman and mmdebstrap (apt-get install -y podman runc mmdebstrap)",
-            found,
-        )?;
-        // One image per test: each removes its own when done.
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let image = format!("localhost/ccfan-worker:it-{}-{n}", std::process::id());
-        let built = crate::env::podman_env(&mut Command::new(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/worker-image.sh"),
-        ))
-        .args([&image, env!("CARGO_BIN_EXE_ccfan")])
-        .output()
-        .unwrap();
-        assert!(built.status.success(), "{built:?}");
+        let (podman, image) = worker_image(test)?;
         let socket = dir.join("podman.sock");
         let service = crate::env::podman_env(&mut Command::new(&podman))
             .args(["system", "service", "--time=0"])
@@ -93,16 +113,8 @@ impl Drop for Engine {
     fn drop(&mut self) {
         let _ = self.service.kill();
         let _ = self.service.wait();
-        let _ = crate::env::podman_env(&mut Command::new(&self.podman))
-            .args(["rmi", "-f", &self.image])
-            .output();
+        remove_image(&self.podman, &self.image);
     }
-}
-
-/// A command worker run by `sh` in the container.
-fn worker(name: &str, script: &str) -> String {
-    let script = script.replace('\\', "\\\\").replace('"', "\\\"");
-    format!("[workers.{name}]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"{script}\"]\n")
 }
 
 #[test]

@@ -27,6 +27,8 @@ mod hardening;
 mod hooks;
 mod hooks_install;
 mod kill;
+mod kube_fake;
+mod kubernetes;
 mod landing;
 mod mcp;
 mod merge_loop;

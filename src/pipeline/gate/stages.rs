@@ -101,6 +101,10 @@ pub(super) fn worker_stage(
             "worker-not-started",
             format!("the worker could not be started: {message}"),
         )),
+        Some(ExitStatus::Lost { message }) => Some((
+            "worker-interrupted",
+            format!("the link to where the worker ran was lost: {message}"),
+        )),
         Some(other) => Some((
             "worker-failed",
             format!("the worker did not finish cleanly ({other})"),

@@ -171,5 +171,6 @@ fn judge_exit(
         )),
         ExitStatus::Cancelled => Err("cancelled".into()),
         ExitStatus::SpawnFailed { message } => Err(format!("cannot start {what}: {message}")),
+        ExitStatus::Lost { message } => Err(format!("lost {what}: {message}")),
     }
 }

@@ -1,0 +1,247 @@
+//! Policy, `[sandbox.kubernetes]`: where workers run with `backend = "kubernetes"` — the kubeconfig context and
+//! namespace, how many of ccfan's Jobs may run there at once, how long a finished Job is kept, where a worker with
+//! the network may reach, and the image pull policy. The image and CPUs come from `[sandbox.container]`, so one
+//! line (`backend`) moves a policy from Podman to a cluster.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::input::InputError;
+
+/// `[sandbox.kubernetes]`, resolved (defaults filled in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesSettings {
+    /// The kubeconfig context (`None`: the current one, or the in-cluster service account).
+    pub context: Option<String>,
+    /// The namespace (`None`: the context's, else `default`).
+    pub namespace: Option<String>,
+    /// The most of ccfan's Jobs active at once in the namespace, from every run and every user of it.
+    pub max_jobs: u32,
+    /// `ttlSecondsAfterFinished` of each Job (the cluster removes a finished Job ccfan could not).
+    pub ttl_seconds: u32,
+    /// Where a worker whose profile has the network may reach (CIDRs; empty: anywhere). DNS is always allowed to
+    /// such a worker; a worker without the network reaches nothing.
+    pub egress: Vec<String>,
+    /// `imagePullPolicy`: `Always`, `IfNotPresent` or `Never`.
+    pub pull_policy: String,
+    /// How long an attempt's pod may take to start (scheduling, image pull) before the attempt fails.
+    pub start_timeout: std::time::Duration,
+    /// How long the API may fail to answer before a running attempt counts as lost (`interrupted`).
+    pub link_timeout: std::time::Duration,
+}
+
+impl Default for KubernetesSettings {
+    fn default() -> Self {
+        KubernetesSettings {
+            context: None,
+            namespace: None,
+            max_jobs: 16,
+            ttl_seconds: 600,
+            egress: Vec::new(),
+            pull_policy: "IfNotPresent".to_string(),
+            start_timeout: std::time::Duration::from_secs(300),
+            link_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KubernetesSection {
+    context: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
+    max_jobs: Option<Spanned<i64>>,
+    ttl_seconds: Option<Spanned<i64>>,
+    egress: Option<Vec<Spanned<String>>>,
+    pull_policy: Option<Spanned<String>>,
+    start_timeout: Option<Spanned<String>>,
+    link_timeout: Option<Spanned<String>>,
+}
+
+/// `[sandbox.kubernetes]` over the base's.
+pub(super) fn resolve(
+    file: &Path,
+    source: &str,
+    section: Option<KubernetesSection>,
+    base: Option<&KubernetesSettings>,
+) -> Result<KubernetesSettings, InputError> {
+    let mut settings = base.cloned().unwrap_or_default();
+    let Some(section) = section else {
+        return Ok(settings);
+    };
+    let error = |key: &str, at: usize, message: String, fix: &str| {
+        InputError::new(file, message)
+            .key(format!("sandbox.kubernetes.{key}"))
+            .at_offset(source, Some(at))
+            .fix(fix)
+    };
+    if let Some(context) = section.context {
+        if context.get_ref().trim().is_empty() {
+            return Err(error(
+                "context",
+                context.span().start,
+                "the context is empty".into(),
+                "name a context of your kubeconfig (`kubectl config get-contexts`), or leave it out for the current one",
+            ));
+        }
+        settings.context = Some(context.into_inner());
+    }
+    if let Some(namespace) = section.namespace {
+        if !dns_label(namespace.get_ref()) {
+            return Err(error(
+                "namespace",
+                namespace.span().start,
+                format!("`{}` is not a namespace name", namespace.get_ref()),
+                "use lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit",
+            ));
+        }
+        settings.namespace = Some(namespace.into_inner());
+    }
+    if let Some(max) = section.max_jobs {
+        settings.max_jobs = u32::try_from(*max.get_ref())
+            .ok()
+            .filter(|max| *max > 0)
+            .ok_or_else(|| {
+                error(
+                    "max_jobs",
+                    max.span().start,
+                    format!("{} is not a number of Jobs", max.get_ref()),
+                    "give a whole number of at least 1",
+                )
+            })?;
+    }
+    if let Some(ttl) = section.ttl_seconds {
+        settings.ttl_seconds = u32::try_from(*ttl.get_ref()).map_err(|_| {
+            error(
+                "ttl_seconds",
+                ttl.span().start,
+                format!("{} is not a number of seconds", ttl.get_ref()),
+                "give a whole number of seconds, e.g. 600",
+            )
+        })?;
+    }
+    if let Some(egress) = section.egress {
+        settings.egress = Vec::with_capacity(egress.len());
+        for cidr in egress {
+            if !is_cidr(cidr.get_ref()) {
+                return Err(error(
+                    "egress",
+                    cidr.span().start,
+                    format!("`{}` is not a CIDR", cidr.get_ref()),
+                    "write address blocks such as \"10.0.0.0/8\" or \"2001:db8::/32\"; leave egress out to allow any",
+                ));
+            }
+            settings.egress.push(cidr.into_inner());
+        }
+    }
+    if let Some(policy) = section.pull_policy {
+        if !matches!(
+            policy.get_ref().as_str(),
+            "Always" | "IfNotPresent" | "Never"
+        ) {
+            return Err(error(
+                "pull_policy",
+                policy.span().start,
+                format!("`{}` is not an image pull policy", policy.get_ref()),
+                "write \"Always\", \"IfNotPresent\" or \"Never\"",
+            ));
+        }
+        settings.pull_policy = policy.into_inner();
+    }
+    for (key, limit, into) in [
+        (
+            "start_timeout",
+            section.start_timeout,
+            &mut settings.start_timeout,
+        ),
+        (
+            "link_timeout",
+            section.link_timeout,
+            &mut settings.link_timeout,
+        ),
+    ] {
+        if let Some(limit) = limit {
+            *into = humantime::parse_duration(limit.get_ref())
+                .ok()
+                .filter(|limit| !limit.is_zero())
+                .ok_or_else(|| {
+                    error(
+                        key,
+                        limit.span().start,
+                        format!("`{}` is not a duration", limit.get_ref()),
+                        "write a duration such as \"5m\" or \"90s\"",
+                    )
+                })?;
+        }
+    }
+    Ok(settings)
+}
+
+/// A DNS-1123 label (a namespace's name).
+pub(crate) fn dns_label(name: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&name.len())
+        && name.chars().all(|c| alnum(c) || c == '-')
+        && name.starts_with(alnum)
+        && name.ends_with(alnum)
+}
+
+/// An IPv4 or IPv6 address block, `address/prefix`.
+fn is_cidr(text: &str) -> bool {
+    let Some((address, prefix)) = text.split_once('/') else {
+        return false;
+    };
+    let Ok(prefix) = prefix.parse::<u8>() else {
+        return false;
+    };
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => prefix <= 32,
+        Ok(std::net::IpAddr::V6(_)) => prefix <= 128,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<KubernetesSettings, InputError> {
+        let section: KubernetesSection = toml::from_str(text).unwrap();
+        resolve(Path::new("ccfan.toml"), text, Some(section), None)
+    }
+
+    #[test]
+    fn settings_resolve_with_defaults() {
+        let settings =
+            parse("namespace = \"agents\"\negress = [\"10.0.0.0/8\", \"::/0\"]\n").unwrap();
+        assert_eq!(settings.namespace.as_deref(), Some("agents"));
+        assert_eq!(settings.egress, ["10.0.0.0/8", "::/0"]);
+        assert_eq!(settings.max_jobs, 16);
+        assert_eq!(settings.pull_policy, "IfNotPresent");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            ("namespace = \"Agents\"", "sandbox.kubernetes.namespace"),
+            ("max_jobs = 0", "sandbox.kubernetes.max_jobs"),
+            ("egress = [\"10.0.0.0\"]", "sandbox.kubernetes.egress"),
+            ("egress = [\"10.0.0.0/33\"]", "sandbox.kubernetes.egress"),
+            (
+                "pull_policy = \"sometimes\"",
+                "sandbox.kubernetes.pull_policy",
+            ),
+            (
+                "start_timeout = \"soon\"",
+                "sandbox.kubernetes.start_timeout",
+            ),
+            ("ttl_seconds = -1", "sandbox.kubernetes.ttl_seconds"),
+            ("link_timeout = \"0s\"", "sandbox.kubernetes.link_timeout"),
+        ] {
+            let error = parse(text).unwrap_err().to_string();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+    }
+}

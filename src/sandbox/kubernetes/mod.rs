@@ -1,0 +1,111 @@
+//! The door to a Kubernetes cluster (kube-rs): one Job per portable attempt. Its files go in and come out through
+//! the API's exec streams (a pod cannot mount this machine's worktree), the worker's output is followed live
+//! through the pod's log, the Job's lifetime is bounded by the cluster as well as by ccfan, its Secret and
+//! NetworkPolicy go with it, and the namespace never holds more of ccfan's Jobs than the policy's cap.
+
+mod admin;
+mod attempt;
+pub mod spec;
+
+pub use admin::{check, remove_leftovers};
+pub use attempt::run;
+
+use crate::policy::KubernetesSettings;
+
+/// Why an attempt could not be carried in the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// No cluster could be reached with the kubeconfig (or in-cluster) settings.
+    #[error("cannot use the cluster: {0}")]
+    Config(String),
+    /// The API server refused or failed a call.
+    #[error("the cluster ({namespace}): {what}: {message}")]
+    Api {
+        /// The namespace.
+        namespace: String,
+        /// What ccfan asked.
+        what: &'static str,
+        /// What the server said.
+        message: String,
+    },
+    /// The attempt's pod did not start.
+    #[error("the attempt's pod did not start: {0}")]
+    NotStarted(String),
+    /// The API stopped answering while the attempt ran.
+    #[error("lost the link to the cluster: {0}")]
+    Lost(String),
+    /// A file of the attempt could not be read or written.
+    #[error("{context}")]
+    Io {
+        /// What ccfan was doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<super::container::ClientFailed> for KubeError {
+    fn from(failed: super::container::ClientFailed) -> Self {
+        KubeError::Io {
+            context: "the cluster's client could not run".to_string(),
+            source: failed.0,
+        }
+    }
+}
+
+/// A client of the policy's cluster and the namespace it works in, with the address it talks to.
+pub(super) struct Cluster {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub server: String,
+}
+
+impl Cluster {
+    /// From the policy's context (else the kubeconfig's current one, else the pod's service account).
+    pub async fn connect(settings: &KubernetesSettings) -> Result<Cluster, KubeError> {
+        let config = match &settings.context {
+            Some(context) => {
+                let options = kube::config::KubeConfigOptions {
+                    context: Some(context.clone()),
+                    ..Default::default()
+                };
+                kube::Config::from_kubeconfig(&options)
+                    .await
+                    .map_err(|error| {
+                        KubeError::Config(format!(
+                            "context {context} of the kubeconfig: {error} (see `kubectl config get-contexts`, or fix \
+                             [sandbox.kubernetes] context)"
+                        ))
+                    })?
+            }
+            None => kube::Config::infer().await.map_err(|error| {
+                KubeError::Config(format!(
+                    "no kubeconfig or in-cluster account: {error} (set KUBECONFIG, or [sandbox.kubernetes] context)"
+                ))
+            })?,
+        };
+        let namespace = settings
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config).map_err(|error| {
+            KubeError::Config(format!("cannot make a client of {server}: {error}"))
+        })?;
+        Ok(Cluster {
+            client,
+            namespace,
+            server,
+        })
+    }
+
+    /// An error of `what` from the API.
+    pub fn failed(&self, what: &'static str) -> impl FnOnce(kube::Error) -> KubeError + '_ {
+        move |error| KubeError::Api {
+            namespace: self.namespace.clone(),
+            what,
+            message: error.to_string(),
+        }
+    }
+}

@@ -1,0 +1,1039 @@
+//! An in-process fake of the Kubernetes API server, for the calls ccfan makes (create, patch, list, watch, logs,
+//! exec, delete, access reviews), backed by Podman: a Job's pod is the Pod `podman kube play` runs, exec is
+//! `podman exec` over the API's websocket channels, logs are `podman logs -f`. What ccfan asked is recorded for the
+//! tests to check (the objects, the deletions and their propagation, how many Jobs ran at once).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The fake cluster: its address, a kubeconfig naming it, and what it saw.
+pub struct FakeCluster {
+    pub kubeconfig: PathBuf,
+    shared: Arc<Shared>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+struct Shared {
+    /// Labels this fake's pods, apart from other tests' fakes.
+    id: String,
+    podman: PathBuf,
+    dir: PathBuf,
+    namespace: String,
+    denied: Mutex<Vec<String>>,
+    objects: Mutex<Objects>,
+    version: AtomicU64,
+    calls: Mutex<Vec<String>>,
+    active: AtomicUsize,
+    most_active: AtomicUsize,
+    online: AtomicBool,
+}
+
+#[derive(Default)]
+struct Objects {
+    jobs: BTreeMap<String, Value>,
+    secrets: BTreeMap<String, Value>,
+    policies: BTreeMap<String, Value>,
+    /// Pod name → (its Job, its labels, its containers, how its play went: `None` while not played).
+    pods: BTreeMap<String, Pod>,
+}
+
+#[derive(Clone)]
+struct Pod {
+    job: String,
+    labels: Value,
+    containers: Vec<String>,
+    spec: Value,
+    played: Option<Result<(), String>>,
+}
+
+impl FakeCluster {
+    /// Serves the fake on a loopback port for namespace `namespace`; pods run with `podman`.
+    pub fn start(podman: &Path, dir: &Path, namespace: &str) -> FakeCluster {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let shared = Arc::new(Shared {
+            id: format!(
+                "{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::SeqCst)
+            ),
+            podman: podman.to_path_buf(),
+            dir: dir.to_path_buf(),
+            namespace: namespace.to_string(),
+            denied: Mutex::default(),
+            objects: Mutex::default(),
+            version: AtomicU64::new(1),
+            calls: Mutex::default(),
+            active: AtomicUsize::new(0),
+            most_active: AtomicUsize::new(0),
+            online: AtomicBool::new(true),
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/version", get(version))
+            .route("/api/v1/namespaces/{ns}", get(namespace_object))
+            .route(
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                post(review),
+            )
+            .route(
+                "/apis/batch/v1/namespaces/{ns}/jobs",
+                get(list_jobs).post(create_job),
+            )
+            .route(
+                "/apis/batch/v1/namespaces/{ns}/jobs/{name}",
+                axum::routing::patch(patch_job).delete(delete_job),
+            )
+            .route("/api/v1/namespaces/{ns}/secrets", post(create_secret))
+            .route(
+                "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
+                post(create_policy),
+            )
+            .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
+            .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
+            .route("/api/v1/namespaces/{ns}/pods/{name}/exec", get(exec))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&shared),
+                note_request,
+            ))
+            .with_state(Arc::clone(&shared));
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{address}\n\
+                 users:\n- name: fake\n  user:\n    token: fake-token\ncontexts:\n- name: fake\n  context:\n    \
+                 cluster: fake\n    user: fake\n    namespace: {namespace}\ncurrent-context: fake\n"
+            ),
+        )
+        .unwrap();
+        FakeCluster {
+            kubeconfig,
+            shared,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Answers "not allowed" to access reviews of `what` (`verb resource[/subresource]`).
+    pub fn deny(&self, what: &str) {
+        self.shared.denied.lock().unwrap().push(what.to_string());
+    }
+
+    /// Stops answering (as a cluster whose link is lost), or answers again.
+    pub fn set_online(&self, online: bool) {
+        self.shared.online.store(online, Ordering::SeqCst);
+    }
+
+    /// What ccfan asked, in order (`POST jobs NAME`, `PATCH jobs NAME`, `DELETE jobs NAME Background`, …).
+    pub fn calls(&self) -> Vec<String> {
+        self.shared.calls.lock().unwrap().clone()
+    }
+
+    /// Every Job ccfan created, as it sent it.
+    pub fn jobs_created(&self) -> Vec<Value> {
+        self.shared.created("jobs")
+    }
+
+    /// Every object of `kind` (jobs, secrets, networkpolicies) ccfan created, as it sent it.
+    pub fn created(&self, kind: &str) -> Vec<Value> {
+        self.shared.created(kind)
+    }
+
+    /// The Jobs still there.
+    pub fn jobs_left(&self) -> Vec<String> {
+        self.shared
+            .objects
+            .lock()
+            .unwrap()
+            .jobs
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The most Jobs that ran (were let go and not yet deleted) at once.
+    pub fn most_active(&self) -> usize {
+        self.shared.most_active.load(Ordering::SeqCst)
+    }
+
+    /// Podman's pods of this fake still there.
+    pub fn pods_left(&self) -> String {
+        let listed = crate::env::podman_env(&mut std::process::Command::new(&self.shared.podman))
+            .args([
+                "pod",
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=ccfan-fake={}", self.shared.id),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&listed.stdout).trim().to_string()
+    }
+
+    /// Whether a pod of this fake is running now.
+    pub fn a_pod_runs(&self) -> bool {
+        let pods: Vec<String> = self
+            .shared
+            .objects
+            .lock()
+            .unwrap()
+            .pods
+            .keys()
+            .cloned()
+            .collect();
+        pods.iter().any(|pod| {
+            let runtime = self.runtime.as_ref().unwrap();
+            let state = runtime.block_on(container_state(&self.shared, &format!("{pod}-runner")));
+            state.0 == "running"
+        })
+    }
+}
+
+impl Drop for FakeCluster {
+    fn drop(&mut self) {
+        let pods: Vec<String> = self
+            .shared
+            .objects
+            .lock()
+            .unwrap()
+            .pods
+            .keys()
+            .cloned()
+            .collect();
+        for pod in pods {
+            let _ = crate::env::podman_env(&mut std::process::Command::new(&self.shared.podman))
+                .args(["pod", "rm", "-f", "-t", "0", &pod])
+                .output();
+        }
+        let jobs: Vec<String> = self
+            .shared
+            .objects
+            .lock()
+            .unwrap()
+            .jobs
+            .keys()
+            .cloned()
+            .collect();
+        for job in jobs {
+            let _ = crate::env::podman_env(&mut std::process::Command::new(&self.shared.podman))
+                .args(["volume", "rm", "-f", &job])
+                .output();
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Shared {
+    fn next_version(&self) -> String {
+        self.version.fetch_add(1, Ordering::SeqCst).to_string()
+    }
+
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn created(&self, kind: &str) -> Vec<Value> {
+        let path = self.dir.join(format!("created-{kind}.jsonl"));
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    fn keep(&self, kind: &str, object: &Value) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("created-{kind}.jsonl")))
+            .unwrap();
+        writeln!(file, "{object}").unwrap();
+    }
+
+    async fn podman(&self, args: &[&str]) -> std::process::Output {
+        let mut command = tokio::process::Command::new(&self.podman);
+        if let Some(conf) = podman_conf() {
+            command.env("CONTAINERS_CONF", conf);
+        }
+        command.args(args).output().await.unwrap()
+    }
+}
+
+/// Every request, in `requests.log` beside the fake's files (for a failing test's reader).
+async fn note_request(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use std::io::Write;
+    if let Ok(mut log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(shared.dir.join("requests.log"))
+    {
+        let _ = writeln!(log, "{} {}", request.method(), request.uri());
+    }
+    // Offline, a request gets no answer until the fake is back (a link whose packets are dropped).
+    while !shared.online.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    next.run(request).await
+}
+
+/// The containers.conf the tests point podman at (see `env::podman_env`).
+fn podman_conf() -> Option<std::ffi::OsString> {
+    let mut probe = std::process::Command::new("true");
+    crate::env::podman_env(&mut probe);
+    probe
+        .get_envs()
+        .find(|(name, _)| *name == "CONTAINERS_CONF")
+        .and_then(|(_, value)| value.map(|v| v.to_os_string()))
+}
+
+fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    (code, axum::Json(body)).into_response()
+}
+
+fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {
+    query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn param(query: &Option<String>, key: &str) -> Option<String> {
+    query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// Whether `labels` match a selector of `k=v` pairs.
+fn selects(selector: &str, labels: &Value) -> bool {
+    selector
+        .split(',')
+        .filter(|part| !part.is_empty())
+        .all(|part| {
+            let (key, value) = part.split_once('=').unwrap_or((part, ""));
+            labels[key].as_str() == Some(value)
+        })
+}
+
+async fn version() -> Response {
+    axum::Json(json!({
+        "major": "1", "minor": "37", "gitVersion": "v1.37.0-fake", "gitCommit": "fake", "gitTreeState": "clean",
+        "buildDate": "2026-12-01T00:00:00Z", "goVersion": "go1.25", "compiler": "gc", "platform": "linux/amd64",
+    }))
+    .into_response()
+}
+
+async fn namespace_object(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(ns): UrlPath<String>,
+) -> Response {
+    if ns != shared.namespace {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("namespaces \"{ns}\" not found"),
+        );
+    }
+    axum::Json(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+        .into_response()
+}
+
+async fn review(
+    State(shared): State<Arc<Shared>>,
+    axum::Json(mut body): axum::Json<Value>,
+) -> Response {
+    let attributes = &body["spec"]["resourceAttributes"];
+    let resource = match attributes["subresource"].as_str() {
+        Some(sub) if !sub.is_empty() => {
+            format!("{}/{sub}", attributes["resource"].as_str().unwrap())
+        }
+        _ => attributes["resource"].as_str().unwrap().to_string(),
+    };
+    let what = format!("{} {resource}", attributes["verb"].as_str().unwrap());
+    let allowed = !shared.denied.lock().unwrap().contains(&what)
+        && attributes["namespace"].as_str() == Some(shared.namespace.as_str());
+    body["status"] = json!({"allowed": allowed});
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+async fn create_job(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(ns): UrlPath<String>,
+    axum::Json(mut job): axum::Json<Value>,
+) -> Response {
+    if ns != shared.namespace {
+        return status(StatusCode::NOT_FOUND, "NotFound", "no such namespace");
+    }
+    shared.keep("jobs", &job);
+    let name = job["metadata"]["name"].as_str().unwrap().to_string();
+    let mut objects = shared.objects.lock().unwrap();
+    if objects.jobs.contains_key(&name) {
+        return status(StatusCode::CONFLICT, "AlreadyExists", "the Job exists");
+    }
+    job["metadata"]["namespace"] = json!(ns);
+    job["metadata"]["uid"] = json!(format!("uid-{name}"));
+    job["metadata"]["creationTimestamp"] = json!(now_rfc3339());
+    job["metadata"]["resourceVersion"] = json!(shared.next_version());
+    job["status"] = json!({});
+    objects.jobs.insert(name.clone(), job.clone());
+    drop(objects);
+    shared.record(format!("POST jobs {name}"));
+    (StatusCode::CREATED, axum::Json(job)).into_response()
+}
+
+fn now_rfc3339() -> String {
+    let output = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+async fn list_jobs(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    let selector = param(&query, "labelSelector").unwrap_or_default();
+    let items: Vec<Value> = shared
+        .objects
+        .lock()
+        .unwrap()
+        .jobs
+        .values()
+        .filter(|job| selects(&selector, &job["metadata"]["labels"]))
+        .cloned()
+        .collect();
+    axum::Json(json!({
+        "apiVersion": "batch/v1", "kind": "JobList",
+        "metadata": {"resourceVersion": shared.next_version()}, "items": items,
+    }))
+    .into_response()
+}
+
+async fn patch_job(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((_, name)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let patch: Value = serde_json::from_slice(&body).unwrap();
+    let job = {
+        let mut objects = shared.objects.lock().unwrap();
+        let Some(job) = objects.jobs.get_mut(&name) else {
+            return status(StatusCode::NOT_FOUND, "NotFound", "no such Job");
+        };
+        if let Some(suspend) = patch["spec"]["suspend"].as_bool() {
+            job["spec"]["suspend"] = json!(suspend);
+        }
+        job["metadata"]["resourceVersion"] = json!(shared.next_version());
+        job.clone()
+    };
+    shared.record(format!("PATCH jobs {name} {}", patch));
+    if patch["spec"]["suspend"] == json!(false) {
+        let now = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_active.fetch_max(now, Ordering::SeqCst);
+        tokio::spawn(play(Arc::clone(&shared), job.clone()));
+    }
+    axum::Json(job).into_response()
+}
+
+async fn delete_job(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((_, name)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let options: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (job, pods) = {
+        let mut objects = shared.objects.lock().unwrap();
+        let Some(job) = objects.jobs.remove(&name) else {
+            return status(StatusCode::NOT_FOUND, "NotFound", "no such Job");
+        };
+        // The garbage collector: what the Job owns goes with it.
+        let uid = job["metadata"]["uid"].clone();
+        let owned = |object: &Value| {
+            object["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|owners| owners.iter().any(|owner| owner["uid"] == uid))
+        };
+        objects.secrets.retain(|_, secret| !owned(secret));
+        objects.policies.retain(|_, policy| !owned(policy));
+        let pods: Vec<String> = objects
+            .pods
+            .iter()
+            .filter(|(_, pod)| pod.job == name)
+            .map(|(pod, _)| pod.clone())
+            .collect();
+        for pod in &pods {
+            objects.pods.remove(pod);
+        }
+        (job, pods)
+    };
+    if job["spec"]["suspend"] == json!(false) {
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+    for pod in &pods {
+        shared.podman(&["pod", "rm", "-f", "-t", "0", pod]).await;
+    }
+    // Podman keeps an emptyDir as a named volume: it goes with the pod, as in a cluster.
+    shared.podman(&["volume", "rm", "-f", &name]).await;
+    shared.record(format!(
+        "DELETE jobs {name} {}",
+        options["propagationPolicy"].as_str().unwrap_or("none")
+    ));
+    axum::Json(
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                      "details": {"name": name, "kind": "jobs"}}),
+    )
+    .into_response()
+}
+
+async fn create_secret(
+    State(shared): State<Arc<Shared>>,
+    axum::Json(mut secret): axum::Json<Value>,
+) -> Response {
+    shared.keep("secrets", &secret);
+    let name = secret["metadata"]["name"].as_str().unwrap().to_string();
+    secret["metadata"]["uid"] = json!(format!("uid-secret-{name}"));
+    shared
+        .objects
+        .lock()
+        .unwrap()
+        .secrets
+        .insert(name.clone(), secret.clone());
+    shared.record(format!("POST secrets {name}"));
+    (StatusCode::CREATED, axum::Json(secret)).into_response()
+}
+
+async fn create_policy(
+    State(shared): State<Arc<Shared>>,
+    axum::Json(mut policy): axum::Json<Value>,
+) -> Response {
+    shared.keep("networkpolicies", &policy);
+    let name = policy["metadata"]["name"].as_str().unwrap().to_string();
+    policy["metadata"]["uid"] = json!(format!("uid-policy-{name}"));
+    shared
+        .objects
+        .lock()
+        .unwrap()
+        .policies
+        .insert(name.clone(), policy.clone());
+    shared.record(format!("POST networkpolicies {name}"));
+    (StatusCode::CREATED, axum::Json(policy)).into_response()
+}
+
+/// The Job's pod, as the kubelet would make it: once the Secret it names is there, with the Secret's values as
+/// its variables, on no network when a NetworkPolicy selecting it allows no egress.
+async fn play(shared: Arc<Shared>, job: Value) {
+    let job_name = job["metadata"]["name"].as_str().unwrap().to_string();
+    let pod_name = format!("{job_name}-pod");
+    let template = job["spec"]["template"].clone();
+    let labels = template["metadata"]["labels"].clone();
+    let mut spec = template["spec"].clone();
+    let containers: Vec<String> = spec["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    shared.objects.lock().unwrap().pods.insert(
+        pod_name.clone(),
+        Pod {
+            job: job_name.clone(),
+            labels: labels.clone(),
+            containers,
+            spec: spec.clone(),
+            played: None,
+        },
+    );
+    let started = Instant::now();
+    let secret_values = loop {
+        let wanted: Vec<String> = spec["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["envFrom"].as_array().cloned().unwrap_or_default())
+            .filter_map(|from| from["secretRef"]["name"].as_str().map(String::from))
+            .collect();
+        let values = {
+            let objects = shared.objects.lock().unwrap();
+            wanted
+                .iter()
+                .all(|name| objects.secrets.contains_key(name))
+                .then(|| {
+                    wanted
+                        .iter()
+                        .flat_map(|name| {
+                            objects.secrets[name]["stringData"]
+                                .as_object()
+                                .cloned()
+                                .unwrap_or_default()
+                        })
+                        .collect::<Vec<_>>()
+                })
+        };
+        if let Some(values) = values {
+            break values;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for container in spec["containers"].as_array_mut().unwrap() {
+        if container.get("envFrom").is_some() {
+            let env: Vec<Value> = secret_values
+                .iter()
+                .map(|(name, value)| json!({"name": name, "value": value}))
+                .collect();
+            container["env"] = json!(env);
+            container.as_object_mut().unwrap().remove("envFrom");
+        }
+    }
+    let closed = shared
+        .objects
+        .lock()
+        .unwrap()
+        .policies
+        .values()
+        .any(|policy| {
+            let selector = &policy["spec"]["podSelector"]["matchLabels"];
+            selector
+                .as_object()
+                .is_some_and(|wanted| wanted.iter().all(|(k, v)| labels[k] == *v))
+                && policy["spec"]["egress"] == json!([])
+        });
+    let mut pod_labels = labels.clone();
+    pod_labels["ccfan-fake"] = json!(shared.id);
+    let manifest = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod_name, "labels": pod_labels},
+        "spec": spec,
+    });
+    let file = shared.dir.join(format!("{pod_name}.json"));
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let mut args = vec!["kube", "play", "--quiet"];
+    if closed {
+        args.extend(["--network", "none"]);
+    }
+    args.push(&file);
+    let played = shared.podman(&args).await;
+    let result = if played.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&played.stderr).trim().to_string())
+    };
+    let deleted = {
+        let mut objects = shared.objects.lock().unwrap();
+        match objects.pods.get_mut(&pod_name) {
+            Some(pod) => {
+                pod.played = Some(result);
+                false
+            }
+            None => true,
+        }
+    };
+    // Deleted while it was being played.
+    if deleted {
+        shared
+            .podman(&["pod", "rm", "-f", "-t", "0", &pod_name])
+            .await;
+    }
+}
+
+/// A container's state in Podman: (`created`/`running`/`exited`/`missing`, exit code).
+async fn container_state(shared: &Shared, container: &str) -> (String, i64) {
+    let inspected = shared
+        .podman(&[
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            container,
+        ])
+        .await;
+    let text = String::from_utf8_lossy(&inspected.stdout)
+        .trim()
+        .to_string();
+    match text.split_once(' ') {
+        Some((state, code)) if inspected.status.success() => {
+            (state.to_string(), code.parse().unwrap_or(-1))
+        }
+        _ => ("missing".to_string(), -1),
+    }
+}
+
+async fn pod_object(shared: &Shared, name: &str, pod: &Pod) -> Value {
+    let mut statuses = Vec::new();
+    let mut phase = "Pending";
+    match &pod.played {
+        None => {
+            for container in &pod.containers {
+                statuses.push(
+                    json!({"name": container, "image": "", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}),
+                );
+            }
+        }
+        Some(Err(why)) => {
+            for container in &pod.containers {
+                statuses.push(json!({"name": container, "image": "", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull", "message": why}}}));
+            }
+        }
+        Some(Ok(())) => {
+            let mut running = 0;
+            for container in &pod.containers {
+                let (state, code) = container_state(shared, &format!("{name}-{container}")).await;
+                let state = match state.as_str() {
+                    "running" => {
+                        running += 1;
+                        json!({"running": {"startedAt": now_rfc3339()}})
+                    }
+                    "exited" | "stopped" => json!({"terminated": {"exitCode": code}}),
+                    _ => json!({"waiting": {"reason": "ContainerCreating"}}),
+                };
+                statuses.push(
+                    json!({"name": container, "image": "", "imageID": "", "ready": running > 0,
+                    "restartCount": 0, "state": state}),
+                );
+            }
+            phase = if running > 0 { "Running" } else { "Succeeded" };
+        }
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": shared.namespace, "labels": pod.labels,
+                     "resourceVersion": shared.next_version()},
+        "spec": pod.spec,
+        "status": {"phase": phase, "containerStatuses": statuses},
+    })
+}
+
+async fn pods_selected(shared: &Shared, selector: &str) -> Vec<Value> {
+    let pods: Vec<(String, Pod)> = shared
+        .objects
+        .lock()
+        .unwrap()
+        .pods
+        .iter()
+        .filter(|(_, pod)| selects(selector, &pod.labels))
+        .map(|(name, pod)| (name.clone(), pod.clone()))
+        .collect();
+    let mut objects = Vec::new();
+    for (name, pod) in pods {
+        objects.push(pod_object(shared, &name, &pod).await);
+    }
+    objects
+}
+
+async fn list_pods(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    let selector = param(&query, "labelSelector").unwrap_or_default();
+    if param(&query, "watch").as_deref() == Some("true") {
+        let limit: u64 = param(&query, "timeoutSeconds")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(30);
+        return watch_pods(shared, selector, Duration::from_secs(limit));
+    }
+    let items = pods_selected(&shared, &selector).await;
+    axum::Json(json!({"apiVersion": "v1", "kind": "PodList",
+                      "metadata": {"resourceVersion": shared.next_version()}, "items": items}))
+    .into_response()
+}
+
+/// A watch: every 200 ms the selected pods are looked at, and each change is a line of `{"type", "object"}`.
+fn watch_pods(shared: Arc<Shared>, selector: String, limit: Duration) -> Response {
+    let until = Instant::now() + limit;
+    let seen: BTreeMap<String, Value> = BTreeMap::new();
+    let stream = futures_util::stream::unfold(
+        (shared, selector, seen),
+        move |(shared, selector, mut seen)| async move {
+            loop {
+                if Instant::now() > until || !shared.online.load(Ordering::SeqCst) {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let now = pods_selected(&shared, &selector).await;
+                let mut lines = String::new();
+                let mut names = Vec::new();
+                for pod in now {
+                    let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+                    names.push(name.clone());
+                    let mut compared = pod.clone();
+                    compared["metadata"]["resourceVersion"] = Value::Null;
+                    compared["status"]["containerStatuses"]
+                        .as_array_mut()
+                        .into_iter()
+                        .flatten()
+                        .for_each(|s| {
+                            s["state"]["running"] = json!(s["state"].get("running").is_some())
+                        });
+                    let kind = match seen.get(&name) {
+                        None => "ADDED",
+                        Some(before) if *before != compared => "MODIFIED",
+                        Some(_) => continue,
+                    };
+                    seen.insert(name, compared);
+                    lines.push_str(&json!({"type": kind, "object": pod}).to_string());
+                    lines.push('\n');
+                }
+                let gone: Vec<String> = seen
+                    .keys()
+                    .filter(|n| !names.contains(n))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    let before = seen.remove(&name).unwrap();
+                    lines.push_str(&json!({"type": "DELETED", "object": before}).to_string());
+                    lines.push('\n');
+                }
+                if !lines.is_empty() {
+                    return Some((
+                        Ok::<Bytes, std::io::Error>(Bytes::from(lines)),
+                        (shared, selector, seen),
+                    ));
+                }
+            }
+        },
+    );
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+async fn pod_log(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((_, name)): UrlPath<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let container = param(&query, "container").unwrap_or_default();
+    // Both of the container's streams, as a cluster's log has them.
+    let mut args = vec![
+        "-c".to_string(),
+        "exec \"$0\" logs \"$@\" 2>&1".to_string(),
+        shared.podman.to_string_lossy().into_owned(),
+    ];
+    if param(&query, "follow").as_deref() == Some("true") {
+        args.push("-f".to_string());
+    }
+    if let Some(tail) = param(&query, "tailLines") {
+        args.push(format!("--tail={tail}"));
+    }
+    args.push(format!("{name}-{container}"));
+    let mut command = tokio::process::Command::new("sh");
+    if let Some(conf) = podman_conf() {
+        command.env("CONTAINERS_CONF", conf);
+    }
+    let mut child = command
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stream = futures_util::stream::unfold((child, stdout), |(child, mut stdout)| async move {
+        let mut chunk = vec![0u8; 8192];
+        match stdout.read(&mut chunk).await {
+            Ok(0) | Err(_) => None,
+            Ok(read) => {
+                chunk.truncate(read);
+                Some((
+                    Ok::<Bytes, std::io::Error>(Bytes::from(chunk)),
+                    (child, stdout),
+                ))
+            }
+        }
+    });
+    Response::builder().body(Body::from_stream(stream)).unwrap()
+}
+
+/// Exec over the API's channel protocol (v5, or v4 without the close signal): 0 stdin, 1 stdout, 2 stderr,
+/// 3 the status, 255 a stream closed.
+async fn exec(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((_, name)): UrlPath<(String, String)>,
+    RawQuery(query): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let pairs = query_pairs(&query);
+    let command: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let container = param(&query, "container").unwrap_or_default();
+    let stdin = param(&query, "stdin").as_deref() == Some("true");
+    upgrade
+        .protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
+        .on_upgrade(move |socket| {
+            run_exec(
+                shared,
+                socket,
+                format!("{name}-{container}"),
+                command,
+                stdin,
+            )
+        })
+}
+
+async fn run_exec(
+    shared: Arc<Shared>,
+    socket: WebSocket,
+    container: String,
+    command: Vec<String>,
+    stdin: bool,
+) {
+    let mut podman = tokio::process::Command::new(&shared.podman);
+    if let Some(conf) = podman_conf() {
+        podman.env("CONTAINERS_CONF", conf);
+    }
+    podman.arg("exec");
+    if stdin {
+        podman.arg("-i");
+    }
+    let mut child = podman
+        .arg(&container)
+        .args(&command)
+        .stdin(if stdin {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (mut sink, mut source) = socket.split();
+    let (send, mut outgoing) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            if sink.send(Message::Binary(frame.into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    });
+    let mut child_stdin = child.stdin.take();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = source.next().await {
+            let Message::Binary(bytes) = message else {
+                continue;
+            };
+            match bytes.first() {
+                Some(0) => {
+                    if let Some(to) = child_stdin.as_mut()
+                        && to.write_all(&bytes[1..]).await.is_err()
+                    {
+                        child_stdin = None;
+                    }
+                }
+                Some(255) if bytes.get(1) == Some(&0) => child_stdin = None,
+                _ => {}
+            }
+        }
+    });
+    let pump = |from: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>, channel: u8| {
+        let send = send.clone();
+        async move {
+            let Some(mut from) = from else { return };
+            let mut chunk = vec![0u8; 32 * 1024];
+            while let Ok(read) = from.read(&mut chunk).await
+                && read > 0
+            {
+                let mut frame = vec![channel];
+                frame.extend_from_slice(&chunk[..read]);
+                if send.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+    tokio::join!(pump(stdout, 1), pump(stderr, 2));
+    let exit = child.wait().await.unwrap();
+    let status = if exit.success() {
+        json!({"metadata": {}, "status": "Success"})
+    } else {
+        let code = exit.code().unwrap_or(-1);
+        json!({"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+               "message": format!("command terminated with non-zero exit code: {code}"),
+               "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+    };
+    let mut frame = vec![3u8];
+    frame.extend_from_slice(status.to_string().as_bytes());
+    let _ = send.send(frame).await;
+    drop(send);
+    let _ = writer.await;
+    reader.abort();
+}

@@ -1,0 +1,451 @@
+//! Workers on Kubernetes (`[sandbox] backend = "kubernetes"`): the same tasks file fans out to one Job per
+//! attempt, and the same gate, states, salvage and landing follow. No cluster can be installed on this machine
+//! kind, so the API server is a fake in this process (`kube_fake`) whose pods are the Pods ccfan's Jobs describe,
+//! run by `podman kube play`: the objects are real enough for Podman to run, the API calls are kube-rs's own.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::containers::{remove_image, worker, worker_image};
+use crate::env::{TestEnv, task};
+use crate::kube_fake::FakeCluster;
+
+/// The fake cluster, its image, removed when dropped.
+struct Cluster {
+    fake: FakeCluster,
+    podman: std::path::PathBuf,
+    image: String,
+}
+
+impl Cluster {
+    fn start(test: &str, dir: &Path) -> Option<Cluster> {
+        let (podman, image) = worker_image(test)?;
+        let fake = FakeCluster::start(&podman, dir, "agents");
+        Some(Cluster {
+            fake,
+            podman,
+            image,
+        })
+    }
+
+    fn policy(&self, extra: &str) -> String {
+        format!(
+            "[run]\nmax_reworks = 1\n\n[sandbox]\nbackend = \"kubernetes\"\nmemory = \"512MiB\"\n\
+             env_allow = [\"FAKE_API_KEY\"]\n\n[sandbox.container]\nimage = \"{}\"\n\n\
+             [sandbox.kubernetes]\nmax_jobs = 2\n{extra}",
+            self.image
+        )
+    }
+
+    fn vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "KUBECONFIG",
+                self.fake.kubeconfig.to_string_lossy().into_owned(),
+            ),
+            ("FAKE_API_KEY", "fk-3b1f9c2e7d".to_string()),
+        ]
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        remove_image(&self.podman, &self.image);
+    }
+}
+
+fn ccfan(env: &TestEnv, cluster: &Cluster, args: &[&str]) -> crate::env::Ran {
+    let vars = cluster.vars();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.ccfan_with(args, &vars)
+}
+
+#[test]
+fn a_tasks_file_fans_out_to_kubernetes_jobs_through_the_same_gate() {
+    let env = TestEnv::new();
+    let Some(cluster) = Cluster::start(
+        "kubernetes::a_tasks_file_fans_out_to_kubernetes_jobs_through_the_same_gate",
+        env.tmp.path(),
+    ) else {
+        return;
+    };
+    env.commit_policy(&cluster.policy(""));
+    let key = "key=\"AKIA$(LC_ALL=C tr -dc 'A-Z2-7' </dev/urandom | head -c 16)\"; echo \"aws = $key\" > src/keys.txt";
+    let workers = [
+        worker(
+            "inside",
+            "test -f /run/.containerenv && echo \"$CCFAN_TASK_ID in a pod\" > src/$CCFAN_TASK_ID.txt; \
+             ls /sys/class/net > src/net-$CCFAN_TASK_ID.txt; printf %s \"$FAKE_API_KEY\" | wc -c > src/key-$CCFAN_TASK_ID.txt",
+        ),
+        worker("slow", "echo live-line-from-the-pod; sleep 6; echo done > src/slow.txt"),
+        worker("leak", key),
+        worker("hang", "sleep 600"),
+    ]
+    .join("\n");
+    let tasks = env.tasks(&format!(
+        "{workers}\n\
+         [[task]]\nid = \"one\"\ngoal = \"one\"\nallowed = [\"src/**\"]\nworker = \"inside\"\n\
+         [[task]]\nid = \"two\"\ngoal = \"two\"\nallowed = [\"src/**\"]\nworker = \"inside\"\n\
+         [[task]]\nid = \"slow\"\ngoal = \"slow\"\nallowed = [\"src/**\"]\nworker = \"slow\"\n\
+         [[task]]\nid = \"leak\"\ngoal = \"write keys\"\nallowed = [\"src/**\"]\nworker = \"leak\"\n\
+         [[task]]\nid = \"hang\"\ngoal = \"hang\"\nallowed = [\"src/**\"]\nworker = \"hang\"\ntimeout = \"3s\"\n"
+    ));
+    let mut child = env.command(&[
+        "run",
+        "--json",
+        "--jobs",
+        "3",
+        "--tasks",
+        tasks.to_str().unwrap(),
+    ]);
+    child
+        .envs(cluster.vars())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = child.spawn().unwrap();
+    // The slow worker's output shows in its attempt's log while its pod still runs.
+    let started = Instant::now();
+    let mut seen_live = false;
+    while started.elapsed() < Duration::from_secs(120) && !seen_live {
+        let logs = glob_logs(&env.state_dir().join("runs"), "slow");
+        seen_live = logs.iter().any(|log| {
+            std::fs::read_to_string(log).is_ok_and(|text| text.contains("live-line-from-the-pod"))
+        }) && !env
+            .git(&["ls-tree", "-r", "--name-only", "main"])
+            .contains("slow.txt");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    let ran = crate::env::Ran {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert!(seen_live, "the pod's output was not followed live: {ran:?}");
+    let run = ran.json();
+    for id in ["one", "two"] {
+        assert_eq!(task(&run, id)["state"], "merged", "{ran:?}");
+        assert_eq!(
+            env.git(&["show", &format!("main:src/{id}.txt")]).trim(),
+            format!("{id} in a pod")
+        );
+        // The NetworkPolicy closed the pod's network: only loopback.
+        assert_eq!(
+            env.git(&["show", &format!("main:src/net-{id}.txt")]).trim(),
+            "lo"
+        );
+        // The passed variable reached the worker, through the Secret.
+        assert_eq!(
+            env.git(&["show", &format!("main:src/key-{id}.txt")]).trim(),
+            "13"
+        );
+    }
+    assert_eq!(task(&run, "slow")["state"], "merged", "{ran:?}");
+    let leak = task(&run, "leak");
+    assert!(
+        matches!(leak["state"].as_str(), Some("blocked" | "rolled_back")),
+        "{leak}"
+    );
+    assert!(
+        leak["reason"]
+            .as_str()
+            .unwrap()
+            .contains("aws-access-key-id"),
+        "{leak}"
+    );
+    let hang = task(&run, "hang");
+    assert!(
+        matches!(hang["state"].as_str(), Some("timed_out" | "blocked")),
+        "{hang}"
+    );
+
+    // What the cluster was asked: one Job per attempt, run once, bounded, labelled, the variable's value never in
+    // it; each with its NetworkPolicy allowing nothing; each deleted with what it owns; never more than max_jobs.
+    let jobs = cluster.fake.jobs_created();
+    assert!(jobs.len() >= 5, "{jobs:?}");
+    let run_id = run["run_id"].as_str().unwrap();
+    for job in &jobs {
+        let spec = &job["spec"];
+        assert_eq!(spec["backoffLimit"], 0, "{job}");
+        assert!(spec["activeDeadlineSeconds"].as_u64().unwrap() > 0, "{job}");
+        assert_eq!(spec["ttlSecondsAfterFinished"], 600, "{job}");
+        assert_eq!(
+            spec["template"]["metadata"]["labels"]["io.ccfan.run"], run_id,
+            "{job}"
+        );
+        assert!(
+            !job.to_string().contains("fk-3b1f9c2e7d"),
+            "a passed value is in the Job: {job}"
+        );
+        let name = job["metadata"]["name"].as_str().unwrap();
+        assert!(
+            cluster
+                .fake
+                .calls()
+                .contains(&format!("DELETE jobs {name} Background")),
+            "{name} was not deleted: {:?}",
+            cluster.fake.calls()
+        );
+    }
+    let policies = cluster.fake.created("networkpolicies");
+    assert_eq!(policies.len(), jobs.len());
+    for policy in &policies {
+        assert_eq!(policy["spec"]["egress"], serde_json::json!([]), "{policy}");
+        assert_eq!(
+            policy["metadata"]["ownerReferences"][0]["kind"], "Job",
+            "{policy}"
+        );
+    }
+    assert!(
+        cluster.fake.most_active() <= 2,
+        "{} Jobs at once",
+        cluster.fake.most_active()
+    );
+    assert_eq!(cluster.fake.jobs_left(), Vec::<String>::new());
+    assert_eq!(cluster.fake.pods_left(), "");
+}
+
+/// The attempt logs of task `task` under `runs`.
+fn glob_logs(runs: &Path, task: &str) -> Vec<std::path::PathBuf> {
+    let Ok(runs) = std::fs::read_dir(runs) else {
+        return Vec::new();
+    };
+    runs.flatten()
+        .flat_map(|run| {
+            std::fs::read_dir(run.path().join(task))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|attempt| attempt.path().join("worker.log"))
+        .filter(|log| log.is_file())
+        .collect()
+}
+
+#[test]
+fn doctor_checks_the_cluster_and_names_what_is_missing() {
+    let env = TestEnv::new();
+    // The doctor asks the API only: no pod runs, so no image is needed.
+    let fake = FakeCluster::start(Path::new("podman"), env.tmp.path(), "agents");
+    env.commit_policy(
+        "[sandbox]\nbackend = \"kubernetes\"\n\n[sandbox.container]\nimage = \"localhost/ccfan-worker:x\"\n",
+    );
+    let kubeconfig = fake.kubeconfig.to_string_lossy().into_owned();
+    let doctor = |env: &TestEnv| {
+        let ran = env.ccfan_with(&["doctor", "--json"], &[("KUBECONFIG", &kubeconfig)]);
+        ran.json()["sandbox"]["container"].clone()
+    };
+    let fine = doctor(&env);
+    assert_eq!(fine["works"], true, "{fine}");
+    assert!(
+        fine["detail"]
+            .as_str()
+            .unwrap()
+            .contains("namespace agents"),
+        "{fine}"
+    );
+
+    fake.deny("create pods/exec");
+    let denied = doctor(&env);
+    assert_eq!(denied["works"], false, "{denied}");
+    assert!(
+        denied["detail"]
+            .as_str()
+            .unwrap()
+            .contains("create pods/exec"),
+        "{denied}"
+    );
+
+    env.commit_policy(
+        "[sandbox]\nbackend = \"kubernetes\"\n\n[sandbox.container]\nimage = \"x\"\n\n\
+         [sandbox.kubernetes]\nnamespace = \"nowhere\"\n",
+    );
+    let missing = doctor(&env);
+    assert!(
+        missing["detail"]
+            .as_str()
+            .unwrap()
+            .contains("namespace nowhere does not exist"),
+        "{missing}"
+    );
+
+    // No kubeconfig at all: the error says where to set one.
+    let ran = env.ccfan_with(
+        &["doctor", "--json"],
+        &[("KUBECONFIG", "/nonexistent/kubeconfig")],
+    );
+    let none = &ran.json()["sandbox"]["container"];
+    assert_eq!(none["works"], false, "{none}");
+    assert!(
+        none["detail"].as_str().unwrap().contains("kubeconfig"),
+        "{none}"
+    );
+}
+
+#[test]
+fn a_bad_kubernetes_setting_is_refused_with_its_key() {
+    let env = TestEnv::new();
+    env.commit_policy(
+        "[sandbox]\nbackend = \"kubernetes\"\n\n[sandbox.container]\nimage = \"x\"\n\n\
+         [sandbox.kubernetes]\negress = [\"10.0.0.0\"]\n",
+    );
+    let tasks = env.tasks(&format!(
+        "{}\n[[task]]\ngoal = \"x\"\nworker = \"w\"\n",
+        worker("w", "true")
+    ));
+    let ran = env.run(&tasks, &[]);
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(ran.stderr.contains("sandbox.kubernetes.egress"), "{ran:?}");
+}
+
+#[test]
+fn a_missing_image_fails_the_attempt_with_the_clusters_reason() {
+    let env = TestEnv::new();
+    let Some(cluster) = Cluster::start(
+        "kubernetes::a_missing_image_fails_the_attempt_with_the_clusters_reason",
+        env.tmp.path(),
+    ) else {
+        return;
+    };
+    env.commit_policy(
+        &cluster
+            .policy("")
+            .replace(&cluster.image, "localhost/ccfan-no-such-image:1"),
+    );
+    let tasks = env.tasks(&format!(
+        "{}\n[[task]]\nid = \"t\"\ngoal = \"x\"\nallowed = [\"src/**\"]\nworker = \"w\"\n",
+        worker("w", "echo x > src/x.txt")
+    ));
+    let ran = ccfan(
+        &env,
+        &cluster,
+        &["run", "--json", "--tasks", tasks.to_str().unwrap()],
+    );
+    let run = ran.json();
+    let t = task(&run, "t");
+    // Not started: nothing to judge, so nothing lands.
+    assert_eq!(t["state"], "rolled_back", "{ran:?}");
+    assert!(
+        t["reason"].as_str().unwrap().contains("ErrImagePull"),
+        "{t}"
+    );
+    assert_eq!(cluster.fake.jobs_left(), Vec::<String>::new());
+}
+
+#[test]
+fn a_killed_ccfan_leaves_no_job_behind_once_the_next_one_recovers() {
+    let env = TestEnv::new();
+    let Some(cluster) = Cluster::start(
+        "kubernetes::a_killed_ccfan_leaves_no_job_behind_once_the_next_one_recovers",
+        env.tmp.path(),
+    ) else {
+        return;
+    };
+    env.commit_policy(&cluster.policy(""));
+    let tasks = env.tasks(&format!(
+        "{}\n[[task]]\nid = \"slow\"\ngoal = \"take long\"\nallowed = [\"src/**\"]\nworker = \"slow\"\n",
+        worker("slow", "sleep 600")
+    ));
+    let mut ccfan = env.command(&["run", "--json", "--tasks", tasks.to_str().unwrap()]);
+    let mut ccfan = ccfan
+        .envs(cluster.vars())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !cluster.fake.a_pod_runs() {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no pod started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ccfan.kill().unwrap();
+    ccfan.wait().unwrap();
+    assert_eq!(cluster.fake.jobs_left().len(), 1);
+    let status = self::ccfan(&env, &cluster, &["status", "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let run_id = status.json()["runs"][0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let view = self::ccfan(&env, &cluster, &["status", "--json", &run_id]).json();
+    assert_eq!(task(&view, "slow")["state"], "interrupted", "{view}");
+    assert_eq!(
+        cluster.fake.jobs_left(),
+        Vec::<String>::new(),
+        "the interrupted attempt's Job is still there"
+    );
+    assert_eq!(cluster.fake.pods_left(), "");
+}
+
+#[test]
+fn a_lost_link_ends_the_attempt_interrupted_with_what_came_back() {
+    let env = TestEnv::new();
+    let Some(cluster) = Cluster::start(
+        "kubernetes::a_lost_link_ends_the_attempt_interrupted_with_what_came_back",
+        env.tmp.path(),
+    ) else {
+        return;
+    };
+    env.commit_policy(&cluster.policy("link_timeout = \"3s\"\n"));
+    let tasks = env.tasks(&format!(
+        "{}\n[[task]]\nid = \"far\"\ngoal = \"run far away\"\nallowed = [\"src/**\"]\nworker = \"far\"\ntimeout = \"5m\"\n",
+        worker("far", "echo before-the-link-went; sleep 600")
+    ));
+    let mut child = env.command(&["run", "--json", "--tasks", tasks.to_str().unwrap()]);
+    child
+        .envs(cluster.vars())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = child.spawn().unwrap();
+    let started = Instant::now();
+    let logged = || {
+        glob_logs(&env.state_dir().join("runs"), "far")
+            .iter()
+            .any(|log| {
+                std::fs::read_to_string(log).is_ok_and(|text| text.contains("before-the-link-went"))
+            })
+    };
+    while !logged() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the worker's output never showed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.fake.set_online(false);
+    // Once ccfan gave the attempt up and tries to delete its Job, the link comes back: the deletion goes through.
+    let requests = env.tmp.path().join("requests.log");
+    let deleting = || {
+        std::fs::read_to_string(&requests).is_ok_and(|text| text.contains("DELETE /apis/batch/v1/"))
+    };
+    let offline = Instant::now();
+    while !deleting() {
+        assert!(
+            offline.elapsed() < Duration::from_secs(60),
+            "ccfan never gave the attempt up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.fake.set_online(true);
+    let output = child.wait_with_output().unwrap();
+    let ran = crate::env::Ran {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    let run = ran.json();
+    let far = task(&run, "far");
+    assert_eq!(far["state"], "interrupted", "{ran:?}");
+    assert!(far["reason"].as_str().unwrap().contains("link"), "{far}");
+    // What came back before the link went is kept: the attempt's log.
+    assert!(logged(), "the attempt's log was lost");
+    assert_eq!(cluster.fake.jobs_left(), Vec::<String>::new());
+    // An interrupted task can be retried.
+    let run_id = run["run_id"].as_str().unwrap();
+    let view = ccfan(&env, &cluster, &["status", "--json", run_id]).json();
+    assert_eq!(task(&view, "far")["state"], "interrupted", "{view}");
+}
