@@ -97,6 +97,9 @@ pub struct RunnerArgs {
     /// Wait up to this many seconds for the input folder to be marked ready (a pod's input arrives after start).
     #[arg(long, value_name = "SECONDS")]
     pub await_input: Option<u64>,
+    /// Echo the worker's output to stdout as it is written (the container's log is how ccfan follows it live).
+    #[arg(long)]
+    pub echo: bool,
     /// In a pod: unpack the attempt's input from the tar on stdin into this folder, then mark it ready.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["input", "output", "work", "give_output", "hold"])]
     pub take_input: Option<PathBuf>,

@@ -150,10 +150,9 @@ fn runner(args: args::RunnerArgs) -> Result<Exit, CliError> {
         crate::pipeline::pod::await_input(input, std::time::Duration::from_secs(seconds), &cancel)
             .map_err(failed)?;
     }
-    // In a pod the worker's output is echoed live: its log is how ccfan follows the attempt.
     let live = args
-        .await_input
-        .map(|_| Box::new(std::io::stdout()) as Box<dyn std::io::Write + Send>);
+        .echo
+        .then(|| Box::new(std::io::stdout()) as Box<dyn std::io::Write + Send>);
     let manifest =
         crate::pipeline::portable::run(input, output, work, &cancel, live).map_err(failed)?;
     render::out(&render::json(&manifest))?;

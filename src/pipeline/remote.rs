@@ -162,6 +162,7 @@ impl Steps<'_> {
                 "/ccfan/out",
                 "--work",
                 "/ccfan/work",
+                "--echo",
             ]
             .map(String::from)
             .to_vec(),

@@ -322,7 +322,23 @@ async fn carry(
             .map_err(engine.failed("start the container"))
     };
     within(engine, "start the container", CALL, start).await?;
-    let exit = wait(engine, id, run, started).await?;
+    // The worker's output (the runner echoes it) goes to the attempt's log while the container runs.
+    let follower = run.live.map(|live| {
+        tokio::spawn(follow(
+            engine.docker.clone(),
+            id.to_string(),
+            LiveLog::open(live, run.limits.max_output),
+        ))
+    });
+    let exit = wait(engine, id, run, started).await;
+    if let Some(follower) = follower
+        && tokio::time::timeout(Duration::from_secs(5), follower)
+            .await
+            .is_err()
+    {
+        tracing::debug!("the log of container {id} did not end");
+    }
+    let exit = exit?;
     let duration = started.elapsed();
     let logs = async {
         save_logs(engine, id, run.log).await;
@@ -405,6 +421,65 @@ async fn wait(
 fn code(status: i64) -> ExitStatus {
     ExitStatus::Code {
         code: i32::try_from(status).unwrap_or(i32::MAX),
+    }
+}
+
+/// Appends what the container prints to its live log until it ends.
+async fn follow(docker: Docker, id: String, live: Option<LiveLog>) {
+    let Some(mut live) = live else {
+        return;
+    };
+    let options = LogsOptions {
+        follow: true,
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let mut stream = docker.logs(&id, Some(options));
+    while let Some(Ok(chunk)) = stream.next().await {
+        if !live.push(&chunk.into_bytes()) {
+            return;
+        }
+    }
+}
+
+/// An attempt's log followed while its worker runs elsewhere: appended to, up to a number of bytes.
+pub(super) struct LiveLog {
+    file: std::fs::File,
+    written: u64,
+    cap: u64,
+}
+
+impl LiveLog {
+    /// `path` opened for appending (`None`, with a warning, when it cannot be).
+    pub(super) fn open(path: &Path, cap: u64) -> Option<LiveLog> {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => Some(LiveLog {
+                file,
+                written: 0,
+                cap,
+            }),
+            Err(error) => {
+                tracing::warn!("cannot write {}: {error}", path.display());
+                None
+            }
+        }
+    }
+
+    /// Appends what fits under the cap; `false` once nothing more can be written.
+    pub(super) fn push(&mut self, bytes: &[u8]) -> bool {
+        use std::io::Write;
+        let room = usize::try_from(self.cap.saturating_sub(self.written)).unwrap_or(usize::MAX);
+        let keep = room.min(bytes.len());
+        if keep > 0 && self.file.write_all(&bytes[..keep]).is_err() {
+            return false;
+        }
+        self.written += keep as u64;
+        self.written < self.cap
     }
 }
 

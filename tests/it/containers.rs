@@ -239,7 +239,7 @@ fn a_killed_ccfan_leaves_no_container_behind_once_the_next_one_recovers() {
     env.commit_policy(&engine.policy(""));
     let tasks = env.tasks(&format!(
         "{}\n[[task]]\nid = \"slow\"\ngoal = \"take long\"\nallowed = [\"src/**\"]\nworker = \"slow\"\n",
-        worker("slow", "echo started > src/started.txt; sleep 600")
+        worker("slow", "echo live-from-the-container; sleep 600")
     ));
     let mut ccfan = env
         .command(&["run", "--json", "--tasks", tasks.to_str().unwrap()])
@@ -259,6 +259,14 @@ fn a_killed_ccfan_leaves_no_container_behind_once_the_next_one_recovers() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no container started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // What the worker prints reaches its attempt's log while its container runs.
+    while !crate::env::attempt_log_has(&env, "slow", "live-from-the-container") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the container's output was not followed live"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

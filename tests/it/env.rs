@@ -422,3 +422,27 @@ pub fn podman_env(command: &mut Command) -> &mut Command {
     }
     command.env("CONTAINERS_CONF", conf)
 }
+
+/// The attempt logs (`worker.log`) of task `task` in every run of `env`.
+pub fn attempt_logs(env: &TestEnv, task: &str) -> Vec<PathBuf> {
+    let Ok(runs) = std::fs::read_dir(env.state_dir().join("runs")) else {
+        return Vec::new();
+    };
+    runs.flatten()
+        .flat_map(|run| {
+            std::fs::read_dir(run.path().join(task))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|attempt| attempt.path().join("worker.log"))
+        .filter(|log| log.is_file())
+        .collect()
+}
+
+/// Whether an attempt log of task `task` holds `text` (a worker's output seen while it runs).
+pub fn attempt_log_has(env: &TestEnv, task: &str, text: &str) -> bool {
+    attempt_logs(env, task)
+        .iter()
+        .any(|log| std::fs::read_to_string(log).is_ok_and(|log| log.contains(text)))
+}

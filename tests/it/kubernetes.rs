@@ -108,12 +108,10 @@ fn a_tasks_file_fans_out_to_kubernetes_jobs_through_the_same_gate() {
     let started = Instant::now();
     let mut seen_live = false;
     while started.elapsed() < Duration::from_secs(120) && !seen_live {
-        let logs = glob_logs(&env.state_dir().join("runs"), "slow");
-        seen_live = logs.iter().any(|log| {
-            std::fs::read_to_string(log).is_ok_and(|text| text.contains("live-line-from-the-pod"))
-        }) && !env
-            .git(&["ls-tree", "-r", "--name-only", "main"])
-            .contains("slow.txt");
+        seen_live = crate::env::attempt_log_has(&env, "slow", "live-line-from-the-pod")
+            && !env
+                .git(&["ls-tree", "-r", "--name-only", "main"])
+                .contains("slow.txt");
         std::thread::sleep(Duration::from_millis(100));
     }
     let output = child.wait_with_output().unwrap();
@@ -204,23 +202,6 @@ fn a_tasks_file_fans_out_to_kubernetes_jobs_through_the_same_gate() {
     );
     assert_eq!(cluster.fake.jobs_left(), Vec::<String>::new());
     assert_eq!(cluster.fake.pods_left(), "");
-}
-
-/// The attempt logs of task `task` under `runs`.
-fn glob_logs(runs: &Path, task: &str) -> Vec<std::path::PathBuf> {
-    let Ok(runs) = std::fs::read_dir(runs) else {
-        return Vec::new();
-    };
-    runs.flatten()
-        .flat_map(|run| {
-            std::fs::read_dir(run.path().join(task))
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .map(|attempt| attempt.path().join("worker.log"))
-        .filter(|log| log.is_file())
-        .collect()
 }
 
 #[test]
@@ -402,13 +383,7 @@ fn a_lost_link_ends_the_attempt_interrupted_with_what_came_back() {
         .stderr(Stdio::piped());
     let child = child.spawn().unwrap();
     let started = Instant::now();
-    let logged = || {
-        glob_logs(&env.state_dir().join("runs"), "far")
-            .iter()
-            .any(|log| {
-                std::fs::read_to_string(log).is_ok_and(|text| text.contains("before-the-link-went"))
-            })
-    };
+    let logged = || crate::env::attempt_log_has(&env, "far", "before-the-link-went");
     while !logged() {
         assert!(
             started.elapsed() < Duration::from_secs(120),

@@ -4,7 +4,7 @@
 //! is watched to its end (killed past the time limit, or when cancelled), the output taken back over exec, and
 //! the Job deleted with everything it owns whatever happened.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use super::spec::{self, KEEPER, Names, ROOT, RUNNER};
 use super::{Cluster, KubeError};
 use crate::model::ExitStatus;
 use crate::policy::KubernetesSettings;
-use crate::sandbox::container::{ContainerOutcome, ContainerRun, block_on};
+use crate::sandbox::container::{ContainerOutcome, ContainerRun, LiveLog, block_on};
 
 /// How long one call to the API may take.
 const CALL: Duration = Duration::from_secs(120);
@@ -184,8 +184,7 @@ async fn carry(
         tokio::spawn(follow(
             Api::namespaced(cluster.client.clone(), &cluster.namespace),
             pod.clone(),
-            live.to_path_buf(),
-            run.limits.max_output,
+            LiveLog::open(live, run.limits.max_output),
         ))
     });
     let exit = pods.runner_end(run, began).await;
@@ -713,8 +712,11 @@ async fn save_runner_log(cluster: &Cluster, pod: &str, to: &Path) {
     }
 }
 
-/// Appends the runner's log (the worker's output, echoed as it is written) to `to` while it runs, up to `cap`.
-async fn follow(pods: Api<Pod>, pod: String, to: PathBuf, cap: u64) {
+/// Appends the runner's log (the worker's output, echoed as it is written) to the live log while it runs.
+async fn follow(pods: Api<Pod>, pod: String, live: Option<LiveLog>) {
+    let Some(mut live) = live else {
+        return;
+    };
     let params = LogParams {
         container: Some(RUNNER.to_string()),
         follow: true,
@@ -723,25 +725,13 @@ async fn follow(pods: Api<Pod>, pod: String, to: PathBuf, cap: u64) {
     let Ok(stream) = pods.log_stream(&pod, &params).await else {
         return;
     };
-    let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&to)
-    else {
-        return;
-    };
     let mut stream = std::pin::pin!(stream);
     let mut chunk = vec![0u8; 16 * 1024];
-    let mut written = 0u64;
     while let Ok(read) = futures_util::AsyncReadExt::read(&mut stream, &mut chunk).await
         && read > 0
     {
-        let keep = usize::try_from(cap.saturating_sub(written))
-            .unwrap_or(usize::MAX)
-            .min(read);
-        if keep > 0 && std::io::Write::write_all(&mut file, &chunk[..keep]).is_err() {
+        if !live.push(&chunk[..read]) {
             return;
         }
-        written += keep as u64;
     }
 }

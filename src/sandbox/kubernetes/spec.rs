@@ -135,6 +135,7 @@ pub fn job(
         format!("{ROOT}/work"),
         "--await-input".into(),
         (cluster.start_timeout.as_secs() + COPY_SECS).to_string(),
+        "--echo".into(),
     ];
     let labels = labels(run, names);
     serde_json::from_value(json!({
