@@ -148,7 +148,7 @@ fn runner(args: args::RunnerArgs) -> Result<Exit, CliError> {
     };
     if let Some(seconds) = args.await_input {
         crate::pipeline::pod::await_input(input, std::time::Duration::from_secs(seconds), &cancel)
-            .map_err(failed)?;
+            .map_err(|why| failed(PortableError::Refused(why)))?;
     }
     let live = args
         .echo

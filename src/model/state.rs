@@ -264,8 +264,8 @@ pub fn outcome_state(
         ExitStatus::Lost { message } => (
             TaskState::Interrupted,
             Some(format!(
-                "the link to where the worker ran was lost ({message}); what came back is kept — `ccfan retry` runs \
-                 it again"
+                "the link to where the worker ran was lost ({message}); its output so far is in its log — `ccfan \
+                 retry` runs it again"
             )),
         ),
     }

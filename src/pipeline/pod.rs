@@ -8,31 +8,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::portable::PortableError;
-
 /// How often a file is looked at again.
 const POLL: Duration = Duration::from_millis(100);
 
 /// Waits until `input` is marked ready (all of the attempt's input is there), at most `limit`.
-pub fn await_input(
-    input: &Path,
-    limit: Duration,
-    cancel: &AtomicBool,
-) -> Result<(), PortableError> {
+pub fn await_input(input: &Path, limit: Duration, cancel: &AtomicBool) -> Result<(), String> {
     let ready = input.join(crate::sandbox::archive::READY);
     let started = Instant::now();
     while !ready.is_file() {
         if cancel.load(Ordering::SeqCst) {
-            return Err(PortableError::Refused(
-                "stopped while waiting for the attempt's input".to_string(),
-            ));
+            return Err("stopped while waiting for the attempt's input".to_string());
         }
         if started.elapsed() > limit {
-            return Err(PortableError::Refused(format!(
+            return Err(format!(
                 "the attempt's input did not arrive in {} within {} s",
                 input.display(),
                 limit.as_secs()
-            )));
+            ));
         }
         std::thread::sleep(POLL);
     }

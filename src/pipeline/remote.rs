@@ -45,7 +45,17 @@ pub(super) fn run(
     let log = AttemptDir::of(context.dir).log();
     let started = std::time::Instant::now();
     let not_started = |message: String| {
-        let _ = std::fs::write(&log, format!("ccfan: {message}\n"));
+        // Appended: what the worker printed live, before the attempt failed to come back, stays.
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, format!("ccfan: {message}\n").as_bytes())
+            });
+        if let Err(error) = appended {
+            tracing::warn!("cannot write {}: {error}", log.display());
+        }
         Ok(Outcome::not_started(message))
     };
     let Some(settings) = &policy.sandbox.container else {
@@ -107,40 +117,7 @@ impl Steps<'_> {
         let base = crate::git::head_commit(&repo)
             .map_err(|e| e.to_string())?
             .ok_or("the task's tree has no commit checked out")?;
-        // The host's values of the variables the worker may see go to the engine, never into a file.
-        let engine_env: Vec<(String, String)> =
-            crate::sandbox::worker_env(&self.policy.sandbox, &task.worker, &[])
-                .into_iter()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .filter(|(name, _)| !task.worker.env.iter().any(|(known, _)| known == name))
-                // This machine's paths and identity mean nothing there: the image and the runner set their own.
-                .filter(|(name, _)| {
-                    !matches!(
-                        name.as_str(),
-                        "PATH" | "HOME" | "SHELL" | "TMPDIR" | "USER" | "LOGNAME" | "PWD"
-                    )
-                })
-                .collect();
-        let order = Order {
-            schema: 1,
-            run_id: context.run_id.to_string(),
-            task_id: task.id.to_string(),
-            attempt: context.attempt,
-            goal: task.goal.clone(),
-            worker: task.worker.name.clone(),
-            base: base.clone(),
-            argv: argv.to_vec(),
-            env: task
-                .worker
-                .env
-                .iter()
-                .cloned()
-                .chain(extra.iter().filter(|(name, _)| !host_path(name)).cloned())
-                .collect(),
-            pass_env: engine_env.iter().map(|(name, _)| name.clone()).collect(),
-            timeout_secs: task.timeout.as_secs().max(1),
-            log_limit: self.policy.log_limit,
-        };
+        let (order, engine_env) = self.order(&base, argv, extra);
         let task_file = crate::util::read_regular(
             &AttemptDir::of(context.dir).task_file(),
             crate::util::MAX_WORKER_FILE,
@@ -204,6 +181,51 @@ impl Steps<'_> {
             _ => container::run(&container_run).map_err(|e| e.to_string())?,
         };
         self.back(&repo, &base, ran, settings, started)
+    }
+
+    /// The worker's order, and the host's values of the variables it may see: those go to the engine, never into
+    /// a file.
+    fn order(
+        &self,
+        base: &str,
+        argv: &[String],
+        extra: &[(String, String)],
+    ) -> (Order, Vec<(String, String)>) {
+        let (task, context) = (self.task, self.context);
+        let engine_env: Vec<(String, String)> =
+            crate::sandbox::worker_env(&self.policy.sandbox, &task.worker, &[])
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .filter(|(name, _)| !task.worker.env.iter().any(|(known, _)| known == name))
+                // This machine's paths and identity mean nothing there: the image and the runner set their own.
+                .filter(|(name, _)| {
+                    !matches!(
+                        name.as_str(),
+                        "PATH" | "HOME" | "SHELL" | "TMPDIR" | "USER" | "LOGNAME" | "PWD"
+                    )
+                })
+                .collect();
+        let order = Order {
+            schema: 1,
+            run_id: context.run_id.to_string(),
+            task_id: task.id.to_string(),
+            attempt: context.attempt,
+            goal: task.goal.clone(),
+            worker: task.worker.name.clone(),
+            base: base.to_string(),
+            argv: argv.to_vec(),
+            env: task
+                .worker
+                .env
+                .iter()
+                .cloned()
+                .chain(extra.iter().filter(|(name, _)| !host_path(name)).cloned())
+                .collect(),
+            pass_env: engine_env.iter().map(|(name, _)| name.clone()).collect(),
+            timeout_secs: task.timeout.as_secs().max(1),
+            log_limit: self.policy.log_limit,
+        };
+        (order, engine_env)
     }
 
     /// Takes what came back in and makes it the worktree's; the outcome as the container and runner report it.

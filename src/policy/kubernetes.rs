@@ -71,112 +71,100 @@ pub(super) fn resolve(
     let Some(section) = section else {
         return Ok(settings);
     };
-    let error = |key: &str, at: usize, message: String, fix: &str| {
-        InputError::new(file, message)
-            .key(format!("sandbox.kubernetes.{key}"))
-            .at_offset(source, Some(at))
-            .fix(fix)
-    };
-    if let Some(context) = section.context {
-        if context.get_ref().trim().is_empty() {
-            return Err(error(
-                "context",
-                context.span().start,
-                "the context is empty".into(),
-                "name a context of your kubeconfig (`kubectl config get-contexts`), or leave it out for the current one",
-            ));
-        }
-        settings.context = Some(context.into_inner());
+    let key = Key { file, source };
+    if let Some(context) = key.check(section.context, "context", |c| Some(c.clone()).filter(|c| !c.trim().is_empty()),
+        |_| "the context is empty".into(),
+        "name a context of your kubeconfig (`kubectl config get-contexts`), or leave it out for the current one")? {
+        settings.context = Some(context);
     }
-    if let Some(namespace) = section.namespace {
-        if !dns_label(namespace.get_ref()) {
-            return Err(error(
-                "namespace",
-                namespace.span().start,
-                format!("`{}` is not a namespace name", namespace.get_ref()),
-                "use lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit",
-            ));
-        }
-        settings.namespace = Some(namespace.into_inner());
+    if let Some(namespace) = key.check(section.namespace, "namespace", |n| Some(n.clone()).filter(|n| dns_label(n)),
+        |n| format!("`{n}` is not a namespace name"),
+        "use lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit")? {
+        settings.namespace = Some(namespace);
     }
-    if let Some(max) = section.max_jobs {
-        settings.max_jobs = u32::try_from(*max.get_ref())
-            .ok()
-            .filter(|max| *max > 0)
-            .ok_or_else(|| {
-                error(
-                    "max_jobs",
-                    max.span().start,
-                    format!("{} is not a number of Jobs", max.get_ref()),
-                    "give a whole number of at least 1",
-                )
-            })?;
+    if let Some(max) = key.check(
+        section.max_jobs,
+        "max_jobs",
+        |max| u32::try_from(*max).ok().filter(|max| *max > 0),
+        |max| format!("{max} is not a number of Jobs"),
+        "give a whole number of at least 1",
+    )? {
+        settings.max_jobs = max;
     }
-    if let Some(ttl) = section.ttl_seconds {
-        settings.ttl_seconds = u32::try_from(*ttl.get_ref()).map_err(|_| {
-            error(
-                "ttl_seconds",
-                ttl.span().start,
-                format!("{} is not a number of seconds", ttl.get_ref()),
-                "give a whole number of seconds, e.g. 600",
-            )
-        })?;
+    if let Some(ttl) = key.check(
+        section.ttl_seconds,
+        "ttl_seconds",
+        |ttl| u32::try_from(*ttl).ok(),
+        |ttl| format!("{ttl} is not a number of seconds"),
+        "give a whole number of seconds, e.g. 600",
+    )? {
+        settings.ttl_seconds = ttl;
     }
     if let Some(egress) = section.egress {
         settings.egress = Vec::with_capacity(egress.len());
         for cidr in egress {
-            if !is_cidr(cidr.get_ref()) {
-                return Err(error(
-                    "egress",
-                    cidr.span().start,
-                    format!("`{}` is not a CIDR", cidr.get_ref()),
-                    "write address blocks such as \"10.0.0.0/8\" or \"2001:db8::/32\"; leave egress out to allow any",
-                ));
-            }
-            settings.egress.push(cidr.into_inner());
+            let cidr = key.check(Some(cidr), "egress", |c| Some(c.clone()).filter(|c| is_cidr(c)),
+                |c| format!("`{c}` is not a CIDR"),
+                "write address blocks such as \"10.0.0.0/8\" or \"2001:db8::/32\"; leave egress out to allow any")?;
+            settings.egress.extend(cidr);
         }
     }
-    if let Some(policy) = section.pull_policy {
-        if !matches!(
-            policy.get_ref().as_str(),
-            "Always" | "IfNotPresent" | "Never"
-        ) {
-            return Err(error(
-                "pull_policy",
-                policy.span().start,
-                format!("`{}` is not an image pull policy", policy.get_ref()),
-                "write \"Always\", \"IfNotPresent\" or \"Never\"",
-            ));
-        }
-        settings.pull_policy = policy.into_inner();
+    let pull = |p: &String| {
+        Some(p.clone()).filter(|p| matches!(p.as_str(), "Always" | "IfNotPresent" | "Never"))
+    };
+    if let Some(policy) = key.check(
+        section.pull_policy,
+        "pull_policy",
+        pull,
+        |p| format!("`{p}` is not an image pull policy"),
+        "write \"Always\", \"IfNotPresent\" or \"Never\"",
+    )? {
+        settings.pull_policy = policy;
     }
-    for (key, limit, into) in [
-        (
-            "start_timeout",
-            section.start_timeout,
-            &mut settings.start_timeout,
-        ),
-        (
-            "link_timeout",
-            section.link_timeout,
-            &mut settings.link_timeout,
-        ),
-    ] {
-        if let Some(limit) = limit {
-            *into = humantime::parse_duration(limit.get_ref())
-                .ok()
-                .filter(|limit| !limit.is_zero())
-                .ok_or_else(|| {
-                    error(
-                        key,
-                        limit.span().start,
-                        format!("`{}` is not a duration", limit.get_ref()),
-                        "write a duration such as \"5m\" or \"90s\"",
-                    )
-                })?;
-        }
+    let duration = |d: &String| humantime::parse_duration(d).ok().filter(|d| !d.is_zero());
+    let not_one = |d: &String| format!("`{d}` is not a duration");
+    let fix = "write a duration such as \"5m\" or \"90s\"";
+    if let Some(limit) = key.check(
+        section.start_timeout,
+        "start_timeout",
+        duration,
+        not_one,
+        fix,
+    )? {
+        settings.start_timeout = limit;
+    }
+    if let Some(limit) = key.check(section.link_timeout, "link_timeout", duration, not_one, fix)? {
+        settings.link_timeout = limit;
     }
     Ok(settings)
+}
+
+/// Where `[sandbox.kubernetes]` is, for its errors.
+struct Key<'a> {
+    file: &'a Path,
+    source: &'a str,
+}
+
+impl Key<'_> {
+    /// `value` through `ok`, or the error naming `sandbox.kubernetes.<key>`, its place and the fix.
+    fn check<S, T>(
+        &self,
+        value: Option<Spanned<S>>,
+        key: &str,
+        ok: impl Fn(&S) -> Option<T>,
+        message: impl Fn(&S) -> String,
+        fix: &str,
+    ) -> Result<Option<T>, InputError> {
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        ok(value.get_ref()).map(Some).ok_or_else(|| {
+            InputError::new(self.file, message(value.get_ref()))
+                .key(format!("sandbox.kubernetes.{key}"))
+                .at_offset(self.source, Some(value.span().start))
+                .fix(fix)
+        })
+    }
 }
 
 /// A DNS-1123 label (a namespace's name).

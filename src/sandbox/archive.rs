@@ -8,8 +8,9 @@ use std::path::{Component, Path};
 
 /// Where an attempt's input sits in the tar [`pack_input`] makes.
 const INPUT_PREFIX: &str = "ccfan/in";
-/// The most bytes of input a runner takes in (the base bundle, the task file, the order).
-const MAX_INPUT: u64 = crate::pipeline::portable::MAX_BUNDLE + (16 << 20);
+/// The most bytes of input a runner takes in: a base bundle (the runner reads 4 GiB of one at most), the task
+/// file and the order.
+const MAX_INPUT: u64 = (4 << 30) + (16 << 20);
 /// The file a runner's input folder gets once all of it is there.
 pub const READY: &str = ".ready";
 
@@ -21,6 +22,15 @@ pub(super) fn pack_input(input: &Path) -> std::io::Result<Vec<u8>> {
     builder
         .append_dir_all("ccfan/in", input)
         .and_then(|()| builder.into_inner())
+}
+
+/// `input` as [`pack_input`]'s tar, written to the file `to` (streamed to the pod from there).
+pub(super) fn pack_input_to(input: &Path, to: &Path) -> std::io::Result<()> {
+    let mut builder = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(to)?));
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.follow_symlinks(false);
+    builder.append_dir_all(INPUT_PREFIX, input)?;
+    std::io::Write::flush(&mut builder.into_inner()?)
 }
 
 /// The files taken back from a container's output, with the most bytes each may hold: nothing else is written.

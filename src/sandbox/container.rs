@@ -327,7 +327,7 @@ async fn carry(
         tokio::spawn(follow(
             engine.docker.clone(),
             id.to_string(),
-            LiveLog::open(live, run.limits.max_output),
+            super::live::LiveLog::open(live, run.limits.max_output),
         ))
     });
     let exit = wait(engine, id, run, started).await;
@@ -425,7 +425,7 @@ fn code(status: i64) -> ExitStatus {
 }
 
 /// Appends what the container prints to its live log until it ends.
-async fn follow(docker: Docker, id: String, live: Option<LiveLog>) {
+async fn follow(docker: Docker, id: String, live: Option<super::live::LiveLog>) {
     let Some(mut live) = live else {
         return;
     };
@@ -440,46 +440,6 @@ async fn follow(docker: Docker, id: String, live: Option<LiveLog>) {
         if !live.push(&chunk.into_bytes()) {
             return;
         }
-    }
-}
-
-/// An attempt's log followed while its worker runs elsewhere: appended to, up to a number of bytes.
-pub(super) struct LiveLog {
-    file: std::fs::File,
-    written: u64,
-    cap: u64,
-}
-
-impl LiveLog {
-    /// `path` opened for appending (`None`, with a warning, when it cannot be).
-    pub(super) fn open(path: &Path, cap: u64) -> Option<LiveLog> {
-        match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            Ok(file) => Some(LiveLog {
-                file,
-                written: 0,
-                cap,
-            }),
-            Err(error) => {
-                tracing::warn!("cannot write {}: {error}", path.display());
-                None
-            }
-        }
-    }
-
-    /// Appends what fits under the cap; `false` once nothing more can be written.
-    pub(super) fn push(&mut self, bytes: &[u8]) -> bool {
-        use std::io::Write;
-        let room = usize::try_from(self.cap.saturating_sub(self.written)).unwrap_or(usize::MAX);
-        let keep = room.min(bytes.len());
-        if keep > 0 && self.file.write_all(&bytes[..keep]).is_err() {
-            return false;
-        }
-        self.written += keep as u64;
-        self.written < self.cap
     }
 }
 

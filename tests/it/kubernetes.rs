@@ -158,11 +158,15 @@ fn a_tasks_file_fans_out_to_kubernetes_jobs_through_the_same_gate() {
         "{hang}"
     );
 
-    // What the cluster was asked: one Job per attempt, run once, bounded, labelled, the variable's value never in
-    // it; each with its NetworkPolicy allowing nothing; each deleted with what it owns; never more than max_jobs.
-    let jobs = cluster.fake.jobs_created();
+    what_the_cluster_was_asked(&cluster.fake, run["run_id"].as_str().unwrap());
+}
+
+/// One Job per attempt, run once, bounded, labelled, the variable's value never in it; each with its own
+/// NetworkPolicy allowing nothing over the namespace's baseline; each deleted with what it owns; never more than
+/// max_jobs at once; nothing left.
+fn what_the_cluster_was_asked(fake: &FakeCluster, run_id: &str) {
+    let jobs = fake.jobs_created();
     assert!(jobs.len() >= 5, "{jobs:?}");
-    let run_id = run["run_id"].as_str().unwrap();
     for job in &jobs {
         let spec = &job["spec"];
         assert_eq!(spec["backoffLimit"], 0, "{job}");
@@ -178,17 +182,20 @@ fn a_tasks_file_fans_out_to_kubernetes_jobs_through_the_same_gate() {
         );
         let name = job["metadata"]["name"].as_str().unwrap();
         assert!(
-            cluster
-                .fake
-                .calls()
+            fake.calls()
                 .contains(&format!("DELETE jobs {name} Background")),
             "{name} was not deleted: {:?}",
-            cluster.fake.calls()
+            fake.calls()
         );
     }
-    let policies = cluster.fake.created("networkpolicies");
-    assert_eq!(policies.len(), jobs.len());
-    for policy in &policies {
+    let policies = fake.created("networkpolicies");
+    assert_eq!(policies.len(), jobs.len() + 1, "{policies:?}");
+    let (baseline, own): (Vec<_>, Vec<_>) = policies
+        .iter()
+        .partition(|policy| policy["metadata"]["name"] == "ccfan-baseline");
+    assert_eq!(baseline.len(), 1, "{policies:?}");
+    assert_eq!(baseline[0]["spec"]["egress"], serde_json::json!([]));
+    for policy in own {
         assert_eq!(policy["spec"]["egress"], serde_json::json!([]), "{policy}");
         assert_eq!(
             policy["metadata"]["ownerReferences"][0]["kind"], "Job",
@@ -196,12 +203,12 @@ fn a_tasks_file_fans_out_to_kubernetes_jobs_through_the_same_gate() {
         );
     }
     assert!(
-        cluster.fake.most_active() <= 2,
+        fake.most_active() <= 2,
         "{} Jobs at once",
-        cluster.fake.most_active()
+        fake.most_active()
     );
-    assert_eq!(cluster.fake.jobs_left(), Vec::<String>::new());
-    assert_eq!(cluster.fake.pods_left(), "");
+    assert_eq!(fake.jobs_left(), Vec::<String>::new());
+    assert_eq!(fake.pods_left(), "");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::policy::KubernetesSettings;
 use crate::sandbox::container::block_on;
 
 /// What an attempt does in its namespace: (API group, resource, subresource, verb).
-pub const NEEDED: [(&str, &str, &str, &str); 10] = [
+pub const NEEDED: [(&str, &str, &str, &str); 11] = [
     ("batch", "jobs", "", "create"),
     ("batch", "jobs", "", "patch"),
     ("batch", "jobs", "", "list"),
@@ -21,6 +21,8 @@ pub const NEEDED: [(&str, &str, &str, &str); 10] = [
     ("", "pods", "", "watch"),
     ("", "pods", "log", "get"),
     ("", "pods", "exec", "create"),
+    // Exec opens a websocket with a GET, which API servers before 1.35 authorise as `get`.
+    ("", "pods", "exec", "get"),
     ("", "secrets", "", "create"),
     ("networking.k8s.io", "networkpolicies", "", "create"),
 ];
@@ -117,7 +119,7 @@ pub fn remove_leftovers(settings: &KubernetesSettings, token: &str) -> usize {
         let mut removed = 0;
         for job in listed.items {
             if let Some(name) = job.metadata.name
-                && super::attempt::delete(&cluster, &name, settings.link_timeout).await
+                && super::delete(&cluster, &name, settings.link_timeout).await
             {
                 removed += 1;
             }

@@ -5,12 +5,23 @@
 
 mod admin;
 mod attempt;
+mod exec;
+mod queue;
 pub mod spec;
+mod watch;
 
 pub use admin::{check, remove_leftovers};
 pub use attempt::run;
 
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, DeleteParams};
+
 use crate::policy::KubernetesSettings;
+
+/// How long one call to the API may take.
+const CALL: Duration = Duration::from_secs(120);
 
 /// Why an attempt could not be carried in the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +45,9 @@ pub enum KubeError {
     /// The API stopped answering while the attempt ran.
     #[error("lost the link to the cluster: {0}")]
     Lost(String),
+    /// The attempt was cancelled while its files were being copied.
+    #[error("cancelled")]
+    Cancelled,
     /// A file of the attempt could not be read or written.
     #[error("{context}")]
     Io {
@@ -64,6 +78,18 @@ pub(super) struct Cluster {
 impl Cluster {
     /// From the policy's context (else the kubeconfig's current one, else the pod's service account).
     pub async fn connect(settings: &KubernetesSettings) -> Result<Cluster, KubeError> {
+        // A credential plugin that waits for a person, or a server that does not answer, is not waited for.
+        tokio::time::timeout(CALL, Self::connect_now(settings))
+            .await
+            .unwrap_or_else(|_| {
+                Err(KubeError::Config(format!(
+                    "no cluster client within {} s (does the kubeconfig's credential plugin wait for input?)",
+                    CALL.as_secs()
+                )))
+            })
+    }
+
+    async fn connect_now(settings: &KubernetesSettings) -> Result<Cluster, KubeError> {
         let config = match &settings.context {
             Some(context) => {
                 let options = kube::config::KubeConfigOptions {
@@ -106,6 +132,56 @@ impl Cluster {
             namespace: self.namespace.clone(),
             what,
             message: error.to_string(),
+        }
+    }
+}
+
+/// `work`, with the API's error named `what`, or an error when it does not answer within [`CALL`].
+pub(super) async fn call<T>(
+    cluster: &Cluster,
+    what: &'static str,
+    work: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, KubeError> {
+    call_within(cluster, what, CALL, work).await
+}
+
+/// [`call`] with a limit of its own (a look that tells whether the link still holds).
+pub(super) async fn call_within<T>(
+    cluster: &Cluster,
+    what: &'static str,
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, KubeError> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(done) => done.map_err(cluster.failed(what)),
+        Err(_) => Err(KubeError::Api {
+            namespace: cluster.namespace.clone(),
+            what,
+            message: format!("no answer within {} s", limit.as_secs_f32()),
+        }),
+    }
+}
+
+/// Deletes the Job, its pod and what it owns (best effort: its TTL and deadline remove it otherwise).
+/// Tried again for `patience` while the API fails (a link that comes back in time still cleans up).
+pub(super) async fn delete(cluster: &Cluster, name: &str, patience: Duration) -> bool {
+    let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let since = Instant::now();
+    loop {
+        let limit = patience.min(CALL);
+        match tokio::time::timeout(limit, jobs.delete(name, &DeleteParams::background())).await {
+            Ok(Ok(_)) => return true,
+            Ok(Err(kube::Error::Api(status))) if status.is_not_found() => return true,
+            Ok(Err(error)) if since.elapsed() >= patience => {
+                tracing::warn!(
+                    "cannot delete Job {name} in {}: {error} (its activeDeadlineSeconds and \
+                     ttlSecondsAfterFinished remove it)",
+                    cluster.namespace
+                );
+                return false;
+            }
+            Err(_) if since.elapsed() >= patience => return false,
+            Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }
 }

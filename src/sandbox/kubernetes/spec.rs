@@ -231,20 +231,33 @@ pub fn network_policy(
     names: &Names,
     owner: Option<OwnerReference>,
 ) -> Result<NetworkPolicy, serde_json::Error> {
-    let egress = if !run.network {
-        json!([])
-    } else if cluster.egress.is_empty() {
-        json!([{}])
+    // Anywhere is every address but the link-local ones, where clouds serve their nodes' credentials.
+    let blocks: Vec<_> = if cluster.egress.is_empty() {
+        vec![
+            json!({"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}),
+            json!({"ipBlock": {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::254/128"]}}),
+        ]
     } else {
-        let blocks: Vec<_> = cluster
+        cluster
             .egress
             .iter()
             .map(|cidr| json!({"ipBlock": {"cidr": cidr}}))
-            .collect();
+            .collect()
+    };
+    let egress = if run.network {
         json!([
             {"to": blocks},
-            {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+            // Names are resolved by the cluster's DNS only, not by any server on port 53.
+            {
+                "to": [{
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }],
+                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+            },
         ])
+    } else {
+        json!([])
     };
     serde_json::from_value(json!({
         "apiVersion": "networking.k8s.io/v1",
@@ -259,6 +272,23 @@ pub fn network_policy(
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
             "egress": egress,
+        },
+    }))
+}
+
+/// The namespace's baseline NetworkPolicy: nothing in or out for any pod of ccfan's. Policies add up, so each
+/// attempt's own policy opens only what its worker may reach, and a pod whose own policy goes first (they are
+/// deleted with the Job in no set order) stays closed.
+pub fn baseline_policy() -> Result<NetworkPolicy, serde_json::Error> {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "ccfan-baseline", "labels": {MANAGED_BY.0: MANAGED_BY.1}},
+        "spec": {
+            "podSelector": {"matchLabels": {MANAGED_BY.0: MANAGED_BY.1}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [],
         },
     }))
 }
@@ -344,9 +374,20 @@ mod tests {
         assert_eq!(closed["spec"]["egress"], json!([]));
         assert_eq!(closed["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
         let open = with_run(true, |run| network_policy(run, &cluster, &names, None)).unwrap();
+        let open = serde_json::to_value(&open).unwrap();
         assert_eq!(
-            serde_json::to_value(&open).unwrap()["spec"]["egress"],
-            json!([{}])
+            open["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"],
+            "0.0.0.0/0"
+        );
+        assert_eq!(
+            open["spec"]["egress"][0]["to"][0]["ipBlock"]["except"],
+            json!(["169.254.0.0/16"]),
+            "the metadata service is reachable"
+        );
+        let dns = &open["spec"]["egress"][1];
+        assert_eq!(
+            dns["to"][0]["podSelector"]["matchLabels"]["k8s-app"],
+            "kube-dns"
         );
         cluster.egress = vec!["10.0.0.0/8".into()];
         let some = with_run(true, |run| network_policy(run, &cluster, &names, None)).unwrap();
