@@ -431,3 +431,60 @@ fn a_lost_link_ends_the_attempt_interrupted_with_what_came_back() {
     let view = ccfan(&env, &cluster, &["status", "--json", run_id]).json();
     assert_eq!(task(&view, "far")["state"], "interrupted", "{view}");
 }
+
+#[test]
+fn cancelling_a_task_deletes_its_job_with_what_it_owns() {
+    let env = TestEnv::new();
+    let Some(cluster) = Cluster::start(
+        "kubernetes::cancelling_a_task_deletes_its_job_with_what_it_owns",
+        env.tmp.path(),
+    ) else {
+        return;
+    };
+    env.commit_policy(&cluster.policy(""));
+    let tasks = env.tasks(&format!(
+        "{}\n[[task]]\nid = \"slow\"\ngoal = \"take long\"\nallowed = [\"src/**\"]\nworker = \"slow\"\n",
+        worker("slow", "echo working; sleep 600")
+    ));
+    let mut run = env.command(&["run", "--json", "--tasks", tasks.to_str().unwrap()]);
+    let mut child = run
+        .envs(cluster.vars())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !crate::env::attempt_log_has(&env, "slow", "working") {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the worker never ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run_id = ccfan(&env, &cluster, &["status", "--json"]).json()["runs"][0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cancelled = ccfan(
+        &env,
+        &cluster,
+        &["cancel", "--json", &format!("{run_id}/slow")],
+    );
+    assert_eq!(cancelled.code, 0, "{cancelled:?}");
+    assert_eq!(task(&cancelled.json()["run"], "slow")["state"], "cancelled");
+    child.wait().unwrap();
+    let job = cluster.fake.jobs_created()[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cluster
+            .fake
+            .calls()
+            .contains(&format!("DELETE jobs {job} Background")),
+        "{:?}",
+        cluster.fake.calls()
+    );
+    assert_eq!(cluster.fake.jobs_left(), Vec::<String>::new());
+    assert_eq!(cluster.fake.pods_left(), "");
+}
