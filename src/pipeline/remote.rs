@@ -31,6 +31,8 @@ pub(super) struct Where<'a> {
     pub dir: &'a Path,
     /// The attempt's process token (the container's label).
     pub token: &'a str,
+    /// The secret rules: what the container printed is redacted before it reaches a message.
+    pub rules: &'a crate::secrets::RulePack,
 }
 
 /// Runs `task`'s attempt in a container; a not-started outcome (with the reason in its log) when it cannot. `Err`:
@@ -45,6 +47,7 @@ pub(super) fn run(
     let log = AttemptDir::of(context.dir).log();
     let started = std::time::Instant::now();
     let not_started = |message: String| {
+        let message = context.rules.redact_text(&message);
         // Appended: what the worker printed live, before the attempt failed to come back, stays.
         let appended = std::fs::OpenOptions::new()
             .create(true)
@@ -87,10 +90,33 @@ pub(super) fn run(
         input: &input,
         output: &output,
     };
-    match steps.carry(settings, argv, extra, started) {
-        Ok(run) => Ok(run),
+    let carried = steps.carry(settings, argv, extra, started);
+    // Nothing of the container's is kept, whatever happened: what mattered is in the worktree, the log and the
+    // report now (its files may hold what the worker printed, unscrubbed).
+    let _ = std::fs::remove_dir_all(&remote);
+    match carried {
+        Ok(outcome) => Ok(redacted(outcome, context.rules)),
         Err(why) => not_started(why),
     }
+}
+
+/// `outcome` with what the container or the cluster said (its notes, its failure) redacted of secrets.
+fn redacted(mut outcome: Outcome, rules: &crate::secrets::RulePack) -> Outcome {
+    outcome.notes = outcome
+        .notes
+        .iter()
+        .map(|note| rules.redact_text(note))
+        .collect();
+    outcome.exit = match outcome.exit {
+        ExitStatus::SpawnFailed { message } => ExitStatus::SpawnFailed {
+            message: rules.redact_text(&message),
+        },
+        ExitStatus::Lost { message } => ExitStatus::Lost {
+            message: rules.redact_text(&message),
+        },
+        other => other,
+    };
+    outcome
 }
 
 /// One container attempt's parts.
@@ -282,8 +308,6 @@ impl Steps<'_> {
                 false,
             ),
         };
-        // Nothing of the container's is kept: what mattered is in the worktree, the log and the report now.
-        let _ = std::fs::remove_dir_all(context.dir.join("remote"));
         Ok(Outcome {
             exit,
             output_bytes,

@@ -212,6 +212,7 @@ fn in_container(
         worktree: context.worktree,
         dir: context.dir,
         token: context.token,
+        rules: context.rules,
     };
     Some(
         super::remote::run(task, policy, &at, cancel, extra)

@@ -443,11 +443,13 @@ async fn follow(docker: Docker, id: String, live: Option<super::live::LiveLog>) 
     }
 }
 
-/// The container's own output (the runner's), best effort: the worker's output comes back as a file.
+/// The runner's own messages (its stderr; the worker's output, echoed on stdout, comes back as a file), best
+/// effort.
 async fn save_logs(engine: &Engine, id: &str, log: &Path) {
     let options = LogsOptions {
-        stdout: true,
+        stdout: false,
         stderr: true,
+        tail: "200".to_string(),
         ..Default::default()
     };
     let mut stream = engine.docker.logs(id, Some(options));

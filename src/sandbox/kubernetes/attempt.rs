@@ -59,9 +59,16 @@ pub fn run(
                 return Err(error);
             }
         };
-        let result = std::panic::AssertUnwindSafe(carry(&cluster, &names, &created, run, settings))
-            .catch_unwind()
-            .await;
+        let carried = async {
+            // Once the Job exists, a call left unanswered means the link to it is lost.
+            carry(&cluster, &names, &created, run, settings)
+                .await
+                .map_err(|error| match error {
+                    KubeError::Unanswered { .. } => KubeError::Lost(error.to_string()),
+                    other => other,
+                })
+        };
+        let result = std::panic::AssertUnwindSafe(carried).catch_unwind().await;
         delete(&cluster, &names.job, patience).await;
         result.unwrap_or_else(|_| {
             Err(KubeError::Io {
@@ -143,7 +150,7 @@ async fn carry(
             Err(KubeError::Cancelled) => return Ok(ended(ExitStatus::Cancelled, began)),
             // The runner ended and its work is in the pod, but did not come back: the attempt is interrupted
             // (retried), not failed.
-            Err(error @ KubeError::Api { .. }) => {
+            Err(error @ (KubeError::Api { .. } | KubeError::Unanswered { .. })) => {
                 return Err(KubeError::Lost(format!(
                     "its output could not be taken back: {error}"
                 )));
@@ -167,10 +174,21 @@ async fn prepare(
     let owner = spec::owned_by(job);
     let policies: Api<NetworkPolicy> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let baseline = spec::baseline_policy().map_err(unbuildable)?;
-    match policies.create(&PostParams::default(), &baseline).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => return Err(cluster.failed("create the baseline NetworkPolicy")(error)),
+    let what = "create the baseline NetworkPolicy";
+    let post = PostParams::default();
+    let creating = policies.create(&post, &baseline);
+    match tokio::time::timeout(super::CALL, creating).await {
+        // It is there already: made by an earlier attempt, or by the namespace's owner.
+        Ok(Ok(_)) => {}
+        Ok(Err(kube::Error::Api(status))) if status.code == 409 => {}
+        Ok(Err(error)) => return Err(cluster.failed(what)(error)),
+        Err(_) => {
+            return Err(KubeError::Unanswered {
+                namespace: cluster.namespace.clone(),
+                what,
+                message: format!("none within {} s", super::CALL.as_secs()),
+            });
+        }
     }
     if !run.env.is_empty() {
         let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cluster.namespace);

@@ -77,20 +77,33 @@ impl Exec<'_> {
             }
             tail
         };
-        let copies = async { tokio::join!(send, receive, complain) };
-        let limit = Duration::from_secs(spec::COPY_SECS);
-        let (sent, received, complaint) = tokio::select! {
-            copied = tokio::time::timeout(limit, copies) => copied.map_err(|_| self.failed(
-                format!("not done within {} s", spec::COPY_SECS),
-            ))?,
-            () = cancelled(self.cancel) => return Err(KubeError::Cancelled),
-        };
         let io = |source| KubeError::Io {
             context: format!("cannot {}", self.what),
             source,
         };
-        sent.map_err(io)?;
-        received.map_err(io)?;
+        // The copies and stderr run together; a copy that fails ends the exec at once (stderr may never end then).
+        let copies = async {
+            let mut copying = std::pin::pin!(async { tokio::try_join!(send, receive) });
+            let mut complain = std::pin::pin!(complain);
+            let (mut copied, mut complaint) = (None, None);
+            while copied.is_none() || complaint.is_none() {
+                tokio::select! {
+                    done = &mut copying, if copied.is_none() => {
+                        done.map_err(io)?;
+                        copied = Some(());
+                    }
+                    tail = &mut complain, if complaint.is_none() => complaint = Some(tail),
+                }
+            }
+            Ok::<Vec<u8>, KubeError>(complaint.unwrap_or_default())
+        };
+        let limit = Duration::from_secs(spec::COPY_SECS);
+        let complaint = tokio::select! {
+            copied = tokio::time::timeout(limit, copies) => copied.map_err(|_| self.failed(
+                format!("not done within {} s", spec::COPY_SECS),
+            ))??,
+            () = cancelled(self.cancel) => return Err(KubeError::Cancelled),
+        };
         let status = match status {
             Some(status) => status.await,
             None => None,
@@ -206,7 +219,8 @@ pub(super) async fn take_output(
     unpacked
 }
 
-/// The end of the runner's own log, kept beside the attempt (what a failed runner said).
+/// The runner's own messages at the end of its log (its `error:` lines: the rest is the worker's output, which
+/// comes back as a file), kept beside the attempt for what a failed runner said.
 pub(super) async fn save_runner_log(cluster: &Cluster, pod: &str, to: &Path) {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let params = LogParams {
@@ -215,9 +229,14 @@ pub(super) async fn save_runner_log(cluster: &Cluster, pod: &str, to: &Path) {
         limit_bytes: Some(64 * 1024),
         ..Default::default()
     };
-    if let Ok(text) = call(cluster, "read the runner's log", pods.logs(pod, &params)).await
-        && let Err(error) = std::fs::write(to, text)
-    {
+    let Ok(text) = call(cluster, "read the runner's log", pods.logs(pod, &params)).await else {
+        return;
+    };
+    let said: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("error"))
+        .collect();
+    if let Err(error) = std::fs::write(to, said.join("\n")) {
         tracing::warn!("cannot write {}: {error}", to.display());
     }
 }

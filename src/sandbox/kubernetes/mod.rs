@@ -42,6 +42,16 @@ pub enum KubeError {
     /// The attempt's pod did not start.
     #[error("the attempt's pod did not start: {0}")]
     NotStarted(String),
+    /// The API did not answer a call (no connection, or no answer in time).
+    #[error("the cluster ({namespace}): {what}: no answer: {message}")]
+    Unanswered {
+        /// The namespace.
+        namespace: String,
+        /// What ccfan asked.
+        what: &'static str,
+        /// What failed.
+        message: String,
+    },
     /// The API stopped answering while the attempt ran.
     #[error("lost the link to the cluster: {0}")]
     Lost(String),
@@ -126,12 +136,19 @@ impl Cluster {
         })
     }
 
-    /// An error of `what` from the API.
+    /// An error of `what` from the API: the server's refusal, or no answer.
     pub fn failed(&self, what: &'static str) -> impl FnOnce(kube::Error) -> KubeError + '_ {
-        move |error| KubeError::Api {
-            namespace: self.namespace.clone(),
-            what,
-            message: error.to_string(),
+        move |error| match error {
+            kube::Error::Api(_) => KubeError::Api {
+                namespace: self.namespace.clone(),
+                what,
+                message: error.to_string(),
+            },
+            other => KubeError::Unanswered {
+                namespace: self.namespace.clone(),
+                what,
+                message: other.to_string(),
+            },
         }
     }
 }
@@ -154,10 +171,10 @@ pub(super) async fn call_within<T>(
 ) -> Result<T, KubeError> {
     match tokio::time::timeout(limit, work).await {
         Ok(done) => done.map_err(cluster.failed(what)),
-        Err(_) => Err(KubeError::Api {
+        Err(_) => Err(KubeError::Unanswered {
             namespace: cluster.namespace.clone(),
             what,
-            message: format!("no answer within {} s", limit.as_secs_f32()),
+            message: format!("none within {} s", limit.as_secs_f32()),
         }),
     }
 }
@@ -165,13 +182,26 @@ pub(super) async fn call_within<T>(
 /// Deletes the Job, its pod and what it owns (best effort: its TTL and deadline remove it otherwise).
 /// Tried again for `patience` while the API fails (a link that comes back in time still cleans up).
 pub(super) async fn delete(cluster: &Cluster, name: &str, patience: Duration) -> bool {
+    delete_as(cluster, name, patience, DeleteParams::background()).await
+}
+
+/// [`delete`] with `params` (preconditions: only the Job as it was seen).
+pub(super) async fn delete_as(
+    cluster: &Cluster,
+    name: &str,
+    patience: Duration,
+    params: DeleteParams,
+) -> bool {
     let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let since = Instant::now();
     loop {
-        let limit = patience.min(CALL);
-        match tokio::time::timeout(limit, jobs.delete(name, &DeleteParams::background())).await {
+        // Each try gets time to reach the server, however little patience is left.
+        let limit = patience.min(CALL).max(Duration::from_secs(10));
+        match tokio::time::timeout(limit, jobs.delete(name, &params)).await {
             Ok(Ok(_)) => return true,
             Ok(Err(kube::Error::Api(status))) if status.is_not_found() => return true,
+            // Its precondition failed: it changed since it was seen (a heartbeat): it is not deleted.
+            Ok(Err(kube::Error::Api(status))) if status.code == 409 => return false,
             Ok(Err(error)) if since.elapsed() >= patience => {
                 tracing::warn!(
                     "cannot delete Job {name} in {}: {error} (its activeDeadlineSeconds and \

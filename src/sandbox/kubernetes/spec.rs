@@ -249,10 +249,14 @@ pub fn network_policy(
             {"to": blocks},
             // Names are resolved by the cluster's DNS only, not by any server on port 53.
             {
-                "to": [{
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                }],
+                "to": [
+                    {
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                    },
+                    // NodeLocal DNSCache's address, where clusters run it.
+                    {"ipBlock": {"cidr": "169.254.20.10/32"}},
+                ],
                 "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
             },
         ])

@@ -18,7 +18,8 @@ use crate::policy::KubernetesSettings;
 const TICK: Duration = Duration::from_millis(250);
 /// The longest one watch of the pod is followed before the pod is listed again.
 const WATCH: Duration = Duration::from_secs(30);
-/// How long an image pull may keep failing before the attempt fails (registries refuse now and then).
+/// How long an image pull or a container's creation may keep failing before the attempt fails (registries
+/// refuse now and then; a Secret may arrive late).
 const PULL_FAILING: Duration = Duration::from_secs(20);
 
 /// What is known of the pod: `None` before the first answer, `Some(None)` when there is none.
@@ -93,6 +94,7 @@ impl<'a> PodWatch<'a> {
             };
             let mut stream = std::pin::pin!(stream);
             let watching = Instant::now();
+
             while watching.elapsed() < self.link.min(WATCH) {
                 let mut tick = std::pin::pin!(tokio::time::sleep(TICK));
                 tokio::select! {
@@ -111,6 +113,10 @@ impl<'a> PodWatch<'a> {
                 if let Some(decided) = decide(latest.as_ref().map(Option::as_ref)) {
                     return decided;
                 }
+            }
+            // A watch that a proxy keeps closing at once is not looped on.
+            if watching.elapsed() < Duration::from_secs(1) {
+                tokio::time::sleep(TICK * 4).await;
             }
         }
     }
@@ -238,15 +244,36 @@ fn terminated(pod: &Pod, name: &str) -> Option<i32> {
         .map(|ended| ended.exit_code)
 }
 
-/// Why the pod will not start: a failed pod, an image that cannot be named or pulled, or a pull that kept
-/// failing for [`PULL_FAILING`] (`pull_failing`: since when).
+/// Why the pod will not start: a failed pod, an image that cannot be named, or a pull or a container's creation
+/// that kept failing for [`PULL_FAILING`] (`pull_failing`: since when).
 fn cannot_start(pod: &Pod, image: &str, pull_failing: &mut Option<Instant>) -> Option<String> {
     let status = pod.status.as_ref()?;
     if matches!(status.phase.as_deref(), Some("Failed")) {
+        // The pod's own reason is often empty when a container failed: theirs say why.
+        let containers: Vec<String> = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .filter_map(|container| {
+                let state = container.state.as_ref()?;
+                let (reason, message) = match (&state.terminated, &state.waiting) {
+                    (Some(ended), _) => (ended.reason.clone(), ended.message.clone()),
+                    (None, Some(waiting)) => (waiting.reason.clone(), waiting.message.clone()),
+                    (None, None) => return None,
+                };
+                Some(format!(
+                    "{}: {} {}",
+                    container.name,
+                    last_line(reason.as_deref().unwrap_or_default()),
+                    last_line(message.as_deref().unwrap_or_default())
+                ))
+            })
+            .collect();
         return Some(format!(
-            "the pod failed: {} {}",
+            "the pod failed: {} {} {}",
             last_line(status.reason.as_deref().unwrap_or_default()),
-            last_line(status.message.as_deref().unwrap_or_default())
+            last_line(status.message.as_deref().unwrap_or_default()),
+            containers.join("; ")
         ));
     }
     let mut pulling = false;
@@ -254,7 +281,15 @@ fn cannot_start(pod: &Pod, image: &str, pull_failing: &mut Option<Instant>) -> O
         let waiting = container.state.as_ref()?.waiting.as_ref()?;
         let reason = waiting.reason.as_deref()?;
         let at_once = matches!(reason, "InvalidImageName" | "ErrImageNeverPull");
-        let pull = matches!(reason, "ErrImagePull" | "ImagePullBackOff");
+        // These can pass (a registry's refusal, a Secret not there yet): they fail the attempt once they last.
+        let pull = matches!(
+            reason,
+            "ErrImagePull"
+                | "ImagePullBackOff"
+                | "CreateContainerConfigError"
+                | "CreateContainerError"
+                | "RunContainerError"
+        );
         pulling |= pull;
         let failing_long = pull && pull_failing.is_some_and(|since| since.elapsed() > PULL_FAILING);
         (at_once || failing_long).then(|| {

@@ -490,6 +490,13 @@ async fn patch_job(
         if let Some(suspend) = patch["spec"]["suspend"].as_bool() {
             job["spec"]["suspend"] = json!(suspend);
         }
+        for (key, value) in patch["metadata"]["annotations"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            job["metadata"]["annotations"][key] = value.clone();
+        }
         job["metadata"]["resourceVersion"] = json!(shared.next_version());
         job.clone()
     };
