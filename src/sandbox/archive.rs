@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::{Component, Path};
 
-/// Where an attempt's input sits in the tar [`pack_input`] makes.
+/// Where an attempt's input sits in the tar [`pack_input_to`] makes.
 const INPUT_PREFIX: &str = "ccfan/in";
 /// The most bytes of input a runner takes in: a base bundle (the runner reads 4 GiB of one at most), the task
 /// file and the order.
@@ -14,17 +14,8 @@ const MAX_INPUT: u64 = (4 << 30) + (16 << 20);
 /// The file a runner's input folder gets once all of it is there.
 pub const READY: &str = ".ready";
 
-/// `input` as a tar of `ccfan/in/…`, to be unpacked at `/`.
-pub(super) fn pack_input(input: &Path) -> std::io::Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.mode(tar::HeaderMode::Deterministic);
-    builder.follow_symlinks(false);
-    builder
-        .append_dir_all("ccfan/in", input)
-        .and_then(|()| builder.into_inner())
-}
-
-/// `input` as [`pack_input`]'s tar, written to the file `to` (streamed to the pod from there).
+/// `input` as a tar of `ccfan/in/…` (to be unpacked at `/`), written to the file `to`: streamed to the container
+/// or the pod from there, never held in memory.
 pub(super) fn pack_input_to(input: &Path, to: &Path) -> std::io::Result<()> {
     let mut builder = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(to)?));
     builder.mode(tar::HeaderMode::Deterministic);
@@ -184,7 +175,9 @@ mod tests {
         std::fs::create_dir_all(input.join("sub")).unwrap();
         std::fs::write(input.join("order.json"), b"{}").unwrap();
         std::fs::write(input.join("sub/task.json"), b"[]").unwrap();
-        let mut tar = pack_input(&input).unwrap();
+        let packed = dir.path().join("in.tar");
+        pack_input_to(&input, &packed).unwrap();
+        let mut tar = std::fs::read(&packed).unwrap();
         // Whatever follows the archive's end is not read.
         tar.extend_from_slice(b"trailing");
         let pod = dir.path().join("pod/in");

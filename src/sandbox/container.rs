@@ -294,10 +294,23 @@ async fn carry(
     id: &str,
     run: &ContainerRun<'_>,
 ) -> Result<ContainerOutcome, ContainerError> {
-    let tar = super::archive::pack_input(run.input).map_err(|source| ContainerError::Io {
-        context: format!("cannot pack {}", run.input.display()),
-        source,
-    })?;
+    // Packed to a file beside the input and streamed from there: a base can be large.
+    let packed = run.input.with_extension("tar");
+    let opened = super::archive::pack_input_to(run.input, &packed)
+        .and_then(|()| std::fs::File::open(&packed))
+        .map_err(|source| ContainerError::Io {
+            context: format!("cannot pack {}", run.input.display()),
+            source,
+        });
+    let _ = std::fs::remove_file(&packed);
+    let file = tokio::fs::File::from_std(opened?);
+    let chunks = futures_util::stream::try_unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = vec![0u8; 256 * 1024];
+        let read = file.read(&mut chunk).await?;
+        chunk.truncate(read);
+        Ok::<_, std::io::Error>((read > 0).then(|| (bytes::Bytes::from(chunk), file)))
+    });
     let upload = async {
         engine
             .docker
@@ -307,7 +320,7 @@ async fn carry(
                     path: "/".to_string(),
                     ..Default::default()
                 }),
-                bollard::body_full(tar.into()),
+                bollard::body_try_stream(chunks),
             )
             .await
             .map_err(engine.failed("copy the attempt's input in"))
