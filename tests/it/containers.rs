@@ -215,16 +215,32 @@ fn a_tasks_file_fans_out_to_podman_containers_through_the_same_gate() {
 }
 
 #[test]
-fn a_container_backend_without_an_image_is_refused_with_the_key() {
-    let env = TestEnv::new();
-    env.commit_policy("[sandbox]\nbackend = \"podman\"\n");
-    let tasks = env.tasks(&format!(
-        "{}\n[[task]]\ngoal = \"x\"\nworker = \"w\"\n",
-        worker("w", "true")
-    ));
-    let ran = env.run(&tasks, &[]);
-    assert_eq!(ran.code, 2, "{ran:?}");
-    assert!(ran.stderr.contains("sandbox.container.image"), "{ran:?}");
+fn a_container_or_cluster_backend_set_wrong_is_refused_with_the_key() {
+    for (policy, key) in [
+        (
+            "[sandbox]\nbackend = \"podman\"\n",
+            "sandbox.container.image",
+        ),
+        (
+            "[sandbox]\nbackend = \"kubernetes\"\n",
+            "sandbox.container.image",
+        ),
+        (
+            "[sandbox]\nbackend = \"kubernetes\"\n\n[sandbox.container]\nimage = \"x\"\n\n\
+             [sandbox.kubernetes]\negress = [\"10.0.0.0\"]\n",
+            "sandbox.kubernetes.egress",
+        ),
+    ] {
+        let env = TestEnv::new();
+        env.commit_policy(policy);
+        let tasks = env.tasks(&format!(
+            "{}\n[[task]]\ngoal = \"x\"\nworker = \"w\"\n",
+            worker("w", "true")
+        ));
+        let ran = env.run(&tasks, &[]);
+        assert_eq!(ran.code, 2, "{ran:?}");
+        assert!(ran.stderr.contains(key), "{policy}: {ran:?}");
+    }
 }
 
 #[test]

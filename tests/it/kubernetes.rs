@@ -47,6 +47,41 @@ impl Cluster {
             ("FAKE_API_KEY", "fk-3b1f9c2e7d".to_string()),
         ]
     }
+    /// `ccfan run` of one task `id` whose worker runs `script`, started in the background.
+    fn spawn_one(&self, env: &TestEnv, id: &str, script: &str) -> std::process::Child {
+        let tasks = env.tasks(&format!(
+            "{}\n[[task]]\nid = \"{id}\"\ngoal = \"{id}\"\nallowed = [\"src/**\"]\nworker = \"{id}\"\ntimeout = \"5m\"\n",
+            worker(id, script)
+        ));
+        env.command(&["run", "--json", "--tasks", tasks.to_str().unwrap()])
+            .envs(self.vars())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Waits until task `id`'s attempt log shows `text` (the worker's output, followed live).
+fn wait_for_output(env: &TestEnv, id: &str, text: &str) {
+    let started = Instant::now();
+    while !crate::env::attempt_log_has(env, id, text) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{id}'s output never showed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What a background `ccfan run` did, once it ended.
+fn finished(child: std::process::Child) -> crate::env::Ran {
+    let output = child.wait_with_output().unwrap();
+    crate::env::Ran {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
 
 impl Drop for Cluster {
@@ -272,22 +307,6 @@ fn doctor_checks_the_cluster_and_names_what_is_missing() {
 }
 
 #[test]
-fn a_bad_kubernetes_setting_is_refused_with_its_key() {
-    let env = TestEnv::new();
-    env.commit_policy(
-        "[sandbox]\nbackend = \"kubernetes\"\n\n[sandbox.container]\nimage = \"x\"\n\n\
-         [sandbox.kubernetes]\negress = [\"10.0.0.0\"]\n",
-    );
-    let tasks = env.tasks(&format!(
-        "{}\n[[task]]\ngoal = \"x\"\nworker = \"w\"\n",
-        worker("w", "true")
-    ));
-    let ran = env.run(&tasks, &[]);
-    assert_eq!(ran.code, 2, "{ran:?}");
-    assert!(ran.stderr.contains("sandbox.kubernetes.egress"), "{ran:?}");
-}
-
-#[test]
 fn a_missing_image_fails_the_attempt_with_the_clusters_reason() {
     let env = TestEnv::new();
     let Some(cluster) = Cluster::start(
@@ -331,17 +350,7 @@ fn a_killed_ccfan_leaves_no_job_behind_once_the_next_one_recovers() {
         return;
     };
     env.commit_policy(&cluster.policy(""));
-    let tasks = env.tasks(&format!(
-        "{}\n[[task]]\nid = \"slow\"\ngoal = \"take long\"\nallowed = [\"src/**\"]\nworker = \"slow\"\n",
-        worker("slow", "sleep 600")
-    ));
-    let mut ccfan = env.command(&["run", "--json", "--tasks", tasks.to_str().unwrap()]);
-    let mut ccfan = ccfan
-        .envs(cluster.vars())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut ccfan = cluster.spawn_one(&env, "slow", "sleep 600");
     let started = Instant::now();
     while !cluster.fake.a_pod_runs() {
         assert!(
@@ -379,25 +388,8 @@ fn a_lost_link_ends_the_attempt_interrupted_with_what_came_back() {
         return;
     };
     env.commit_policy(&cluster.policy("link_timeout = \"3s\"\n"));
-    let tasks = env.tasks(&format!(
-        "{}\n[[task]]\nid = \"far\"\ngoal = \"run far away\"\nallowed = [\"src/**\"]\nworker = \"far\"\ntimeout = \"5m\"\n",
-        worker("far", "echo before-the-link-went; sleep 600")
-    ));
-    let mut child = env.command(&["run", "--json", "--tasks", tasks.to_str().unwrap()]);
-    child
-        .envs(cluster.vars())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = child.spawn().unwrap();
-    let started = Instant::now();
-    let logged = || crate::env::attempt_log_has(&env, "far", "before-the-link-went");
-    while !logged() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the worker's output never showed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let child = cluster.spawn_one(&env, "far", "echo before-the-link-went; sleep 600");
+    wait_for_output(&env, "far", "before-the-link-went");
     cluster.fake.set_online(false);
     // Once ccfan gave the attempt up and tries to delete its Job, the link comes back: the deletion goes through.
     let requests = env.tmp.path().join("requests.log");
@@ -413,20 +405,18 @@ fn a_lost_link_ends_the_attempt_interrupted_with_what_came_back() {
         std::thread::sleep(Duration::from_millis(100));
     }
     cluster.fake.set_online(true);
-    let output = child.wait_with_output().unwrap();
-    let ran = crate::env::Ran {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+    let ran = finished(child);
     let run = ran.json();
     let far = task(&run, "far");
     assert_eq!(far["state"], "interrupted", "{ran:?}");
     assert!(far["reason"].as_str().unwrap().contains("link"), "{far}");
     // What came back before the link went is kept: the attempt's log.
-    assert!(logged(), "the attempt's log was lost");
+    assert!(
+        crate::env::attempt_log_has(&env, "far", "before-the-link-went"),
+        "the attempt's log was lost"
+    );
     assert_eq!(cluster.fake.jobs_left(), Vec::<String>::new());
-    // An interrupted task can be retried.
+    // The stored state says so as well (`ccfan retry` takes an interrupted task).
     let run_id = run["run_id"].as_str().unwrap();
     let view = ccfan(&env, &cluster, &["status", "--json", run_id]).json();
     assert_eq!(task(&view, "far")["state"], "interrupted", "{view}");
@@ -442,25 +432,8 @@ fn cancelling_a_task_deletes_its_job_with_what_it_owns() {
         return;
     };
     env.commit_policy(&cluster.policy(""));
-    let tasks = env.tasks(&format!(
-        "{}\n[[task]]\nid = \"slow\"\ngoal = \"take long\"\nallowed = [\"src/**\"]\nworker = \"slow\"\n",
-        worker("slow", "echo working; sleep 600")
-    ));
-    let mut run = env.command(&["run", "--json", "--tasks", tasks.to_str().unwrap()]);
-    let mut child = run
-        .envs(cluster.vars())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !crate::env::attempt_log_has(&env, "slow", "working") {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "the worker never ran"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let child = cluster.spawn_one(&env, "slow", "echo working; sleep 600");
+    wait_for_output(&env, "slow", "working");
     let run_id = ccfan(&env, &cluster, &["status", "--json"]).json()["runs"][0]["run_id"]
         .as_str()
         .unwrap()
@@ -472,7 +445,7 @@ fn cancelling_a_task_deletes_its_job_with_what_it_owns() {
     );
     assert_eq!(cancelled.code, 0, "{cancelled:?}");
     assert_eq!(task(&cancelled.json()["run"], "slow")["state"], "cancelled");
-    child.wait().unwrap();
+    finished(child);
     let job = cluster.fake.jobs_created()[0]["metadata"]["name"]
         .as_str()
         .unwrap()

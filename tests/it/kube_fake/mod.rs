@@ -198,17 +198,20 @@ impl FakeCluster {
         String::from_utf8_lossy(&listed.stdout).trim().to_string()
     }
 
-    /// Whether a pod of this fake is running now.
-    pub fn a_pod_runs(&self) -> bool {
-        let pods: Vec<String> = self
-            .shared
+    fn pod_names(&self) -> Vec<String> {
+        self.shared
             .objects
             .lock()
             .unwrap()
             .pods
             .keys()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Whether a pod of this fake is running now.
+    pub fn a_pod_runs(&self) -> bool {
+        let pods = self.pod_names();
         pods.iter().any(|pod| {
             let runtime = self.runtime.as_ref().unwrap();
             let state = runtime.block_on(container_state(&self.shared, &format!("{pod}-runner")));
@@ -219,15 +222,7 @@ impl FakeCluster {
 
 impl Drop for FakeCluster {
     fn drop(&mut self) {
-        let pods: Vec<String> = self
-            .shared
-            .objects
-            .lock()
-            .unwrap()
-            .pods
-            .keys()
-            .cloned()
-            .collect();
+        let pods = self.pod_names();
         for pod in pods {
             let _ = crate::env::podman_env(&mut std::process::Command::new(&self.shared.podman))
                 .args(["pod", "rm", "-f", "-t", "0", &pod])
