@@ -337,7 +337,7 @@ async fn carry(
     within(engine, "start the container", CALL, start).await?;
     // The worker's output (the runner echoes it) goes to the attempt's log while the container runs.
     let follower = run.live.map(|live| {
-        tokio::spawn(follow(
+        tokio::spawn(super::live::follow_container(
             engine.docker.clone(),
             id.to_string(),
             super::live::LiveLog::open(live, run.limits.max_output),
@@ -434,25 +434,6 @@ async fn wait(
 fn code(status: i64) -> ExitStatus {
     ExitStatus::Code {
         code: i32::try_from(status).unwrap_or(i32::MAX),
-    }
-}
-
-/// Appends what the container prints to its live log until it ends.
-async fn follow(docker: Docker, id: String, live: Option<super::live::LiveLog>) {
-    let Some(mut live) = live else {
-        return;
-    };
-    let options = LogsOptions {
-        follow: true,
-        stdout: true,
-        stderr: true,
-        ..Default::default()
-    };
-    let mut stream = docker.logs(&id, Some(options));
-    while let Some(Ok(chunk)) = stream.next().await {
-        if !live.push(&chunk.into_bytes()) {
-            return;
-        }
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use futures_util::StreamExt;
+
 /// An attempt's log followed while its worker runs elsewhere: appended to, up to a number of bytes.
 pub struct LiveLog {
     file: std::fs::File,
@@ -40,5 +42,24 @@ impl LiveLog {
         }
         self.written += keep as u64;
         self.written < self.cap
+    }
+}
+
+/// Appends what the container prints to its live log until it ends.
+pub(super) async fn follow_container(docker: bollard::Docker, id: String, live: Option<LiveLog>) {
+    let Some(mut live) = live else {
+        return;
+    };
+    let options = bollard::query_parameters::LogsOptions {
+        follow: true,
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let mut stream = docker.logs(&id, Some(options));
+    while let Some(Ok(chunk)) = stream.next().await {
+        if !live.push(&chunk.into_bytes()) {
+            return;
+        }
     }
 }
