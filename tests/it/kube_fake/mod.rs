@@ -38,6 +38,8 @@ struct Shared {
     namespace: String,
     denied: Mutex<Vec<String>>,
     objects: Mutex<Objects>,
+    /// Every object ccfan created, by kind, as it sent it.
+    kept: Mutex<Vec<(String, Value)>>,
     version: AtomicU64,
     calls: Mutex<Vec<String>>,
     active: AtomicUsize,
@@ -78,6 +80,7 @@ impl FakeCluster {
             namespace: namespace.to_string(),
             denied: Mutex::default(),
             objects: Mutex::default(),
+            kept: Mutex::default(),
             version: AtomicU64::new(1),
             calls: Mutex::default(),
             active: AtomicUsize::new(0),
@@ -258,22 +261,21 @@ impl Shared {
     }
 
     fn created(&self, kind: &str) -> Vec<Value> {
-        let path = self.dir.join(format!("created-{kind}.jsonl"));
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
+        self.kept
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(of, _)| of == kind)
+            .map(|(_, object)| object.clone())
             .collect()
     }
 
+    /// Keeps what ccfan sent (in memory: handlers run at once, and appends to one file would interleave).
     fn keep(&self, kind: &str, object: &Value) {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("created-{kind}.jsonl")))
-            .unwrap();
-        writeln!(file, "{object}").unwrap();
+        self.kept
+            .lock()
+            .unwrap()
+            .push((kind.to_string(), object.clone()));
     }
 
     async fn podman(&self, args: &[&str]) -> std::process::Output {
@@ -297,7 +299,9 @@ async fn note_request(
         .append(true)
         .open(shared.dir.join("requests.log"))
     {
-        let _ = writeln!(log, "{} {}", request.method(), request.uri());
+        // One write per line: requests are noted at once, and pieces written apart would interleave.
+        let line = format!("{} {}\n", request.method(), request.uri());
+        let _ = log.write_all(line.as_bytes());
     }
     // Offline, a request gets no answer until the fake is back (a link whose packets are dropped).
     while !shared.online.load(Ordering::SeqCst) {
