@@ -131,7 +131,7 @@ fn a_tasks_file_fans_out_to_podman_containers_through_the_same_gate() {
     let workers = [
         worker(
             "inside",
-            "test -f /run/.containerenv && echo \"$CCFAN_TASK_ID in a container\" > src/$CCFAN_TASK_ID.txt; ls /sys/class/net > src/net-$CCFAN_TASK_ID.txt",
+            "test -f /run/.containerenv && echo \"$CCFAN_TASK_ID in a container\" > src/$CCFAN_TASK_ID.txt; ls /sys/class/net > src/net-$CCFAN_TASK_ID.txt; id -u > src/uid-$CCFAN_TASK_ID.txt",
         ),
         worker("leak", key),
         worker("hang", "sleep 600"),
@@ -166,6 +166,11 @@ fn a_tasks_file_fans_out_to_podman_containers_through_the_same_gate() {
         assert_eq!(
             env.git(&["show", &format!("main:src/net-{id}.txt")]).trim(),
             "lo"
+        );
+        // The worker ran as the image's unprivileged user.
+        assert_eq!(
+            env.git(&["show", &format!("main:src/uid-{id}.txt")]).trim(),
+            "10001"
         );
     }
     // The gate caught the key written in a container, and the reworked task landed on its second attempt.

@@ -111,7 +111,7 @@ fn a_tasks_file_fans_out_to_kubernetes_jobs_through_the_same_gate() {
         worker(
             "inside",
             "test -f /run/.containerenv && echo \"$CCFAN_TASK_ID in a pod\" > src/$CCFAN_TASK_ID.txt; \
-             ls /sys/class/net > src/net-$CCFAN_TASK_ID.txt; printf %s \"$FAKE_API_KEY\" | wc -c > src/key-$CCFAN_TASK_ID.txt",
+             ls /sys/class/net > src/net-$CCFAN_TASK_ID.txt; id -u > src/uid-$CCFAN_TASK_ID.txt; printf %s \"$FAKE_API_KEY\" | wc -c > src/key-$CCFAN_TASK_ID.txt",
         ),
         worker("slow", "echo live-line-from-the-pod; sleep 6; echo done > src/slow.txt"),
         worker("leak", key),
@@ -167,6 +167,11 @@ fn a_tasks_file_fans_out_to_kubernetes_jobs_through_the_same_gate() {
         assert_eq!(
             env.git(&["show", &format!("main:src/net-{id}.txt")]).trim(),
             "lo"
+        );
+        // The worker ran as the image's unprivileged user.
+        assert_eq!(
+            env.git(&["show", &format!("main:src/uid-{id}.txt")]).trim(),
+            "10001"
         );
         // The passed variable reached the worker, through the Secret.
         assert_eq!(

@@ -322,6 +322,8 @@ fn the_runner_runs_in_a_podman_container_built_from_the_containerfile() {
     portable::pack(&p.repo, &order, br#"{"goal": "add src/new.txt"}"#, &input).unwrap();
     std::fs::write(input.join("worker.sh"), IN_CONTAINER).unwrap();
     std::fs::create_dir_all(&output).unwrap();
+    // The image's runner is an unprivileged user: the folder bound in for its output must be writable to it.
+    std::fs::set_permissions(&output, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let ran = crate::env::podman_env(&mut Command::new(&podman))
         .args([
             "run",

@@ -150,6 +150,9 @@ pub fn job(
             "template": {
                 "metadata": {"labels": labels, "annotations": annotations(run)},
                 "spec": {
+                    // With drop-ALL, no escalation and RuntimeDefault seccomp below, the pod meets the `restricted`
+                    // Pod Security level; the image must run as a numeric non-root user (the Containerfile's does).
+                    "securityContext": {"runAsNonRoot": true},
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": false,
                     "enableServiceLinks": false,
@@ -350,6 +353,7 @@ mod tests {
         assert_eq!(spec["ttlSecondsAfterFinished"], 600);
         let pod = &spec["template"]["spec"];
         assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
         let runner = &pod["containers"][0];
         assert_eq!(runner["resources"]["limits"]["memory"], "1073741824");
         assert_eq!(runner["resources"]["limits"]["cpu"], "1500m");
