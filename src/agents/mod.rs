@@ -42,6 +42,19 @@ impl Agent {
     }
 }
 
+/// Variables ccfan always sets for `agent`: Claude Code is told its sandbox is the boundary (it refuses to bypass
+/// its permission prompts as root otherwise), and to send nothing but the model's traffic.
+pub fn fixed_env(agent: Agent) -> &'static [(&'static str, &'static str)] {
+    match agent {
+        Agent::Codex => &[],
+        Agent::Claude => &[
+            ("IS_SANDBOX", "1"),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+            ("DISABLE_AUTOUPDATER", "1"),
+        ],
+    }
+}
+
 /// Something an agent did or reported, in ccfan's vocabulary.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentEvent {

@@ -24,10 +24,14 @@ pub mod include;
 pub mod resources;
 // stage 3
 pub mod run_worker;
+// stage 3, agent workers: the agent's event stream read into its tally, live or replayed
+mod agent_stream;
 // stage 3 elsewhere: a portable attempt (its inputs and its recorded change as bundles) and the runner
 pub mod portable;
 // 3b. …whose files travel over a cluster's API: the runner's side in the pod.
 pub mod pod;
+// 3b. …of an agent worker: its home carried both ways, its stream kept apart and held to its limits
+pub mod portable_agent;
 // stage 3 in a container: the portable attempt carried by a container engine
 mod remote;
 // stage 3b

@@ -39,41 +39,121 @@ pub fn hold(limit: Duration, cancel: &AtomicBool) {
     }
 }
 
-/// A thread copying what is appended to a log to another stream, until [`Echo::finish`].
+/// What starts a line of an agent's event stream in the runner's echo (the log's lines go as they are): the
+/// ASCII record separator, which ccfan's side splits the two apart by ([`crate::sandbox::live::LiveLog`]).
+pub const EVENT_MARK: u8 = 0x1e;
+/// The longest line an echo holds back waiting for its end (a longer one goes out in pieces).
+const MAX_LINE: usize = 64 * 1024;
+
+/// A thread copying what is appended to a log (and an agent's event stream) to another stream, until
+/// [`Echo::finish`].
 pub struct Echo {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// One file an echo follows.
+struct Followed {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    at: u64,
+    /// In line mode, a line whose end has not come yet.
+    partial: Vec<u8>,
+    /// Line mode: whole lines only, each after this mark (the log's with none).
+    lines: Option<Option<u8>>,
+}
+
+impl Followed {
+    /// Copies what was appended since the last look to `to`; `last`: also what is left of an unended line.
+    fn copy(&mut self, chunk: &mut [u8], to: &mut dyn Write, last: bool) -> std::io::Result<()> {
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.path).ok();
+        }
+        if let Some(file) = self.file.as_mut() {
+            while let Ok(read) = file
+                .seek(std::io::SeekFrom::Start(self.at))
+                .and_then(|_| file.read(chunk))
+                && read > 0
+            {
+                self.at += read as u64;
+                match self.lines {
+                    None => to.write_all(&chunk[..read])?,
+                    Some(mark) => {
+                        self.partial.extend_from_slice(&chunk[..read]);
+                        lines_out(&mut self.partial, mark, to, false)?;
+                    }
+                }
+            }
+        }
+        if let Some(mark) = self.lines {
+            lines_out(&mut self.partial, mark, to, last)?;
+        }
+        to.flush()
+    }
+}
+
+/// Writes the whole lines `partial` holds (and, with `all` or past [`MAX_LINE`], the rest as a line), each after
+/// `mark`.
+fn lines_out(
+    partial: &mut Vec<u8>,
+    mark: Option<u8>,
+    to: &mut dyn Write,
+    all: bool,
+) -> std::io::Result<()> {
+    let end = match partial.iter().rposition(|byte| *byte == b'\n') {
+        Some(at) => at + 1,
+        None if all || partial.len() >= MAX_LINE => partial.len(),
+        None => 0,
+    };
+    let whole: Vec<u8> = partial.drain(..end).collect();
+    for line in whole.split_inclusive(|byte| *byte == b'\n') {
+        if let Some(mark) = mark {
+            to.write_all(&[mark])?;
+        }
+        to.write_all(line)?;
+        if !line.ends_with(b"\n") {
+            to.write_all(b"\n")?;
+        }
+    }
+    Ok(())
+}
+
 impl Echo {
-    /// Starts copying what `log` gets (once it exists) to `to`.
-    pub fn start(log: PathBuf, mut to: Box<dyn Write + Send>) -> Echo {
+    /// Starts copying what `log` gets (once it exists) to `to`, as it comes.
+    pub fn start(log: PathBuf, to: Box<dyn Write + Send>) -> Echo {
+        Echo::follow(vec![(log, None)], to)
+    }
+
+    /// Starts copying the lines of `log` and of the agent's event stream `events` to `to`, whole lines only,
+    /// each line of the stream after [`EVENT_MARK`].
+    pub fn start_with_events(log: PathBuf, events: PathBuf, to: Box<dyn Write + Send>) -> Echo {
+        Echo::follow(
+            vec![(log, Some(None)), (events, Some(Some(EVENT_MARK)))],
+            to,
+        )
+    }
+
+    fn follow(files: Vec<(PathBuf, Option<Option<u8>>)>, mut to: Box<dyn Write + Send>) -> Echo {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
+        let mut files: Vec<Followed> = files
+            .into_iter()
+            .map(|(path, lines)| Followed {
+                path,
+                file: None,
+                at: 0,
+                partial: Vec::new(),
+                lines,
+            })
+            .collect();
         let thread = std::thread::spawn(move || {
-            let mut file = None;
-            let mut at = 0u64;
             let mut chunk = vec![0u8; 64 * 1024];
             loop {
                 // The last pass after the stop reads what was written before it.
                 let last = stopping.load(Ordering::SeqCst);
-                if file.is_none() {
-                    file = std::fs::File::open(&log).ok();
-                }
-                if let Some(file) = file.as_mut() {
-                    while let Ok(read) = file
-                        .seek(std::io::SeekFrom::Start(at))
-                        .and_then(|_| file.read(&mut chunk))
-                        && read > 0
-                    {
-                        at += read as u64;
-                        if to
-                            .write_all(&chunk[..read])
-                            .and_then(|()| to.flush())
-                            .is_err()
-                        {
-                            return;
-                        }
+                for file in &mut files {
+                    if file.copy(&mut chunk, &mut to, last).is_err() {
+                        return;
                     }
                 }
                 if last {
@@ -132,6 +212,37 @@ mod tests {
         file.write_all(b"two\n").unwrap();
         echo.finish();
         assert_eq!(seen.0.lock().unwrap().as_slice(), b"one\ntwo\n");
+    }
+
+    #[test]
+    fn an_echo_with_events_sends_whole_lines_and_marks_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, events) = (
+            dir.path().join("worker.log"),
+            dir.path().join("events.jsonl"),
+        );
+        let seen = Shared::default();
+        let echo = Echo::start_with_events(log.clone(), events.clone(), Box::new(seen.clone()));
+        std::fs::write(&log, b"half a li").unwrap();
+        std::fs::write(&events, b"{\"a\":1}\n{\"b\":").unwrap();
+        std::thread::sleep(POLL * 3);
+        assert_eq!(
+            seen.0.lock().unwrap().as_slice(),
+            b"\x1e{\"a\":1}\n",
+            "only whole lines while running"
+        );
+        let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        file.write_all(b"ne\nend").unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&events)
+            .unwrap();
+        file.write_all(b"2}\n").unwrap();
+        echo.finish();
+        assert_eq!(
+            String::from_utf8_lossy(&seen.0.lock().unwrap()),
+            "\x1e{\"a\":1}\nhalf a line\nend\n\x1e{\"b\":2}\n"
+        );
     }
 
     #[test]

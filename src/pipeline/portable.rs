@@ -36,7 +36,7 @@ pub const MAX_BUNDLE: u64 = 4 << 30;
 const MAX_JSON: u64 = 1 << 20;
 
 /// What the worker runs, as the runner reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     /// Schema version.
     pub schema: u32,
@@ -63,6 +63,10 @@ pub struct Order {
     pub timeout_secs: u64,
     /// Bytes of output kept.
     pub log_limit: u64,
+    /// The agent, for an agent worker: its stream is kept apart and held to its limits, and its home comes and
+    /// goes with the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<super::portable_agent::AgentOrder>,
 }
 
 /// What the runner reports back.
@@ -109,6 +113,9 @@ pub enum PortableError {
     /// The worker could not be supervised.
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    /// The worker cannot run here (an agent the image lacks).
+    #[error("{0}")]
+    Worker(String),
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> PortableError {
@@ -174,20 +181,37 @@ pub fn run(
             order.base
         )));
     }
-    let echo = live.map(|to| super::pod::Echo::start(output.join(LOG), to));
-    let outcome = run_worker(
-        &order,
+    let agent_home = work.join(super::portable_agent::HOME);
+    if order.agent.is_some() {
+        super::portable_agent::take_home(input, &agent_home)
+            .map_err(io(format!("cannot make {}", agent_home.display())))?;
+    }
+    // An agent's stream goes along with its log, so its progress shows where ccfan runs while it works.
+    let echo = live.map(|to| match order.agent {
+        Some(_) => super::pod::Echo::start_with_events(
+            output.join(LOG),
+            output.join(super::portable_agent::EVENTS),
+            to,
+        ),
+        None => super::pod::Echo::start(output.join(LOG), to),
+    });
+    let places = Places {
         input,
-        &outbox,
-        &tree,
-        &home,
-        &output.join(LOG),
-        cancel,
-    );
+        output,
+        outbox: &outbox,
+        tree: &tree,
+        home: &home,
+        agent_home: &agent_home,
+    };
+    let outcome = run_worker(&order, &places, cancel);
     if let Some(echo) = echo {
         echo.finish();
     }
     let outcome = outcome?;
+    if order.agent.is_some() {
+        super::portable_agent::give_home(&agent_home, output)
+            .map_err(io(format!("cannot write {}", output.display())))?;
+    }
     let message =
         crate::pipeline::record::attempt_message(&crate::pipeline::record::MessageFacts {
             run_id: &order.run_id,
@@ -236,17 +260,33 @@ pub fn run(
 /// The branch the runner records on.
 const ATTEMPT_BRANCH: &str = "ccfan-attempt";
 
+/// Where the runner keeps what: the attempt's input and output, and its work.
+struct Places<'a> {
+    input: &'a Path,
+    output: &'a Path,
+    outbox: &'a Path,
+    tree: &'a Path,
+    home: &'a Path,
+    agent_home: &'a Path,
+}
+
 /// Runs the order's worker in `tree`, with the runner's `PATH`, a home of its own, the order's variables, those it
-/// passes by name from the runner's environment, and the `CCFAN_*` variables of any worker.
+/// passes by name from the runner's environment, and the `CCFAN_*` variables of any worker. An agent is probed
+/// first (the image must have it, with every flag ccfan drives it with), gets its own home, and its stream is kept
+/// apart and held to its limits.
 fn run_worker(
     order: &Order,
-    input: &Path,
-    outbox: &Path,
-    tree: &Path,
-    home: &Path,
-    log: &Path,
+    places: &Places<'_>,
     cancel: &AtomicBool,
 ) -> Result<crate::sandbox::Outcome, PortableError> {
+    let Places {
+        input,
+        output,
+        outbox,
+        tree,
+        home,
+        agent_home,
+    } = *places;
     let lossy = |path: &Path| path.to_string_lossy().into_owned();
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_string());
     let mut env: Vec<(String, String)> = vec![("PATH".into(), path), ("HOME".into(), lossy(home))];
@@ -270,6 +310,9 @@ fn run_worker(
             lossy(&outbox.join(crate::paths::FINAL_REPORT)),
         ),
     ]);
+    if let Some(agent) = &order.agent {
+        env.push((agent.home_variable.clone(), lossy(agent_home)));
+    }
     // Later entries win, as in a shell.
     let mut unique: Vec<(std::ffi::OsString, std::ffi::OsString)> = Vec::new();
     for (name, value) in env {
@@ -285,16 +328,35 @@ fn run_worker(
         "{}-{}-{}-remote",
         order.run_id, order.task_id, order.attempt
     );
+    let mut limits = match &order.agent {
+        Some(agent) => {
+            let probed = crate::agents::probe::probe(
+                agent.agent,
+                &agent.program,
+                &unique,
+                &crate::policy::SandboxSettings::unconfined(),
+            );
+            if let Some(problem) = probed.problem {
+                return Err(PortableError::Worker(format!("in the image: {problem}")));
+            }
+            Some(super::portable_agent::Limits::new(agent, tree))
+        }
+        None => None,
+    };
+    let events = output.join(super::portable_agent::EVENTS);
     Ok(crate::sandbox::run(
         crate::sandbox::Launch {
             argv: &order.argv,
             cwd: tree,
             env: unique,
-            log_path: log,
+            log_path: &output.join(LOG),
             token: &token,
             cancel,
             sandbox: &policy,
-            stream: None,
+            stream: limits.as_mut().map(|limits| crate::sandbox::EventStream {
+                path: &events,
+                handler: limits,
+            }),
         },
         |_| {},
     )?)

@@ -15,6 +15,18 @@ use crate::policy::Policy;
 use crate::sandbox::Outcome;
 use crate::sandbox::container::{self, ContainerRun};
 
+/// Where the runner works in the container or pod (the task's tree is `tree` in it).
+pub(super) const CONTAINER_WORK: &str = "/ccfan/work";
+
+/// What runs in the container: a command worker's command line, or an agent made ready here.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Worker<'a> {
+    /// A command worker's program and arguments.
+    Command(&'a [String]),
+    /// An agent worker.
+    Agent(&'a super::portable_agent::AgentPlan),
+}
+
 /// Time the container gets past the worker's own limit (the runner enforces that one; this is for the copies).
 const GRACE: Duration = Duration::from_secs(120);
 
@@ -43,6 +55,7 @@ pub(super) fn run(
     context: &Where<'_>,
     cancel: &AtomicBool,
     extra: &[(String, String)],
+    worker: &Worker<'_>,
 ) -> Result<Outcome, (std::path::PathBuf, std::io::Error)> {
     let log = AttemptDir::of(context.dir).log();
     let started = std::time::Instant::now();
@@ -66,16 +79,6 @@ pub(super) fn run(
             "the policy runs workers in containers but names no [sandbox.container] image".into(),
         );
     };
-    let Some(argv) = task.worker.kind.command() else {
-        return not_started(format!(
-            "{} workers do not run in containers yet: use a command worker (its program in the image), or \
-             sandbox.backend = \"auto\"",
-            task.worker
-                .kind
-                .agent()
-                .map_or("agent", |(agent, _)| agent.name())
-        ));
-    };
     let remote = context.dir.join("remote");
     let (input, output, _) = portable::folders(&remote);
     if remote.exists() {
@@ -89,8 +92,9 @@ pub(super) fn run(
         cancel,
         input: &input,
         output: &output,
+        worker,
     };
-    let carried = steps.carry(settings, argv, extra, started);
+    let carried = steps.carry(settings, extra, started);
     // Nothing of the container's is kept, whatever happened: what mattered is in the worktree, the log and the
     // report now (its files may hold what the worker printed, unscrubbed).
     let _ = std::fs::remove_dir_all(&remote);
@@ -127,6 +131,7 @@ struct Steps<'a> {
     cancel: &'a AtomicBool,
     input: &'a Path,
     output: &'a Path,
+    worker: &'a Worker<'a>,
 }
 
 impl Steps<'_> {
@@ -134,7 +139,6 @@ impl Steps<'_> {
     fn carry(
         &self,
         settings: &crate::policy::ContainerSettings,
-        argv: &[String],
         extra: &[(String, String)],
         started: std::time::Instant,
     ) -> Result<Outcome, String> {
@@ -143,14 +147,18 @@ impl Steps<'_> {
         let base = crate::git::head_commit(&repo)
             .map_err(|e| e.to_string())?
             .ok_or("the task's tree has no commit checked out")?;
-        let (order, engine_env) = self.order(&base, argv, extra);
+        let (order, engine_env) = self.order(&base, extra);
         let task_file = crate::util::read_regular(
             &AttemptDir::of(context.dir).task_file(),
             crate::util::MAX_WORKER_FILE,
         )
         .map_err(|e| format!("cannot read the task file: {e}"))?;
         portable::pack(&repo, &order, &task_file, self.input).map_err(|e| e.to_string())?;
+        if let Worker::Agent(plan) = self.worker {
+            super::portable_agent::pack_home(&plan.home, self.input)?;
+        }
         let attempt_log = AttemptDir::of(context.dir).log();
+        let attempt_events = AttemptDir::of(context.dir).events();
         let container_run = ContainerRun {
             backend: self.policy.sandbox.backend,
             settings,
@@ -164,7 +172,7 @@ impl Steps<'_> {
                 "--output",
                 "/ccfan/out",
                 "--work",
-                "/ccfan/work",
+                CONTAINER_WORK,
                 "--echo",
             ]
             .map(String::from)
@@ -184,8 +192,15 @@ impl Steps<'_> {
                 ("io.ccfan.attempt".to_string(), context.attempt.to_string()),
             ],
             log: &context.dir.join("remote/container.log"),
-            // A pod's log is followed while it runs (the runner echoes the worker's output there).
-            live: Some(&attempt_log),
+            // The container's or pod's log is followed while it runs (the runner echoes the worker's output there,
+            // and an agent's event stream).
+            live: Some(crate::sandbox::live::Live {
+                log: &attempt_log,
+                events: match self.worker {
+                    Worker::Agent(_) => Some(&attempt_events),
+                    Worker::Command(_) => None,
+                },
+            }),
         };
         let ran = match self.policy.sandbox.backend {
             crate::policy::SandboxBackend::Kubernetes => {
@@ -211,13 +226,12 @@ impl Steps<'_> {
 
     /// The worker's order, and the host's values of the variables it may see: those go to the engine, never into
     /// a file.
-    fn order(
-        &self,
-        base: &str,
-        argv: &[String],
-        extra: &[(String, String)],
-    ) -> (Order, Vec<(String, String)>) {
+    fn order(&self, base: &str, extra: &[(String, String)]) -> (Order, Vec<(String, String)>) {
         let (task, context) = (self.task, self.context);
+        let (argv, agent_env, agent) = match self.worker {
+            Worker::Command(argv) => (argv.to_vec(), Vec::new(), None),
+            Worker::Agent(plan) => (plan.argv.clone(), plan.env.clone(), Some(&plan.order)),
+        };
         let engine_env: Vec<(String, String)> =
             crate::sandbox::worker_env(&self.policy.sandbox, &task.worker, &[])
                 .into_iter()
@@ -228,7 +242,7 @@ impl Steps<'_> {
                     !matches!(
                         name.as_str(),
                         "PATH" | "HOME" | "SHELL" | "TMPDIR" | "USER" | "LOGNAME" | "PWD"
-                    )
+                    ) && agent.is_none_or(|agent| *name != agent.home_variable)
                 })
                 .collect();
         let order = Order {
@@ -239,14 +253,16 @@ impl Steps<'_> {
             goal: task.goal.clone(),
             worker: task.worker.name.clone(),
             base: base.to_string(),
-            argv: argv.to_vec(),
+            argv,
             env: task
                 .worker
                 .env
                 .iter()
                 .cloned()
                 .chain(extra.iter().filter(|(name, _)| !host_path(name)).cloned())
+                .chain(agent_env)
                 .collect(),
+            agent: agent.cloned(),
             pass_env: engine_env.iter().map(|(name, _)| name.clone()).collect(),
             timeout_secs: task.timeout.as_secs().max(1),
             log_limit: self.policy.log_limit,
@@ -275,13 +291,15 @@ impl Steps<'_> {
             }
             // The runner reports the worker's end in its manifest; its own failure is the attempt's.
             ExitStatus::Code { code: 0 } => match self.received(repo, base) {
-                Ok((manifest, tampered)) => {
+                Ok((manifest, more)) => {
                     notes.extend(
-                        tampered
+                        manifest
+                            .tampered
                             .iter()
                             .map(|what| format!("in the container: {what}")),
                     );
-                    write_tampered(context.dir, &tampered);
+                    notes.extend(more);
+                    write_tampered(context.dir, &manifest.tampered);
                     (
                         reported_exit(manifest.exit),
                         manifest.output_bytes,
@@ -321,14 +339,15 @@ impl Steps<'_> {
     }
 
     /// Takes the attempt back: received through its checks, its change checked out into the worktree (put back to
-    /// the base if that fails half-way), its log and report copied as the attempt's. The manifest and what the
-    /// runner says the worker tampered with.
+    /// the base if that fails half-way), its log and report copied as the attempt's, and an agent's stream and home
+    /// taken back. The manifest, and notes on what could not be taken back.
     fn received(
         &self,
         repo: &crate::git::RepoPaths,
         base: &str,
     ) -> Result<(portable::Manifest, Vec<String>), String> {
         let context = self.context;
+        let mut notes = Vec::new();
         let kept = format!(
             "refs/ccfan/{}/{}/remote-{}",
             context.run_id, self.task.id, context.attempt
@@ -355,8 +374,20 @@ impl Steps<'_> {
             let _ = std::fs::create_dir_all(files.outbox());
             copy_capped(&report, &files.report_file(), crate::util::MAX_WORKER_FILE);
         }
-        let tampered = received.manifest.tampered.clone();
-        Ok((received.manifest, tampered))
+        if let Worker::Agent(plan) = self.worker {
+            copy_capped(
+                &self.output.join(super::portable_agent::EVENTS),
+                &files.events(),
+                self.policy.log_limit,
+            );
+            // The change is whole without it: a home that cannot be taken back only means a rework starts anew.
+            if let Err(why) =
+                super::portable_agent::bring_home(plan.order.agent, self.output, &plan.home)
+            {
+                notes.push(why);
+            }
+        }
+        Ok((received.manifest, notes))
     }
 }
 

@@ -8,7 +8,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use crate::agents::tally::{AgentSummary, Tally};
+use super::agent_stream::{Reader, finish_agent};
+use crate::agents::tally::AgentSummary;
 use crate::agents::{self, Agent, probe, prompt};
 use crate::model::{AgentConfig, AttemptMode, CommitId, RunId, TaskFileDoc, TaskSpec};
 use crate::policy::Policy;
@@ -105,7 +106,7 @@ pub fn run_worker(
         extra.push(("CCFAN_CANDIDATE".to_string(), candidate.n.to_string()));
         extra.push(("CCFAN_CANDIDATES".to_string(), candidate.total.to_string()));
     }
-    if let Some(ran) = in_container(task, policy, context, cancel, &extra) {
+    if let Some(ran) = in_container(task, policy, context, cancel, &extra, on_progress) {
         return ran;
     }
     let mut env = sandbox::worker_env(&policy.sandbox, &task.worker, &extra);
@@ -190,13 +191,14 @@ fn mode_env(mode: AttemptMode<'_>) -> Vec<(String, String)> {
 }
 
 /// A container backend runs the task's own work in a container (planning and reviewing read the tree here):
-/// `None` when this attempt runs here.
+/// `None` when this attempt runs here. An agent worker's stream comes back with it and is read into its summary.
 fn in_container(
     task: &TaskSpec,
     policy: &Policy,
     context: &AttemptContext<'_>,
     cancel: &AtomicBool,
     extra: &[(String, String)],
+    on_progress: &mut dyn FnMut(&AgentSummary),
 ) -> Option<Result<WorkerRun, RunWorkerError>> {
     if !policy.sandbox.backend.is_container()
         || !matches!(
@@ -214,13 +216,67 @@ fn in_container(
         token: context.token,
         rules: context.rules,
     };
+    let home_error = |source| RunWorkerError::TaskFile {
+        path: context.agent_home.to_path_buf(),
+        source,
+    };
+    let plan = match task.worker.kind.agent() {
+        None => None,
+        Some((agent, config)) => {
+            let host_env = sandbox::worker_env(&policy.sandbox, &task.worker, extra);
+            let text = prompt_text(task, context);
+            match super::portable_agent::plan(
+                agent,
+                config,
+                context.agent_home,
+                &host_env,
+                &text,
+                context.resume,
+            ) {
+                Ok(plan) => Some((plan, config)),
+                Err(source) => return Some(Err(home_error(source))),
+            }
+        }
+    };
+    let worker = match &plan {
+        None => super::remote::Worker::Command(task.worker.kind.command().unwrap_or_default()),
+        Some((plan, _)) => super::remote::Worker::Agent(plan),
+    };
+    let Some((plan, config)) = &plan else {
+        return Some(
+            super::remote::run(task, policy, &at, cancel, extra, &worker)
+                .map(|outcome| WorkerRun {
+                    outcome,
+                    agent: None,
+                })
+                .map_err(|(path, source)| RunWorkerError::TaskFile { path, source }),
+        );
+    };
+    // The agent's stream is followed while it comes (the runner sends it along with the log), with the paths as
+    // the container has them; once the attempt is back, the stream the runner kept is read to its end.
+    let tree = Path::new(super::remote::CONTAINER_WORK).join("tree");
+    let events = AttemptDir::of(context.dir).events();
+    let mut reader = Reader::new(plan.order.agent, config, context, &tree, on_progress);
+    let (ran, seen) = std::thread::scope(|scope| {
+        let running = scope.spawn(|| super::remote::run(task, policy, &at, cancel, extra, &worker));
+        let seen = reader.follow(&events, || running.is_finished());
+        (running.join(), seen)
+    });
+    let outcome = match ran {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err((path, source))) => return Some(Err(RunWorkerError::TaskFile { path, source })),
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let stopped_for_retries = matches!(&outcome.exit, crate::model::ExitStatus::OverLimit { limit }
+        if limit.starts_with(crate::agents::tally::API_RETRY_LIMIT));
+    let reader = reader.finish_from(&events, &seen, stopped_for_retries, |on_progress| {
+        Reader::new(plan.order.agent, config, context, &tree, on_progress)
+    });
     Some(
-        super::remote::run(task, policy, &at, cancel, extra)
-            .map(|outcome| WorkerRun {
-                outcome,
-                agent: None,
-            })
-            .map_err(|(path, source)| RunWorkerError::TaskFile { path, source }),
+        finish_agent(task, context, reader).map(|summary| WorkerRun {
+            outcome,
+            agent: Some(summary),
+        }),
     )
 }
 
@@ -275,45 +331,6 @@ pub(super) fn write_task_file(
     Ok((task_file, outbox))
 }
 
-/// After an agent ended: its stream and its home scrubbed of secrets, its summary redacted and stored, and its
-/// last message kept as its final report when it wrote none.
-fn finish_agent(
-    task: &TaskSpec,
-    context: &AttemptContext<'_>,
-    mut reader: Reader<'_, '_>,
-) -> Result<AgentSummary, RunWorkerError> {
-    let files = AttemptDir::of(context.dir);
-    // The last change is always shown, however soon after the one before.
-    reader.show(true);
-    // What the agent printed is scrubbed of secrets now, whatever the gate later scans (markers read back as
-    // the same findings).
-    let printed = super::verify::secrets::scrub_log(context.rules, &files.events(), &[]);
-    // The agent's own session files (transcripts, history databases) hold the same secrets: scrubbed too, so a
-    // key it wrote or printed is not kept raw in its home (resume reads the redacted transcript).
-    if let Some(agent) = task.worker.kind.agent().map(|(agent, _)| agent) {
-        super::verify::agent_home::scrub_home(
-            context.rules,
-            &context.agent_home.join(agent.name()),
-            &crate::agents::home::seeded_files(agent),
-            &printed,
-        );
-    }
-    let mut summary = reader.tally.finish();
-    summary.redact(|text| context.rules.redact_text(text));
-    write(
-        &files.agent(),
-        &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
-    )?;
-    // The agent's last message is its final report, unless it wrote one itself. ccfan writes it beside the log,
-    // where the worker cannot plant a symlink, never into the worker-writable outbox.
-    if let Some(message) = &summary.final_message
-        && std::fs::symlink_metadata(files.report_file()).is_err()
-    {
-        write(&files.report_from_agent(), message.as_bytes())?;
-    }
-    Ok(summary)
-}
-
 /// What preparing an agent worker changes: its environment, its sandbox, and the reader of its stream.
 struct Setup<'s, 'a, 'p> {
     env: &'s mut Vec<(OsString, OsString)>,
@@ -359,15 +376,8 @@ fn prepare_agent<'a, 'p>(
             }
         })?;
     set_env(env, variable, home.as_os_str());
-    if agent == Agent::Claude {
-        // ccfan's sandbox is the boundary; Claude Code refuses to bypass its permission prompts as root without it.
-        set_env(env, "IS_SANDBOX", "1".as_ref());
-        set_env(
-            env,
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-            "1".as_ref(),
-        );
-        set_env(env, "DISABLE_AUTOUPDATER", "1".as_ref());
+    for (name, value) in agents::fixed_env(agent) {
+        set_env(env, name, value.as_ref());
     }
     sandbox_policy
         .writable
@@ -375,18 +385,7 @@ fn prepare_agent<'a, 'p>(
     // The agent's installation stays visible (read-only) even where the sandbox hides a folder (an npm prefix
     // under /tmp): the whole `node_modules` tree, since `codex` is a script that starts a platform binary there.
     sandbox_policy.read_only.push(probe::install_root(program));
-    let text = match (context.resume, context.plan) {
-        (_, AttemptMode::Planning) => prompt::plan(task, context.handoffs),
-        (_, AttemptMode::Review(brief)) => brief.prompt.clone(),
-        (Some(_), plan) => prompt::rework(task, context.attempt, context.rework, plan),
-        (None, plan) => prompt::first(
-            task,
-            context.attempt,
-            context.rework,
-            context.handoffs,
-            plan,
-        ),
-    };
+    let text = prompt_text(task, context);
     let mut resolved = AgentConfig {
         program: program.to_string_lossy().into_owned(),
         ..config.clone()
@@ -397,28 +396,35 @@ fn prepare_agent<'a, 'p>(
             .args
             .extend(["--setting-sources".to_string(), "user".to_string()]);
     }
-    *reader = Some(Reader {
+    *reader = Some(Reader::new(
         agent,
-        tally: Tally::new(
-            agent,
-            context.worktree,
-            config.max_turns,
-            context.resume.is_some(),
-            context.baseline,
-            config.api_retry,
-        )
-        .with_model(config.model.clone()),
-        rules: context.rules,
+        config,
+        context,
+        context.worktree,
         on_progress,
-        shown_at: None,
-        pending: false,
-    });
+    ));
     Ok(Ok(agent.argv(
         &resolved,
         &text,
         context.resume,
         context.plan == AttemptMode::Planning,
     )))
+}
+
+/// What the agent is told: its task, a rework's findings in its resumed session, or its planning or review brief.
+fn prompt_text(task: &TaskSpec, context: &AttemptContext<'_>) -> String {
+    match (context.resume, context.plan) {
+        (_, AttemptMode::Planning) => prompt::plan(task, context.handoffs),
+        (_, AttemptMode::Review(brief)) => brief.prompt.clone(),
+        (Some(_), plan) => prompt::rework(task, context.attempt, context.rework, plan),
+        (None, plan) => prompt::first(
+            task,
+            context.attempt,
+            context.rework,
+            context.handoffs,
+            plan,
+        ),
+    }
 }
 
 /// Why a planning worker's or a reviewer's tree would not be read-only, if it would not: no sandbox, or a writable
@@ -454,67 +460,7 @@ fn not_started(log: &Path, message: String) -> Result<WorkerRun, RunWorkerError>
     })
 }
 
-/// How often progress is passed on at most (the last change always is, on the next poll after this).
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Reads an agent's stream into its tally and passes progress on, at most every [`PROGRESS_EVERY`].
-struct Reader<'a, 'p> {
-    agent: Agent,
-    tally: Tally,
-    rules: &'a RulePack,
-    on_progress: &'p mut dyn FnMut(&AgentSummary),
-    shown_at: Option<std::time::Instant>,
-    pending: bool,
-}
-
-impl Reader<'_, '_> {
-    /// Passes the tally on if it changed and the last showing is old enough (or `now`).
-    fn show(&mut self, now: bool) {
-        let due = now
-            || self
-                .shown_at
-                .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY);
-        if self.pending && due {
-            self.pending = false;
-            self.shown_at = Some(std::time::Instant::now());
-            let mut snapshot = self.tally.summary().clone();
-            snapshot.redact(|text| self.rules.redact_text(text));
-            (self.on_progress)(&snapshot);
-        }
-    }
-}
-
-impl sandbox::StreamHandler for Reader<'_, '_> {
-    fn line(&mut self, line: &str) -> Option<String> {
-        let mut stop = None;
-        // Secrets are redacted from the line itself, before any text of it is clipped or stored.
-        let events = self.agent.parse_line(&self.rules.redact_text(line));
-        if events.is_empty() {
-            // A kind of event ccfan does not tally (Codex reasoning, a plan): the model is answering.
-            self.tally.activity();
-        }
-        for event in events {
-            self.pending |= !matches!(
-                event,
-                agents::AgentEvent::Unknown { .. } | agents::AgentEvent::Unparsable
-            );
-            if let Some(reason) = self.tally.observe(event) {
-                stop.get_or_insert(reason);
-            }
-        }
-        self.show(false);
-        stop
-    }
-
-    fn idle(&mut self) -> Option<String> {
-        let stop = self.tally.check_at(std::time::Instant::now());
-        self.pending |= stop.is_some();
-        self.show(false);
-        stop
-    }
-}
-
-fn write(path: &Path, bytes: &[u8]) -> Result<(), RunWorkerError> {
+pub(super) fn write(path: &Path, bytes: &[u8]) -> Result<(), RunWorkerError> {
     std::fs::write(path, bytes).map_err(|source| RunWorkerError::TaskFile {
         path: path.to_path_buf(),
         source,

@@ -66,6 +66,27 @@ pub struct ContainerSettings {
 
 impl Eq for ContainerSettings {}
 
+impl SandboxSettings {
+    /// No sandbox of ccfan's own: the settings of a runner inside a container, which is the sandbox there.
+    pub fn unconfined() -> SandboxSettings {
+        SandboxSettings {
+            backend: SandboxBackend::None,
+            network: true,
+            test_network: true,
+            env_allow: Vec::new(),
+            writable: Vec::new(),
+            limits: SandboxLimits {
+                memory: None,
+                pids: None,
+                tmp_size: 1 << 30,
+                max_output: 1 << 30,
+            },
+            container: None,
+            kubernetes: super::KubernetesSettings::default(),
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ContainerSection {

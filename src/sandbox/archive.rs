@@ -9,8 +9,8 @@ use std::path::{Component, Path};
 /// Where an attempt's input sits in the tar [`pack_input_to`] makes.
 const INPUT_PREFIX: &str = "ccfan/in";
 /// The most bytes of input a runner takes in: a base bundle (the runner reads 4 GiB of one at most), the task
-/// file and the order.
-const MAX_INPUT: u64 = (4 << 30) + (16 << 20);
+/// file, the order, and an agent's home.
+const MAX_INPUT: u64 = (4 << 30) + (16 << 20) + MAX_AGENT_HOME;
 /// The file a runner's input folder gets once all of it is there.
 pub const READY: &str = ".ready";
 
@@ -25,12 +25,16 @@ pub(super) fn pack_input_to(input: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// The files taken back from a container's output, with the most bytes each may hold: nothing else is written.
-const TAKEN: [(&str, u64); 4] = [
+const TAKEN: [(&str, u64); 6] = [
     ("manifest.json", 1 << 20),
     ("attempt.bundle", 512 << 20),
     ("worker.log", 64 << 20),
+    ("events.jsonl", 64 << 20),
+    ("agent-home.tar", MAX_AGENT_HOME),
     ("outbox/final_report.md", 4 << 20),
 ];
+/// The most bytes of an agent worker's home carried out to a container and back (its sessions, for a resume).
+pub const MAX_AGENT_HOME: u64 = 256 << 20;
 /// The most entries of a container's output looked at.
 const MAX_ENTRIES: usize = 10_000;
 
@@ -99,60 +103,136 @@ pub fn unpack_output(tar: impl Read, output: &Path) -> std::io::Result<()> {
 /// every path inside it, at most [`MAX_INPUT`] bytes), then marks the folder [`READY`]. It stops at the archive's
 /// end, so the sender need not close its side.
 pub fn take_input(tar: impl Read, input: &Path) -> std::io::Result<u64> {
+    let total = extract_files(
+        tar,
+        Path::new(INPUT_PREFIX),
+        input,
+        Bounds {
+            bytes: MAX_INPUT,
+            entries: usize::MAX,
+        },
+        &[],
+    )?;
+    std::fs::write(input.join(READY), b"").map_err(|source| {
+        std::io::Error::new(
+            source.kind(),
+            format!("cannot mark {} ready: {source}", input.display()),
+        )
+    })?;
+    Ok(total)
+}
+
+/// How much of an archive [`extract_files`] takes at most.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Bytes of file content, in all (more is an error).
+    pub bytes: u64,
+    /// Entries looked at (the rest is left out).
+    pub entries: usize,
+}
+
+/// Unpacks the regular files and folders under `prefix` in the tar on `tar` into `dest`, which may already hold
+/// files: each path must stay inside it (plain names only), no folder on the way may be a link (never written
+/// through one something planted), a file is replaced by a new one, and the top-level names in `keep` are left
+/// as they are. At most `bounds`; the bytes written. Links, devices and other entries are left out.
+pub fn extract_files(
+    tar: impl Read,
+    prefix: &Path,
+    dest: &Path,
+    bounds: Bounds,
+    keep: &[&str],
+) -> std::io::Result<u64> {
     let io = |context: String| {
         move |source: std::io::Error| {
             std::io::Error::new(source.kind(), format!("{context}: {source}"))
         }
     };
-    std::fs::create_dir_all(input).map_err(io(format!("cannot create {}", input.display())))?;
+    std::fs::create_dir_all(dest).map_err(io(format!("cannot create {}", dest.display())))?;
     let mut archive = tar::Archive::new(tar);
-    let unreadable = || io("cannot read the attempt's input".to_string());
+    let unreadable = || io(format!("cannot read the archive for {}", dest.display()));
     let mut total = 0u64;
-    for entry in archive.entries().map_err(unreadable())? {
+    for (n, entry) in archive.entries().map_err(unreadable())?.enumerate() {
+        if n >= bounds.entries {
+            tracing::warn!(
+                "the archive for {} has more than {} entries: the rest is left out",
+                dest.display(),
+                bounds.entries
+            );
+            break;
+        }
         let mut entry = entry.map_err(unreadable())?;
         let path = entry.path().map_err(unreadable())?.into_owned();
-        let Ok(inside) = path.strip_prefix(INPUT_PREFIX) else {
+        let Ok(inside) = path.strip_prefix(prefix) else {
             continue;
         };
-        if inside.as_os_str().is_empty()
+        let top = inside.components().next();
+        if top.is_none()
             || inside
                 .components()
                 .any(|part| !matches!(part, Component::Normal(_)))
+            || top.is_some_and(|top| keep.iter().any(|kept| top.as_os_str() == *kept))
         {
             continue;
         }
-        let target = input.join(inside);
-        match entry.header().entry_type() {
-            tar::EntryType::Directory => {
-                std::fs::create_dir_all(&target)
-                    .map_err(io(format!("cannot create {}", target.display())))?;
+        let kind = entry.header().entry_type();
+        let folder = match kind {
+            tar::EntryType::Directory => inside,
+            tar::EntryType::Regular | tar::EntryType::Continuous => match inside.parent() {
+                Some(parent) => parent,
+                None => continue,
+            },
+            _ => continue,
+        };
+        make_folders(dest, folder)
+            .map_err(io(format!("cannot create {}", dest.join(folder).display())))?;
+        if kind == tar::EntryType::Directory {
+            continue;
+        }
+        total += entry.header().size().unwrap_or(u64::MAX);
+        if total > bounds.bytes {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "the archive for {} is over {} bytes",
+                    dest.display(),
+                    bounds.bytes
+                ),
+            ));
+        }
+        let target = dest.join(inside);
+        // A new file: never through a link something put there.
+        if std::fs::symlink_metadata(&target).is_ok_and(|meta| !meta.is_dir()) {
+            std::fs::remove_file(&target)
+                .map_err(io(format!("cannot replace {}", target.display())))?;
+        }
+        let mut file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&target)
+            .map_err(io(format!("cannot write {}", target.display())))?;
+        std::io::copy(&mut entry, &mut file)
+            .map_err(io(format!("cannot write {}", target.display())))?;
+    }
+    Ok(total)
+}
+
+/// Makes the folders of `relative` under `dest` one by one, refusing any that is there as something else (a link).
+fn make_folders(dest: &Path, relative: &Path) -> std::io::Result<()> {
+    let mut at = dest.to_path_buf();
+    for part in relative.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a file or a link is there, not a folder",
+                ));
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                total += entry.header().size().unwrap_or(u64::MAX);
-                if total > MAX_INPUT {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::FileTooLarge,
-                        format!("the attempt's input is over {MAX_INPUT} bytes"),
-                    ));
-                }
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(io(format!("cannot create {}", parent.display())))?;
-                }
-                let mut file = std::fs::File::options()
-                    .write(true)
-                    .create_new(true)
-                    .open(&target)
-                    .map_err(io(format!("cannot write {}", target.display())))?;
-                std::io::copy(&mut entry, &mut file)
-                    .map_err(io(format!("cannot write {}", target.display())))?;
-            }
-            _ => {}
+            Err(_) => std::fs::create_dir(&at)?,
         }
     }
-    std::fs::write(input.join(READY), b"")
-        .map_err(io(format!("cannot mark {} ready", input.display())))?;
-    Ok(total)
+    Ok(())
 }
 
 /// In the pod: the runner's `output` folder as a tar of `out/…` on `to` (what [`unpack_output`] reads back).

@@ -81,8 +81,9 @@ pub struct ContainerRun<'a> {
     pub labels: Vec<(String, String)>,
     /// Where the container's own output (the runner's) goes.
     pub log: &'a Path,
-    /// Where the worker's output is appended while it runs, when the backend streams it (the attempt's log).
-    pub live: Option<&'a Path>,
+    /// Where the worker's output is appended while it runs, when the backend streams it (the attempt's log, and
+    /// an agent's event stream).
+    pub live: Option<super::live::Live<'a>>,
 }
 
 /// How a container ended.

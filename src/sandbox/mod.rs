@@ -13,7 +13,7 @@ pub mod doctor;
 pub mod engine;
 pub mod kubernetes;
 mod landlock;
-mod live;
+pub mod live;
 mod log;
 pub mod overlay;
 pub mod proc;

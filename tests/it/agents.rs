@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::env::{Ran, TestEnv, task, visible_tmp};
 
 /// Where `scripts/test.sh` installs the pinned agent CLIs (or `CCFAN_AGENT_BIN`).
-fn agent_dir() -> PathBuf {
+pub fn agent_dir() -> PathBuf {
     std::env::var_os("CCFAN_AGENT_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/npm/node_modules/.bin"),
         PathBuf::from,
@@ -44,14 +44,20 @@ fn agent_bin() -> PathBuf {
 }
 
 /// The fake model server, killed when dropped.
-struct FakeModel {
+pub struct FakeModel {
     child: Child,
-    port: u16,
+    /// Its port.
+    pub port: u16,
     log: PathBuf,
 }
 
 impl FakeModel {
     fn start(dir: &Path, steps: Value) -> FakeModel {
+        FakeModel::start_on(dir, steps, "127.0.0.1")
+    }
+
+    /// The server following `steps`, listening on `host` (`0.0.0.0`: containers reach it too).
+    pub fn start_on(dir: &Path, steps: Value, host: &str) -> FakeModel {
         std::fs::create_dir_all(dir).unwrap();
         let script = dir.join("script.json");
         std::fs::write(&script, steps.to_string()).unwrap();
@@ -65,6 +71,7 @@ impl FakeModel {
             .arg(&log)
             .arg("--port-file")
             .arg(&port_file)
+            .args(["--host", host])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -87,7 +94,7 @@ impl FakeModel {
     }
 
     /// The requests that took a script step (the agent's conversation), in order.
-    fn conversation(&self) -> Vec<Value> {
+    pub fn conversation(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -170,7 +177,7 @@ fn run_task(env: &TestEnv, model: &FakeModel, id: &str, worker: &str, extra: &st
     )
 }
 
-fn final_message(files: &[&str]) -> String {
+pub fn final_message(files: &[&str]) -> String {
     let list: Vec<String> = files.iter().map(|f| format!("- {f}")).collect();
     format!(
         "## Summary\nWrote the guide.\n## Tests\nNone needed for docs.\n## Files Changed\n{}",

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use crate::env::{TestEnv, task};
 
 /// `podman system service` on a socket of its own, stopped when dropped; and the worker image, removed then.
-struct Engine {
-    podman: PathBuf,
+pub struct Engine {
+    /// The podman binary.
+    pub podman: PathBuf,
     service: Child,
     socket: PathBuf,
     image: String,
@@ -58,7 +59,11 @@ pub fn worker(name: &str, script: &str) -> String {
 
 impl Engine {
     fn start(test: &str, dir: &Path) -> Option<Engine> {
-        let (podman, image) = worker_image(test)?;
+        Some(Engine::with_image(dir, worker_image(test)?))
+    }
+
+    /// The API on a socket in `dir`, for workers of `image` (removed when the engine is dropped).
+    pub fn with_image(dir: &Path, (podman, image): (PathBuf, String)) -> Engine {
         let socket = dir.join("podman.sock");
         let service = crate::env::podman_env(&mut Command::new(&podman))
             .args(["system", "service", "--time=0"])
@@ -76,15 +81,16 @@ impl Engine {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(Engine {
+        Engine {
             podman,
             service,
             socket,
             image,
-        })
+        }
     }
 
-    fn policy(&self, extra: &str) -> String {
+    /// A policy running workers in this engine's containers, plus `extra`.
+    pub fn policy(&self, extra: &str) -> String {
         format!(
             "[run]\nmax_reworks = 1\n\n[sandbox]\nbackend = \"podman\"\nmemory = \"512MiB\"\npids = 256\n\n\
              [sandbox.container]\nimage = \"{}\"\nsocket = \"unix://{}\"\n{extra}",
@@ -93,8 +99,13 @@ impl Engine {
         )
     }
 
+    /// The worker image.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
     /// Containers of `run` still there.
-    fn left(&self, run: &str) -> String {
+    pub fn left(&self, run: &str) -> String {
         let listed = crate::env::podman_env(&mut Command::new(&self.podman))
             .args([
                 "ps",

@@ -9,6 +9,7 @@
     reason = "a panic is how a test helper fails"
 )]
 
+mod agent_containers;
 mod agents;
 mod awkward;
 mod bad_input;

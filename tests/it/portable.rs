@@ -58,6 +58,7 @@ impl Portable {
             pass_env: vec!["SECRET_FROM_ENGINE".into()],
             timeout_secs: 60,
             log_limit: 1 << 20,
+            agent: None,
         }
     }
 

@@ -1,0 +1,336 @@
+//! Stage 3 elsewhere, for an agent worker (Codex CLI, Claude Code): what the order says about the agent, and its
+//! home carried both ways. The agent's private home (the user's config seeded in, the sessions a rework resumes)
+//! goes out with the attempt and comes back with it; inside, the runner keeps the agent's event stream apart from
+//! its log and holds it to the same limits as at home with its own tally, and here the stream is read again into
+//! the attempt's summary. The agent's command line is built here, with the container's paths.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::agents::tally::Tally;
+use crate::agents::{Agent, Usage};
+use crate::model::{AgentConfig, ApiRetryLimit};
+use crate::sandbox::archive::{self, Bounds, MAX_AGENT_HOME};
+
+/// The agent's home, in the attempt's input.
+pub const HOME: &str = "agent-home";
+/// The agent's home as it came out, a tar in the attempt's output.
+pub const HOME_TAR: &str = "agent-home.tar";
+/// The agent's event stream (its stdout), in the attempt's output.
+pub const EVENTS: &str = "events.jsonl";
+/// The most files of an agent's home carried.
+const MAX_HOME_FILES: usize = 20_000;
+
+/// What the runner needs to know of an agent worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentOrder {
+    /// Which agent.
+    pub agent: Agent,
+    /// Its program (the order's `argv[0]`), probed in the image before it runs.
+    pub program: String,
+    /// The variable that points it at its home (`CODEX_HOME`, `CLAUDE_CONFIG_DIR`).
+    pub home_variable: String,
+    /// The most model turns (the runner stops it past them, as ccfan does at home).
+    pub max_turns: Option<u32>,
+    /// When it stops an agent that cannot reach its model API.
+    pub api_retry: ApiRetryLimit,
+    /// Whether the attempt resumes an earlier session.
+    pub resumed: bool,
+}
+
+/// An agent worker made ready on this machine to run elsewhere.
+#[derive(Debug, Clone)]
+pub struct AgentPlan {
+    /// What the order says about it.
+    pub order: AgentOrder,
+    /// Its command line, with the container's paths.
+    pub argv: Vec<String>,
+    /// Variables the agent needs besides the profile's.
+    pub env: Vec<(String, String)>,
+    /// Its private home here (under the task's agent home): sent out, and where it comes back to.
+    pub home: PathBuf,
+}
+
+/// Gets an agent worker ready to run in a container: its private home made (the user's config and credentials
+/// seeded in, as at home), its command line for `prompt` with the program as the image names it.
+pub fn plan(
+    agent: Agent,
+    config: &AgentConfig,
+    agent_home: &Path,
+    host_env: &[(std::ffi::OsString, std::ffi::OsString)],
+    prompt: &str,
+    resume: Option<&str>,
+) -> std::io::Result<AgentPlan> {
+    let (variable, home) = crate::agents::home::prepare(agent, agent_home, host_env)?;
+    let order = AgentOrder {
+        agent,
+        program: config.program.clone(),
+        home_variable: variable.to_string(),
+        max_turns: config.max_turns,
+        api_retry: config.api_retry,
+        resumed: resume.is_some(),
+    };
+    Ok(AgentPlan {
+        argv: agent.argv(config, prompt, resume, false),
+        env: crate::agents::fixed_env(agent)
+            .iter()
+            .map(|(name, value)| ((*name).to_string(), (*value).to_string()))
+            .collect(),
+        order,
+        home,
+    })
+}
+
+/// Copies the agent's home into the attempt's `input` (regular files and folders only, at most
+/// [`MAX_AGENT_HOME`] bytes).
+pub fn pack_home(home: &Path, input: &Path) -> Result<(), String> {
+    copy_tree(home, &input.join(HOME))
+}
+
+/// Copies the regular files and folders of `home` to `target`, at most [`MAX_AGENT_HOME`] bytes.
+fn copy_tree(home: &Path, target: &Path) -> Result<(), String> {
+    let mut total = 0u64;
+    let mut files = 0usize;
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let from = home.join(&relative);
+        std::fs::create_dir_all(target.join(&relative))
+            .map_err(|e| format!("cannot copy the agent's home: {e}"))?;
+        let entries = std::fs::read_dir(&from)
+            .map_err(|e| format!("cannot read the agent's home {}: {e}", from.display()))?;
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let name = relative.join(entry.file_name());
+            if kind.is_dir() {
+                pending.push(name);
+            } else if kind.is_file() {
+                files += 1;
+                total += entry.metadata().map_or(0, |meta| meta.len());
+                if total > MAX_AGENT_HOME || files > MAX_HOME_FILES {
+                    return Err(format!(
+                        "the agent's home {} is over {} MiB or {MAX_HOME_FILES} files, too much to carry to a \
+                         container; remove old sessions there, or run this worker with sandbox.backend = \"auto\"",
+                        home.display(),
+                        MAX_AGENT_HOME >> 20
+                    ));
+                }
+                std::fs::copy(entry.path(), target.join(&name))
+                    .map_err(|e| format!("cannot copy {}: {e}", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Takes the agent's home that came back in `output` into `home`: regular files and folders only, none written
+/// through a link, at most [`MAX_AGENT_HOME`] bytes, and the user's own files (config, credentials) left as they
+/// are. Nothing when none came back.
+pub fn bring_home(agent: Agent, output: &Path, home: &Path) -> Result<(), String> {
+    let tar = output.join(HOME_TAR);
+    let Ok(file) = crate::util::open_regular(&tar) else {
+        return Ok(());
+    };
+    archive::extract_files(
+        std::io::BufReader::new(file),
+        Path::new(HOME),
+        home,
+        Bounds {
+            bytes: MAX_AGENT_HOME,
+            entries: MAX_HOME_FILES * 2,
+        },
+        &crate::agents::home::seeded_files(agent),
+    )
+    .map(|_| ())
+    .map_err(|e| format!("the agent's home did not come back whole: {e}"))
+}
+
+/// In the container: moves the home that came in with the attempt to `to` (an empty one if none came).
+pub fn take_home(input: &Path, to: &Path) -> std::io::Result<()> {
+    let from = input.join(HOME);
+    if !from.is_dir() {
+        return std::fs::create_dir_all(to);
+    }
+    if std::fs::rename(&from, to).is_ok() {
+        return Ok(());
+    }
+    // Another file system: copied instead.
+    copy_tree(&from, to).map_err(std::io::Error::other)
+}
+
+/// In the container: writes the agent's `home` as a tar into `output`, for a rework to resume its session. Left
+/// out (with a warning on the runner's stderr) when it is over [`MAX_AGENT_HOME`] bytes.
+pub fn give_home(home: &Path, output: &Path) -> std::io::Result<()> {
+    let path = output.join(HOME_TAR);
+    let file = std::fs::File::create(&path)?;
+    let mut builder = tar::Builder::new(Capped {
+        inner: std::io::BufWriter::new(file),
+        left: MAX_AGENT_HOME,
+    });
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.follow_symlinks(false);
+    let written = builder
+        .append_dir_all(HOME, home)
+        .and_then(|()| builder.into_inner())
+        .and_then(|mut capped| capped.flush());
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&path);
+        tracing::warn!(
+            "the agent's home is not brought back ({error}); a rework starts a new session"
+        );
+    }
+    Ok(())
+}
+
+/// A writer that fails once more than its bytes were written.
+struct Capped<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let len = bytes.len() as u64;
+        if len > self.left {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("over {} MiB", MAX_AGENT_HOME >> 20),
+            ));
+        }
+        self.left -= len;
+        self.inner.write_all(bytes)?;
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// In the container: the agent's stream read into a tally only to stop it where ccfan would at home (too many
+/// turns, a model API it keeps retrying); the summary is made again from the stream where ccfan runs.
+pub struct Limits {
+    agent: Agent,
+    tally: Tally,
+}
+
+impl Limits {
+    /// The limits of `order`'s agent working in `tree`.
+    pub fn new(order: &AgentOrder, tree: &Path) -> Limits {
+        Limits {
+            agent: order.agent,
+            tally: Tally::new(
+                order.agent,
+                tree,
+                order.max_turns,
+                order.resumed,
+                Usage::default(),
+                order.api_retry,
+            ),
+        }
+    }
+}
+
+impl crate::sandbox::StreamHandler for Limits {
+    fn line(&mut self, line: &str) -> Option<String> {
+        let events = self.agent.parse_line(line);
+        if events.is_empty() {
+            self.tally.activity();
+        }
+        let mut stop = None;
+        for event in events {
+            if let Some(reason) = self.tally.observe(event) {
+                stop.get_or_insert(reason);
+            }
+        }
+        stop
+    }
+
+    fn idle(&mut self) -> Option<String> {
+        self.tally.check_at(std::time::Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn a_home_goes_out_and_comes_back_without_the_users_files_or_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("host-home");
+        write(&home.join("config.toml"), "the user's config");
+        write(&home.join("sessions/2026/one.jsonl"), "first");
+        std::os::unix::fs::symlink("/etc", home.join("elsewhere")).unwrap();
+        let (input, work, output) = (
+            dir.path().join("in"),
+            dir.path().join("work"),
+            dir.path().join("out"),
+        );
+        pack_home(&home, &input).unwrap();
+        assert!(
+            !input.join(HOME).join("elsewhere").exists(),
+            "links stay here"
+        );
+        // In the container: the agent adds a session, edits its config, and plants a link.
+        take_home(&input, &work.join(HOME)).unwrap();
+        let there = work.join(HOME);
+        assert_eq!(
+            std::fs::read_to_string(there.join("sessions/2026/one.jsonl")).unwrap(),
+            "first"
+        );
+        write(&there.join("sessions/2026/two.jsonl"), "second");
+        write(&there.join("config.toml"), "notify = [\"sh\"]");
+        std::os::unix::fs::symlink("/root", there.join("planted")).unwrap();
+        std::fs::create_dir_all(&output).unwrap();
+        give_home(&there, &output).unwrap();
+        bring_home(Agent::Codex, &output, &home).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(home.join("sessions/2026/two.jsonl")).unwrap(),
+            "second"
+        );
+        assert_eq!(
+            std::fs::read_to_string(home.join("config.toml")).unwrap(),
+            "the user's config",
+            "the user's own files are never taken back"
+        );
+        assert!(std::fs::symlink_metadata(home.join("planted")).is_err());
+    }
+
+    #[test]
+    fn a_home_coming_back_never_writes_through_a_link_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, outside) = (dir.path().join("home"), dir.path().join("outside"));
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // A link a local attempt planted in the home, where the container's files would go.
+        std::os::unix::fs::symlink(&outside, home.join("sessions")).unwrap();
+        let there = dir.path().join("there");
+        write(&there.join("sessions/x.jsonl"), "through the link?");
+        let output = dir.path().join("out");
+        std::fs::create_dir_all(&output).unwrap();
+        give_home(&there, &output).unwrap();
+        let error = bring_home(Agent::Claude, &output, &home).unwrap_err();
+        assert!(error.contains("not a folder"), "{error}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn no_home_back_is_not_an_error_and_a_large_one_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        bring_home(Agent::Codex, dir.path(), &dir.path().join("home")).unwrap();
+        let mut capped = Capped {
+            inner: Vec::new(),
+            left: 4,
+        };
+        assert!(capped.write_all(b"abcd").is_ok());
+        assert!(capped.write_all(b"e").is_err());
+    }
+}
