@@ -427,18 +427,47 @@ fn a_lost_link_ends_the_attempt_interrupted_with_what_came_back() {
     assert_eq!(task(&view, "far")["state"], "interrupted", "{view}");
 }
 
+/// A log stream that drops (here every second, as behind a proxy with a short idle timeout) is asked for again,
+/// and the live log gets each line once; then a cancel deletes the Job with what it owns.
 #[test]
-fn cancelling_a_task_deletes_its_job_with_what_it_owns() {
+fn a_dropped_log_stream_is_followed_again_and_cancelling_deletes_the_job() {
     let env = TestEnv::new();
     let Some(cluster) = Cluster::start(
-        "kubernetes::cancelling_a_task_deletes_its_job_with_what_it_owns",
+        "kubernetes::a_dropped_log_stream_is_followed_again_and_cancelling_deletes_the_job",
         env.tmp.path(),
     ) else {
         return;
     };
     env.commit_policy(&cluster.policy(""));
-    let child = cluster.spawn_one(&env, "slow", "echo working; sleep 600");
+    cluster.fake.cut_logs_after(Some(Duration::from_secs(1)));
+    let child = cluster.spawn_one(
+        &env,
+        "slow",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do echo line-$i; echo line-$i-again; sleep 0.3; done; echo working; sleep 600",
+    );
     wait_for_output(&env, "slow", "working");
+    let live: String = crate::env::attempt_logs(&env, "slow")
+        .iter()
+        .map(|log| std::fs::read_to_string(log).unwrap_or_default())
+        .collect();
+    for i in 1..=10 {
+        for line in [format!("line-{i}"), format!("line-{i}-again")] {
+            assert_eq!(
+                live.lines().filter(|seen| **seen == line).count(),
+                1,
+                "{line} once in the live log:\n{live}"
+            );
+        }
+    }
+    let requests = std::fs::read_to_string(env.tmp.path().join("requests.log")).unwrap();
+    assert!(
+        requests
+            .lines()
+            .filter(|request| request.contains("/log?") && request.contains("sinceTime="))
+            .count()
+            >= 2,
+        "the log was asked for again from where it dropped: {requests}"
+    );
     let run_id = ccfan(&env, &cluster, &["status", "--json"]).json()["runs"][0]["run_id"]
         .as_str()
         .unwrap()

@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
-use super::exec::{follow, put_input, save_runner_log, take_output};
+use super::exec::{put_input, save_runner_log, take_output};
+use super::logs::follow;
 use super::spec::{self, Names};
 use super::watch::PodWatch;
 use super::{Cluster, KubeError, call, delete, queue};
@@ -131,16 +132,16 @@ async fn carry(
         ))
     });
     let exit = pods.runner_end(run.timeout, run.cancel, began).await;
-    if let Some(follower) = follower {
-        if !matches!(exit, Ok(ExitStatus::Code { .. })) {
-            follower.abort();
-        // What the log still holds arrives once the runner ended; a follower that hangs is let go.
-        } else if tokio::time::timeout(Duration::from_secs(5), follower)
-            .await
-            .is_err()
+    if let Some(mut follower) = follower {
+        // What the log still holds arrives once the runner ended; a follower that hangs is stopped.
+        if matches!(exit, Ok(ExitStatus::Code { .. }))
+            && tokio::time::timeout(Duration::from_secs(5), &mut follower)
+                .await
+                .is_err()
         {
             tracing::debug!("the log of {pod} did not end");
         }
+        follower.abort();
     }
     let exit = exit?;
     save_runner_log(cluster, &pod, run.log).await;

@@ -14,7 +14,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::spec::{self, KEEPER, ROOT, RUNNER};
 use super::watch::last_line;
 use super::{Cluster, KubeError, call};
-use crate::sandbox::live::LiveLog;
 
 /// The most bytes of output taken back.
 const MAX_OUT: u64 = 1 << 30;
@@ -238,29 +237,5 @@ pub(super) async fn save_runner_log(cluster: &Cluster, pod: &str, to: &Path) {
         .collect();
     if let Err(error) = std::fs::write(to, said.join("\n")) {
         tracing::warn!("cannot write {}: {error}", to.display());
-    }
-}
-
-/// Appends the runner's log (the worker's output, echoed as it is written) to the live log while it runs.
-pub(super) async fn follow(pods: Api<Pod>, pod: String, live: Option<LiveLog>) {
-    let Some(mut live) = live else {
-        return;
-    };
-    let params = LogParams {
-        container: Some(RUNNER.to_string()),
-        follow: true,
-        ..Default::default()
-    };
-    let Ok(stream) = pods.log_stream(&pod, &params).await else {
-        return;
-    };
-    let mut stream = std::pin::pin!(stream);
-    let mut chunk = vec![0u8; 16 * 1024];
-    while let Ok(read) = futures_util::AsyncReadExt::read(&mut stream, &mut chunk).await
-        && read > 0
-    {
-        if !live.push(&chunk[..read]) {
-            return;
-        }
     }
 }

@@ -6,6 +6,7 @@
 mod admin;
 mod attempt;
 mod exec;
+mod logs;
 mod queue;
 pub mod spec;
 mod watch;

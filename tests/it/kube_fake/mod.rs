@@ -45,6 +45,8 @@ struct Shared {
     active: AtomicUsize,
     most_active: AtomicUsize,
     online: AtomicBool,
+    /// Log streams end after this long (`None`: when the container's log does).
+    cut_logs: Mutex<Option<Duration>>,
 }
 
 #[derive(Default)]
@@ -86,6 +88,7 @@ impl FakeCluster {
             active: AtomicUsize::new(0),
             most_active: AtomicUsize::new(0),
             online: AtomicBool::new(true),
+            cut_logs: Mutex::new(None),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -117,6 +120,7 @@ impl FakeCluster {
                 post(create_policy),
             )
             .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
+            .route("/api/v1/namespaces/{ns}/pods/{name}", get(pods::get_pod))
             .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
             .route("/api/v1/namespaces/{ns}/pods/{name}/exec", get(exec))
             .layer(axum::middleware::from_fn_with_state(
@@ -147,6 +151,11 @@ impl FakeCluster {
     /// Answers "not allowed" to access reviews of `what` (`verb resource[/subresource]`).
     pub fn deny(&self, what: &str) {
         self.shared.denied.lock().unwrap().push(what.to_string());
+    }
+
+    /// Ends every log stream after `after` (as a proxy with a short idle timeout does), or never.
+    pub fn cut_logs_after(&self, after: Option<Duration>) {
+        *self.shared.cut_logs.lock().unwrap() = after;
     }
 
     /// Stops answering (as a cluster whose link is lost), or answers again.
@@ -320,7 +329,7 @@ fn podman_conf() -> Option<std::ffi::OsString> {
         .and_then(|(_, value)| value.map(|v| v.to_os_string()))
 }
 
-fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+pub(super) fn status(code: StatusCode, reason: &str, message: &str) -> Response {
     let body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "code": code.as_u16(),

@@ -249,6 +249,18 @@ pub(super) async fn list_pods(
     .into_response()
 }
 
+/// One pod, as a list has it.
+pub(super) async fn get_pod(
+    State(shared): State<Arc<Shared>>,
+    UrlPath((_, name)): UrlPath<(String, String)>,
+) -> Response {
+    let pod = shared.objects.lock().unwrap().pods.get(&name).cloned();
+    match pod {
+        Some(pod) => axum::Json(pod_object(&shared, &name, &pod).await).into_response(),
+        None => super::status(axum::http::StatusCode::NOT_FOUND, "NotFound", "no such pod"),
+    }
+}
+
 /// A watch: every 200 ms the selected pods are looked at, and each change is a line of `{"type", "object"}`.
 fn watch_pods(shared: Arc<Shared>, selector: String, limit: Duration) -> Response {
     let until = Instant::now() + limit;
@@ -328,6 +340,15 @@ pub(super) async fn pod_log(
     if let Some(tail) = param(&query, "tailLines") {
         args.push(format!("--tail={tail}"));
     }
+    if param(&query, "timestamps").as_deref() == Some("true") {
+        args.push("--timestamps".to_string());
+    }
+    if let Some(since) = param(&query, "sinceTime") {
+        args.push(format!("--since={since}"));
+    }
+    // A proxy that lets log streams go: each ends after this long.
+    let cut = *shared.cut_logs.lock().unwrap();
+    let ends = cut.map(|after| Instant::now() + after);
     args.push(format!("{name}-{container}"));
     let mut command = tokio::process::Command::new("sh");
     if let Some(conf) = podman_conf() {
@@ -341,18 +362,28 @@ pub(super) async fn pod_log(
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let stream = futures_util::stream::unfold((child, stdout), |(child, mut stdout)| async move {
-        let mut chunk = vec![0u8; 8192];
-        match stdout.read(&mut chunk).await {
-            Ok(0) | Err(_) => None,
-            Ok(read) => {
-                chunk.truncate(read);
-                Some((
-                    Ok::<Bytes, std::io::Error>(Bytes::from(chunk)),
-                    (child, stdout),
-                ))
+    let stream =
+        futures_util::stream::unfold((child, stdout), move |(child, mut stdout)| async move {
+            let mut chunk = vec![0u8; 8192];
+            let read = match ends {
+                Some(ends) => {
+                    match tokio::time::timeout_at(ends.into(), stdout.read(&mut chunk)).await {
+                        Ok(read) => read,
+                        Err(_) => return None,
+                    }
+                }
+                None => stdout.read(&mut chunk).await,
+            };
+            match read {
+                Ok(0) | Err(_) => None,
+                Ok(read) => {
+                    chunk.truncate(read);
+                    Some((
+                        Ok::<Bytes, std::io::Error>(Bytes::from(chunk)),
+                        (child, stdout),
+                    ))
+                }
             }
-        }
-    });
+        });
     Response::builder().body(Body::from_stream(stream)).unwrap()
 }
