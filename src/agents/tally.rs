@@ -9,9 +9,6 @@ use std::time::Instant;
 use super::{Agent, AgentEvent, ResultEvent, Usage};
 use crate::model::{ApiRetryLimit, ExitStatus};
 
-/// How the stop at the model-API retry limit begins (a runner elsewhere reports it in the attempt's exit).
-pub const API_RETRY_LIMIT: &str = "model API retry limit";
-
 /// Commands kept in the summary (the newest; `commands_run` counts them all).
 const KEEP_COMMANDS: usize = 20;
 /// Files listed in the summary (`files_changed_count` counts them all).
@@ -275,11 +272,6 @@ impl Tally {
         self.last_retry = None;
     }
 
-    /// How long the agent may retry its model API without an answer.
-    pub fn api_retry_window(&self) -> std::time::Duration {
-        self.api_retry.window
-    }
-
     /// Whether the agent has been retrying its model API past its limit (`api_retries` events, or `api_retry_window`
     /// since the first retry without an answer); if so, records the failure and returns why ccfan stops it. Called
     /// on every event and while the stream is idle, since an agent can wait silently for minutes between retries.
@@ -304,7 +296,7 @@ impl Tally {
             ),
         });
         Some(format!(
-            "{API_RETRY_LIMIT} ({} retries or {}s, worker api_retries / api_retry_window)",
+            "model API retry limit ({} retries or {}s, worker api_retries / api_retry_window)",
             limit.retries,
             limit.window.as_secs()
         ))

@@ -102,12 +102,12 @@ impl<'a, 'p> Reader<'a, 'p> {
     }
 
     /// Follows the stream at `events` as it grows while a runner elsewhere works (its lines arrive through the
-    /// container's or pod's log), whole lines only, passing progress on, until `done()`. What was read is
-    /// returned, to tell whether the stream the runner kept begins with it. Limits are not judged here: the
-    /// runner judges them where the agent runs.
-    pub(super) fn follow(&mut self, events: &Path, done: impl Fn() -> bool) -> Seen {
-        let mut seen = Seen::default();
+    /// container's or pod's log), whole lines only, passing progress on, until `done()`. The runner judges the
+    /// agent's limits where it runs; what this tally says of them is only shown.
+    pub(super) fn follow(&mut self, events: &Path, done: impl Fn() -> bool) {
         let mut partial: Vec<u8> = Vec::new();
+        // Past a line longer than the most a line may be (as at home), until its end.
+        let mut skipping = false;
         let mut chunk = vec![0u8; 64 * 1024];
         let mut file = None;
         loop {
@@ -118,106 +118,75 @@ impl<'a, 'p> Reader<'a, 'p> {
             while let Some(Ok(read)) = file.as_mut().map(|f| std::io::Read::read(f, &mut chunk))
                 && read > 0
             {
-                partial.extend_from_slice(&chunk[..read]);
-                let end = partial
-                    .iter()
-                    .rposition(|byte| *byte == b'\n')
-                    .map_or(0, |at| at + 1);
-                let whole: Vec<u8> = partial.drain(..end).collect();
-                seen.add(&whole);
-                for line in whole.split(|byte| *byte == b'\n').filter(|l| !l.is_empty()) {
-                    self.line(&String::from_utf8_lossy(line));
+                for piece in chunk[..read].split_inclusive(|byte| *byte == b'\n') {
+                    let ended = piece.ends_with(b"\n");
+                    if !skipping {
+                        partial.extend_from_slice(piece);
+                    }
+                    if ended {
+                        if !skipping {
+                            self.line(&String::from_utf8_lossy(partial.trim_ascii_end()));
+                        }
+                        partial.clear();
+                        skipping = false;
+                    } else if partial.len() > MAX_LINE {
+                        partial.clear();
+                        skipping = true;
+                    }
                 }
             }
             self.show(false);
             if last {
-                return seen;
+                return;
             }
             std::thread::sleep(FOLLOW_POLL);
         }
     }
+}
 
-    /// Reads the rest of the stream a runner elsewhere kept, once it ended: on from what [`Reader::follow`] saw
-    /// when the kept stream begins with it, else all of it again with a new tally (a live stream that lost lines).
-    /// `stopped_for_retries`: the runner stopped the agent at its model-API retry limit, which a replay (that
-    /// takes no time) would not see.
-    pub(super) fn finish_from(
-        mut self,
+impl<'a, 'p> Reader<'a, 'p> {
+    /// Reads the stream at `events` from its start into a new tally (a runner that sent no summary of its own),
+    /// passing progress on as this reader did.
+    pub(super) fn replay(
+        self,
         events: &Path,
-        seen: &Seen,
-        stopped_for_retries: bool,
         fresh: impl FnOnce(&'p mut dyn FnMut(&AgentSummary)) -> Reader<'a, 'p>,
     ) -> Reader<'a, 'p> {
-        let mut from = seen.bytes;
-        if Seen::of(events, seen.bytes) != *seen {
-            self = fresh(self.on_progress);
-            from = 0;
-        }
-        if let Ok(mut file) = crate::util::open_regular(events) {
-            let _ = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from));
-            let mut lines = std::io::BufRead::split(std::io::BufReader::new(file), b'\n');
-            while let Some(Ok(line)) = lines.next() {
-                self.line(&String::from_utf8_lossy(&line));
+        let mut reader = fresh(self.on_progress);
+        if let Ok(file) = crate::util::open_regular(events) {
+            let lines = std::io::BufRead::split(std::io::BufReader::new(file), b'\n');
+            for line in lines.map_while(Result::ok) {
+                if line.len() <= MAX_LINE {
+                    reader.line(&String::from_utf8_lossy(&line));
+                }
             }
         }
-        if stopped_for_retries {
-            let past = self.tally.api_retry_window() + std::time::Duration::from_secs(1);
-            let _ = self.tally.check_at(std::time::Instant::now() + past);
-        }
-        self
+        reader
     }
 }
 
 /// How often a stream coming from elsewhere is looked at.
 const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// What of a stream was read: its first `bytes`, and a hash of them (the same however they were cut in
-/// reading).
-#[derive(Debug, Default, Clone)]
-pub(super) struct Seen {
-    bytes: u64,
-    hasher: std::collections::hash_map::DefaultHasher,
-}
-
-impl PartialEq for Seen {
-    fn eq(&self, other: &Self) -> bool {
-        use std::hash::Hasher;
-        self.bytes == other.bytes && self.hasher.finish() == other.hasher.finish()
-    }
-}
-
-impl Seen {
-    fn add(&mut self, bytes: &[u8]) {
-        std::hash::Hasher::write(&mut self.hasher, bytes);
-        self.bytes += bytes.len() as u64;
-    }
-
-    /// The first `bytes` of the file at `path`, seen the same way (fewer when it is shorter).
-    fn of(path: &Path, bytes: u64) -> Seen {
-        let mut seen = Seen::default();
-        if let Ok(file) = crate::util::open_regular(path) {
-            let mut chunk = vec![0u8; 64 * 1024];
-            let mut file = std::io::Read::take(file, bytes);
-            while let Ok(read) = std::io::Read::read(&mut file, &mut chunk)
-                && read > 0
-            {
-                seen.add(&chunk[..read]);
-            }
-        }
-        seen
-    }
-}
+/// The longest line of a stream read (as the sandbox's own reading of a local agent's stream).
+const MAX_LINE: usize = 16 << 20;
 
 /// After an agent ended: its stream and its home scrubbed of secrets, its summary redacted and stored, and its
 /// last message kept as its final report when it wrote none.
+/// `whole`: the summary of the whole stream, when a runner elsewhere made it (this reader only saw what came live).
 pub(super) fn finish_agent(
     task: &TaskSpec,
     context: &AttemptContext<'_>,
     mut reader: Reader<'_, '_>,
+    whole: Option<AgentSummary>,
 ) -> Result<AgentSummary, RunWorkerError> {
     let files = AttemptDir::of(context.dir);
     // The last change is always shown, however soon after the one before.
     reader.show(true);
+    if let Some(whole) = &whole {
+        let mut shown = whole.clone();
+        shown.redact(|text| context.rules.redact_text(text));
+        (reader.on_progress)(&shown);
+    }
     // What the agent printed is scrubbed of secrets now, whatever the gate later scans (markers read back as
     // the same findings).
     let printed = super::verify::secrets::scrub_log(context.rules, &files.events(), &[]);
@@ -231,7 +200,7 @@ pub(super) fn finish_agent(
             &printed,
         );
     }
-    let mut summary = reader.tally.finish();
+    let mut summary = whole.unwrap_or_else(|| reader.tally.finish());
     summary.redact(|text| context.rules.redact_text(text));
     super::run_worker::write(
         &files.agent(),

@@ -42,11 +42,23 @@ pub fn hold(limit: Duration, cancel: &AtomicBool) {
 /// What starts a line of an agent's event stream in the runner's echo (the log's lines go as they are): the
 /// ASCII record separator, which ccfan's side splits the two apart by ([`crate::sandbox::live::LiveLog`]).
 pub const EVENT_MARK: u8 = 0x1e;
-/// The longest line an echo holds back waiting for its end (a longer one goes out in pieces).
-const MAX_LINE: usize = 64 * 1024;
+/// What starts a piece of a log line that goes on in the next one: lines go out in pieces of at most [`PIECE`]
+/// bytes, since a cluster's log splits longer ones and stamps each part.
+pub const MORE_MARK: u8 = 0x1f;
+/// What starts a log line that itself starts with a mark.
+pub const LITERAL_MARK: u8 = 0x1c;
+/// The most bytes of a line in one piece.
+const PIECE: usize = 4000;
+/// The longest line an echo holds back waiting for its end (a longer one goes out as it is, as several).
+const MAX_LINE: usize = 1 << 20;
+/// How long an echo holds back a line whose end has not come (a progress bar, a prompt).
+const STALE: Duration = Duration::from_secs(1);
 
-/// A thread copying what is appended to a log (and an agent's event stream) to another stream, until
-/// [`Echo::finish`].
+/// Redacts a line before it is echoed.
+pub type Redact = Box<dyn Fn(&str) -> String + Send>;
+
+/// A thread copying what is appended to a log (and an agent's event stream) to another stream, line by line,
+/// redacted, until [`Echo::finish`]: the engine or the cluster keeps what a container prints in its own logs.
 pub struct Echo {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -57,93 +69,133 @@ struct Followed {
     path: PathBuf,
     file: Option<std::fs::File>,
     at: u64,
-    /// In line mode, a line whose end has not come yet.
+    /// A line whose end has not come yet, and since when it waits.
     partial: Vec<u8>,
-    /// Line mode: whole lines only, each after this mark (the log's with none).
-    lines: Option<Option<u8>>,
+    waiting: Option<Instant>,
+    /// What its lines go after (an event stream's mark; none for the log).
+    mark: Option<u8>,
+}
+
+/// Where an echo writes, and how it redacts.
+struct Out {
+    to: Box<dyn Write + Send>,
+    redact: Option<Redact>,
 }
 
 impl Followed {
-    /// Copies what was appended since the last look to `to`; `last`: also what is left of an unended line.
-    fn copy(&mut self, chunk: &mut [u8], to: &mut dyn Write, last: bool) -> std::io::Result<()> {
+    /// Copies the whole lines appended since the last look to `out`; a line held back too long, or (`last`)
+    /// what is left, too.
+    fn copy(&mut self, chunk: &mut [u8], out: &mut Out, last: bool) -> std::io::Result<()> {
         if self.file.is_none() {
             self.file = std::fs::File::open(&self.path).ok();
         }
-        if let Some(file) = self.file.as_mut() {
+        if let Some(mut file) = self.file.take() {
             while let Ok(read) = file
                 .seek(std::io::SeekFrom::Start(self.at))
                 .and_then(|_| file.read(chunk))
                 && read > 0
             {
                 self.at += read as u64;
-                match self.lines {
-                    None => to.write_all(&chunk[..read])?,
-                    Some(mark) => {
-                        self.partial.extend_from_slice(&chunk[..read]);
-                        lines_out(&mut self.partial, mark, to, false)?;
-                    }
-                }
+                self.partial.extend_from_slice(&chunk[..read]);
+                self.lines_out(out, false)?;
+            }
+            self.file = Some(file);
+        }
+        let stale = self.waiting.is_some_and(|since| since.elapsed() >= STALE);
+        self.lines_out(out, last || stale)?;
+        out.to.flush()
+    }
+
+    /// Writes the whole lines held (and, with `all` or past [`MAX_LINE`], the rest as a line).
+    fn lines_out(&mut self, out: &mut Out, all: bool) -> std::io::Result<()> {
+        let newline = self.partial.iter().rposition(|byte| *byte == b'\n');
+        let unended = newline.map_or(self.partial.len(), |at| self.partial.len() - at - 1);
+        let end = if all || unended >= MAX_LINE {
+            self.partial.len()
+        } else {
+            newline.map_or(0, |at| at + 1)
+        };
+        let whole: Vec<u8> = self.partial.drain(..end).collect();
+        self.waiting = match (self.partial.is_empty(), self.waiting) {
+            (true, _) => None,
+            (false, Some(since)) if end == 0 => Some(since),
+            (false, _) => Some(Instant::now()),
+        };
+        for line in whole.split_inclusive(|byte| *byte == b'\n') {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let redacted = out
+                .redact
+                .as_ref()
+                .map(|redact| redact(&String::from_utf8_lossy(line)).into_bytes());
+            let line = redacted.as_deref().unwrap_or(line);
+            let pieces: Vec<&[u8]> = if line.is_empty() {
+                vec![line]
+            } else {
+                line.chunks(PIECE).collect()
+            };
+            for (n, piece) in pieces.iter().enumerate() {
+                let more = n + 1 < pieces.len();
+                out.to.write_all(&frame(self.mark.is_some(), more, piece))?;
+                out.to.write_all(piece)?;
+                out.to.write_all(b"\n")?;
             }
         }
-        if let Some(mark) = self.lines {
-            lines_out(&mut self.partial, mark, to, last)?;
-        }
-        to.flush()
+        Ok(())
     }
 }
 
-/// Writes the whole lines `partial` holds (and, with `all` or past [`MAX_LINE`], the rest as a line), each after
-/// `mark`.
-fn lines_out(
-    partial: &mut Vec<u8>,
-    mark: Option<u8>,
-    to: &mut dyn Write,
-    all: bool,
-) -> std::io::Result<()> {
-    let end = match partial.iter().rposition(|byte| *byte == b'\n') {
-        Some(at) => at + 1,
-        None if all || partial.len() >= MAX_LINE => partial.len(),
-        None => 0,
-    };
-    let whole: Vec<u8> = partial.drain(..end).collect();
-    for line in whole.split_inclusive(|byte| *byte == b'\n') {
-        if let Some(mark) = mark {
-            to.write_all(&[mark])?;
+/// What goes before a piece of a line in the echo, so ccfan's side tells the event stream's pieces from the
+/// log's and joins a long line again: an event's piece is [`EVENT_MARK`] then `+` (more follows) or `.`; a log's
+/// piece with more to follow is [`MORE_MARK`]; a log line's last (or only) piece has nothing, unless it starts
+/// with one of the marks, when [`LITERAL_MARK`] keeps it a log line.
+fn frame(event: bool, more: bool, piece: &[u8]) -> Vec<u8> {
+    match (event, more) {
+        (true, true) => vec![EVENT_MARK, b'+'],
+        (true, false) => vec![EVENT_MARK, b'.'],
+        (false, true) => vec![MORE_MARK],
+        (false, false)
+            if piece
+                .first()
+                .is_some_and(|byte| [EVENT_MARK, MORE_MARK, LITERAL_MARK].contains(byte)) =>
+        {
+            vec![LITERAL_MARK]
         }
-        to.write_all(line)?;
-        if !line.ends_with(b"\n") {
-            to.write_all(b"\n")?;
-        }
+        (false, false) => Vec::new(),
     }
-    Ok(())
 }
 
 impl Echo {
-    /// Starts copying what `log` gets (once it exists) to `to`, as it comes.
-    pub fn start(log: PathBuf, to: Box<dyn Write + Send>) -> Echo {
-        Echo::follow(vec![(log, None)], to)
+    /// Starts copying the lines of `log` (once it exists) to `to`, each through `redact`.
+    pub fn start(log: PathBuf, to: Box<dyn Write + Send>, redact: Option<Redact>) -> Echo {
+        Echo::follow(vec![(log, None)], Out { to, redact })
     }
 
-    /// Starts copying the lines of `log` and of the agent's event stream `events` to `to`, whole lines only,
-    /// each line of the stream after [`EVENT_MARK`].
-    pub fn start_with_events(log: PathBuf, events: PathBuf, to: Box<dyn Write + Send>) -> Echo {
+    /// Starts copying the lines of `log` and of the agent's event stream `events` to `to`, each through
+    /// `redact`, each line of the stream after [`EVENT_MARK`].
+    pub fn start_with_events(
+        log: PathBuf,
+        events: PathBuf,
+        to: Box<dyn Write + Send>,
+        redact: Option<Redact>,
+    ) -> Echo {
         Echo::follow(
-            vec![(log, Some(None)), (events, Some(Some(EVENT_MARK)))],
-            to,
+            vec![(log, None), (events, Some(EVENT_MARK))],
+            Out { to, redact },
         )
     }
 
-    fn follow(files: Vec<(PathBuf, Option<Option<u8>>)>, mut to: Box<dyn Write + Send>) -> Echo {
+    fn follow(files: Vec<(PathBuf, Option<u8>)>, mut out: Out) -> Echo {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let mut files: Vec<Followed> = files
             .into_iter()
-            .map(|(path, lines)| Followed {
+            .map(|(path, mark)| Followed {
                 path,
                 file: None,
                 at: 0,
                 partial: Vec::new(),
-                lines,
+                waiting: None,
+                mark,
             })
             .collect();
         let thread = std::thread::spawn(move || {
@@ -152,7 +204,7 @@ impl Echo {
                 // The last pass after the stop reads what was written before it.
                 let last = stopping.load(Ordering::SeqCst);
                 for file in &mut files {
-                    if file.copy(&mut chunk, &mut to, last).is_err() {
+                    if file.copy(&mut chunk, &mut out, last).is_err() {
                         return;
                     }
                 }
@@ -199,7 +251,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("worker.log");
         let seen = Shared::default();
-        let echo = Echo::start(log.clone(), Box::new(seen.clone()));
+        let echo = Echo::start(
+            log.clone(),
+            Box::new(seen.clone()),
+            Some(Box::new(|line: &str| {
+                line.replace("sk-live-123", "[redacted]")
+            })),
+        );
         std::thread::sleep(POLL * 2);
         std::fs::write(&log, b"one\n").unwrap();
         std::thread::sleep(POLL * 3);
@@ -209,9 +267,19 @@ mod tests {
             "copied while running"
         );
         let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-        file.write_all(b"two\n").unwrap();
+        file.write_all(b"two sk-live-123\nprogress").unwrap();
+        // A line whose end does not come goes out once it waited long enough.
+        std::thread::sleep(STALE + POLL * 3);
+        assert_eq!(
+            String::from_utf8_lossy(&seen.0.lock().unwrap()),
+            "one\ntwo [redacted]\nprogress\n"
+        );
+        file.write_all(b" done\n").unwrap();
         echo.finish();
-        assert_eq!(seen.0.lock().unwrap().as_slice(), b"one\ntwo\n");
+        assert_eq!(
+            String::from_utf8_lossy(&seen.0.lock().unwrap()),
+            "one\ntwo [redacted]\nprogress\n done\n"
+        );
     }
 
     #[test]
@@ -222,13 +290,14 @@ mod tests {
             dir.path().join("events.jsonl"),
         );
         let seen = Shared::default();
-        let echo = Echo::start_with_events(log.clone(), events.clone(), Box::new(seen.clone()));
+        let echo =
+            Echo::start_with_events(log.clone(), events.clone(), Box::new(seen.clone()), None);
         std::fs::write(&log, b"half a li").unwrap();
         std::fs::write(&events, b"{\"a\":1}\n{\"b\":").unwrap();
         std::thread::sleep(POLL * 3);
         assert_eq!(
             seen.0.lock().unwrap().as_slice(),
-            b"\x1e{\"a\":1}\n",
+            b"\x1e.{\"a\":1}\n",
             "only whole lines while running"
         );
         let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
@@ -241,8 +310,44 @@ mod tests {
         echo.finish();
         assert_eq!(
             String::from_utf8_lossy(&seen.0.lock().unwrap()),
-            "\x1e{\"a\":1}\nhalf a line\nend\n\x1e{\"b\":2}\n"
+            "\x1e.{\"a\":1}\nhalf a line\nend\n\x1e.{\"b\":2}\n"
         );
+    }
+
+    #[test]
+    fn what_an_echo_frames_the_live_log_takes_apart_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, events) = (
+            dir.path().join("worker.log"),
+            dir.path().join("events.jsonl"),
+        );
+        let long = "x".repeat(PIECE * 2 + 17);
+        let log_text = format!("short\n{long}\n\u{1e}looks like an event\n\u{1f}\n\n");
+        let events_text = format!("{{\"a\":\"{long}\"}}\n{{}}\n");
+        std::fs::write(&log, &log_text).unwrap();
+        std::fs::write(&events, &events_text).unwrap();
+        let seen = Shared::default();
+        Echo::start_with_events(log, events, Box::new(seen.clone()), None).finish();
+        let (log_back, events_back) = (dir.path().join("log-back"), dir.path().join("events-back"));
+        let mut live = crate::sandbox::live::LiveLog::open(crate::sandbox::live::Live {
+            log: &log_back,
+            events: Some(&events_back),
+            cap: 1 << 20,
+        })
+        .unwrap();
+        let framed = seen.0.lock().unwrap().clone();
+        assert!(
+            framed
+                .split(|byte| *byte == b'\n')
+                .all(|line| line.len() <= PIECE + 2),
+            "no line of the echo is longer than a piece"
+        );
+        // Fed in small chunks, as a stream comes.
+        for chunk in framed.chunks(333) {
+            live.push(chunk);
+        }
+        assert_eq!(std::fs::read_to_string(&log_back).unwrap(), log_text);
+        assert_eq!(std::fs::read_to_string(&events_back).unwrap(), events_text);
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub const BASE_BUNDLE: &str = "base.bundle";
 pub const TASK_FILE: &str = "task.json";
 /// The worker's order: its command, environment and limits.
 pub const ORDER: &str = "order.json";
+/// The attempt's secret rules (what the runner's echo redacts with).
+pub const RULES: &str = "rules.toml";
+/// The most bytes of secret rules read.
+const MAX_RULES: u64 = 8 << 20;
 /// The recorded change, as a bundle on top of the base (`attempt out`).
 pub const ATTEMPT_BUNDLE: &str = "attempt.bundle";
 /// What the runner recorded, and how the worker ended.
@@ -186,14 +190,19 @@ pub fn run(
         super::portable_agent::take_home(input, &agent_home)
             .map_err(io(format!("cannot make {}", agent_home.display())))?;
     }
-    // An agent's stream goes along with its log, so its progress shows where ccfan runs while it works.
-    let echo = live.map(|to| match order.agent {
-        Some(_) => super::pod::Echo::start_with_events(
-            output.join(LOG),
-            output.join(super::portable_agent::EVENTS),
-            to,
-        ),
-        None => super::pod::Echo::start(output.join(LOG), to),
+    // An agent's stream goes along with its log, so its progress shows where ccfan runs while it works; both are
+    // redacted with the attempt's secret rules first (the engine or cluster keeps what a container prints).
+    let echo = live.map(|to| {
+        let redact = echo_redactor(input);
+        match order.agent {
+            Some(_) => super::pod::Echo::start_with_events(
+                output.join(LOG),
+                output.join(super::portable_agent::EVENTS),
+                to,
+                Some(redact),
+            ),
+            None => super::pod::Echo::start(output.join(LOG), to, Some(redact)),
+        }
     });
     let places = Places {
         input,
@@ -255,6 +264,27 @@ pub fn run(
     };
     write_json(&output.join(MANIFEST), &manifest)?;
     Ok(manifest)
+}
+
+/// What the runner's echo passes each line through: redaction with the rules that came in with the attempt, or,
+/// when they cannot be read, nothing of the line at all.
+fn echo_redactor(input: &Path) -> super::pod::Redact {
+    let rules = crate::util::read_regular(&input.join(RULES), MAX_RULES)
+        .map_err(|error| error.to_string())
+        .and_then(|bytes| {
+            let text = String::from_utf8(bytes).map_err(|error| error.to_string())?;
+            crate::secrets::RulePack::parse(Path::new(RULES), &text)
+                .map_err(|error| error.to_string())
+        });
+    match rules {
+        Ok(rules) => Box::new(move |line: &str| rules.redact_text(line)),
+        Err(error) => {
+            tracing::warn!("the worker's output is not echoed: its secret rules: {error}");
+            Box::new(|_: &str| {
+                "(not shown: the runner could not read the secret rules)".to_string()
+            })
+        }
+    }
 }
 
 /// The branch the runner records on.
@@ -344,7 +374,7 @@ fn run_worker(
         None => None,
     };
     let events = output.join(super::portable_agent::EVENTS);
-    Ok(crate::sandbox::run(
+    let outcome = crate::sandbox::run(
         crate::sandbox::Launch {
             argv: &order.argv,
             cwd: tree,
@@ -359,7 +389,14 @@ fn run_worker(
             }),
         },
         |_| {},
-    )?)
+    )?;
+    if let Some(limits) = limits {
+        limits.give_summary(output).map_err(io(format!(
+            "cannot write {}",
+            output.join(super::portable_agent::SUMMARY).display()
+        )))?;
+    }
+    Ok(outcome)
 }
 
 /// What [`receive`] took in.

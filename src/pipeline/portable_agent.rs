@@ -20,6 +20,8 @@ pub const HOME: &str = "agent-home";
 pub const HOME_TAR: &str = "agent-home.tar";
 /// The agent's event stream (its stdout), in the attempt's output.
 pub const EVENTS: &str = "events.jsonl";
+/// The runner's summary of the whole stream (the kept stream is capped; the runner's tally saw every line).
+pub const SUMMARY: &str = "agent.json";
 /// The most files of an agent's home carried.
 const MAX_HOME_FILES: usize = 20_000;
 
@@ -38,6 +40,10 @@ pub struct AgentOrder {
     pub api_retry: ApiRetryLimit,
     /// Whether the attempt resumes an earlier session.
     pub resumed: bool,
+    /// What earlier attempts in the resumed session already used (the agents report some counts per session).
+    pub baseline: Usage,
+    /// The model the profile names (what tokens are priced by until the agent names its own).
+    pub model: Option<String>,
 }
 
 /// An agent worker made ready on this machine to run elsewhere.
@@ -61,7 +67,7 @@ pub fn plan(
     agent_home: &Path,
     host_env: &[(std::ffi::OsString, std::ffi::OsString)],
     prompt: &str,
-    resume: Option<&str>,
+    resume: Option<(&str, Usage)>,
 ) -> std::io::Result<AgentPlan> {
     let (variable, home) = crate::agents::home::prepare(agent, agent_home, host_env)?;
     let order = AgentOrder {
@@ -71,9 +77,11 @@ pub fn plan(
         max_turns: config.max_turns,
         api_retry: config.api_retry,
         resumed: resume.is_some(),
+        baseline: resume.map(|(_, baseline)| baseline).unwrap_or_default(),
+        model: config.model.clone(),
     };
     Ok(AgentPlan {
-        argv: agent.argv(config, prompt, resume, false),
+        argv: agent.argv(config, prompt, resume.map(|(session, _)| session), false),
         env: crate::agents::fixed_env(agent)
             .iter()
             .map(|(name, value)| ((*name).to_string(), (*value).to_string()))
@@ -126,26 +134,55 @@ fn copy_tree(home: &Path, target: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Takes the agent's home that came back in `output` into `home`: regular files and folders only, none written
-/// through a link, at most [`MAX_AGENT_HOME`] bytes, and the user's own files (config, credentials) left as they
-/// are. Nothing when none came back.
+/// Takes the agent's home that came back in `output` as `home`, replacing it: regular files and folders only,
+/// none written through a link, at most [`MAX_AGENT_HOME`] bytes. The user's config files stay this machine's
+/// copies (what the agent changed in them there is dropped); its credentials come back (a login it refreshed).
+/// Nothing changes when none came back, or when it cannot be taken whole.
 pub fn bring_home(agent: Agent, output: &Path, home: &Path) -> Result<(), String> {
     let tar = output.join(HOME_TAR);
     let Ok(file) = crate::util::open_regular(&tar) else {
         return Ok(());
     };
-    archive::extract_files(
+    let incoming = home.with_extension("incoming");
+    let _ = std::fs::remove_dir_all(&incoming);
+    let config = config_files(agent);
+    let taken = archive::extract_files(
         std::io::BufReader::new(file),
         Path::new(HOME),
-        home,
+        &incoming,
         Bounds {
             bytes: MAX_AGENT_HOME,
-            entries: MAX_HOME_FILES * 2,
+            entries: MAX_HOME_FILES,
         },
-        &crate::agents::home::seeded_files(agent),
+        &config,
     )
-    .map(|_| ())
-    .map_err(|e| format!("the agent's home did not come back whole: {e}"))
+    .and_then(|_| {
+        for name in &config {
+            let kept = home.join(name);
+            if std::fs::symlink_metadata(&kept).is_ok_and(|meta| meta.is_file()) {
+                std::fs::copy(&kept, incoming.join(name))?;
+            }
+        }
+        // Swapped in: what the agent deleted there does not come back from here.
+        let old = home.with_extension("old");
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(home, &old)?;
+        std::fs::rename(&incoming, home)?;
+        std::fs::remove_dir_all(&old)
+    });
+    if let Err(error) = taken {
+        let _ = std::fs::remove_dir_all(&incoming);
+        return Err(format!("the agent's home did not come back whole: {error}"));
+    }
+    Ok(())
+}
+
+/// The files of the agent's home seeded from the user's own that are configuration, not credentials.
+fn config_files(agent: Agent) -> Vec<&'static str> {
+    crate::agents::home::seeded_files(agent)
+        .into_iter()
+        .filter(|name| !matches!(*name, "auth.json" | ".credentials.json"))
+        .collect()
 }
 
 /// In the container: moves the home that came in with the attempt to `to` (an empty one if none came).
@@ -209,8 +246,9 @@ impl<W: Write> Write for Capped<W> {
     }
 }
 
-/// In the container: the agent's stream read into a tally only to stop it where ccfan would at home (too many
-/// turns, a model API it keeps retrying); the summary is made again from the stream where ccfan runs.
+/// In the container: the agent's stream read into a tally as ccfan does at home, every line of it (the kept
+/// stream is capped): it stops the agent where ccfan would (too many turns, a model API it keeps retrying), and
+/// its summary goes back with the attempt.
 pub struct Limits {
     agent: Agent,
     tally: Tally,
@@ -226,12 +264,31 @@ impl Limits {
                 tree,
                 order.max_turns,
                 order.resumed,
-                Usage::default(),
+                order.baseline,
                 order.api_retry,
-            ),
+            )
+            .with_model(order.model.clone()),
         }
     }
+
+    /// Writes the summary of the whole stream into `output`.
+    pub fn give_summary(self, output: &Path) -> std::io::Result<()> {
+        let summary = self.tally.finish();
+        std::fs::write(
+            output.join(SUMMARY),
+            serde_json::to_vec(&summary).unwrap_or_default(),
+        )
+    }
 }
+
+/// The runner's summary that came back in `output` (bounded), if any: the attempt's, redacted by the caller.
+pub fn summary_back(output: &Path) -> Option<crate::agents::tally::AgentSummary> {
+    let bytes = crate::util::read_regular(&output.join(SUMMARY), MAX_SUMMARY).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The most bytes of the runner's summary read back.
+pub const MAX_SUMMARY: u64 = 4 << 20;
 
 impl crate::sandbox::StreamHandler for Limits {
     fn line(&mut self, line: &str) -> Option<String> {
@@ -267,7 +324,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("host-home");
         write(&home.join("config.toml"), "the user's config");
+        write(&home.join("auth.json"), "{\"token\": \"old\"}");
         write(&home.join("sessions/2026/one.jsonl"), "first");
+        write(&home.join("log/old.log"), "deleted there");
         std::os::unix::fs::symlink("/etc", home.join("elsewhere")).unwrap();
         let (input, work, output) = (
             dir.path().join("in"),
@@ -288,6 +347,8 @@ mod tests {
         );
         write(&there.join("sessions/2026/two.jsonl"), "second");
         write(&there.join("config.toml"), "notify = [\"sh\"]");
+        write(&there.join("auth.json"), "{\"token\": \"refreshed\"}");
+        std::fs::remove_dir_all(there.join("log")).unwrap();
         std::os::unix::fs::symlink("/root", there.join("planted")).unwrap();
         std::fs::create_dir_all(&output).unwrap();
         give_home(&there, &output).unwrap();
@@ -299,9 +360,19 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(home.join("config.toml")).unwrap(),
             "the user's config",
-            "the user's own files are never taken back"
+            "the user's config files are never taken back"
+        );
+        assert_eq!(
+            std::fs::read_to_string(home.join("auth.json")).unwrap(),
+            "{\"token\": \"refreshed\"}",
+            "a refreshed login comes back"
         );
         assert!(std::fs::symlink_metadata(home.join("planted")).is_err());
+        assert!(
+            !home.join("log").exists(),
+            "what the agent deleted there stays deleted"
+        );
+        assert!(!home.with_extension("incoming").exists() && !home.with_extension("old").exists());
     }
 
     #[test]
@@ -317,9 +388,40 @@ mod tests {
         let output = dir.path().join("out");
         std::fs::create_dir_all(&output).unwrap();
         give_home(&there, &output).unwrap();
-        let error = bring_home(Agent::Claude, &output, &home).unwrap_err();
-        assert!(error.contains("not a folder"), "{error}");
+        bring_home(Agent::Claude, &output, &home).unwrap();
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert!(
+            std::fs::symlink_metadata(home.join("sessions"))
+                .unwrap()
+                .is_dir()
+        );
+        assert!(home.join("sessions/x.jsonl").is_file());
+    }
+
+    #[test]
+    fn a_home_tar_past_its_bounds_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        write(&home.join("kept.jsonl"), "kept");
+        let output = dir.path().join("out");
+        std::fs::create_dir_all(&output).unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        for n in 0..=MAX_HOME_FILES {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder
+                .append_data(&mut header, format!("{HOME}/f{n}"), &[][..])
+                .unwrap();
+        }
+        std::fs::write(output.join(HOME_TAR), builder.into_inner().unwrap()).unwrap();
+        let error = bring_home(Agent::Codex, &output, &home).unwrap_err();
+        assert!(error.contains("entries"), "{error}");
+        assert_eq!(
+            std::fs::read_to_string(home.join("kept.jsonl")).unwrap(),
+            "kept",
+            "the home here is left as it was"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::portable::{self, Order};
+use crate::agents::tally::AgentSummary;
 use crate::model::{ExitStatus, RunId, TaskSpec};
 use crate::paths::AttemptDir;
 use crate::policy::Policy;
@@ -47,6 +48,14 @@ pub(super) struct Where<'a> {
     pub rules: &'a crate::secrets::RulePack,
 }
 
+/// How an attempt in a container ended, with the runner's summary of an agent's stream when one came back.
+pub(super) struct Ran {
+    /// The attempt's outcome.
+    pub outcome: Outcome,
+    /// The runner's summary of the agent's whole stream (not redacted yet).
+    pub agent: Option<crate::agents::tally::AgentSummary>,
+}
+
 /// Runs `task`'s attempt in a container; a not-started outcome (with the reason in its log) when it cannot. `Err`:
 /// the attempt's folder could not be made (the path and why).
 pub(super) fn run(
@@ -56,7 +65,7 @@ pub(super) fn run(
     cancel: &AtomicBool,
     extra: &[(String, String)],
     worker: &Worker<'_>,
-) -> Result<Outcome, (std::path::PathBuf, std::io::Error)> {
+) -> Result<Ran, (std::path::PathBuf, std::io::Error)> {
     let log = AttemptDir::of(context.dir).log();
     let started = std::time::Instant::now();
     let not_started = |message: String| {
@@ -72,7 +81,10 @@ pub(super) fn run(
         if let Err(error) = appended {
             tracing::warn!("cannot write {}: {error}", log.display());
         }
-        Ok(Outcome::not_started(message))
+        Ok(Ran {
+            outcome: Outcome::not_started(message),
+            agent: None,
+        })
     };
     let Some(settings) = &policy.sandbox.container else {
         return not_started(
@@ -99,7 +111,10 @@ pub(super) fn run(
     // report now (its files may hold what the worker printed, unscrubbed).
     let _ = std::fs::remove_dir_all(&remote);
     match carried {
-        Ok(outcome) => Ok(redacted(outcome, context.rules)),
+        Ok((outcome, agent)) => Ok(Ran {
+            outcome: redacted(outcome, context.rules),
+            agent,
+        }),
         Err(why) => not_started(why),
     }
 }
@@ -117,6 +132,9 @@ fn redacted(mut outcome: Outcome, rules: &crate::secrets::RulePack) -> Outcome {
         },
         ExitStatus::Lost { message } => ExitStatus::Lost {
             message: rules.redact_text(&message),
+        },
+        ExitStatus::OverLimit { limit } => ExitStatus::OverLimit {
+            limit: rules.redact_text(&limit),
         },
         other => other,
     };
@@ -141,7 +159,7 @@ impl Steps<'_> {
         settings: &crate::policy::ContainerSettings,
         extra: &[(String, String)],
         started: std::time::Instant,
-    ) -> Result<Outcome, String> {
+    ) -> Result<(Outcome, Option<AgentSummary>), String> {
         let (task, context) = (self.task, self.context);
         let repo = crate::git::discover(context.worktree).map_err(|e| e.to_string())?;
         let base = crate::git::head_commit(&repo)
@@ -154,6 +172,8 @@ impl Steps<'_> {
         )
         .map_err(|e| format!("cannot read the task file: {e}"))?;
         portable::pack(&repo, &order, &task_file, self.input).map_err(|e| e.to_string())?;
+        std::fs::write(self.input.join(portable::RULES), context.rules.source())
+            .map_err(|e| format!("cannot write the secret rules: {e}"))?;
         if let Worker::Agent(plan) = self.worker {
             super::portable_agent::pack_home(&plan.home, self.input)?;
         }
@@ -200,6 +220,7 @@ impl Steps<'_> {
                     Worker::Agent(_) => Some(&attempt_events),
                     Worker::Command(_) => None,
                 },
+                cap: self.policy.log_limit,
             }),
         };
         let ran = match self.policy.sandbox.backend {
@@ -278,8 +299,9 @@ impl Steps<'_> {
         ran: container::ContainerOutcome,
         settings: &crate::policy::ContainerSettings,
         started: std::time::Instant,
-    ) -> Result<Outcome, String> {
+    ) -> Result<(Outcome, Option<AgentSummary>), String> {
         let context = self.context;
+        let mut agent = None;
         let mut notes = vec![format!(
             "ran in a {} container of {}",
             self.policy.sandbox.backend.as_str(),
@@ -291,7 +313,8 @@ impl Steps<'_> {
             }
             // The runner reports the worker's end in its manifest; its own failure is the attempt's.
             ExitStatus::Code { code: 0 } => match self.received(repo, base) {
-                Ok((manifest, more)) => {
+                Ok((manifest, more, summary)) => {
+                    agent = summary;
                     notes.extend(
                         manifest
                             .tampered
@@ -326,7 +349,7 @@ impl Steps<'_> {
                 false,
             ),
         };
-        Ok(Outcome {
+        let outcome = Outcome {
             exit,
             output_bytes,
             log_capped,
@@ -335,7 +358,8 @@ impl Steps<'_> {
             backend: self.policy.sandbox.backend.as_str(),
             git_protected: false,
             notes,
-        })
+        };
+        Ok((outcome, agent))
     }
 
     /// Takes the attempt back: received through its checks, its change checked out into the worktree (put back to
@@ -345,9 +369,10 @@ impl Steps<'_> {
         &self,
         repo: &crate::git::RepoPaths,
         base: &str,
-    ) -> Result<(portable::Manifest, Vec<String>), String> {
+    ) -> Result<(portable::Manifest, Vec<String>, Option<AgentSummary>), String> {
         let context = self.context;
         let mut notes = Vec::new();
+        let mut summary = None;
         let kept = format!(
             "refs/ccfan/{}/{}/remote-{}",
             context.run_id, self.task.id, context.attempt
@@ -375,6 +400,7 @@ impl Steps<'_> {
             copy_capped(&report, &files.report_file(), crate::util::MAX_WORKER_FILE);
         }
         if let Worker::Agent(plan) = self.worker {
+            summary = super::portable_agent::summary_back(self.output);
             copy_capped(
                 &self.output.join(super::portable_agent::EVENTS),
                 &files.events(),
@@ -387,7 +413,7 @@ impl Steps<'_> {
                 notes.push(why);
             }
         }
-        Ok((received.manifest, notes))
+        Ok((received.manifest, notes, summary))
     }
 }
 

@@ -168,7 +168,7 @@ pub fn run_worker(
             agent: None,
         });
     };
-    let summary = finish_agent(task, context, reader)?;
+    let summary = finish_agent(task, context, reader, None)?;
     Ok(WorkerRun {
         outcome,
         agent: Some(summary),
@@ -231,7 +231,7 @@ fn in_container(
                 context.agent_home,
                 &host_env,
                 &text,
-                context.resume,
+                context.resume.map(|session| (session, context.baseline)),
             ) {
                 Ok(plan) => Some((plan, config)),
                 Err(source) => return Some(Err(home_error(source))),
@@ -245,39 +245,70 @@ fn in_container(
     let Some((plan, config)) = &plan else {
         return Some(
             super::remote::run(task, policy, &at, cancel, extra, &worker)
-                .map(|outcome| WorkerRun {
-                    outcome,
+                .map(|ran| WorkerRun {
+                    outcome: ran.outcome,
                     agent: None,
                 })
                 .map_err(|(path, source)| RunWorkerError::TaskFile { path, source }),
         );
     };
     // The agent's stream is followed while it comes (the runner sends it along with the log), with the paths as
-    // the container has them; once the attempt is back, the stream the runner kept is read to its end.
+    // the container has them, for progress. The attempt's summary is the runner's, whose tally read every line
+    // (what comes back of the stream is capped); without one (the attempt did not come back), what came live.
     let tree = Path::new(super::remote::CONTAINER_WORK).join("tree");
     let events = AttemptDir::of(context.dir).events();
     let mut reader = Reader::new(plan.order.agent, config, context, &tree, on_progress);
-    let (ran, seen) = std::thread::scope(|scope| {
+    let ran = std::thread::scope(|scope| {
         let running = scope.spawn(|| super::remote::run(task, policy, &at, cancel, extra, &worker));
-        let seen = reader.follow(&events, || running.is_finished());
-        (running.join(), seen)
+        // A panic here stops the container rather than waiting it out.
+        let _stop = CancelOnPanic(cancel);
+        reader.follow(&events, || running.is_finished());
+        running.join()
     });
-    let outcome = match ran {
-        Ok(Ok(outcome)) => outcome,
+    let ran = match ran {
+        Ok(Ok(ran)) => ran,
         Ok(Err((path, source))) => return Some(Err(RunWorkerError::TaskFile { path, source })),
         Err(panic) => std::panic::resume_unwind(panic),
     };
-    let stopped_for_retries = matches!(&outcome.exit, crate::model::ExitStatus::OverLimit { limit }
-        if limit.starts_with(crate::agents::tally::API_RETRY_LIMIT));
-    let reader = reader.finish_from(&events, &seen, stopped_for_retries, |on_progress| {
-        Reader::new(plan.order.agent, config, context, &tree, on_progress)
-    });
+    let nothing_came = std::fs::metadata(&events).map_or(true, |meta| meta.len() == 0);
+    if ran.agent.is_none()
+        && nothing_came
+        && matches!(
+            ran.outcome.exit,
+            crate::model::ExitStatus::SpawnFailed { .. }
+        )
+    {
+        // It never started (as at home: no agent summary).
+        return Some(Ok(WorkerRun {
+            outcome: ran.outcome,
+            agent: None,
+        }));
+    }
+    // A runner that sent no summary (it did not finish): the stream that is here, read again from its start (what
+    // came live may have missed lines).
+    let reader = match ran.agent {
+        Some(_) => reader,
+        None => reader.replay(&events, |on_progress| {
+            Reader::new(plan.order.agent, config, context, &tree, on_progress)
+        }),
+    };
     Some(
-        finish_agent(task, context, reader).map(|summary| WorkerRun {
-            outcome,
+        finish_agent(task, context, reader, ran.agent).map(|summary| WorkerRun {
+            outcome: ran.outcome,
             agent: Some(summary),
         }),
     )
+}
+
+/// Sets a cancel flag if the thread panics while it is held.
+struct CancelOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for CancelOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 /// Writes the task file the worker reads and makes its outbox; returns both paths.

@@ -25,12 +25,13 @@ pub(super) fn pack_input_to(input: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// The files taken back from a container's output, with the most bytes each may hold: nothing else is written.
-const TAKEN: [(&str, u64); 6] = [
+const TAKEN: [(&str, u64); 7] = [
     ("manifest.json", 1 << 20),
     ("attempt.bundle", 512 << 20),
     ("worker.log", 64 << 20),
     ("events.jsonl", 64 << 20),
     ("agent-home.tar", MAX_AGENT_HOME),
+    ("agent.json", 4 << 20),
     ("outbox/final_report.md", 4 << 20),
 ];
 /// The most bytes of an agent worker's home carried out to a container and back (its sessions, for a resume).
@@ -134,7 +135,8 @@ pub struct Bounds {
 /// Unpacks the regular files and folders under `prefix` in the tar on `tar` into `dest`, which may already hold
 /// files: each path must stay inside it (plain names only), no folder on the way may be a link (never written
 /// through one something planted), a file is replaced by a new one, and the top-level names in `keep` are left
-/// as they are. At most `bounds`; the bytes written. Links, devices and other entries are left out.
+/// as they are. More than `bounds` (bytes as read, not as the headers say) is an error. The bytes written. Links,
+/// devices and other entries are left out.
 pub fn extract_files(
     tar: impl Read,
     prefix: &Path,
@@ -153,12 +155,14 @@ pub fn extract_files(
     let mut total = 0u64;
     for (n, entry) in archive.entries().map_err(unreadable())?.enumerate() {
         if n >= bounds.entries {
-            tracing::warn!(
-                "the archive for {} has more than {} entries: the rest is left out",
-                dest.display(),
-                bounds.entries
-            );
-            break;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "the archive for {} has more than {} entries",
+                    dest.display(),
+                    bounds.entries
+                ),
+            ));
         }
         let mut entry = entry.map_err(unreadable())?;
         let path = entry.path().map_err(unreadable())?.into_owned();
@@ -188,16 +192,18 @@ pub fn extract_files(
         if kind == tar::EntryType::Directory {
             continue;
         }
-        total += entry.header().size().unwrap_or(u64::MAX);
-        if total > bounds.bytes {
-            return Err(std::io::Error::new(
+        let too_large = || {
+            std::io::Error::new(
                 std::io::ErrorKind::FileTooLarge,
                 format!(
                     "the archive for {} is over {} bytes",
                     dest.display(),
                     bounds.bytes
                 ),
-            ));
+            )
+        };
+        if total.saturating_add(entry.size()) > bounds.bytes {
+            return Err(too_large());
         }
         let target = dest.join(inside);
         // A new file: never through a link something put there.
@@ -210,8 +216,13 @@ pub fn extract_files(
             .create_new(true)
             .open(&target)
             .map_err(io(format!("cannot write {}", target.display())))?;
-        std::io::copy(&mut entry, &mut file)
+        // What is read counts, whatever the header says (a PAX size can differ from the ustar one).
+        let left = bounds.bytes - total;
+        total += std::io::copy(&mut entry.by_ref().take(left + 1), &mut file)
             .map_err(io(format!("cannot write {}", target.display())))?;
+        if total > bounds.bytes {
+            return Err(too_large());
+        }
     }
     Ok(total)
 }

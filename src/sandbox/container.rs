@@ -341,7 +341,7 @@ async fn carry(
         tokio::spawn(super::live::follow_container(
             engine.docker.clone(),
             id.to_string(),
-            super::live::LiveLog::open(live, run.limits.max_output),
+            super::live::LiveLog::open(live),
         ))
     });
     let exit = wait(engine, id, run, started).await;

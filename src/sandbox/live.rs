@@ -13,6 +13,8 @@ pub struct Live<'a> {
     /// An agent's event stream, when the runner sends one along (its lines marked with
     /// [`crate::pipeline::pod::EVENT_MARK`]).
     pub events: Option<&'a Path>,
+    /// The most bytes written to each (the attempt's log limit).
+    pub cap: u64,
 }
 
 /// An attempt's log followed while its worker runs elsewhere: appended to, up to a number of bytes each; with an
@@ -20,8 +22,10 @@ pub struct Live<'a> {
 pub struct LiveLog {
     log: Capped,
     events: Option<Capped>,
-    /// A line whose end has not come yet (only when splitting).
+    /// A line whose end has not come yet.
     pending: Vec<u8>,
+    /// The pieces of a long log line, and of an event, so far.
+    carry: (Vec<u8>, Vec<u8>),
 }
 
 /// A file appended to, up to a number of bytes.
@@ -50,15 +54,20 @@ impl Capped {
         }
     }
 
-    /// Appends what fits under the cap; `false` once nothing more can be written.
-    fn push(&mut self, bytes: &[u8]) -> bool {
+    /// Appends what fits under the cap.
+    fn push(&mut self, bytes: &[u8]) {
         use std::io::Write;
         let room = usize::try_from(self.cap.saturating_sub(self.written)).unwrap_or(usize::MAX);
         let keep = room.min(bytes.len());
         if keep > 0 && self.file.write_all(&bytes[..keep]).is_err() {
-            return false;
+            self.written = self.cap;
+            return;
         }
         self.written += keep as u64;
+    }
+
+    /// Whether more can be written.
+    fn room(&self) -> bool {
         self.written < self.cap
     }
 }
@@ -67,20 +76,22 @@ impl Capped {
 const MAX_PENDING: usize = 256 * 1024;
 
 impl LiveLog {
-    /// The files of `live` opened for appending (`None`, with a warning, when the log cannot be).
-    pub fn open(live: Live<'_>, cap: u64) -> Option<LiveLog> {
+    /// The files of `live` opened for appending (`None`, with a warning, when one cannot be).
+    pub fn open(live: Live<'_>) -> Option<LiveLog> {
+        let events = match live.events {
+            Some(events) => Some(Capped::open(events, live.cap)?),
+            None => None,
+        };
         Some(LiveLog {
-            log: Capped::open(live.log, cap)?,
-            events: live.events.and_then(|events| Capped::open(events, cap)),
+            log: Capped::open(live.log, live.cap)?,
+            events,
             pending: Vec::new(),
+            carry: (Vec::new(), Vec::new()),
         })
     }
 
     /// Appends what fits under the caps; `false` once nothing more can be written.
     pub fn push(&mut self, bytes: &[u8]) -> bool {
-        let Some(events) = self.events.as_mut() else {
-            return self.log.push(bytes);
-        };
         self.pending.extend_from_slice(bytes);
         let end = match self.pending.iter().rposition(|byte| *byte == b'\n') {
             Some(at) => at + 1,
@@ -88,14 +99,39 @@ impl LiveLog {
             None => return true,
         };
         let whole: Vec<u8> = self.pending.drain(..end).collect();
-        let mut room = true;
         for line in whole.split_inclusive(|byte| *byte == b'\n') {
-            room &= match line.split_first() {
-                Some((&crate::pipeline::pod::EVENT_MARK, event)) => events.push(event),
-                _ => self.log.push(line),
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let (event, more, piece) = unframe(line);
+            let (carry, file) = if event {
+                (&mut self.carry.1, self.events.as_mut())
+            } else {
+                (&mut self.carry.0, Some(&mut self.log))
             };
+            carry.extend_from_slice(piece);
+            if more && carry.len() < MAX_PENDING {
+                continue;
+            }
+            carry.push(b'\n');
+            if let Some(file) = file {
+                file.push(carry);
+            }
+            carry.clear();
         }
-        room
+        // Followed on while either has room.
+        self.log.room() || self.events.as_ref().is_some_and(Capped::room)
+    }
+}
+
+/// A piece of a line of the runner's echo: whether it is the event stream's, whether more of the line follows,
+/// and the piece (see [`crate::pipeline::pod`]'s framing).
+fn unframe(line: &[u8]) -> (bool, bool, &[u8]) {
+    use crate::pipeline::pod::{EVENT_MARK, LITERAL_MARK, MORE_MARK};
+    match line {
+        [EVENT_MARK, b'+', piece @ ..] => (true, true, piece),
+        [EVENT_MARK, b'.', piece @ ..] => (true, false, piece),
+        [MORE_MARK, piece @ ..] => (false, true, piece),
+        [LITERAL_MARK, piece @ ..] => (false, false, piece),
+        piece => (false, false, piece),
     }
 }
 
@@ -126,30 +162,31 @@ mod tests {
     fn a_live_stream_with_events_is_split_line_by_line() {
         let dir = tempfile::tempdir().unwrap();
         let (log, events) = (dir.path().join("log"), dir.path().join("events"));
-        let mut live = LiveLog::open(
-            Live {
-                log: &log,
-                events: Some(&events),
-            },
-            1024,
-        )
+        let mut live = LiveLog::open(Live {
+            log: &log,
+            events: Some(&events),
+            cap: 1024,
+        })
         .unwrap();
-        assert!(live.push(b"plain\n\x1e{\"a\""));
+        assert!(live.push(b"plain\n\x1e.{\"a\""));
         assert!(live.push(b":1}\nmore\n"));
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "plain\nmore\n");
-        assert_eq!(std::fs::read_to_string(&events).unwrap(), "{\"a\":1}\n");
-        // Without a stream, bytes go to the log as they come.
-        let raw = dir.path().join("raw");
-        let mut live = LiveLog::open(
-            Live {
-                log: &raw,
-                events: None,
-            },
-            4,
-        )
+        // A long line in pieces, an event in pieces, and a log line that starts with a mark.
+        assert!(live.push(b"\x1flo\nng\n\x1e+{\n\x1e.}\n\x1c\x1eliteral\n"));
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "plain\nmore\nlong\n\x1eliteral\n"
+        );
+        assert_eq!(std::fs::read_to_string(&events).unwrap(), "{\"a\":1}\n{}\n");
+        // Capped: what fits is written, and then nothing more is followed.
+        let small = dir.path().join("small");
+        let mut live = LiveLog::open(Live {
+            log: &small,
+            events: None,
+            cap: 4,
+        })
         .unwrap();
-        assert!(live.push(b"ab"));
-        assert!(!live.push(b"cdef"), "the cap is reached");
-        assert_eq!(std::fs::read_to_string(&raw).unwrap(), "abcd");
+        assert!(live.push(b"ab\n"));
+        assert!(!live.push(b"cdef\n"), "the cap is reached");
+        assert_eq!(std::fs::read_to_string(&small).unwrap(), "ab\nc");
     }
 }

@@ -150,6 +150,8 @@ pub struct RulePack {
     pub(crate) keyword_rules: Vec<Vec<usize>>,
     /// Rules with no keyword: their regex runs over the whole text.
     pub(crate) ungated: Vec<usize>,
+    /// The text it was parsed from: the same pack can be made again elsewhere (a runner in a container).
+    pub(crate) source: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -294,6 +296,11 @@ fn compile_all(
 }
 
 impl RulePack {
+    /// The text the pack was parsed from ([`RulePack::parse`] makes the same pack of it).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// Loads a built-in pack by name.
     pub fn builtin(name: &str) -> Result<RulePack, InputError> {
         let Some((_, source)) = BUILTIN_PACKS.iter().find(|(pack, _)| *pack == name) else {
@@ -544,6 +551,7 @@ impl RulePack {
             keywords,
             keyword_rules,
             ungated,
+            source: source.to_string(),
         })
     }
 }

@@ -58,7 +58,8 @@ pub fn worker(name: &str, script: &str) -> String {
 }
 
 impl Engine {
-    fn start(test: &str, dir: &Path) -> Option<Engine> {
+    /// The API for workers of a worker image built for `test` (`None`: podman is not installed).
+    pub fn start(test: &str, dir: &Path) -> Option<Engine> {
         Some(Engine::with_image(dir, worker_image(test)?))
     }
 

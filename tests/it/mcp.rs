@@ -1109,3 +1109,54 @@ async fn a_delegated_task_is_reviewed_and_status_says_by_whom() {
         "{text}"
     );
 }
+
+/// An orchestrating agent delegates over MCP as before, and with `backend = "podman"` the same tools run its
+/// tasks in containers: a good one lands, one out of its scope is stopped by the same gate, with its evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegating_over_mcp_runs_the_tasks_in_containers_through_the_same_gate() {
+    let env = TestEnv::new();
+    let Some(engine) = crate::containers::Engine::start(
+        "mcp::delegating_over_mcp_runs_the_tasks_in_containers_through_the_same_gate",
+        env.tmp.path(),
+    ) else {
+        return;
+    };
+    env.commit_policy(&engine.policy(&format!(
+        "\n{}\n{}",
+        crate::containers::worker(
+            "inside",
+            "test -f /run/.containerenv && echo \"$CCFAN_TASK_ID in a container\" > src/$CCFAN_TASK_ID.txt"
+        ),
+        crate::containers::worker("outside", "echo changed >> README.md"),
+    )));
+    let mcp = Mcp::start(env).await;
+    let started = mcp
+        .call(
+            "delegate",
+            json!({"tasks": [
+                {"id": "good", "goal": "write its file", "allowed": ["src/**"], "worker": "inside"},
+                {"id": "stray", "goal": "write out of scope", "allowed": ["src/**"], "worker": "outside"},
+            ], "merge": true}),
+        )
+        .await
+        .ok();
+    let run = started["run_id"].as_str().unwrap().to_string();
+    let status = mcp.wait_until(&run, |s| s["done"] == true).await;
+    assert_eq!(task(&status, "good")["state"], "merged", "{status}");
+    assert_eq!(
+        mcp.env.git(&["show", "main:src/good.txt"]).trim(),
+        "good in a container"
+    );
+    assert_ne!(task(&status, "stray")["state"], "merged", "{status}");
+    let evidence = mcp
+        .call("verify", json!({"run_id": run, "task_id": "stray"}))
+        .await
+        .ok()
+        .to_string();
+    assert!(
+        evidence.contains("README.md") && evidence.contains("scope"),
+        "{evidence}"
+    );
+    assert!(!mcp.env.git(&["show", "main:README.md"]).contains("changed"));
+    assert_eq!(engine.left(&run), "", "every container removed");
+}

@@ -128,7 +128,7 @@ async fn carry(
         tokio::spawn(follow(
             Api::namespaced(cluster.client.clone(), &cluster.namespace),
             pod.clone(),
-            LiveLog::open(live, run.limits.max_output),
+            LiveLog::open(live),
         ))
     });
     let exit = pods.runner_end(run.timeout, run.cancel, began).await;
