@@ -92,9 +92,11 @@ pub fn seeded_files(agent: Agent) -> Vec<&'static str> {
     seeded
 }
 
-/// Whether the private home under `root` still holds session `id` (Codex: `sessions/**/rollout-…-ID.jsonl`;
-/// Claude Code: `projects/*/ID.jsonl`).
-pub fn has_session(agent: Agent, root: &Path, id: &str) -> bool {
+/// Whether the private home under `root` still holds session `id`, resumable by an agent working in `tree`
+/// (Codex: `sessions/**/rollout-…-ID.jsonl`, found from anywhere; Claude Code: `projects/*/ID.jsonl` recorded in
+/// `tree`, as it resumes only sessions of the folder it runs in: an attempt that moved between a container and
+/// this machine starts a new one).
+pub fn has_session(agent: Agent, root: &Path, id: &str, tree: &Path) -> bool {
     let (top, depth) = match agent {
         Agent::Codex => ("sessions", 4),
         Agent::Claude => ("projects", 2),
@@ -113,7 +115,40 @@ pub fn has_session(agent: Agent, root: &Path, id: &str) -> bool {
             }
         })
     }
-    !id.is_empty() && find(&root.join(agent.name()).join(top), id, depth)
+    !id.is_empty()
+        && find(&root.join(agent.name()).join(top), id, depth)
+        && match agent {
+            Agent::Codex => true,
+            Agent::Claude => claude_session_in(&root.join(agent.name()).join(top), id, tree),
+        }
+}
+
+/// Whether Claude Code's transcript of session `id` (in a folder under `projects`) records `tree` as its working
+/// folder: the `cwd` its lines carry, the canonical record (the folder's name is a lossy spelling of it).
+fn claude_session_in(projects: &Path, id: &str, tree: &Path) -> bool {
+    use std::io::BufRead;
+    let canonical = std::fs::canonicalize(tree).ok();
+    let wanted = |cwd: &str| {
+        Path::new(cwd) == tree
+            || canonical
+                .as_deref()
+                .is_some_and(|real| Path::new(cwd) == real)
+    };
+    let Ok(folders) = std::fs::read_dir(projects) else {
+        return false;
+    };
+    folders.flatten().any(|folder| {
+        let Ok(file) = crate::util::open_regular(&folder.path().join(format!("{id}.jsonl"))) else {
+            return false;
+        };
+        // The first line naming a working folder decides; read at most the transcript's first MiB for it.
+        std::io::BufReader::new(std::io::Read::take(file, 1 << 20))
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+            .find_map(|event| event.get("cwd")?.as_str().map(str::to_string))
+            .is_some_and(|cwd| wanted(&cwd))
+    })
 }
 
 #[cfg(test)]
@@ -158,13 +193,23 @@ mod tests {
         let codex = dir.path().join("codex/sessions/2026/11/21");
         std::fs::create_dir_all(&codex).unwrap();
         std::fs::write(codex.join("rollout-2026-11-21T22-40-01-abc-123.jsonl"), "").unwrap();
-        assert!(has_session(Agent::Codex, dir.path(), "abc-123"));
-        assert!(!has_session(Agent::Codex, dir.path(), "abc-999"));
-        let claude = dir.path().join("claude/projects/-work-tree");
+        let anywhere = Path::new("/anywhere");
+        assert!(has_session(Agent::Codex, dir.path(), "abc-123", anywhere));
+        assert!(!has_session(Agent::Codex, dir.path(), "abc-999", anywhere));
+        let claude = dir.path().join("claude/projects/-ccfan-work-tree");
         std::fs::create_dir_all(&claude).unwrap();
-        std::fs::write(claude.join("c976.jsonl"), "").unwrap();
-        assert!(has_session(Agent::Claude, dir.path(), "c976"));
-        assert!(!has_session(Agent::Claude, dir.path(), ""));
+        std::fs::write(
+            claude.join("c976.jsonl"),
+            "{\"type\":\"summary\"}\n{\"type\":\"user\",\"cwd\":\"/ccfan/work/tree\"}\n",
+        )
+        .unwrap();
+        let container = Path::new("/ccfan/work/tree");
+        assert!(has_session(Agent::Claude, dir.path(), "c976", container));
+        assert!(
+            !has_session(Agent::Claude, dir.path(), "c976", Path::new("/work/tree")),
+            "a session of another folder is not resumable here"
+        );
+        assert!(!has_session(Agent::Claude, dir.path(), "", container));
     }
 
     #[test]

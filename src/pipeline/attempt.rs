@@ -52,7 +52,7 @@ impl Carrier<'_> {
             },
             None => AttemptMode::Work,
         };
-        let begun = self.begin(task, cursor, step)?;
+        let begun = self.begin(task, worktree, cursor, step)?;
         let outcome = self.work(task, worktree, cursor, &begun, cancel, step)?;
         let kept = match self.keep(task, worktree, link, cursor, &begun, outcome)? {
             Ok(kept) => kept,
@@ -74,6 +74,7 @@ impl Carrier<'_> {
     pub(super) fn begin(
         &self,
         task: &TaskSpec,
+        worktree: &Path,
         cursor: &Cursor,
         step: AttemptMode<'_>,
     ) -> Result<Begun, PipelineError> {
@@ -103,12 +104,13 @@ impl Carrier<'_> {
         // An agent's rework continues its own session, when an earlier attempt reported one and its private home
         // still holds it (`gc` removes the home; a resume of a lost session would start with no task at all).
         let agent_home = self.layout.agent_home(self.run_id, &task.id);
+        let tree = super::run_worker::tree_seen(self.policy, worktree, step);
         let (resume, baseline) = match task.worker.kind.agent() {
             Some((agent, _)) if !rework.is_empty() => {
                 let store = self.store();
                 let session = store
                     .agent_session(self.run_id, &task.id)?
-                    .filter(|id| crate::agents::home::has_session(agent, &agent_home, id));
+                    .filter(|id| crate::agents::home::has_session(agent, &agent_home, id, &tree));
                 let baseline = store
                     .attempt_agents(self.run_id, &task.id)?
                     .iter()

@@ -70,7 +70,7 @@ impl Carrier<'_> {
             findings: Vec::new(),
         };
         self.store().set_budget_from(self.run_id, &task.id, n)?;
-        let begun = self.begin(task, &cursor, AttemptMode::Planning)?;
+        let begun = self.begin(task, worktree, &cursor, AttemptMode::Planning)?;
         let outcome = self.work(
             task,
             worktree,

@@ -192,6 +192,21 @@ fn mode_env(mode: AttemptMode<'_>) -> Vec<(String, String)> {
 
 /// A container backend runs the task's own work in a container (planning and reviewing read the tree here):
 /// `None` when this attempt runs here. An agent worker's stream comes back with it and is read into its summary.
+/// Whether an attempt in `step` runs in a container (planning reads the tree on this machine).
+fn runs_in_container(policy: &Policy, step: AttemptMode<'_>) -> bool {
+    policy.sandbox.backend.is_container()
+        && matches!(step, AttemptMode::Work | AttemptMode::Approved { .. })
+}
+
+/// The folder an attempt in `step` works in as the worker sees it: the container's tree, or the worktree here.
+pub(super) fn tree_seen(policy: &Policy, worktree: &Path, step: AttemptMode<'_>) -> PathBuf {
+    if runs_in_container(policy, step) {
+        Path::new(super::remote::CONTAINER_WORK).join("tree")
+    } else {
+        worktree.to_path_buf()
+    }
+}
+
 fn in_container(
     task: &TaskSpec,
     policy: &Policy,
@@ -200,12 +215,7 @@ fn in_container(
     extra: &[(String, String)],
     on_progress: &mut dyn FnMut(&AgentSummary),
 ) -> Option<Result<WorkerRun, RunWorkerError>> {
-    if !policy.sandbox.backend.is_container()
-        || !matches!(
-            context.plan,
-            AttemptMode::Work | AttemptMode::Approved { .. }
-        )
-    {
+    if !runs_in_container(policy, context.plan) {
         return None;
     }
     let at = super::remote::Where {
@@ -255,7 +265,7 @@ fn in_container(
     // The agent's stream is followed while it comes (the runner sends it along with the log), with the paths as
     // the container has them, for progress. The attempt's summary is the runner's, whose tally read every line
     // (what comes back of the stream is capped); without one (the attempt did not come back), what came live.
-    let tree = Path::new(super::remote::CONTAINER_WORK).join("tree");
+    let tree = tree_seen(policy, context.worktree, context.plan);
     let events = AttemptDir::of(context.dir).events();
     let mut reader = Reader::new(plan.order.agent, config, context, &tree, on_progress);
     let ran = std::thread::scope(|scope| {

@@ -75,8 +75,10 @@ fn agents_run_in_containers_and_a_rework_resumes_the_session_carried_back() {
             {"when": "cl-good", "message": final_message(&["docs/claude.md"])},
             {"when": "cl-hang", "shell": "echo started > started.txt"},
             {"when": "cl-hang", "hang": 120},
-            {"when": "on-a-cluster", "shell": "mkdir -p docs && echo \"in a pod as $(id -u)\" > docs/pod.md"},
-            {"when": "on-a-cluster", "message": final_message(&["docs/pod.md"])},
+            {"when": "on-a-cluster", "write": {"path": "notes/pod.md", "content": "out of scope"}},
+            {"when": "on-a-cluster", "message": final_message(&["notes/pod.md"])},
+            {"when": "ccfan's gate checked your work", "shell": "rm -r notes && mkdir -p docs && echo \"in a pod as $(id -u)\" > docs/pod.md"},
+            {"when": "ccfan's gate checked your work", "message": final_message(&["docs/pod.md"])},
         ]),
         "0.0.0.0",
     );
@@ -275,7 +277,9 @@ fn agents_run_in_containers_and_a_rework_resumes_the_session_carried_back() {
     assert_eq!(engine.left(&run_id), "", "every container removed");
 
     // One policy line later, the same kind of task runs in a Kubernetes Job (the fake API server's pods run by
-    // `podman kube play`), its stream and home carried over the API's exec streams.
+    // `podman kube play`), its stream and home carried over the API's exec streams: Claude Code writes out of
+    // scope and resumes its session in a second pod (it resumes only sessions of the folder it works in, the
+    // same `/ccfan/work/tree` in every pod).
     let cluster_dir = dir.path().join("cluster");
     std::fs::create_dir_all(&cluster_dir).unwrap();
     let cluster = FakeCluster::start(&podman, &cluster_dir, "agents");
@@ -309,9 +313,27 @@ fn agents_run_in_containers_and_a_rework_resumes_the_session_carried_back() {
             &format!("{}/on-a-cluster", view["run_id"].as_str().unwrap()),
         ])
         .json();
-    let in_pod = &pod["attempts"][0]["agent"];
+    assert_eq!(pod["attempts"].as_array().unwrap().len(), 2, "{pod}");
+    let in_pod = &pod["attempts"][1]["agent"];
     assert!(in_pod["session_id"].is_string(), "{pod}");
+    assert_eq!(
+        in_pod["session_id"], pod["attempts"][0]["agent"]["session_id"],
+        "{pod}"
+    );
+    assert_eq!(in_pod["resumed"], true, "{pod}");
     assert_eq!(in_pod["commands_run"], 1, "{pod}");
+    let asked: Vec<_> = model
+        .conversation()
+        .into_iter()
+        .filter(|request| request["body"].to_string().contains("on-a-cluster"))
+        .collect();
+    assert_eq!(asked.len(), 4, "{asked:#?}");
+    assert!(
+        asked
+            .iter()
+            .all(|r| r["headers"]["x-claude-code-session-id"] == in_pod["session_id"]),
+        "one session across both pods: {asked:#?}"
+    );
     assert!(
         pod["task"]["agent"]["last_command"]
             .as_str()
