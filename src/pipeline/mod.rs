@@ -25,7 +25,6 @@ pub mod resources;
 // stage 3
 pub mod run_worker;
 // stage 3, agent workers: the agent's event stream read into its tally, live or replayed
-mod agent_stream;
 // stage 3 elsewhere: a portable attempt (its inputs and its recorded change as bundles) and the runner
 pub mod portable;
 // 3b. …whose files travel over a cluster's API: the runner's side in the pod.

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::sandbox::live::{EVENT_MARK, LITERAL_MARK, MORE_MARK};
+
 /// How often a file is looked at again.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -39,15 +41,7 @@ pub fn hold(limit: Duration, cancel: &AtomicBool) {
     }
 }
 
-/// What starts a line of an agent's event stream in the runner's echo (the log's lines go as they are): the
-/// ASCII record separator, which ccfan's side splits the two apart by ([`crate::sandbox::live::LiveLog`]).
-pub const EVENT_MARK: u8 = 0x1e;
-/// What starts a piece of a log line that goes on in the next one: lines go out in pieces of at most [`PIECE`]
-/// bytes, since a cluster's log splits longer ones and stamps each part.
-pub const MORE_MARK: u8 = 0x1f;
-/// What starts a log line that itself starts with a mark.
-pub const LITERAL_MARK: u8 = 0x1c;
-/// The most bytes of a line in one piece.
+/// The most bytes of a line in one piece (a cluster's log splits longer lines and stamps each part).
 const PIECE: usize = 4000;
 /// The longest line an echo holds back waiting for its end (a longer one goes out as it is, as several).
 const MAX_LINE: usize = 1 << 20;

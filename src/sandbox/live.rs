@@ -5,13 +5,20 @@ use std::path::Path;
 
 use futures_util::StreamExt;
 
+/// What starts a piece of a line of an agent's event stream in the runner's echo, then `+` (more of the line
+/// follows) or `.`: the ASCII record separator, by which the log's lines and the stream's are told apart.
+pub const EVENT_MARK: u8 = 0x1e;
+/// What starts a piece of a log line that goes on in the next one (the echo sends lines in pieces).
+pub const MORE_MARK: u8 = 0x1f;
+/// What starts a log line that itself starts with a mark; a log line's last (or only) piece has no mark.
+pub const LITERAL_MARK: u8 = 0x1c;
+
 /// Where what a worker elsewhere prints goes while it runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Live<'a> {
     /// The attempt's log.
     pub log: &'a Path,
-    /// An agent's event stream, when the runner sends one along (its lines marked with
-    /// [`crate::pipeline::pod::EVENT_MARK`]).
+    /// An agent's event stream, when the runner sends one along (its lines marked with [`EVENT_MARK`]).
     pub events: Option<&'a Path>,
     /// The most bytes written to each (the attempt's log limit).
     pub cap: u64,
@@ -123,9 +130,8 @@ impl LiveLog {
 }
 
 /// A piece of a line of the runner's echo: whether it is the event stream's, whether more of the line follows,
-/// and the piece (see [`crate::pipeline::pod`]'s framing).
+/// and the piece (the marks above).
 fn unframe(line: &[u8]) -> (bool, bool, &[u8]) {
-    use crate::pipeline::pod::{EVENT_MARK, LITERAL_MARK, MORE_MARK};
     match line {
         [EVENT_MARK, b'+', piece @ ..] => (true, true, piece),
         [EVENT_MARK, b'.', piece @ ..] => (true, false, piece),

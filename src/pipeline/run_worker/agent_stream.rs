@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::run_worker::{AttemptContext, RunWorkerError};
+use super::context::{AttemptContext, RunWorkerError, write};
 use crate::agents::tally::{AgentSummary, Tally};
 use crate::agents::{self, Agent};
 use crate::model::AgentConfig;
@@ -189,11 +189,11 @@ pub(super) fn finish_agent(
     }
     // What the agent printed is scrubbed of secrets now, whatever the gate later scans (markers read back as
     // the same findings).
-    let printed = super::verify::secrets::scrub_log(context.rules, &files.events(), &[]);
+    let printed = crate::pipeline::verify::secrets::scrub_log(context.rules, &files.events(), &[]);
     // The agent's own session files (transcripts, history databases) hold the same secrets: scrubbed too, so a
     // key it wrote or printed is not kept raw in its home (resume reads the redacted transcript).
     if let Some(agent) = task.worker.kind.agent().map(|(agent, _)| agent) {
-        super::verify::agent_home::scrub_home(
+        crate::pipeline::verify::agent_home::scrub_home(
             context.rules,
             &context.agent_home.join(agent.name()),
             &crate::agents::home::seeded_files(agent),
@@ -202,7 +202,7 @@ pub(super) fn finish_agent(
     }
     let mut summary = whole.unwrap_or_else(|| reader.tally.finish());
     summary.redact(|text| context.rules.redact_text(text));
-    super::run_worker::write(
+    write(
         &files.agent(),
         &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
     )?;
@@ -211,7 +211,7 @@ pub(super) fn finish_agent(
     if let Some(message) = &summary.final_message
         && std::fs::symlink_metadata(files.report_file()).is_err()
     {
-        super::run_worker::write(&files.report_from_agent(), message.as_bytes())?;
+        write(&files.report_from_agent(), message.as_bytes())?;
     }
     Ok(summary)
 }

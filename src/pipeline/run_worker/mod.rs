@@ -8,76 +8,20 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use super::agent_stream::{Reader, finish_agent};
+mod agent_stream;
+mod container;
+mod context;
+
 use crate::agents::tally::AgentSummary;
-use crate::agents::{self, Agent, probe, prompt};
-use crate::model::{AgentConfig, AttemptMode, CommitId, RunId, TaskFileDoc, TaskSpec};
+use crate::agents::{self, Agent, probe};
+use crate::model::{AgentConfig, AttemptMode, TaskFileDoc, TaskSpec};
 use crate::policy::Policy;
-use crate::sandbox::{self, EventStream, Launch, Outcome, SandboxError, SandboxPolicy, Tree};
-use crate::secrets::RulePack;
-
-/// Where an attempt happens and what it is called.
-#[derive(Debug, Clone)]
-pub struct AttemptContext<'a> {
-    /// Run id.
-    pub run_id: &'a RunId,
-    /// Attempt number (from 1).
-    pub attempt: u32,
-    /// The recorded base commit.
-    pub base_sha: &'a CommitId,
-    /// The task's worktree.
-    pub worktree: &'a Path,
-    /// The attempt's artifacts folder.
-    pub dir: &'a Path,
-    /// The task's resources (`CCFAN_TASK_INDEX`, `CCFAN_PORT_BASE`, `CCFAN_PORT_COUNT`).
-    pub resources: &'a [(String, String)],
-    /// The repository's git common dir (read-only to the worker).
-    pub common_dir: &'a Path,
-    /// The user's checkout (read-only to the worker).
-    pub checkout: &'a Path,
-    /// The attempt token.
-    pub token: &'a str,
-    /// Findings of the previous attempt to fix (empty on a first attempt).
-    pub rework: &'a [crate::report::Finding],
-    /// The agent session to resume (a rework of an agent worker whose earlier attempt reported one).
-    pub resume: Option<&'a str>,
-    /// The task's private agent home (agent workers).
-    pub agent_home: &'a Path,
-    /// Redacts what the agent said before it is stored or shown.
-    pub rules: &'a RulePack,
-    /// What earlier attempts in the resumed session already used (the agents report some counts per session).
-    pub baseline: agents::Usage,
-    /// What the tasks it waited for (`after`) changed.
-    pub handoffs: &'a [crate::model::Handoff],
-    /// Plan mode: planning (read-only), or executing an approved plan.
-    pub plan: crate::model::AttemptMode<'a>,
-}
-
-/// How a worker's attempt ended, with what its agent reported (agent workers).
-#[derive(Debug, Clone)]
-pub struct WorkerRun {
-    /// The process's end.
-    pub outcome: Outcome,
-    /// The agent's summary (redacted).
-    pub agent: Option<AgentSummary>,
-}
-
-/// Errors before a worker could be supervised.
-#[derive(Debug, thiserror::Error)]
-pub enum RunWorkerError {
-    /// The task file could not be written.
-    #[error("cannot write the task file {}", path.display())]
-    TaskFile {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The sandbox could not supervise the worker.
-    #[error(transparent)]
-    Sandbox(#[from] SandboxError),
-}
+use crate::sandbox::{self, EventStream, Launch, Outcome, SandboxPolicy, Tree};
+use agent_stream::{Reader, finish_agent};
+use container::in_container;
+pub(crate) use container::tree_seen;
+pub(crate) use context::write;
+pub use context::{AttemptContext, RunWorkerError, WorkerRun};
 
 /// Writes the task file and runs the worker to its end. `on_progress` sees the agent's summary as it changes.
 pub fn run_worker(
@@ -190,137 +134,6 @@ fn mode_env(mode: AttemptMode<'_>) -> Vec<(String, String)> {
     }
 }
 
-/// A container backend runs the task's own work in a container (planning and reviewing read the tree here):
-/// `None` when this attempt runs here. An agent worker's stream comes back with it and is read into its summary.
-/// Whether an attempt in `step` runs in a container (planning reads the tree on this machine).
-fn runs_in_container(policy: &Policy, step: AttemptMode<'_>) -> bool {
-    policy.sandbox.backend.is_container()
-        && matches!(step, AttemptMode::Work | AttemptMode::Approved { .. })
-}
-
-/// The folder an attempt in `step` works in as the worker sees it: the container's tree, or the worktree here.
-pub(super) fn tree_seen(policy: &Policy, worktree: &Path, step: AttemptMode<'_>) -> PathBuf {
-    if runs_in_container(policy, step) {
-        Path::new(super::remote::CONTAINER_WORK).join("tree")
-    } else {
-        worktree.to_path_buf()
-    }
-}
-
-fn in_container(
-    task: &TaskSpec,
-    policy: &Policy,
-    context: &AttemptContext<'_>,
-    cancel: &AtomicBool,
-    extra: &[(String, String)],
-    on_progress: &mut dyn FnMut(&AgentSummary),
-) -> Option<Result<WorkerRun, RunWorkerError>> {
-    if !runs_in_container(policy, context.plan) {
-        return None;
-    }
-    let at = super::remote::Where {
-        run_id: context.run_id,
-        attempt: context.attempt,
-        worktree: context.worktree,
-        dir: context.dir,
-        token: context.token,
-        rules: context.rules,
-    };
-    let home_error = |source| RunWorkerError::TaskFile {
-        path: context.agent_home.to_path_buf(),
-        source,
-    };
-    let plan = match task.worker.kind.agent() {
-        None => None,
-        Some((agent, config)) => {
-            let host_env = sandbox::worker_env(&policy.sandbox, &task.worker, extra);
-            let text = prompt_text(task, context);
-            match super::portable_agent::plan(
-                agent,
-                config,
-                context.agent_home,
-                &host_env,
-                &text,
-                context.resume.map(|session| (session, context.baseline)),
-            ) {
-                Ok(plan) => Some((plan, config)),
-                Err(source) => return Some(Err(home_error(source))),
-            }
-        }
-    };
-    let worker = match &plan {
-        None => super::remote::Worker::Command(task.worker.kind.command().unwrap_or_default()),
-        Some((plan, _)) => super::remote::Worker::Agent(plan),
-    };
-    let Some((plan, config)) = &plan else {
-        return Some(
-            super::remote::run(task, policy, &at, cancel, extra, &worker)
-                .map(|ran| WorkerRun {
-                    outcome: ran.outcome,
-                    agent: None,
-                })
-                .map_err(|(path, source)| RunWorkerError::TaskFile { path, source }),
-        );
-    };
-    // The agent's stream is followed while it comes (the runner sends it along with the log), with the paths as
-    // the container has them, for progress. The attempt's summary is the runner's, whose tally read every line
-    // (what comes back of the stream is capped); without one (the attempt did not come back), what came live.
-    let tree = tree_seen(policy, context.worktree, context.plan);
-    let events = AttemptDir::of(context.dir).events();
-    let mut reader = Reader::new(plan.order.agent, config, context, &tree, on_progress);
-    let ran = std::thread::scope(|scope| {
-        let running = scope.spawn(|| super::remote::run(task, policy, &at, cancel, extra, &worker));
-        // A panic here stops the container rather than waiting it out.
-        let _stop = CancelOnPanic(cancel);
-        reader.follow(&events, || running.is_finished());
-        running.join()
-    });
-    let ran = match ran {
-        Ok(Ok(ran)) => ran,
-        Ok(Err((path, source))) => return Some(Err(RunWorkerError::TaskFile { path, source })),
-        Err(panic) => std::panic::resume_unwind(panic),
-    };
-    let nothing_came = std::fs::metadata(&events).map_or(true, |meta| meta.len() == 0);
-    if ran.agent.is_none()
-        && nothing_came
-        && matches!(
-            ran.outcome.exit,
-            crate::model::ExitStatus::SpawnFailed { .. }
-        )
-    {
-        // It never started (as at home: no agent summary).
-        return Some(Ok(WorkerRun {
-            outcome: ran.outcome,
-            agent: None,
-        }));
-    }
-    // A runner that sent no summary (it did not finish): the stream that is here, read again from its start (what
-    // came live may have missed lines).
-    let reader = match ran.agent {
-        Some(_) => reader,
-        None => reader.replay(&events, |on_progress| {
-            Reader::new(plan.order.agent, config, context, &tree, on_progress)
-        }),
-    };
-    Some(
-        finish_agent(task, context, reader, ran.agent).map(|summary| WorkerRun {
-            outcome: ran.outcome,
-            agent: Some(summary),
-        }),
-    )
-}
-
-/// Sets a cancel flag if the thread panics while it is held.
-struct CancelOnPanic<'a>(&'a AtomicBool);
-
-impl Drop for CancelOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-}
-
 /// Writes the task file the worker reads and makes its outbox; returns both paths.
 pub(super) fn write_task_file(
     task: &TaskSpec,
@@ -426,7 +239,7 @@ fn prepare_agent<'a, 'p>(
     // The agent's installation stays visible (read-only) even where the sandbox hides a folder (an npm prefix
     // under /tmp): the whole `node_modules` tree, since `codex` is a script that starts a platform binary there.
     sandbox_policy.read_only.push(probe::install_root(program));
-    let text = prompt_text(task, context);
+    let text = context.prompt(task);
     let mut resolved = AgentConfig {
         program: program.to_string_lossy().into_owned(),
         ..config.clone()
@@ -450,22 +263,6 @@ fn prepare_agent<'a, 'p>(
         context.resume,
         context.plan == AttemptMode::Planning,
     )))
-}
-
-/// What the agent is told: its task, a rework's findings in its resumed session, or its planning or review brief.
-fn prompt_text(task: &TaskSpec, context: &AttemptContext<'_>) -> String {
-    match (context.resume, context.plan) {
-        (_, AttemptMode::Planning) => prompt::plan(task, context.handoffs),
-        (_, AttemptMode::Review(brief)) => brief.prompt.clone(),
-        (Some(_), plan) => prompt::rework(task, context.attempt, context.rework, plan),
-        (None, plan) => prompt::first(
-            task,
-            context.attempt,
-            context.rework,
-            context.handoffs,
-            plan,
-        ),
-    }
 }
 
 /// Why a planning worker's or a reviewer's tree would not be read-only, if it would not: no sandbox, or a writable
@@ -498,13 +295,6 @@ fn not_started(log: &Path, message: String) -> Result<WorkerRun, RunWorkerError>
     Ok(WorkerRun {
         outcome: Outcome::not_started(message),
         agent: None,
-    })
-}
-
-pub(super) fn write(path: &Path, bytes: &[u8]) -> Result<(), RunWorkerError> {
-    std::fs::write(path, bytes).map_err(|source| RunWorkerError::TaskFile {
-        path: path.to_path_buf(),
-        source,
     })
 }
 
