@@ -42,6 +42,7 @@ pub fn prepare(
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     let (variable, default_dir, files) = layout(agent);
     let home = root.join(agent.name());
+    recover_swap(&home);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -90,6 +91,22 @@ pub fn seeded_files(agent: Agent) -> Vec<&'static str> {
         seeded.push(".claude.json");
     }
     seeded
+}
+
+/// Where a home swapped out for one that came back from a container waits until the swap is done.
+pub fn swapped_out(home: &Path) -> PathBuf {
+    home.with_extension("old")
+}
+
+/// Puts back a home whose swap was cut off (a crash between its two renames): missing, with the old one beside.
+pub fn recover_swap(home: &Path) {
+    let old = swapped_out(home);
+    if std::fs::symlink_metadata(home).is_err()
+        && std::fs::symlink_metadata(&old).is_ok_and(|meta| meta.is_dir())
+        && let Err(error) = std::fs::rename(&old, home)
+    {
+        tracing::warn!("cannot put back {}: {error}", home.display());
+    }
 }
 
 /// Whether the private home under `root` still holds session `id`, resumable by an agent working in `tree`

@@ -13,6 +13,8 @@ use crate::model::{ApiRetryLimit, ExitStatus};
 const KEEP_COMMANDS: usize = 20;
 /// Files listed in the summary (`files_changed_count` counts them all).
 const KEEP_FILES: usize = 200;
+/// Errors and permission denials kept in the summary.
+const KEEP_NOTES: usize = 50;
 /// Characters kept of a message, command or error.
 const KEEP_CHARS: usize = 2000;
 
@@ -240,8 +242,10 @@ impl Tally {
                 });
             }
             AgentEvent::Error { message } => {
-                summary.errors.push(clip(&message));
-                summary.errors.dedup();
+                if summary.errors.len() < KEEP_NOTES {
+                    summary.errors.push(clip(&message));
+                    summary.errors.dedup();
+                }
             }
             AgentEvent::Result(result) => self.result(result),
             AgentEvent::Unparsable => summary.unparsable_lines += 1,
@@ -333,7 +337,12 @@ impl Tally {
         if let Some(turns) = result.num_turns {
             summary.turns = turns;
         }
-        summary.permission_denials = result.permission_denials.iter().map(|d| clip(d)).collect();
+        summary.permission_denials = result
+            .permission_denials
+            .iter()
+            .take(KEEP_NOTES)
+            .map(|d| clip(d))
+            .collect();
         if let Some(text) = result.result.as_deref().filter(|t| !t.trim().is_empty()) {
             summary.final_message = Some(clip(text));
         }
@@ -394,7 +403,65 @@ impl Tally {
     }
 }
 
+/// The most tokens of one kind an attempt is believed to have used (a count past it is a forged or broken one).
+const MAX_TOKENS: u64 = 1 << 40;
+/// The longest session id taken from a summary.
+const MAX_SESSION_ID: usize = 128;
+
+/// Whether `id` is a plain session id (letters, digits, `-`, `_`; not starting with `-`): what Codex and Claude
+/// Code name their sessions, and safe as a file name and a command-line argument.
+pub fn is_session_id(id: &str) -> bool {
+    (1..=MAX_SESSION_ID).contains(&id.len())
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_'))
+}
+
 impl AgentSummary {
+    /// A summary made elsewhere held to what a tally here makes: `agent` and `resumed` as ordered, usage counts
+    /// clamped and a cost finite and not negative, texts and lists clipped, a session id only if it is plain.
+    pub fn bounded(mut self, agent: Agent, resumed: bool) -> AgentSummary {
+        self.agent = agent;
+        self.resumed = resumed;
+        self.session_id = self.session_id.filter(|id| is_session_id(id));
+        let usage = &mut self.usage;
+        for count in [
+            &mut usage.input_tokens,
+            &mut usage.cached_input_tokens,
+            &mut usage.cache_write_tokens,
+            &mut usage.output_tokens,
+            &mut usage.reasoning_output_tokens,
+        ] {
+            *count = (*count).min(MAX_TOKENS);
+        }
+        usage.cost_usd = usage
+            .cost_usd
+            .filter(|cost| cost.is_finite() && *cost >= 0.0);
+        let fix = |text: &mut String| *text = clip(text);
+        self.current.iter_mut().for_each(fix);
+        self.final_message.iter_mut().for_each(fix);
+        self.model.iter_mut().for_each(fix);
+        let keep_last = self.commands.len().saturating_sub(KEEP_COMMANDS);
+        self.commands.drain(..keep_last);
+        self.commands.iter_mut().for_each(|c| fix(&mut c.command));
+        self.files_changed.truncate(KEEP_FILES);
+        self.files_changed.iter_mut().for_each(fix);
+        for list in [&mut self.errors, &mut self.permission_denials] {
+            list.truncate(KEEP_NOTES);
+            list.iter_mut().for_each(fix);
+        }
+        if let Some(
+            AgentFailure::TurnFailed { message }
+            | AgentFailure::ApiError { message, .. }
+            | AgentFailure::Error { message, .. },
+        ) = &mut self.failure
+        {
+            fix(message);
+        }
+        self
+    }
+
     /// Applies `clean` (secret redaction) to every text that quotes what the agent said or ran.
     pub fn redact(&mut self, clean: impl Fn(&str) -> String) {
         let fix = |text: &mut String| *text = clean(text);
@@ -516,6 +583,53 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summary_from_elsewhere_is_held_to_what_a_tally_makes() {
+        let mut forged = Tally::new(
+            Agent::Claude,
+            Path::new("/ccfan/work/tree"),
+            None,
+            false,
+            Usage::default(),
+            ApiRetryLimit::default(),
+        )
+        .finish();
+        forged.agent = Agent::Codex;
+        forged.session_id = Some("--dangerously-skip-permissions".into());
+        forged.usage.input_tokens = u64::MAX;
+        forged.usage.output_tokens = 1;
+        forged.usage.cost_usd = Some(-1e9);
+        forged.commands = (0..1000)
+            .map(|n| CommandRun {
+                command: format!("{n} {}", "x".repeat(10_000)),
+                exit_code: None,
+            })
+            .collect();
+        forged.errors = vec!["e".repeat(100_000); 1000];
+        let bounded = forged.bounded(Agent::Claude, true);
+        assert_eq!((bounded.agent, bounded.resumed), (Agent::Claude, true));
+        assert_eq!(bounded.session_id, None, "not a plain id");
+        assert_eq!(bounded.usage.input_tokens, MAX_TOKENS);
+        assert_eq!(bounded.usage.cost_usd, None);
+        assert_eq!(bounded.commands.len(), KEEP_COMMANDS);
+        assert!(
+            bounded.commands[KEEP_COMMANDS - 1]
+                .command
+                .starts_with("999 ")
+        );
+        assert!(
+            bounded
+                .commands
+                .iter()
+                .all(|c| c.command.chars().count() <= KEEP_CHARS + 1)
+        );
+        assert_eq!(bounded.errors.len(), KEEP_NOTES);
+        let total = Usage::default().plus(bounded.usage).plus(bounded.usage);
+        assert_eq!(total.input_tokens, 2 * MAX_TOKENS, "sums do not wrap");
+        assert!(is_session_id("0597b2c5-3d9b-483a-a382-b50932614d57"));
+        assert!(!is_session_id("") && !is_session_id("-x") && !is_session_id("a/b"));
+    }
 
     fn replay(agent: Agent, name: &str, max_turns: Option<u32>) -> (AgentSummary, Vec<String>) {
         let path = format!("{}/fixtures/transcripts/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -108,9 +108,10 @@ impl Carrier<'_> {
         let (resume, baseline) = match task.worker.kind.agent() {
             Some((agent, _)) if !rework.is_empty() => {
                 let store = self.store();
-                let session = store
-                    .agent_session(self.run_id, &task.id)?
-                    .filter(|id| crate::agents::home::has_session(agent, &agent_home, id, &tree));
+                let session = store.agent_session(self.run_id, &task.id)?.filter(|id| {
+                    crate::agents::tally::is_session_id(id)
+                        && crate::agents::home::has_session(agent, &agent_home, id, &tree)
+                });
                 let baseline = store
                     .attempt_agents(self.run_id, &task.id)?
                     .iter()

@@ -49,12 +49,15 @@ pub fn spend_of<'a>(
         let usd = prices
             .cost(summary.agent, summary.model.as_deref(), &summary.usage)
             .map_or(0.0, |cost| cost.usd);
-        let tokens = summary.usage.input_tokens + summary.usage.output_tokens;
+        let tokens = summary
+            .usage
+            .input_tokens
+            .saturating_add(summary.usage.output_tokens);
         let spent = tasks.entry(task.clone()).or_default();
         spent.usd += usd;
-        spent.tokens += tokens;
+        spent.tokens = spent.tokens.saturating_add(tokens);
         run.usd += usd;
-        run.tokens += tokens;
+        run.tokens = run.tokens.saturating_add(tokens);
     }
     (tasks, run)
 }

@@ -22,9 +22,8 @@ pub mod tree;
 pub mod include;
 // stage 2c: each task's index and leased ports
 pub mod resources;
-// stage 3
+// stage 3 (here or in a container; an agent's event stream read into its tally, live or replayed)
 pub mod run_worker;
-// stage 3, agent workers: the agent's event stream read into its tally, live or replayed
 // stage 3 elsewhere: a portable attempt (its inputs and its recorded change as bundles) and the runner
 pub mod portable;
 // 3b. …whose files travel over a cluster's API: the runner's side in the pod.

@@ -48,8 +48,20 @@ const MAX_LINE: usize = 1 << 20;
 /// How long an echo holds back a line whose end has not come (a progress bar, a prompt).
 const STALE: Duration = Duration::from_secs(1);
 
-/// Redacts a line before it is echoed.
-pub type Redact = Box<dyn Fn(&str) -> String + Send>;
+/// Redacts a line before it is echoed (in order: it may remember what earlier lines held).
+pub type Redact = Box<dyn FnMut(&str) -> String + Send>;
+
+/// Why an echo looks at what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// New bytes came: whole lines go.
+    Lines,
+    /// A log line has waited [`STALE`] for its end: it goes up to its last word (a secret being printed is one
+    /// word, so it is never cut in two, where neither half would be found).
+    Stale,
+    /// The echo stops: everything goes.
+    Last,
+}
 
 /// A thread copying what is appended to a log (and an agent's event stream) to another stream, line by line,
 /// redacted, until [`Echo::finish`]: the engine or the cluster keeps what a container prints in its own logs.
@@ -91,23 +103,39 @@ impl Followed {
             {
                 self.at += read as u64;
                 self.partial.extend_from_slice(&chunk[..read]);
-                self.lines_out(out, false)?;
+                self.lines_out(out, Cut::Lines)?;
             }
             self.file = Some(file);
         }
         let stale = self.waiting.is_some_and(|since| since.elapsed() >= STALE);
-        self.lines_out(out, last || stale)?;
+        let cut = match (last, stale) {
+            (true, _) => Cut::Last,
+            (false, true) => Cut::Stale,
+            (false, false) => Cut::Lines,
+        };
+        self.lines_out(out, cut)?;
         out.to.flush()
     }
 
-    /// Writes the whole lines held (and, with `all` or past [`MAX_LINE`], the rest as a line).
-    fn lines_out(&mut self, out: &mut Out, all: bool) -> std::io::Result<()> {
-        let newline = self.partial.iter().rposition(|byte| *byte == b'\n');
-        let unended = newline.map_or(self.partial.len(), |at| self.partial.len() - at - 1);
-        let end = if all || unended >= MAX_LINE {
-            self.partial.len()
-        } else {
-            newline.map_or(0, |at| at + 1)
+    /// Writes the whole lines held, and what [`Cut`] lets go of the one not ended yet; one past [`MAX_LINE`] goes
+    /// up to its last word, as a piece with more to come (an event's pieces are never sent before the end
+    /// otherwise: the stream's lines are joined whole on ccfan's side).
+    fn lines_out(&mut self, out: &mut Out, cut: Cut) -> std::io::Result<()> {
+        let line_end = self
+            .partial
+            .iter()
+            .rposition(|byte| *byte == b'\n')
+            .map_or(0, |at| at + 1);
+        let unended = &self.partial[line_end..];
+        let last_word = unended
+            .iter()
+            .rposition(u8::is_ascii_whitespace)
+            .map(|at| line_end + at + 1);
+        let (end, open) = match cut {
+            Cut::Last => (self.partial.len(), false),
+            _ if unended.len() >= MAX_LINE => (last_word.unwrap_or(self.partial.len()), true),
+            Cut::Stale if self.mark.is_none() => (last_word.unwrap_or(line_end), false),
+            Cut::Stale | Cut::Lines => (line_end, false),
         };
         let whole: Vec<u8> = self.partial.drain(..end).collect();
         self.waiting = match (self.partial.is_empty(), self.waiting) {
@@ -116,10 +144,13 @@ impl Followed {
             (false, _) => Some(Instant::now()),
         };
         for line in whole.split_inclusive(|byte| *byte == b'\n') {
-            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let (line, goes_on) = match line.strip_suffix(b"\n") {
+                Some(ended) => (ended, false),
+                None => (line, open),
+            };
             let redacted = out
                 .redact
-                .as_ref()
+                .as_mut()
                 .map(|redact| redact(&String::from_utf8_lossy(line)).into_bytes());
             let line = redacted.as_deref().unwrap_or(line);
             let pieces: Vec<&[u8]> = if line.is_empty() {
@@ -128,7 +159,7 @@ impl Followed {
                 line.chunks(PIECE).collect()
             };
             for (n, piece) in pieces.iter().enumerate() {
-                let more = n + 1 < pieces.len();
+                let more = n + 1 < pieces.len() || goes_on;
                 out.to.write_all(&frame(self.mark.is_some(), more, piece))?;
                 out.to.write_all(piece)?;
                 out.to.write_all(b"\n")?;
@@ -261,18 +292,20 @@ mod tests {
             "copied while running"
         );
         let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-        file.write_all(b"two sk-live-123\nprogress").unwrap();
-        // A line whose end does not come goes out once it waited long enough.
+        file.write_all(b"two sk-live-123\nprogress 50% sk-li")
+            .unwrap();
+        // A line whose end does not come goes out once it waited long enough, up to its last word: a secret
+        // being printed is not cut in two.
         std::thread::sleep(STALE + POLL * 3);
         assert_eq!(
             String::from_utf8_lossy(&seen.0.lock().unwrap()),
-            "one\ntwo [redacted]\nprogress\n"
+            "one\ntwo [redacted]\nprogress 50% \n"
         );
-        file.write_all(b" done\n").unwrap();
+        file.write_all(b"ve-123 done\n").unwrap();
         echo.finish();
         assert_eq!(
             String::from_utf8_lossy(&seen.0.lock().unwrap()),
-            "one\ntwo [redacted]\nprogress\n done\n"
+            "one\ntwo [redacted]\nprogress 50% \n[redacted] done\n"
         );
     }
 
@@ -321,12 +354,24 @@ mod tests {
         std::fs::write(&log, &log_text).unwrap();
         std::fs::write(&events, &events_text).unwrap();
         let seen = Shared::default();
-        Echo::start_with_events(log, events, Box::new(seen.clone()), None).finish();
+        let echo = Echo::start_with_events(log, events.clone(), Box::new(seen.clone()), None);
+        // An event past the longest line held goes out before its end, in pieces joined again there.
+        let huge = format!("{{\"b\":\"{}\"}}\n", "word ".repeat(MAX_LINE / 4));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&events)
+            .unwrap();
+        std::thread::sleep(POLL * 3);
+        file.write_all(&huge.as_bytes()[..MAX_LINE + 10]).unwrap();
+        std::thread::sleep(POLL * 4);
+        file.write_all(&huge.as_bytes()[MAX_LINE + 10..]).unwrap();
+        echo.finish();
+        let events_text = format!("{events_text}{huge}");
         let (log_back, events_back) = (dir.path().join("log-back"), dir.path().join("events-back"));
         let mut live = crate::sandbox::live::LiveLog::open(crate::sandbox::live::Live {
             log: &log_back,
             events: Some(&events_back),
-            cap: 1 << 20,
+            cap: 4 << 20,
         })
         .unwrap();
         let framed = seen.0.lock().unwrap().clone();
@@ -340,8 +385,19 @@ mod tests {
         for chunk in framed.chunks(333) {
             live.push(chunk);
         }
-        assert_eq!(std::fs::read_to_string(&log_back).unwrap(), log_text);
-        assert_eq!(std::fs::read_to_string(&events_back).unwrap(), events_text);
+        let same = |back: &Path, text: &str| {
+            let back = std::fs::read_to_string(back).unwrap();
+            let differs = back.bytes().zip(text.bytes()).position(|(a, b)| a != b);
+            assert!(
+                back == text,
+                "{} bytes back of {}, first difference at {differs:?}: {:?}",
+                back.len(),
+                text.len(),
+                &back[differs.unwrap_or(0).saturating_sub(20)..][..60.min(back.len())]
+            );
+        };
+        same(&log_back, &log_text);
+        same(&events_back, &events_text);
     }
 
     #[test]

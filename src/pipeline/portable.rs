@@ -277,7 +277,10 @@ fn echo_redactor(input: &Path) -> super::pod::Redact {
                 .map_err(|error| error.to_string())
         });
     match rules {
-        Ok(rules) => Box::new(move |line: &str| rules.redact_text(line)),
+        Ok(rules) => {
+            let mut lines = crate::secrets::lines::LineRedactor::new(rules);
+            Box::new(move |line: &str| lines.line(line))
+        }
         Err(error) => {
             tracing::warn!("the worker's output is not echoed: its secret rules: {error}");
             Box::new(|_: &str| {

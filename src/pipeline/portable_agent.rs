@@ -139,6 +139,7 @@ fn copy_tree(home: &Path, target: &Path) -> Result<(), String> {
 /// copies (what the agent changed in them there is dropped); its credentials come back (a login it refreshed).
 /// Nothing changes when none came back, or when it cannot be taken whole.
 pub fn bring_home(agent: Agent, output: &Path, home: &Path) -> Result<(), String> {
+    crate::agents::home::recover_swap(home);
     let tar = output.join(HOME_TAR);
     let Ok(file) = crate::util::open_regular(&tar) else {
         return Ok(());
@@ -152,27 +153,45 @@ pub fn bring_home(agent: Agent, output: &Path, home: &Path) -> Result<(), String
         &incoming,
         Bounds {
             bytes: MAX_AGENT_HOME,
-            entries: MAX_HOME_FILES,
+            // Its files and their folders.
+            entries: MAX_HOME_FILES * 2 + 1,
         },
         &config,
     )
-    .and_then(|_| {
-        for name in &config {
-            let kept = home.join(name);
-            if std::fs::symlink_metadata(&kept).is_ok_and(|meta| meta.is_file()) {
-                std::fs::copy(&kept, incoming.join(name))?;
-            }
+    .and_then(|_| settle(agent, home, &incoming, &config));
+    let _ = std::fs::remove_dir_all(&incoming);
+    taken.map_err(|error| format!("the agent's home did not come back whole: {error}"))
+}
+
+/// Makes the home taken in at `incoming` private, with this machine's config files, and swaps it in for `home`:
+/// what the agent deleted there stays deleted. A crash between the two renames leaves the old home beside, and
+/// [`crate::agents::home::recover_swap`] puts it back.
+fn settle(agent: Agent, home: &Path, incoming: &Path, config: &[&str]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(incoming, std::fs::Permissions::from_mode(0o700))?;
+    for name in crate::agents::home::seeded_files(agent) {
+        let file = incoming.join(name);
+        if std::fs::symlink_metadata(&file).is_ok_and(|meta| meta.is_file()) {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
         }
-        // Swapped in: what the agent deleted there does not come back from here.
-        let old = home.with_extension("old");
-        let _ = std::fs::remove_dir_all(&old);
+    }
+    for name in config {
+        let kept = home.join(name);
+        if std::fs::symlink_metadata(&kept).is_ok_and(|meta| meta.is_file()) {
+            std::fs::copy(&kept, incoming.join(name))?;
+        }
+    }
+    let old = crate::agents::home::swapped_out(home);
+    let _ = std::fs::remove_dir_all(&old);
+    if std::fs::symlink_metadata(home).is_ok() {
         std::fs::rename(home, &old)?;
-        std::fs::rename(&incoming, home)?;
-        std::fs::remove_dir_all(&old)
-    });
-    if let Err(error) = taken {
-        let _ = std::fs::remove_dir_all(&incoming);
-        return Err(format!("the agent's home did not come back whole: {error}"));
+    }
+    if let Err(error) = std::fs::rename(incoming, home) {
+        let _ = std::fs::rename(&old, home);
+        return Err(error);
+    }
+    if let Err(error) = std::fs::remove_dir_all(&old) {
+        tracing::warn!("cannot remove {}: {error}", old.display());
     }
     Ok(())
 }
@@ -282,9 +301,15 @@ impl Limits {
 }
 
 /// The runner's summary that came back in `output` (bounded), if any: the attempt's, redacted by the caller.
-pub fn summary_back(output: &Path) -> Option<crate::agents::tally::AgentSummary> {
+/// The worker shares the container with the runner and could have rewritten it, so what it says is held to what
+/// a tally makes: the order's agent, counts and texts within bounds, a session id that is a plain id.
+pub fn summary_back(
+    output: &Path,
+    order: &AgentOrder,
+) -> Option<crate::agents::tally::AgentSummary> {
     let bytes = crate::util::read_regular(&output.join(SUMMARY), MAX_SUMMARY).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let summary: crate::agents::tally::AgentSummary = serde_json::from_slice(&bytes).ok()?;
+    Some(summary.bounded(order.agent, order.resumed))
 }
 
 /// The most bytes of the runner's summary read back.
@@ -367,6 +392,9 @@ mod tests {
             "{\"token\": \"refreshed\"}",
             "a refreshed login comes back"
         );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&home), mode(&home.join("auth.json"))), (0o700, 0o600));
         assert!(std::fs::symlink_metadata(home.join("planted")).is_err());
         assert!(
             !home.join("log").exists(),
@@ -399,6 +427,24 @@ mod tests {
     }
 
     #[test]
+    fn a_swap_cut_off_by_a_crash_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("claude");
+        write(
+            &crate::agents::home::swapped_out(&home).join("projects/s.jsonl"),
+            "session",
+        );
+        let output = dir.path().join("out");
+        std::fs::create_dir_all(&output).unwrap();
+        bring_home(Agent::Claude, &output, &home).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(home.join("projects/s.jsonl")).unwrap(),
+            "session"
+        );
+        assert!(!crate::agents::home::swapped_out(&home).exists());
+    }
+
+    #[test]
     fn a_home_tar_past_its_bounds_is_refused_whole() {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
@@ -406,7 +452,7 @@ mod tests {
         let output = dir.path().join("out");
         std::fs::create_dir_all(&output).unwrap();
         let mut builder = tar::Builder::new(Vec::new());
-        for n in 0..=MAX_HOME_FILES {
+        for n in 0..=(MAX_HOME_FILES * 2 + 1) {
             let mut header = tar::Header::new_gnu();
             header.set_size(0);
             header.set_entry_type(tar::EntryType::Regular);

@@ -400,7 +400,7 @@ impl Steps<'_> {
             copy_capped(&report, &files.report_file(), crate::util::MAX_WORKER_FILE);
         }
         if let Worker::Agent(plan) = self.worker {
-            summary = super::portable_agent::summary_back(self.output);
+            summary = super::portable_agent::summary_back(self.output, &plan.order);
             copy_capped(
                 &self.output.join(super::portable_agent::EVENTS),
                 &files.events(),

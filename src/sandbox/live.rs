@@ -79,8 +79,29 @@ impl Capped {
     }
 }
 
-/// The longest line held back waiting for its end when splitting (the runner sends shorter ones).
-const MAX_PENDING: usize = 256 * 1024;
+/// The longest line put together again from the runner's pieces (its echo holds lines of up to a MiB whole).
+const MAX_PENDING: usize = 4 << 20;
+
+impl Drop for LiveLog {
+    /// What is left when the stream ends: a line it did not end, and the pieces of one whose last did not come.
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            self.push(b"\n");
+        }
+        let (log, events) = (
+            std::mem::take(&mut self.carry.0),
+            std::mem::take(&mut self.carry.1),
+        );
+        for (mut carry, file) in [(log, Some(&mut self.log)), (events, self.events.as_mut())] {
+            if let Some(file) = file
+                && !carry.is_empty()
+            {
+                carry.push(b'\n');
+                file.push(&carry);
+            }
+        }
+    }
+}
 
 impl LiveLog {
     /// The files of `live` opened for appending (`None`, with a warning, when one cannot be).

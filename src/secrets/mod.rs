@@ -1,6 +1,7 @@
 //! Secret scanning: rule packs (ccfan's and gitleaks' formats), the keyword-gated engine, redaction, and scanning
 //! of files in parallel (rayon), skipping binaries and streaming very large files.
 
+pub mod lines;
 pub mod redact;
 pub mod rules;
 pub mod sample;

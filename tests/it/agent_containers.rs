@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::agents::{FakeModel, agent_dir, final_message};
+use crate::agents::{FakeModel, agent_dir, final_message, live_command};
 use crate::containers::{Engine, remove_image, worker_image};
 use crate::env::{TestEnv, task, visible_tmp};
 use crate::kube_fake::FakeCluster;
@@ -69,16 +69,16 @@ fn agents_run_in_containers_and_a_rework_resumes_the_session_carried_back() {
         json!([
             {"when": "cx-rework", "write": {"path": "notes/outside.md", "content": "out of scope"}},
             {"when": "cx-rework", "message": final_message(&["notes/outside.md"])},
-            {"when": "ccfan's gate checked your work", "shell": "rm -r notes && mkdir -p docs && echo fixed > docs/codex.md"},
-            {"when": "ccfan's gate checked your work", "message": final_message(&["docs/codex.md"])},
+            {"when": "checked your work on task `cx-rework`", "shell": "rm -r notes && mkdir -p docs && echo fixed > docs/codex.md"},
+            {"when": "checked your work on task `cx-rework`", "message": final_message(&["docs/codex.md"])},
             {"when": "cl-good", "shell": "mkdir -p docs && echo \"by claude as $(id -u)\" > docs/claude.md"},
             {"when": "cl-good", "message": final_message(&["docs/claude.md"])},
             {"when": "cl-hang", "shell": "echo started > started.txt"},
             {"when": "cl-hang", "hang": 120},
             {"when": "on-a-cluster", "write": {"path": "notes/pod.md", "content": "out of scope"}},
             {"when": "on-a-cluster", "message": final_message(&["notes/pod.md"])},
-            {"when": "ccfan's gate checked your work", "shell": "rm -r notes && mkdir -p docs && echo \"in a pod as $(id -u)\" > docs/pod.md"},
-            {"when": "ccfan's gate checked your work", "message": final_message(&["docs/pod.md"])},
+            {"when": "checked your work on task `on-a-cluster`", "shell": "rm -r notes && mkdir -p docs && echo \"in a pod as $(id -u)\" > docs/pod.md"},
+            {"when": "checked your work on task `on-a-cluster`", "message": final_message(&["docs/pod.md"])},
         ]),
         "0.0.0.0",
     );
@@ -130,36 +130,11 @@ fn agents_run_in_containers_and_a_rework_resumes_the_session_carried_back() {
         .unwrap();
     // While the model hangs, another process sees the agent's progress: its stream comes out of the container
     // as it is written.
-    let live = loop {
-        let list = env.ccfan(&["status", "--json"]).json();
-        let found = list["runs"].as_array().unwrap().iter().find_map(|run| {
-            let view = env
-                .ccfan(&["status", "--json", run["run_id"].as_str()?])
-                .json();
-            view["tasks"]
-                .as_array()?
-                .iter()
-                .find(|t| t["id"] == "cl-hang")
-                .cloned()
-        });
-        if let Some(t) = found
-            && t["state"] == "running"
-            && t["agent"]["commands_run"] == 1
-        {
-            break t;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(55),
-            "no live progress from the container"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(
-        live["agent"]["last_command"]
-            .as_str()
-            .unwrap()
-            .contains("echo started"),
-        "{live}"
+    live_command(
+        |args| env.ccfan(args).json(),
+        "cl-hang",
+        "echo started",
+        Duration::from_secs(55).saturating_sub(started.elapsed()),
     );
     let output = running.wait_with_output().unwrap();
     let ran = crate::env::Ran {

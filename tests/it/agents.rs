@@ -111,6 +111,43 @@ impl Drop for FakeModel {
     }
 }
 
+/// Waits until another ccfan process shows task `id` running with its agent's first command, `command`, live
+/// (`status` runs `ccfan status` with the arguments given), and returns the task as shown.
+pub fn live_command(
+    status: impl Fn(&[&str]) -> Value,
+    id: &str,
+    command: &str,
+    within: Duration,
+) -> Value {
+    let started = Instant::now();
+    let live = loop {
+        let list = status(&["status", "--json"]);
+        let found = list["runs"].as_array().unwrap().iter().find_map(|run| {
+            let view = status(&["status", "--json", run["run_id"].as_str()?]);
+            view["tasks"]
+                .as_array()?
+                .iter()
+                .find(|t| t["id"] == id)
+                .cloned()
+        });
+        if let Some(t) = found
+            && t["state"] == "running"
+            && t["agent"]["commands_run"] == 1
+        {
+            break t;
+        }
+        assert!(started.elapsed() < within, "no live progress for {id}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        live["agent"]["last_command"]
+            .as_str()
+            .is_some_and(|last| last.contains(command)),
+        "{live}"
+    );
+    live
+}
+
 /// The user's own Codex home, with its config pointing at the fake model, as a user's would point at theirs.
 fn user_codex_home(env: &TestEnv, model: &FakeModel) -> PathBuf {
     let codex_home = env.tmp.path().join("user-codex");
@@ -412,36 +449,11 @@ fn a_hanging_model_times_out_and_the_whole_tree_dies_while_status_shows_progress
         .spawn()
         .unwrap();
         // Another process sees the agent's live progress while the model hangs.
-        let live = loop {
-            let list = agent_ccfan(&env, &model, &["status", "--json"]).json();
-            let found = list["runs"].as_array().unwrap().iter().find_map(|run| {
-                let view =
-                    agent_ccfan(&env, &model, &["status", "--json", run["run_id"].as_str()?])
-                        .json();
-                view["tasks"]
-                    .as_array()?
-                    .iter()
-                    .find(|t| t["id"] == id)
-                    .cloned()
-            });
-            if let Some(t) = found
-                && t["state"] == "running"
-                && t["agent"]["commands_run"] == 1
-            {
-                break t;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "no live progress for {id}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        assert!(
-            live["agent"]["last_command"]
-                .as_str()
-                .unwrap()
-                .contains("echo started"),
-            "{live}"
+        live_command(
+            |args| agent_ccfan(&env, &model, args).json(),
+            id,
+            "echo started",
+            Duration::from_secs(30),
         );
         // The agent's processes are found while it runs, so finding none afterwards means they died.
         assert!(

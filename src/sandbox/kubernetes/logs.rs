@@ -121,6 +121,9 @@ async fn runner_ended(pods: &Api<Pod>, pod: &str) -> bool {
         })
 }
 
+/// The longest line waited for (the runner's pieces, with the cluster's timestamp, are far shorter).
+const MAX_LINE: usize = 64 * 1024;
+
 /// Passes one stream's new lines on, until it ends; `false` once the live log is full.
 async fn pass_on(
     stream: impl futures_util::AsyncBufRead,
@@ -135,10 +138,12 @@ async fn pass_on(
             .await
             .unwrap_or(0);
         partial.extend_from_slice(&chunk[..read]);
-        // Whole lines; at the stream's end, what is left too.
+        // Whole lines only: the runner ends every line it echoes, so a stream that ends within one was cut, and
+        // the line comes whole from the next (it is not marked seen). One past any the runner sends goes as is.
         let end = match partial.iter().rposition(|byte| *byte == b'\n') {
             Some(at) => at + 1,
-            None if read == 0 => partial.len(),
+            None if partial.len() > MAX_LINE => partial.len(),
+            None if read == 0 => return true,
             None => continue,
         };
         let whole: Vec<u8> = partial.drain(..end).collect();
@@ -165,6 +170,33 @@ mod tests {
             .filter_map(|line| position.line(line.as_bytes()))
             .map(|line| String::from_utf8_lossy(line).into_owned())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_line_a_dropped_stream_cut_comes_whole_from_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("worker.log");
+        let mut live = LiveLog::open(crate::sandbox::live::Live {
+            log: &log,
+            events: None,
+            cap: 1 << 20,
+        })
+        .unwrap();
+        let mut position = Position::default();
+        let cut = futures_util::io::Cursor::new(
+            b"2026-12-03T15:13:45.9Z a\n2026-12-03T15:13:46.5Z the line is c".to_vec(),
+        );
+        assert!(pass_on(cut, &mut position, &mut live).await);
+        position.again();
+        let next = futures_util::io::Cursor::new(
+            b"2026-12-03T15:13:45.9Z a\n2026-12-03T15:13:46.5Z the line is cut here\n".to_vec(),
+        );
+        assert!(pass_on(next, &mut position, &mut live).await);
+        drop(live);
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "a\nthe line is cut here\n"
+        );
     }
 
     #[test]
