@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::agents::{FakeModel, agent_dir, final_message, live_command};
+use crate::agents::{FakeModel, agent_dir, final_message, live_command, user_codex_home_at};
 use crate::containers::{Engine, remove_image, worker_image};
 use crate::env::{TestEnv, task, visible_tmp};
 use crate::kube_fake::FakeCluster;
@@ -86,16 +86,7 @@ fn agents_run_in_containers_and_a_rework_resumes_the_session_carried_back() {
     let env = TestEnv::new_in(&visible_tmp());
     let model_url = format!("http://host.containers.internal:{}", model.port);
     // The user's Codex config points at the model as the container sees it; ccfan seeds it into the agent's home.
-    let codex_home = env.tmp.path().join("user-codex");
-    std::fs::create_dir_all(&codex_home).unwrap();
-    std::fs::write(
-        codex_home.join("config.toml"),
-        format!(
-            "model = \"gpt-5.5\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\nname = \"mock\"\n\
-             base_url = \"{model_url}/v1\"\nwire_api = \"responses\"\n"
-        ),
-    )
-    .unwrap();
+    let codex_home = user_codex_home_at(&env, &model_url);
     env.commit_policy(&engine.policy(
         "\n[workers.cx]\nkind = \"codex\"\n\n[workers.cl]\nkind = \"claude\"\n\n\
          [workers.gone]\nkind = \"claude\"\nprogram = \"claude-not-in-the-image\"\n",

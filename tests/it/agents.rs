@@ -150,14 +150,18 @@ pub fn live_command(
 
 /// The user's own Codex home, with its config pointing at the fake model, as a user's would point at theirs.
 fn user_codex_home(env: &TestEnv, model: &FakeModel) -> PathBuf {
+    user_codex_home_at(env, &format!("http://127.0.0.1:{}", model.port))
+}
+
+/// The user's own Codex home, with its config pointing at the model at `url` (as the agent reaches it).
+pub fn user_codex_home_at(env: &TestEnv, url: &str) -> PathBuf {
     let codex_home = env.tmp.path().join("user-codex");
     std::fs::create_dir_all(&codex_home).unwrap();
     std::fs::write(
         codex_home.join("config.toml"),
         format!(
             "model = \"gpt-5.5\"\nmodel_provider = \"mock\"\n\n[model_providers.mock]\nname = \"mock\"\n\
-             base_url = \"http://127.0.0.1:{}/v1\"\nwire_api = \"responses\"\n",
-            model.port
+             base_url = \"{url}/v1\"\nwire_api = \"responses\"\n"
         ),
     )
     .unwrap();
