@@ -30,6 +30,9 @@ pub struct KubernetesSettings {
     pub start_timeout: std::time::Duration,
     /// How long the API may fail to answer before a running attempt counts as lost (`interrupted`).
     pub link_timeout: std::time::Duration,
+    /// The most disk an attempt's pod may use (its emptyDir's `sizeLimit` and the runner's `ephemeral-storage`);
+    /// past it the kubelet evicts the pod and the attempt is lost. `None`: the namespace's limits only.
+    pub storage: Option<u64>,
 }
 
 impl Default for KubernetesSettings {
@@ -43,6 +46,7 @@ impl Default for KubernetesSettings {
             pull_policy: "IfNotPresent".to_string(),
             start_timeout: std::time::Duration::from_secs(300),
             link_timeout: std::time::Duration::from_secs(60),
+            storage: None,
         }
     }
 }
@@ -58,6 +62,7 @@ pub(super) struct KubernetesSection {
     pull_policy: Option<Spanned<String>>,
     start_timeout: Option<Spanned<String>>,
     link_timeout: Option<Spanned<String>>,
+    storage: Option<Spanned<String>>,
 }
 
 /// `[sandbox.kubernetes]` over the base's.
@@ -136,6 +141,15 @@ pub(super) fn resolve(
     if let Some(limit) = key.check(section.link_timeout, "link_timeout", duration, not_one, fix)? {
         settings.link_timeout = limit;
     }
+    if let Some(storage) = key.check(
+        section.storage,
+        "storage",
+        |s| crate::util::parse_size(s).ok().filter(|bytes| *bytes > 0),
+        |s| format!("`{s}` is not a size"),
+        "write a size such as \"20GiB\", or leave storage out for the namespace's limits",
+    )? {
+        settings.storage = Some(storage);
+    }
     Ok(settings)
 }
 
@@ -206,6 +220,11 @@ mod tests {
             parse("namespace = \"agents\"\negress = [\"10.0.0.0/8\", \"::/0\"]\n").unwrap();
         assert_eq!(settings.namespace.as_deref(), Some("agents"));
         assert_eq!(settings.egress, ["10.0.0.0/8", "::/0"]);
+        assert_eq!(settings.storage, None);
+        assert_eq!(
+            parse("storage = \"20GiB\"\n").unwrap().storage,
+            Some(20 << 30)
+        );
         assert_eq!(settings.max_jobs, 16);
         assert_eq!(settings.pull_policy, "IfNotPresent");
     }
@@ -226,6 +245,8 @@ mod tests {
                 "sandbox.kubernetes.start_timeout",
             ),
             ("ttl_seconds = -1", "sandbox.kubernetes.ttl_seconds"),
+            ("storage = \"0\"", "sandbox.kubernetes.storage"),
+            ("storage = \"lots\"", "sandbox.kubernetes.storage"),
             ("link_timeout = \"0s\"", "sandbox.kubernetes.link_timeout"),
         ] {
             let error = parse(text).unwrap_err().to_string();

@@ -105,7 +105,8 @@ fn a_tasks_file_fans_out_to_kubernetes_jobs_through_the_same_gate() {
     ) else {
         return;
     };
-    env.commit_policy(&cluster.policy(""));
+    // With a disk bound: the pods `podman kube play` runs carry the emptyDir's sizeLimit and ephemeral-storage.
+    env.commit_policy(&cluster.policy("storage = \"2GiB\"\n"));
     let key = "key=\"AKIA$(LC_ALL=C tr -dc 'A-Z2-7' </dev/urandom | head -c 16)\"; echo \"aws = $key\" > src/keys.txt";
     let workers = [
         worker(
@@ -156,6 +157,11 @@ fn a_tasks_file_fans_out_to_kubernetes_jobs_through_the_same_gate() {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     };
     assert!(seen_live, "the pod's output was not followed live: {ran:?}");
+    let created = &cluster.fake.jobs_created()[0]["spec"]["template"]["spec"];
+    assert_eq!(
+        created["volumes"][0]["emptyDir"]["sizeLimit"], "2147483648",
+        "{created}"
+    );
     let run = ran.json();
     for id in ["one", "two"] {
         assert_eq!(task(&run, id)["state"], "merged", "{ran:?}");

@@ -112,6 +112,11 @@ pub fn job(
             json!(format!("{}m", (cpus * 1000.0).ceil() as u64)),
         );
     }
+    let mut volume = serde_json::Map::new();
+    if let Some(storage) = cluster.storage {
+        limits.insert("ephemeral-storage".into(), json!(storage.to_string()));
+        volume.insert("sizeLimit".into(), json!(storage.to_string()));
+    }
     let env_from = if run.env.is_empty() {
         json!([])
     } else {
@@ -157,7 +162,7 @@ pub fn job(
                     "automountServiceAccountToken": false,
                     "enableServiceLinks": false,
                     "terminationGracePeriodSeconds": 5,
-                    "volumes": [{"name": names.job, "emptyDir": {}}],
+                    "volumes": [{"name": names.job, "emptyDir": volume}],
                     "containers": [
                         {
                             "name": RUNNER,
@@ -304,6 +309,7 @@ pub fn baseline_policy() -> Result<NetworkPolicy, serde_json::Error> {
 mod tests {
     use super::*;
     use crate::policy::{ContainerSettings, SandboxBackend, SandboxLimits};
+    use serde_json::Value;
     use std::sync::atomic::AtomicBool;
 
     fn with_run<T>(network: bool, work: impl FnOnce(&ContainerRun<'_>) -> T) -> T {
@@ -357,6 +363,25 @@ mod tests {
         let runner = &pod["containers"][0];
         assert_eq!(runner["resources"]["limits"]["memory"], "1073741824");
         assert_eq!(runner["resources"]["limits"]["cpu"], "1500m");
+        assert_eq!(
+            (
+                &runner["resources"]["limits"]["ephemeral-storage"],
+                &pod["volumes"][0]["emptyDir"]
+            ),
+            (&Value::Null, &json!({})),
+            "no disk bound unless the policy sets one"
+        );
+        let bounded = KubernetesSettings {
+            storage: Some(20 << 30),
+            ..KubernetesSettings::default()
+        };
+        let bounded = with_run(false, |run| super::job(run, &bounded, &names)).unwrap();
+        let pod = &serde_json::to_value(&bounded).unwrap()["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["containers"][0]["resources"]["limits"]["ephemeral-storage"],
+            "21474836480"
+        );
+        assert_eq!(pod["volumes"][0]["emptyDir"]["sizeLimit"], "21474836480");
         assert_eq!(runner["envFrom"][0]["secretRef"]["name"], names.job);
         assert!(
             !value.to_string().contains("sk-value"),
