@@ -385,41 +385,15 @@ fn run_once(
         ));
     };
     let limits = launch.sandbox.limits;
-    let log =
-        log::CappedLog::create(launch.log_path, launch.sandbox.log_limit).map_err(|source| {
-            SandboxError::Log {
-                path: launch.log_path.to_path_buf(),
-                source,
-            }
-        })?;
-    let (reader, writer_err) = std::io::pipe().map_err(SandboxError::Pipe)?;
-    // stdout: the log too, or the event stream's own pipe and file.
-    let (stream_io, writer) = match &*stream {
-        None => (None, writer_err.try_clone().map_err(SandboxError::Pipe)?),
-        Some(events) => {
-            let file = log::CappedLog::create(events.path, launch.sandbox.log_limit).map_err(
-                |source| SandboxError::Log {
-                    path: events.path.to_path_buf(),
-                    source,
-                },
-            )?;
-            let (stream_reader, stream_writer) = std::io::pipe().map_err(SandboxError::Pipe)?;
-            (Some((file, stream_reader)), stream_writer)
-        }
-    };
+    let Outputs {
+        log,
+        reader,
+        writer,
+        writer_err,
+        stream_io,
+    } = open_outputs(launch, stream.as_ref())?;
     let cgroups = cgroup::Cgroups::create(launch.token, &limits);
-    let mut notes = Vec::new();
-    let enforced = cgroups.enforced(&limits);
-    if limits.memory.is_some() && !enforced.memory {
-        notes.push(
-            "memory limit not enforced: no writable memory cgroup on this machine".to_string(),
-        );
-    }
-    if limits.pids.is_some() && !enforced.pids {
-        notes.push(
-            "process limit not enforced: no writable pids cgroup on this machine".to_string(),
-        );
-    }
+    let mut notes = unenforced(&cgroups, &limits);
     let Prepared {
         mut command,
         mut setup,
@@ -468,73 +442,27 @@ fn run_once(
     let (line_sender, lines) = std::sync::mpsc::sync_channel::<String>(LINE_QUEUE);
     let stream_pump =
         stream_io.map(|(file, stream_reader)| file.pump_lines(stream_reader, Some(line_sender)));
-    let mut limit_hit: Option<String> = None;
-    let take_lines = |stream: &mut Option<EventStream<'_>>, limit_hit: &mut Option<String>| {
-        if let Some(events) = stream.as_mut() {
-            for line in lines.try_iter().take(LINES_PER_POLL) {
-                if let Some(reason) = events.handler.line(&line) {
-                    limit_hit.get_or_insert(reason);
-                }
-            }
-            if let Some(reason) = events.handler.idle() {
-                limit_hit.get_or_insert(reason);
-            }
+    let supervised = supervise(
+        &mut child,
+        launch,
+        &cgroups,
+        stream,
+        &lines,
+        (&pump, stream_pump.as_ref()),
+        started,
+    );
+    let (status, stopped) = match supervised {
+        Ok(ended) => ended,
+        Err(error) => {
+            cgroups.remove();
+            return Err(error);
         }
-    };
-
-    let deadline = started + launch.sandbox.timeout;
-    let mut stopped: Option<ExitStatus> = None;
-    let mut poll = Duration::from_millis(1);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(source) => {
-                proc::kill_tree(pid, launch.token, &cgroups);
-                cgroups.remove();
-                return Err(SandboxError::Wait { pid, source });
-            }
-        }
-        take_lines(stream, &mut limit_hit);
-        if stopped.is_none() {
-            let output = pump.bytes() + stream_pump.as_ref().map_or(0, log::Pump::bytes);
-            if launch.cancel.load(Ordering::SeqCst) {
-                stopped = Some(ExitStatus::Cancelled);
-            } else if Instant::now() >= deadline {
-                stopped = Some(ExitStatus::TimedOut);
-            } else if output > limits.max_output {
-                stopped = Some(ExitStatus::OverLimit {
-                    limit: format!("output of {} bytes", limits.max_output),
-                });
-            } else if let Some(limit) = limit_hit.take() {
-                stopped = Some(ExitStatus::OverLimit { limit });
-            }
-            if stopped.is_some() {
-                proc::terminate_tree(pid, launch.token, &cgroups, GRACE);
-            }
-        }
-        // Short first polls, so that a quick process is not billed a whole poll interval.
-        std::thread::sleep(poll);
-        poll = (poll * 2).min(Duration::from_millis(15));
     };
     // Whatever the worker left running (setsid children, daemons) dies with it.
     let leftovers_killed = proc::kill_tree(pid, launch.token, &cgroups);
     let (mut output_bytes, mut log_capped) = pump.finish(Duration::from_secs(3));
     if let Some(stream_pump) = stream_pump {
-        // Drain the queue while the pump reads the last of the pipe (it waits whenever the queue is full).
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let (bytes, capped) = loop {
-            if let Some(events) = stream.as_mut() {
-                for line in lines.try_iter() {
-                    events.handler.line(&line);
-                }
-            }
-            match stream_pump.done() {
-                Some(done) => break done,
-                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-                None => break (stream_pump.bytes(), false),
-            }
-        };
+        let (bytes, capped) = drain_stream(stream, &lines, &stream_pump);
         output_bytes += bytes;
         log_capped |= capped;
     }
@@ -550,24 +478,7 @@ fn run_once(
     let memory_exceeded = cgroups.memory_exceeded();
     cgroups.remove();
     notes.extend(events);
-    let exit = stopped.unwrap_or_else(|| {
-        use std::os::unix::process::ExitStatusExt;
-        match (status.code(), status.signal()) {
-            (Some(_), _) if !started_ok => ExitStatus::SpawnFailed {
-                message: format!(
-                    "the sandbox could not start: {}",
-                    bwrap_error(launch.log_path)
-                ),
-            },
-            // bubblewrap reports a child killed by SIGKILL as exit code 137.
-            (Some(137), _) | (_, Some(9)) if memory_exceeded => ExitStatus::OverLimit {
-                limit: format!("memory of {} bytes", limits.memory.unwrap_or_default()),
-            },
-            (Some(code), _) => ExitStatus::Code { code },
-            (None, Some(signal)) => ExitStatus::Signal { signal },
-            (None, None) => ExitStatus::Code { code: -1 },
-        }
-    });
+    let exit = stopped.unwrap_or_else(|| exit_of(status, started_ok, memory_exceeded, launch));
     Ok(Outcome {
         exit,
         output_bytes,
@@ -578,6 +489,178 @@ fn run_once(
         git_protected,
         notes,
     })
+}
+
+/// Where a worker's output goes: its log (stderr, and stdout unless an event stream takes it) and the pipes.
+struct Outputs {
+    log: log::CappedLog,
+    /// What the log's pump reads.
+    reader: std::io::PipeReader,
+    /// The worker's stdout: the log's pipe, or the event stream's.
+    writer: std::io::PipeWriter,
+    /// The worker's stderr.
+    writer_err: std::io::PipeWriter,
+    /// The event stream's file and what its pump reads.
+    stream_io: Option<(log::CappedLog, std::io::PipeReader)>,
+}
+
+/// Opens the worker's log, and its event stream's file when it has one, with their pipes.
+fn open_outputs(
+    launch: &Launch<'_>,
+    stream: Option<&EventStream<'_>>,
+) -> Result<Outputs, SandboxError> {
+    let capped = |path: &std::path::Path| {
+        log::CappedLog::create(path, launch.sandbox.log_limit).map_err(|source| SandboxError::Log {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let log = capped(launch.log_path)?;
+    let (reader, writer_err) = std::io::pipe().map_err(SandboxError::Pipe)?;
+    // stdout: the log too, or the event stream's own pipe and file.
+    let (stream_io, writer) = match stream {
+        None => (None, writer_err.try_clone().map_err(SandboxError::Pipe)?),
+        Some(events) => {
+            let file = capped(events.path)?;
+            let (stream_reader, stream_writer) = std::io::pipe().map_err(SandboxError::Pipe)?;
+            (Some((file, stream_reader)), stream_writer)
+        }
+    };
+    Ok(Outputs {
+        log,
+        reader,
+        writer,
+        writer_err,
+        stream_io,
+    })
+}
+
+/// Waits for the worker, feeding its event stream's lines to their handler, and stops its whole tree (after a
+/// grace period) when it is cancelled, past its deadline, over its output limit or at a limit the handler saw:
+/// how it ended, and why ccfan stopped it if it did. On a failed wait its tree is killed.
+fn supervise(
+    child: &mut std::process::Child,
+    launch: &Launch<'_>,
+    cgroups: &cgroup::Cgroups,
+    stream: &mut Option<EventStream<'_>>,
+    lines: &std::sync::mpsc::Receiver<String>,
+    (pump, stream_pump): (&log::Pump, Option<&log::Pump>),
+    started: Instant,
+) -> Result<(std::process::ExitStatus, Option<ExitStatus>), SandboxError> {
+    let pid = child.id();
+    let limits = &launch.sandbox.limits;
+    let deadline = started + launch.sandbox.timeout;
+    let mut limit_hit: Option<String> = None;
+    let mut stopped: Option<ExitStatus> = None;
+    let mut poll = Duration::from_millis(1);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok((status, stopped)),
+            Ok(None) => {}
+            Err(source) => {
+                proc::kill_tree(pid, launch.token, cgroups);
+                return Err(SandboxError::Wait { pid, source });
+            }
+        }
+        if let Some(events) = stream.as_mut() {
+            for line in lines.try_iter().take(LINES_PER_POLL) {
+                if let Some(reason) = events.handler.line(&line) {
+                    limit_hit.get_or_insert(reason);
+                }
+            }
+            if let Some(reason) = events.handler.idle() {
+                limit_hit.get_or_insert(reason);
+            }
+        }
+        if stopped.is_none() {
+            let output = pump.bytes() + stream_pump.map_or(0, log::Pump::bytes);
+            if launch.cancel.load(Ordering::SeqCst) {
+                stopped = Some(ExitStatus::Cancelled);
+            } else if Instant::now() >= deadline {
+                stopped = Some(ExitStatus::TimedOut);
+            } else if output > limits.max_output {
+                stopped = Some(ExitStatus::OverLimit {
+                    limit: format!("output of {} bytes", limits.max_output),
+                });
+            } else if let Some(limit) = limit_hit.take() {
+                stopped = Some(ExitStatus::OverLimit { limit });
+            }
+            if stopped.is_some() {
+                proc::terminate_tree(pid, launch.token, cgroups, GRACE);
+            }
+        }
+        // Short first polls, so that a quick process is not billed a whole poll interval.
+        std::thread::sleep(poll);
+        poll = (poll * 2).min(Duration::from_millis(15));
+    }
+}
+
+/// Notes for the limits asked for that no cgroup on this machine can enforce.
+fn unenforced(cgroups: &cgroup::Cgroups, limits: &crate::policy::SandboxLimits) -> Vec<String> {
+    let enforced = cgroups.enforced(limits);
+    let mut notes = Vec::new();
+    if limits.memory.is_some() && !enforced.memory {
+        notes.push(
+            "memory limit not enforced: no writable memory cgroup on this machine".to_string(),
+        );
+    }
+    if limits.pids.is_some() && !enforced.pids {
+        notes.push(
+            "process limit not enforced: no writable pids cgroup on this machine".to_string(),
+        );
+    }
+    notes
+}
+
+/// Reads the event stream's last lines into its handler while its pump reads the last of the pipe (it waits
+/// whenever the queue is full), for 3 s at most; the bytes it kept and whether it capped them.
+fn drain_stream(
+    stream: &mut Option<EventStream<'_>>,
+    lines: &std::sync::mpsc::Receiver<String>,
+    pump: &log::Pump,
+) -> (u64, bool) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(events) = stream.as_mut() {
+            for line in lines.try_iter() {
+                events.handler.line(&line);
+            }
+        }
+        match pump.done() {
+            Some(done) => return done,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            None => return (pump.bytes(), false),
+        }
+    }
+}
+
+/// How a worker that ccfan did not stop ended: its code or signal, a sandbox that never started, or the memory
+/// limit (a SIGKILL when the cgroup says memory ran out).
+fn exit_of(
+    status: std::process::ExitStatus,
+    started_ok: bool,
+    memory_exceeded: bool,
+    launch: &Launch<'_>,
+) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(_), _) if !started_ok => ExitStatus::SpawnFailed {
+            message: format!(
+                "the sandbox could not start: {}",
+                bwrap_error(launch.log_path)
+            ),
+        },
+        // bubblewrap reports a child killed by SIGKILL as exit code 137.
+        (Some(137), _) | (_, Some(9)) if memory_exceeded => ExitStatus::OverLimit {
+            limit: format!(
+                "memory of {} bytes",
+                launch.sandbox.limits.memory.unwrap_or_default()
+            ),
+        },
+        (Some(code), _) => ExitStatus::Code { code },
+        (None, Some(signal)) => ExitStatus::Signal { signal },
+        (None, None) => ExitStatus::Code { code: -1 },
+    }
 }
 
 /// Whether `backend` keeps git's metadata of `policy` (the common dir, where a worktree's index lives) read-only:
